@@ -1,0 +1,1 @@
+"""The acting side: rollout collection, RolloutWorker, Evaluator (plain classes, no Ray import)."""

@@ -1,0 +1,1 @@
+"""Everything Ray: runtime, remote actors, the training driver and the `a3c` CLI."""

@@ -1,0 +1,177 @@
+"""The `a3c` command: train, evaluate, config."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from typing import Optional
+
+from common import checkpoint
+from common.config import (Config, from_dict, from_flat, load_yaml, parse_override, preset_names,
+                           reference_rows, save_yaml, validate)
+from common.envs import probe_spaces
+from common.errors import A3CError
+
+DEFAULT_PRESET = "cartpole"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as one `error:` line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise A3CError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="a3c", description="Distributed A3C on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("train", help="train a policy (local Ray by default)")
+    t.add_argument("preset", nargs="?", help=f"preset name ({', '.join(preset_names())}) or a YAML file")
+    t.add_argument("--env", help="gymnasium id or package.module:ClassName (env.id)")
+    t.add_argument("--num-workers", type=int, help="rollout workers (run.num_workers)")
+    t.add_argument("--total-env-steps", type=int, help="env-step budget (run.total_env_steps)")
+    t.add_argument("--time-limit", type=float, help="seconds of training (run.time_limit_s)")
+    t.add_argument("--stop-return", type=float, help="stop at this eval mean return (run.stop_return)")
+    t.add_argument("--seed", type=int, help="base seed (run.seed)")
+    t.add_argument("--run-dir", help="run directory (run.run_dir)")
+    t.add_argument("--address", help="join this Ray cluster instead of starting one (cluster.address)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
+                   help="config override section.key=value (repeatable)")
+    e = sub.add_parser("evaluate", help="evaluate a run's checkpoint (no Ray needed)")
+    e.add_argument("run_dir")
+    e.add_argument("--checkpoint", default="best", help="latest | best | PATH (default best, else latest)")
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--random", action="store_true", help="evaluate a uniform random policy instead")
+    e.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    c = sub.add_parser("config", help="print a resolved config, or the reference of every key")
+    c.add_argument("preset", nargs="?", default=DEFAULT_PRESET)
+    c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V")
+    c.add_argument("--reference", action="store_true", help="print every key, its default and its meaning")
+    return parser
+
+
+FLAG_KEYS = {"env": "env.id", "num_workers": "run.num_workers", "total_env_steps": "run.total_env_steps",
+             "time_limit": "run.time_limit_s", "stop_return": "run.stop_return", "seed": "run.seed",
+             "run_dir": "run.run_dir", "address": "cluster.address"}
+
+
+def resolve_config(base: dict, overrides: list[str], flags: Optional[dict] = None, source: str = "") -> Config:
+    cfg = from_dict(base, source=source or "config")
+    cfg = from_flat(dict(parse_override(o) for o in overrides), cfg)
+    cfg = from_flat({FLAG_KEYS[k]: v for k, v in (flags or {}).items() if v is not None}, cfg)
+    return validate(cfg)
+
+
+def _new_run_dir(cfg: Config, preset: Optional[str]) -> str:
+    name = preset if preset and preset in preset_names() else cfg.env.id.split(":")[-1].replace("/", "_")
+    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    flags = {k: getattr(args, k) for k in FLAG_KEYS}
+    resume_state = None
+    if args.resume:
+        if not args.run_dir:
+            raise A3CError("--resume needs --run-dir DIR of the run to continue")
+        config_path = os.path.join(args.run_dir, "config.yaml")
+        if not os.path.isfile(config_path):
+            raise A3CError(f"cannot resume: '{config_path}' does not exist")
+        if args.preset:
+            print(f"note: resuming uses {config_path}; the preset '{args.preset}' is ignored")
+        cfg = resolve_config(load_yaml(config_path), args.overrides, flags, config_path)
+        spaces = probe_spaces(cfg.env)
+        resume_state = checkpoint.load(checkpoint.resolve(args.run_dir, "latest"))
+        run_dir = args.run_dir
+    else:
+        preset = args.preset or DEFAULT_PRESET
+        cfg = resolve_config(load_yaml(preset), args.overrides, flags, preset)
+        spaces = probe_spaces(cfg.env)
+        run_dir = cfg.run.run_dir or _new_run_dir(cfg, preset)
+        if os.path.exists(run_dir) and os.listdir(run_dir):
+            raise A3CError(f"run dir '{run_dir}' already exists; pass --resume to continue it, or another --run-dir")
+    cfg.run.run_dir = run_dir
+    os.makedirs(run_dir, exist_ok=True)
+    save_yaml(cfg, os.path.join(run_dir, "config.yaml"))
+    print(f"run dir: {run_dir}", flush=True)
+
+    from cluster.driver import Trainer  # Ray is imported only once the input is known to be good
+
+    summary = Trainer(cfg, spaces, run_dir, resume_state=resume_state).train()
+    result = {k: getattr(summary, k) for k in ("reason", "env_steps", "version", "episodes", "train_s",
+                                                "ray_start_s", "last_eval", "best_eval", "solved_at_s",
+                                                "solved_at_env_steps")}
+    print(json.dumps(result))
+    return 130 if summary.reason == "interrupted" else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.run_dir):
+        raise A3CError(f"run dir '{args.run_dir}' does not exist")
+    if args.episodes < 1:
+        raise A3CError("--episodes must be >= 1")
+    config_path = os.path.join(args.run_dir, "config.yaml")
+    if not os.path.isfile(config_path):
+        raise A3CError(f"'{args.run_dir}' is not a run dir: no config.yaml")
+    cfg = resolve_config(load_yaml(config_path), [], source=config_path)
+    from actors.evaluator import Evaluator
+
+    evaluator = Evaluator(cfg)
+    label = "uniform random policy"
+    if not args.random:
+        path = checkpoint.resolve(args.run_dir, args.checkpoint)
+        state = checkpoint.load(path)
+        try:
+            evaluator.load_state_dict(state["model"])
+        except (RuntimeError, KeyError) as exc:
+            raise A3CError(f"checkpoint '{path}' does not match the run's model: {str(exc).splitlines()[0]}") from None
+        label = f"{path} (version {state.get('counters', {}).get('version', '?')})"
+    result = evaluator.run_episodes(args.episodes, args.seed, random_policy=args.random)
+    evaluator.close()
+    print(f"{cfg.env.id}: {label}")
+    print(f"  {result['episodes']} episodes, return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
+          f"(min {result['min_return']:.2f}, max {result['max_return']:.2f}), mean length {result['mean_length']:.1f}")
+    print(json.dumps({k: result[k] for k in ("mean_return", "std_return", "min_return", "max_return", "episodes")}))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.reference:
+        print("| key | default | meaning |\n|---|---|---|")
+        for key, default, doc in reference_rows():
+            print(f"| `{key}` | `{default}` | {doc} |")
+        return 0
+    import yaml
+
+    cfg = resolve_config(load_yaml(args.preset), args.overrides, source=args.preset)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "train":
+            signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM checkpoints like Ctrl-C
+            return cmd_train(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
+        return cmd_config(args)
+    except A3CError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,223 @@
+"""The training driver: spawns and wires the actors, monitors, logs, checkpoints, evaluates, stops."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import ray
+
+from cluster.remote import RemoteEvaluator, RemoteParameterServer, RemoteWorker
+from cluster.runtime import actor_options, start_ray
+from common import checkpoint, metrics
+from common.config import Config
+from common.envs import EnvSpaces
+from common.flat import set_flat_weights
+from common.models import build_model
+
+POLL_S = 0.1
+EVAL_SEED_OFFSET = 100_000
+
+
+@dataclass
+class RunSummary:
+    reason: str = ""  # what stopped the run: solved | env_steps | time_limit | interrupted
+    env_steps: int = 0
+    version: int = 0
+    episodes: int = 0
+    train_s: float = 0.0  # wall time from the workers' start to the stop
+    ray_start_s: float = 0.0
+    eval_s: float = 0.0  # wall time the evaluator spent (runs beside training)
+    last_eval: Optional[float] = None
+    best_eval: Optional[float] = None
+    solved_at_s: Optional[float] = None  # training time when the solving weights were taken, evals excluded
+    solved_at_env_steps: Optional[int] = None
+    rejected_stale: int = 0
+    rejected_nonfinite: int = 0
+    evals: list = field(default_factory=list)  # (env_steps, mean_return)
+
+
+class Trainer:
+    """Drives one run; `train()` returns a RunSummary. Usable from the CLI or from Python."""
+
+    def __init__(self, config: Config, spaces: EnvSpaces, run_dir: str,
+                 resume_state: Optional[dict] = None, quiet: bool = False):
+        self.config, self.spaces, self.run_dir = config, spaces, run_dir
+        self.resume_state = resume_state
+        self.quiet = quiet
+        self.ckpt_dir = os.path.join(run_dir, "checkpoints")
+        self.summary = RunSummary()
+        self.summary.best_eval = (resume_state or {}).get("best_eval_return")
+        self._actors: list = []
+
+    # -- set-up ------------------------------------------------------------------------------------------
+    def _spawn(self) -> None:
+        c, ns = self.config.cluster, self.config.cluster.namespace
+        self.ps = RemoteParameterServer.options(**actor_options("a3c:ps", c.ps_num_cpus, ns)).remote(
+            self.config, self.spaces)
+        if self.resume_state is not None:
+            ray.get(self.ps.load_state_dict.remote(self.resume_state))
+        self.workers = [RemoteWorker.options(**actor_options(f"a3c:worker-{r}", c.worker_num_cpus, ns))
+                        .remote(self.config, r) for r in range(self.config.run.num_workers)]
+        self.evaluator = RemoteEvaluator.options(**actor_options("a3c:eval", c.eval_num_cpus, ns)).remote(
+            self.config)
+        self._actors = [self.ps, *self.workers, self.evaluator]
+        ray.get([self.ps.ping.remote(), *[w.node_id.remote() for w in self.workers]])
+
+    def train(self) -> RunSummary:
+        started, self.summary.ray_start_s, dashboard = start_ray(self.config)
+        self._say(f"ray ready in {self.summary.ray_start_s:.1f}s; dashboard {dashboard} "
+                  "(token: ~/.ray/auth_token, see README)")
+        self.writer = metrics.ScalarWriter(self.run_dir)
+        try:
+            self._spawn()
+            self._loop()
+        except KeyboardInterrupt:
+            self.summary.reason = "interrupted"
+            self._say("interrupted: writing a final checkpoint")
+        finally:
+            self._finish(started)
+        return self.summary
+
+    # -- the monitoring loop -----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        run = self.config.run
+        self.t0 = time.perf_counter()
+        self.worker_refs = [w.run_remote.remote(self.ps) for w in self.workers]
+        last_log = last_ckpt = self.t0
+        self._log_state = (self.t0, ray.get(self.ps.get_counters.remote()))
+        self._eval_ref, self._eval_started, self._last_eval_start = None, 0.0, -1e9
+        while True:
+            time.sleep(POLL_S)
+            now = time.perf_counter()
+            counters = ray.get(self.ps.get_counters.remote())
+            self._check_workers()
+            self._poll_eval(now)
+            if now - last_log >= run.log_interval_s:
+                self._log(now)
+                last_log = now
+            if now - last_ckpt >= run.checkpoint_interval_s:
+                self._save_checkpoint()
+                last_ckpt = now
+            reason = self._stop_reason(now, counters)
+            if reason:
+                self.summary.reason = reason
+                return
+
+    def _stop_reason(self, now: float, counters: dict) -> str:
+        run = self.config.run
+        if self.summary.solved_at_s is not None:
+            return "solved"
+        if counters["env_steps"] >= run.total_env_steps:
+            return "env_steps"
+        if run.time_limit_s is not None and now - self.t0 >= run.time_limit_s:
+            return "time_limit"
+        return ""
+
+    def _check_workers(self) -> None:
+        done, _ = ray.wait(self.worker_refs, num_returns=len(self.worker_refs), timeout=0)
+        for ref in done:
+            ray.get(ref)  # a worker only returns early by failing: surface its error
+            raise RuntimeError("a rollout worker stopped before the run did")
+
+    def _poll_eval(self, now: float) -> None:
+        run = self.config.run
+        if self._eval_ref is not None:
+            ready, _ = ray.wait([self._eval_ref], timeout=0)
+            if not ready:
+                return
+            self._on_eval(ray.get(self._eval_ref), now)
+            self._eval_ref = None
+        if now - self._last_eval_start >= run.eval_interval_s:
+            self._eval_started = self._last_eval_start = now
+            self._eval_ref = self.evaluator.evaluate_remote.remote(
+                self.ps, run.eval_episodes, run.seed + EVAL_SEED_OFFSET)
+
+    def _on_eval(self, result: dict, now: float) -> None:
+        s, mean = self.summary, result["mean_return"]
+        # Training time when these weights were taken, not counting earlier evaluations' time.
+        taken_at = self._eval_started - self.t0 - s.eval_s
+        s.eval_s += now - self._eval_started
+        s.last_eval = mean
+        s.evals.append((result["env_steps"], mean))
+        self.writer.write({metrics.EVAL_RETURN: mean}, result["env_steps"])
+        if s.best_eval is None or mean > s.best_eval:
+            s.best_eval = mean
+            self._save_best(result)
+        stop = self.config.run.stop_return
+        if stop is not None and mean >= stop and s.solved_at_s is None:
+            s.solved_at_s, s.solved_at_env_steps = taken_at, result["env_steps"]
+            self._say(f"solved: eval mean {mean:.1f} >= {stop} at {result['env_steps']:,} env steps")
+
+    def _log(self, now: float) -> None:
+        stats = ray.get(self.ps.pull_stats.remote())
+        t_prev, c_prev = self._log_state
+        dt = max(now - t_prev, 1e-9)
+        fps = (stats["env_steps"] - c_prev["env_steps"]) / dt
+        ups = (stats["version"] - c_prev["version"]) / dt
+        self._log_state = (now, {k: stats[k] for k in ("env_steps", "version")})
+        rets, lens = stats["episode_returns"], stats["episode_lengths"]
+        mean_ret = sum(rets) / len(rets) if rets else None
+        losses = stats["losses"]
+        self.writer.write({
+            metrics.EPISODE_RETURN: mean_ret, metrics.EPISODE_LENGTH: sum(lens) / len(lens) if lens else None,
+            metrics.VALUE_MEAN: losses.get("value_mean"), metrics.LOSS_POLICY: losses.get("policy"),
+            metrics.LOSS_VALUE: losses.get("value"), metrics.LOSS_ENTROPY: losses.get("entropy"),
+            metrics.GRAD_NORM: stats["grad_norm_mean"], metrics.WEIGHT_NORM: stats["weight_norm"],
+            metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats["comm_fraction"],
+            metrics.PS_VERSION: stats["version"], metrics.POLICY_LAG: stats["policy_lag_mean"],
+            metrics.REJECTED_STALE: stats["rejected_stale"], metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
+        }, stats["env_steps"])
+        self._say(_progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval))
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def _save_checkpoint(self) -> Optional[str]:
+        state = ray.get(self.ps.state_dict.remote())
+        state["best_eval_return"] = self.summary.best_eval
+        return checkpoint.save_versioned(state, self.ckpt_dir, state["counters"]["version"],
+                                         self.config.run.keep_checkpoints)
+
+    def _save_best(self, result: dict) -> None:
+        model = build_model(self.spaces, self.config.model)
+        set_flat_weights(model, result["weights"])
+        state = {"model": model.state_dict(), "counters": {"version": result["version"],
+                                                           "env_steps": result["env_steps"]},
+                 "eval_return_mean": result["mean_return"], "best_eval_return": result["mean_return"]}
+        checkpoint.save_atomic(state, os.path.join(self.ckpt_dir, "best.pt"))
+
+    # -- shutdown ------------------------------------------------------------------------------------------
+    def _finish(self, started_ray: bool) -> None:
+        s = self.summary
+        s.train_s = time.perf_counter() - getattr(self, "t0", time.perf_counter())
+        try:
+            if self._actors:
+                ray.get(self.ps.request_stop.remote())
+                ray.wait(getattr(self, "worker_refs", []), num_returns=len(getattr(self, "worker_refs", [])),
+                         timeout=30)
+                path = self._save_checkpoint()
+                counters = ray.get(self.ps.get_counters.remote())
+                s.env_steps, s.version, s.episodes = counters["env_steps"], counters["version"], counters["episodes"]
+                s.rejected_stale, s.rejected_nonfinite = counters["rejected_stale"], counters["rejected_nonfinite"]
+                self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "
+                          f"checkpoint {path}")
+        finally:
+            self.writer.close()
+            for actor in self._actors:
+                ray.kill(actor)
+            if started_ray:
+                ray.shutdown()
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+
+def _progress_line(elapsed: float, stats: dict, fps: float, mean_ret: Optional[float],
+                   last_eval: Optional[float]) -> str:
+    ret = f"{mean_ret:8.1f}" if mean_ret is not None else "       -"
+    ev = f"{last_eval:8.1f}" if last_eval is not None else "       -"
+    lag = stats["policy_lag_mean"]
+    return (f"[{elapsed:7.1f}s] steps {stats['env_steps']:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
+            f"eval {ev} | version {stats['version']:>9,} | lag {lag if lag is not None else 0:4.1f}")
+

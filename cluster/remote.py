@@ -1,0 +1,61 @@
+"""Ray remote versions of the plain classes, and the client that lets a worker call a remote PS."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import ray
+
+from actors.evaluator import Evaluator
+from actors.worker import RolloutWorker
+from common.config import Config
+from common.envs import EnvSpaces
+from common.packet import ApplyResult, GradientPacket
+from learner.parameter_server import ParameterServer
+
+
+class _RayParameterServer(ParameterServer):
+    """Publishes each version's weights with one ray.put, shared by every worker that pulls them."""
+
+    def __init__(self, config: Config, spaces: EnvSpaces):
+        super().__init__(config, spaces, publish=ray.put)
+
+    def ping(self) -> int:
+        return self.version
+
+
+class RemoteParameterServerClient:
+    """Satisfies actors.worker.ParameterServerClient over a Ray actor handle."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    def apply_gradients(self, packet: GradientPacket) -> ApplyResult:
+        result = ray.get(self.handle.apply_gradients.remote(packet))
+        if isinstance(result.weights, ray.ObjectRef):
+            result.weights = ray.get(result.weights)
+        return result
+
+    def get_weights(self) -> tuple[int, np.ndarray, int]:
+        version, weights, env_steps = ray.get(self.handle.get_weights.remote())
+        if isinstance(weights, ray.ObjectRef):
+            weights = ray.get(weights)
+        return version, weights, env_steps
+
+
+class _RayWorker(RolloutWorker):
+    def run_remote(self, ps_handle: Any) -> dict:
+        return self.run(RemoteParameterServerClient(ps_handle))
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
+class _RayEvaluator(Evaluator):
+    def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int) -> dict:
+        return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed)
+
+
+RemoteParameterServer = ray.remote(_RayParameterServer)
+RemoteWorker = ray.remote(_RayWorker)
+RemoteEvaluator = ray.remote(_RayEvaluator)

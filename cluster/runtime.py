@@ -1,0 +1,43 @@
+"""Starting or joining Ray, and the resource options of each actor role."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+import ray
+
+from common.config import Config
+
+def required_cpus(config: Config) -> float:
+    c = config.cluster
+    return config.run.num_workers * c.worker_num_cpus + c.ps_num_cpus + c.eval_num_cpus
+
+
+def start_ray(config: Config) -> tuple[bool, float, str]:
+    """Join `cluster.address`, or start a local Ray sized for the run.
+
+    Returns (we_started_it, seconds, dashboard_url).
+
+    An already-initialised Ray (a test session, a notebook) is reused and left running.
+    """
+    if ray.is_initialized():
+        return False, 0.0, "(Ray was already running)"
+    t0 = time.perf_counter()
+    c = config.cluster
+    # Silence Ray's per-task log forwarding chatter in the progress output; errors still surface.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if c.address:
+        ctx = ray.init(address=c.address, namespace=c.namespace, log_to_driver=True)
+    else:
+        num_cpus = c.num_cpus or max(int(math.ceil(required_cpus(config))), 1)
+        ctx = ray.init(num_cpus=num_cpus, namespace=c.namespace, include_dashboard=c.include_dashboard,
+                       dashboard_host=c.dashboard_host, log_to_driver=True, logging_level=logging.WARNING)
+    url = getattr(ctx, "dashboard_url", None)
+    return True, time.perf_counter() - t0, f"http://{url}" if url else "(no dashboard)"
+
+
+def actor_options(name: str, num_cpus: float, namespace: str) -> dict:
+    return {"name": name, "namespace": namespace, "num_cpus": num_cpus, "max_concurrency": 1,
+            "lifetime": None}

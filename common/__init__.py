@@ -1,0 +1,1 @@
+"""Building blocks with no Ray import: config, envs, models, maths, checkpoints, metrics."""

@@ -1,0 +1,71 @@
+"""Checkpoints: plain tensors and numbers, written atomically, loaded with weights_only=True."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import tempfile
+from typing import Any
+
+import torch
+
+from common.errors import A3CError
+
+CKPT_PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
+
+
+def save_atomic(state: dict, path: str) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over `path`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise A3CError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated / foreign files
+        raise A3CError(f"checkpoint '{path}' is unreadable or corrupt ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise A3CError(f"checkpoint '{path}' is not a ray-a3c checkpoint (no model weights)")
+    return state
+
+
+def list_checkpoints(ckpt_dir: str) -> list[str]:
+    """ckpt-<version>.pt files, oldest version first."""
+    paths = [p for p in glob.glob(os.path.join(ckpt_dir, "ckpt-*.pt")) if CKPT_PATTERN.search(p)]
+    return sorted(paths, key=lambda p: int(CKPT_PATTERN.search(p).group(1)))
+
+
+def save_versioned(state: dict, ckpt_dir: str, version: int, keep: int) -> str:
+    path = os.path.join(ckpt_dir, f"ckpt-{version}.pt")
+    save_atomic(state, path)
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        os.unlink(old)
+    return path
+
+
+def resolve(run_dir: str, which: str) -> str:
+    """'latest' | 'best' | a path -> a checkpoint path; 'best' falls back to latest if none was saved."""
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    if which not in ("latest", "best"):
+        return which
+    best = os.path.join(ckpt_dir, "best.pt")
+    if which == "best" and os.path.isfile(best):
+        return best
+    found = list_checkpoints(ckpt_dir)
+    if not found:
+        raise A3CError(f"no checkpoint in '{ckpt_dir}'")
+    return found[-1]

@@ -1,0 +1,247 @@
+"""Typed run configuration: dataclasses, YAML presets, `section.key=value` overrides, validation."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Optional
+
+import yaml
+
+from common.errors import A3CError
+
+
+def _f(default: Any, doc: str) -> Any:
+    """A dataclass field with a one-line doc (shown by `a3c config` and in the README)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class EnvConfig:
+    id: str = _f("CartPole-v1", "gymnasium id, or `package.module:ClassName` of your own gymnasium.Env")
+    kwargs: dict = _f({}, "keyword arguments passed to gymnasium.make / your env class")
+    num_envs_per_worker: int = _f(8, "env copies each worker steps in lockstep (batched inference)")
+    max_episode_steps: Optional[int] = _f(None, "override the env's time limit (truncation); null keeps it")
+    reward_scale: float = _f(1.0, "rewards are multiplied by this for learning; logged returns stay raw")
+
+
+@dataclass
+class ModelConfig:
+    hidden_sizes: list = _f([64, 64], "MLP layer widths of the encoder")
+    activation: str = _f("tanh", "tanh | relu | elu")
+    shared_trunk: bool = _f(False, "one trunk for policy and value; false = separate actor and critic nets")
+    init_log_std: float = _f(0.0, "initial log-std of the Gaussian head (continuous actions)")
+
+
+@dataclass
+class AlgoConfig:
+    rollout_steps: int = _f(5, "transitions per env per gradient (n of n-step returns)")
+    gamma: float = _f(0.99, "discount factor")
+    gae_lambda: float = _f(1.0, "GAE lambda; 1.0 gives plain n-step discounted returns")
+    learning_rate: float = _f(7e-4, "Adam learning rate (the actor's when critic_learning_rate is set)")
+    critic_learning_rate: Optional[float] = _f(None, "separate Adam lr for the critic (needs shared_trunk false)")
+    adam_eps: float = _f(1e-5, "Adam epsilon")
+    entropy_coef: float = _f(0.01, "weight of the entropy bonus")
+    value_coef: float = _f(0.5, "weight of the value loss")
+    value_loss: str = _f("mse", "mse | smooth_l1")
+    max_grad_norm: float = _f(0.5, "clip gradients to this global norm on the PS; 0 disables")
+    max_policy_lag: int = _f(50, "reject gradients computed on weights older than this many versions")
+
+
+@dataclass
+class RunConfig:
+    run_dir: Optional[str] = _f(None, "run directory; null = runs/<preset-or-env>-<timestamp>")
+    seed: int = _f(0, "base seed; worker r uses seed + r")
+    num_workers: int = _f(2, "rollout worker actors")
+    total_env_steps: int = _f(1_000_000, "stop after this many env steps")
+    time_limit_s: Optional[float] = _f(None, "stop after this many seconds of training; null = none")
+    stop_return: Optional[float] = _f(None, "stop when the evaluator's mean return reaches this; null = none")
+    eval_interval_s: float = _f(5.0, "seconds between evaluator runs")
+    eval_episodes: int = _f(10, "deterministic episodes per evaluation")
+    checkpoint_interval_s: float = _f(60.0, "seconds between checkpoints")
+    keep_checkpoints: int = _f(3, "keep the last K ckpt-<version>.pt files")
+    log_interval_s: float = _f(5.0, "seconds between progress lines and TensorBoard scalars")
+
+
+@dataclass
+class ClusterConfig:
+    address: Optional[str] = _f(None, "Ray address to join (`auto`, `ray://...`, `HOST:6379`); null = local Ray")
+    namespace: str = _f("a3c", "Ray namespace of the named actors a3c:ps, a3c:worker-N, a3c:eval")
+    num_cpus: Optional[int] = _f(None, "logical CPUs of a local Ray; null = what the actors ask for")
+    worker_num_cpus: float = _f(1.0, "CPUs reserved per rollout worker")
+    ps_num_cpus: float = _f(1.0, "CPUs reserved for the parameter server")
+    eval_num_cpus: float = _f(0.5, "CPUs reserved for the evaluator")
+    include_dashboard: bool = _f(True, "start the Ray dashboard with a local Ray")
+    dashboard_host: str = _f("127.0.0.1", "interface the local dashboard binds to")
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a field's type hint, converting int->float where harmless."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if hint in (bool, str, list, dict) and isinstance(value, hint):
+        return value
+    raise A3CError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def from_dict(data: Any, base: Optional[Config] = None, source: str = "config") -> Config:
+    """Merge a nested mapping {section: {key: value}} into `base` (defaults if None)."""
+    if not isinstance(data, dict):
+        raise A3CError(f"{source} must be a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
+    cfg = dataclasses.replace(base) if base else Config()
+    cfg = from_flat({f"{s}.{k}": v for s, sec in data.items() for k, v in _section_items(s, sec, source)}, cfg)
+    return cfg
+
+
+def _section_items(section: str, body: Any, source: str) -> list:
+    if section not in SECTIONS:
+        raise A3CError(f"unknown section '{section}' in {source}; sections are {', '.join(SECTIONS)}")
+    if not isinstance(body, dict):
+        raise A3CError(f"section '{section}' in {source} must be a mapping, got {type(body).__name__}")
+    return list(body.items())
+
+
+def from_flat(values: dict[str, Any], base: Config) -> Config:
+    """Apply {"section.key": value} to a copy of `base`; unknown keys are errors."""
+    sections = {name: dataclasses.replace(getattr(base, name)) for name in SECTIONS}
+    types = _section_types()
+    for dotted, value in values.items():
+        section, _, key = dotted.partition(".")
+        if section not in sections or key not in _field_names(types[section]):
+            raise A3CError(f"unknown config key '{dotted}'; run `a3c config` to list the keys")
+        hint = typing.get_type_hints(types[section])[key]
+        setattr(sections[section], key, _coerce(value, hint, dotted))
+    return Config(**sections)
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'algo.gamma=0.98' -> ('algo.gamma', 0.98); the value is read as YAML (numbers, null, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep or "." not in key:
+        raise A3CError(f"override '{text}' must look like section.key=value")
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise A3CError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("common.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_yaml(path_or_preset: str) -> dict:
+    """Read a preset by name or a YAML file by path; the top level must be a mapping."""
+    if path_or_preset in preset_names():
+        text = resources.files("common.presets").joinpath(f"{path_or_preset}.yaml").read_text()
+        source = f"preset '{path_or_preset}'"
+    elif os.path.isfile(path_or_preset):
+        with open(path_or_preset) as fh:
+            text = fh.read()
+        source = path_or_preset
+    else:
+        raise A3CError(f"'{path_or_preset}' is neither a preset ({', '.join(preset_names())}) nor a YAML file")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise A3CError(f"{source} is not valid YAML: {exc}".splitlines()[0]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise A3CError(f"{source} must be a YAML mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(cfg: Config, path: str) -> None:
+    with open(path, "w") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+
+
+def validate(cfg: Config) -> Config:
+    """Reject values that cannot work, before any process or file is created."""
+    e, m, a, r, c = cfg.env, cfg.model, cfg.algo, cfg.run, cfg.cluster
+    checks = [
+        (bool(e.id), "env.id must not be empty"),
+        (e.num_envs_per_worker >= 1, "env.num_envs_per_worker must be >= 1"),
+        (e.max_episode_steps is None or e.max_episode_steps >= 1, "env.max_episode_steps must be >= 1 or null"),
+        (math.isfinite(e.reward_scale) and e.reward_scale > 0, "env.reward_scale must be > 0"),
+        (len(m.hidden_sizes) >= 1 and all(isinstance(h, int) and h > 0 for h in m.hidden_sizes),
+         "model.hidden_sizes must be a non-empty list of positive ints"),
+        (m.activation in ("tanh", "relu", "elu"), "model.activation must be tanh, relu or elu"),
+        (a.rollout_steps >= 1, "algo.rollout_steps must be >= 1"),
+        (0.0 < a.gamma <= 1.0, "algo.gamma must be in (0, 1]"),
+        (0.0 <= a.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
+        (a.learning_rate > 0, f"algo.learning_rate must be > 0, got {a.learning_rate}"),
+        (a.critic_learning_rate is None or a.critic_learning_rate > 0, "algo.critic_learning_rate must be > 0"),
+        (a.critic_learning_rate is None or not m.shared_trunk,
+         "algo.critic_learning_rate needs model.shared_trunk=false (a shared trunk has one learning rate)"),
+        (a.adam_eps > 0, "algo.adam_eps must be > 0"),
+        (a.entropy_coef >= 0, "algo.entropy_coef must be >= 0"),
+        (a.value_coef > 0, "algo.value_coef must be > 0"),
+        (a.value_loss in ("mse", "smooth_l1"), "algo.value_loss must be mse or smooth_l1"),
+        (a.max_grad_norm >= 0, "algo.max_grad_norm must be >= 0 (0 disables clipping)"),
+        (a.max_policy_lag >= 0, "algo.max_policy_lag must be >= 0"),
+        (r.num_workers >= 1, "run.num_workers must be >= 1"),
+        (r.total_env_steps >= 1, "run.total_env_steps must be >= 1"),
+        (r.time_limit_s is None or r.time_limit_s > 0, "run.time_limit_s must be > 0 or null"),
+        (r.eval_interval_s > 0, "run.eval_interval_s must be > 0"),
+        (r.eval_episodes >= 1, "run.eval_episodes must be >= 1"),
+        (r.checkpoint_interval_s > 0, "run.checkpoint_interval_s must be > 0"),
+        (r.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
+        (r.log_interval_s > 0, "run.log_interval_s must be > 0"),
+        (c.num_cpus is None or c.num_cpus >= 1, "cluster.num_cpus must be >= 1 or null"),
+        (min(c.worker_num_cpus, c.ps_num_cpus, c.eval_num_cpus) >= 0, "cluster.*_num_cpus must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise A3CError(message)
+    return cfg
+
+
+def reference_rows() -> list[tuple[str, str, str]]:
+    """(key, default, doc) for every config key, in declaration order."""
+    rows = []
+    for section, cls in _section_types().items():
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            rows.append((f"{section}.{f.name}", yaml.safe_dump(default, default_flow_style=True).strip()
+                         .removesuffix("\n...").removesuffix(" ..."), f.metadata["doc"]))
+    return rows

@@ -1,0 +1,47 @@
+"""Metric names (DESIGN.md) and a tensorboardX writer keyed by total env steps."""
+from __future__ import annotations
+
+from typing import Optional
+
+EPISODE_RETURN = "charts/episode_return"
+EPISODE_LENGTH = "charts/episode_length"
+VALUE_MEAN = "charts/value_mean"
+EVAL_RETURN = "eval/return_mean"
+LOSS_POLICY = "losses/policy"
+LOSS_VALUE = "losses/value"
+LOSS_ENTROPY = "losses/entropy"
+GRAD_NORM = "grads/global_norm"
+WEIGHT_NORM = "weights/global_norm"
+ENV_STEPS_PER_S = "perf/env_steps_per_s"
+UPDATES_PER_S = "perf/updates_per_s"
+COMM_FRACTION = "perf/comm_fraction"
+PS_VERSION = "ps/version"
+POLICY_LAG = "ps/policy_lag_mean"
+REJECTED_STALE = "ps/grads_rejected_stale"
+REJECTED_NONFINITE = "ps/grads_rejected_nonfinite"
+
+ALL_TAGS = [EPISODE_RETURN, EPISODE_LENGTH, VALUE_MEAN, EVAL_RETURN, LOSS_POLICY, LOSS_VALUE, LOSS_ENTROPY,
+            GRAD_NORM, WEIGHT_NORM, ENV_STEPS_PER_S, UPDATES_PER_S, COMM_FRACTION, PS_VERSION, POLICY_LAG,
+            REJECTED_STALE, REJECTED_NONFINITE]
+
+
+def ray_metric_name(tag: str) -> str:
+    return tag.replace("/", "_")
+
+
+class ScalarWriter:
+    """TensorBoard scalars with total env steps on the x axis."""
+
+    def __init__(self, log_dir: str):
+        from tensorboardX import SummaryWriter  # imported here so pure-maths users need not have it
+
+        self._writer = SummaryWriter(log_dir=log_dir, flush_secs=5)
+
+    def write(self, scalars: dict[str, Optional[float]], env_steps: int) -> None:
+        for tag, value in scalars.items():
+            if value is not None:
+                self._writer.add_scalar(tag, float(value), global_step=int(env_steps))
+
+    def close(self) -> None:
+        self._writer.flush()
+        self._writer.close()

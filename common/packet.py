@@ -1,0 +1,29 @@
+"""What a worker sends the parameter server, and what it gets back."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+
+@dataclass
+class GradientPacket:
+    gradient: np.ndarray  # [P] float32, flat in model.parameters() order
+    version: int  # PS weight version the gradient was computed from
+    env_steps: int  # transitions collected for it
+    worker_rank: int = 0
+    episode_returns: list = field(default_factory=list)  # raw returns of episodes finished in this rollout
+    episode_lengths: list = field(default_factory=list)
+    losses: dict = field(default_factory=dict)  # policy, value, entropy, value_mean
+    compute_s: float = 0.0  # seconds spent collecting + differentiating (previous loop)
+    comm_s: float = 0.0  # seconds spent pushing / pulling in the previous loop
+
+
+@dataclass
+class ApplyResult:
+    accepted: bool
+    version: int  # PS version after this packet
+    reason: str = ""  # "stale" | "nonfinite" when rejected
+    stop: bool = False  # the driver asked workers to finish
+    weights: Optional[Any] = None  # the current version's weights (an ndarray, or an ObjectRef under Ray)

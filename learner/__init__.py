@@ -1,0 +1,1 @@
+"""The learning side: ParameterServer (plain class, no Ray import)."""

@@ -1,0 +1,141 @@
+"""ParameterServer: the global network, one Adam, versions, staleness and NaN guards, checkpoint state."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from common.config import Config
+from common.envs import EnvSpaces
+from common.flat import get_flat_weights, set_flat_grads
+from common.losses import clip_by_global_norm
+from common.models import build_model
+from common.packet import ApplyResult, GradientPacket
+
+COUNTERS = ("version", "env_steps", "episodes", "rejected_stale", "rejected_nonfinite")
+
+
+def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Adam:
+    """One Adam; with a critic learning rate the critic's parameters form a second param group
+    (the same maths as two optimizers, one state dict)."""
+    algo = config.algo
+    critic_ids = model.critic_parameter_ids() if algo.critic_learning_rate is not None else set()
+    actor = [p for p in model.parameters() if id(p) not in critic_ids]
+    groups = [{"params": actor, "lr": algo.learning_rate}]
+    if critic_ids:
+        critic = [p for p in model.parameters() if id(p) in critic_ids]
+        groups.append({"params": critic, "lr": algo.critic_learning_rate})
+    return torch.optim.Adam(groups, lr=algo.learning_rate, eps=algo.adam_eps)
+
+
+class _Window:
+    """Statistics accumulated between two `pull_stats` calls."""
+
+    def __init__(self) -> None:
+        self.returns: list[float] = []
+        self.lengths: list[int] = []
+        self.losses: dict[str, list[float]] = {}
+        self.lags: list[int] = []
+        self.grad_norms: list[float] = []
+        self.compute_s = self.comm_s = 0.0
+        self.applied = 0
+
+
+class ParameterServer:
+    def __init__(self, config: Config, spaces: EnvSpaces,
+                 publish: Optional[Callable[[np.ndarray], Any]] = None):
+        torch.set_num_threads(1)
+        torch.manual_seed(config.run.seed)
+        self.config = config
+        self.model = build_model(spaces, config.model)
+        self.optimizer = build_optimizer(self.model, config)
+        self._publish = publish or (lambda flat: flat)
+        self._published: tuple[int, Any] = (-1, None)
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.stop_requested = False
+        self._window = _Window()
+
+    @property
+    def version(self) -> int:
+        return self.counters["version"]
+
+    def apply_gradients(self, packet: GradientPacket) -> ApplyResult:
+        """Apply one worker gradient (serially), or reject it as stale / non-finite. Always answers
+        with the current weights so the worker can adopt them without a second call."""
+        self._record(packet)
+        lag = self.version - packet.version
+        reason = ""
+        if not np.all(np.isfinite(packet.gradient)):
+            self.counters["rejected_nonfinite"] += 1
+            reason = "nonfinite"
+        elif lag > self.config.algo.max_policy_lag:
+            self.counters["rejected_stale"] += 1
+            reason = "stale"
+        else:
+            self._step(packet.gradient)
+            self._window.lags.append(lag)
+        return ApplyResult(accepted=not reason, version=self.version, reason=reason,
+                           stop=self.stop_requested, weights=self._current_weights())
+
+    def _step(self, gradient: np.ndarray) -> None:
+        clipped, norm = clip_by_global_norm(gradient, self.config.algo.max_grad_norm)
+        set_flat_grads(self.model, clipped)
+        self.optimizer.step()
+        self.counters["version"] += 1
+        self._window.grad_norms.append(norm)
+        self._window.applied += 1
+
+    def _record(self, packet: GradientPacket) -> None:
+        w = self._window
+        self.counters["env_steps"] += packet.env_steps
+        self.counters["episodes"] += len(packet.episode_returns)
+        w.returns += packet.episode_returns
+        w.lengths += packet.episode_lengths
+        for key, value in packet.losses.items():
+            w.losses.setdefault(key, []).append(value)
+        w.compute_s += packet.compute_s
+        w.comm_s += packet.comm_s
+
+    def _current_weights(self) -> Any:
+        """This version's weights, published once and shared by everyone who asks for them."""
+        if self._published[0] != self.version:
+            self._published = (self.version, self._publish(get_flat_weights(self.model)))
+        return self._published[1]
+
+    def get_weights(self) -> tuple[int, Any, int]:
+        """(version, weights, env_steps)."""
+        return self.version, self._current_weights(), self.counters["env_steps"]
+
+    def get_counters(self) -> dict:
+        """The cumulative counters (cheap; the driver polls it for stop conditions)."""
+        return dict(self.counters)
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+
+    def pull_stats(self) -> dict:
+        """Counters plus means over everything received since the previous call."""
+        w, self._window = self._window, _Window()
+        busy = w.compute_s + w.comm_s
+        stats: dict = dict(self.counters)
+        stats.update(
+            episode_returns=w.returns, episode_lengths=w.lengths, applied=w.applied,
+            losses={k: float(np.mean(v)) for k, v in w.losses.items()},
+            policy_lag_mean=float(np.mean(w.lags)) if w.lags else None,
+            grad_norm_mean=float(np.mean(w.grad_norms)) if w.grad_norms else None,
+            weight_norm=float(np.linalg.norm(get_flat_weights(self.model))),
+            comm_fraction=w.comm_s / busy if busy > 0 else None)
+        return stats
+
+    def state_dict(self) -> dict:
+        """Everything a resume needs, as plain tensors and numbers (weights_only-loadable)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "counters": dict(self.counters), "config_yaml": yaml.safe_dump(self.config.to_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.counters.update({k: int(v) for k, v in state["counters"].items() if k in self.counters})
+        self._published = (-1, None)
