@@ -17,12 +17,37 @@ from common.packet import ApplyResult, GradientPacket
 from common.returns import gae
 
 
-class ParameterServerClient(Protocol):
-    """How a worker talks to the PS: the plain ParameterServer satisfies it, cluster/ wraps a Ray handle."""
+class PendingApply(Protocol):
+    def result(self) -> ApplyResult: ...
 
-    def apply_gradients(self, packet: GradientPacket) -> ApplyResult: ...
+
+class ParameterServerClient(Protocol):
+    """How a worker talks to the PS: LocalClient wraps a plain ParameterServer, cluster/ a Ray handle."""
+
+    def submit(self, packet: GradientPacket) -> PendingApply: ...
 
     def get_weights(self) -> tuple[int, np.ndarray, int]: ...
+
+
+class _Done:
+    def __init__(self, result: ApplyResult):
+        self._result = result
+
+    def result(self) -> ApplyResult:
+        return self._result
+
+
+class LocalClient:
+    """A ParameterServerClient over an in-process ParameterServer (tests, single-process use)."""
+
+    def __init__(self, ps):
+        self.ps = ps
+
+    def submit(self, packet: GradientPacket) -> PendingApply:
+        return _Done(self.ps.apply_gradients(packet))
+
+    def get_weights(self) -> tuple[int, np.ndarray, int]:
+        return self.ps.get_weights()
 
 
 class RolloutWorker:
@@ -63,25 +88,39 @@ class RolloutWorker:
                     "value_mean": float(ro.values.mean())})
 
     def run(self, ps: ParameterServerClient, max_updates: Optional[int] = None) -> dict:
-        """The asynchronous loop: rollout -> gradient -> push -> adopt the PS's newer weights, until stop."""
+        """The asynchronous loop: rollout -> gradient -> push -> adopt the PS's newer weights, until stop.
+
+        With `algo.overlap_push` the push travels while the next rollout is collected, so the worker's
+        CPU is not idle during the round trip, at the price of acting one update behind.
+        """
+        overlap = self.config.algo.overlap_push
         version, weights, _ = ps.get_weights()
         self.set_weights(weights, version)
-        pushed = 0
+        pushed, pending, stop = 0, None, False
         compute_s = comm_s = 0.0
-        while max_updates is None or pushed < max_updates:
+        while not stop and (max_updates is None or pushed < max_updates):
             t0 = time.perf_counter()
             packet = self.compute_gradient()
             packet.compute_s, packet.comm_s = compute_s, comm_s
             t1 = time.perf_counter()
-            result = ps.apply_gradients(packet)
-            if result.weights is not None and result.version != self.version:
-                self.set_weights(result.weights, result.version)
-            t2 = time.perf_counter()
-            compute_s, comm_s = t1 - t0, t2 - t1
+            if pending is not None:
+                stop, pending = self._adopt(pending.result()), None
+                if stop:
+                    break
+            pending = ps.submit(packet)
             pushed += 1
-            if result.stop:
-                break
+            if not overlap:
+                stop, pending = self._adopt(pending.result()), None
+            compute_s, comm_s = t1 - t0, time.perf_counter() - t1
+        if pending is not None:
+            self._adopt(pending.result())
         return {"rank": self.rank, "pushed": pushed, "env_steps": self.total_env_steps}
+
+    def _adopt(self, result: ApplyResult) -> bool:
+        """Take the weights that came back with a push; True when the PS asks workers to stop."""
+        if result.weights is not None and result.version != self.version:
+            self.set_weights(result.weights, result.version)
+        return result.stop
 
     def close(self) -> None:
         self.envs.close()

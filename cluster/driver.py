@@ -195,6 +195,8 @@ class Trainer:
                 ray.get(self.ps.request_stop.remote())
                 ray.wait(getattr(self, "worker_refs", []), num_returns=len(getattr(self, "worker_refs", [])),
                          timeout=30)
+                if hasattr(self, "_log_state"):
+                    self._log(time.perf_counter())  # a last tick, so even short runs log every tag
                 path = self._save_checkpoint()
                 counters = ray.get(self.ps.get_counters.remote())
                 s.env_steps, s.version, s.episodes = counters["env_steps"], counters["version"], counters["episodes"]

@@ -14,11 +14,18 @@ from common.packet import ApplyResult, GradientPacket
 from learner.parameter_server import ParameterServer
 
 
-class _RayParameterServer(ParameterServer):
-    """Publishes each version's weights with one ray.put, shared by every worker that pulls them."""
+INLINE_WEIGHTS_BYTES = 100 * 1024  # Ray's own limit for inlining small objects into a reply
 
+
+def publish_weights(flat: np.ndarray) -> Any:
+    """Large weights go into the object store once per version (one ray.put shared by every reader);
+    small ones travel inside the reply, which is cheaper than an object-store round trip."""
+    return ray.put(flat) if flat.nbytes > INLINE_WEIGHTS_BYTES else flat
+
+
+class _RayParameterServer(ParameterServer):
     def __init__(self, config: Config, spaces: EnvSpaces):
-        super().__init__(config, spaces, publish=ray.put)
+        super().__init__(config, spaces, publish=publish_weights)
 
     def ping(self) -> int:
         return self.version
@@ -30,17 +37,25 @@ class RemoteParameterServerClient:
     def __init__(self, handle: Any):
         self.handle = handle
 
-    def apply_gradients(self, packet: GradientPacket) -> ApplyResult:
-        result = ray.get(self.handle.apply_gradients.remote(packet))
-        if isinstance(result.weights, ray.ObjectRef):
-            result.weights = ray.get(result.weights)
-        return result
+    def submit(self, packet: GradientPacket) -> "_PendingRemote":
+        return _PendingRemote(self.handle.apply_gradients.remote(packet))
 
     def get_weights(self) -> tuple[int, np.ndarray, int]:
         version, weights, env_steps = ray.get(self.handle.get_weights.remote())
         if isinstance(weights, ray.ObjectRef):
             weights = ray.get(weights)
         return version, weights, env_steps
+
+
+class _PendingRemote:
+    def __init__(self, ref: ray.ObjectRef):
+        self.ref = ref
+
+    def result(self) -> ApplyResult:
+        result = ray.get(self.ref)
+        if isinstance(result.weights, ray.ObjectRef):
+            result.weights = ray.get(result.weights)
+        return result
 
 
 class _RayWorker(RolloutWorker):

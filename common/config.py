@@ -50,6 +50,7 @@ class AlgoConfig:
     value_coef: float = _f(0.5, "weight of the value loss")
     value_loss: str = _f("mse", "mse | smooth_l1")
     max_grad_norm: float = _f(0.5, "clip gradients to this global norm on the PS; 0 disables")
+    overlap_push: bool = _f(True, "push a gradient while collecting the next rollout (acts one update behind)")
     max_policy_lag: int = _f(50, "reject gradients computed on weights older than this many versions")
 
 

@@ -1,0 +1,81 @@
+"""Real Ray, real actors: train CartPole to solved, evaluate it, read TensorBoard back, resume."""
+import glob
+import json
+import os
+
+import pytest
+import torch
+
+from cluster.cli import main
+from common import metrics
+
+pytestmark = pytest.mark.integration
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def scalars(event_file: str) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(event_file)
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def solved_run(ray_session, tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("cartpole") / "run")
+    code = main(["train", "--env", "CartPole-v1", "--num-workers", "2", "--stop-return", "475", "--seed", "1",
+                 "--total-env-steps", "400000", "--run-dir", run_dir, "--set", "run.log_interval_s=1"])
+    return code, run_dir
+
+
+def test_cartpole_is_solved_within_the_step_budget(solved_run):
+    code, run_dir = solved_run
+    assert code == 0
+    best = torch.load(os.path.join(run_dir, "checkpoints", "best.pt"), weights_only=True)
+    assert best["eval_return_mean"] >= 475
+    assert best["counters"]["env_steps"] <= 400_000
+    assert os.path.isfile(os.path.join(run_dir, "config.yaml"))
+
+
+def test_evaluate_reports_the_solved_policy(solved_run, capsys):
+    _, run_dir = solved_run
+    capsys.readouterr()
+    assert main(["evaluate", run_dir, "--episodes", "20"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["episodes"] == 20 and result["mean_return"] >= 475
+    assert main(["evaluate", run_dir, "--episodes", "20", "--random"]) == 0
+    assert last_json(capsys.readouterr().out)["mean_return"] < 50
+
+
+def test_tensorboard_holds_the_design_tags(solved_run):
+    _, run_dir = solved_run
+    (event_file,) = glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
+    data = scalars(event_file)
+    missing = [tag for tag in metrics.ALL_TAGS if tag not in data]
+    assert not missing
+    steps = [step for step, _ in data[metrics.PS_VERSION]]
+    assert steps == sorted(steps) and steps[-1] > 0, "x axis is total env steps"
+    assert max(v for _, v in data[metrics.EVAL_RETURN]) >= 475
+    assert 0.0 <= data[metrics.COMM_FRACTION][-1][1] <= 1.0
+
+
+def test_resume_continues_counters_and_optimizer(ray_session, tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    assert main(["train", "--total-env-steps", "15000", "--run-dir", run_dir, "--set", "run.stop_return=null"]) == 0
+    first = last_json(capsys.readouterr().out)
+    ckpts = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt"))
+    saved = torch.load(ckpts[0], weights_only=True)
+    assert saved["counters"]["version"] == first["version"] and saved["optimizer"]["state"]
+
+    assert main(["train", "--resume", "--run-dir", run_dir, "--total-env-steps", "30000"]) == 0
+    second = last_json(capsys.readouterr().out)
+    assert second["env_steps"] >= 30000 and second["version"] > first["version"], (first, second)
+    events = sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")), key=os.path.getmtime)
+    assert len(events) == 2
+    resumed = scalars(events[1])
+    assert resumed[metrics.PS_VERSION][0][1] > first["version"], "the resumed PS starts from the saved version"
+    assert resumed[metrics.PS_VERSION][0][0] > first["env_steps"], "and from the saved env-step count"

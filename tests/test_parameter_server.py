@@ -1,0 +1,102 @@
+"""ParameterServer without Ray: Adam equivalence, guards, versions, state round trip."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from common import checkpoint
+from common.envs import probe_spaces
+from common.flat import get_flat_weights, num_params, set_flat_grads
+from common.packet import GradientPacket
+from learner.parameter_server import ParameterServer
+from tests.helpers import small_config
+
+
+def make_ps(**overrides):
+    cfg = small_config(**{"algo.max_grad_norm": 0.0, **overrides})
+    return ParameterServer(cfg, probe_spaces(cfg.env))
+
+
+def packet(ps, grad, version=None, steps=10):
+    return GradientPacket(gradient=grad.astype(np.float32), version=ps.version if version is None else version,
+                          env_steps=steps, episode_returns=[1.0], episode_lengths=[3])
+
+
+@pytest.mark.parametrize("critic_lr", [None, 3e-3])
+def test_adam_step_equals_torch_adam(critic_lr):
+    ps = make_ps(**{"algo.critic_learning_rate": critic_lr, "algo.learning_rate": 1e-3})
+    reference = copy.deepcopy(ps.model)
+    critic_ids = {id(p) for p in list(reference.critic_trunk.parameters()) + list(reference.value_head.parameters())}
+    if critic_lr:
+        groups = [{"params": [p for p in reference.parameters() if id(p) not in critic_ids], "lr": 1e-3},
+                  {"params": [p for p in reference.parameters() if id(p) in critic_ids], "lr": critic_lr}]
+    else:
+        groups = [{"params": list(reference.parameters()), "lr": 1e-3}]
+    adam = torch.optim.Adam(groups, lr=1e-3, eps=ps.config.algo.adam_eps)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        grad = rng.normal(size=num_params(ps.model)).astype(np.float32)
+        assert ps.apply_gradients(packet(ps, grad)).accepted
+        set_flat_grads(reference, grad)
+        adam.step()
+    np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference), atol=1e-6)
+    assert ps.version == 5
+
+
+def test_nonfinite_gradient_is_rejected_counted_and_harmless():
+    ps = make_ps()
+    before = get_flat_weights(ps.model).copy()
+    grad = np.zeros(num_params(ps.model), np.float32)
+    grad[3] = np.nan
+    result = ps.apply_gradients(packet(ps, grad))
+    grad[3] = np.inf
+    ps.apply_gradients(packet(ps, grad))
+    assert not result.accepted and result.reason == "nonfinite"
+    assert ps.counters["rejected_nonfinite"] == 2 and ps.version == 0
+    np.testing.assert_array_equal(get_flat_weights(ps.model), before)
+
+
+def test_stale_gradient_is_rejected_counted_and_harmless():
+    ps = make_ps(**{"algo.max_policy_lag": 2})
+    grad = np.ones(num_params(ps.model), np.float32)
+    for _ in range(3):
+        ps.apply_gradients(packet(ps, grad))
+    before = get_flat_weights(ps.model).copy()
+    assert ps.apply_gradients(packet(ps, grad, version=1)).accepted  # lag 2: allowed
+    before = get_flat_weights(ps.model).copy()
+    result = ps.apply_gradients(packet(ps, grad, version=0))  # lag 4 > 2
+    assert not result.accepted and result.reason == "stale"
+    assert ps.counters["rejected_stale"] == 1 and ps.version == 4
+    np.testing.assert_array_equal(get_flat_weights(ps.model), before)
+    stats = ps.pull_stats()
+    assert stats["policy_lag_mean"] == pytest.approx(np.mean([0, 0, 0, 2]))
+    assert stats["env_steps"] == 50, "env steps count even for rejected packets: they were really taken"
+
+
+def test_each_version_is_published_once():
+    calls = []
+    cfg = small_config()
+    ps = ParameterServer(cfg, probe_spaces(cfg.env), publish=lambda flat: calls.append(flat) or len(calls))
+    grad = np.ones(num_params(ps.model), np.float32)
+    first = ps.get_weights()[1]
+    assert ps.get_weights()[1] == first and len(calls) == 1
+    result = ps.apply_gradients(packet(ps, grad))
+    assert result.weights == 2 and ps.get_weights()[1] == 2 and len(calls) == 2
+
+
+def test_state_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    ps = make_ps()
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        ps.apply_gradients(packet(ps, rng.normal(size=num_params(ps.model))))
+    path = str(tmp_path / "ckpt.pt")
+    checkpoint.save_atomic(ps.state_dict(), path)
+    restored = make_ps()
+    restored.load_state_dict(checkpoint.load(path))
+    assert restored.counters == ps.counters
+    np.testing.assert_array_equal(get_flat_weights(restored.model), get_flat_weights(ps.model))
+    grad = rng.normal(size=num_params(ps.model))
+    ps.apply_gradients(packet(ps, grad))
+    restored.apply_gradients(packet(restored, grad))
+    np.testing.assert_allclose(get_flat_weights(restored.model), get_flat_weights(ps.model), atol=1e-7)

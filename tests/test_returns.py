@@ -1,0 +1,100 @@
+"""GAE and n-step returns against a plain per-episode numpy reference."""
+import numpy as np
+import pytest
+
+from common.returns import gae, nstep_returns
+
+
+def reference_gae(rewards, values, next_values, terminated, truncated, gamma, lam):
+    """Walk each env's steps backwards, one transition at a time, restarting at episode ends."""
+    T, N = rewards.shape
+    adv = np.zeros((T, N))
+    for n in range(N):
+        carry = 0.0
+        for t in reversed(range(T)):
+            ended = terminated[t, n] or truncated[t, n]
+            if ended or t == T - 1:
+                carry = 0.0
+                bootstrap = 0.0 if terminated[t, n] else next_values[t, n]
+            else:
+                bootstrap = values[t + 1, n]
+            delta = rewards[t, n] + gamma * bootstrap - values[t, n]
+            carry = delta + gamma * lam * carry
+            adv[t, n] = carry
+    return adv, adv + values
+
+
+def reference_nstep(rewards, values, next_values, terminated, truncated, gamma):
+    """R_t = sum of discounted rewards up to the episode's end or the rollout's end, plus the bootstrap."""
+    T, N = rewards.shape
+    out = np.zeros((T, N))
+    for n in range(N):
+        for t in range(T):
+            total, discount, k = 0.0, 1.0, t
+            while True:
+                total += discount * rewards[k, n]
+                discount *= gamma
+                if terminated[k, n]:
+                    break
+                if truncated[k, n] or k == T - 1:
+                    total += discount * next_values[k, n]
+                    break
+                k += 1
+            out[t, n] = total
+    return out
+
+
+def random_rollout(seed, T=40, N=5):
+    rng = np.random.default_rng(seed)
+    rewards = rng.normal(size=(T, N)).astype(np.float32)
+    values = rng.normal(size=(T, N)).astype(np.float32)
+    terminated = rng.random((T, N)) < 0.1
+    truncated = (rng.random((T, N)) < 0.1) & ~terminated
+    next_values = np.empty_like(values)
+    next_values[:-1] = values[1:]
+    next_values[-1] = rng.normal(size=N)
+    ended = terminated | truncated
+    # where an episode ended, s_{t+1} is its final observation: a value unrelated to values[t + 1]
+    next_values[ended] = rng.normal(size=int(ended.sum()))
+    return rewards, values, next_values, terminated, truncated
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 1.0), (0.98, 0.0)])
+def test_gae_matches_reference(seed, gamma, lam):
+    data = random_rollout(seed)
+    assert data[3].any() and data[4].any(), "the data must mix terminations and truncations"
+    adv, ret = gae(*data, gamma, lam)
+    ref_adv, ref_ret = reference_gae(*data, gamma, lam)
+    np.testing.assert_allclose(adv, ref_adv, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ret, ref_ret, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_nstep_matches_reference_and_gae_lambda_one(seed):
+    data = random_rollout(seed)
+    rewards, values, next_values, terminated, truncated = data
+    ret = nstep_returns(rewards, next_values, terminated, truncated, 0.97)
+    np.testing.assert_allclose(ret, reference_nstep(*data, 0.97), rtol=1e-5, atol=1e-5)
+    _, gae_ret = gae(*data, 0.97, 1.0)
+    np.testing.assert_allclose(gae_ret, ret, rtol=1e-4, atol=1e-4)
+
+
+def test_truncation_bootstraps_and_termination_does_not():
+    rewards = np.ones((1, 2), np.float32)
+    values = np.zeros((1, 2), np.float32)
+    next_values = np.full((1, 2), 10.0, np.float32)
+    terminated = np.array([[True, False]])
+    truncated = np.array([[False, True]])
+    ret = nstep_returns(rewards, next_values, terminated, truncated, 0.5)
+    np.testing.assert_allclose(ret, [[1.0, 1.0 + 0.5 * 10.0]])
+
+
+def test_nothing_flows_across_an_episode_boundary():
+    rewards = np.array([[1.0], [100.0]], np.float32)
+    values = np.zeros((2, 1), np.float32)
+    next_values = np.array([[0.0], [0.0]], np.float32)
+    terminated = np.array([[True], [False]])
+    truncated = np.zeros((2, 1), bool)
+    adv, _ = gae(rewards, values, next_values, terminated, truncated, 0.99, 0.95)
+    assert adv[0, 0] == pytest.approx(1.0)

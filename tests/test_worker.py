@@ -1,0 +1,47 @@
+"""RolloutWorker + ParameterServer in one process (no Ray): packets, and a seeded learning run."""
+import numpy as np
+
+from actors.evaluator import Evaluator
+from actors.worker import LocalClient, RolloutWorker
+from common.envs import probe_spaces
+from common.flat import num_params
+from learner.parameter_server import ParameterServer
+from tests.helpers import small_config
+
+
+def test_packet_contents():
+    cfg = small_config(**{"algo.rollout_steps": 7})
+    worker = RolloutWorker(cfg, rank=1)
+    packet = worker.compute_gradient()
+    assert packet.gradient.dtype == np.float32 and packet.gradient.shape == (num_params(worker.model),)
+    assert np.isfinite(packet.gradient).all() and np.abs(packet.gradient).sum() > 0
+    assert packet.env_steps == 7 * 4 and packet.worker_rank == 1
+    assert set(packet.losses) == {"policy", "value", "entropy", "value_mean"}
+
+
+def test_async_loop_pushes_and_adopts_weights():
+    cfg = small_config()
+    ps = ParameterServer(cfg, probe_spaces(cfg.env))
+    worker = RolloutWorker(cfg, rank=0)
+    out = worker.run(LocalClient(ps), max_updates=6)
+    assert out["pushed"] == 6 and ps.version == 6 and worker.version == 6
+    assert ps.counters["env_steps"] == 6 * cfg.algo.rollout_steps * cfg.env.num_envs_per_worker
+    ps.request_stop()
+    assert worker.run(LocalClient(ps))["pushed"] == 1  # a stop request ends the loop at the next push
+
+
+def test_cartpole_learns_in_process_within_a_step_budget():
+    cfg = small_config(**{"env.num_envs_per_worker": 8, "model.hidden_sizes": [64, 64],
+                          "algo.learning_rate": 1e-3, "algo.entropy_coef": 0.0, "run.seed": 3})
+    ps = ParameterServer(cfg, probe_spaces(cfg.env))
+    client = LocalClient(ps)
+    workers = [RolloutWorker(cfg, rank) for rank in range(2)]
+    evaluator = Evaluator(cfg)
+    random_mean = evaluator.run_episodes(10, seed=7, random_policy=True)["mean_return"]
+    best = 0.0
+    while ps.counters["env_steps"] < 120_000 and best < 300:
+        for worker in workers:
+            worker.run(client, max_updates=50)
+        best = max(best, evaluator.evaluate_latest(ps, 10, seed=7)["mean_return"])
+    assert random_mean < 40
+    assert best >= 300, f"eval mean {best} after {ps.counters['env_steps']} env steps"
