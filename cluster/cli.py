@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     summary = Trainer(cfg, spaces, run_dir, resume_state=resume_state).train()
     result = {k: getattr(summary, k) for k in ("reason", "env_steps", "version", "episodes", "train_s",
-                                                "ray_start_s", "last_eval", "best_eval", "solved_at_s",
+                                                "ray_start_s", "spawn_s", "last_eval", "best_eval", "solved_at_s",
                                                 "solved_at_env_steps")}
     print(json.dumps(result))
     return 130 if summary.reason == "interrupted" else 0

@@ -28,6 +28,7 @@ class RunSummary:
     episodes: int = 0
     train_s: float = 0.0  # wall time from the workers' start to the stop
     ray_start_s: float = 0.0
+    spawn_s: float = 0.0  # creating the actors (each imports torch and builds its envs)
     eval_s: float = 0.0  # wall time the evaluator spent (runs beside training)
     last_eval: Optional[float] = None
     best_eval: Optional[float] = None
@@ -71,7 +72,9 @@ class Trainer:
                   "(token: ~/.ray/auth_token, see README)")
         self.writer = metrics.ScalarWriter(self.run_dir)
         try:
+            t_spawn = time.perf_counter()
             self._spawn()
+            self.summary.spawn_s = time.perf_counter() - t_spawn
             self._loop()
         except KeyboardInterrupt:
             self.summary.reason = "interrupted"

@@ -1,0 +1,139 @@
+"""Time to solve CartPole-v1: ray-a3c (async, 2 workers) vs Stable-Baselines3 A2C, same machine, same run.
+
+Solved = the first deterministic 20-episode evaluation with mean return >= 475. Evaluation time is excluded
+on both sides; Ray start-up and actor spawning are reported separately.
+
+    .venv/bin/python bench/cartpole.py [--seeds 5] [--budget 500000]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import machine, median, today, update_section  # noqa: E402
+
+EVAL_EPISODES, TARGET, EVAL_SEED = 20, 475.0, 100_000
+
+
+def run_ours(seed: int, budget: int, eval_interval_s: float) -> dict:
+    from cluster.cli import resolve_config
+    from cluster.driver import Trainer
+    from common.config import load_yaml
+    from common.envs import probe_spaces
+
+    cfg = resolve_config(load_yaml("cartpole"), [f"run.eval_interval_s={eval_interval_s}",
+                                                 f"run.eval_episodes={EVAL_EPISODES}"],
+                         {"seed": seed, "total_env_steps": budget, "stop_return": TARGET})
+    with tempfile.TemporaryDirectory() as run_dir:
+        s = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
+    return {"solved": s.solved_at_s is not None, "time_s": s.solved_at_s, "env_steps": s.solved_at_env_steps,
+            "spawn_s": s.spawn_s, "fps": s.env_steps / max(s.train_s, 1e-9)}
+
+
+def run_sb3(seed: int, budget: int, eval_every_steps: int) -> dict:
+    import torch
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    class SolveClock(BaseCallback):
+        """Evaluates every `eval_every_steps`, with the clock stopped while it does."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=EVAL_SEED)
+            self.excluded = 0.0
+            self.next_eval = eval_every_steps
+            self.solved_at = None
+
+        def _on_training_start(self) -> None:
+            self.t0 = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps < self.next_eval:
+                return True
+            self.next_eval += eval_every_steps
+            t = time.perf_counter()
+            mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True)
+            if mean >= TARGET:
+                self.solved_at = (t - self.t0 - self.excluded, self.num_timesteps)
+                return False
+            self.excluded += time.perf_counter() - t
+            return True
+
+    torch.manual_seed(seed)
+    env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
+    model = A2C("MlpPolicy", env, ent_coef=0.0, seed=seed, verbose=0)  # rl-zoo: 8 envs, ent_coef 0
+    clock = SolveClock()
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=budget, callback=clock)
+    wall = time.perf_counter() - t0 - clock.excluded
+    solved = clock.solved_at is not None
+    return {"solved": solved, "time_s": clock.solved_at[0] if solved else None,
+            "env_steps": clock.solved_at[1] if solved else None, "fps": model.num_timesteps / max(wall, 1e-9)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget", type=int, default=500_000, help="env-step budget per attempt")
+    parser.add_argument("--eval-interval-s", type=float, default=0.25, help="ray-a3c evaluator period")
+    parser.add_argument("--sb3-eval-every", type=int, default=2_000, help="SB3 env steps between evaluations")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+
+    from cluster.runtime import start_ray
+    from common.config import Config
+
+    # SB3 first, before Ray's daemons exist, so they cannot slow it down.
+    sb3 = [run_sb3(seed, args.budget, args.sb3_eval_every) for seed in range(args.seeds)]
+    _, ray_start_s, _ = start_ray(Config())
+    rows = []
+    for seed in range(args.seeds):
+        ours = run_ours(seed, args.budget, args.eval_interval_s)
+        rows.append((seed, ours, sb3[seed]))
+        print(f"seed {seed}: ray-a3c {ours}  |  sb3 {sb3[seed]}", flush=True)
+    report = render(rows, ray_start_s, args)
+    print(report)
+    if not args.no_write:
+        update_section("cartpole", report)
+
+
+def fmt(value, spec: str) -> str:
+    return "not solved" if value is None else format(value, spec)
+
+
+def render(rows: list, ray_start_s: float, args: argparse.Namespace) -> str:
+    lines = [f"## CartPole-v1: time to solve, ray-a3c vs Stable-Baselines3 A2C ({today()})", "",
+             f"Machine: {machine()}. Command: `.venv/bin/python bench/cartpole.py --seeds {args.seeds} "
+             f"--budget {args.budget}`.",
+             f"Solved = first deterministic {EVAL_EPISODES}-episode eval mean >= {TARGET:.0f}; eval time excluded. "
+             f"ray-a3c: preset `cartpole` (2 async workers x 8 envs, evaluator every {args.eval_interval_s}s); "
+             f"SB3 A2C: rl-zoo hyperparameters (8 envs, ent_coef 0), evaluated every {args.sb3_eval_every} steps.",
+             "", "| seed | ray-a3c steps | ray-a3c s | ray-a3c steps/s | SB3 steps | SB3 s | SB3 steps/s |",
+             "|---|---|---|---|---|---|---|"]
+    for seed, ours, sb3 in rows:
+        lines.append(f"| {seed} | {fmt(ours['env_steps'], ',')} | {fmt(ours['time_s'], '.1f')} | {ours['fps']:,.0f} | "
+                     f"{fmt(sb3['env_steps'], ',')} | {fmt(sb3['time_s'], '.1f')} | {sb3['fps']:,.0f} |")
+    med = {side: {k: median([r[i][k] for r in rows]) for k in ("env_steps", "time_s", "fps")}
+           for i, side in ((1, "ours"), (2, "sb3"))}
+    solved = {side: sum(r[i]["solved"] for r in rows) for i, side in ((1, "ours"), (2, "sb3"))}
+    lines += [f"| **median** | {med['ours']['env_steps']:,.0f} | {med['ours']['time_s']:.1f} | "
+              f"{med['ours']['fps']:,.0f} | {med['sb3']['env_steps']:,.0f} | {med['sb3']['time_s']:.1f} | "
+              f"{med['sb3']['fps']:,.0f} |", "",
+              f"- Solved: ray-a3c {solved['ours']}/{len(rows)}, SB3 {solved['sb3']}/{len(rows)} (medians over solved seeds).",
+              f"- Ratio ray-a3c / SB3, median time to solve: **{med['ours']['time_s'] / med['sb3']['time_s']:.2f}** "
+              f"(goal <= 1.0); median env steps: {med['ours']['env_steps'] / med['sb3']['env_steps']:.2f}.",
+              f"- Ray start-up (ray.init, dashboard on): {ray_start_s:.1f}s (goal <= 10 s); "
+              f"spawning the PS, 2 workers and the evaluator: median {median([r[1]['spawn_s'] for r in rows]):.1f}s."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
