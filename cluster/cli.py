@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from typing import Optional
@@ -151,15 +150,10 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "train":
-            signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM checkpoints like Ctrl-C
             return cmd_train(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -68,6 +70,7 @@ class Trainer:
 
     def train(self) -> RunSummary:
         started, self.summary.ray_start_s, dashboard = start_ray(self.config)
+        _catch_stop_signals()
         self._say(f"ray ready in {self.summary.ray_start_s:.1f}s; dashboard {dashboard} "
                   "(token: ~/.ray/auth_token, see README)")
         self.writer = metrics.ScalarWriter(self.run_dir)
@@ -76,9 +79,9 @@ class Trainer:
             self._spawn()
             self.summary.spawn_s = time.perf_counter() - t_spawn
             self._loop()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             self.summary.reason = "interrupted"
-            self._say("interrupted: writing a final checkpoint")
+            self._say(f"interrupted ({exc or 'SIGINT'}): writing a final checkpoint")
         finally:
             self._finish(started)
         return self.summary
@@ -216,6 +219,18 @@ class Trainer:
     def _say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _catch_stop_signals() -> None:
+    """Ctrl-C and SIGTERM both end the run with a final checkpoint. Installed after ray.init, which sets a
+    SIGTERM handler of its own, and also re-enabled where a background launch left SIGINT ignored."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _raise_interrupt)
 
 
 def _progress_line(elapsed: float, stats: dict, fps: float, mean_ret: Optional[float],

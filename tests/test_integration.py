@@ -79,3 +79,32 @@ def test_resume_continues_counters_and_optimizer(ray_session, tmp_path, capsys):
     resumed = scalars(events[1])
     assert resumed[metrics.PS_VERSION][0][1] > first["version"], "the resumed PS starts from the saved version"
     assert resumed[metrics.PS_VERSION][0][0] > first["env_steps"], "and from the saved env-step count"
+
+
+def test_sigterm_checkpoints_and_exits_cleanly_when_joining_by_address(ray_session, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    address = ray_session.get_runtime_context().gcs_address
+    run_dir = str(tmp_path / "run")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", "train", "--address", address, "--run-dir", run_dir,
+         "--set", "run.stop_return=null", "run.log_interval_s=0.5"],
+        cwd=root, env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "steps/s" in line:  # training is under way
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out
+    summary = last_json(out)
+    assert summary["reason"] == "interrupted" and summary["version"] > 0
+    (ckpt,) = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt"))
+    assert torch.load(ckpt, weights_only=True)["counters"]["version"] == summary["version"]
+    names = {a["name"] for a in ray_session.util.list_named_actors(all_namespaces=True)}
+    assert not names & {"a3c:ps", "a3c:eval", "a3c:worker-0"}, "the run's actors were cleaned up"
