@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow bench clean
+.PHONY: install train test test-slow bench clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Regenerate the README's config reference from the dataclasses' field docs.
+docs: $(STAMP)
+	$(BIN)/python -c "import re,subprocess; t=subprocess.run(['$(BIN)/a3c','config','--reference'],capture_output=True,text=True,check=True).stdout; r=open('README.md').read(); b,e='<!-- config-reference:begin -->','<!-- config-reference:end -->'; open('README.md','w').write(re.sub(re.escape(b)+'.*?'+re.escape(e), lambda _: b+'\n'+t+e, r, flags=re.S))"

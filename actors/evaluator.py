@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from common.config import Config
-from common.envs import encode_obs, make_env, probe_spaces
+from common.envs import encode_obs, make_policy_env, probe_spaces
 from common.flat import set_flat_weights
 from common.models import build_model
 
@@ -29,7 +29,7 @@ class Evaluator:
 
     def _env_pool(self, n: int) -> list:
         while len(self._envs) < n:
-            self._envs.append(make_env(self.config.env))
+            self._envs.append(make_policy_env(self.config.env))
         return self._envs[:n]
 
     @torch.no_grad()

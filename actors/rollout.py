@@ -1,12 +1,19 @@
-"""Collect a time-major rollout from a batch of envs with the current policy."""
+"""Collect a time-major rollout from a gymnasium vector env with the current policy.
+
+gymnasium 1.x vector envs autoreset on the NEXT step: after env i ends at step t, step t+1 only resets it
+(its action is ignored, its reward is 0). That step is not a transition: `valid[t+1, i]` is False and the
+loss ignores it. In exchange the observation after the ending step is the episode's real final observation,
+so V(s_{t+1}) for a truncated episode is simply `values[t+1]`.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
 import torch
 
-from common.envs import EnvBatch
+from common.envs import EnvSpaces, encode_batch
 from common.models import ActorCritic
 
 
@@ -14,56 +21,70 @@ from common.models import ActorCritic
 class Rollout:
     obs: np.ndarray  # [T, N, obs_dim] observations acted on
     actions: np.ndarray  # [T, N] (discrete) or [T, N, act_dim] (continuous, unclipped samples)
-    rewards: np.ndarray  # [T, N] scaled rewards
+    rewards: np.ndarray  # [T, N] scaled rewards, 0 where not valid
     terminated: np.ndarray  # [T, N] bool
     truncated: np.ndarray  # [T, N] bool
+    valid: np.ndarray  # [T, N] bool, False on autoreset steps
     values: np.ndarray  # [T, N] V(s_t) under the acting weights
-    next_values: np.ndarray  # [T, N] V(s_{t+1}); V(final obs) where an episode ended
+    next_values: np.ndarray  # [T, N] V(s_{t+1})
     finished: list = field(default_factory=list)  # (raw return, length) of episodes ended in the rollout
 
     @property
     def num_steps(self) -> int:
-        return int(self.rewards.size)
+        return int(self.valid.sum())
+
+
+class VectorEnvRunner:
+    """A vector env plus what must persist between rollouts: the next observation, which envs are due
+    for their autoreset step, and the running returns of unfinished episodes."""
+
+    def __init__(self, venv: gym.vector.VectorEnv, spaces: EnvSpaces, seed: int):
+        self.venv, self.spaces = venv, spaces
+        n = venv.num_envs
+        obs, _ = venv.reset(seed=[seed + i for i in range(n)])
+        self.obs = encode_batch(obs, spaces)
+        self.resetting = np.zeros(n, bool)
+        self.ep_return, self.ep_length = np.zeros(n), np.zeros(n, np.int64)
+
+    def step(self, env_actions: np.ndarray) -> tuple:
+        """-> (raw rewards, terminated, truncated, valid, finished) for this step."""
+        obs, rewards, term, trunc, _ = self.venv.step(env_actions)
+        valid = ~self.resetting
+        term, trunc = term & valid, trunc & valid
+        rewards = np.where(valid, rewards, 0.0)
+        self.ep_return += rewards
+        self.ep_length += valid
+        done = term | trunc
+        finished = [(float(self.ep_return[i]), int(self.ep_length[i])) for i in np.flatnonzero(done)]
+        self.ep_return[done], self.ep_length[done] = 0.0, 0
+        self.resetting = done
+        self.obs = encode_batch(obs, self.spaces)
+        return rewards, term, trunc, valid, finished
+
+    def close(self) -> None:
+        self.venv.close()
 
 
 @torch.no_grad()
-def collect_rollout(envs: EnvBatch, model: ActorCritic, steps: int, reward_scale: float) -> Rollout:
-    obs_buf, act_buf, rew, term, trunc, vals = [], [], [], [], [], []
-    final_obs: list[dict] = []
+def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, reward_scale: float) -> Rollout:
+    obs_buf, act_buf, rew, term, trunc, valid, vals = [], [], [], [], [], [], []
     finished: list = []
     for _ in range(steps):
-        obs = envs.obs
+        obs = runner.obs
         dist, values = model(torch.as_tensor(obs))
         actions = dist.sample()
-        batch = envs.step(model.env_actions(actions))
+        r, te, tr, va, fin = runner.step(model.env_actions(actions))
         obs_buf.append(obs)
         act_buf.append(actions.numpy())
-        rew.append(batch.rewards * reward_scale)
-        term.append(batch.terminated)
-        trunc.append(batch.truncated)
+        rew.append(r * reward_scale)
+        term.append(te)
+        trunc.append(tr)
+        valid.append(va)
         vals.append(values.numpy())
-        final_obs.append(batch.final_obs)
-        finished.extend(batch.finished)
+        finished.extend(fin)
     values = np.stack(vals).astype(np.float32)
     next_values = np.empty_like(values)
     next_values[:-1] = values[1:]
-    next_values[-1] = model.value(torch.as_tensor(envs.obs)).numpy()
-    _bootstrap_truncated(model, final_obs, np.stack(trunc), next_values)
+    next_values[-1] = model.value(torch.as_tensor(runner.obs)).numpy()
     return Rollout(np.stack(obs_buf), np.stack(act_buf), np.stack(rew).astype(np.float32), np.stack(term),
-                   np.stack(trunc), values, next_values, finished)
-
-
-def _bootstrap_truncated(model: ActorCritic, final_obs: list[dict], truncated: np.ndarray,
-                         next_values: np.ndarray) -> None:
-    """Where an episode ended at (t, i), s_{t+1} is its final obs, not the reset obs that followed."""
-    where = [(t, i) for t, ends in enumerate(final_obs) for i in ends]
-    if not where:
-        return
-    needs_value = [(t, i) for t, i in where if truncated[t, i]]
-    for t, i in where:
-        next_values[t, i] = 0.0  # terminated: unused by the maths; keep it clean
-    if needs_value:
-        obs = np.stack([final_obs[t][i] for t, i in needs_value])
-        boot = model.value(torch.as_tensor(obs)).numpy()
-        for (t, i), v in zip(needs_value, boot):
-            next_values[t, i] = v
+                   np.stack(trunc), np.stack(valid), values, next_values, finished)

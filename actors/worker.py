@@ -1,17 +1,18 @@
-"""RolloutWorker: env copies + a local network -> one flat gradient per rollout."""
+"""RolloutWorker: a vector env + a local network -> one flat gradient per rollout."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Optional, Protocol
 
 import numpy as np
 import torch
 
-from actors.rollout import collect_rollout
+from actors.rollout import VectorEnvRunner, collect_rollout
 from common.config import Config
-from common.envs import EnvBatch
+from common.envs import describe_spaces, make_vector_env
 from common.flat import get_flat_grads, set_flat_weights
-from common.losses import a3c_loss
+from common.losses import a3c_loss, critic_loss, mean_weights
 from common.models import build_model
 from common.packet import ApplyResult, GradientPacket
 from common.returns import gae
@@ -50,50 +51,93 @@ class LocalClient:
         return self.ps.get_weights()
 
 
+@dataclass
+class _CriticBatch:
+    """What the extra critic epochs refit on: the last rollout's observations and fixed returns."""
+
+    obs: torch.Tensor  # [B, obs_dim]
+    returns: torch.Tensor  # [B]
+    mask: torch.Tensor  # [B]
+
+
 class RolloutWorker:
     def __init__(self, config: Config, rank: int):
         torch.set_num_threads(1)  # one core per worker; torch's pool would fight the other actors
         self.config, self.rank = config, rank
         seed = config.run.seed + rank
         torch.manual_seed(seed)
-        self.envs = EnvBatch(config.env, config.env.num_envs_per_worker, seed)
-        self.model = build_model(self.envs.spaces, config.model)
+        venv = make_vector_env(config.env, config.env.num_envs_per_worker, seed * 1000)
+        spaces = describe_spaces(venv.single_observation_space, venv.single_action_space)
+        self.runner = VectorEnvRunner(venv, spaces, seed * 1000)
+        self.model = build_model(spaces, config.model)
         self.version = -1
         self.total_env_steps = 0
+        self._critic_batch: Optional[_CriticBatch] = None
 
     def set_weights(self, flat: np.ndarray, version: int) -> None:
         set_flat_weights(self.model, flat)
         self.version = version
 
     def compute_gradient(self) -> GradientPacket:
-        """Collect `rollout_steps` x num_envs transitions and differentiate the A3C loss on them."""
+        """Collect `rollout_steps` x num_envs steps and differentiate the A3C loss on the valid ones."""
         algo = self.config.algo
-        ro = collect_rollout(self.envs, self.model, algo.rollout_steps, self.config.env.reward_scale)
+        ro = collect_rollout(self.runner, self.model, algo.rollout_steps, self.config.env.reward_scale)
         advantages, returns = gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
                                   algo.gamma, algo.gae_lambda)
         batch = ro.rewards.size
-        dist, values = self.model(torch.as_tensor(ro.obs.reshape(batch, -1)))
+        obs = torch.as_tensor(ro.obs.reshape(batch, -1))
+        mask = torch.as_tensor(ro.valid.reshape(-1))
+        dist, values = self.model(obs)
         actions = torch.as_tensor(ro.actions.reshape((batch,) + ro.actions.shape[2:]))
-        terms = a3c_loss(dist.log_prob(actions), dist.entropy(), values,
-                         torch.as_tensor(advantages.reshape(-1)), torch.as_tensor(returns.reshape(-1)),
-                         algo.entropy_coef, algo.value_coef, algo.value_loss)
+        terms = a3c_loss(dist.log_prob(actions), dist.entropy(), values, torch.as_tensor(advantages.reshape(-1)),
+                         torch.as_tensor(returns.reshape(-1)), algo.entropy_coef, algo.value_coef,
+                         algo.value_loss, mask)
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
         self.total_env_steps += ro.num_steps
+        self._critic_batch = _CriticBatch(obs, torch.as_tensor(returns.reshape(-1)), mask)
+        valid = ro.valid
+        losses = {"policy": terms.policy, "value": terms.value, "entropy": terms.entropy,
+                  "value_mean": float(ro.values[valid].mean()) if valid.any() else 0.0,
+                  "advantage_mean": float(advantages[valid].mean()) if valid.any() else 0.0}
+        if self.model.continuous:
+            losses["action_abs_max"] = float(np.abs(ro.actions[valid]).max()) if valid.any() else 0.0
         return GradientPacket(
             gradient=get_flat_grads(self.model), version=self.version, env_steps=ro.num_steps,
             worker_rank=self.rank, episode_returns=[r for r, _ in ro.finished],
-            episode_lengths=[n for _, n in ro.finished],
-            losses={"policy": terms.policy, "value": terms.value, "entropy": terms.entropy,
-                    "value_mean": float(ro.values.mean())})
+            episode_lengths=[n for _, n in ro.finished], losses=losses,
+            obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None)
 
+    def compute_critic_gradient(self) -> GradientPacket:
+        """A value-only gradient on the last rollout, with the current weights (one extra critic epoch)."""
+        b = self._critic_batch
+        if b is None:
+            raise RuntimeError("compute_gradient must run before a critic epoch")
+        loss = self.config.algo.value_coef * critic_loss(self.model.value(b.obs), b.returns,
+                                                         self.config.algo.value_loss, mean_weights(b.returns, b.mask))
+        self.model.zero_grad(set_to_none=True)
+        loss.backward()
+        return GradientPacket(gradient=get_flat_grads(self.model), version=self.version, env_steps=0,
+                              worker_rank=self.rank, critic_only=True, losses={"value_refit": float(loss.detach())})
+
+    # -- synchronous mode: the driver hands everyone the same weights -------------------------------------
+    def gradient_at(self, version: int, weights: np.ndarray) -> GradientPacket:
+        self.set_weights(weights, version)
+        return self.compute_gradient()
+
+    def critic_gradient_at(self, version: int, weights: np.ndarray) -> GradientPacket:
+        self.set_weights(weights, version)
+        return self.compute_critic_gradient()
+
+    # -- asynchronous mode: the worker loops on its own ---------------------------------------------------
     def run(self, ps: ParameterServerClient, max_updates: Optional[int] = None) -> dict:
-        """The asynchronous loop: rollout -> gradient -> push -> adopt the PS's newer weights, until stop.
+        """Rollout -> gradient -> push -> adopt the PS's newer weights, until the PS says stop.
 
         With `algo.overlap_push` the push travels while the next rollout is collected, so the worker's
-        CPU is not idle during the round trip, at the price of acting one update behind.
+        CPU is not idle during the round trip, at the price of acting one update behind. Extra critic
+        epochs are pushed one at a time, each on the weights the previous push returned.
         """
-        overlap = self.config.algo.overlap_push
+        overlap = self.config.algo.overlap_push and self.config.algo.critic_epochs == 1
         version, weights, _ = ps.get_weights()
         self.set_weights(weights, version)
         pushed, pending, stop = 0, None, False
@@ -111,6 +155,8 @@ class RolloutWorker:
             pushed += 1
             if not overlap:
                 stop, pending = self._adopt(pending.result()), None
+                for _ in range(self.config.algo.critic_epochs - 1):
+                    stop = stop or self._adopt(ps.submit(self.compute_critic_gradient()).result())
             compute_s, comm_s = t1 - t0, time.perf_counter() - t1
         if pending is not None:
             self._adopt(pending.result())
@@ -123,4 +169,9 @@ class RolloutWorker:
         return result.stop
 
     def close(self) -> None:
-        self.envs.close()
+        self.runner.close()
+
+
+def _moments(obs: np.ndarray) -> tuple:
+    """(count, mean, var) over the first axis of [B, D] observations."""
+    return (int(len(obs)), obs.mean(0).astype(np.float32), obs.var(0).astype(np.float32)) if len(obs) else (0, None, None)

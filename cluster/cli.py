@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a policy (local Ray by default)")
     t.add_argument("preset", nargs="?", help=f"preset name ({', '.join(preset_names())}) or a YAML file")
     t.add_argument("--env", help="gymnasium id or package.module:ClassName (env.id)")
+    t.add_argument("--mode", choices=["async", "sync"], help="async A3C or synchronous A2C (algo.mode)")
     t.add_argument("--num-workers", type=int, help="rollout workers (run.num_workers)")
     t.add_argument("--total-env-steps", type=int, help="env-step budget (run.total_env_steps)")
     t.add_argument("--time-limit", type=float, help="seconds of training (run.time_limit_s)")
@@ -45,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default="best", help="latest | best | PATH (default best, else latest)")
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--random", action="store_true", help="evaluate a uniform random policy instead")
+    e.add_argument("--vs-random", action="store_true", help="evaluate the checkpoint and a random policy")
     e.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    p = sub.add_parser("plot", help="six training panels from a run's TensorBoard data, as a PNG")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/plots/training.png)")
     c = sub.add_parser("config", help="print a resolved config, or the reference of every key")
     c.add_argument("preset", nargs="?", default=DEFAULT_PRESET)
     c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V")
@@ -53,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FLAG_KEYS = {"env": "env.id", "num_workers": "run.num_workers", "total_env_steps": "run.total_env_steps",
+FLAG_KEYS = {"env": "env.id", "mode": "algo.mode", "num_workers": "run.num_workers", "total_env_steps": "run.total_env_steps",
              "time_limit": "run.time_limit_s", "stop_return": "run.stop_return", "seed": "run.seed",
              "run_dir": "run.run_dir", "address": "cluster.address"}
 
@@ -107,20 +112,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if summary.reason == "interrupted" else 0
 
 
+def _run_config(run_dir: str) -> Config:
+    if not os.path.isdir(run_dir):
+        raise A3CError(f"run dir '{run_dir}' does not exist")
+    config_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(config_path):
+        raise A3CError(f"'{run_dir}' is not a run dir: no config.yaml")
+    return resolve_config(load_yaml(config_path), [], source=config_path)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.run_dir):
-        raise A3CError(f"run dir '{args.run_dir}' does not exist")
+    cfg = _run_config(args.run_dir)
     if args.episodes < 1:
         raise A3CError("--episodes must be >= 1")
-    config_path = os.path.join(args.run_dir, "config.yaml")
-    if not os.path.isfile(config_path):
-        raise A3CError(f"'{args.run_dir}' is not a run dir: no config.yaml")
-    cfg = resolve_config(load_yaml(config_path), [], source=config_path)
+    if args.random and args.vs_random:
+        raise A3CError("--random and --vs-random exclude each other")
     from actors.evaluator import Evaluator
 
     evaluator = Evaluator(cfg)
-    label = "uniform random policy"
-    if not args.random:
+    if args.random:
+        result = _report(evaluator, args, cfg, "uniform random policy", random_policy=True)
+    else:
         path = checkpoint.resolve(args.run_dir, args.checkpoint)
         state = checkpoint.load(path)
         try:
@@ -128,12 +140,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         except (RuntimeError, KeyError) as exc:
             raise A3CError(f"checkpoint '{path}' does not match the run's model: {str(exc).splitlines()[0]}") from None
         label = f"{path} (version {state.get('counters', {}).get('version', '?')})"
-    result = evaluator.run_episodes(args.episodes, args.seed, random_policy=args.random)
+        result = _report(evaluator, args, cfg, label, random_policy=False)
+        if args.vs_random:
+            baseline = _report(evaluator, args, cfg, "uniform random policy", random_policy=True)
+            result.update(random_mean_return=baseline["mean_return"],
+                          difference=result["mean_return"] - baseline["mean_return"])
+            print(f"  trained - random: {result['difference']:+.2f}")
     evaluator.close()
+    keys = ["mean_return", "std_return", "min_return", "max_return", "episodes", "random_mean_return", "difference"]
+    print(json.dumps({k: result[k] for k in keys if k in result}))
+    return 0
+
+
+def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random_policy: bool) -> dict:
+    result = evaluator.run_episodes(args.episodes, args.seed, random_policy=random_policy)
     print(f"{cfg.env.id}: {label}")
     print(f"  {result['episodes']} episodes, return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
           f"(min {result['min_return']:.2f}, max {result['max_return']:.2f}), mean length {result['mean_length']:.1f}")
-    print(json.dumps({k: result[k] for k in ("mean_return", "std_return", "min_return", "max_return", "episodes")}))
+    return result
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    _run_config(args.run_dir)
+    from cluster.plot import plot_run
+
+    out = args.out or os.path.join(args.run_dir, "plots", "training.png")
+    if not out.lower().endswith(".png"):
+        raise A3CError(f"--out must name a .png file, got '{out}'")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    drawn = plot_run(args.run_dir, out)
+    print(f"{out} ({len(drawn)} of 6 panels with data)")
     return 0
 
 
@@ -157,6 +193,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_train(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "plot":
+            return cmd_plot(args)
         return cmd_config(args)
     except A3CError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -88,17 +88,20 @@ class Trainer:
 
     # -- the monitoring loop -----------------------------------------------------------------------------
     def _loop(self) -> None:
-        run = self.config.run
+        run, sync = self.config.run, self.config.algo.mode == "sync"
         self.t0 = time.perf_counter()
-        self.worker_refs = [w.run_remote.remote(self.ps) for w in self.workers]
+        self.worker_refs = [] if sync else [w.run_remote.remote(self.ps) for w in self.workers]
         last_log = last_ckpt = self.t0
         self._log_state = (self.t0, ray.get(self.ps.get_counters.remote()))
         self._eval_ref, self._eval_started, self._last_eval_start = None, 0.0, -1e9
         while True:
-            time.sleep(POLL_S)
+            if sync:
+                ray.get(self._sync_round())
+            else:
+                time.sleep(POLL_S)
+                self._check_workers()
             now = time.perf_counter()
             counters = ray.get(self.ps.get_counters.remote())
-            self._check_workers()
             self._poll_eval(now)
             if now - last_log >= run.log_interval_s:
                 self._log(now)
@@ -110,6 +113,18 @@ class Trainer:
             if reason:
                 self.summary.reason = reason
                 return
+
+    def _sync_round(self) -> ray.ObjectRef:
+        """A2C: every worker computes a gradient from the same published weights; the PS averages them.
+        Extra critic epochs repeat that with value-only gradients. The data never passes through here:
+        the weights and the packets go between the actors as object references."""
+        result = None
+        for epoch in range(self.config.algo.critic_epochs):
+            published = self.ps.get_weights.remote()  # runs after the previous step: one caller, in order
+            method = "sync_gradient" if epoch == 0 else "sync_critic_gradient"
+            packets = [getattr(w, method).remote(published) for w in self.workers]
+            result = self.ps.apply_mean_gradients.remote(*packets)
+        return result
 
     def _stop_reason(self, now: float, counters: dict) -> str:
         run = self.config.run
@@ -168,7 +183,8 @@ class Trainer:
         losses = stats["losses"]
         self.writer.write({
             metrics.EPISODE_RETURN: mean_ret, metrics.EPISODE_LENGTH: sum(lens) / len(lens) if lens else None,
-            metrics.VALUE_MEAN: losses.get("value_mean"), metrics.LOSS_POLICY: losses.get("policy"),
+            metrics.VALUE_MEAN: losses.get("value_mean"), metrics.ADVANTAGE_MEAN: losses.get("advantage_mean"),
+            metrics.ACTION_ABS_MAX: losses.get("action_abs_max"), metrics.LOSS_POLICY: losses.get("policy"),
             metrics.LOSS_VALUE: losses.get("value"), metrics.LOSS_ENTROPY: losses.get("entropy"),
             metrics.GRAD_NORM: stats["grad_norm_mean"], metrics.WEIGHT_NORM: stats["weight_norm"],
             metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats["comm_fraction"],
@@ -199,8 +215,9 @@ class Trainer:
         try:
             if self._actors:
                 ray.get(self.ps.request_stop.remote())
-                ray.wait(getattr(self, "worker_refs", []), num_returns=len(getattr(self, "worker_refs", [])),
-                         timeout=30)
+                refs = getattr(self, "worker_refs", [])
+                if refs:
+                    ray.wait(refs, num_returns=len(refs), timeout=30)
                 if hasattr(self, "_log_state"):
                     self._log(time.perf_counter())  # a last tick, so even short runs log every tag
                 path = self._save_checkpoint()

@@ -58,9 +58,22 @@ class _PendingRemote:
         return result
 
 
+def _resolve(weights: Any) -> np.ndarray:
+    return ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights
+
+
 class _RayWorker(RolloutWorker):
     def run_remote(self, ps_handle: Any) -> dict:
         return self.run(RemoteParameterServerClient(ps_handle))
+
+    def sync_gradient(self, published: tuple) -> GradientPacket:
+        """Sync mode: `published` is the PS's (version, weights, env_steps), shared by every worker."""
+        version, weights, _ = published
+        return self.gradient_at(version, _resolve(weights))
+
+    def sync_critic_gradient(self, published: tuple) -> GradientPacket:
+        version, weights, _ = published
+        return self.critic_gradient_at(version, _resolve(weights))
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

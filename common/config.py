@@ -25,7 +25,10 @@ def _f(default: Any, doc: str) -> Any:
 class EnvConfig:
     id: str = _f("CartPole-v1", "gymnasium id, or `package.module:ClassName` of your own gymnasium.Env")
     kwargs: dict = _f({}, "keyword arguments passed to gymnasium.make / your env class")
-    num_envs_per_worker: int = _f(8, "env copies each worker steps in lockstep (batched inference)")
+    num_envs_per_worker: int = _f(8, "env copies per worker, stepped as one gymnasium vector env")
+    vector_mode: str = _f("sync", "sync (SyncVectorEnv, one process) | async (AsyncVectorEnv, a process per env)")
+    warmup_steps: int = _f(0, "up to this many random steps per env at start, to desynchronise episodes")
+    rescale_actions: bool = _f(False, "the policy acts in [-1, 1], rescaled to the Box bounds")
     max_episode_steps: Optional[int] = _f(None, "override the env's time limit (truncation); null keeps it")
     reward_scale: float = _f(1.0, "rewards are multiplied by this for learning; logged returns stay raw")
 
@@ -36,10 +39,12 @@ class ModelConfig:
     activation: str = _f("tanh", "tanh | relu | elu")
     shared_trunk: bool = _f(False, "one trunk for policy and value; false = separate actor and critic nets")
     init_log_std: float = _f(0.0, "initial log-std of the Gaussian head (continuous actions)")
+    normalize_obs: bool = _f(False, "normalise observations by running mean/std merged on the PS (clip +-10)")
 
 
 @dataclass
 class AlgoConfig:
+    mode: str = _f("async", "async (A3C: workers push on their own) | sync (A2C: one averaged step per round)")
     rollout_steps: int = _f(5, "transitions per env per gradient (n of n-step returns)")
     gamma: float = _f(0.99, "discount factor")
     gae_lambda: float = _f(1.0, "GAE lambda; 1.0 gives plain n-step discounted returns")
@@ -48,6 +53,7 @@ class AlgoConfig:
     adam_eps: float = _f(1e-5, "Adam epsilon")
     entropy_coef: float = _f(0.01, "weight of the entropy bonus")
     value_coef: float = _f(0.5, "weight of the value loss")
+    critic_epochs: int = _f(1, "critic steps per batch (extra ones are value-only; needs shared_trunk false)")
     value_loss: str = _f("mse", "mse | smooth_l1")
     max_grad_norm: float = _f(0.5, "clip gradients to this global norm on the PS; 0 disables")
     overlap_push: bool = _f(True, "push a gradient while collecting the next rollout (acts one update behind)")
@@ -66,7 +72,7 @@ class RunConfig:
     eval_episodes: int = _f(10, "deterministic episodes per evaluation")
     checkpoint_interval_s: float = _f(60.0, "seconds between checkpoints")
     keep_checkpoints: int = _f(3, "keep the last K ckpt-<version>.pt files")
-    log_interval_s: float = _f(5.0, "seconds between progress lines and TensorBoard scalars")
+    log_interval_s: float = _f(2.0, "seconds between progress lines and TensorBoard scalars")
 
 
 @dataclass
@@ -202,6 +208,11 @@ def validate(cfg: Config) -> Config:
     checks = [
         (bool(e.id), "env.id must not be empty"),
         (e.num_envs_per_worker >= 1, "env.num_envs_per_worker must be >= 1"),
+        (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
+        (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
+        (a.mode in ("async", "sync"), "algo.mode must be async or sync"),
+        (a.critic_epochs >= 1, "algo.critic_epochs must be >= 1"),
+        (a.critic_epochs == 1 or not m.shared_trunk, "algo.critic_epochs > 1 needs model.shared_trunk=false"),
         (e.max_episode_steps is None or e.max_episode_steps >= 1, "env.max_episode_steps must be >= 1 or null"),
         (math.isfinite(e.reward_scale) and e.reward_scale > 0, "env.reward_scale must be > 0"),
         (len(m.hidden_sizes) >= 1 and all(isinstance(h, int) and h > 0 for h in m.hidden_sizes),

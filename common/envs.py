@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -55,8 +55,7 @@ class EnvSpaces:
     action_space: gym.Space
 
 
-def describe_spaces(env: gym.Env) -> EnvSpaces:
-    obs, act = env.observation_space, env.action_space
+def describe_spaces(obs: gym.Space, act: gym.Space) -> EnvSpaces:
     if isinstance(obs, gym.spaces.Discrete):
         spaces = EnvSpaces(int(obs.n), int(obs.n), act)
     elif isinstance(obs, gym.spaces.Box):
@@ -68,11 +67,20 @@ def describe_spaces(env: gym.Env) -> EnvSpaces:
     return spaces
 
 
-def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
-    """Build one env to validate the id and read its spaces, then close it."""
+def make_policy_env(cfg: EnvConfig) -> gym.Env:
+    """One env as the policy sees it: `make_env` plus action rescaling when configured."""
     env = make_env(cfg)
+    if cfg.rescale_actions and isinstance(env.action_space, gym.spaces.Box):
+        ones = np.ones(env.action_space.shape, np.float32)  # float32 bounds: no precision-loss warnings
+        env = gym.wrappers.RescaleAction(env, -ones, ones)
+    return env
+
+
+def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
+    """Build one env to validate the id and read its spaces (as the policy sees them), then close it."""
+    env = make_policy_env(cfg)
     try:
-        return describe_spaces(env)
+        return describe_spaces(env.observation_space, env.action_space)
     finally:
         env.close()
 
@@ -86,57 +94,50 @@ def encode_obs(obs: Any, spaces: EnvSpaces) -> np.ndarray:
     return np.asarray(obs, np.float32).reshape(-1)
 
 
-@dataclass
-class StepBatch:
-    """One lockstep step of N envs. `final_obs[i]` is the episode's last observation where done[i]."""
+class RandomWarmup(gym.Wrapper):
+    """On the first reset only, take `steps` random actions (resetting on episode ends) so that the envs
+    of a vector env start at different points of their episodes."""
 
-    obs: np.ndarray  # [N, obs_dim] observation to act on next (already reset where done)
-    rewards: np.ndarray  # [N] raw rewards
-    terminated: np.ndarray  # [N] bool
-    truncated: np.ndarray  # [N] bool
-    final_obs: dict = field(default_factory=dict)  # env index -> [obs_dim] last obs of a finished episode
-    finished: list = field(default_factory=list)  # (return, length) of episodes that ended this step
-
-
-class EnvBatch:
-    """N copies of one env stepped in lockstep; an env that finishes is reset within the same step.
-
-    Resetting immediately (rather than gymnasium's next-step autoreset) means every stored step is a real
-    transition, and the final observation is kept so a truncated episode can bootstrap from V(s_final).
-    """
-
-    def __init__(self, cfg: EnvConfig, num_envs: int, seed: int):
-        self.envs = [make_env(cfg) for _ in range(num_envs)]
-        self.spaces = describe_spaces(self.envs[0])
+    def __init__(self, env: gym.Env, steps: int, seed: int):
+        super().__init__(env)
+        self._steps = steps
         self._seed = seed
-        self._returns = np.zeros(num_envs)
-        self._lengths = np.zeros(num_envs, np.int64)
-        self.obs = np.stack([self._reset(i, seed + 1000 * i) for i in range(num_envs)])
 
-    def _reset(self, i: int, seed: Optional[int] = None) -> np.ndarray:
-        obs, _ = self.envs[i].reset(seed=seed)
-        self._returns[i], self._lengths[i] = 0.0, 0
-        return encode_obs(obs, self.spaces)
-
-    def step(self, actions: np.ndarray) -> StepBatch:
-        n = len(self.envs)
-        rewards = np.zeros(n, np.float32)
-        terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
-        batch = StepBatch(self.obs, rewards, terminated, truncated)
-        next_obs = np.empty_like(self.obs)
-        for i, env in enumerate(self.envs):
-            obs, reward, term, trunc, _ = env.step(actions[i])
-            rewards[i], terminated[i], truncated[i] = reward, term, trunc
-            self._returns[i] += reward
-            self._lengths[i] += 1
-            next_obs[i] = encode_obs(obs, self.spaces)
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        steps, self._steps = self._steps, 0
+        self.env.action_space.seed(self._seed)
+        for _ in range(steps):
+            obs, _, term, trunc, info = self.env.step(self.env.action_space.sample())
             if term or trunc:
-                batch.final_obs[i] = next_obs[i].copy()
-                batch.finished.append((float(self._returns[i]), int(self._lengths[i])))
-                next_obs[i] = self._reset(i)
-        self.obs = batch.obs = next_obs
-        return batch
+                obs, info = self.env.reset()
+        return obs, info
 
-    def close(self) -> None:
-        for env in self.envs:
-            env.close()
+
+def _env_factory(cfg: EnvConfig, warmup: int, seed: int):
+    def build() -> gym.Env:
+        env = make_policy_env(cfg)
+        return RandomWarmup(env, warmup, seed) if warmup else env
+    return build
+
+
+def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+    """gymnasium vector env of `num_envs` copies, autoreset on the NEXT step (gymnasium 1.x default).
+
+    Env i is seeded with seed + i and, with `warmup_steps`, first takes a random number of random steps.
+    """
+    rng = np.random.default_rng(seed)
+    warmups = rng.integers(0, cfg.warmup_steps + 1, num_envs) if cfg.warmup_steps else np.zeros(num_envs, int)
+    fns = [_env_factory(cfg, int(w), seed + i) for i, w in enumerate(warmups)]
+    if cfg.vector_mode == "async":
+        return gym.vector.AsyncVectorEnv(fns, context="spawn",
+                                         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+
+
+def encode_batch(obs: Any, spaces: EnvSpaces) -> np.ndarray:
+    """A vector env's observations -> float32 [N, obs_dim]."""
+    if spaces.discrete_obs is not None:
+        return np.eye(spaces.obs_dim, dtype=np.float32)[np.asarray(obs, np.int64)]
+    obs = np.asarray(obs, np.float32)
+    return obs.reshape(obs.shape[0], -1)

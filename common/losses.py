@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -17,22 +18,37 @@ class LossTerms:
 
 
 def a3c_loss(log_probs: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor, advantages: torch.Tensor,
-             returns: torch.Tensor, entropy_coef: float, value_coef: float, value_loss: str = "mse") -> LossTerms:
-    """Policy gradient + value regression - entropy bonus, each a mean over the batch.
+             returns: torch.Tensor, entropy_coef: float, value_coef: float, value_loss: str = "mse",
+             mask: Optional[torch.Tensor] = None) -> LossTerms:
+    """Policy gradient + value regression - entropy bonus, each a mean over the batch's valid steps.
 
-    All inputs are [B] (flatten [T, N] first). `advantages` and `returns` are constants (detached).
+    All inputs are [B] (flatten [T, N] first). `advantages` and `returns` are constants (detached);
+    `mask` [B] (bool or 0/1) drops steps that are not transitions (vector-env autoreset steps).
     policy = -mean(log pi(a|s) * A);  value = mean(0.5 * (R - V)^2) or mean(smooth_l1(V, R));
     total = policy + value_coef * value - entropy_coef * mean(H[pi]).
     """
-    advantages, returns = advantages.detach(), returns.detach()
-    policy = -(log_probs * advantages).mean()
-    if value_loss == "mse":
-        value = 0.5 * (returns - values).pow(2).mean()
-    else:
-        value = F.smooth_l1_loss(values, returns)
-    ent = entropy.mean()
+    advantages = advantages.detach()
+    weights = mean_weights(values, mask)
+    policy = -(log_probs * advantages * weights).sum()
+    value = critic_loss(values, returns, value_loss, weights)
+    ent = (entropy * weights).sum()
     total = policy + value_coef * value - entropy_coef * ent
     return LossTerms(total, float(policy.detach()), float(value.detach()), float(ent.detach()))
+
+
+def mean_weights(like: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Per-step weights that turn a weighted sum into a mean over the valid steps."""
+    weights = torch.ones_like(like) if mask is None else mask.to(like.dtype)
+    return weights / weights.sum().clamp(min=1.0)
+
+
+def critic_loss(values: torch.Tensor, returns: torch.Tensor, kind: str, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted value regression: sum(w * 0.5 * (R - V)^2) or sum(w * smooth_l1(V, R)); w sums to 1."""
+    if kind == "mse":
+        per_step = 0.5 * (returns.detach() - values).pow(2)
+    else:
+        per_step = F.smooth_l1_loss(values, returns.detach(), reduction="none")
+    return (per_step * weights).sum()
 
 
 def clip_by_global_norm(flat_grad: np.ndarray, max_norm: float) -> tuple[np.ndarray, float]:

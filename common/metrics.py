@@ -6,6 +6,8 @@ from typing import Optional
 EPISODE_RETURN = "charts/episode_return"
 EPISODE_LENGTH = "charts/episode_length"
 VALUE_MEAN = "charts/value_mean"
+ADVANTAGE_MEAN = "charts/advantage_mean"
+ACTION_ABS_MAX = "charts/action_abs_max"  # continuous actions only
 EVAL_RETURN = "eval/return_mean"
 LOSS_POLICY = "losses/policy"
 LOSS_VALUE = "losses/value"
@@ -20,7 +22,7 @@ POLICY_LAG = "ps/policy_lag_mean"
 REJECTED_STALE = "ps/grads_rejected_stale"
 REJECTED_NONFINITE = "ps/grads_rejected_nonfinite"
 
-ALL_TAGS = [EPISODE_RETURN, EPISODE_LENGTH, VALUE_MEAN, EVAL_RETURN, LOSS_POLICY, LOSS_VALUE, LOSS_ENTROPY,
+ALL_TAGS = [EPISODE_RETURN, EPISODE_LENGTH, VALUE_MEAN, ADVANTAGE_MEAN, EVAL_RETURN, LOSS_POLICY, LOSS_VALUE, LOSS_ENTROPY,
             GRAD_NORM, WEIGHT_NORM, ENV_STEPS_PER_S, UPDATES_PER_S, COMM_FRACTION, PS_VERSION, POLICY_LAG,
             REJECTED_STALE, REJECTED_NONFINITE]
 

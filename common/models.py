@@ -29,6 +29,33 @@ def _init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
+class ObsNormalizer(nn.Module):
+    """Running mean / variance of observations as buffers, so they travel with the weights. Workers send
+    the moments of what they saw; the parameter server merges them (`merge`)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.tensor(1e-4))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return ((obs - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-10.0, 10.0)
+
+    @torch.no_grad()
+    def merge(self, count: float, mean: np.ndarray, var: np.ndarray) -> None:
+        """Chan et al.'s parallel update of (count, mean, var) with a batch's moments."""
+        if count <= 0:
+            return
+        batch_mean, batch_var = torch.tensor(mean).float(), torch.tensor(var).float()
+        total = self.count + count
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * count + delta.pow(2) * self.count * count / total
+        self.mean += delta * count / total
+        self.var.copy_(m2 / total)
+        self.count.fill_(float(total))
+
+
 class DiagGaussian:
     """Independent Normal per action dimension; log-prob and entropy summed over dimensions."""
 
@@ -75,6 +102,7 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.action_space = spaces.action_space
         self.continuous = isinstance(spaces.action_space, gym.spaces.Box)
+        self.obs_norm = ObsNormalizer(spaces.obs_dim) if cfg.normalize_obs else None
         width = cfg.hidden_sizes[-1]
         self.actor_trunk = mlp(spaces.obs_dim, cfg.hidden_sizes, cfg.activation)
         self.critic_trunk: Optional[nn.Sequential] = (
@@ -93,6 +121,7 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor):
         """obs [B, obs_dim] -> (distribution over B actions, values [B])."""
+        obs = self.obs_norm(obs) if self.obs_norm is not None else obs
         hidden = self.actor_trunk(obs)
         critic_hidden = hidden if self.critic_trunk is None else self.critic_trunk(obs)
         values = self.value_head(critic_hidden).squeeze(-1)
@@ -101,6 +130,7 @@ class ActorCritic(nn.Module):
         return dist, values
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
+        obs = self.obs_norm(obs) if self.obs_norm is not None else obs
         hidden = self.actor_trunk(obs) if self.critic_trunk is None else self.critic_trunk(obs)
         return self.value_head(hidden).squeeze(-1)
 

@@ -15,7 +15,9 @@ class GradientPacket:
     worker_rank: int = 0
     episode_returns: list = field(default_factory=list)  # raw returns of episodes finished in this rollout
     episode_lengths: list = field(default_factory=list)
-    losses: dict = field(default_factory=dict)  # policy, value, entropy, value_mean
+    losses: dict = field(default_factory=dict)  # policy, value, entropy, value_mean, advantage_mean, ...
+    critic_only: bool = False  # a value-only gradient (critic epochs after the first)
+    obs_moments: Optional[tuple] = None  # (count, mean [D], var [D]) of the raw observations, for the PS
     compute_s: float = 0.0  # seconds spent collecting + differentiating (previous loop)
     comm_s: float = 0.0  # seconds spent pushing / pulling in the previous loop
 

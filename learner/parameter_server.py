@@ -17,17 +17,18 @@ from common.packet import ApplyResult, GradientPacket
 COUNTERS = ("version", "env_steps", "episodes", "rejected_stale", "rejected_nonfinite")
 
 
-def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Adam:
-    """One Adam; with a critic learning rate the critic's parameters form a second param group
-    (the same maths as two optimizers, one state dict)."""
+def build_optimizers(model: torch.nn.Module, config: Config) -> dict[str, torch.optim.Adam]:
+    """{"all": Adam} for a shared trunk; {"actor": Adam, "critic": Adam} for separate networks, the critic's
+    at `critic_learning_rate` (or the same lr), so a value-only step can move the critic alone."""
     algo = config.algo
-    critic_ids = model.critic_parameter_ids() if algo.critic_learning_rate is not None else set()
+    critic_ids = model.critic_parameter_ids()
+    if not critic_ids:
+        return {"all": torch.optim.Adam(model.parameters(), lr=algo.learning_rate, eps=algo.adam_eps)}
     actor = [p for p in model.parameters() if id(p) not in critic_ids]
-    groups = [{"params": actor, "lr": algo.learning_rate}]
-    if critic_ids:
-        critic = [p for p in model.parameters() if id(p) in critic_ids]
-        groups.append({"params": critic, "lr": algo.critic_learning_rate})
-    return torch.optim.Adam(groups, lr=algo.learning_rate, eps=algo.adam_eps)
+    critic = [p for p in model.parameters() if id(p) in critic_ids]
+    critic_lr = algo.critic_learning_rate or algo.learning_rate
+    return {"actor": torch.optim.Adam(actor, lr=algo.learning_rate, eps=algo.adam_eps),
+            "critic": torch.optim.Adam(critic, lr=critic_lr, eps=algo.adam_eps)}
 
 
 class _Window:
@@ -50,7 +51,7 @@ class ParameterServer:
         torch.manual_seed(config.run.seed)
         self.config = config
         self.model = build_model(spaces, config.model)
-        self.optimizer = build_optimizer(self.model, config)
+        self.optimizers = build_optimizers(self.model, config)
         self._publish = publish or (lambda flat: flat)
         self._published: tuple[int, Any] = (-1, None)
         self.counters = dict.fromkeys(COUNTERS, 0)
@@ -65,24 +66,43 @@ class ParameterServer:
         """Apply one worker gradient (serially), or reject it as stale / non-finite. Always answers
         with the current weights so the worker can adopt them without a second call."""
         self._record(packet)
-        lag = self.version - packet.version
-        reason = ""
-        if not np.all(np.isfinite(packet.gradient)):
-            self.counters["rejected_nonfinite"] += 1
-            reason = "nonfinite"
-        elif lag > self.config.algo.max_policy_lag:
-            self.counters["rejected_stale"] += 1
-            reason = "stale"
-        else:
-            self._step(packet.gradient)
-            self._window.lags.append(lag)
+        reason = self._rejection(packet)
+        if not reason:
+            self._window.lags.append(self.version - packet.version)
+            self._step(packet.gradient, packet.critic_only)
         return ApplyResult(accepted=not reason, version=self.version, reason=reason,
                            stop=self.stop_requested, weights=self._current_weights())
 
-    def _step(self, gradient: np.ndarray) -> None:
+    def apply_mean_gradients(self, *packets: GradientPacket) -> ApplyResult:
+        """Synchronous mode: one Adam step on the mean of the packets' gradients (all computed from the
+        current version); non-finite or stale ones are counted and left out of the mean."""
+        kept = []
+        for packet in packets:
+            self._record(packet)
+            if not self._rejection(packet):
+                kept.append(packet)
+                self._window.lags.append(self.version - packet.version)
+        if kept:
+            mean = np.mean([p.gradient for p in kept], axis=0).astype(np.float32)
+            self._step(mean, all(p.critic_only for p in kept))
+        return ApplyResult(accepted=bool(kept), version=self.version, reason="" if kept else "all rejected",
+                           stop=self.stop_requested, weights=self._current_weights())
+
+    def _rejection(self, packet: GradientPacket) -> str:
+        if not np.all(np.isfinite(packet.gradient)):
+            self.counters["rejected_nonfinite"] += 1
+            return "nonfinite"
+        if self.version - packet.version > self.config.algo.max_policy_lag:
+            self.counters["rejected_stale"] += 1
+            return "stale"
+        return ""
+
+    def _step(self, gradient: np.ndarray, critic_only: bool = False) -> None:
         clipped, norm = clip_by_global_norm(gradient, self.config.algo.max_grad_norm)
         set_flat_grads(self.model, clipped)
-        self.optimizer.step()
+        for name, optimizer in self.optimizers.items():
+            if name == "critic" or not critic_only:
+                optimizer.step()
         self.counters["version"] += 1
         self._window.grad_norms.append(norm)
         self._window.applied += 1
@@ -97,6 +117,8 @@ class ParameterServer:
             w.losses.setdefault(key, []).append(value)
         w.compute_s += packet.compute_s
         w.comm_s += packet.comm_s
+        if packet.obs_moments is not None and self.model.obs_norm is not None and packet.obs_moments[0]:
+            self.model.obs_norm.merge(*packet.obs_moments)
 
     def _current_weights(self) -> Any:
         """This version's weights, published once and shared by everyone who asks for them."""
@@ -131,11 +153,13 @@ class ParameterServer:
 
     def state_dict(self) -> dict:
         """Everything a resume needs, as plain tensors and numbers (weights_only-loadable)."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.model.state_dict(),
+                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
                 "counters": dict(self.counters), "config_yaml": yaml.safe_dump(self.config.to_dict())}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
         self.counters.update({k: int(v) for k, v in state["counters"].items() if k in self.counters})
         self._published = (-1, None)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from actors.rollout import collect_rollout
+from actors.rollout import VectorEnvRunner, collect_rollout
 from common.config import EnvConfig
-from common.envs import EnvBatch, make_env, probe_spaces
+from common.envs import describe_spaces, make_env, make_vector_env, probe_spaces
 from common.errors import A3CError
 from common.models import build_model
 from tests.helpers import small_config
@@ -34,31 +34,32 @@ def test_unknown_env_id_is_a_clear_error():
         make_env(EnvConfig(id="no_such_module:Env"))
 
 
-def test_user_env_class_by_import_path_with_time_limit():
-    batch = EnvBatch(EnvConfig(id="tests.test_envs_models:Corridor", max_episode_steps=3), 2, seed=0)
-    for _ in range(2):
-        out = batch.step(np.zeros(2, np.int64))
-        assert not out.truncated.any()
-    out = batch.step(np.zeros(2, np.int64))
-    assert out.truncated.all() and not out.terminated.any()
-    np.testing.assert_array_equal(out.final_obs[0], [3.0])  # the episode's last observation is kept
-    np.testing.assert_array_equal(out.obs, [[0.0], [0.0]])  # and the env was reset in the same step
-    assert out.finished == [(3.0, 3), (3.0, 3)]
+def corridor_runner(num_envs=2, **env_overrides):
+    cfg = small_config(**{"env.id": "tests.test_envs_models:Corridor", "env.max_episode_steps": 3, **env_overrides})
+    venv = make_vector_env(cfg.env, num_envs, seed=0)
+    spaces = describe_spaces(venv.single_observation_space, venv.single_action_space)
+    return cfg, VectorEnvRunner(venv, spaces, seed=0), build_model(spaces, cfg.model)
 
 
-def test_truncated_rollout_bootstraps_from_the_final_observation():
-    cfg = small_config(**{"env.id": "tests.test_envs_models:Corridor", "env.max_episode_steps": 3})
-    batch = EnvBatch(cfg.env, 1, seed=0)
-    model = build_model(batch.spaces, cfg.model)
-    ro = collect_rollout(batch, model, steps=4, reward_scale=0.5)
-    assert ro.truncated[2, 0] and not ro.truncated[:2].any()
+def test_autoreset_step_is_masked_and_truncation_bootstraps_from_the_final_observation():
+    cfg, runner, model = corridor_runner()
+    ro = collect_rollout(runner, model, steps=6, reward_scale=0.5)
+    # the user env by import path, with a 3-step time limit: 3 transitions, 1 autoreset step, 2 transitions
+    np.testing.assert_array_equal(ro.valid[:, 0], [True, True, True, False, True, True])
+    np.testing.assert_array_equal(ro.truncated[:, 0], [False, False, True, False, False, False])
+    assert not ro.terminated.any()
+    np.testing.assert_allclose(ro.rewards[:, 0], [0.5, 0.5, 0.5, 0.0, 0.5, 0.5])  # scaled; 0 when masked
+    np.testing.assert_array_equal(ro.obs[3, 0], [3.0])  # the step after the end sees the final observation
     with torch.no_grad():
         v_final = model.value(torch.tensor([[3.0]])).item()
-        v_reset = model.value(torch.tensor([[0.0]])).item()
     assert ro.next_values[2, 0] == pytest.approx(v_final, abs=1e-6)
-    assert v_final != pytest.approx(v_reset)
-    np.testing.assert_allclose(ro.rewards, 0.5)  # scaled for learning
-    assert ro.finished == [(3.0, 3)]  # raw units for reporting
+    assert ro.finished == [(3.0, 3), (3.0, 3)]  # raw units for reporting
+    assert ro.num_steps == 2 * 5
+
+
+def test_warmup_desynchronises_the_envs():
+    _, runner, model = corridor_runner(num_envs=4, **{"env.warmup_steps": 2})
+    assert len({float(o[0]) for o in runner.obs}) > 1
 
 
 def test_gaussian_head_clips_actions_to_bounds_and_matches_normal():

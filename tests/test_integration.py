@@ -69,7 +69,7 @@ def test_resume_continues_counters_and_optimizer(ray_session, tmp_path, capsys):
     first = last_json(capsys.readouterr().out)
     ckpts = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt"))
     saved = torch.load(ckpts[0], weights_only=True)
-    assert saved["counters"]["version"] == first["version"] and saved["optimizer"]["state"]
+    assert saved["counters"]["version"] == first["version"] and saved["optimizers"]["actor"]["state"]
 
     assert main(["train", "--resume", "--run-dir", run_dir, "--total-env-steps", "30000"]) == 0
     second = last_json(capsys.readouterr().out)
@@ -108,3 +108,31 @@ def test_sigterm_checkpoints_and_exits_cleanly_when_joining_by_address(ray_sessi
     assert torch.load(ckpt, weights_only=True)["counters"]["version"] == summary["version"]
     names = {a["name"] for a in ray_session.util.list_named_actors(all_namespaces=True)}
     assert not names & {"a3c:ps", "a3c:eval", "a3c:worker-0"}, "the run's actors were cleaned up"
+
+
+def test_sync_mode_smoke_then_plot_and_vs_random(ray_session, tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    assert main(["train", "--mode", "sync", "--total-env-steps", "6000", "--run-dir", run_dir,
+                 "--set", "run.log_interval_s=0.2", "run.stop_return=null", "algo.critic_epochs=2"]) == 0
+    summary = last_json(capsys.readouterr().out)
+    assert summary["reason"] == "env_steps" and summary["env_steps"] >= 6000
+    # one averaged step per round plus one value-only step per extra critic epoch
+    assert summary["version"] % 2 == 0 and summary["version"] > 0
+    data = scalars(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))[0])
+    assert [v for _, v in data[metrics.POLICY_LAG]] == [0.0] * len(data[metrics.POLICY_LAG])
+
+    from PIL import Image
+
+    from cluster.plot import plot_run
+
+    out = str(tmp_path / "history.png")
+    assert main(["plot", run_dir, "--out", out]) == 0
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 600
+    titles = plot_run(run_dir, str(tmp_path / "again.png"))
+    assert len(titles) == 6 and "episode return" in titles and "action entropy" in titles
+
+    capsys.readouterr()
+    assert main(["evaluate", run_dir, "--vs-random", "--episodes", "5"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["difference"] == pytest.approx(result["mean_return"] - result["random_mean_return"])

@@ -100,3 +100,55 @@ def test_state_round_trip_through_a_weights_only_checkpoint(tmp_path):
     ps.apply_gradients(packet(ps, grad))
     restored.apply_gradients(packet(restored, grad))
     np.testing.assert_allclose(get_flat_weights(restored.model), get_flat_weights(ps.model), atol=1e-7)
+
+
+def test_sync_average_equals_one_adam_step_on_the_mean_gradient():
+    ps = make_ps(**{"algo.max_grad_norm": 0.5})
+    reference = make_ps(**{"algo.max_grad_norm": 0.5})
+    rng = np.random.default_rng(2)
+    grads = [rng.normal(size=num_params(ps.model)).astype(np.float32) for _ in range(3)]
+    result = ps.apply_mean_gradients(*[packet(ps, g) for g in grads])
+    reference.apply_gradients(packet(reference, np.mean(grads, axis=0)))
+    assert result.accepted and ps.version == 1
+    np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference.model), atol=1e-6)
+    assert ps.counters["env_steps"] == 30 and ps.counters["episodes"] == 3
+
+
+def test_sync_average_leaves_out_nonfinite_packets():
+    ps, reference = make_ps(), make_ps()
+    good = np.ones(num_params(ps.model), np.float32)
+    bad = good.copy()
+    bad[0] = np.nan
+    ps.apply_mean_gradients(packet(ps, good), packet(ps, bad))
+    reference.apply_gradients(packet(reference, good))
+    assert ps.counters["rejected_nonfinite"] == 1
+    np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference.model), atol=1e-7)
+
+
+def test_critic_only_step_moves_only_the_critic():
+    ps = make_ps()
+    critic = ps.model.critic_parameter_ids()
+    before = {id(p): p.detach().clone() for p in ps.model.parameters()}
+    grad = np.ones(num_params(ps.model), np.float32)
+    p = packet(ps, grad)
+    p.critic_only = True
+    assert ps.apply_gradients(p).accepted and ps.version == 1
+    for param in ps.model.parameters():
+        moved = not torch.equal(param, before[id(param)])
+        assert moved == (id(param) in critic)
+
+
+def test_observation_statistics_merge_like_one_big_batch():
+    ps = make_ps(**{"model.normalize_obs": True})
+    rng = np.random.default_rng(3)
+    batches = [rng.normal(loc=i, scale=i + 1, size=(50 + 10 * i, 4)).astype(np.float32) for i in range(3)]
+    for b in batches:
+        p = packet(ps, np.zeros(num_params(ps.model), np.float32))
+        p.obs_moments = (len(b), b.mean(0), b.var(0))
+        ps.apply_gradients(p)
+    allobs = np.concatenate(batches)
+    norm = ps.model.obs_norm
+    np.testing.assert_allclose(norm.mean.numpy(), allobs.mean(0), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(norm.var.numpy(), allobs.var(0), rtol=1e-3, atol=1e-3)
+    weights = ps.get_weights()[1]
+    assert weights.size == num_params(ps.model) + 4 + 4 + 1, "the statistics travel with the weights"

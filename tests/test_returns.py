@@ -98,3 +98,38 @@ def test_nothing_flows_across_an_episode_boundary():
     truncated = np.zeros((2, 1), bool)
     adv, _ = gae(rewards, values, next_values, terminated, truncated, 0.99, 0.95)
     assert adv[0, 0] == pytest.approx(1.0)
+
+
+def vector_rollout_with_autoreset(seed, T=60, N=4):
+    """A hand-built NEXT_STEP vector rollout: after an env's episode ends at t, step t+1 is its reset step
+    (not a transition: reward 0, no flags, garbage value) and V(s_{t+1}) = values[t+1] is the final obs."""
+    rng = np.random.default_rng(seed)
+    rewards = rng.normal(size=(T, N)).astype(np.float32)
+    values = rng.normal(size=(T, N)).astype(np.float32)
+    terminated = np.zeros((T, N), bool)
+    truncated = np.zeros((T, N), bool)
+    valid = np.ones((T, N), bool)
+    for n in range(N):
+        t = int(rng.integers(2, 8))
+        while t < T - 1:
+            (terminated if rng.random() < 0.5 else truncated)[t, n] = True
+            valid[t + 1, n] = False
+            rewards[t + 1, n] = 0.0
+            t += int(rng.integers(3, 10))
+    next_values = np.empty_like(values)
+    next_values[:-1] = values[1:]
+    next_values[-1] = rng.normal(size=N)
+    return rewards, values, next_values, terminated, truncated, valid
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gae_on_a_vector_rollout_with_masked_resets_equals_the_per_env_reference(seed):
+    rewards, values, next_values, terminated, truncated, valid = vector_rollout_with_autoreset(seed)
+    assert terminated.any() and truncated.any() and (~valid).any()
+    adv, ret = gae(rewards, values, next_values, terminated, truncated, 0.99, 0.9)
+    for n in range(rewards.shape[1]):
+        keep = valid[:, n]  # the env's real transitions only, in order
+        cols = [a[keep, n][:, None] for a in (rewards, values, next_values, terminated, truncated)]
+        ref_adv, ref_ret = reference_gae(*cols, 0.99, 0.9)
+        np.testing.assert_allclose(adv[keep, n], ref_adv[:, 0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ret[keep, n], ref_ret[:, 0], rtol=1e-5, atol=1e-5)

@@ -15,8 +15,9 @@ def test_packet_contents():
     packet = worker.compute_gradient()
     assert packet.gradient.dtype == np.float32 and packet.gradient.shape == (num_params(worker.model),)
     assert np.isfinite(packet.gradient).all() and np.abs(packet.gradient).sum() > 0
-    assert packet.env_steps == 7 * 4 and packet.worker_rank == 1
-    assert set(packet.losses) == {"policy", "value", "entropy", "value_mean"}
+    # 7 steps of 4 envs, less at most one autoreset step per env (CartPole episodes outlast 7 steps)
+    assert 7 * 4 - 4 <= packet.env_steps <= 7 * 4 and packet.worker_rank == 1
+    assert set(packet.losses) == {"policy", "value", "entropy", "value_mean", "advantage_mean"}
 
 
 def test_async_loop_pushes_and_adopts_weights():
@@ -25,7 +26,7 @@ def test_async_loop_pushes_and_adopts_weights():
     worker = RolloutWorker(cfg, rank=0)
     out = worker.run(LocalClient(ps), max_updates=6)
     assert out["pushed"] == 6 and ps.version == 6 and worker.version == 6
-    assert ps.counters["env_steps"] == 6 * cfg.algo.rollout_steps * cfg.env.num_envs_per_worker
+    assert ps.counters["env_steps"] == worker.total_env_steps > 0
     ps.request_stop()
     assert worker.run(LocalClient(ps))["pushed"] == 1  # a stop request ends the loop at the next push
 
