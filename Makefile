@@ -30,6 +30,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/cartpole.py
+	$(BIN)/python bench/pendulum.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -8,6 +8,7 @@ so V(s_{t+1}) for a truncated episode is simply `values[t+1]`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -28,6 +29,7 @@ class Rollout:
     values: np.ndarray  # [T, N] V(s_t) under the acting weights
     next_values: np.ndarray  # [T, N] V(s_{t+1})
     finished: list = field(default_factory=list)  # (raw return, length) of episodes ended in the rollout
+    behaviour_log_probs: Optional[np.ndarray] = None  # [T, N] log mu(a|s) when replaying a dataset that has them
 
     @property
     def num_steps(self) -> int:
@@ -41,14 +43,20 @@ class VectorEnvRunner:
     def __init__(self, venv: gym.vector.VectorEnv, spaces: EnvSpaces, seed: int):
         self.venv, self.spaces = venv, spaces
         n = venv.num_envs
-        obs, _ = venv.reset(seed=[seed + i for i in range(n)])
+        obs, info = venv.reset(seed=[seed + i for i in range(n)])
         self.obs = encode_batch(obs, spaces)
         self.resetting = np.zeros(n, bool)
         self.ep_return, self.ep_length = np.zeros(n), np.zeros(n, np.int64)
+        self.logged_actions, self.behaviour_log_probs = _logged(info, n)
+
+    @property
+    def replaying(self) -> bool:
+        """True when the envs replay a dataset: the logged actions replace the policy's samples."""
+        return self.logged_actions is not None
 
     def step(self, env_actions: np.ndarray) -> tuple:
         """-> (raw rewards, terminated, truncated, valid, finished) for this step."""
-        obs, rewards, term, trunc, _ = self.venv.step(env_actions)
+        obs, rewards, term, trunc, info = self.venv.step(env_actions)
         valid = ~self.resetting
         term, trunc = term & valid, trunc & valid
         rewards = np.where(valid, rewards, 0.0)
@@ -59,20 +67,45 @@ class VectorEnvRunner:
         self.ep_return[done], self.ep_length[done] = 0.0, 0
         self.resetting = done
         self.obs = encode_batch(obs, self.spaces)
+        if self.replaying:
+            self.logged_actions, self.behaviour_log_probs = _logged(info, len(valid), self.logged_actions,
+                                                                    self.behaviour_log_probs)
         return rewards, term, trunc, valid, finished
 
     def close(self) -> None:
         self.venv.close()
 
 
+def _logged(info: dict, n: int, previous: Optional[np.ndarray] = None, previous_blp: Optional[np.ndarray] = None,
+            ) -> tuple:
+    """(logged actions [N, ...], behaviour log-probs [N] or None) from a vector env's info, or (None, None)
+    when the envs are live. Envs without one this step (all about to autoreset: their next action is
+    ignored) keep their previous values."""
+    if "logged_action" not in info:
+        return previous, previous_blp
+    has = info["_logged_action"]
+    actions = np.stack([np.asarray(a) for a in info["logged_action"]]) if info["logged_action"].dtype == object \
+        else np.asarray(info["logged_action"])
+    if previous is not None:
+        actions = np.where(has.reshape((-1,) + (1,) * (actions.ndim - 1)), actions, previous)
+    blp = None
+    if "behaviour_log_prob" in info:
+        blp = np.where(info["_behaviour_log_prob"], info["behaviour_log_prob"], 0.0).astype(np.float32)
+    return actions, blp
+
+
 @torch.no_grad()
 def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, reward_scale: float) -> Rollout:
-    obs_buf, act_buf, rew, term, trunc, valid, vals = [], [], [], [], [], [], []
+    obs_buf, act_buf, rew, term, trunc, valid, vals, blps = [], [], [], [], [], [], [], []
     finished: list = []
     for _ in range(steps):
         obs = runner.obs
         dist, values = model(torch.as_tensor(obs))
-        actions = dist.sample()
+        if runner.replaying:  # the dataset decides what was done; the policy only learns from it
+            actions = torch.as_tensor(runner.logged_actions).to(dist.sample().dtype)
+            blps.append(runner.behaviour_log_probs)
+        else:
+            actions = dist.sample()
         r, te, tr, va, fin = runner.step(model.env_actions(actions))
         obs_buf.append(obs)
         act_buf.append(actions.numpy())
@@ -86,5 +119,6 @@ def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, rew
     next_values = np.empty_like(values)
     next_values[:-1] = values[1:]
     next_values[-1] = model.value(torch.as_tensor(runner.obs)).numpy()
+    behaviour = np.stack(blps) if blps and all(b is not None for b in blps) else None
     return Rollout(np.stack(obs_buf), np.stack(act_buf), np.stack(rew).astype(np.float32), np.stack(term),
-                   np.stack(trunc), np.stack(valid), values, next_values, finished)
+                   np.stack(trunc), np.stack(valid), values, next_values, finished, behaviour)

@@ -15,7 +15,7 @@ from common.flat import get_flat_grads, set_flat_weights
 from common.losses import a3c_loss, critic_loss, mean_weights
 from common.models import build_model
 from common.packet import ApplyResult, GradientPacket
-from common.returns import gae
+from common.returns import gae, importance_weights, vtrace
 
 
 class PendingApply(Protocol):
@@ -66,13 +66,15 @@ class RolloutWorker:
         self.config, self.rank = config, rank
         seed = config.run.seed + rank
         torch.manual_seed(seed)
-        venv = make_vector_env(config.env, config.env.num_envs_per_worker, seed * 1000)
+        venv = make_vector_env(config.env, config.env.num_envs_per_worker, seed * 1000,
+                               shard=rank, num_shards=config.run.num_workers)
         spaces = describe_spaces(venv.single_observation_space, venv.single_action_space)
         self.runner = VectorEnvRunner(venv, spaces, seed * 1000)
         self.model = build_model(spaces, config.model)
         self.version = -1
         self.total_env_steps = 0
         self._critic_batch: Optional[_CriticBatch] = None
+        self._said_no_correction = False
 
     def set_weights(self, flat: np.ndarray, version: int) -> None:
         set_flat_weights(self.model, flat)
@@ -82,14 +84,14 @@ class RolloutWorker:
         """Collect `rollout_steps` x num_envs steps and differentiate the A3C loss on the valid ones."""
         algo = self.config.algo
         ro = collect_rollout(self.runner, self.model, algo.rollout_steps, self.config.env.reward_scale)
-        advantages, returns = gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
-                                  algo.gamma, algo.gae_lambda)
         batch = ro.rewards.size
         obs = torch.as_tensor(ro.obs.reshape(batch, -1))
         mask = torch.as_tensor(ro.valid.reshape(-1))
         dist, values = self.model(obs)
         actions = torch.as_tensor(ro.actions.reshape((batch,) + ro.actions.shape[2:]))
-        terms = a3c_loss(dist.log_prob(actions), dist.entropy(), values, torch.as_tensor(advantages.reshape(-1)),
+        log_probs = dist.log_prob(actions)
+        advantages, returns = self._targets(ro, log_probs.detach().numpy().reshape(ro.rewards.shape))
+        terms = a3c_loss(log_probs, dist.entropy(), values, torch.as_tensor(advantages.reshape(-1)),
                          torch.as_tensor(returns.reshape(-1)), algo.entropy_coef, algo.value_coef,
                          algo.value_loss, mask)
         self.model.zero_grad(set_to_none=True)
@@ -107,6 +109,21 @@ class RolloutWorker:
             worker_rank=self.rank, episode_returns=[r for r, _ in ro.finished],
             episode_lengths=[n for _, n in ro.finished], losses=losses,
             obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None)
+
+    def _targets(self, ro, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(advantages, value targets) [T, N]: GAE on-policy; V-trace with truncated importance weights when
+        replaying a dataset that recorded its behaviour policy's log-probabilities."""
+        algo = self.config.algo
+        if ro.behaviour_log_probs is not None:
+            rhos = np.where(ro.valid, importance_weights(log_probs, ro.behaviour_log_probs, algo.is_clip), 0.0)
+            returns, advantages = vtrace(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
+                                         rhos.astype(np.float32), rhos.astype(np.float32), algo.gamma)
+            return advantages, returns
+        if self.runner.replaying and not self._said_no_correction:
+            self._said_no_correction = True
+            print(f"worker {self.rank}: the dataset has no behaviour log-probs: plain A3C update on the logged "
+                  "actions, no importance correction", flush=True)
+        return gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated, algo.gamma, algo.gae_lambda)
 
     def compute_critic_gradient(self) -> GradientPacket:
         """A value-only gradient on the last rollout, with the current weights (one extra critic epoch)."""

@@ -10,29 +10,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import machine, median, today, update_section  # noqa: E402
+from bench.common import fmt, machine, median, run_ours, today, update_section  # noqa: E402
 
 EVAL_EPISODES, TARGET, EVAL_SEED = 20, 475.0, 100_000
 
 
-def run_ours(seed: int, budget: int, eval_interval_s: float) -> dict:
-    from cluster.cli import resolve_config
-    from cluster.driver import Trainer
-    from common.config import load_yaml
-    from common.envs import probe_spaces
-
-    cfg = resolve_config(load_yaml("cartpole"), [f"run.eval_interval_s={eval_interval_s}",
-                                                 f"run.eval_episodes={EVAL_EPISODES}"],
-                         {"seed": seed, "total_env_steps": budget, "stop_return": TARGET})
-    with tempfile.TemporaryDirectory() as run_dir:
-        s = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
-    return {"solved": s.solved_at_s is not None, "time_s": s.solved_at_s, "env_steps": s.solved_at_env_steps,
-            "spawn_s": s.spawn_s, "fps": s.env_steps / max(s.train_s, 1e-9)}
+def run_ours_cartpole(seed: int, budget: int, eval_interval_s: float) -> dict:
+    return run_ours("cartpole", seed, budget, TARGET,
+                    [f"run.eval_interval_s={eval_interval_s}", f"run.eval_episodes={EVAL_EPISODES}"])
 
 
 def run_sb3(seed: int, budget: int, eval_every_steps: int) -> dict:
@@ -96,17 +85,13 @@ def main() -> None:
     _, ray_start_s, _ = start_ray(Config())
     rows = []
     for seed in range(args.seeds):
-        ours = run_ours(seed, args.budget, args.eval_interval_s)
+        ours = run_ours_cartpole(seed, args.budget, args.eval_interval_s)
         rows.append((seed, ours, sb3[seed]))
         print(f"seed {seed}: ray-a3c {ours}  |  sb3 {sb3[seed]}", flush=True)
     report = render(rows, ray_start_s, args)
     print(report)
     if not args.no_write:
         update_section("cartpole", report)
-
-
-def fmt(value, spec: str) -> str:
-    return "not solved" if value is None else format(value, spec)
 
 
 def render(rows: list, ray_start_s: float, args: argparse.Namespace) -> str:

@@ -5,7 +5,9 @@ import os
 import platform
 import re
 import statistics
+import tempfile
 import time
+from typing import Optional
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
 
@@ -42,3 +44,24 @@ def update_section(name: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     with open(BENCHMARKS, "w") as fh:
         fh.write(text)
+
+
+def run_ours(preset: str, seed: int, budget: int, target: float, overrides: list[str],
+             flags: Optional[dict] = None) -> dict:
+    """One ray-a3c training run on an already-started Ray; time and env steps at the solving evaluation
+    (evaluation time excluded), or None where the budget ran out first."""
+    from cluster.cli import resolve_config
+    from cluster.driver import Trainer
+    from common.config import load_yaml
+    from common.envs import probe_spaces
+
+    cfg = resolve_config(load_yaml(preset), overrides,
+                         {"seed": seed, "total_env_steps": budget, "stop_return": target, **(flags or {})})
+    with tempfile.TemporaryDirectory() as run_dir:
+        s = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
+    return {"solved": s.solved_at_s is not None, "time_s": s.solved_at_s, "env_steps": s.solved_at_env_steps,
+            "spawn_s": s.spawn_s, "fps": s.env_steps / max(s.train_s, 1e-9)}
+
+
+def fmt(value, spec: str) -> str:
+    return "not solved" if value is None else format(value, spec)

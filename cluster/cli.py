@@ -48,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--random", action="store_true", help="evaluate a uniform random policy instead")
     e.add_argument("--vs-random", action="store_true", help="evaluate the checkpoint and a random policy")
     e.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    e.add_argument("--env", help="evaluate in this live env instead of the run's env.id (offline-trained runs)")
+    r = sub.add_parser("record", help="record episodes from a live env into a dataset .npz")
+    r.add_argument("--env", required=True, help="gymnasium id or package.module:ClassName")
+    r.add_argument("--policy", default="random", help="random | RUN_DIR (its best checkpoint, else latest)")
+    r.add_argument("--epsilon", type=float, help="epsilon-greedy around the policy's mode action")
+    r.add_argument("--episodes", type=int, required=True)
+    r.add_argument("--out", required=True, help="the .npz to write (never overwritten)")
+    r.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     p = sub.add_parser("plot", help="six training panels from a run's TensorBoard data, as a PNG")
     p.add_argument("run_dir")
     p.add_argument("--out", help="PNG path (default RUN_DIR/plots/training.png)")
@@ -123,6 +131,9 @@ def _run_config(run_dir: str) -> Config:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _run_config(args.run_dir)
+    if args.env:
+        cfg.env.id = args.env
+        probe_spaces(cfg.env)  # the live env must exist and match the model's spaces
     if args.episodes < 1:
         raise A3CError("--episodes must be >= 1")
     if args.random and args.vs_random:
@@ -160,6 +171,47 @@ def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random
     return result
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from actors.recorder import BehaviourPolicy, record_episodes
+    from common.config import EnvConfig
+    from common.dataset import save_dataset
+
+    if args.episodes < 1:
+        raise A3CError("--episodes must be >= 1")
+    if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
+        raise A3CError("--epsilon must be in [0, 1]")
+    if os.path.exists(args.out):
+        raise A3CError(f"'{args.out}' exists; choose another --out (datasets are never overwritten)")
+    if not args.out.endswith(".npz"):
+        raise A3CError(f"--out must end in .npz, got '{args.out}'")
+    rng = np.random.default_rng(args.seed)
+    if args.policy == "random":
+        env_cfg, model, label = EnvConfig(id=args.env), None, "uniform random"
+    else:
+        run_cfg = _run_config(args.policy)
+        env_cfg = run_cfg.env
+        env_cfg.id, env_cfg.dataset = args.env, None
+        from actors.evaluator import Evaluator
+
+        evaluator = Evaluator(run_cfg)
+        path = checkpoint.resolve(args.policy, "best")
+        evaluator.load_state_dict(checkpoint.load(path)["model"])
+        model, label = evaluator.model, f"{path}" + (f" epsilon-greedy {args.epsilon}" if args.epsilon is not None
+                                                     else " (sampled)")
+    probe_spaces(env_cfg)
+    policy = BehaviourPolicy(probe_spaces(env_cfg).action_space, model, args.epsilon, rng)
+    data = record_episodes(env_cfg, policy, args.episodes, args.seed)
+    returns = data.pop("returns")
+    save_dataset(args.out, source=f"{args.env} {label}", **data)
+    print(f"{args.out}: {args.episodes} episodes, {len(data['rewards']):,} steps from {label}; "
+          f"behaviour log-probs {'stored' if 'behaviour_log_probs' in data else 'not stored'}")
+    print(json.dumps({"mean_return": float(returns.mean()), "std_return": float(returns.std()),
+                      "episodes": int(len(returns)), "steps": int(len(data["rewards"]))}))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     _run_config(args.run_dir)
     from cluster.plot import plot_run
@@ -195,6 +247,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_evaluate(args)
         if args.command == "plot":
             return cmd_plot(args)
+        if args.command == "record":
+            return cmd_record(args)
         return cmd_config(args)
     except A3CError as exc:
         print(f"error: {exc}", file=sys.stderr)

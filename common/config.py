@@ -25,6 +25,8 @@ def _f(default: Any, doc: str) -> Any:
 class EnvConfig:
     id: str = _f("CartPole-v1", "gymnasium id, or `package.module:ClassName` of your own gymnasium.Env")
     kwargs: dict = _f({}, "keyword arguments passed to gymnasium.make / your env class")
+    dataset: Optional[str] = _f(None, "train from this recorded .npz instead of stepping env.id (the evaluator "
+                                      "still plays env.id live)")
     num_envs_per_worker: int = _f(8, "env copies per worker, stepped as one gymnasium vector env")
     vector_mode: str = _f("sync", "sync (SyncVectorEnv, one process) | async (AsyncVectorEnv, a process per env)")
     warmup_steps: int = _f(0, "up to this many random steps per env at start, to desynchronise episodes")
@@ -57,6 +59,7 @@ class AlgoConfig:
     value_loss: str = _f("mse", "mse | smooth_l1")
     max_grad_norm: float = _f(0.5, "clip gradients to this global norm on the PS; 0 disables")
     overlap_push: bool = _f(True, "push a gradient while collecting the next rollout (acts one update behind)")
+    is_clip: float = _f(1.0, "clip of the importance weights (V-trace rho/c bar) when training from a dataset")
     max_policy_lag: int = _f(50, "reject gradients computed on weights older than this many versions")
 
 
@@ -231,6 +234,7 @@ def validate(cfg: Config) -> Config:
         (a.value_loss in ("mse", "smooth_l1"), "algo.value_loss must be mse or smooth_l1"),
         (a.max_grad_norm >= 0, "algo.max_grad_norm must be >= 0 (0 disables clipping)"),
         (a.max_policy_lag >= 0, "algo.max_policy_lag must be >= 0"),
+        (a.is_clip > 0, "algo.is_clip must be > 0"),
         (r.num_workers >= 1, "run.num_workers must be >= 1"),
         (r.total_env_steps >= 1, "run.total_env_steps must be >= 1"),
         (r.time_limit_s is None or r.time_limit_s > 0, "run.time_limit_s must be > 0 or null"),

@@ -77,7 +77,23 @@ def make_policy_env(cfg: EnvConfig) -> gym.Env:
 
 
 def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
-    """Build one env to validate the id and read its spaces (as the policy sees them), then close it."""
+    """Build one env to validate the id and read its spaces (as the policy sees them), then close it.
+    With a dataset, its file is validated too and its spaces must agree with the live env's."""
+    if cfg.dataset:
+        from common.dataset import load_dataset
+
+        data = load_dataset(cfg.dataset)
+        spaces = describe_spaces(data.observation_space, data.action_space)
+        if cfg.id:
+            live = _probe_live(cfg)
+            if (live.obs_dim, str(live.action_space)) != (spaces.obs_dim, str(spaces.action_space)):
+                raise A3CError(f"dataset '{cfg.dataset}' spaces ({data.observation_space}, {data.action_space}) "
+                               f"differ from env '{cfg.id}' ({live.action_space}); fix env.id or the dataset")
+        return spaces
+    return _probe_live(cfg)
+
+
+def _probe_live(cfg: EnvConfig) -> EnvSpaces:
     env = make_policy_env(cfg)
     try:
         return describe_spaces(env.observation_space, env.action_space)
@@ -121,14 +137,28 @@ def _env_factory(cfg: EnvConfig, warmup: int, seed: int):
     return build
 
 
-def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int) -> gym.vector.VectorEnv:
+def _offline_factory(cfg: EnvConfig, shard: int, num_shards: int, start: int):
+    def build() -> gym.Env:
+        from common.offline import OfflineEnv
+
+        return OfflineEnv(cfg.dataset, shard, num_shards, start)
+    return build
+
+
+def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0,
+                    num_shards: int = 1) -> gym.vector.VectorEnv:
     """gymnasium vector env of `num_envs` copies, autoreset on the NEXT step (gymnasium 1.x default).
 
     Env i is seeded with seed + i and, with `warmup_steps`, first takes a random number of random steps.
+    With `cfg.dataset` the copies replay shard `shard` of `num_shards` of the recorded episodes instead,
+    copy i starting at the shard's episode i.
     """
     rng = np.random.default_rng(seed)
     warmups = rng.integers(0, cfg.warmup_steps + 1, num_envs) if cfg.warmup_steps else np.zeros(num_envs, int)
-    fns = [_env_factory(cfg, int(w), seed + i) for i, w in enumerate(warmups)]
+    if cfg.dataset:
+        fns = [_offline_factory(cfg, shard, num_shards, i) for i in range(num_envs)]
+    else:
+        fns = [_env_factory(cfg, int(w), seed + i) for i, w in enumerate(warmups)]
     if cfg.vector_mode == "async":
         return gym.vector.AsyncVectorEnv(fns, context="spawn",
                                          autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)

@@ -43,3 +43,32 @@ def nstep_returns(rewards: np.ndarray, next_values: np.ndarray, terminated: np.n
         following = rewards[t] + gamma * (1.0 - terminated[t]) * bootstrap
         returns[t] = following
     return returns
+
+
+def importance_weights(target_log_probs: np.ndarray, behaviour_log_probs: np.ndarray, clip: float) -> np.ndarray:
+    """Truncated importance weights min(clip, pi(a|s) / mu(a|s)), any shape."""
+    return np.minimum(clip, np.exp(target_log_probs - behaviour_log_probs)).astype(np.float32)
+
+
+def vtrace(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
+           truncated: np.ndarray, rhos: np.ndarray, cs: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """V-trace (Espeholt et al. 2018) with truncated weights `rhos` and trace cutting `cs`, all [T, N].
+
+    vs_t = V_t + rho_t * delta_t + gamma * c_t * (vs_{t+1} - V_{t+1}), delta_t = r_t + gamma * V(s_{t+1}) - V_t,
+    restarting at episode ends (terminated: no bootstrap; truncated: bootstrap from next_values).
+    Returns (vs value targets, policy-gradient advantages rho_t * (r_t + gamma * vs_{t+1} - V_t)), both [T, N].
+    With rhos = cs = 1 this is GAE(lambda=1).
+    """
+    not_term = 1.0 - terminated.astype(np.float32)
+    not_done = 1.0 - np.logical_or(terminated, truncated).astype(np.float32)
+    deltas = rhos * (rewards + gamma * not_term * next_values - values)
+    corrections = np.zeros_like(values, dtype=np.float32)  # vs_t - V_t
+    running = np.zeros(values.shape[1:], np.float32)
+    for t in range(len(values) - 1, -1, -1):
+        running = deltas[t] + gamma * cs[t] * not_done[t] * running
+        corrections[t] = running
+    vs = corrections + values
+    vs_next = next_values.copy()
+    vs_next[:-1] = np.where(not_done[:-1] > 0, vs[1:], next_values[:-1])
+    advantages = rhos * (rewards + gamma * not_term * vs_next - values)
+    return vs.astype(np.float32), advantages.astype(np.float32)

@@ -136,3 +136,13 @@ def test_sync_mode_smoke_then_plot_and_vs_random(ray_session, tmp_path, capsys):
     assert main(["evaluate", run_dir, "--vs-random", "--episodes", "5"]) == 0
     result = last_json(capsys.readouterr().out)
     assert result["difference"] == pytest.approx(result["mean_return"] - result["random_mean_return"])
+
+
+def test_offline_smoke_from_a_recorded_random_dataset(ray_session, tmp_path, capsys):
+    data, run_dir = str(tmp_path / "random.npz"), str(tmp_path / "run")
+    assert main(["record", "--env", "CartPole-v1", "--episodes", "20", "--out", data]) == 0
+    assert main(["train", "offline_cartpole", "--set", f"env.dataset={data}", "--total-env-steps", "5000",
+                 "--run-dir", run_dir]) == 0
+    summary = last_json(capsys.readouterr().out)
+    assert summary["reason"] == "env_steps" and summary["env_steps"] >= 5000
+    assert summary["episodes"] >= 20, "the workers replayed whole recorded episodes"

@@ -1,0 +1,78 @@
+"""Record episodes from a live env with a random or trained policy, with the behaviour log-probabilities."""
+from __future__ import annotations
+
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from common.envs import encode_obs, make_policy_env, probe_spaces
+from common.config import EnvConfig
+from common.models import ActorCritic
+
+
+class BehaviourPolicy:
+    """Uniform random, the trained policy's own samples, or epsilon-greedy around its mode action."""
+
+    def __init__(self, action_space: gym.Space, model: Optional[ActorCritic], epsilon: Optional[float],
+                 rng: np.random.Generator):
+        self.space, self.model, self.epsilon, self.rng = action_space, model, epsilon, rng
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        # A continuous epsilon-greedy mixture has no density (its greedy part is a point mass).
+        self.has_log_probs = model is None or epsilon is None or self.discrete
+
+    def _uniform(self):
+        if self.discrete:
+            return int(self.rng.integers(self.space.n)), -float(np.log(self.space.n))
+        low, high = self.space.low, self.space.high
+        return self.rng.uniform(low, high).astype(np.float32), -float(np.sum(np.log(high - low)))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> tuple:
+        """-> (action, log mu(action | obs) or nan)."""
+        if self.model is None:
+            return self._uniform()
+        dist, _ = self.model(torch.as_tensor(obs)[None])
+        if self.epsilon is None:
+            action = dist.sample()
+            return self.model.env_actions(action)[0], float(dist.log_prob(action)[0])
+        greedy = self.model.env_actions(dist.mode())[0]
+        explore = self.rng.random() < self.epsilon
+        action = self._uniform()[0] if explore else greedy
+        if not self.discrete:
+            return action, float("nan")
+        prob = self.epsilon / self.space.n + (1.0 - self.epsilon) * (action == greedy)
+        return action, float(np.log(prob))
+
+
+def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, seed: int) -> dict:
+    """Play `episodes` episodes (episode i seeded seed + i) and return the dataset arrays."""
+    env = make_policy_env(env_cfg)
+    spaces = probe_spaces(env_cfg)
+    cols: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards",
+                                             "terminated", "truncated", "episode_ids", "behaviour_log_probs")}
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, done = 0.0, False
+        while not done:
+            action, logp = policy.act(encode_obs(obs, spaces))
+            next_obs, reward, term, trunc, _ = env.step(action)
+            for key, value in (("observations", obs), ("next_observations", next_obs), ("actions", action),
+                               ("rewards", reward), ("terminated", term), ("truncated", trunc),
+                               ("episode_ids", ep), ("behaviour_log_probs", logp)):
+                cols[key].append(value)
+            total += float(reward)
+            obs, done = next_obs, term or trunc
+        returns.append(total)
+    env.close()
+    arrays = {k: np.asarray(v) for k, v in cols.items()}
+    if isinstance(env.observation_space, gym.spaces.Box):
+        arrays["observations"] = arrays["observations"].astype(np.float32)
+        arrays["next_observations"] = arrays["next_observations"].astype(np.float32)
+    if not policy.has_log_probs:
+        arrays.pop("behaviour_log_probs")
+    arrays.update(observation_space=env.observation_space, action_space=env.action_space,
+                  returns=np.asarray(returns))
+    return arrays

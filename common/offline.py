@@ -1,0 +1,70 @@
+"""OfflineEnv: a gymnasium env that replays a recorded dataset, one shard of episodes per worker."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+
+from common.dataset import Dataset, load_dataset
+
+
+@functools.lru_cache(maxsize=4)
+def cached_dataset(path: str) -> Dataset:
+    """One load per process, shared by the worker's env copies."""
+    return load_dataset(path)
+
+
+def shard_episodes(num_episodes: int, num_shards: int) -> list[np.ndarray]:
+    """Whole episodes split into `num_shards` contiguous windows (the snake-robot notebook's per-worker
+    windows): disjoint, covering every episode, sizes differing by at most one."""
+    return np.array_split(np.arange(num_episodes), num_shards)
+
+
+class OfflineEnv(gym.Env):
+    """Replays the episodes of one shard in order, cycling, from episode `start` of the shard (a seeded
+    reset rewinds there). The action passed to `step` is ignored: the
+    logged one is what happened. `info["logged_action"]` (and `info["behaviour_log_prob"]` where recorded)
+    says which action the log takes from the observation just returned, so the learner trains on it."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, path: str, shard: int = 0, num_shards: int = 1, start: int = 0):
+        self.data = cached_dataset(path)
+        self.observation_space = self.data.observation_space
+        self.action_space = self.data.action_space
+        bounds = self.data.episode_bounds()
+        windows = shard_episodes(len(bounds), num_shards)
+        if not len(windows[shard]):
+            raise ValueError(f"shard {shard} of {num_shards} is empty: the dataset has {len(bounds)} episodes")
+        self.episodes = [bounds[i] for i in windows[shard]]
+        self._start = start % len(self.episodes)
+        self._next_episode = self._start
+        self._step: Optional[int] = None
+        self._end = 0
+
+    def _info(self) -> dict[str, Any]:
+        if self._step is None or self._step >= self._end:
+            return {}
+        info = {"logged_action": self.data.actions[self._step]}
+        if self.data.behaviour_log_probs is not None:
+            info["behaviour_log_prob"] = float(self.data.behaviour_log_probs[self._step])
+        return info
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        if seed is not None:  # a seeded reset is deterministic: it rewinds to this copy's first episode
+            self._next_episode = self._start
+        start, self._end = self.episodes[self._next_episode]
+        self._next_episode = (self._next_episode + 1) % len(self.episodes)
+        self._step = start
+        return self.data.observations[start].copy(), self._info()
+
+    def step(self, action: Any):
+        if self._step is None or self._step >= self._end:
+            raise RuntimeError("OfflineEnv.step called before reset or after the episode ended")
+        i = self._step
+        self._step += 1
+        d = self.data
+        return d.next_observations[i].copy(), float(d.rewards[i]), bool(d.terminated[i]), bool(d.truncated[i]), self._info()

@@ -1,0 +1,195 @@
+"""Recorded datasets: schema round trip, malformed files, shards, exact replay, importance weights."""
+import json
+import os
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from actors.rollout import VectorEnvRunner, collect_rollout
+from common.config import EnvConfig
+from common.dataset import load_dataset, save_dataset
+from common.envs import describe_spaces, make_vector_env
+from common.errors import A3CError
+from common.models import build_model
+from common.offline import OfflineEnv, shard_episodes
+from common.returns import importance_weights, vtrace
+from tests.conftest import listing
+from tests.helpers import small_config
+from tests.test_returns import random_rollout
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def recorded_arrays(episodes=6, seed=0):
+    """Random CartPole episodes, recorded by hand (the reference the replay must reproduce)."""
+    env = gym.make("CartPole-v1")
+    rng = np.random.default_rng(seed)
+    cols = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminated",
+                            "truncated", "episode_ids", "behaviour_log_probs")}
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done = False
+        while not done:
+            action = int(rng.integers(2))
+            nxt, r, term, trunc, _ = env.step(action)
+            for k, v in zip(cols, (obs, nxt, action, r, term, trunc, ep, np.log(0.5))):
+                cols[k].append(v)
+            obs, done = nxt, term or trunc
+    arrays = {k: np.asarray(v) for k, v in cols.items()}
+    arrays["observations"] = arrays["observations"].astype(np.float32)
+    arrays["next_observations"] = arrays["next_observations"].astype(np.float32)
+    return arrays, env.observation_space, env.action_space
+
+
+@pytest.fixture
+def dataset_file(tmp_path):
+    arrays, obs_space, act_space = recorded_arrays()
+    path = str(tmp_path / "data.npz")
+    save_dataset(path, observation_space=obs_space, action_space=act_space, source="test", **arrays)
+    return path, arrays
+
+
+def test_round_trip(dataset_file):
+    path, arrays = dataset_file
+    ds = load_dataset(path)
+    for name, arr in arrays.items():  # rewards and log-probs are stored as float32
+        np.testing.assert_allclose(getattr(ds, name), arr, rtol=1e-6)
+    assert ds.action_space == gym.spaces.Discrete(2) and ds.observation_space.shape == (4,)
+    assert len(ds.episode_bounds()) == 6 and ds.source == "test"
+
+
+def rewrite(path, out, **changes):
+    """Copy an npz with arrays replaced (None deletes); object arrays are written with pickle on purpose."""
+    with np.load(path) as src:
+        arrays = {k: src[k] for k in src.files}
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    np.savez(out, **arrays)
+
+
+def malformed_variants(path, tmp_path):
+    with np.load(path) as src:
+        meta = json.loads(str(src["metadata"]))
+        n = len(src["rewards"])
+    old = dict(meta, schema_version=0)
+    variants = {
+        "missing": (dict(rewards=None), "lacks the array(s) rewards"),
+        "length": (dict(terminated=np.zeros(n - 1, bool)), "'terminated' has"),
+        "shape": (dict(observations=np.zeros((n, 3), np.float32)), "observation space says (4,)"),
+        "object": (dict(rewards=np.array([object()] * n, dtype=object)), "object arrays"),
+        "version": (dict(metadata=np.array(json.dumps(old))), "schema version 0"),
+    }
+    files = {}
+    for name, (changes, needle) in variants.items():
+        out = str(tmp_path / f"{name}.npz")
+        rewrite(path, out, **changes)
+        files[name] = (out, needle)
+    not_npz = tmp_path / "plain.npz"
+    not_npz.write_text("observations,actions\n1,2\n")
+    files["not_npz"] = (str(not_npz), "not a readable .npz")
+    return files
+
+
+def test_each_malformed_file_is_one_error_line_and_exit_2(dataset_file, tmp_path):
+    path, _ = dataset_file
+    for name, (bad, needle) in malformed_variants(path, tmp_path).items():
+        with pytest.raises(A3CError, match="."):
+            load_dataset(bad)
+        before = listing(tmp_path)
+        proc = subprocess.run([sys.executable, "-m", "cluster.cli", "train", "offline_cartpole", "--set",
+                               f"env.dataset={bad}", "--run-dir", str(tmp_path / "run")],
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (name, proc.stderr)
+        assert needle in lines[0], (name, lines[0])
+        assert listing(tmp_path) == before, name
+
+
+def test_shards_are_disjoint_and_cover_every_episode():
+    for episodes, shards in [(200, 6), (7, 3), (5, 5)]:
+        parts = shard_episodes(episodes, shards)
+        flat = np.concatenate(parts)
+        assert sorted(flat.tolist()) == list(range(episodes)) and len(set(flat.tolist())) == episodes
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_offline_env_reproduces_the_logged_transitions_exactly(dataset_file):
+    path, arrays = dataset_file
+    env = OfflineEnv(path, shard=1, num_shards=2)
+    bounds = load_dataset(path).episode_bounds()[3:]  # shard 1 of 2 = episodes 3, 4, 5
+    for start, end in bounds:
+        obs, info = env.reset()
+        np.testing.assert_array_equal(obs, arrays["observations"][start])
+        for i in range(start, end):
+            assert info["logged_action"] == arrays["actions"][i]
+            assert info["behaviour_log_prob"] == pytest.approx(np.log(0.5))
+            obs, r, term, trunc, info = env.step(1 - arrays["actions"][i])  # the action passed is ignored
+            np.testing.assert_array_equal(obs, arrays["next_observations"][i])
+            assert (r, term, trunc) == (arrays["rewards"][i], arrays["terminated"][i], arrays["truncated"][i])
+        assert term or trunc
+    from gymnasium.utils.env_checker import check_env
+
+    check_env(OfflineEnv(path), skip_render_check=True)
+
+
+def test_vector_replay_feeds_the_logged_actions_to_the_rollout(dataset_file):
+    path, arrays = dataset_file
+    cfg = small_config(**{"env.dataset": path})
+    venv = make_vector_env(cfg.env, 1, seed=0)
+    runner = VectorEnvRunner(venv, describe_spaces(venv.single_observation_space, venv.single_action_space), 0)
+    ro = collect_rollout(runner, build_model(runner.spaces, cfg.model), steps=60, reward_scale=1.0)
+    valid = ro.valid[:, 0]
+    n = int(valid.sum())
+    np.testing.assert_array_equal(ro.actions[valid, 0], arrays["actions"][:n])
+    np.testing.assert_array_equal(ro.obs[valid, 0], arrays["observations"][:n])
+    np.testing.assert_allclose(ro.behaviour_log_probs[valid, 0], np.log(0.5), rtol=1e-6)
+
+
+def reference_vtrace(r, v, nv, term, trunc, rho, c, gamma):
+    """Espeholt et al.'s definition, summed explicitly per env and start step."""
+    T, N = r.shape
+    vs = np.zeros((T, N))
+    for n in range(N):
+        for s in range(T):
+            total, trace, t = v[s, n], 1.0, s
+            while True:
+                boot = 0.0 if term[t, n] else nv[t, n] if (term[t, n] or trunc[t, n] or t == T - 1) else v[t + 1, n]
+                total += gamma ** (t - s) * trace * rho[t, n] * (r[t, n] + gamma * boot - v[t, n])
+                if term[t, n] or trunc[t, n] or t == T - 1:
+                    break
+                trace *= c[t, n]
+                t += 1
+            vs[s, n] = total
+    return vs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_importance_weights_and_vtrace_match_numpy(seed):
+    r, v, nv, term, trunc = random_rollout(seed)
+    rng = np.random.default_rng(seed)
+    target, behaviour = rng.normal(size=r.shape), rng.normal(size=r.shape)
+    rho = importance_weights(target, behaviour, clip=1.0)
+    np.testing.assert_allclose(rho, np.minimum(1.0, np.exp(target) / np.exp(behaviour)), rtol=1e-5)
+    assert rho.max() <= 1.0 and (rho == 1.0).any() and (rho < 1.0).any()
+    vs, adv = vtrace(r, v, nv, term, trunc, rho, rho, 0.95)
+    np.testing.assert_allclose(vs, reference_vtrace(r, v, nv, term, trunc, rho, rho, 0.95), rtol=1e-4, atol=1e-4)
+
+
+def test_record_cli_writes_a_valid_dataset_and_never_overwrites(tmp_path):
+    out = str(tmp_path / "rec.npz")
+    cmd = [sys.executable, "-m", "cluster.cli", "record", "--env", "CartPole-v1", "--episodes", "3", "--out", out]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    ds = load_dataset(out)
+    assert len(ds.episode_bounds()) == 3 and ds.behaviour_log_probs is not None
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["steps"] == ds.num_steps
+    before = open(out, "rb").read()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and open(out, "rb").read() == before
