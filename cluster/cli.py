@@ -24,6 +24,19 @@ class _Parser(argparse.ArgumentParser):
         raise A3CError(f"{message} (see `{self.prog} --help`)")
 
 
+def _workers(text: str) -> int:
+    """'auto' -> 0 (sized from the cluster's free CPUs at start), else a positive int."""
+    if text == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: '{text}' (a number or auto)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1, or auto")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="a3c", description="Distributed A3C on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -31,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("preset", nargs="?", help=f"preset name ({', '.join(preset_names())}) or a YAML file")
     t.add_argument("--env", help="gymnasium id or package.module:ClassName (env.id)")
     t.add_argument("--mode", choices=["async", "sync"], help="async A3C or synchronous A2C (algo.mode)")
-    t.add_argument("--num-workers", type=int, help="rollout workers (run.num_workers)")
+    t.add_argument("--num-workers", type=_workers, help="rollout workers, or auto (run.num_workers)")
     t.add_argument("--total-env-steps", type=int, help="env-step budget (run.total_env_steps)")
     t.add_argument("--time-limit", type=float, help="seconds of training (run.time_limit_s)")
     t.add_argument("--stop-return", type=float, help="stop at this eval mean return (run.stop_return)")
@@ -56,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--episodes", type=int, required=True)
     r.add_argument("--out", required=True, help="the .npz to write (never overwritten)")
     r.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    j = sub.add_parser("submit", help="run `a3c train [train args]` as a job on a Ray cluster (Jobs API)")
+    j.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
+    j.add_argument("--working-dir", help="directory shipped to the cluster (default: this source tree)")
+    j.add_argument("--pip", nargs="+", default=[], help="pip packages the job installs")
+    j.add_argument("--no-follow", action="store_true", help="print the job id and return")
     p = sub.add_parser("plot", help="six training panels from a run's TensorBoard data, as a PNG")
     p.add_argument("run_dir")
     p.add_argument("--out", help="PNG path (default RUN_DIR/plots/training.png)")
@@ -115,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = Trainer(cfg, spaces, run_dir, resume_state=resume_state).train()
     result = {k: getattr(summary, k) for k in ("reason", "env_steps", "version", "episodes", "train_s",
                                                 "ray_start_s", "spawn_s", "last_eval", "best_eval", "solved_at_s",
-                                                "solved_at_env_steps")}
+                                                "solved_at_env_steps", "restarts", "lost_updates")}
     print(json.dumps(result))
     return 130 if summary.reason == "interrupted" else 0
 
@@ -238,9 +256,21 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace, train_args: list[str]) -> int:
+    from cluster.submit import project_root, submit
+
+    build_parser().parse_args(["train", *train_args])  # bad train arguments fail here, not on the cluster
+    return submit(args.address, train_args, args.working_dir or project_root(), args.pip, not args.no_follow)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if args.command == "submit":
+            return cmd_submit(args, [a for a in extra if a != "--"])
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "train":
             return cmd_train(args)
         if args.command == "evaluate":

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import ray
+from ray.exceptions import RayActorError, RayError
 
-from cluster.remote import RemoteEvaluator, RemoteParameterServer, RemoteWorker
-from cluster.runtime import actor_options, start_ray
+from cluster.fleet import Fleet
+from cluster.metrics import ENV_STEPS, RayMetrics
+from cluster.runtime import resolve_num_workers, start_ray
 from common import checkpoint, metrics
 from common.config import Config
 from common.envs import EnvSpaces
@@ -38,6 +40,8 @@ class RunSummary:
     solved_at_env_steps: Optional[int] = None
     rejected_stale: int = 0
     rejected_nonfinite: int = 0
+    restarts: dict = field(default_factory=dict)  # role -> count
+    lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint)
     evals: list = field(default_factory=list)  # (env_steps, mean_return)
 
 
@@ -52,22 +56,10 @@ class Trainer:
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         self.summary = RunSummary()
         self.summary.best_eval = (resume_state or {}).get("best_eval_return")
-        self._actors: list = []
+        self.fleet: Optional[Fleet] = None
+        self._last_counters: dict = dict((resume_state or {}).get("counters", {}))
 
     # -- set-up ------------------------------------------------------------------------------------------
-    def _spawn(self) -> None:
-        c, ns = self.config.cluster, self.config.cluster.namespace
-        self.ps = RemoteParameterServer.options(**actor_options("a3c:ps", c.ps_num_cpus, ns)).remote(
-            self.config, self.spaces)
-        if self.resume_state is not None:
-            ray.get(self.ps.load_state_dict.remote(self.resume_state))
-        self.workers = [RemoteWorker.options(**actor_options(f"a3c:worker-{r}", c.worker_num_cpus, ns))
-                        .remote(self.config, r) for r in range(self.config.run.num_workers)]
-        self.evaluator = RemoteEvaluator.options(**actor_options("a3c:eval", c.eval_num_cpus, ns)).remote(
-            self.config)
-        self._actors = [self.ps, *self.workers, self.evaluator]
-        ray.get([self.ps.ping.remote(), *[w.node_id.remote() for w in self.workers]])
-
     def train(self) -> RunSummary:
         started, self.summary.ray_start_s, dashboard = start_ray(self.config)
         _catch_stop_signals()
@@ -75,8 +67,11 @@ class Trainer:
                   "(token: ~/.ray/auth_token, see README)")
         self.writer = metrics.ScalarWriter(self.run_dir)
         try:
+            self.config.run.num_workers = resolve_num_workers(self.config)
+            self.ray_metrics = RayMetrics(os.path.basename(os.path.abspath(self.run_dir)))
             t_spawn = time.perf_counter()
-            self._spawn()
+            self.fleet = Fleet(self.config, self.spaces, self.ckpt_dir, self._say)
+            self.fleet.spawn_all(self.resume_state)
             self.summary.spawn_s = time.perf_counter() - t_spawn
             self._loop()
         except KeyboardInterrupt as exc:
@@ -87,32 +82,57 @@ class Trainer:
         return self.summary
 
     # -- the monitoring loop -----------------------------------------------------------------------------
+    @property
+    def ps(self):
+        return self.fleet.ps
+
     def _loop(self) -> None:
         run, sync = self.config.run, self.config.algo.mode == "sync"
         self.t0 = time.perf_counter()
-        self.worker_refs = [] if sync else [w.run_remote.remote(self.ps) for w in self.workers]
-        last_log = last_ckpt = self.t0
-        self._log_state = (self.t0, ray.get(self.ps.get_counters.remote()))
+        if not sync:
+            self.fleet.start_loops()
+        self._last_log = self._last_ckpt = self.t0
+        self._log_state = (self.t0, self._counters())
         self._eval_ref, self._eval_started, self._last_eval_start = None, 0.0, -1e9
         while True:
-            if sync:
-                ray.get(self._sync_round())
-            else:
-                time.sleep(POLL_S)
-                self._check_workers()
-            now = time.perf_counter()
-            counters = ray.get(self.ps.get_counters.remote())
-            self._poll_eval(now)
-            if now - last_log >= run.log_interval_s:
-                self._log(now)
-                last_log = now
-            if now - last_ckpt >= run.checkpoint_interval_s:
-                self._save_checkpoint()
-                last_ckpt = now
-            reason = self._stop_reason(now, counters)
+            try:
+                reason = self._tick(sync)
+            except RayActorError:
+                if self.fleet.ps_alive():
+                    raise
+                self.fleet.recover_ps(self._last_counters)
+                self._log_state = (time.perf_counter(), self._counters())
+                continue
             if reason:
                 self.summary.reason = reason
                 return
+
+    def _counters(self) -> dict:
+        counters = ray.get(self.ps.get_counters.remote())
+        self._last_counters = counters
+        return counters
+
+    def _tick(self, sync: bool) -> str:
+        run = self.config.run
+        if sync:
+            try:
+                ray.get(self._sync_round())
+            except RayError:
+                self.fleet.repair_after_sync_failure(self._last_counters)
+        else:
+            time.sleep(POLL_S)
+        now = time.perf_counter()
+        counters = self._counters()
+        if not sync:
+            self.fleet.check_loops(counters["last_seen"])
+        self._poll_eval(now)
+        if now - self._last_log >= run.log_interval_s:
+            self._log(now)
+            self._last_log = now
+        if now - self._last_ckpt >= run.checkpoint_interval_s:
+            self._save_checkpoint()
+            self._last_ckpt = now
+        return self._stop_reason(now, counters)
 
     def _sync_round(self) -> ray.ObjectRef:
         """A2C: every worker computes a gradient from the same published weights; the PS averages them.
@@ -122,7 +142,7 @@ class Trainer:
         for epoch in range(self.config.algo.critic_epochs):
             published = self.ps.get_weights.remote()  # runs after the previous step: one caller, in order
             method = "sync_gradient" if epoch == 0 else "sync_critic_gradient"
-            packets = [getattr(w, method).remote(published) for w in self.workers]
+            packets = [getattr(w, method).remote(published) for w in self.fleet.workers.values()]
             result = self.ps.apply_mean_gradients.remote(*packets)
         return result
 
@@ -136,23 +156,23 @@ class Trainer:
             return "time_limit"
         return ""
 
-    def _check_workers(self) -> None:
-        done, _ = ray.wait(self.worker_refs, num_returns=len(self.worker_refs), timeout=0)
-        for ref in done:
-            ray.get(ref)  # a worker only returns early by failing: surface its error
-            raise RuntimeError("a rollout worker stopped before the run did")
-
     def _poll_eval(self, now: float) -> None:
         run = self.config.run
         if self._eval_ref is not None:
             ready, _ = ray.wait([self._eval_ref], timeout=0)
             if not ready:
                 return
-            self._on_eval(ray.get(self._eval_ref), now)
-            self._eval_ref = None
+            ref, self._eval_ref = self._eval_ref, None
+            try:
+                self._on_eval(ray.get(ref), now)
+            except RayError as exc:
+                if not self.fleet.ps_alive():
+                    raise RayActorError() from exc  # the PS died under the evaluator: recover it first
+                self._say(f"evaluator failed ({type(exc).__name__}); restarting it")
+                self.fleet.ensure_evaluator()
         if now - self._last_eval_start >= run.eval_interval_s:
             self._eval_started = self._last_eval_start = now
-            self._eval_ref = self.evaluator.evaluate_remote.remote(
+            self._eval_ref = self.fleet.evaluator.evaluate_remote.remote(
                 self.ps, run.eval_episodes, run.seed + EVAL_SEED_OFFSET)
 
     def _on_eval(self, result: dict, now: float) -> None:
@@ -191,6 +211,13 @@ class Trainer:
             metrics.PS_VERSION: stats["version"], metrics.POLICY_LAG: stats["policy_lag_mean"],
             metrics.REJECTED_STALE: stats["rejected_stale"], metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
         }, stats["env_steps"])
+        self.ray_metrics.update({metrics.ENV_STEPS_PER_S: fps, metrics.EPISODE_RETURN: mean_ret,
+                                 metrics.EVAL_RETURN: self.summary.last_eval, metrics.PS_VERSION: stats["version"],
+                                 metrics.POLICY_LAG: stats["policy_lag_mean"], metrics.UPDATES_PER_S: ups,
+                                 metrics.REJECTED_STALE: stats["rejected_stale"],
+                                 metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
+                                 metrics.COMM_FRACTION: stats["comm_fraction"], ENV_STEPS: stats["env_steps"]},
+                                self.fleet.restarts)
         self._say(_progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval))
 
     # -- checkpoints ---------------------------------------------------------------------------------------
@@ -213,9 +240,9 @@ class Trainer:
         s = self.summary
         s.train_s = time.perf_counter() - getattr(self, "t0", time.perf_counter())
         try:
-            if self._actors:
+            if self.fleet is not None and self.fleet.ps is not None:
                 ray.get(self.ps.request_stop.remote())
-                refs = getattr(self, "worker_refs", [])
+                refs = list(self.fleet.loops.values())
                 if refs:
                     ray.wait(refs, num_returns=len(refs), timeout=30)
                 if hasattr(self, "_log_state"):
@@ -224,12 +251,13 @@ class Trainer:
                 counters = ray.get(self.ps.get_counters.remote())
                 s.env_steps, s.version, s.episodes = counters["env_steps"], counters["version"], counters["episodes"]
                 s.rejected_stale, s.rejected_nonfinite = counters["rejected_stale"], counters["rejected_nonfinite"]
+                s.restarts, s.lost_updates = dict(self.fleet.restarts), self.fleet.lost_updates
                 self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "
                           f"checkpoint {path}")
         finally:
             self.writer.close()
-            for actor in self._actors:
-                ray.kill(actor)
+            if self.fleet is not None:
+                self.fleet.kill_all()
             if started_ray:
                 ray.shutdown()
 

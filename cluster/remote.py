@@ -30,6 +30,9 @@ class _RayParameterServer(ParameterServer):
     def ping(self) -> int:
         return self.version
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
 
 class RemoteParameterServerClient:
     """Satisfies actors.worker.ParameterServerClient over a Ray actor handle."""
@@ -80,6 +83,9 @@ class _RayWorker(RolloutWorker):
 
 
 class _RayEvaluator(Evaluator):
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
     def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int) -> dict:
         return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed)
 

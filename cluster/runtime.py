@@ -28,16 +28,25 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
     c = config.cluster
     # Silence Ray's per-task log forwarding chatter in the progress output; errors still surface.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    if c.address:
-        ctx = ray.init(address=c.address, namespace=c.namespace, log_to_driver=True)
+    # Inside a Ray job (`a3c submit`, a KubeRay RayJob) RAY_ADDRESS names the cluster: join it, so one config
+    # runs unchanged locally, against `ray start` clusters and as a job.
+    address = c.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ctx = ray.init(address=address, namespace=c.namespace, log_to_driver=True, logging_level=logging.WARNING)
     else:
-        num_cpus = c.num_cpus or max(int(math.ceil(required_cpus(config))), 1)
+        auto = config.run.num_workers == 0
+        num_cpus = c.num_cpus or (os.cpu_count() if auto else max(int(math.ceil(required_cpus(config))), 1))
+        extra = {"_metrics_export_port": c.metrics_export_port} if c.metrics_export_port else {}
         ctx = ray.init(num_cpus=num_cpus, namespace=c.namespace, include_dashboard=c.include_dashboard,
-                       dashboard_host=c.dashboard_host, log_to_driver=True, logging_level=logging.WARNING)
+                       dashboard_host=c.dashboard_host, log_to_driver=True, logging_level=logging.WARNING, **extra)
     url = getattr(ctx, "dashboard_url", None)
     return True, time.perf_counter() - t0, f"http://{url}" if url else "(no dashboard)"
 
 
-def actor_options(name: str, num_cpus: float, namespace: str) -> dict:
-    return {"name": name, "namespace": namespace, "num_cpus": num_cpus, "max_concurrency": 1,
-            "lifetime": None}
+def resolve_num_workers(config: Config) -> int:
+    """`run.num_workers` 0 = auto: the cluster's free CPUs less the PS's and the evaluator's."""
+    if config.run.num_workers:
+        return config.run.num_workers
+    c = config.cluster
+    free = ray.available_resources().get("CPU", 0.0) - c.ps_num_cpus - c.eval_num_cpus
+    return max(1, int(free // max(c.worker_num_cpus, 1e-9)))

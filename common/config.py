@@ -64,10 +64,16 @@ class AlgoConfig:
 
 
 @dataclass
+class LearnerConfig:
+    device: str = _f("cpu", "where the parameter server trains: cpu | cuda | auto (cuda when present)")
+    num_gpus: float = _f(0.0, "GPUs reserved for the parameter server actor (1 with device cuda on a cluster)")
+
+
+@dataclass
 class RunConfig:
     run_dir: Optional[str] = _f(None, "run directory; null = runs/<preset-or-env>-<timestamp>")
     seed: int = _f(0, "base seed; worker r uses seed + r")
-    num_workers: int = _f(2, "rollout worker actors")
+    num_workers: int = _f(2, "rollout worker actors; 0 = auto: the cluster's free CPUs less the PS's and evaluator's")
     total_env_steps: int = _f(1_000_000, "stop after this many env steps")
     time_limit_s: Optional[float] = _f(None, "stop after this many seconds of training; null = none")
     stop_return: Optional[float] = _f(None, "stop when the evaluator's mean return reaches this; null = none")
@@ -86,6 +92,10 @@ class ClusterConfig:
     worker_num_cpus: float = _f(1.0, "CPUs reserved per rollout worker")
     ps_num_cpus: float = _f(1.0, "CPUs reserved for the parameter server")
     eval_num_cpus: float = _f(0.5, "CPUs reserved for the evaluator")
+    placement: str = _f("spread", "worker scheduling: spread (across nodes) | default (Ray packs them)")
+    max_restarts: int = _f(3, "Ray restarts of a crashed worker or evaluator before it is replaced")
+    worker_timeout_s: float = _f(60.0, "a worker with no gradient for this long is killed and replaced")
+    metrics_export_port: Optional[int] = _f(None, "Prometheus port of a local Ray's metrics; null = Ray picks")
     include_dashboard: bool = _f(True, "start the Ray dashboard with a local Ray")
     dashboard_host: str = _f("127.0.0.1", "interface the local dashboard binds to")
 
@@ -95,6 +105,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
     run: RunConfig = field(default_factory=RunConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
@@ -235,7 +246,12 @@ def validate(cfg: Config) -> Config:
         (a.max_grad_norm >= 0, "algo.max_grad_norm must be >= 0 (0 disables clipping)"),
         (a.max_policy_lag >= 0, "algo.max_policy_lag must be >= 0"),
         (a.is_clip > 0, "algo.is_clip must be > 0"),
-        (r.num_workers >= 1, "run.num_workers must be >= 1"),
+        (r.num_workers >= 0, "run.num_workers must be >= 1, or 0 for auto"),
+        (cfg.learner.device in ("cpu", "cuda", "auto"), "learner.device must be cpu, cuda or auto"),
+        (cfg.learner.num_gpus >= 0, "learner.num_gpus must be >= 0"),
+        (c.placement in ("spread", "default"), "cluster.placement must be spread or default"),
+        (c.max_restarts >= 0, "cluster.max_restarts must be >= 0"),
+        (c.worker_timeout_s > 0, "cluster.worker_timeout_s must be > 0"),
         (r.total_env_steps >= 1, "run.total_env_steps must be >= 1"),
         (r.time_limit_s is None or r.time_limit_s > 0, "run.time_limit_s must be > 0 or null"),
         (r.eval_interval_s > 0, "run.eval_interval_s must be > 0"),

@@ -47,7 +47,8 @@ class ObsNormalizer(nn.Module):
         """Chan et al.'s parallel update of (count, mean, var) with a batch's moments."""
         if count <= 0:
             return
-        batch_mean, batch_var = torch.tensor(mean).float(), torch.tensor(var).float()
+        batch_mean = torch.tensor(mean).float().to(self.mean.device)
+        batch_var = torch.tensor(var).float().to(self.mean.device)
         total = self.count + count
         delta = batch_mean - self.mean
         m2 = self.var * self.count + batch_var * count + delta.pow(2) * self.count * count / total

@@ -1,6 +1,8 @@
 """ParameterServer: the global network, one Adam, versions, staleness and NaN guards, checkpoint state."""
 from __future__ import annotations
 
+import time
+import warnings
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -44,19 +46,43 @@ class _Window:
         self.applied = 0
 
 
+def resolve_device(requested: str) -> torch.device:
+    """cpu | cuda | auto -> a device; cuda without a GPU falls back to the CPU with a warning."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        warnings.warn("learner.device=cuda but no GPU is visible here: the parameter server trains on the CPU")
+    return torch.device("cpu")
+
+
+def _to_cpu(value: Any) -> Any:
+    """A state dict with every tensor on the CPU, so a reader without a GPU can load it."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
 class ParameterServer:
     def __init__(self, config: Config, spaces: EnvSpaces,
                  publish: Optional[Callable[[np.ndarray], Any]] = None):
         torch.set_num_threads(1)
         torch.manual_seed(config.run.seed)
         self.config = config
-        self.model = build_model(spaces, config.model)
+        self.device = resolve_device(config.learner.device)
+        self.model = build_model(spaces, config.model).to(self.device)
         self.optimizers = build_optimizers(self.model, config)
         self._publish = publish or (lambda flat: flat)
         self._published: tuple[int, Any] = (-1, None)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.stop_requested = False
         self._window = _Window()
+        self.last_seen: dict[int, float] = {}  # worker rank -> time.time() of its latest packet
 
     @property
     def version(self) -> int:
@@ -108,6 +134,7 @@ class ParameterServer:
         self._window.applied += 1
 
     def _record(self, packet: GradientPacket) -> None:
+        self.last_seen[packet.worker_rank] = time.time()
         w = self._window
         self.counters["env_steps"] += packet.env_steps
         self.counters["episodes"] += len(packet.episode_returns)
@@ -131,8 +158,8 @@ class ParameterServer:
         return self.version, self._current_weights(), self.counters["env_steps"]
 
     def get_counters(self) -> dict:
-        """The cumulative counters (cheap; the driver polls it for stop conditions)."""
-        return dict(self.counters)
+        """The cumulative counters plus each worker's last packet time (cheap; polled by the driver)."""
+        return dict(self.counters, last_seen=dict(self.last_seen), device=str(self.device))
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -153,13 +180,23 @@ class ParameterServer:
 
     def state_dict(self) -> dict:
         """Everything a resume needs, as plain tensors and numbers (weights_only-loadable)."""
-        return {"model": self.model.state_dict(),
-                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-                "counters": dict(self.counters), "config_yaml": yaml.safe_dump(self.config.to_dict())}
+        return _to_cpu({"model": self.model.state_dict(),
+                        "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                        "counters": dict(self.counters), "config_yaml": yaml.safe_dump(self.config.to_dict())})
 
-    def load_state_dict(self, state: dict) -> None:
+    def raise_counters(self, counter_floor: dict) -> None:
+        """Counter floors without weights (a PS recreated before any checkpoint existed)."""
+        for key, floor in counter_floor.items():
+            if key in self.counters:
+                self.counters[key] = max(self.counters[key], int(floor) + (1 if key == "version" else 0))
+
+    def load_state_dict(self, state: dict, counter_floor: Optional[dict] = None) -> None:
+        """Restore weights, Adam and counters. `counter_floor` (the last counters seen before a crash) keeps
+        counters from going backwards: env steps really taken stay counted, and the version jumps past every
+        version handed out before, so no packet from the lost weights can pass as fresh."""
         self.model.load_state_dict(state["model"])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         self.counters.update({k: int(v) for k, v in state["counters"].items() if k in self.counters})
+        self.raise_counters(counter_floor or {})
         self._published = (-1, None)

@@ -24,7 +24,7 @@ def test_override_types_are_parsed_and_checked():
 
 def test_validation_rejects_bad_values():
     for key, value, message in [("algo.learning_rate", -1e-3, "learning_rate"), ("algo.gamma", 1.5, "gamma"),
-                                ("run.num_workers", 0, "num_workers"), ("model.activation", "sigmoid", "activation"),
+                                ("run.num_workers", -1, "num_workers"), ("learner.device", "tpu", "learner.device"), ("model.activation", "sigmoid", "activation"),
                                 ("algo.value_loss", "huber", "value_loss")]:
         with pytest.raises(A3CError, match=message):
             validate(from_flat({key: value}, Config()))

@@ -152,3 +152,40 @@ def test_observation_statistics_merge_like_one_big_batch():
     np.testing.assert_allclose(norm.var.numpy(), allobs.var(0), rtol=1e-3, atol=1e-3)
     weights = ps.get_weights()[1]
     assert weights.size == num_params(ps.model) + 4 + 4 + 1, "the statistics travel with the weights"
+
+
+def test_restore_with_counter_floor_never_goes_backwards(tmp_path):
+    """A PS recreated from an older checkpoint keeps the env steps really taken and jumps its version past
+    every version handed out before the crash."""
+    ps = make_ps()
+    grad = np.ones(num_params(ps.model), np.float32)
+    for _ in range(3):
+        ps.apply_gradients(packet(ps, grad))
+    saved = ps.state_dict()
+    for _ in range(4):
+        ps.apply_gradients(packet(ps, grad))
+    last_seen = ps.get_counters()
+    restored = make_ps()
+    restored.load_state_dict(saved, counter_floor={k: last_seen[k] for k in ("version", "env_steps")})
+    assert restored.version == last_seen["version"] + 1
+    assert restored.counters["env_steps"] == last_seen["env_steps"]
+    np.testing.assert_array_equal(get_flat_weights(restored.model), get_flat_weights(_model_from(saved)))
+    stale = packet(restored, grad, version=last_seen["version"] - 1)
+    assert restored.apply_gradients(stale).accepted  # lag 2: within max_policy_lag, not mistaken as fresh
+
+
+def _model_from(state):
+    ps = make_ps()
+    ps.model.load_state_dict(state["model"])
+    return ps.model
+
+
+def test_cuda_request_without_a_gpu_falls_back_to_cpu_with_a_warning(monkeypatch):
+    from learner.parameter_server import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="no GPU"):
+        assert resolve_device("cuda").type == "cpu"
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
+    ps = make_ps(**{"learner.device": "auto"})
+    assert ps.get_counters()["device"] == "cpu"

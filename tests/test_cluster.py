@@ -1,0 +1,169 @@
+"""A real two-node Ray cluster on this machine: placement, jobs, metrics, and surviving SIGKILLs.
+
+The cluster lives in a helper process (tests/cluster_helper.py); every training run is a real
+`a3c train --address ...` subprocess, inspected through the State API and the node's Prometheus endpoint.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DASHBOARD_PORT, METRICS_PORT = 8299, 8399
+PROGRESS = re.compile(r"steps\s+([\d,]+) \|.*version\s+([\d,]+)")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    env = dict(os.environ, PYTHONPATH=ROOT, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    helper = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "cluster_helper.py"),
+                               str(DASHBOARD_PORT), str(METRICS_PORT)], cwd=ROOT, env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    info = json.loads(helper.stdout.readline())
+    info["helper"] = helper
+    yield info
+    try:
+        helper.communicate("exit\n", timeout=60)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+
+
+class Run:
+    """`a3c train --address` in a subprocess; its output is collected line by line on a thread."""
+
+    def __init__(self, cluster, tmp_path, *args):
+        self.run_dir = str(tmp_path / "run")
+        cmd = [sys.executable, "-m", "cluster.cli", "train", "--address", cluster["address"], "--run-dir",
+               self.run_dir, "--seed", "0", "--set", "run.log_interval_s=0.5", *args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, needle: str, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while not any(needle in line for line in self.lines):
+            assert self.proc.poll() is None or any(needle in line for line in self.lines), "".join(self.lines)
+            assert time.time() < deadline, f"no '{needle}' in:\n" + "".join(self.lines)
+            time.sleep(0.1)
+
+    def finish(self, timeout: float = 300) -> dict:
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        out = "".join(self.lines)
+        assert self.proc.returncode == 0, out
+        self.assert_counters_never_go_backwards()
+        return json.loads(self.lines[-1])
+
+    def assert_counters_never_go_backwards(self) -> None:
+        points = [tuple(int(g.replace(",", "")) for g in m.groups()) for m in map(PROGRESS.search, self.lines) if m]
+        assert len(points) >= 2
+        for (s0, v0), (s1, v1) in zip(points, points[1:]):
+            assert s1 >= s0 and v1 >= v0, f"counters went backwards: {(s0, v0)} -> {(s1, v1)}"
+
+
+def actors(cluster) -> dict:
+    from ray.util.state import list_actors
+
+    alive = list_actors(address=cluster["dashboard"], filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.name: a for a in alive if a.name and a.name.startswith("a3c:")}
+
+
+def test_workers_spread_over_both_nodes_and_the_run_solves(cluster, tmp_path):
+    run = Run(cluster, tmp_path, "--num-workers", "2", "--stop-return", "475", "--total-env-steps", "400000")
+    run.wait_for("steps/s")
+    named = actors(cluster)
+    assert {"a3c:ps", "a3c:eval", "a3c:worker-0", "a3c:worker-1"} <= set(named)
+    assert named["a3c:worker-0"].node_id != named["a3c:worker-1"].node_id
+    assert cluster["worker_node_id"] in {named["a3c:worker-0"].node_id, named["a3c:worker-1"].node_id}
+    assert run.finish()["reason"] == "solved"
+
+
+def scrape() -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")]
+    return max(values) if values else float("nan")
+
+
+def test_prometheus_endpoint_serves_the_project_metrics(cluster, tmp_path):
+    run = Run(cluster, tmp_path, "--time-limit", "40", "--set", "run.stop_return=null")
+    run.wait_for("steps/s")
+    deadline, text = time.time() + 60, ""
+    while time.time() < deadline and "ray_ps_version{" not in text:
+        time.sleep(2)
+        text = scrape()
+    assert metric(text, "ray_ps_version") > 0, text[-2000:]
+    assert metric(text, "ray_perf_env_steps_per_s") > 100
+    assert metric(text, "ray_a3c_env_steps_total") > 1000
+    assert metric(text, "ray_a3c_restarts") == 0
+    run.proc.send_signal(signal.SIGTERM)
+    run.proc.wait(timeout=60)
+
+
+def test_submit_runs_a_job_that_succeeds(cluster, tmp_path):
+    cmd = [sys.executable, "-m", "cluster.cli", "submit", "--address", cluster["dashboard"],
+           "--total-env-steps", "5000", "--run-dir", str(tmp_path / "job")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"submitted job \S+", proc.stdout) and proc.stdout.strip().endswith("SUCCEEDED")
+    assert os.path.isdir(tmp_path / "job" / "checkpoints")
+
+
+def pid_of(cluster, name: str) -> int:
+    return actors(cluster)[name].pid
+
+
+def test_killed_worker_is_restarted_and_the_run_solves(cluster, tmp_path):
+    run = Run(cluster, tmp_path, "--stop-return", "475", "--total-env-steps", "600000")
+    run.wait_for("steps/s")
+    os.kill(pid_of(cluster, "a3c:worker-1"), signal.SIGKILL)
+    summary = run.finish()
+    assert summary["reason"] == "solved" and summary["restarts"]["worker"] >= 1, summary
+    assert any("worker-1 failed" in line for line in run.lines)
+
+
+def test_killed_parameter_server_is_recreated_from_its_checkpoint(cluster, tmp_path):
+    interval = 1.5
+    run = Run(cluster, tmp_path, "--stop-return", "475", "--total-env-steps", "1500000",
+              "--set", f"run.checkpoint_interval_s={interval}", "algo.learning_rate=0.0002")
+    deadline = time.time() + 120
+    while not os.path.isdir(os.path.join(run.run_dir, "checkpoints")) or not any(
+            f.startswith("ckpt-") for f in os.listdir(os.path.join(run.run_dir, "checkpoints"))):
+        assert time.time() < deadline and run.proc.poll() is None, "".join(run.lines)
+        time.sleep(0.1)
+    os.kill(pid_of(cluster, "a3c:ps"), signal.SIGKILL)
+    summary = run.finish()
+    assert summary["reason"] == "solved" and summary["restarts"]["ps"] == 1, summary
+    versions = [(float(re.search(r"\[\s*([\d.]+)s\]", line).group(1)), int(m.group(2).replace(",", "")))
+                for line in run.lines if (m := PROGRESS.search(line))]
+    fastest = max((v1 - v0) / max(t1 - t0, 1e-3) for (t0, v0), (t1, v1) in zip(versions, versions[1:]))
+    assert summary["lost_updates"] <= fastest * interval * 1.5 + 20, (summary, fastest)
+
+
+def test_removed_node_takes_its_workers_down_and_the_run_still_solves(cluster, tmp_path):
+    run = Run(cluster, tmp_path, "--stop-return", "475", "--total-env-steps", "1500000",
+              "--set", "algo.learning_rate=0.0002")
+    run.wait_for("steps/s")
+    on_node = [n for n, a in actors(cluster).items() if a.node_id == cluster["worker_node_id"]]
+    assert any(n.startswith("a3c:worker-") for n in on_node), on_node
+    cluster["helper"].stdin.write("remove\n")
+    cluster["helper"].stdin.flush()
+    assert cluster["helper"].stdout.readline().strip() == "removed"
+    summary = run.finish()
+    assert summary["reason"] == "solved" and summary["restarts"]["worker"] >= 1, summary
+    named = actors(cluster)
+    assert all(a.node_id != cluster["worker_node_id"] for a in named.values())
