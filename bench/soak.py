@@ -1,0 +1,100 @@
+"""Soak: a long CartPole async run (2 workers), sampling every minute the total RSS of this Ray session's
+processes and the object store's used bytes; reports growth from minute 5 to the end (goal < 5%).
+
+    .venv/bin/python bench/soak.py [--minutes 30]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import machine, today, update_section  # noqa: E402
+
+
+def session_rss_bytes(session_name: str) -> int:
+    """RSS of every process whose command line names this Ray session, plus this driver."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+            if session_name.encode() not in cmdline and int(pid) != os.getpid():
+                continue
+            with open(f"/proc/{pid}/status") as fh:
+                rss_kb = int(re.search(r"VmRSS:\s+(\d+)", fh.read()).group(1))
+            total += rss_kb * 1024
+        except (OSError, AttributeError):
+            continue  # the process ended meanwhile, or has no RSS line (a zombie)
+    return total
+
+
+def object_store_used_bytes() -> int:
+    from ray._private.internal_api import memory_summary
+
+    text = memory_summary(stats_only=True)
+    match = re.search(r"Plasma memory usage (\d+(?:\.\d+)?) MiB", text)
+    return int(float(match.group(1)) * 2**20) if match else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=int, default=30)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    import ray
+
+    from cluster.cli import resolve_config
+    from cluster.driver import Trainer
+    from cluster.runtime import start_ray
+    from common.config import load_yaml
+    from common.envs import probe_spaces
+
+    cfg = resolve_config(load_yaml("cartpole"), ["run.stop_return=null", "run.log_interval_s=30",
+                                                 "run.checkpoint_interval_s=60"],
+                         {"time_limit": args.minutes * 60.0, "total_env_steps": 10**12})
+    start_ray(cfg)
+    session = ray._private.worker.global_worker.node.session_name
+    samples: list[tuple[float, int, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        t0 = time.time()
+        while not done.wait(timeout=60 - (time.time() - t0) % 60):
+            samples.append(((time.time() - t0) / 60, session_rss_bytes(session), object_store_used_bytes()))
+            print(f"minute {samples[-1][0]:.0f}: rss {samples[-1][1] / 2**20:,.0f} MiB, "
+                  f"object store {samples[-1][2] / 2**20:,.1f} MiB", flush=True)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    with tempfile.TemporaryDirectory() as run_dir:
+        summary = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
+    done.set()
+    report = render(samples, summary, args)
+    print(report)
+    if not args.no_write:
+        update_section("soak", report)
+
+
+def render(samples: list, summary, args: argparse.Namespace) -> str:
+    base = next((s for s in samples if s[0] >= 5), samples[0])
+    last = samples[-1]
+    growth = (last[1] - base[1]) / base[1] * 100
+    lines = [f"## Soak: {args.minutes}-minute CartPole async run, 2 workers ({today()})", "",
+             f"Machine: {machine()}. Command: `.venv/bin/python bench/soak.py --minutes {args.minutes}`. "
+             f"{summary.env_steps:,} env steps, {summary.version:,} PS versions.", "",
+             "| minute | RSS of Ray's processes (MiB) | object store used (MiB) |", "|---|---|---|"]
+    lines += [f"| {m:.0f} | {rss / 2**20:,.1f} | {obj / 2**20:,.2f} |" for m, rss, obj in samples]
+    lines += ["", f"- RSS growth from minute {base[0]:.0f} to minute {last[0]:.0f}: **{growth:+.2f}%** (goal < 5%); "
+                  f"object store {base[2] / 2**20:,.2f} -> {last[2] / 2**20:,.2f} MiB."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
