@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow bench clean docs
+.PHONY: install train test test-slow bench clean docs bench-sf-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,10 @@ clean:
 # Regenerate the README's config reference from the dataclasses' field docs.
 docs: $(STAMP)
 	$(BIN)/python -c "import re,subprocess; t=subprocess.run(['$(BIN)/a3c','config','--reference'],capture_output=True,text=True,check=True).stdout; r=open('README.md').read(); b,e='<!-- config-reference:begin -->','<!-- config-reference:end -->'; open('README.md','w').write(re.sub(re.escape(b)+'.*?'+re.escape(e), lambda _: b+'\n'+t+e, r, flags=re.S))"
+
+# Sample Factory pins gymnasium 0.29 and numpy 1.26: it gets a venv of its own for bench/vizdoom_basic.py.
+bench-sf-venv:
+	$(PYTHON) -m venv bench/.sf-venv
+	bench/.sf-venv/bin/pip install --quiet --upgrade pip
+	bench/.sf-venv/bin/pip install --quiet torch==2.13.0
+	bench/.sf-venv/bin/pip install --quiet sample-factory==2.1.1 vizdoom==1.3.2

@@ -1,6 +1,7 @@
 """Evaluator: deterministic (or random) episodes with given weights, several envs batched."""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import numpy as np
@@ -41,15 +42,18 @@ class Evaluator:
         returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
         slot_episode: list[Optional[int]] = list(range(len(envs)))
         obs = [encode_obs(env.reset(seed=seed + i)[0], self.spaces) for i, env in enumerate(envs)]
+        starts = np.ones(len(envs), bool)
+        state = self.model.initial_state(len(envs))
         next_episode = len(envs)
         if random_policy:
             for i, env in enumerate(envs):
                 env.action_space.seed(int(rng.integers(2**31)) + i)
         while any(e is not None for e in slot_episode):
             active = [i for i, e in enumerate(slot_episode) if e is not None]
-            actions = self._act([obs[i] for i in active], [envs[i] for i in active], random_policy, deterministic)
-            for i, action in zip(active, actions):
-                ob, reward, term, trunc, _ = envs[i].step(action)
+            actions, state = self._act(obs, envs, state, starts, random_policy, deterministic)
+            starts[:] = False
+            for i in active:
+                ob, reward, term, trunc, _ = envs[i].step(actions[i])
                 ep = slot_episode[i]
                 returns[ep] += reward
                 lengths[ep] += 1
@@ -58,28 +62,65 @@ class Evaluator:
                     slot_episode[i] = next_episode if next_episode < episodes else None
                     if next_episode < episodes:
                         obs[i] = encode_obs(envs[i].reset(seed=seed + next_episode)[0], self.spaces)
+                        starts[i] = True
                     next_episode += 1
         return summarize(returns, lengths)
 
-    def _act(self, obs: list, envs: list, random_policy: bool, deterministic: bool) -> list:
+    def _act(self, obs: list, envs: list, state, starts: np.ndarray, random_policy: bool,
+             deterministic: bool) -> tuple:
+        """Actions for every slot (finished slots too: batching them is cheaper than gathering)."""
         if random_policy:
-            return [env.action_space.sample() for env in envs]
-        dist, _ = self.model(torch.as_tensor(np.stack(obs)))
+            return [env.action_space.sample() for env in envs], state
+        dist, _, state = self.model.unroll(torch.as_tensor(np.stack(obs))[None], state,
+                                           torch.as_tensor(starts)[None])
         actions = dist.mode() if deterministic else dist.sample()
-        return list(self.model.env_actions(actions))
+        return list(self.model.env_actions(actions)), state
 
-    def evaluate_latest(self, ps, episodes: int, seed: int) -> dict:
-        """Pull the PS's current weights and evaluate them; the result carries the version and weights."""
+    @torch.no_grad()
+    def record_gif(self, path: str, seed: int, fps: int = 30) -> int:
+        """Play one deterministic episode and write its frames as an animated GIF; returns the frame count."""
+        from PIL import Image
+
+        env = make_policy_env(self.config.env, render_mode="rgb_array")
+        try:
+            ob, _ = env.reset(seed=seed)
+            frames, state, start, done = [env.render()], self.model.initial_state(1), True, False
+            while not done:
+                dist, _, state = self.model.unroll(torch.as_tensor(encode_obs(ob, self.spaces))[None, None], state,
+                                                   torch.tensor([[start]]))
+                ob, _, term, trunc, _ = env.step(self.model.env_actions(dist.mode())[0])
+                frames.append(env.render())
+                start, done = False, term or trunc
+        finally:
+            env.close()
+        images = [Image.fromarray(_distinct(np.asarray(f, np.uint8).squeeze(), i)) for i, f in enumerate(frames)]
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+        return len(images)
+
+    def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:
+        """Pull the PS's current weights and evaluate them; the result carries the version and weights.
+        With `gif_path`, one more deterministic episode is recorded there as a GIF."""
         version, weights, env_steps = ps.get_weights()
         self.set_weights(weights)
         result = self.run_episodes(episodes, seed)
         result.update(version=version, env_steps=env_steps, weights=weights)
+        if gif_path:
+            result["gif_frames"] = self.record_gif(gif_path.format(env_steps=env_steps), seed)
         return result
 
     def close(self) -> None:
         for env in self._envs:
             env.close()
         self._envs = []
+
+
+def _distinct(frame: np.ndarray, index: int) -> np.ndarray:
+    """Toggle the lowest bit of one corner pixel on odd frames: Pillow merges identical consecutive GIF frames,
+    which would hide how long the agent stood still; this keeps one frame per step, invisibly."""
+    frame = frame.copy()
+    frame[(0, 0) if frame.ndim == 2 else (0, 0, 0)] ^= index % 2
+    return frame
 
 
 def summarize(returns: np.ndarray, lengths: np.ndarray) -> dict:

@@ -18,6 +18,7 @@ class BehaviourPolicy:
     def __init__(self, action_space: gym.Space, model: Optional[ActorCritic], epsilon: Optional[float],
                  rng: np.random.Generator):
         self.space, self.model, self.epsilon, self.rng = action_space, model, epsilon, rng
+        self.state, self.starting = None, True  # recurrent state; call `new_episode` at each reset
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         # A continuous epsilon-greedy mixture has no density (its greedy part is a point mass).
         self.has_log_probs = model is None or epsilon is None or self.discrete
@@ -28,12 +29,17 @@ class BehaviourPolicy:
         low, high = self.space.low, self.space.high
         return self.rng.uniform(low, high).astype(np.float32), -float(np.sum(np.log(high - low)))
 
+    def new_episode(self) -> None:
+        self.state, self.starting = None, True
+
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> tuple:
         """-> (action, log mu(action | obs) or nan)."""
         if self.model is None:
             return self._uniform()
-        dist, _ = self.model(torch.as_tensor(obs)[None])
+        dist, _, self.state = self.model.unroll(torch.as_tensor(obs)[None, None], self.state,
+                                                torch.tensor([[self.starting]]))
+        self.starting = False
         if self.epsilon is None:
             action = dist.sample()
             return self.model.env_actions(action)[0], float(dist.log_prob(action)[0])
@@ -55,6 +61,7 @@ def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, 
     returns = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
+        policy.new_episode()
         total, done = 0.0, False
         while not done:
             action, logp = policy.act(encode_obs(obs, spaces))

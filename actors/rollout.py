@@ -8,7 +8,7 @@ so V(s_{t+1}) for a truncated episode is simply `values[t+1]`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -30,6 +30,8 @@ class Rollout:
     next_values: np.ndarray  # [T, N] V(s_{t+1})
     finished: list = field(default_factory=list)  # (raw return, length) of episodes ended in the rollout
     behaviour_log_probs: Optional[np.ndarray] = None  # [T, N] log mu(a|s) when replaying a dataset that has them
+    starts: Optional[np.ndarray] = None  # [T, N] bool: step t is the first of an episode (recurrent state reset)
+    initial_state: Any = None  # the LSTM state before step 0 (truncated BPTT starts from it), or None
 
     @property
     def num_steps(self) -> int:
@@ -40,14 +42,17 @@ class VectorEnvRunner:
     """A vector env plus what must persist between rollouts: the next observation, which envs are due
     for their autoreset step, and the running returns of unfinished episodes."""
 
-    def __init__(self, venv: gym.vector.VectorEnv, spaces: EnvSpaces, seed: int):
+    def __init__(self, venv: gym.vector.VectorEnv, spaces: EnvSpaces, seed: int, state: Any = None):
         self.venv, self.spaces = venv, spaces
         n = venv.num_envs
+        self.state = state  # the policy's recurrent state for the N envs, carried across rollouts
+        self.starting = np.ones(n, bool)  # the next observation is the first of an episode
         obs, info = venv.reset(seed=[seed + i for i in range(n)])
         self.obs = encode_batch(obs, spaces)
         self.resetting = np.zeros(n, bool)
         self.ep_return, self.ep_length = np.zeros(n), np.zeros(n, np.int64)
         self.logged_actions, self.behaviour_log_probs = _logged(info, n)
+        self.recreations = np.zeros(n, np.int64)  # env processes restarted after a crash (ViZDoom)
 
     @property
     def replaying(self) -> bool:
@@ -66,7 +71,11 @@ class VectorEnvRunner:
         finished = [(float(self.ep_return[i]), int(self.ep_length[i])) for i in np.flatnonzero(done)]
         self.ep_return[done], self.ep_length[done] = 0.0, 0
         self.resetting = done
+        self.starting = ~valid  # after an autoreset step the observation is a new episode's first
         self.obs = encode_batch(obs, self.spaces)
+        if "env_recreations" in info:
+            self.recreations = np.maximum(self.recreations, np.where(info["_env_recreations"],
+                                                                     info["env_recreations"], 0))
         if self.replaying:
             self.logged_actions, self.behaviour_log_probs = _logged(info, len(valid), self.logged_actions,
                                                                     self.behaviour_log_probs)
@@ -96,11 +105,13 @@ def _logged(info: dict, n: int, previous: Optional[np.ndarray] = None, previous_
 
 @torch.no_grad()
 def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, reward_scale: float) -> Rollout:
-    obs_buf, act_buf, rew, term, trunc, valid, vals, blps = [], [], [], [], [], [], [], []
+    obs_buf, act_buf, rew, term, trunc, valid, vals, blps, starts_buf = [], [], [], [], [], [], [], [], []
     finished: list = []
+    initial_state = runner.state
     for _ in range(steps):
-        obs = runner.obs
-        dist, values = model(torch.as_tensor(obs))
+        obs, starts = runner.obs, runner.starting.copy()
+        dist, values, runner.state = model.unroll(torch.as_tensor(obs)[None], runner.state,
+                                                  torch.as_tensor(starts)[None])
         if runner.replaying:  # the dataset decides what was done; the policy only learns from it
             actions = torch.as_tensor(runner.logged_actions).to(dist.sample().dtype)
             blps.append(runner.behaviour_log_probs)
@@ -114,11 +125,14 @@ def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, rew
         trunc.append(tr)
         valid.append(va)
         vals.append(values.numpy())
+        starts_buf.append(starts)
         finished.extend(fin)
     values = np.stack(vals).astype(np.float32)
     next_values = np.empty_like(values)
     next_values[:-1] = values[1:]
-    next_values[-1] = model.value(torch.as_tensor(runner.obs)).numpy()
+    next_values[-1] = model.unroll(torch.as_tensor(runner.obs)[None], runner.state,
+                                   torch.as_tensor(runner.starting)[None])[1].numpy()
     behaviour = np.stack(blps) if blps and all(b is not None for b in blps) else None
     return Rollout(np.stack(obs_buf), np.stack(act_buf), np.stack(rew).astype(np.float32), np.stack(term),
-                   np.stack(trunc), np.stack(valid), values, next_values, finished, behaviour)
+                   np.stack(trunc), np.stack(valid), values, next_values, finished, behaviour,
+                   np.stack(starts_buf), initial_state)

@@ -55,9 +55,11 @@ class LocalClient:
 class _CriticBatch:
     """What the extra critic epochs refit on: the last rollout's observations and fixed returns."""
 
-    obs: torch.Tensor  # [B, obs_dim]
-    returns: torch.Tensor  # [B]
-    mask: torch.Tensor  # [B]
+    obs: torch.Tensor  # [T, N, ...]
+    starts: torch.Tensor  # [T, N]
+    initial_state: object  # recurrent state before step 0, or None
+    returns: torch.Tensor  # [T*N]
+    mask: torch.Tensor  # [T*N]
 
 
 class RolloutWorker:
@@ -69,8 +71,8 @@ class RolloutWorker:
         venv = make_vector_env(config.env, config.env.num_envs_per_worker, seed * 1000,
                                shard=rank, num_shards=config.run.num_workers)
         spaces = describe_spaces(venv.single_observation_space, venv.single_action_space)
-        self.runner = VectorEnvRunner(venv, spaces, seed * 1000)
         self.model = build_model(spaces, config.model)
+        self.runner = VectorEnvRunner(venv, spaces, seed * 1000, self.model.initial_state(venv.num_envs))
         self.version = -1
         self.total_env_steps = 0
         self._critic_batch: Optional[_CriticBatch] = None
@@ -85,9 +87,10 @@ class RolloutWorker:
         algo = self.config.algo
         ro = collect_rollout(self.runner, self.model, algo.rollout_steps, self.config.env.reward_scale)
         batch = ro.rewards.size
-        obs = torch.as_tensor(ro.obs.reshape(batch, -1))
+        obs, starts = torch.as_tensor(ro.obs), torch.as_tensor(ro.starts)
         mask = torch.as_tensor(ro.valid.reshape(-1))
-        dist, values = self.model(obs)
+        # truncated BPTT: the gradient unrolls from the state saved at the rollout's start
+        dist, values, _ = self.model.unroll(obs, ro.initial_state, starts)
         actions = torch.as_tensor(ro.actions.reshape((batch,) + ro.actions.shape[2:]))
         log_probs = dist.log_prob(actions)
         advantages, returns = self._targets(ro, log_probs.detach().numpy().reshape(ro.rewards.shape))
@@ -97,7 +100,7 @@ class RolloutWorker:
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
         self.total_env_steps += ro.num_steps
-        self._critic_batch = _CriticBatch(obs, torch.as_tensor(returns.reshape(-1)), mask)
+        self._critic_batch = _CriticBatch(obs, starts, ro.initial_state, torch.as_tensor(returns.reshape(-1)), mask)
         valid = ro.valid
         losses = {"policy": terms.policy, "value": terms.value, "entropy": terms.entropy,
                   "value_mean": float(ro.values[valid].mean()) if valid.any() else 0.0,
@@ -108,6 +111,7 @@ class RolloutWorker:
             gradient=get_flat_grads(self.model), version=self.version, env_steps=ro.num_steps,
             worker_rank=self.rank, episode_returns=[r for r, _ in ro.finished],
             episode_lengths=[n for _, n in ro.finished], losses=losses,
+            env_recreations=int(self.runner.recreations.sum()),
             obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None)
 
     def _targets(self, ro, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,8 +134,9 @@ class RolloutWorker:
         b = self._critic_batch
         if b is None:
             raise RuntimeError("compute_gradient must run before a critic epoch")
-        loss = self.config.algo.value_coef * critic_loss(self.model.value(b.obs), b.returns,
-                                                         self.config.algo.value_loss, mean_weights(b.returns, b.mask))
+        values = self.model.unroll(b.obs, b.initial_state, b.starts)[1]
+        loss = self.config.algo.value_coef * critic_loss(values, b.returns, self.config.algo.value_loss,
+                                                         mean_weights(b.returns, b.mask))
         self.model.zero_grad(set_to_none=True)
         loss.backward()
         return GradientPacket(gradient=get_flat_grads(self.model), version=self.version, env_steps=0,

@@ -18,27 +18,40 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import machine, today, update_section  # noqa: E402
 
 
-def session_rss_bytes(session_name: str) -> int:
-    """RSS of every process whose command line names this Ray session, plus this driver."""
-    total = 0
+def _proc_table() -> dict[int, tuple[int, bytes, int]]:
+    """pid -> (parent pid, command line, RSS bytes) for every readable process."""
+    table = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            with open(f"/proc/{pid}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read()
-            if session_name.encode() not in cmdline and int(pid) != os.getpid():
-                continue
             with open(f"/proc/{pid}/status") as fh:
-                rss_kb = int(re.search(r"VmRSS:\s+(\d+)", fh.read()).group(1))
-            total += rss_kb * 1024
-        except (OSError, AttributeError):
-            continue  # the process ended meanwhile, or has no RSS line (a zombie)
-    return total
+                match = re.search(r"VmRSS:\s+(\d+)", fh.read())
+            table[int(pid)] = (ppid, cmdline, int(match.group(1)) * 1024 if match else 0)
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
+    return table
 
 
-def object_store_used_bytes() -> int:
+def session_rss_bytes(session_name: str) -> int:
+    """RSS of this Ray session: the processes whose command line names it (GCS, raylet, dashboard, agents),
+    every descendant of those (the actors: Ray renames their command lines to ray::...), and this driver."""
+    table = _proc_table()
+    members = {pid for pid, (_, cmd, _) in table.items() if session_name.encode() in cmd} | {os.getpid()}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _, _) in table.items() if ppid in members} - members
+        members |= children
+        grew = bool(children)
+    return sum(table[pid][2] for pid in members if pid in table)
+
+
+def object_store_used_bytes(address: str) -> int:
     from ray._private.internal_api import memory_summary
 
-    text = memory_summary(stats_only=True)
+    text = memory_summary(address=address, stats_only=True)  # explicit: other Ray instances may be running
     match = re.search(r"Plasma memory usage (\d+(?:\.\d+)?) MiB", text)
     return int(float(match.group(1)) * 2**20) if match else 0
 
@@ -61,13 +74,19 @@ def main() -> None:
                          {"time_limit": args.minutes * 60.0, "total_env_steps": 10**12})
     start_ray(cfg)
     session = ray._private.worker.global_worker.node.session_name
+    address = ray.get_runtime_context().gcs_address
     samples: list[tuple[float, int, int]] = []
     done = threading.Event()
 
     def sample() -> None:
         t0 = time.time()
         while not done.wait(timeout=60 - (time.time() - t0) % 60):
-            samples.append(((time.time() - t0) / 60, session_rss_bytes(session), object_store_used_bytes()))
+            try:
+                samples.append(((time.time() - t0) / 60, session_rss_bytes(session),
+                                object_store_used_bytes(address)))
+            except Exception as exc:  # noqa: BLE001 - a failed sample must not end the soak silently
+                print(f"sample failed: {exc!r}", flush=True)
+                continue
             print(f"minute {samples[-1][0]:.0f}: rss {samples[-1][1] / 2**20:,.0f} MiB, "
                   f"object store {samples[-1][2] / 2**20:,.1f} MiB", flush=True)
 

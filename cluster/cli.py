@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--vs-random", action="store_true", help="evaluate the checkpoint and a random policy")
     e.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     e.add_argument("--env", help="evaluate in this live env instead of the run's env.id (offline-trained runs)")
+    e.add_argument("--gif", help="also record one deterministic episode to this .gif")
     r = sub.add_parser("record", help="record episodes from a live env into a dataset .npz")
     r.add_argument("--env", required=True, help="gymnasium id or package.module:ClassName")
     r.add_argument("--policy", default="random", help="random | RUN_DIR (its best checkpoint, else latest)")
@@ -133,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = Trainer(cfg, spaces, run_dir, resume_state=resume_state).train()
     result = {k: getattr(summary, k) for k in ("reason", "env_steps", "version", "episodes", "train_s",
                                                 "ray_start_s", "spawn_s", "last_eval", "best_eval", "solved_at_s",
-                                                "solved_at_env_steps", "restarts", "lost_updates")}
+                                                "solved_at_env_steps", "restarts", "lost_updates", "env_recreations")}
     print(json.dumps(result))
     return 130 if summary.reason == "interrupted" else 0
 
@@ -170,6 +171,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise A3CError(f"checkpoint '{path}' does not match the run's model: {str(exc).splitlines()[0]}") from None
         label = f"{path} (version {state.get('counters', {}).get('version', '?')})"
         result = _report(evaluator, args, cfg, label, random_policy=False)
+        if args.gif:
+            if not args.gif.lower().endswith(".gif"):
+                raise A3CError(f"--gif must name a .gif file, got '{args.gif}'")
+            print(f"  {args.gif}: {evaluator.record_gif(args.gif, args.seed)} frames")
         if args.vs_random:
             baseline = _report(evaluator, args, cfg, "uniform random policy", random_policy=True)
             result.update(random_mean_return=baseline["mean_return"],

@@ -12,7 +12,7 @@ import ray
 from ray.exceptions import RayActorError, RayError
 
 from cluster.fleet import Fleet
-from cluster.metrics import ENV_STEPS, RayMetrics
+from cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
 from cluster.runtime import resolve_num_workers, start_ray
 from common import checkpoint, metrics
 from common.config import Config
@@ -41,6 +41,7 @@ class RunSummary:
     rejected_stale: int = 0
     rejected_nonfinite: int = 0
     restarts: dict = field(default_factory=dict)  # role -> count
+    env_recreations: int = 0  # env processes (ViZDoom) restarted after crashes
     lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint)
     evals: list = field(default_factory=list)  # (env_steps, mean_return)
 
@@ -94,6 +95,7 @@ class Trainer:
         self._last_log = self._last_ckpt = self.t0
         self._log_state = (self.t0, self._counters())
         self._eval_ref, self._eval_started, self._last_eval_start = None, 0.0, -1e9
+        self._evals_started = 0
         while True:
             try:
                 reason = self._tick(sync)
@@ -172,8 +174,11 @@ class Trainer:
                 self.fleet.ensure_evaluator()
         if now - self._last_eval_start >= run.eval_interval_s:
             self._eval_started = self._last_eval_start = now
+            self._evals_started += 1
+            gif = (os.path.join(os.path.abspath(self.run_dir), "gifs", "{env_steps}.gif")
+                   if run.gif_every and self._evals_started % run.gif_every == 0 else None)
             self._eval_ref = self.fleet.evaluator.evaluate_remote.remote(
-                self.ps, run.eval_episodes, run.seed + EVAL_SEED_OFFSET)
+                self.ps, run.eval_episodes, run.seed + EVAL_SEED_OFFSET, gif)
 
     def _on_eval(self, result: dict, now: float) -> None:
         s, mean = self.summary, result["mean_return"]
@@ -216,7 +221,8 @@ class Trainer:
                                  metrics.POLICY_LAG: stats["policy_lag_mean"], metrics.UPDATES_PER_S: ups,
                                  metrics.REJECTED_STALE: stats["rejected_stale"],
                                  metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
-                                 metrics.COMM_FRACTION: stats["comm_fraction"], ENV_STEPS: stats["env_steps"]},
+                                 metrics.COMM_FRACTION: stats["comm_fraction"], ENV_STEPS: stats["env_steps"],
+                                 ENV_RECREATIONS: self._last_counters.get("env_recreations", 0)},
                                 self.fleet.restarts)
         self._say(_progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval))
 
@@ -252,6 +258,7 @@ class Trainer:
                 s.env_steps, s.version, s.episodes = counters["env_steps"], counters["version"], counters["episodes"]
                 s.rejected_stale, s.rejected_nonfinite = counters["rejected_stale"], counters["rejected_nonfinite"]
                 s.restarts, s.lost_updates = dict(self.fleet.restarts), self.fleet.lost_updates
+                s.env_recreations = counters.get("env_recreations", 0)
                 self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "
                           f"checkpoint {path}")
         finally:

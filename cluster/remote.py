@@ -1,7 +1,7 @@
 """Ray remote versions of the plain classes, and the client that lets a worker call a remote PS."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import ray
@@ -86,8 +86,8 @@ class _RayEvaluator(Evaluator):
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int) -> dict:
-        return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed)
+    def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:
+        return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed, gif_path)
 
 
 RemoteParameterServer = ray.remote(_RayParameterServer)

@@ -23,7 +23,8 @@ def _f(default: Any, doc: str) -> Any:
 
 @dataclass
 class EnvConfig:
-    id: str = _f("CartPole-v1", "gymnasium id, or `package.module:ClassName` of your own gymnasium.Env")
+    id: str = _f("CartPole-v1", "gymnasium id, `package.module:ClassName` of your own gymnasium.Env, or "
+                                "`vizdoom:<scenario>` / `vizdoom:<path.cfg>`")
     kwargs: dict = _f({}, "keyword arguments passed to gymnasium.make / your env class")
     dataset: Optional[str] = _f(None, "train from this recorded .npz instead of stepping env.id (the evaluator "
                                       "still plays env.id live)")
@@ -33,11 +34,17 @@ class EnvConfig:
     rescale_actions: bool = _f(False, "the policy acts in [-1, 1], rescaled to the Box bounds")
     max_episode_steps: Optional[int] = _f(None, "override the env's time limit (truncation); null keeps it")
     reward_scale: float = _f(1.0, "rewards are multiplied by this for learning; logged returns stay raw")
+    frame_skip: int = _f(4, "ViZDoom: game tics per action")
+    frame_stack: int = _f(1, "stack this many last image frames as channels (1 = none)")
 
 
 @dataclass
 class ModelConfig:
+    encoder: str = _f("auto", "mlp | cnn | auto (cnn for uint8 image observations, else mlp)")
     hidden_sizes: list = _f([64, 64], "MLP layer widths of the encoder")
+    conv_channels: list = _f([16, 32], "CNN encoder: channels of the 8x8/4 and 4x4/2 convolutions")
+    cnn_fc_size: int = _f(256, "CNN encoder: width of the fully connected layer after the convolutions")
+    lstm_size: int = _f(0, "LSTM core between encoder and heads (256 is the Doom notebook's); 0 = none")
     activation: str = _f("tanh", "tanh | relu | elu")
     shared_trunk: bool = _f(False, "one trunk for policy and value; false = separate actor and critic nets")
     init_log_std: float = _f(0.0, "initial log-std of the Gaussian head (continuous actions)")
@@ -79,6 +86,7 @@ class RunConfig:
     stop_return: Optional[float] = _f(None, "stop when the evaluator's mean return reaches this; null = none")
     eval_interval_s: float = _f(5.0, "seconds between evaluator runs")
     eval_episodes: int = _f(10, "deterministic episodes per evaluation")
+    gif_every: int = _f(0, "write RUN_DIR/gifs/<env steps>.gif of one episode every N evaluations; 0 = never")
     checkpoint_interval_s: float = _f(60.0, "seconds between checkpoints")
     keep_checkpoints: int = _f(3, "keep the last K ckpt-<version>.pt files")
     log_interval_s: float = _f(2.0, "seconds between progress lines and TensorBoard scalars")
@@ -224,6 +232,7 @@ def validate(cfg: Config) -> Config:
         (e.num_envs_per_worker >= 1, "env.num_envs_per_worker must be >= 1"),
         (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
         (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
+        (e.frame_skip >= 1 and e.frame_stack >= 1, "env.frame_skip and env.frame_stack must be >= 1"),
         (a.mode in ("async", "sync"), "algo.mode must be async or sync"),
         (a.critic_epochs >= 1, "algo.critic_epochs must be >= 1"),
         (a.critic_epochs == 1 or not m.shared_trunk, "algo.critic_epochs > 1 needs model.shared_trunk=false"),
@@ -232,6 +241,11 @@ def validate(cfg: Config) -> Config:
         (len(m.hidden_sizes) >= 1 and all(isinstance(h, int) and h > 0 for h in m.hidden_sizes),
          "model.hidden_sizes must be a non-empty list of positive ints"),
         (m.activation in ("tanh", "relu", "elu"), "model.activation must be tanh, relu or elu"),
+        (m.encoder in ("auto", "mlp", "cnn"), "model.encoder must be auto, mlp or cnn"),
+        (len(m.conv_channels) == 2 and all(isinstance(c, int) and c > 0 for c in m.conv_channels),
+         "model.conv_channels must be two positive ints"),
+        (m.cnn_fc_size >= 1 and m.lstm_size >= 0, "model.cnn_fc_size must be >= 1 and model.lstm_size >= 0"),
+        (m.lstm_size == 0 or m.shared_trunk, "model.lstm_size > 0 needs model.shared_trunk=true (one core)"),
         (a.rollout_steps >= 1, "algo.rollout_steps must be >= 1"),
         (0.0 < a.gamma <= 1.0, "algo.gamma must be in (0, 1]"),
         (0.0 <= a.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
@@ -256,6 +270,7 @@ def validate(cfg: Config) -> Config:
         (r.time_limit_s is None or r.time_limit_s > 0, "run.time_limit_s must be > 0 or null"),
         (r.eval_interval_s > 0, "run.eval_interval_s must be > 0"),
         (r.eval_episodes >= 1, "run.eval_episodes must be >= 1"),
+        (r.gif_every >= 0, "run.gif_every must be >= 0"),
         (r.checkpoint_interval_s > 0, "run.checkpoint_interval_s must be > 0"),
         (r.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
         (r.log_interval_s > 0, "run.log_interval_s must be > 0"),

@@ -24,9 +24,13 @@ def _import_env_class(spec: str) -> type:
     return cls
 
 
-def make_env(cfg: EnvConfig) -> gym.Env:
+def make_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
     """One env from `cfg.id` (a gymnasium id or `pkg.module:Class`); bad ids raise A3CError."""
     kwargs = dict(cfg.kwargs)
+    if render_mode:
+        kwargs["render_mode"] = render_mode
+    if cfg.id.startswith("vizdoom:"):
+        return _stack_frames(_make_vizdoom(cfg, kwargs), cfg.frame_stack)
     if ":" in cfg.id and "/" not in cfg.id.split(":")[0]:
         env = _import_env_class(cfg.id)(**kwargs)
         if cfg.max_episode_steps:
@@ -46,6 +50,26 @@ def make_env(cfg: EnvConfig) -> gym.Env:
         raise A3CError(f"env '{cfg.id}' rejected env.kwargs: {exc}") from None
 
 
+def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
+    try:
+        from common.vizdoom_env import VizdoomEnv
+    except ImportError as exc:
+        raise A3CError(f"ViZDoom envs need the vizdoom package: pip install 'ray-a3c[doom]' ({exc})") from None
+    env: gym.Env = VizdoomEnv(cfg.id.removeprefix("vizdoom:"), frame_skip=cfg.frame_skip, **kwargs)
+    if cfg.max_episode_steps:
+        env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
+    return env
+
+
+def _stack_frames(env: gym.Env, k: int) -> gym.Env:
+    """The last k frames [k, C, H, W] as k*C channels."""
+    if k == 1:
+        return env
+    c, h, w = env.observation_space.shape
+    env = gym.wrappers.FrameStackObservation(env, k)
+    return gym.wrappers.ReshapeObservation(env, (k * c, h, w))
+
+
 @dataclass
 class EnvSpaces:
     """What the model needs to know about an env."""
@@ -53,11 +77,14 @@ class EnvSpaces:
     obs_dim: int
     discrete_obs: Optional[int]  # number of states when observations are Discrete (one-hot encoded)
     action_space: gym.Space
+    image_shape: Optional[tuple] = None  # (C, H, W) for uint8 image observations, kept as uint8
 
 
 def describe_spaces(obs: gym.Space, act: gym.Space) -> EnvSpaces:
     if isinstance(obs, gym.spaces.Discrete):
         spaces = EnvSpaces(int(obs.n), int(obs.n), act)
+    elif isinstance(obs, gym.spaces.Box) and obs.dtype == np.uint8 and len(obs.shape) == 3:
+        spaces = EnvSpaces(int(np.prod(obs.shape)), None, act, tuple(int(d) for d in obs.shape))
     elif isinstance(obs, gym.spaces.Box):
         spaces = EnvSpaces(int(np.prod(obs.shape)), None, act)
     else:
@@ -67,9 +94,9 @@ def describe_spaces(obs: gym.Space, act: gym.Space) -> EnvSpaces:
     return spaces
 
 
-def make_policy_env(cfg: EnvConfig) -> gym.Env:
+def make_policy_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
     """One env as the policy sees it: `make_env` plus action rescaling when configured."""
-    env = make_env(cfg)
+    env = make_env(cfg, render_mode)
     if cfg.rescale_actions and isinstance(env.action_space, gym.spaces.Box):
         ones = np.ones(env.action_space.shape, np.float32)  # float32 bounds: no precision-loss warnings
         env = gym.wrappers.RescaleAction(env, -ones, ones)
@@ -102,7 +129,10 @@ def _probe_live(cfg: EnvConfig) -> EnvSpaces:
 
 
 def encode_obs(obs: Any, spaces: EnvSpaces) -> np.ndarray:
-    """Flatten an observation into float32 [obs_dim] (one-hot for Discrete observation spaces)."""
+    """Flatten an observation into float32 [obs_dim] (one-hot for Discrete observation spaces); images stay
+    uint8 [C, H, W] (the network scales them)."""
+    if spaces.image_shape is not None:
+        return np.asarray(obs, np.uint8)
     if spaces.discrete_obs is not None:
         out = np.zeros(spaces.obs_dim, np.float32)
         out[int(obs)] = 1.0
@@ -166,7 +196,9 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0,
 
 
 def encode_batch(obs: Any, spaces: EnvSpaces) -> np.ndarray:
-    """A vector env's observations -> float32 [N, obs_dim]."""
+    """A vector env's observations -> float32 [N, obs_dim] (uint8 [N, C, H, W] for images)."""
+    if spaces.image_shape is not None:
+        return np.asarray(obs, np.uint8)
     if spaces.discrete_obs is not None:
         return np.eye(spaces.obs_dim, dtype=np.float32)[np.asarray(obs, np.int64)]
     obs = np.asarray(obs, np.float32)

@@ -94,20 +94,43 @@ class CategoricalDist:
         return self.dist.entropy()
 
 
+class ConvEncoder(nn.Module):
+    """The Doom notebook's encoder: uint8 [B, C, 84, 84] -> /255 -> conv 8x8/4 -> conv 4x4/2 -> fc, ELU."""
+
+    def __init__(self, image_shape: tuple, channels: list, fc_size: int):
+        super().__init__()
+        c, h, w = image_shape
+        self.convs = nn.Sequential(nn.Conv2d(c, channels[0], 8, stride=4), nn.ELU(),
+                                   nn.Conv2d(channels[0], channels[1], 4, stride=2), nn.ELU(), nn.Flatten())
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(flat, fc_size), nn.ELU())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(obs.float() / 255.0))
+
+
+State = Optional[tuple]  # (h, c), each [N, lstm_size], or None for feed-forward models
+
+
 class ActorCritic(nn.Module):
-    """pi(a|s) and V(s). With `shared_trunk` one encoder feeds both heads; otherwise the actor
-    (encoder + policy head + log-std) and critic (encoder + value head) share nothing, so each can
-    have its own learning rate."""
+    """pi(a|s) and V(s) over sequences. Encoder (MLP, or CNN for images) -> optional LSTM core -> heads.
+
+    With `shared_trunk` one encoder feeds both heads; otherwise the actor (encoder + policy head + log-std)
+    and the critic (encoder + value head) share nothing, so each can have its own learning rate. The LSTM
+    state is carried by the caller and zeroed where `starts` marks the first step of an episode.
+    """
 
     def __init__(self, spaces: EnvSpaces, cfg: ModelConfig):
         super().__init__()
         self.action_space = spaces.action_space
         self.continuous = isinstance(spaces.action_space, gym.spaces.Box)
-        self.obs_norm = ObsNormalizer(spaces.obs_dim) if cfg.normalize_obs else None
-        width = cfg.hidden_sizes[-1]
-        self.actor_trunk = mlp(spaces.obs_dim, cfg.hidden_sizes, cfg.activation)
-        self.critic_trunk: Optional[nn.Sequential] = (
-            None if cfg.shared_trunk else mlp(spaces.obs_dim, cfg.hidden_sizes, cfg.activation))
+        self.obs_norm = ObsNormalizer(spaces.obs_dim) if cfg.normalize_obs and not spaces.image_shape else None
+        use_cnn = cfg.encoder == "cnn" or (cfg.encoder == "auto" and spaces.image_shape is not None)
+        self.actor_trunk, width = self._trunk(spaces, cfg, use_cnn)
+        self.critic_trunk = None if cfg.shared_trunk else self._trunk(spaces, cfg, use_cnn)[0]
+        self.core = nn.LSTMCell(width, cfg.lstm_size) if cfg.lstm_size else None
+        width = cfg.lstm_size or width
         if self.continuous:
             act_dim = int(np.prod(spaces.action_space.shape))
             self.policy_head = _init_linear(nn.Linear(width, act_dim), 0.01)
@@ -115,25 +138,67 @@ class ActorCritic(nn.Module):
         else:
             self.policy_head = _init_linear(nn.Linear(width, int(spaces.action_space.n)), 0.01)
         self.value_head = _init_linear(nn.Linear(width, 1), 1.0)
-        for trunk in (self.actor_trunk, self.critic_trunk):
-            for layer in (trunk or []):
-                if isinstance(layer, nn.Linear):
-                    _init_linear(layer, float(np.sqrt(2)))
 
-    def forward(self, obs: torch.Tensor):
-        """obs [B, obs_dim] -> (distribution over B actions, values [B])."""
-        obs = self.obs_norm(obs) if self.obs_norm is not None else obs
-        hidden = self.actor_trunk(obs)
-        critic_hidden = hidden if self.critic_trunk is None else self.critic_trunk(obs)
+    @staticmethod
+    def _trunk(spaces: EnvSpaces, cfg: ModelConfig, use_cnn: bool) -> tuple[nn.Module, int]:
+        if use_cnn:
+            if spaces.image_shape is None:
+                raise ValueError("model.encoder=cnn needs uint8 image observations [C, H, W]")
+            return ConvEncoder(spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size), cfg.cnn_fc_size
+        trunk = mlp(spaces.obs_dim, cfg.hidden_sizes, cfg.activation)
+        for layer in trunk:
+            if isinstance(layer, nn.Linear):
+                _init_linear(layer, float(np.sqrt(2)))
+        return trunk, cfg.hidden_sizes[-1]
+
+    @property
+    def recurrent(self) -> bool:
+        return self.core is not None
+
+    def initial_state(self, batch: int) -> State:
+        if self.core is None:
+            return None
+        zeros = torch.zeros(batch, self.core.hidden_size)
+        return zeros, zeros.clone()
+
+    def _features(self, trunk: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs)
+        return trunk(obs)
+
+    def unroll(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None):
+        """obs [T, N, ...], state from the step before, starts [T, N] bool (reset the state before step t)
+        -> (distribution over the T*N actions, values [T*N], state after the last step)."""
+        t_len, n = obs.shape[:2]
+        flat = obs.reshape((t_len * n,) + obs.shape[2:])
+        hidden = self._features(self.actor_trunk, flat)
+        if self.core is not None:
+            hidden, state = self._run_core(hidden.reshape(t_len, n, -1), state, starts)
+        critic_hidden = hidden if self.critic_trunk is None else self._features(self.critic_trunk, flat)
         values = self.value_head(critic_hidden).squeeze(-1)
         out = self.policy_head(hidden)
         dist = DiagGaussian(out, self.log_std) if self.continuous else CategoricalDist(out)
+        return dist, values, state
+
+    def _run_core(self, x: torch.Tensor, state: State, starts: Optional[torch.Tensor]):
+        h, c = state if state is not None else self.initial_state(x.shape[1])
+        outputs = []
+        for t in range(x.shape[0]):
+            if starts is not None:
+                keep = (~starts[t]).float().unsqueeze(-1)
+                h, c = h * keep, c * keep
+            h, c = self.core(x[t], (h, c))
+            outputs.append(h)
+        return torch.stack(outputs).reshape(x.shape[0] * x.shape[1], -1), (h, c)
+
+    def forward(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None):
+        """One step for a batch: obs [B, ...] -> (distribution, values [B]); the state is dropped. Use
+        `unroll` to carry it."""
+        dist, values, _ = self.unroll(obs.unsqueeze(0), state, None if starts is None else starts.unsqueeze(0))
         return dist, values
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        obs = self.obs_norm(obs) if self.obs_norm is not None else obs
-        hidden = self.actor_trunk(obs) if self.critic_trunk is None else self.critic_trunk(obs)
-        return self.value_head(hidden).squeeze(-1)
+    def value(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.forward(obs, state, starts)[1]
 
     def critic_parameter_ids(self) -> set[int]:
         """ids of parameters that belong only to the critic (empty with a shared trunk)."""

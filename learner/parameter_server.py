@@ -83,6 +83,7 @@ class ParameterServer:
         self.stop_requested = False
         self._window = _Window()
         self.last_seen: dict[int, float] = {}  # worker rank -> time.time() of its latest packet
+        self._recreations: dict[int, int] = {}  # worker rank -> env recreations it reported
 
     @property
     def version(self) -> int:
@@ -135,6 +136,7 @@ class ParameterServer:
 
     def _record(self, packet: GradientPacket) -> None:
         self.last_seen[packet.worker_rank] = time.time()
+        self._recreations[packet.worker_rank] = packet.env_recreations
         w = self._window
         self.counters["env_steps"] += packet.env_steps
         self.counters["episodes"] += len(packet.episode_returns)
@@ -159,7 +161,8 @@ class ParameterServer:
 
     def get_counters(self) -> dict:
         """The cumulative counters plus each worker's last packet time (cheap; polled by the driver)."""
-        return dict(self.counters, last_seen=dict(self.last_seen), device=str(self.device))
+        return dict(self.counters, last_seen=dict(self.last_seen), device=str(self.device),
+                    env_recreations=sum(self._recreations.values()))
 
     def request_stop(self) -> None:
         self.stop_requested = True

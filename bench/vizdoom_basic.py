@@ -1,0 +1,103 @@
+"""ViZDoom basic from pixels: ray-a3c vs Sample Factory 2.1.1, same machine, same number of workers, CPU.
+
+Time until the mean return reaches 60 (raw units; SF logs x0.01, so 0.6), frames per second counting
+skipped frames (frame skip 4), and ray-a3c's communication share (perf/comm_fraction). Sample Factory runs in
+its own venv (it pins gymnasium 0.29 and numpy 1.26): `make bench-sf-venv` creates bench/.sf-venv.
+SF's figure is its running average of training-episode returns; ours is the deterministic evaluator's mean.
+
+    .venv/bin/python bench/vizdoom_basic.py [--seconds 600] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import fmt, machine, today, update_section  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SF_PYTHON = os.path.join(ROOT, "bench", ".sf-venv", "bin", "python")
+TARGET = 60.0
+FRAME_SKIP = 4
+
+
+def run_sample_factory(seconds: float, workers: int, envs_per_worker: int) -> dict:
+    with tempfile.TemporaryDirectory() as train_dir:
+        cmd = [SF_PYTHON, "-m", "sf_examples.vizdoom.train_vizdoom", "--env=doom_basic", "--experiment=bench",
+               f"--train_dir={train_dir}", f"--num_workers={workers}", f"--num_envs_per_worker={envs_per_worker}",
+               "--device=cpu", f"--train_for_seconds={int(seconds)}", "--seed=0", "--save_every_sec=100000"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=train_dir)
+        solved_at, fps = None, []
+        for line in proc.stdout:
+            if (m := re.search(r"Fps is \(10 sec: ([\d.na]+)", line)) and m.group(1) != "nan":
+                fps.append(float(m.group(1)))
+            if (m := re.search(r"Avg episode reward: \[\(0, '(-?[\d.]+)'\)\]", line)):
+                if float(m.group(1)) * 100 >= TARGET and solved_at is None:
+                    solved_at = time.perf_counter() - t0
+        proc.wait()
+    steady = fps[len(fps) // 4:] or fps
+    return {"time_s": solved_at, "fps": sum(steady) / max(len(steady), 1)}
+
+
+def run_ours(seconds: float, workers: int) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cluster.cli import resolve_config
+    from cluster.driver import Trainer
+    from cluster.runtime import start_ray
+    from common.config import load_yaml
+    from common.envs import probe_spaces
+
+    cfg = resolve_config(load_yaml("vizdoom_basic"), ["run.eval_interval_s=10", "run.gif_every=0"],
+                         {"num_workers": workers, "time_limit": seconds, "stop_return": TARGET, "seed": 0})
+    start_ray(cfg)
+    with tempfile.TemporaryDirectory() as run_dir:
+        s = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
+        acc = EventAccumulator(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))[0])
+        acc.Reload()
+        comm = [e.value for e in acc.Scalars("perf/comm_fraction")]
+    return {"time_s": s.solved_at_s, "fps": s.env_steps * FRAME_SKIP / s.train_s,
+            "comm": sum(comm) / len(comm), "env_steps": s.solved_at_env_steps, "best": s.best_eval}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if not os.path.exists(SF_PYTHON):
+        sys.exit("error: bench/.sf-venv is missing; run `make bench-sf-venv` first")
+    sf = run_sample_factory(args.seconds, args.workers, 8)
+    print(f"sample factory: {sf}", flush=True)
+    ours = run_ours(args.seconds, args.workers)
+    print(f"ray-a3c: {ours}", flush=True)
+    lines = [f"## ViZDoom basic: ray-a3c vs Sample Factory 2.1.1 ({today()})", "",
+             f"Machine: {machine()}. Command: `.venv/bin/python bench/vizdoom_basic.py --seconds {args.seconds:.0f} "
+             f"--workers {args.workers}`. Both: {args.workers} workers x 8 envs, CPU, frame skip 4, "
+             f"limit {args.seconds:.0f} s each.", "",
+             "| | time to mean return >= 60 (s) | frames/s (incl. skipped) | comm fraction |", "|---|---|---|---|",
+             f"| ray-a3c (preset `vizdoom_basic`, A3C, CNN+LSTM) | {fmt(ours['time_s'], '.0f')} | {ours['fps']:,.0f} | "
+             f"{ours['comm']:.1%} |",
+             f"| Sample Factory (APPO, its doom_basic defaults) | {fmt(sf['time_s'], '.0f')} | {sf['fps']:,.0f} | - |",
+             "", f"- FPS ratio ray-a3c / SF: **{ours['fps'] / max(sf['fps'], 1e-9):.2f}** (goal >= 1.0).",
+             "- Time ratio ray-a3c / SF: " + (f"**{ours['time_s'] / sf['time_s']:.2f}** (goal <= 1.0)."
+                                              if ours["time_s"] and sf["time_s"] else
+                                              f"not available: ray-a3c best eval {ours['best']}, "
+                                              f"SF solved at {fmt(sf['time_s'], '.0f')} s.")]
+    report = "\n".join(lines)
+    print(report)
+    if not args.no_write:
+        update_section("vizdoom", report)
+
+
+if __name__ == "__main__":
+    main()

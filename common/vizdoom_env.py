@@ -1,0 +1,138 @@
+"""ViZDoom scenarios as a gymnasium env: headless, frame skip, 84x84 grayscale, a process that survives crashes."""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+
+from common.errors import A3CError
+
+SCENARIOS = ("basic", "defend_the_center", "defend_the_line", "health_gathering", "health_gathering_supreme",
+             "my_way_home", "deadly_corridor", "predict_position", "take_cover")
+PREFIX = "vizdoom:"
+
+
+def scenario_path(name: str) -> str:
+    """A scenario shipped in the vizdoom package by name, or a user's own .cfg path."""
+    import vizdoom
+
+    if name.endswith(".cfg"):
+        if not os.path.isfile(name):
+            raise A3CError(f"ViZDoom config '{name}' does not exist")
+        return os.path.abspath(name)
+    if name not in SCENARIOS:
+        raise A3CError(f"unknown ViZDoom scenario '{name}'; use one of {', '.join(SCENARIOS)} or a .cfg path")
+    return os.path.join(vizdoom.scenarios_path, f"{name}.cfg")
+
+
+class VizdoomEnv(gym.Env):
+    """One DoomGame. Actions press one of the scenario's buttons for `frame_skip` tics. Observations are
+    uint8 [1, 84, 84]: the grayscale screen less 10 rows top and bottom, resized (the Doom notebook also
+    cropped 30 columns a side; in `basic` the target can stand there). Rewards are raw
+    (scale them with env.reward_scale). At the scenario's timeout the episode is truncated, at death or goal
+    terminated. If the engine process dies it is started again and the episode ends as truncated;
+    `recreations` counts that."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
+
+    def __init__(self, scenario: str = "basic", frame_skip: int = 4, render_mode: Optional[str] = None,
+                 seed: Optional[int] = None):
+        self.config_path = scenario_path(scenario)
+        self.frame_skip, self.render_mode = frame_skip, render_mode
+        self.recreations = 0
+        self._seed = seed
+        self.game = self._start()
+        self._buttons = self.game.get_available_buttons_size()
+        self.action_space = gym.spaces.Discrete(self._buttons)
+        self.observation_space = gym.spaces.Box(0, 255, (1, 84, 84), np.uint8)
+        self._last = np.zeros((1, 84, 84), np.uint8)
+
+    def _start(self):
+        import vizdoom
+
+        game = vizdoom.DoomGame()
+        game.load_config(self.config_path)
+        game.set_window_visible(False)
+        game.set_screen_format(vizdoom.ScreenFormat.GRAY8)
+        game.set_screen_resolution(vizdoom.ScreenResolution.RES_160X120)
+        game.set_mode(vizdoom.Mode.PLAYER)
+        game.set_sound_enabled(False)
+        if self._seed is not None:
+            game.set_seed(int(self._seed) % 2**31)
+        game.init()
+        return game
+
+    def _frame(self) -> np.ndarray:
+        from PIL import Image
+
+        state = self.game.get_state()
+        if state is None:  # the episode is over: keep the last frame as the final observation
+            return self._last.copy()
+        screen = state.screen_buffer[10:-10]  # rows only: the sides can hold the target
+        self._last = np.asarray(Image.fromarray(screen).resize((84, 84), Image.BILINEAR), np.uint8)[None]
+        return self._last.copy()
+
+    def pid(self) -> Optional[int]:
+        """The engine's process id (a child of this process), for tests that kill it."""
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and b"vizdoom" in cmd:
+                return int(pid)
+        return None
+
+    def _recreate(self) -> None:
+        self.recreations += 1
+        try:
+            self.game.close()
+        except Exception:  # noqa: BLE001 - the old engine is already gone
+            pass
+        self.game = self._start()
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.game.set_seed(int(seed) % 2**31)
+        try:
+            self.game.new_episode()
+        except _crashes():
+            self._recreate()
+            self.game.new_episode()
+        return self._frame(), {"env_recreations": self.recreations}
+
+    def step(self, action: Any):
+        buttons = [0] * self._buttons
+        buttons[int(action)] = 1
+        try:
+            reward = self.game.make_action(buttons, self.frame_skip)
+            finished = self.game.is_episode_finished()
+        except _crashes():
+            self._recreate()  # the episode is lost; end it as truncated so the worker carries on
+            return self._last.copy(), 0.0, False, True, {"env_recreations": self.recreations}
+        obs = self._frame()
+        truncated = finished and self._timed_out()
+        return obs, float(reward), finished and not truncated, truncated, {"env_recreations": self.recreations}
+
+    def _timed_out(self) -> bool:
+        timeout = self.game.get_episode_timeout()
+        return timeout > 0 and self.game.get_episode_time() >= timeout - 1
+
+    def render(self) -> np.ndarray:
+        return np.repeat(self._last[0][:, :, None], 3, axis=2)
+
+    def close(self) -> None:
+        self.game.close()
+
+
+def _crashes() -> tuple:
+    import vizdoom
+
+    return (vizdoom.ViZDoomUnexpectedExitException, vizdoom.ViZDoomIsNotRunningException,
+            vizdoom.ViZDoomErrorException, vizdoom.MessageQueueException, vizdoom.SharedMemoryException)

@@ -1,0 +1,94 @@
+"""ViZDoom from pixels: frames, rewards, flags, check_env, engine crashes, GIFs."""
+import os
+import signal
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from actors.evaluator import Evaluator
+from actors.worker import RolloutWorker
+from common.config import Config, from_flat, validate
+from common.errors import A3CError
+from common.vizdoom_env import VizdoomEnv
+
+pytest.importorskip("vizdoom")
+
+
+def doom_config(scenario="basic", **extra):
+    base = {"env.id": f"vizdoom:{scenario}", "env.num_envs_per_worker": 1, "env.reward_scale": 0.01,
+            "model.encoder": "cnn", "model.shared_trunk": True, "model.lstm_size": 32,
+            "model.conv_channels": [8, 16], "model.cnn_fc_size": 32, "algo.rollout_steps": 8}
+    base.update(extra)
+    return validate(from_flat(base, Config()))
+
+
+def play(env, seed, policy=lambda env: env.action_space.sample(), limit=3000):
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    total, frames = 0.0, [obs]
+    for _ in range(limit):
+        obs, r, term, trunc, _ = env.step(policy(env))
+        total += r
+        frames.append(obs)
+        if term or trunc:
+            return total, term, trunc, frames
+    raise AssertionError("episode did not end")
+
+
+def test_frames_flags_at_timeout_and_at_death():
+    env = VizdoomEnv("basic")
+    total, term, trunc, frames = play(env, 1, policy=lambda env: 0)  # only strafing: never kills, times out
+    assert frames[0].shape == (1, 84, 84) and frames[0].dtype == np.uint8 and frames[0].std() > 0
+    assert trunc and not term and total < 0
+    env.close()
+    env = VizdoomEnv("health_gathering")  # standing still: the acid floor kills the player before the timeout
+    _, term, trunc, _ = play(env, 2, policy=lambda env: 0)
+    assert term and not trunc
+    env.close()
+
+
+def test_unknown_scenario_is_a_clear_error():
+    with pytest.raises(A3CError, match="unknown ViZDoom scenario 'nope'"):
+        VizdoomEnv("nope")
+
+
+def test_passes_gymnasium_check_env():
+    from gymnasium.utils.env_checker import check_env
+
+    env = VizdoomEnv("basic")
+    check_env(env, skip_render_check=True)
+    env.close()
+
+
+def test_rewards_are_scaled_for_learning_and_raw_for_reports():
+    worker = RolloutWorker(doom_config(**{"algo.rollout_steps": 90}), rank=0)
+    from actors.rollout import collect_rollout
+
+    ro = collect_rollout(worker.runner, worker.model, 90, 0.01)
+    assert ro.obs.dtype == np.uint8 and ro.obs.shape[2:] == (1, 84, 84)
+    assert ro.finished, "a basic episode lasts at most 75 agent steps"
+    raw = ro.finished[0][0]
+    assert abs(raw) >= 1 and np.abs(ro.rewards).max() <= 1.01  # -1 per step, +100 kill: scaled by 0.01
+
+
+def test_a_killed_engine_is_recreated_and_the_rollout_continues():
+    worker = RolloutWorker(doom_config(), rank=0)
+    worker.compute_gradient()
+    env = worker.runner.venv.envs[0].unwrapped
+    pid = env.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    packet = worker.compute_gradient()
+    assert np.isfinite(packet.gradient).all() and packet.env_steps > 0
+    assert packet.env_recreations == 1 and env.pid() not in (None, pid)
+    assert worker.compute_gradient().env_steps > 0
+
+
+def test_gif_has_the_episode_frame_count(tmp_path):
+    evaluator = Evaluator(doom_config())
+    path = str(tmp_path / "episode.gif")
+    count = evaluator.record_gif(path, seed=3)
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == count and gif.size == (84, 84)
+    assert 2 <= count <= 76  # reset frame + one per agent step; basic times out after 75 steps
