@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import fmt, machine, median, run_ours, today, update_section  # noqa: E402
+from bench.common import fmt, machine, median, run_ours, sb3_time_to_target, today, update_section  # noqa: E402
 
 EVAL_EPISODES, TARGET, EVAL_SEED = 20, 475.0, 100_000
 
@@ -27,45 +26,13 @@ def run_ours_cartpole(seed: int, budget: int, eval_interval_s: float) -> dict:
 def run_sb3(seed: int, budget: int, eval_every_steps: int) -> dict:
     import torch
     from stable_baselines3 import A2C
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    class SolveClock(BaseCallback):
-        """Evaluates every `eval_every_steps`, with the clock stopped while it does."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=EVAL_SEED)
-            self.excluded = 0.0
-            self.next_eval = eval_every_steps
-            self.solved_at = None
-
-        def _on_training_start(self) -> None:
-            self.t0 = time.perf_counter()
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps < self.next_eval:
-                return True
-            self.next_eval += eval_every_steps
-            t = time.perf_counter()
-            mean, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True)
-            if mean >= TARGET:
-                self.solved_at = (t - self.t0 - self.excluded, self.num_timesteps)
-                return False
-            self.excluded += time.perf_counter() - t
-            return True
 
     torch.manual_seed(seed)
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = A2C("MlpPolicy", env, ent_coef=0.0, seed=seed, verbose=0)  # rl-zoo: 8 envs, ent_coef 0
-    clock = SolveClock()
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=budget, callback=clock)
-    wall = time.perf_counter() - t0 - clock.excluded
-    solved = clock.solved_at is not None
-    return {"solved": solved, "time_s": clock.solved_at[0] if solved else None,
-            "env_steps": clock.solved_at[1] if solved else None, "fps": model.num_timesteps / max(wall, 1e-9)}
+    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=EVAL_SEED)
+    return sb3_time_to_target(model, eval_env, budget, eval_every_steps, EVAL_EPISODES, TARGET)
 
 
 def main() -> None:

@@ -65,3 +65,41 @@ def run_ours(preset: str, seed: int, budget: int, target: float, overrides: list
 
 def fmt(value, spec: str) -> str:
     return "not solved" if value is None else format(value, spec)
+
+
+def sb3_time_to_target(model, eval_env, budget: int, eval_every: int, episodes: int, target: float,
+                       before_eval=None) -> dict:
+    """Train an SB3 model, evaluating `episodes` deterministic episodes every `eval_every` env steps with the
+    clock stopped; returns the training time and env steps at the first evaluation with mean >= target."""
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    class SolveClock(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.excluded, self.next_eval, self.solved_at = 0.0, eval_every, None
+
+        def _on_training_start(self) -> None:
+            self.t0 = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps < self.next_eval:
+                return True
+            self.next_eval += eval_every
+            t = time.perf_counter()
+            if before_eval is not None:
+                before_eval()
+            mean, _ = evaluate_policy(self.model, eval_env, n_eval_episodes=episodes, deterministic=True)
+            if mean >= target:
+                self.solved_at = (t - self.t0 - self.excluded, self.num_timesteps)
+                return False
+            self.excluded += time.perf_counter() - t
+            return True
+
+    clock = SolveClock()
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=budget, callback=clock)
+    wall = time.perf_counter() - t0 - clock.excluded
+    solved = clock.solved_at is not None
+    return {"solved": solved, "time_s": clock.solved_at[0] if solved else None,
+            "env_steps": clock.solved_at[1] if solved else None, "fps": model.num_timesteps / max(wall, 1e-9)}

@@ -11,46 +11,25 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import fmt, machine, median, run_ours, today, update_section  # noqa: E402
+from bench.common import fmt, machine, median, run_ours, sb3_time_to_target, today, update_section  # noqa: E402
 
 TARGET, EVAL_EPISODES, EVAL_EVERY = -250.0, 10, 10_000
 
 
 def run_sb3(seed: int, budget: int) -> dict:
     from stable_baselines3 import A2C
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecNormalize
 
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=8, seed=seed), gamma=0.9)
     eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=10_000 + seed), training=False,
                             norm_reward=False)
 
-    class SolveClock(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.excluded, self.next_eval, self.solved_at = 0.0, EVAL_EVERY, None
-
-        def _on_training_start(self) -> None:
-            self.t0 = time.perf_counter()
-
-        def _on_step(self) -> bool:
-            if self.num_timesteps < self.next_eval:
-                return True
-            self.next_eval += EVAL_EVERY
-            t = time.perf_counter()
-            eval_env.obs_rms = env.obs_rms.copy()
-            mean, _ = evaluate_policy(self.model, eval_env, n_eval_episodes=EVAL_EPISODES, deterministic=True)
-            if mean >= TARGET:
-                self.solved_at = (t - self.t0 - self.excluded, self.num_timesteps)
-                return False
-            self.excluded += time.perf_counter() - t
-            return True
+    def sync_stats() -> None:
+        eval_env.obs_rms = env.obs_rms.copy()
 
     def linear(start: float):
         return lambda progress: progress * start
@@ -58,13 +37,7 @@ def run_sb3(seed: int, budget: int) -> dict:
     model = A2C("MlpPolicy", env, ent_coef=0.0, max_grad_norm=0.5, n_steps=8, gae_lambda=0.9, vf_coef=0.4,
                 gamma=0.9, use_rms_prop=True, normalize_advantage=False, learning_rate=linear(7e-4),
                 use_sde=True, policy_kwargs=dict(log_std_init=-2, ortho_init=False), seed=seed, verbose=0)
-    clock = SolveClock()
-    t0 = time.perf_counter()
-    model.learn(total_timesteps=budget, callback=clock)
-    wall = time.perf_counter() - t0 - clock.excluded
-    solved = clock.solved_at is not None
-    return {"solved": solved, "time_s": clock.solved_at[0] if solved else None,
-            "env_steps": clock.solved_at[1] if solved else None, "fps": model.num_timesteps / max(wall, 1e-9)}
+    return sb3_time_to_target(model, eval_env, budget, EVAL_EVERY, EVAL_EPISODES, TARGET, before_eval=sync_stats)
 
 
 def main() -> None:

@@ -146,3 +146,19 @@ def test_offline_smoke_from_a_recorded_random_dataset(ray_session, tmp_path, cap
     summary = last_json(capsys.readouterr().out)
     assert summary["reason"] == "env_steps" and summary["env_steps"] >= 5000
     assert summary["episodes"] >= 20, "the workers replayed whole recorded episodes"
+
+
+def test_vizdoom_basic_preset_smoke_with_gifs(ray_session, tmp_path, capsys):
+    pytest.importorskip("vizdoom")
+    run_dir = str(tmp_path / "run")
+    assert main(["train", "vizdoom_basic", "--total-env-steps", "1500", "--run-dir", run_dir, "--set",
+                 "env.num_envs_per_worker=2", "run.eval_interval_s=0.5", "run.eval_episodes=1", "run.gif_every=1",
+                 "run.stop_return=null"]) == 0
+    summary = last_json(capsys.readouterr().out)
+    assert summary["reason"] == "env_steps" and summary["version"] > 0 and summary["env_recreations"] == 0
+    from PIL import Image
+
+    gifs = glob.glob(os.path.join(run_dir, "gifs", "*.gif"))
+    assert gifs, "the evaluator writes a GIF every evaluation with gif_every=1"
+    with Image.open(gifs[0]) as gif:
+        assert gif.format == "GIF" and gif.n_frames >= 2

@@ -50,3 +50,19 @@ def test_offline_training_from_a_recorded_cartpole_dataset(ray_session, tmp_path
           f"random {result['random_mean_return']:.1f}")
     assert result["mean_return"] >= 0.8 * recorded
     assert result["mean_return"] >= result["random_mean_return"] + 100
+
+
+def test_vizdoom_basic_reaches_50(ray_session, tmp_path, capsys):
+    pytest.importorskip("vizdoom")
+    summary, evaluation = train_then_evaluate(
+        ray_session, capsys, str(tmp_path / "run"),
+        ["vizdoom_basic", "--seed", "0", "--total-env-steps", "600000", "--stop-return", "50"], episodes=20)
+    assert summary["reason"] == "solved", summary
+    assert evaluation["mean_return"] >= 50, evaluation
+
+
+def test_cartpole_lstm_solves(ray_session, tmp_path, capsys):
+    summary, evaluation = train_then_evaluate(
+        ray_session, capsys, str(tmp_path / "run"), ["cartpole_lstm", "--seed", "0", "--total-env-steps", "1000000"])
+    assert summary["reason"] == "solved", summary
+    assert evaluation["mean_return"] >= 475, evaluation
