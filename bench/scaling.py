@@ -70,10 +70,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from cluster.runtime import start_ray
+    from cluster.runtime import required_cpus, start_ray
     from common.config import Config
 
-    start_ray(Config())
+    # Logical CPUs for the largest row; otherwise its extra workers wait forever for resources.
+    sizing = Config()
+    sizing.run.num_workers = max(args.workers)
+    sizing.cluster.num_cpus = int(required_cpus(sizing)) + 1
+    start_ray(sizing)
     rows = [(n, throughput(n, args.seconds)) for n in args.workers]
     ceiling = {k: ps_ceiling(k, 10.0) for k in (1, 2)}
     report = render(rows, ceiling, args)

@@ -56,7 +56,8 @@ def test_vizdoom_basic_reaches_50(ray_session, tmp_path, capsys):
     pytest.importorskip("vizdoom")
     summary, evaluation = train_then_evaluate(
         ray_session, capsys, str(tmp_path / "run"),
-        ["vizdoom_basic", "--seed", "0", "--total-env-steps", "800000", "--stop-return", "70"], episodes=20)
+        ["vizdoom_basic", "--seed", "0", "--total-env-steps", "800000", "--stop-return", "70",
+         "--set", "run.eval_episodes=20"], episodes=20)
     assert summary["reason"] == "solved", summary
     assert evaluation["mean_return"] >= 50, evaluation
 
