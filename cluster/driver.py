@@ -88,7 +88,7 @@ class Trainer:
         return self.fleet.ps
 
     def _loop(self) -> None:
-        run, sync = self.config.run, self.config.algo.mode == "sync"
+        sync = self.config.algo.mode == "sync"
         self.t0 = time.perf_counter()
         if not sync:
             self.fleet.start_loops()

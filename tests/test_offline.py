@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from actors.rollout import VectorEnvRunner, collect_rollout
-from common.config import EnvConfig
 from common.dataset import load_dataset, save_dataset
 from common.envs import describe_spaces, make_vector_env
 from common.errors import A3CError

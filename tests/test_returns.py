@@ -82,7 +82,6 @@ def test_nstep_matches_reference_and_gae_lambda_one(seed):
 
 def test_truncation_bootstraps_and_termination_does_not():
     rewards = np.ones((1, 2), np.float32)
-    values = np.zeros((1, 2), np.float32)
     next_values = np.full((1, 2), 10.0, np.float32)
     terminated = np.array([[True, False]])
     truncated = np.array([[False, True]])
