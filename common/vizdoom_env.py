@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -59,6 +60,10 @@ class VizdoomEnv(gym.Env):
         game.set_screen_resolution(vizdoom.ScreenResolution.RES_160X120)
         game.set_mode(vizdoom.Mode.PLAYER)
         game.set_sound_enabled(False)
+        # The engine saves its settings on exit; by default into the working directory (a user's checkout).
+        ini_dir = os.path.join(tempfile.gettempdir(), f"ray-a3c-vizdoom-{os.getuid()}")
+        os.makedirs(ini_dir, exist_ok=True)
+        game.set_doom_config_path(os.path.join(ini_dir, "_vizdoom.ini"))
         if self._seed is not None:
             game.set_seed(int(self._seed) % 2**31)
         game.init()
