@@ -1,4 +1,4 @@
-"""Evaluator: deterministic (or random) episodes with given weights, several envs batched."""
+"""Evaluator: greedy, sampled or random-policy episodes with given weights, several envs batched."""
 from __future__ import annotations
 
 import os
@@ -34,9 +34,10 @@ class Evaluator:
         return self._envs[:n]
 
     @torch.no_grad()
-    def run_episodes(self, episodes: int, seed: int, random_policy: bool = False,
-                     deterministic: bool = True) -> dict:
-        """Episode i is seeded with seed + i. Returns raw-reward statistics and the per-episode lists."""
+    def run_episodes(self, episodes: int, seed: int, random_policy: bool = False) -> dict:
+        """Episode i is seeded with seed + i; sampled actions draw from torch's generator seeded with `seed`.
+        Returns raw-reward statistics and the per-episode lists."""
+        torch.manual_seed(seed)
         envs = self._env_pool(min(episodes, self.max_parallel))
         rng = np.random.default_rng(seed)
         returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
@@ -50,7 +51,7 @@ class Evaluator:
                 env.action_space.seed(int(rng.integers(2**31)) + i)
         while any(e is not None for e in slot_episode):
             active = [i for i, e in enumerate(slot_episode) if e is not None]
-            actions, state = self._act(obs, envs, state, starts, random_policy, deterministic)
+            actions, state = self._act(obs, envs, state, starts, random_policy)
             starts[:] = False
             for i in active:
                 ob, reward, term, trunc, _ = envs[i].step(actions[i])
@@ -66,29 +67,31 @@ class Evaluator:
                     next_episode += 1
         return summarize(returns, lengths)
 
-    def _act(self, obs: list, envs: list, state, starts: np.ndarray, random_policy: bool,
-             deterministic: bool) -> tuple:
+    def _act(self, obs: list, envs: list, state, starts: np.ndarray, random_policy: bool) -> tuple:
         """Actions for every slot (finished slots too: batching them is cheaper than gathering)."""
         if random_policy:
             return [env.action_space.sample() for env in envs], state
         dist, _, state = self.model.unroll(torch.as_tensor(np.stack(obs))[None], state,
                                            torch.as_tensor(starts)[None])
-        actions = dist.mode() if deterministic else dist.sample()
-        return list(self.model.env_actions(actions)), state
+        return list(self.model.env_actions(self._choose(dist))), state
+
+    def _choose(self, dist) -> torch.Tensor:
+        return dist.sample() if self.config.run.eval_policy == "sample" else dist.mode()
 
     @torch.no_grad()
     def record_gif(self, path: str, seed: int, fps: int = 30) -> int:
-        """Play one deterministic episode and write its frames as an animated GIF; returns the frame count."""
+        """Play one episode (actions chosen as `run.eval_policy` says) and write its frames as an animated GIF; returns the frame count."""
         from PIL import Image
 
         env = make_policy_env(self.config.env, render_mode="rgb_array")
+        torch.manual_seed(seed)
         try:
             ob, _ = env.reset(seed=seed)
             frames, state, start, done = [env.render()], self.model.initial_state(1), True, False
             while not done:
                 dist, _, state = self.model.unroll(torch.as_tensor(encode_obs(ob, self.spaces))[None, None], state,
                                                    torch.tensor([[start]]))
-                ob, _, term, trunc, _ = env.step(self.model.env_actions(dist.mode())[0])
+                ob, _, term, trunc, _ = env.step(self.model.env_actions(self._choose(dist))[0])
                 frames.append(env.render())
                 start, done = False, term or trunc
         finally:
@@ -100,7 +103,7 @@ class Evaluator:
 
     def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:
         """Pull the PS's current weights and evaluate them; the result carries the version and weights.
-        With `gif_path`, one more deterministic episode is recorded there as a GIF."""
+        With `gif_path`, one more episode is recorded there as a GIF."""
         version, weights, env_steps = ps.get_weights()
         self.set_weights(weights)
         result = self.run_episodes(episodes, seed)

@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--vs-random", action="store_true", help="evaluate the checkpoint and a random policy")
     e.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     e.add_argument("--env", help="evaluate in this live env instead of the run's env.id (offline-trained runs)")
-    e.add_argument("--gif", help="also record one deterministic episode to this .gif")
+    e.add_argument("--gif", help="also record one episode to this .gif")
+    e.add_argument("--policy", choices=("greedy", "sample"), help="how actions are chosen (default: the run's "
+                                                                  "run.eval_policy)")
     r = sub.add_parser("record", help="record episodes from a live env into a dataset .npz")
     r.add_argument("--env", required=True, help="gymnasium id or package.module:ClassName")
     r.add_argument("--policy", default="random", help="random | RUN_DIR (its best checkpoint, else latest)")
@@ -132,9 +134,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cluster.driver import Trainer  # Ray is imported only once the input is known to be good
 
     summary = Trainer(cfg, spaces, run_dir, resume_state=resume_state).train()
-    result = {k: getattr(summary, k) for k in ("reason", "env_steps", "version", "episodes", "train_s",
-                                                "ray_start_s", "spawn_s", "last_eval", "best_eval", "solved_at_s",
-                                                "solved_at_env_steps", "restarts", "lost_updates", "env_recreations")}
+    keys = ("reason", "env_steps", "version", "episodes", "train_s", "ray_start_s", "spawn_s", "last_eval",
+            "best_eval", "solved_at_s", "solved_at_wall_s", "solved_at_env_steps", "restarts", "lost_updates",
+            "env_recreations")
+    result = {k: getattr(summary, k) for k in keys}
     print(json.dumps(result))
     return 130 if summary.reason == "interrupted" else 0
 
@@ -150,6 +153,8 @@ def _run_config(run_dir: str) -> Config:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _run_config(args.run_dir)
+    if args.policy:
+        cfg.run.eval_policy = args.policy
     if args.env:
         cfg.env.id = args.env
         probe_spaces(cfg.env)  # the live env must exist and match the model's spaces
@@ -169,7 +174,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             evaluator.load_state_dict(state["model"])
         except (RuntimeError, KeyError) as exc:
             raise A3CError(f"checkpoint '{path}' does not match the run's model: {str(exc).splitlines()[0]}") from None
-        label = f"{path} (version {state.get('counters', {}).get('version', '?')})"
+        label = f"{path} (version {state.get('counters', {}).get('version', '?')}, {cfg.run.eval_policy} actions)"
         result = _report(evaluator, args, cfg, label, random_policy=False)
         if args.gif:
             if not args.gif.lower().endswith(".gif"):

@@ -38,6 +38,7 @@ class RunSummary:
     best_eval: Optional[float] = None
     solved_at_s: Optional[float] = None  # training time when the solving weights were taken, evals excluded
     solved_at_env_steps: Optional[int] = None
+    solved_at_wall_s: Optional[float] = None  # the same moment, evaluations included (they run beside training)
     rejected_stale: int = 0
     rejected_nonfinite: int = 0
     restarts: dict = field(default_factory=dict)  # role -> count
@@ -194,6 +195,7 @@ class Trainer:
         stop = self.config.run.stop_return
         if stop is not None and mean >= stop and s.solved_at_s is None:
             s.solved_at_s, s.solved_at_env_steps = taken_at, result["env_steps"]
+            s.solved_at_wall_s = self._eval_started - self.t0
             self._say(f"solved: eval mean {mean:.1f} >= {stop} at {result['env_steps']:,} env steps")
 
     def _log(self, now: float) -> None:

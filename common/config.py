@@ -85,7 +85,9 @@ class RunConfig:
     time_limit_s: Optional[float] = _f(None, "stop after this many seconds of training; null = none")
     stop_return: Optional[float] = _f(None, "stop when the evaluator's mean return reaches this; null = none")
     eval_interval_s: float = _f(5.0, "seconds between evaluator runs")
-    eval_episodes: int = _f(10, "deterministic episodes per evaluation")
+    eval_episodes: int = _f(10, "episodes per evaluation")
+    eval_policy: str = _f("greedy", "evaluation actions: greedy (the most likely action) | sample (drawn from the "
+                                    "policy, as in training; breaks the loops a greedy pixel policy can fall into)")
     gif_every: int = _f(0, "write RUN_DIR/gifs/<env steps>.gif of one episode every N evaluations; 0 = never")
     checkpoint_interval_s: float = _f(60.0, "seconds between checkpoints")
     keep_checkpoints: int = _f(3, "keep the last K ckpt-<version>.pt files")
@@ -270,6 +272,7 @@ def validate(cfg: Config) -> Config:
         (r.time_limit_s is None or r.time_limit_s > 0, "run.time_limit_s must be > 0 or null"),
         (r.eval_interval_s > 0, "run.eval_interval_s must be > 0"),
         (r.eval_episodes >= 1, "run.eval_episodes must be >= 1"),
+        (r.eval_policy in ("greedy", "sample"), "run.eval_policy must be greedy or sample"),
         (r.gif_every >= 0, "run.gif_every must be >= 0"),
         (r.checkpoint_interval_s > 0, "run.checkpoint_interval_s must be > 0"),
         (r.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),

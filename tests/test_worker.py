@@ -1,5 +1,6 @@
 """RolloutWorker + ParameterServer in one process (no Ray): packets, and a seeded learning run."""
 import numpy as np
+import torch
 
 from actors.evaluator import Evaluator
 from actors.worker import LocalClient, RolloutWorker
@@ -46,3 +47,16 @@ def test_cartpole_learns_in_process_within_a_step_budget():
         best = max(best, evaluator.evaluate_latest(ps, 10, seed=7)["mean_return"])
     assert random_mean < 40
     assert best >= 300, f"eval mean {best} after {ps.counters['env_steps']} env steps"
+
+
+def test_sampled_evaluation_is_seeded_and_differs_from_greedy():
+    greedy = Evaluator(small_config())
+    sampled = Evaluator(small_config(**{"run.eval_policy": "sample"}))
+    sampled.model.load_state_dict(greedy.model.state_dict())
+    with torch.no_grad():  # a sure policy: greedy always pushes right and fails fast; sampling hesitates
+        greedy.model.policy_head.bias.copy_(torch.tensor([-1.0, 1.0]))
+        sampled.model.policy_head.bias.copy_(torch.tensor([-1.0, 1.0]))
+    first, again = sampled.run_episodes(6, seed=5)["returns"], sampled.run_episodes(6, seed=5)["returns"]
+    assert first == again
+    assert first != sampled.run_episodes(6, seed=6)["returns"]
+    assert greedy.run_episodes(6, seed=5)["returns"] != first
