@@ -77,6 +77,7 @@ class RolloutWorker:
         self.total_env_steps = 0
         self._critic_batch: Optional[_CriticBatch] = None
         self._said_no_correction = False
+        self._sync_done_at: Optional[float] = None  # when the last synchronous gradient was handed back
 
     def set_weights(self, flat: np.ndarray, version: int) -> None:
         set_flat_weights(self.model, flat)
@@ -143,13 +144,23 @@ class RolloutWorker:
                               worker_rank=self.rank, critic_only=True, losses={"value_refit": float(loss.detach())})
 
     # -- synchronous mode: the driver hands everyone the same weights -------------------------------------
-    def gradient_at(self, version: int, weights: np.ndarray) -> GradientPacket:
-        self.set_weights(weights, version)
-        return self.compute_gradient()
+    def gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:
+        """`fetch_s`: seconds the caller spent fetching `weights` (counted as communication)."""
+        return self._timed_sync(self.compute_gradient, version, weights, fetch_s)
 
-    def critic_gradient_at(self, version: int, weights: np.ndarray) -> GradientPacket:
+    def critic_gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:
+        return self._timed_sync(self.compute_critic_gradient, version, weights, fetch_s)
+
+    def _timed_sync(self, compute, version: int, weights: np.ndarray, fetch_s: float) -> GradientPacket:
+        """Communication in sync mode = fetching the weights + the time since the previous gradient left
+        (the packet's trip to the PS, the wait for the slowest worker, the PS's step, the next call)."""
+        t0 = time.perf_counter()
+        waited = t0 - fetch_s - self._sync_done_at if self._sync_done_at is not None else 0.0
         self.set_weights(weights, version)
-        return self.compute_critic_gradient()
+        packet = compute()
+        self._sync_done_at = time.perf_counter()
+        packet.compute_s, packet.comm_s = self._sync_done_at - t0, max(waited, 0.0) + fetch_s
+        return packet
 
     # -- asynchronous mode: the worker loops on its own ---------------------------------------------------
     def run(self, ps: ParameterServerClient, max_updates: Optional[int] = None) -> dict:

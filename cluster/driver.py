@@ -97,6 +97,7 @@ class Trainer:
         self._log_state = (self.t0, self._counters())
         self._eval_ref, self._eval_started, self._last_eval_start = None, 0.0, -1e9
         self._evals_started = 0
+        self._queued_round: Optional[ray.ObjectRef] = None
         while True:
             try:
                 reason = self._tick(sync)
@@ -104,6 +105,7 @@ class Trainer:
                 if self.fleet.ps_alive():
                     raise
                 self.fleet.recover_ps(self._last_counters)
+                self._queued_round = None
                 self._log_state = (time.perf_counter(), self._counters())
                 continue
             if reason:
@@ -118,16 +120,12 @@ class Trainer:
     def _tick(self, sync: bool) -> str:
         run = self.config.run
         if sync:
-            try:
-                ray.get(self._sync_round())
-            except RayError:
-                self.fleet.repair_after_sync_failure(self._last_counters)
+            counters = self._sync_step()
         else:
             time.sleep(POLL_S)
-        now = time.perf_counter()
-        counters = self._counters()
-        if not sync:
+            counters = self._counters()
             self.fleet.check_loops(counters["last_seen"])
+        now = time.perf_counter()
         self._poll_eval(now)
         if now - self._last_log >= run.log_interval_s:
             self._log(now)
@@ -136,6 +134,21 @@ class Trainer:
             self._save_checkpoint()
             self._last_ckpt = now
         return self._stop_reason(now, counters)
+
+    def _sync_step(self) -> dict:
+        """Waits for one synchronous round while the next is already queued behind it (the PS runs calls in
+        order), so workers start the next round as soon as the PS has stepped, not after this loop's
+        bookkeeping. Returns the PS's counters after the finished round."""
+        current = self._queued_round or self._sync_round()
+        self._queued_round = self._sync_round()
+        try:
+            result = ray.get(current)
+        except RayError:
+            self._queued_round = None  # it depends on the failed round's actors; a fresh one follows
+            self.fleet.repair_after_sync_failure(self._last_counters)
+            return self._counters()
+        self._last_counters = result.counters
+        return result.counters
 
     def _sync_round(self) -> ray.ObjectRef:
         """A2C: every worker computes a gradient from the same published weights; the PS averages them.

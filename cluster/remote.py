@@ -1,6 +1,7 @@
 """Ray remote versions of the plain classes, and the client that lets a worker call a remote PS."""
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -72,11 +73,15 @@ class _RayWorker(RolloutWorker):
     def sync_gradient(self, published: tuple) -> GradientPacket:
         """Sync mode: `published` is the PS's (version, weights, env_steps), shared by every worker."""
         version, weights, _ = published
-        return self.gradient_at(version, _resolve(weights))
+        t0 = time.perf_counter()
+        weights = _resolve(weights)
+        return self.gradient_at(version, weights, fetch_s=time.perf_counter() - t0)
 
     def sync_critic_gradient(self, published: tuple) -> GradientPacket:
         version, weights, _ = published
-        return self.critic_gradient_at(version, _resolve(weights))
+        t0 = time.perf_counter()
+        weights = _resolve(weights)
+        return self.critic_gradient_at(version, weights, fetch_s=time.perf_counter() - t0)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

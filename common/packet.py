@@ -30,3 +30,4 @@ class ApplyResult:
     reason: str = ""  # "stale" | "nonfinite" when rejected
     stop: bool = False  # the driver asked workers to finish
     weights: Optional[Any] = None  # the current version's weights (an ndarray, or an ObjectRef under Ray)
+    counters: Optional[dict] = None  # sync mode: the PS's counters after the step (saves the driver a call)

@@ -113,7 +113,7 @@ class ParameterServer:
             mean = np.mean([p.gradient for p in kept], axis=0).astype(np.float32)
             self._step(mean, all(p.critic_only for p in kept))
         return ApplyResult(accepted=bool(kept), version=self.version, reason="" if kept else "all rejected",
-                           stop=self.stop_requested, weights=self._current_weights())
+                           stop=self.stop_requested, weights=self._current_weights(), counters=self.get_counters())
 
     def _rejection(self, packet: GradientPacket) -> str:
         if not np.all(np.isfinite(packet.gradient)):

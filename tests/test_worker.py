@@ -1,4 +1,6 @@
 """RolloutWorker + ParameterServer in one process (no Ray): packets, and a seeded learning run."""
+import time
+
 import numpy as np
 import torch
 
@@ -60,3 +62,15 @@ def test_sampled_evaluation_is_seeded_and_differs_from_greedy():
     assert first == again
     assert first != sampled.run_episodes(6, seed=6)["returns"]
     assert greedy.run_episodes(6, seed=5)["returns"] != first
+
+
+def test_sync_gradients_count_the_wait_between_rounds_as_communication():
+    cfg = small_config()
+    ps = ParameterServer(cfg, probe_spaces(cfg.env))
+    worker = RolloutWorker(cfg, rank=0)
+    version, weights, _ = ps.get_weights()
+    first = worker.gradient_at(version, weights, fetch_s=0.01)
+    assert first.comm_s == 0.01 and first.compute_s > 0  # no earlier round to wait on
+    time.sleep(0.2)  # the other workers and the PS's step
+    second = worker.gradient_at(version, weights, fetch_s=0.05)
+    assert 0.2 <= second.comm_s < 0.2 + 0.05 + 0.1 and second.compute_s > 0
