@@ -98,7 +98,10 @@ class Evaluator:
             env.close()
         images = [Image.fromarray(_distinct(np.asarray(f, np.uint8).squeeze(), i)) for i, f in enumerate(frames)]
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+        partial = f"{path}.partial"  # a run that stops mid-write must not leave a truncated .gif behind
+        images[0].save(partial, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps),
+                       loop=0)
+        os.replace(partial, path)
         return len(images)
 
     def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:

@@ -22,6 +22,7 @@ from common.models import build_model
 
 POLL_S = 0.1
 EVAL_SEED_OFFSET = 100_000
+FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
 
 
 @dataclass
@@ -112,6 +113,17 @@ class Trainer:
                 self.summary.reason = reason
                 return
 
+    def _finish_eval(self) -> None:
+        """Let the evaluation in flight end (its result may be the best, its GIF half written)."""
+        if getattr(self, "_eval_ref", None) is None or self.summary.reason == "interrupted":
+            return
+        ready, _ = ray.wait([self._eval_ref], timeout=FINAL_EVAL_WAIT_S)
+        try:
+            if ready:
+                self._poll_eval(time.perf_counter(), start_next=False)
+        except RayError:
+            pass  # the evaluator or the PS failed at the very end: the run's checkpoint still follows
+
     def _counters(self) -> dict:
         counters = ray.get(self.ps.get_counters.remote())
         self._last_counters = counters
@@ -172,7 +184,7 @@ class Trainer:
             return "time_limit"
         return ""
 
-    def _poll_eval(self, now: float) -> None:
+    def _poll_eval(self, now: float, start_next: bool = True) -> None:
         run = self.config.run
         if self._eval_ref is not None:
             ready, _ = ray.wait([self._eval_ref], timeout=0)
@@ -186,7 +198,7 @@ class Trainer:
                     raise RayActorError() from exc  # the PS died under the evaluator: recover it first
                 self._say(f"evaluator failed ({type(exc).__name__}); restarting it")
                 self.fleet.ensure_evaluator()
-        if now - self._last_eval_start >= run.eval_interval_s:
+        if start_next and now - self._last_eval_start >= run.eval_interval_s:
             self._eval_started = self._last_eval_start = now
             self._evals_started += 1
             gif = (os.path.join(os.path.abspath(self.run_dir), "gifs", "{env_steps}.gif")
@@ -266,6 +278,7 @@ class Trainer:
                 refs = list(self.fleet.loops.values())
                 if refs:
                     ray.wait(refs, num_returns=len(refs), timeout=30)
+                self._finish_eval()
                 if hasattr(self, "_log_state"):
                     self._log(time.perf_counter())  # a last tick, so even short runs log every tag
                 path = self._save_checkpoint()
