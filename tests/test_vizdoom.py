@@ -92,3 +92,12 @@ def test_gif_has_the_episode_frame_count(tmp_path):
     with Image.open(path) as gif:
         assert gif.format == "GIF" and gif.n_frames == count and gif.size == (84, 84)
     assert 2 <= count <= 76  # reset frame + one per agent step; basic times out after 75 steps
+    assert os.listdir(tmp_path) == ["episode.gif"]  # written under another name, then moved into place
+
+
+def test_an_interrupted_gif_write_leaves_no_gif(tmp_path, monkeypatch):
+    evaluator = Evaluator(doom_config())
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        evaluator.record_gif(str(tmp_path / "episode.gif"), seed=3)
+    assert not (tmp_path / "episode.gif").exists()
