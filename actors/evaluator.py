@@ -80,7 +80,8 @@ class Evaluator:
 
     @torch.no_grad()
     def record_gif(self, path: str, seed: int, fps: int = 30) -> int:
-        """Play one episode (actions chosen as `run.eval_policy` says) and write its frames as an animated GIF; returns the frame count."""
+        """Play one episode (actions as `run.eval_policy` says) and write its frames as an animated GIF.
+        Returns the frame count."""
         from PIL import Image
 
         env = make_policy_env(self.config.env, render_mode="rgb_array")

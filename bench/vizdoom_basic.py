@@ -52,9 +52,9 @@ def run_sample_factory(seconds: float, workers: int, envs_per_worker: int) -> di
         for line in proc.stdout:
             if (m := re.search(r"Fps is \(10 sec: ([\d.na]+)", line)) and m.group(1) != "nan":
                 fps.append(float(m.group(1)))
-            if (m := re.search(r"Avg episode reward: \[\(0, '(-?[\d.]+)'\)\]", line)):
-                if float(m.group(1)) * 100 >= TARGET and solved_at is None:
-                    solved_at = time.perf_counter() - t0
+            m = re.search(r"Avg episode reward: \[\(0, '(-?[\d.]+)'\)\]", line)
+            if m and float(m.group(1)) * 100 >= TARGET and solved_at is None:
+                solved_at = time.perf_counter() - t0
         proc.wait()
         for timer in timers:
             timer.cancel()

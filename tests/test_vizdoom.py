@@ -97,7 +97,10 @@ def test_gif_has_the_episode_frame_count(tmp_path):
 
 def test_an_interrupted_gif_write_leaves_no_gif(tmp_path, monkeypatch):
     evaluator = Evaluator(doom_config())
-    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def stopped_before_the_move(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", stopped_before_the_move)
     with pytest.raises(KeyboardInterrupt):
         evaluator.record_gif(str(tmp_path / "episode.gif"), seed=3)
     assert not (tmp_path / "episode.gif").exists()
