@@ -7,10 +7,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from common.config import Config
-from common.envs import encode_obs, make_policy_env, probe_spaces
-from common.flat import set_flat_weights
-from common.models import build_model
+from ray_a3c.common.config import Config
+from ray_a3c.common.envs import encode_obs, make_policy_env, probe_spaces
+from ray_a3c.common.flat import set_flat_weights
+from ray_a3c.common.models import build_model
 
 
 class Evaluator:

@@ -7,9 +7,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from common.envs import encode_obs, make_policy_env, probe_spaces
-from common.config import EnvConfig
-from common.models import ActorCritic
+from ray_a3c.common.envs import encode_obs, make_policy_env, probe_spaces
+from ray_a3c.common.config import EnvConfig
+from ray_a3c.common.models import ActorCritic
 
 
 class BehaviourPolicy:

@@ -14,8 +14,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from common.envs import EnvSpaces, encode_batch
-from common.models import ActorCritic
+from ray_a3c.common.envs import EnvSpaces, encode_batch
+from ray_a3c.common.models import ActorCritic
 
 
 @dataclass

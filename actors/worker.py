@@ -8,14 +8,14 @@ from typing import Optional, Protocol
 import numpy as np
 import torch
 
-from actors.rollout import VectorEnvRunner, collect_rollout
-from common.config import Config
-from common.envs import describe_spaces, make_vector_env
-from common.flat import get_flat_grads, set_flat_weights
-from common.losses import a3c_loss, critic_loss, mean_weights
-from common.models import build_model
-from common.packet import ApplyResult, GradientPacket
-from common.returns import gae, importance_weights, vtrace
+from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
+from ray_a3c.common.config import Config
+from ray_a3c.common.envs import describe_spaces, make_vector_env
+from ray_a3c.common.flat import get_flat_grads, set_flat_weights
+from ray_a3c.common.losses import a3c_loss, critic_loss, mean_weights
+from ray_a3c.common.models import build_model
+from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.returns import gae, importance_weights, vtrace
 
 
 class PendingApply(Protocol):

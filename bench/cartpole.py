@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
 
-    from cluster.runtime import start_ray
-    from common.config import Config
+    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.common.config import Config
 
     # SB3 first, before Ray's daemons exist, so they cannot slow it down.
     sb3 = [run_sb3(seed, args.budget, args.sb3_eval_every) for seed in range(args.seeds)]

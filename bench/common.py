@@ -50,10 +50,10 @@ def run_ours(preset: str, seed: int, budget: int, target: float, overrides: list
              flags: Optional[dict] = None) -> dict:
     """One ray-a3c training run on an already-started Ray; time and env steps at the solving evaluation
     (evaluation time excluded), or None where the budget ran out first."""
-    from cluster.cli import resolve_config
-    from cluster.driver import Trainer
-    from common.config import load_yaml
-    from common.envs import probe_spaces
+    from ray_a3c.cluster.cli import resolve_config
+    from ray_a3c.cluster.driver import Trainer
+    from ray_a3c.common.config import load_yaml
+    from ray_a3c.common.envs import probe_spaces
 
     cfg = resolve_config(load_yaml(preset), overrides,
                          {"seed": seed, "total_env_steps": budget, "stop_return": target, **(flags or {})})

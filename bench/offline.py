@@ -19,10 +19,10 @@ from bench.common import machine, today, update_section  # noqa: E402
 
 
 def train(steps: int, dataset: str | None) -> dict:
-    from cluster.cli import resolve_config
-    from cluster.driver import Trainer
-    from common.config import load_yaml
-    from common.envs import probe_spaces
+    from ray_a3c.cluster.cli import resolve_config
+    from ray_a3c.cluster.driver import Trainer
+    from ray_a3c.common.config import load_yaml
+    from ray_a3c.common.envs import probe_spaces
 
     overrides = [f"env.dataset={dataset}" if dataset else "env.dataset=null", "run.eval_interval_s=1000"]
     cfg = resolve_config(load_yaml("offline_cartpole"), overrides, {"total_env_steps": steps})
@@ -36,10 +36,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400_000)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from actors.recorder import BehaviourPolicy, record_episodes
-    from cluster.runtime import start_ray
-    from common.config import Config, EnvConfig
-    from common.dataset import save_dataset
+    from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
+    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.common.config import Config, EnvConfig
+    from ray_a3c.common.dataset import save_dataset
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -51,8 +51,8 @@ def main() -> None:
     for seed in range(args.seeds):  # SB3 first, before Ray's daemons exist
         sb3.append(run_sb3(seed, args.budget))
         print(f"seed {seed}: sb3 {sb3[-1]}", flush=True)
-    from cluster.runtime import start_ray
-    from common.config import Config
+    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.common.config import Config
 
     start_ray(Config())
     overrides = ["run.eval_interval_s=1.0", f"run.eval_episodes={EVAL_EPISODES}"]

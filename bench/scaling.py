@@ -17,10 +17,10 @@ from bench.common import machine, today, update_section  # noqa: E402
 
 
 def throughput(workers: int, seconds: float) -> dict:
-    from cluster.cli import resolve_config
-    from cluster.driver import Trainer
-    from common.config import load_yaml
-    from common.envs import probe_spaces
+    from ray_a3c.cluster.cli import resolve_config
+    from ray_a3c.cluster.driver import Trainer
+    from ray_a3c.common.config import load_yaml
+    from ray_a3c.common.envs import probe_spaces
 
     cfg = resolve_config(load_yaml("cartpole"), ["run.stop_return=null", "run.eval_interval_s=1000"],
                          {"num_workers": workers, "time_limit": seconds, "total_env_steps": 10**12})
@@ -33,11 +33,11 @@ def ps_ceiling(pushers: int, seconds: float) -> float:
     """Updates/s the PS applies when `pushers` actors push as fast as Ray carries their packets."""
     import ray
 
-    from actors.worker import RolloutWorker
-    from cluster.remote import RemoteParameterServer
-    from common.config import load_yaml
-    from common.envs import probe_spaces
-    from cluster.cli import resolve_config
+    from ray_a3c.actors.worker import RolloutWorker
+    from ray_a3c.cluster.remote import RemoteParameterServer
+    from ray_a3c.common.config import load_yaml
+    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.cluster.cli import resolve_config
 
     cfg = resolve_config(load_yaml("cartpole"), [])
     packet = RolloutWorker(cfg, 0).compute_gradient()
@@ -70,8 +70,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from cluster.runtime import required_cpus, start_ray
-    from common.config import Config
+    from ray_a3c.cluster.runtime import required_cpus, start_ray
+    from ray_a3c.common.config import Config
 
     # Logical CPUs for the largest row; otherwise its extra workers wait forever for resources.
     sizing = Config()

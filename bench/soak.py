@@ -63,11 +63,11 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    from cluster.cli import resolve_config
-    from cluster.driver import Trainer
-    from cluster.runtime import start_ray
-    from common.config import load_yaml
-    from common.envs import probe_spaces
+    from ray_a3c.cluster.cli import resolve_config
+    from ray_a3c.cluster.driver import Trainer
+    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.common.config import load_yaml
+    from ray_a3c.common.envs import probe_spaces
 
     cfg = resolve_config(load_yaml("cartpole"), ["run.stop_return=null", "run.log_interval_s=30",
                                                  "run.checkpoint_interval_s=60"],

@@ -71,11 +71,11 @@ VARIANTS = {  # label -> overrides of the vizdoom_basic preset
 def run_ours(seconds: float, workers: int, overrides: list[str]) -> dict:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from cluster.cli import resolve_config
-    from cluster.driver import Trainer
-    from cluster.runtime import start_ray
-    from common.config import load_yaml
-    from common.envs import probe_spaces
+    from ray_a3c.cluster.cli import resolve_config
+    from ray_a3c.cluster.driver import Trainer
+    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.common.config import load_yaml
+    from ray_a3c.common.envs import probe_spaces
 
     cfg = resolve_config(load_yaml("vizdoom_basic"), ["run.eval_interval_s=10", "run.eval_episodes=20",
                                                       "run.gif_every=0", *overrides],

@@ -8,11 +8,11 @@ import sys
 import time
 from typing import Optional
 
-from common import checkpoint
-from common.config import (Config, from_dict, from_flat, load_yaml, parse_override, preset_names,
+from ray_a3c.common import checkpoint
+from ray_a3c.common.config import (Config, from_dict, from_flat, load_yaml, parse_override, preset_names,
                            reference_rows, save_yaml, validate)
-from common.envs import probe_spaces
-from common.errors import A3CError
+from ray_a3c.common.envs import probe_spaces
+from ray_a3c.common.errors import A3CError
 
 DEFAULT_PRESET = "cartpole"
 
@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     save_yaml(cfg, os.path.join(run_dir, "config.yaml"))
     print(f"run dir: {run_dir}", flush=True)
 
-    from cluster.driver import Trainer  # Ray is imported only once the input is known to be good
+    from ray_a3c.cluster.driver import Trainer  # Ray is imported only once the input is known to be good
 
     summary = Trainer(cfg, spaces, run_dir, resume_state=resume_state).train()
     keys = ("reason", "env_steps", "version", "episodes", "train_s", "ray_start_s", "spawn_s", "last_eval",
@@ -162,7 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise A3CError("--episodes must be >= 1")
     if args.random and args.vs_random:
         raise A3CError("--random and --vs-random exclude each other")
-    from actors.evaluator import Evaluator
+    from ray_a3c.actors.evaluator import Evaluator
 
     evaluator = Evaluator(cfg)
     if args.random:
@@ -202,9 +202,9 @@ def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random
 def cmd_record(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from actors.recorder import BehaviourPolicy, record_episodes
-    from common.config import EnvConfig
-    from common.dataset import save_dataset
+    from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
+    from ray_a3c.common.config import EnvConfig
+    from ray_a3c.common.dataset import save_dataset
 
     if args.episodes < 1:
         raise A3CError("--episodes must be >= 1")
@@ -221,7 +221,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         run_cfg = _run_config(args.policy)
         env_cfg = run_cfg.env
         env_cfg.id, env_cfg.dataset = args.env, None
-        from actors.evaluator import Evaluator
+        from ray_a3c.actors.evaluator import Evaluator
 
         evaluator = Evaluator(run_cfg)
         path = checkpoint.resolve(args.policy, "best")
@@ -242,7 +242,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     _run_config(args.run_dir)
-    from cluster.plot import plot_run
+    from ray_a3c.cluster.plot import plot_run
 
     out = args.out or os.path.join(args.run_dir, "plots", "training.png")
     if not out.lower().endswith(".png"):
@@ -267,7 +267,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, train_args: list[str]) -> int:
-    from cluster.submit import project_root, submit
+    from ray_a3c.cluster.submit import project_root, submit
 
     build_parser().parse_args(["train", *train_args])  # bad train arguments fail here, not on the cluster
     return submit(args.address, train_args, args.working_dir or project_root(), args.pip, not args.no_follow)

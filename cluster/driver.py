@@ -11,14 +11,14 @@ from typing import Optional
 import ray
 from ray.exceptions import RayActorError, RayError
 
-from cluster.fleet import Fleet
-from cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
-from cluster.runtime import resolve_num_workers, start_ray
-from common import checkpoint, metrics
-from common.config import Config
-from common.envs import EnvSpaces
-from common.flat import set_flat_weights
-from common.models import build_model
+from ray_a3c.cluster.fleet import Fleet
+from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
+from ray_a3c.cluster.runtime import resolve_num_workers, start_ray
+from ray_a3c.common import checkpoint, metrics
+from ray_a3c.common.config import Config
+from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.flat import set_flat_weights
+from ray_a3c.common.models import build_model
 
 POLL_S = 0.1
 EVAL_SEED_OFFSET = 100_000

@@ -7,10 +7,10 @@ from typing import Any, Callable, Optional
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from cluster.remote import RemoteEvaluator, RemoteParameterServer, RemoteWorker
-from common import checkpoint
-from common.config import Config
-from common.envs import EnvSpaces
+from ray_a3c.cluster.remote import RemoteEvaluator, RemoteParameterServer, RemoteWorker
+from ray_a3c.common import checkpoint
+from ray_a3c.common.config import Config
+from ray_a3c.common.envs import EnvSpaces
 
 RESTART_WAIT_S = 120.0  # how long a crashed actor may take to come back before it is replaced
 

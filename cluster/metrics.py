@@ -5,7 +5,7 @@ from typing import Optional
 
 from ray.util import metrics as ray_metrics
 
-from common import metrics
+from ray_a3c.common import metrics
 
 GAUGES = [metrics.ENV_STEPS_PER_S, metrics.EPISODE_RETURN, metrics.EVAL_RETURN, metrics.PS_VERSION,
           metrics.POLICY_LAG, metrics.REJECTED_STALE, metrics.REJECTED_NONFINITE, metrics.UPDATES_PER_S,

@@ -7,12 +7,12 @@ from typing import Any, Optional
 import numpy as np
 import ray
 
-from actors.evaluator import Evaluator
-from actors.worker import RolloutWorker
-from common.config import Config
-from common.envs import EnvSpaces
-from common.packet import ApplyResult, GradientPacket
-from learner.parameter_server import ParameterServer
+from ray_a3c.actors.evaluator import Evaluator
+from ray_a3c.actors.worker import RolloutWorker
+from ray_a3c.common.config import Config
+from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.learner.parameter_server import ParameterServer
 
 
 INLINE_WEIGHTS_BYTES = 100 * 1024  # Ray's own limit for inlining small objects into a reply

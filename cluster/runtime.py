@@ -8,7 +8,7 @@ import time
 
 import ray
 
-from common.config import Config
+from ray_a3c.common.config import Config
 
 def required_cpus(config: Config) -> float:
     c = config.cluster

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Optional
 
-from common.errors import A3CError
+from ray_a3c.common.errors import A3CError
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 EXCLUDES = [".venv", ".git", "runs", "*.npz", "__pycache__", "*.egg-info", ".pytest_cache", "bench/out"]
@@ -29,7 +29,7 @@ def submit(address: str, train_args: list[str], working_dir: Optional[str], pip:
         runtime_env.update(working_dir=working_dir, excludes=EXCLUDES)
     if pip:
         runtime_env["pip"] = pip
-    entrypoint = "python -m cluster.cli train " + shlex.join(train_args)
+    entrypoint = "python -m ray_a3c.cluster.cli train " + shlex.join(train_args)
     try:
         client = JobSubmissionClient(address)
     except Exception as exc:  # noqa: BLE001 - connection and auth failures come in several types

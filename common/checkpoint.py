@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from common.errors import A3CError
+from ray_a3c.common.errors import A3CError
 
 CKPT_PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
 

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import yaml
 
-from common.errors import A3CError
+from ray_a3c.common.errors import A3CError
 
 
 def _f(default: Any, doc: str) -> Any:
@@ -196,13 +196,13 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("common.presets").iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in resources.files("ray_a3c.common.presets").iterdir() if p.name.endswith(".yaml"))
 
 
 def load_yaml(path_or_preset: str) -> dict:
     """Read a preset by name or a YAML file by path; the top level must be a mapping."""
     if path_or_preset in preset_names():
-        text = resources.files("common.presets").joinpath(f"{path_or_preset}.yaml").read_text()
+        text = resources.files("ray_a3c.common.presets").joinpath(f"{path_or_preset}.yaml").read_text()
         source = f"preset '{path_or_preset}'"
     elif os.path.isfile(path_or_preset):
         with open(path_or_preset) as fh:

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from common.errors import A3CError
+from ray_a3c.common.errors import A3CError
 
 SCHEMA_VERSION = 1
 REQUIRED = ("observations", "next_observations", "actions", "rewards", "terminated", "truncated", "episode_ids")

@@ -8,8 +8,8 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from common.config import EnvConfig
-from common.errors import A3CError
+from ray_a3c.common.config import EnvConfig
+from ray_a3c.common.errors import A3CError
 
 
 def _import_env_class(spec: str) -> type:
@@ -52,7 +52,7 @@ def make_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
 
 def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
     try:
-        from common.vizdoom_env import VizdoomEnv
+        from ray_a3c.common.vizdoom_env import VizdoomEnv
     except ImportError as exc:
         raise A3CError(f"ViZDoom envs need the vizdoom package: pip install 'ray-a3c[doom]' ({exc})") from None
     env: gym.Env = VizdoomEnv(cfg.id.removeprefix("vizdoom:"), frame_skip=cfg.frame_skip, **kwargs)
@@ -107,7 +107,7 @@ def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
     """Build one env to validate the id and read its spaces (as the policy sees them), then close it.
     With a dataset, its file is validated too and its spaces must agree with the live env's."""
     if cfg.dataset:
-        from common.dataset import load_dataset
+        from ray_a3c.common.dataset import load_dataset
 
         data = load_dataset(cfg.dataset)
         spaces = describe_spaces(data.observation_space, data.action_space)
@@ -169,7 +169,7 @@ def _env_factory(cfg: EnvConfig, warmup: int, seed: int):
 
 def _offline_factory(cfg: EnvConfig, shard: int, num_shards: int, start: int):
     def build() -> gym.Env:
-        from common.offline import OfflineEnv
+        from ray_a3c.common.offline import OfflineEnv
 
         return OfflineEnv(cfg.dataset, shard, num_shards, start)
     return build

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
 
-from common.config import ModelConfig
-from common.envs import EnvSpaces
+from ray_a3c.common.config import ModelConfig
+from ray_a3c.common.envs import EnvSpaces
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 

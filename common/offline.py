@@ -7,7 +7,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from common.dataset import Dataset, load_dataset
+from ray_a3c.common.dataset import Dataset, load_dataset
 
 
 @functools.lru_cache(maxsize=4)

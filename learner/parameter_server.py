@@ -9,12 +9,12 @@ import numpy as np
 import torch
 import yaml
 
-from common.config import Config
-from common.envs import EnvSpaces
-from common.flat import get_flat_weights, set_flat_grads
-from common.losses import clip_by_global_norm
-from common.models import build_model
-from common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.config import Config
+from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.flat import get_flat_weights, set_flat_grads
+from ray_a3c.common.losses import clip_by_global_norm
+from ray_a3c.common.models import build_model
+from ray_a3c.common.packet import ApplyResult, GradientPacket
 
 COUNTERS = ("version", "env_steps", "episodes", "rejected_stale", "rejected_nonfinite")
 

@@ -1,5 +1,5 @@
 """Shared test helpers: small configs and in-process (Ray-free) training."""
-from common.config import Config, from_flat, validate
+from ray_a3c.common.config import Config, from_flat, validate
 
 
 def small_config(**overrides) -> Config:

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from common.checkpoint import save_atomic
-from common.config import Config, from_flat, save_yaml
-from common.envs import probe_spaces
-from learner.parameter_server import ParameterServer
+from ray_a3c.common.checkpoint import save_atomic
+from ray_a3c.common.config import Config, from_flat, save_yaml
+from ray_a3c.common.envs import probe_spaces
+from ray_a3c.learner.parameter_server import ParameterServer
 from tests.conftest import listing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def a3c(*args, cwd):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "ray_a3c.cluster.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -41,7 +41,7 @@ class Run:
 
     def __init__(self, cluster, tmp_path, *args):
         self.run_dir = str(tmp_path / "run")
-        cmd = [sys.executable, "-m", "cluster.cli", "train", "--address", cluster["address"], "--run-dir",
+        cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "train", "--address", cluster["address"], "--run-dir",
                self.run_dir, "--seed", "0", "--set", "run.log_interval_s=0.5", *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -114,7 +114,7 @@ def test_prometheus_endpoint_serves_the_project_metrics(cluster, tmp_path):
 
 
 def test_submit_runs_a_job_that_succeeds(cluster, tmp_path):
-    cmd = [sys.executable, "-m", "cluster.cli", "submit", "--address", cluster["dashboard"],
+    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "submit", "--address", cluster["dashboard"],
            "--total-env-steps", "5000", "--run-dir", str(tmp_path / "job")]
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
                           timeout=300)

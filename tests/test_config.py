@@ -2,9 +2,9 @@ import os
 
 import pytest
 
-from common.config import (Config, from_dict, from_flat, load_yaml, parse_override, preset_names, reference_rows,
+from ray_a3c.common.config import (Config, from_dict, from_flat, load_yaml, parse_override, preset_names, reference_rows,
                            save_yaml, validate)
-from common.errors import A3CError
+from ray_a3c.common.errors import A3CError
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from cluster.cli import main
-from common import metrics
+from ray_a3c.cluster.cli import main
+from ray_a3c.common import metrics
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def test_sigterm_checkpoints_and_exits_cleanly_when_joining_by_address(ray_sessi
     address = ray_session.get_runtime_context().gcs_address
     run_dir = str(tmp_path / "run")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", "train", "--address", address, "--run-dir", run_dir,
+        [sys.executable, "-m", "ray_a3c.cluster.cli", "train", "--address", address, "--run-dir", run_dir,
          "--set", "run.stop_return=null", "run.log_interval_s=0.5"],
         cwd=root, env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -123,7 +123,7 @@ def test_sync_mode_smoke_then_plot_and_vs_random(ray_session, tmp_path, capsys):
 
     from PIL import Image
 
-    from cluster.plot import plot_run
+    from ray_a3c.cluster.plot import plot_run
 
     out = str(tmp_path / "history.png")
     assert main(["plot", run_dir, "--out", out]) == 0

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from cluster.cli import main
+from ray_a3c.cluster.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import Categorical
 
-from common.losses import a3c_loss, clip_by_global_norm
+from ray_a3c.common.losses import a3c_loss, clip_by_global_norm
 
 
 def test_loss_gradient_matches_hand_computation():

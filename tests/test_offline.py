@@ -8,13 +8,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from actors.rollout import VectorEnvRunner, collect_rollout
-from common.dataset import load_dataset, save_dataset
-from common.envs import describe_spaces, make_vector_env
-from common.errors import A3CError
-from common.models import build_model
-from common.offline import OfflineEnv, shard_episodes
-from common.returns import importance_weights, vtrace
+from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
+from ray_a3c.common.dataset import load_dataset, save_dataset
+from ray_a3c.common.envs import describe_spaces, make_vector_env
+from ray_a3c.common.errors import A3CError
+from ray_a3c.common.models import build_model
+from ray_a3c.common.offline import OfflineEnv, shard_episodes
+from ray_a3c.common.returns import importance_weights, vtrace
 from tests.conftest import listing
 from tests.helpers import small_config
 from tests.test_returns import random_rollout
@@ -101,7 +101,7 @@ def test_each_malformed_file_is_one_error_line_and_exit_2(dataset_file, tmp_path
         with pytest.raises(A3CError, match="."):
             load_dataset(bad)
         before = listing(tmp_path)
-        proc = subprocess.run([sys.executable, "-m", "cluster.cli", "train", "offline_cartpole", "--set",
+        proc = subprocess.run([sys.executable, "-m", "ray_a3c.cluster.cli", "train", "offline_cartpole", "--set",
                                f"env.dataset={bad}", "--run-dir", str(tmp_path / "run")],
                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
         lines = proc.stderr.strip().splitlines()
@@ -182,7 +182,7 @@ def test_importance_weights_and_vtrace_match_numpy(seed):
 
 def test_record_cli_writes_a_valid_dataset_and_never_overwrites(tmp_path):
     out = str(tmp_path / "rec.npz")
-    cmd = [sys.executable, "-m", "cluster.cli", "record", "--env", "CartPole-v1", "--episodes", "3", "--out", out]
+    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "record", "--env", "CartPole-v1", "--episodes", "3", "--out", out]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from common import checkpoint
-from common.envs import probe_spaces
-from common.flat import get_flat_weights, num_params, set_flat_grads
-from common.packet import GradientPacket
-from learner.parameter_server import ParameterServer
+from ray_a3c.common import checkpoint
+from ray_a3c.common.envs import probe_spaces
+from ray_a3c.common.flat import get_flat_weights, num_params, set_flat_grads
+from ray_a3c.common.packet import GradientPacket
+from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config
 
 
@@ -181,7 +181,7 @@ def _model_from(state):
 
 
 def test_cuda_request_without_a_gpu_falls_back_to_cpu_with_a_warning(monkeypatch):
-    from learner.parameter_server import resolve_device
+    from ray_a3c.learner.parameter_server import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="no GPU"):

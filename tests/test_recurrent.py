@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from actors.worker import RolloutWorker
-from common.envs import probe_spaces
-from common.models import build_model
+from ray_a3c.actors.worker import RolloutWorker
+from ray_a3c.common.envs import probe_spaces
+from ray_a3c.common.models import build_model
 from tests.helpers import small_config
 
 
@@ -64,7 +64,7 @@ def test_worker_carries_state_across_rollouts_and_differentiates_from_the_saved_
     worker.compute_gradient()
     h_after_first = worker.runner.state[0].clone()
     assert h_after_first.abs().sum() > 0
-    from actors.rollout import collect_rollout
+    from ray_a3c.actors.rollout import collect_rollout
 
     ro = collect_rollout(worker.runner, worker.model, 6, 1.0)
     torch.testing.assert_close(ro.initial_state[0], h_after_first)  # carried, not reset, between rollouts

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from common.returns import gae, nstep_returns
+from ray_a3c.common.returns import gae, nstep_returns
 
 
 def reference_gae(rewards, values, next_values, terminated, truncated, gamma, lam):

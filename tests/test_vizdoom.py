@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from actors.evaluator import Evaluator
-from actors.worker import RolloutWorker
-from common.config import Config, from_flat, validate
-from common.errors import A3CError
-from common.vizdoom_env import VizdoomEnv
+from ray_a3c.actors.evaluator import Evaluator
+from ray_a3c.actors.worker import RolloutWorker
+from ray_a3c.common.config import Config, from_flat, validate
+from ray_a3c.common.errors import A3CError
+from ray_a3c.common.vizdoom_env import VizdoomEnv
 
 pytest.importorskip("vizdoom")
 
@@ -63,7 +63,7 @@ def test_passes_gymnasium_check_env():
 
 def test_rewards_are_scaled_for_learning_and_raw_for_reports():
     worker = RolloutWorker(doom_config(**{"algo.rollout_steps": 90}), rank=0)
-    from actors.rollout import collect_rollout
+    from ray_a3c.actors.rollout import collect_rollout
 
     ro = collect_rollout(worker.runner, worker.model, 90, 0.01)
     assert ro.obs.dtype == np.uint8 and ro.obs.shape[2:] == (1, 84, 84)

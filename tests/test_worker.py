@@ -4,11 +4,11 @@ import time
 import numpy as np
 import torch
 
-from actors.evaluator import Evaluator
-from actors.worker import LocalClient, RolloutWorker
-from common.envs import probe_spaces
-from common.flat import num_params
-from learner.parameter_server import ParameterServer
+from ray_a3c.actors.evaluator import Evaluator
+from ray_a3c.actors.worker import LocalClient, RolloutWorker
+from ray_a3c.common.envs import probe_spaces
+from ray_a3c.common.flat import num_params
+from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config
 
 
