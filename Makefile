@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow bench clean docs bench-sf-venv
+.PHONY: install train test test-slow lint bench clean docs bench-sf-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +24,16 @@ train: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
-	$(BIN)/python bench/cartpole.py
-	$(BIN)/python bench/pendulum.py
+	$(BIN)/python -m bench.cartpole
+	$(BIN)/python -m bench.pendulum
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
@@ -39,7 +42,7 @@ clean:
 docs: $(STAMP)
 	$(BIN)/python -c "import re,subprocess; t=subprocess.run(['$(BIN)/a3c','config','--reference'],capture_output=True,text=True,check=True).stdout; r=open('README.md').read(); b,e='<!-- config-reference:begin -->','<!-- config-reference:end -->'; open('README.md','w').write(re.sub(re.escape(b)+'.*?'+re.escape(e), lambda _: b+'\n'+t+e, r, flags=re.S))"
 
-# Sample Factory pins gymnasium 0.29 and numpy 1.26: it gets a venv of its own for bench/vizdoom_basic.py.
+# Sample Factory pins gymnasium 0.29 and numpy 1.26: it gets a venv of its own for bench.vizdoom_basic.
 bench-sf-venv:
 	$(PYTHON) -m venv bench/.sf-venv
 	bench/.sf-venv/bin/pip install --quiet --upgrade pip

@@ -7,14 +7,22 @@ from typing import Optional, Protocol
 
 import numpy as np
 import torch
-
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import describe_spaces, make_vector_env
 from ray_a3c.common.flat import get_flat_grads, set_flat_weights
 from ray_a3c.common.losses import a3c_loss, critic_loss, mean_weights
 from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.packet import (
+    ACTION_ABS_MAX,
+    ADVANTAGE_MEAN,
+    LOSS_ENTROPY,
+    LOSS_POLICY,
+    LOSS_VALUE,
+    VALUE_MEAN,
+    ApplyResult,
+    GradientPacket,
+)
 from ray_a3c.common.returns import gae, importance_weights, vtrace
 
 
@@ -95,19 +103,20 @@ class RolloutWorker:
         actions = torch.as_tensor(ro.actions.reshape((batch,) + ro.actions.shape[2:]))
         log_probs = dist.log_prob(actions)
         advantages, returns = self._targets(ro, log_probs.detach().numpy().reshape(ro.rewards.shape))
-        terms = a3c_loss(log_probs, dist.entropy(), values, torch.as_tensor(advantages.reshape(-1)),
-                         torch.as_tensor(returns.reshape(-1)), algo.entropy_coef, algo.value_coef,
-                         algo.value_loss, mask)
+        terms = a3c_loss(log_probs=log_probs, entropy=dist.entropy(), values=values,
+                         advantages=torch.as_tensor(advantages.reshape(-1)),
+                         returns=torch.as_tensor(returns.reshape(-1)), entropy_coef=algo.entropy_coef,
+                         value_coef=algo.value_coef, value_loss=algo.value_loss, mask=mask)
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
         self.total_env_steps += ro.num_steps
         self._critic_batch = _CriticBatch(obs, starts, ro.initial_state, torch.as_tensor(returns.reshape(-1)), mask)
         valid = ro.valid
-        losses = {"policy": terms.policy, "value": terms.value, "entropy": terms.entropy,
-                  "value_mean": float(ro.values[valid].mean()) if valid.any() else 0.0,
-                  "advantage_mean": float(advantages[valid].mean()) if valid.any() else 0.0}
+        losses = {LOSS_POLICY: terms.policy, LOSS_VALUE: terms.value, LOSS_ENTROPY: terms.entropy,
+                  VALUE_MEAN: float(ro.values[valid].mean()) if valid.any() else 0.0,
+                  ADVANTAGE_MEAN: float(advantages[valid].mean()) if valid.any() else 0.0}
         if self.model.continuous:
-            losses["action_abs_max"] = float(np.abs(ro.actions[valid]).max()) if valid.any() else 0.0
+            losses[ACTION_ABS_MAX] = float(np.abs(ro.actions[valid]).max()) if valid.any() else 0.0
         return GradientPacket(
             gradient=get_flat_grads(self.model), version=self.version, env_steps=ro.num_steps,
             worker_rank=self.rank, episode_returns=[r for r, _ in ro.finished],
@@ -121,8 +130,9 @@ class RolloutWorker:
         algo = self.config.algo
         if ro.behaviour_log_probs is not None:
             rhos = np.where(ro.valid, importance_weights(log_probs, ro.behaviour_log_probs, algo.is_clip), 0.0)
-            returns, advantages = vtrace(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
-                                         rhos.astype(np.float32), rhos.astype(np.float32), algo.gamma)
+            returns, advantages = vtrace(rewards=ro.rewards, values=ro.values, next_values=ro.next_values,
+                                         terminated=ro.terminated, truncated=ro.truncated,
+                                         rhos=rhos.astype(np.float32), cs=rhos.astype(np.float32), gamma=algo.gamma)
             return advantages, returns
         if self.runner.replaying and not self._said_no_correction:
             self._said_no_correction = True
@@ -207,4 +217,6 @@ class RolloutWorker:
 
 def _moments(obs: np.ndarray) -> tuple:
     """(count, mean, var) over the first axis of [B, D] observations."""
-    return (int(len(obs)), obs.mean(0).astype(np.float32), obs.var(0).astype(np.float32)) if len(obs) else (0, None, None)
+    if not len(obs):
+        return 0, None, None
+    return int(len(obs)), obs.mean(0).astype(np.float32), obs.var(0).astype(np.float32)

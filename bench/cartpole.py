@@ -3,17 +3,13 @@
 Solved = the first deterministic 20-episode evaluation with mean return >= 475. Evaluation time is excluded
 on both sides; Ray start-up and actor spawning are reported separately.
 
-    .venv/bin/python bench/cartpole.py [--seeds 5] [--budget 500000]
+    .venv/bin/python -m bench.cartpole [--seeds 5] [--budget 500000]
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import fmt, machine, median, run_ours, sb3_time_to_target, today, update_section  # noqa: E402
+from bench.common import fmt, machine, median, run_ours, sb3_time_to_target, today, update_section
 
 EVAL_EPISODES, TARGET, EVAL_SEED = 20, 475.0, 100_000
 
@@ -63,7 +59,7 @@ def main() -> None:
 
 def render(rows: list, ray_start_s: float, args: argparse.Namespace) -> str:
     lines = [f"## CartPole-v1: time to solve, ray-a3c vs Stable-Baselines3 A2C ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python bench/cartpole.py --seeds {args.seeds} "
+             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.cartpole --seeds {args.seeds} "
              f"--budget {args.budget}`.",
              f"Solved = first deterministic {EVAL_EPISODES}-episode eval mean >= {TARGET:.0f}; eval time excluded. "
              f"ray-a3c: preset `cartpole` (2 async workers x 8 envs, evaluator every {args.eval_interval_s}s); "
@@ -79,7 +75,8 @@ def render(rows: list, ray_start_s: float, args: argparse.Namespace) -> str:
     lines += [f"| **median** | {med['ours']['env_steps']:,.0f} | {med['ours']['time_s']:.1f} | "
               f"{med['ours']['fps']:,.0f} | {med['sb3']['env_steps']:,.0f} | {med['sb3']['time_s']:.1f} | "
               f"{med['sb3']['fps']:,.0f} |", "",
-              f"- Solved: ray-a3c {solved['ours']}/{len(rows)}, SB3 {solved['sb3']}/{len(rows)} (medians over solved seeds).",
+              f"- Solved: ray-a3c {solved['ours']}/{len(rows)}, SB3 {solved['sb3']}/{len(rows)} "
+              "(medians over solved seeds).",
               f"- Ratio ray-a3c / SB3, median time to solve: **{med['ours']['time_s'] / med['sb3']['time_s']:.2f}** "
               f"(goal <= 1.0); median env steps: {med['ours']['env_steps'] / med['sb3']['env_steps']:.2f}.",
               f"- Ray start-up (ray.init, dashboard on): {ray_start_s:.1f}s (goal <= 10 s); "

@@ -47,18 +47,15 @@ def update_section(name: str, body: str) -> None:
 
 
 def run_ours(preset: str, seed: int, budget: int, target: float, overrides: list[str],
-             flags: Optional[dict] = None) -> dict:
+             settings: Optional[dict] = None) -> dict:
     """One ray-a3c training run on an already-started Ray; time and env steps at the solving evaluation
     (evaluation time excluded), or None where the budget ran out first."""
-    from ray_a3c.cluster.cli import resolve_config
-    from ray_a3c.cluster.driver import Trainer
-    from ray_a3c.common.config import load_yaml
-    from ray_a3c.common.envs import probe_spaces
+    import ray_a3c
 
-    cfg = resolve_config(load_yaml(preset), overrides,
-                         {"seed": seed, "total_env_steps": budget, "stop_return": target, **(flags or {})})
+    cfg = ray_a3c.make_config(preset, overrides=overrides, **{"run.seed": seed, "run.total_env_steps": budget,
+                                                              "run.stop_return": target, **(settings or {})})
     with tempfile.TemporaryDirectory() as run_dir:
-        s = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
+        s = ray_a3c.train(cfg, run_dir=run_dir, quiet=True)
     return {"solved": s.solved_at_s is not None, "time_s": s.solved_at_s, "env_steps": s.solved_at_env_steps,
             "spawn_s": s.spawn_s, "fps": s.env_steps / max(s.train_s, 1e-9)}
 

@@ -4,30 +4,24 @@ Both runs use the `offline_cartpole` hyperparameters (2 async workers x 8 envs, 
 source of transitions differs. Throughput = transitions trained on per second of training (Ray start-up and
 actor spawning excluded).
 
-    .venv/bin/python bench/offline.py [--steps 400000]
+    .venv/bin/python -m bench.offline [--steps 400000]
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import machine, today, update_section  # noqa: E402
+from bench.common import machine, today, update_section
 
 
 def train(steps: int, dataset: str | None) -> dict:
-    from ray_a3c.cluster.cli import resolve_config
-    from ray_a3c.cluster.driver import Trainer
-    from ray_a3c.common.config import load_yaml
-    from ray_a3c.common.envs import probe_spaces
+    import ray_a3c
 
-    overrides = [f"env.dataset={dataset}" if dataset else "env.dataset=null", "run.eval_interval_s=1000"]
-    cfg = resolve_config(load_yaml("offline_cartpole"), overrides, {"total_env_steps": steps})
+    cfg = ray_a3c.make_config("offline_cartpole", **{"env.dataset": dataset, "run.eval_interval_s": 1000,
+                                                     "run.total_env_steps": steps})
     with tempfile.TemporaryDirectory() as run_dir:
-        s = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
+        s = ray_a3c.train(cfg, run_dir=run_dir, quiet=True)
     return {"env_steps": s.env_steps, "train_s": s.train_s, "per_s": s.env_steps / s.train_s}
 
 
@@ -36,11 +30,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400_000)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    import numpy as np
     from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
     from ray_a3c.cluster.runtime import start_ray
     from ray_a3c.common.config import Config, EnvConfig
     from ray_a3c.common.dataset import save_dataset
-    import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "random.npz")
@@ -56,11 +50,12 @@ def main() -> None:
         online = train(args.steps, None)
     report = "\n".join([
         f"## Offline vs online training throughput, CartPole-v1 ({today()})", "",
-        f"Machine: {machine()}. Command: `.venv/bin/python bench/offline.py --steps {args.steps}`. "
+        f"Machine: {machine()}. Command: `.venv/bin/python -m bench.offline --steps {args.steps}`. "
         "Preset `offline_cartpole` (2 async workers x 8 envs); the dataset is 2,000 random episodes "
         f"({len(arrays['rewards']):,} transitions) replayed through `OfflineEnv`.", "",
         "| source | transitions | training s | transitions/s |", "|---|---|---|---|",
-        f"| recorded dataset (V-trace) | {offline['env_steps']:,} | {offline['train_s']:.1f} | {offline['per_s']:,.0f} |",
+        f"| recorded dataset (V-trace) | {offline['env_steps']:,} | {offline['train_s']:.1f} | "
+        f"{offline['per_s']:,.0f} |",
         f"| live CartPole-v1 (GAE) | {online['env_steps']:,} | {online['train_s']:.1f} | {online['per_s']:,.0f} |", "",
         f"- Offline / online throughput: **{offline['per_s'] / online['per_s']:.2f}x**. We lose a little: "
         "replaying skips CartPole's physics, which is cheap, but gymnasium's vector env then gathers each "

@@ -4,17 +4,13 @@ SB3 uses the rl-zoo A2C hyperparameters for Pendulum-v1 (VecNormalize, 8 envs, n
 linear lr 7e-4, 1M steps). Each side is evaluated on 10 deterministic episodes about every 10k env steps,
 evaluation time excluded. Ray start-up and actor spawning are not in the times.
 
-    .venv/bin/python bench/pendulum.py [--seeds 3] [--budget 1000000]
+    .venv/bin/python -m bench.pendulum [--seeds 3] [--budget 1000000]
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import fmt, machine, median, run_ours, sb3_time_to_target, today, update_section  # noqa: E402
+from bench.common import fmt, machine, median, run_ours, sb3_time_to_target, today, update_section
 
 TARGET, EVAL_EPISODES, EVAL_EVERY = -250.0, 10, 10_000
 
@@ -58,8 +54,8 @@ def main() -> None:
     overrides = ["run.eval_interval_s=1.0", f"run.eval_episodes={EVAL_EPISODES}"]
     rows = []
     for seed in range(args.seeds):
-        sync = run_ours("pendulum", seed, args.budget, TARGET, overrides, {"mode": "sync"})
-        asyn = run_ours("pendulum", seed, args.budget, TARGET, overrides, {"mode": "async"})
+        sync = run_ours("pendulum", seed, args.budget, TARGET, overrides, {"algo.mode": "sync"})
+        asyn = run_ours("pendulum", seed, args.budget, TARGET, overrides, {"algo.mode": "async"})
         rows.append((seed, sync, asyn, sb3[seed]))
         print(f"seed {seed}: sync {sync} | async {asyn}", flush=True)
     report = render(rows, args)
@@ -71,7 +67,7 @@ def main() -> None:
 def render(rows: list, args: argparse.Namespace) -> str:
     sides = [(1, "ray-a3c sync"), (2, "ray-a3c async"), (3, "SB3 A2C")]
     lines = [f"## Pendulum-v1: env steps and wall time to eval mean >= {TARGET:.0f} ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python bench/pendulum.py --seeds {args.seeds} "
+             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.pendulum --seeds {args.seeds} "
              f"--budget {args.budget}`.",
              f"ray-a3c: preset `pendulum` (2 workers x 8 envs, GAE 0.95, 2 critic epochs, obs normalisation), "
              f"`--mode sync` and `--mode async`; SB3: rl-zoo A2C hyperparameters. {EVAL_EPISODES} deterministic "

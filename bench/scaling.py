@@ -1,45 +1,38 @@
 """Scaling: env steps/s of CartPole async with 1, 2, 4, ... workers on this machine, and the parameter
 server's own ceiling in updates/s (pushers replaying a ready-made packet: no env, no backward pass).
 
-    .venv/bin/python bench/scaling.py [--workers 1 2 4] [--seconds 20]
+    .venv/bin/python -m bench.scaling [--workers 1 2 4] [--seconds 20]
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import machine, today, update_section  # noqa: E402
+from bench.common import machine, today, update_section
 
 
 def throughput(workers: int, seconds: float) -> dict:
-    from ray_a3c.cluster.cli import resolve_config
-    from ray_a3c.cluster.driver import Trainer
-    from ray_a3c.common.config import load_yaml
-    from ray_a3c.common.envs import probe_spaces
+    import ray_a3c
 
-    cfg = resolve_config(load_yaml("cartpole"), ["run.stop_return=null", "run.eval_interval_s=1000"],
-                         {"num_workers": workers, "time_limit": seconds, "total_env_steps": 10**12})
+    cfg = ray_a3c.make_config("cartpole", **{"run.stop_return": None, "run.eval_interval_s": 1000,
+                                             "run.num_workers": workers, "run.time_limit_s": seconds,
+                                             "run.total_env_steps": 10**12})
     with tempfile.TemporaryDirectory() as run_dir:
-        s = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
+        s = ray_a3c.train(cfg, run_dir=run_dir, quiet=True)
     return {"fps": s.env_steps / s.train_s, "ups": s.version / s.train_s}
 
 
 def ps_ceiling(pushers: int, seconds: float) -> float:
     """Updates/s the PS applies when `pushers` actors push as fast as Ray carries their packets."""
     import ray
-
     from ray_a3c.actors.worker import RolloutWorker
     from ray_a3c.cluster.remote import RemoteParameterServer
-    from ray_a3c.common.config import load_yaml
     from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.cluster.cli import resolve_config
 
-    cfg = resolve_config(load_yaml("cartpole"), [])
+    import ray_a3c
+
+    cfg = ray_a3c.make_config("cartpole")
     packet = RolloutWorker(cfg, 0).compute_gradient()
 
     @ray.remote(num_cpus=0)
@@ -92,12 +85,12 @@ def render(rows: list, ceiling: dict, args: argparse.Namespace) -> str:
     best = max(ceiling.values())
     saturate = best / per_worker_ups
     lines = [f"## Scaling: async CartPole throughput by worker count ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python bench/scaling.py --workers "
+             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.scaling --workers "
              f"{' '.join(map(str, args.workers))} --seconds {args.seconds:.0f}`. Preset `cartpole` (8 envs and "
              "5-step rollouts per worker: 40 env steps per gradient); PS, evaluator and driver share the machine.",
              "", "| workers | env steps/s | PS updates/s | efficiency vs linear |", "|---|---|---|---|"]
     lines += [f"| {n} | {r['fps']:,.0f} | {r['ups']:,.0f} | {r['fps'] / (n * base):.0%} |" for n, r in rows]
-    lines += ["", f"- Parameter-server ceiling (pushers replaying a ready packet, no envs): "
+    lines += ["", "- Parameter-server ceiling (pushers replaying a ready packet, no envs): "
               + ", ".join(f"{k} pusher{'s' if k > 1 else ''}: {v:,.0f} updates/s" for k, v in ceiling.items()) + ".",
               f"- One worker here produces {per_worker_ups:,.0f} updates/s, so one PS saturates at about "
               f"**{saturate:,.0f} workers** of this kind ({best:,.0f} / {per_worker_ups:,.0f}).",
@@ -105,7 +98,8 @@ def render(rows: list, ceiling: dict, args: argparse.Namespace) -> str:
               f"updates/s, {1600 * per_worker_ups / best:,.0f}x one PS's ceiling: at that size use longer rollouts "
               "or more envs per worker (fewer, larger gradients), sync mode (one averaged step per round), or "
               "shard the PS. Heavier envs (ViZDoom) produce far fewer updates per worker and saturate later.",
-              "- Beyond 2 workers this 2-core machine is oversubscribed: the extra rows measure contention, not scaling."]
+              "- Beyond 2 workers this 2-core machine is oversubscribed: the extra rows measure contention, "
+              "not scaling."]
     return "\n".join(lines)
 
 

@@ -1,21 +1,18 @@
 """Soak: a long CartPole async run (2 workers), sampling every minute the total RSS of this Ray session's
 processes and the object store's used bytes; reports growth from minute 5 to the end (goal < 5%).
 
-    .venv/bin/python bench/soak.py [--minutes 30]
+    .venv/bin/python -m bench.soak [--minutes 30]
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import machine, today, update_section  # noqa: E402
+from bench.common import machine, today, update_section
 
 
 def _proc_table() -> dict[int, tuple[int, bytes, int]]:
@@ -62,16 +59,13 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     import ray
-
-    from ray_a3c.cluster.cli import resolve_config
-    from ray_a3c.cluster.driver import Trainer
     from ray_a3c.cluster.runtime import start_ray
-    from ray_a3c.common.config import load_yaml
-    from ray_a3c.common.envs import probe_spaces
 
-    cfg = resolve_config(load_yaml("cartpole"), ["run.stop_return=null", "run.log_interval_s=30",
-                                                 "run.checkpoint_interval_s=60"],
-                         {"time_limit": args.minutes * 60.0, "total_env_steps": 10**12})
+    import ray_a3c
+
+    cfg = ray_a3c.make_config("cartpole", **{"run.stop_return": None, "run.log_interval_s": 30,
+                                             "run.checkpoint_interval_s": 60, "run.time_limit_s": args.minutes * 60.0,
+                                             "run.total_env_steps": 10**12})
     start_ray(cfg)
     session = ray._private.worker.global_worker.node.session_name
     address = ray.get_runtime_context().gcs_address
@@ -93,7 +87,7 @@ def main() -> None:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     with tempfile.TemporaryDirectory() as run_dir:
-        summary = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
+        summary = ray_a3c.train(cfg, run_dir=run_dir, quiet=True)
     done.set()
     report = render(samples, summary, args)
     print(report)
@@ -106,7 +100,7 @@ def render(samples: list, summary, args: argparse.Namespace) -> str:
     last = samples[-1]
     growth = (last[1] - base[1]) / base[1] * 100
     lines = [f"## Soak: {args.minutes}-minute CartPole async run, 2 workers ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python bench/soak.py --minutes {args.minutes}`. "
+             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.soak --minutes {args.minutes}`. "
              f"{summary.env_steps:,} env steps, {summary.version:,} PS versions.", "",
              "| minute | RSS of Ray's processes (MiB) | object store used (MiB) |", "|---|---|---|"]
     lines += [f"| {m:.0f} | {rss / 2**20:,.1f} | {obj / 2**20:,.2f} |" for m, rss, obj in samples]

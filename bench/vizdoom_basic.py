@@ -8,7 +8,7 @@ over 20 episodes with sampled actions (the preset's run.eval_policy), taken ever
 clock from launch, start-up included (ours: Ray start + actor spawn + training until the solving weights were
 taken; the evaluator runs beside training and its CPU share is included).
 
-    .venv/bin/python bench/vizdoom_basic.py [--seconds 600] [--workers 2]
+    .venv/bin/python -m bench.vizdoom_basic [--seconds 600] [--workers 2]
 """
 from __future__ import annotations
 
@@ -24,8 +24,6 @@ import threading
 import time
 
 import ray
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import fmt, machine, today, update_section
 
@@ -69,20 +67,18 @@ VARIANTS = {  # label -> overrides of the vizdoom_basic preset
 
 
 def run_ours(seconds: float, workers: int, overrides: list[str]) -> dict:
+    from ray_a3c.cluster.runtime import start_ray
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from ray_a3c.cluster.cli import resolve_config
-    from ray_a3c.cluster.driver import Trainer
-    from ray_a3c.cluster.runtime import start_ray
-    from ray_a3c.common.config import load_yaml
-    from ray_a3c.common.envs import probe_spaces
+    import ray_a3c
 
-    cfg = resolve_config(load_yaml("vizdoom_basic"), ["run.eval_interval_s=10", "run.eval_episodes=20",
-                                                      "run.gif_every=0", *overrides],
-                         {"num_workers": workers, "time_limit": seconds, "stop_return": TARGET, "seed": 0})
+    cfg = ray_a3c.make_config("vizdoom_basic", overrides=["run.eval_interval_s=10", "run.eval_episodes=20",
+                                                          "run.gif_every=0", *overrides],
+                              **{"run.num_workers": workers, "run.time_limit_s": seconds, "run.stop_return": TARGET,
+                                 "run.seed": 0})
     start_ray(cfg)
     with tempfile.TemporaryDirectory() as run_dir:
-        s = Trainer(cfg, probe_spaces(cfg.env), run_dir, quiet=True).train()
+        s = ray_a3c.train(cfg, run_dir=run_dir, quiet=True)
         acc = EventAccumulator(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))[0])
         acc.Reload()
         comm = [e.value for e in acc.Scalars("perf/comm_fraction")]
@@ -118,7 +114,7 @@ def main() -> None:
     sf = run_sample_factory(args.seconds, args.workers, envs)
     print(f"sample factory: {sf}", flush=True)
     lines = [f"## ViZDoom basic: ray-a3c vs Sample Factory 2.1.1 ({today()})", "",
-             (f"Machine: {machine()}. Command: `.venv/bin/python bench/vizdoom_basic.py --seconds {args.seconds:.0f} "
+             (f"Machine: {machine()}. Command: `.venv/bin/python -m bench.vizdoom_basic --seconds {args.seconds:.0f} "
              f"--workers {args.workers}`. Every run: {args.workers} workers x {envs} envs, CPU, frame skip 4, seed 0, "
              f"limit {args.seconds:.0f} s, one after another on the same machine. Time = wall clock from launch "
              "(start-up included) until the mean return reaches 60 raw: SF's running average of training "

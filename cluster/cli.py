@@ -5,14 +5,22 @@ import argparse
 import json
 import os
 import sys
-import time
 from typing import Optional
 
-from ray_a3c.common import checkpoint
-from ray_a3c.common.config import (Config, from_dict, from_flat, load_yaml, parse_override, preset_names,
-                           reference_rows, save_yaml, validate)
+from ray_a3c.common.config import (
+    Config,
+    from_dict,
+    from_flat,
+    load_run_config,
+    load_yaml,
+    parse_override,
+    preset_names,
+    reference_rows,
+    validate,
+)
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.export import EXPORT_FORMATS
 
 DEFAULT_PRESET = "cartpole"
 
@@ -74,12 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     j = sub.add_parser("submit", help="run `a3c train [train args]` as a job on a Ray cluster (Jobs API)")
     j.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
-    j.add_argument("--working-dir", help="directory shipped to the cluster (default: this source tree)")
+    j.add_argument("--working-dir", help="directory shipped to the cluster, where the job runs: your env modules, "
+                                         "datasets and YAML files (default: the current directory)")
     j.add_argument("--pip", nargs="+", default=[], help="pip packages the job installs")
     j.add_argument("--no-follow", action="store_true", help="print the job id and return")
     p = sub.add_parser("plot", help="six training panels from a run's TensorBoard data, as a PNG")
     p.add_argument("run_dir")
     p.add_argument("--out", help="PNG path (default RUN_DIR/plots/training.png)")
+    x = sub.add_parser("export", help="write a run's policy as a self-contained ONNX or torch.export file")
+    x.add_argument("run_dir")
+    x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="onnx (onnxruntime) | pt2 (torch)")
+    x.add_argument("--out", required=True, help="the file to write (never overwritten)")
+    x.add_argument("--checkpoint", default="best", help="latest | best | PATH (default best, else latest)")
     c = sub.add_parser("config", help="print a resolved config, or the reference of every key")
     c.add_argument("preset", nargs="?", default=DEFAULT_PRESET)
     c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V")
@@ -87,72 +101,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FLAG_KEYS = {"env": "env.id", "mode": "algo.mode", "num_workers": "run.num_workers", "total_env_steps": "run.total_env_steps",
+FLAG_KEYS = {"env": "env.id", "mode": "algo.mode", "num_workers": "run.num_workers",
+             "total_env_steps": "run.total_env_steps",
              "time_limit": "run.time_limit_s", "stop_return": "run.stop_return", "seed": "run.seed",
              "run_dir": "run.run_dir", "address": "cluster.address"}
 
 
 def resolve_config(base: dict, overrides: list[str], flags: Optional[dict] = None, source: str = "") -> Config:
     cfg = from_dict(base, source=source or "config")
-    cfg = from_flat(dict(parse_override(o) for o in overrides), cfg)
-    cfg = from_flat({FLAG_KEYS[k]: v for k, v in (flags or {}).items() if v is not None}, cfg)
+    cfg = from_flat(_flat_overrides(overrides, flags), cfg)
     return validate(cfg)
 
 
-def _new_run_dir(cfg: Config, preset: Optional[str]) -> str:
-    name = preset if preset and preset in preset_names() else cfg.env.id.split(":")[-1].replace("/", "_")
-    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+def _flat_overrides(overrides: list[str], flags: Optional[dict]) -> dict:
+    """--set K=V and the named flags as one {"section.key": value} mapping (flags win)."""
+    values = dict(parse_override(o) for o in overrides)
+    values.update({FLAG_KEYS[k]: v for k, v in (flags or {}).items() if v is not None})
+    return values
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ray_a3c.cluster.launch import build_config, prepare_new, prepare_resume, run_training, use_working_directory
+
+    use_working_directory()
     flags = {k: getattr(args, k) for k in FLAG_KEYS}
-    resume_state = None
     if args.resume:
-        if not args.run_dir:
-            raise A3CError("--resume needs --run-dir DIR of the run to continue")
-        config_path = os.path.join(args.run_dir, "config.yaml")
-        if not os.path.isfile(config_path):
-            raise A3CError(f"cannot resume: '{config_path}' does not exist")
         if args.preset:
-            print(f"note: resuming uses {config_path}; the preset '{args.preset}' is ignored")
-        cfg = resolve_config(load_yaml(config_path), args.overrides, flags, config_path)
-        spaces = probe_spaces(cfg.env)
-        resume_state = checkpoint.load(checkpoint.resolve(args.run_dir, "latest"))
-        run_dir = args.run_dir
+            print(f"note: resuming uses the run dir's config.yaml; the preset '{args.preset}' is ignored")
+        prepared = prepare_resume(args.run_dir, _flat_overrides(args.overrides, flags))
     else:
         preset = args.preset or DEFAULT_PRESET
-        cfg = resolve_config(load_yaml(preset), args.overrides, flags, preset)
-        spaces = probe_spaces(cfg.env)
-        run_dir = cfg.run.run_dir or _new_run_dir(cfg, preset)
-        if os.path.exists(run_dir) and os.listdir(run_dir):
-            raise A3CError(f"run dir '{run_dir}' already exists; pass --resume to continue it, or another --run-dir")
-    cfg.run.run_dir = run_dir
-    os.makedirs(run_dir, exist_ok=True)
-    save_yaml(cfg, os.path.join(run_dir, "config.yaml"))
-    print(f"run dir: {run_dir}", flush=True)
-
-    from ray_a3c.cluster.driver import Trainer  # Ray is imported only once the input is known to be good
-
-    summary = Trainer(cfg, spaces, run_dir, resume_state=resume_state).train()
-    keys = ("reason", "env_steps", "version", "episodes", "train_s", "ray_start_s", "spawn_s", "last_eval",
-            "best_eval", "solved_at_s", "solved_at_wall_s", "solved_at_env_steps", "restarts", "lost_updates",
-            "env_recreations")
-    result = {k: getattr(summary, k) for k in keys}
-    print(json.dumps(result))
+        prepared = prepare_new(build_config(preset, _flat_overrides(args.overrides, flags)), preset)
+    print(f"run dir: {prepared.run_dir}", flush=True)
+    summary = run_training(prepared)  # Ray starts only once the input is known to be good
+    print(json.dumps(summary.result()))
     return 130 if summary.reason == "interrupted" else 0
 
 
-def _run_config(run_dir: str) -> Config:
-    if not os.path.isdir(run_dir):
-        raise A3CError(f"run dir '{run_dir}' does not exist")
-    config_path = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(config_path):
-        raise A3CError(f"'{run_dir}' is not a run dir: no config.yaml")
-    return resolve_config(load_yaml(config_path), [], source=config_path)
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    cfg = _run_config(args.run_dir)
+    cfg = load_run_config(args.run_dir)
     if args.policy:
         cfg.run.eval_policy = args.policy
     if args.env:
@@ -163,6 +150,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.random and args.vs_random:
         raise A3CError("--random and --vs-random exclude each other")
     from ray_a3c.actors.evaluator import Evaluator
+    from ray_a3c.common import checkpoint
 
     evaluator = Evaluator(cfg)
     if args.random:
@@ -201,8 +189,8 @@ def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random
 
 def cmd_record(args: argparse.Namespace) -> int:
     import numpy as np
-
     from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
+    from ray_a3c.common import checkpoint
     from ray_a3c.common.config import EnvConfig
     from ray_a3c.common.dataset import save_dataset
 
@@ -218,7 +206,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     if args.policy == "random":
         env_cfg, model, label = EnvConfig(id=args.env), None, "uniform random"
     else:
-        run_cfg = _run_config(args.policy)
+        run_cfg = load_run_config(args.policy)
         env_cfg = run_cfg.env
         env_cfg.id, env_cfg.dataset = args.env, None
         from ray_a3c.actors.evaluator import Evaluator
@@ -241,7 +229,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    _run_config(args.run_dir)
+    load_run_config(args.run_dir)
     from ray_a3c.cluster.plot import plot_run
 
     out = args.out or os.path.join(args.run_dir, "plots", "training.png")
@@ -250,6 +238,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     drawn = plot_run(args.run_dir, out)
     print(f"{out} ({len(drawn)} of 6 panels with data)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if os.path.exists(args.out):
+        raise A3CError(f"'{args.out}' exists; choose another --out (exports are never overwritten)")
+    suffix = "." + args.format
+    if not args.out.endswith(suffix):
+        raise A3CError(f"--out must end in {suffix} for --format {args.format}, got '{args.out}'")
+    from ray_a3c.common.policy import load_policy
+
+    policy = load_policy(args.run_dir, args.checkpoint)
+    policy.export(args.out, args.format)
+    inputs, outputs = ("obs, h, c", "action, h_out, c_out") if policy.recurrent else ("obs", "action")
+    print(f"{args.out}: {args.format} policy, inputs ({inputs}), outputs ({outputs}), batch dimension first")
     return 0
 
 
@@ -267,10 +270,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, train_args: list[str]) -> int:
-    from ray_a3c.cluster.submit import project_root, submit
+    from ray_a3c.cluster.submit import submit
 
     build_parser().parse_args(["train", *train_args])  # bad train arguments fail here, not on the cluster
-    return submit(args.address, train_args, args.working_dir or project_root(), args.pip, not args.no_follow)
+    return submit(args.address, train_args, args.working_dir or os.getcwd(), args.pip, not args.no_follow)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -289,6 +292,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_plot(args)
         if args.command == "record":
             return cmd_record(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_config(args)
     except A3CError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The training driver: spawns and wires the actors, monitors, logs, checkpoints, evaluates, stops."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -10,30 +11,35 @@ from typing import Optional
 
 import ray
 from ray.exceptions import RayActorError, RayError
-
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
 from ray_a3c.cluster.runtime import resolve_num_workers, start_ray
-from ray_a3c.common import checkpoint, metrics
-from ray_a3c.common.config import Config
+from ray_a3c.common import checkpoint, metrics, packet
+from ray_a3c.common.config import Config, from_dict
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import set_flat_weights
 from ray_a3c.common.models import build_model
 
 POLL_S = 0.1
+# TensorBoard tag -> the key workers report it under in GradientPacket.losses
+LOSS_TAGS = {metrics.VALUE_MEAN: packet.VALUE_MEAN, metrics.ADVANTAGE_MEAN: packet.ADVANTAGE_MEAN,
+             metrics.ACTION_ABS_MAX: packet.ACTION_ABS_MAX, metrics.LOSS_POLICY: packet.LOSS_POLICY,
+             metrics.LOSS_VALUE: packet.LOSS_VALUE, metrics.LOSS_ENTROPY: packet.LOSS_ENTROPY}
 EVAL_SEED_OFFSET = 100_000
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
 
 
 @dataclass
 class RunSummary:
+    run_dir: str = ""
     reason: str = ""  # what stopped the run: solved | env_steps | time_limit | interrupted
     env_steps: int = 0
     version: int = 0
     episodes: int = 0
     train_s: float = 0.0  # wall time from the workers' start to the stop
     ray_start_s: float = 0.0
-    spawn_s: float = 0.0  # creating the actors (each imports torch and builds its envs)
+    spawn_s: float = 0.0  # asking Ray for the actors (they start in the background)
+    first_gradient_s: Optional[float] = None  # from the process's start to the PS's first applied gradient
     eval_s: float = 0.0  # wall time the evaluator spent (runs beside training)
     last_eval: Optional[float] = None
     best_eval: Optional[float] = None
@@ -47,20 +53,31 @@ class RunSummary:
     lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint)
     evals: list = field(default_factory=list)  # (env_steps, mean_return)
 
+    def result(self) -> dict:
+        """The summary as the CLI prints it (one JSON line): everything but the evaluation history."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "evals"}
+
 
 class Trainer:
     """Drives one run; `train()` returns a RunSummary. Usable from the CLI or from Python."""
 
     def __init__(self, config: Config, spaces: EnvSpaces, run_dir: str,
                  resume_state: Optional[dict] = None, quiet: bool = False):
-        self.config, self.spaces, self.run_dir = config, spaces, run_dir
-        self.resume_state = resume_state
-        self.quiet = quiet
+        self.config = from_dict(config.to_dict())  # a copy: resolving `auto` must not change the caller's
+        self.spaces, self.run_dir, self.resume_state, self.quiet = spaces, run_dir, resume_state, quiet
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
-        self.summary = RunSummary()
-        self.summary.best_eval = (resume_state or {}).get("best_eval_return")
+        self.summary = RunSummary(run_dir=run_dir, best_eval=(resume_state or {}).get("best_eval_return"))
         self.fleet: Optional[Fleet] = None
+        self.writer: Optional[metrics.ScalarWriter] = None
+        self.ray_metrics: Optional[RayMetrics] = None
         self._last_counters: dict = dict((resume_state or {}).get("counters", {}))
+        self._first_version = int(self._last_counters.get("version", 0))
+        self.t0: Optional[float] = None  # when the workers were started
+        self._last_log = self._last_ckpt = 0.0
+        self._log_state: Optional[tuple] = None  # (time, counters) of the last progress line
+        self._eval_ref: Optional[ray.ObjectRef] = None
+        self._eval_started, self._last_eval_start, self._evals_started = 0.0, -1e9, 0
+        self._queued_round: Optional[ray.ObjectRef] = None
 
     # -- set-up ------------------------------------------------------------------------------------------
     def train(self) -> RunSummary:
@@ -70,7 +87,8 @@ class Trainer:
                   "(token: ~/.ray/auth_token, see README)")
         self.writer = metrics.ScalarWriter(self.run_dir)
         try:
-            self.config.run.num_workers = resolve_num_workers(self.config)
+            self.config = dataclasses.replace(
+                self.config, run=dataclasses.replace(self.config.run, num_workers=resolve_num_workers(self.config)))
             self.ray_metrics = RayMetrics(os.path.basename(os.path.abspath(self.run_dir)))
             t_spawn = time.perf_counter()
             self.fleet = Fleet(self.config, self.spaces, self.ckpt_dir, self._say)
@@ -96,9 +114,6 @@ class Trainer:
             self.fleet.start_loops()
         self._last_log = self._last_ckpt = self.t0
         self._log_state = (self.t0, self._counters())
-        self._eval_ref, self._eval_started, self._last_eval_start = None, 0.0, -1e9
-        self._evals_started = 0
-        self._queued_round: Optional[ray.ObjectRef] = None
         while True:
             try:
                 reason = self._tick(sync)
@@ -115,7 +130,7 @@ class Trainer:
 
     def _finish_eval(self) -> None:
         """Let the evaluation in flight end (its result may be the best, its GIF half written)."""
-        if getattr(self, "_eval_ref", None) is None or self.summary.reason == "interrupted":
+        if self._eval_ref is None or self.summary.reason == "interrupted":
             return
         ready, _ = ray.wait([self._eval_ref], timeout=FINAL_EVAL_WAIT_S)
         try:
@@ -126,8 +141,15 @@ class Trainer:
 
     def _counters(self) -> dict:
         counters = ray.get(self.ps.get_counters.remote())
-        self._last_counters = counters
+        self._note_counters(counters)
         return counters
+
+    def _note_counters(self, counters: dict) -> None:
+        self._last_counters = counters
+        if self.summary.first_gradient_s is None and counters["version"] > self._first_version:
+            self.summary.first_gradient_s = process_age_s()
+            self._say(f"first gradient applied {self.summary.first_gradient_s:.1f}s after the command started")
+            self.fleet.spawn_evaluator()  # now: at start-up it would take CPU from the workers
 
     def _tick(self, sync: bool) -> str:
         run = self.config.run
@@ -138,6 +160,7 @@ class Trainer:
             counters = self._counters()
             self.fleet.check_loops(counters["last_seen"])
         now = time.perf_counter()
+        self.fleet.poll_placement()
         self._poll_eval(now)
         if now - self._last_log >= run.log_interval_s:
             self._log(now)
@@ -159,7 +182,7 @@ class Trainer:
             self._queued_round = None  # it depends on the failed round's actors; a fresh one follows
             self.fleet.repair_after_sync_failure(self._last_counters)
             return self._counters()
-        self._last_counters = result.counters
+        self._note_counters(result.counters)
         return result.counters
 
     def _sync_round(self) -> ray.ObjectRef:
@@ -186,6 +209,8 @@ class Trainer:
 
     def _poll_eval(self, now: float, start_next: bool = True) -> None:
         run = self.config.run
+        if self.fleet.evaluator is None:
+            return
         if self._eval_ref is not None:
             ready, _ = ray.wait([self._eval_ref], timeout=0)
             if not ready:
@@ -235,9 +260,7 @@ class Trainer:
         losses = stats["losses"]
         self.writer.write({
             metrics.EPISODE_RETURN: mean_ret, metrics.EPISODE_LENGTH: sum(lens) / len(lens) if lens else None,
-            metrics.VALUE_MEAN: losses.get("value_mean"), metrics.ADVANTAGE_MEAN: losses.get("advantage_mean"),
-            metrics.ACTION_ABS_MAX: losses.get("action_abs_max"), metrics.LOSS_POLICY: losses.get("policy"),
-            metrics.LOSS_VALUE: losses.get("value"), metrics.LOSS_ENTROPY: losses.get("entropy"),
+            **{tag: losses.get(key) for tag, key in LOSS_TAGS.items()},
             metrics.GRAD_NORM: stats["grad_norm_mean"], metrics.WEIGHT_NORM: stats["weight_norm"],
             metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats["comm_fraction"],
             metrics.PS_VERSION: stats["version"], metrics.POLICY_LAG: stats["policy_lag_mean"],
@@ -271,7 +294,7 @@ class Trainer:
     # -- shutdown ------------------------------------------------------------------------------------------
     def _finish(self, started_ray: bool) -> None:
         s = self.summary
-        s.train_s = time.perf_counter() - getattr(self, "t0", time.perf_counter())
+        s.train_s = time.perf_counter() - self.t0 if self.t0 is not None else 0.0
         try:
             if self.fleet is not None and self.fleet.ps is not None:
                 ray.get(self.ps.request_stop.remote())
@@ -279,7 +302,7 @@ class Trainer:
                 if refs:
                     ray.wait(refs, num_returns=len(refs), timeout=30)
                 self._finish_eval()
-                if hasattr(self, "_log_state"):
+                if self._log_state is not None:
                     self._log(time.perf_counter())  # a last tick, so even short runs log every tag
                 path = self._save_checkpoint()
                 counters = ray.get(self.ps.get_counters.remote())
@@ -290,7 +313,8 @@ class Trainer:
                 self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "
                           f"checkpoint {path}")
         finally:
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
             if self.fleet is not None:
                 self.fleet.kill_all()
             if started_ray:
@@ -299,6 +323,13 @@ class Trainer:
     def _say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (the command's start, interpreter and imports included)."""
+    import psutil  # ships with ray[default]
+
+    return time.time() - psutil.Process().create_time()
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -6,7 +6,6 @@ from typing import Any, Callable, Optional
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
-
 from ray_a3c.cluster.remote import RemoteEvaluator, RemoteParameterServer, RemoteWorker
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config
@@ -29,6 +28,8 @@ class Fleet:
         self.evaluator: Any = None
         self.loops: dict[int, ray.ObjectRef] = {}
         self._launched_at: dict[int, float] = {}
+        self._placement: dict[str, ray.ObjectRef] = {}  # actor -> its node id, until they have all started
+        self._placement_reported = False
 
     # -- actor options ---------------------------------------------------------------------------------
     def _options(self, name: str, num_cpus: float, num_gpus: float = 0.0, restarts: int = 0,
@@ -69,21 +70,35 @@ class Fleet:
         return self.evaluator
 
     def spawn_all(self, resume_state: Optional[dict]) -> None:
+        """Ask Ray for the PS and the workers and return at once: calls queue behind each actor's constructor,
+        so each worker starts as soon as it is ready. The evaluator is not started here (`spawn_evaluator`,
+        once training runs): on a small machine it would compete with the workers' start-up for the CPU."""
         self.spawn_ps(resume_state)
         for rank in range(self.config.run.num_workers):
             self.spawn_worker(rank)
-        self.spawn_evaluator()
-        self.report_placement()
+        actors = {"ps": self.ps, **{f"worker-{r}": w for r, w in self.workers.items()}}
+        self._placement = {name: actor.node_id.remote() for name, actor in actors.items()}
+        self._placement["device"] = self.ps.get_counters.remote()
 
-    def report_placement(self) -> dict:
-        """Log the node each actor runs on (node id -> address from the cluster's node table)."""
+    def poll_placement(self) -> Optional[dict]:
+        """Once every actor has started: log the node each runs on (node id -> address) and return them."""
+        if self._placement_reported:
+            return None
+        if "eval" not in self._placement and self.evaluator is not None:
+            self._placement["eval"] = self.evaluator.node_id.remote()
+        refs = list(self._placement.values())
+        if self.evaluator is None:
+            return None
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if len(ready) < len(refs):
+            return None
+        values = dict(zip(self._placement, ray.get(refs)))
+        self._placement, self._placement_reported = {}, True
+        device = values.pop("device")["device"]
         addresses = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes()}
-        actors = {"ps": self.ps, **{f"worker-{r}": w for r, w in self.workers.items()}, "eval": self.evaluator}
-        nodes = dict(zip(actors, ray.get([a.node_id.remote() for a in actors.values()])))
-        device = ray.get(self.ps.get_counters.remote())["device"]
         self.say("placement: " + ", ".join(f"{name}@{addresses.get(node, '?')}/{node[:8]}"
-                                            for name, node in nodes.items()) + f"; learner on {device}")
-        return nodes
+                                            for name, node in values.items()) + f"; learner on {device}")
+        return values
 
     # -- asynchronous worker loops -----------------------------------------------------------------------
     def start_loops(self) -> None:

@@ -6,14 +6,11 @@ from typing import Any, Optional
 
 import numpy as np
 import ray
-
-from ray_a3c.actors.evaluator import Evaluator
-from ray_a3c.actors.worker import RolloutWorker
+from ray_a3c.actors import evaluator, worker
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.packet import ApplyResult, GradientPacket
-from ray_a3c.learner.parameter_server import ParameterServer
-
+from ray_a3c.learner import parameter_server
 
 INLINE_WEIGHTS_BYTES = 100 * 1024  # Ray's own limit for inlining small objects into a reply
 
@@ -24,7 +21,8 @@ def publish_weights(flat: np.ndarray) -> Any:
     return ray.put(flat) if flat.nbytes > INLINE_WEIGHTS_BYTES else flat
 
 
-class _RayParameterServer(ParameterServer):
+# The Ray dashboard lists actors by class name, so the Ray-side subclasses keep the roles' own names.
+class ParameterServer(parameter_server.ParameterServer):
     def __init__(self, config: Config, spaces: EnvSpaces):
         super().__init__(config, spaces, publish=publish_weights)
 
@@ -66,7 +64,7 @@ def _resolve(weights: Any) -> np.ndarray:
     return ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights
 
 
-class _RayWorker(RolloutWorker):
+class RolloutWorker(worker.RolloutWorker):
     def run_remote(self, ps_handle: Any) -> dict:
         return self.run(RemoteParameterServerClient(ps_handle))
 
@@ -87,7 +85,7 @@ class _RayWorker(RolloutWorker):
         return ray.get_runtime_context().get_node_id()
 
 
-class _RayEvaluator(Evaluator):
+class Evaluator(evaluator.Evaluator):
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
@@ -95,6 +93,6 @@ class _RayEvaluator(Evaluator):
         return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed, gif_path)
 
 
-RemoteParameterServer = ray.remote(_RayParameterServer)
-RemoteWorker = ray.remote(_RayWorker)
-RemoteEvaluator = ray.remote(_RayEvaluator)
+RemoteParameterServer = ray.remote(ParameterServer)
+RemoteWorker = ray.remote(RolloutWorker)
+RemoteEvaluator = ray.remote(Evaluator)

@@ -1,14 +1,20 @@
 """Starting or joining Ray, and the resource options of each actor role."""
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
+import shutil
+import sys
+import sysconfig
+import tempfile
 import time
+from typing import Optional
 
 import ray
-
 from ray_a3c.common.config import Config
+
 
 def required_cpus(config: Config) -> float:
     c = config.cluster
@@ -32,7 +38,8 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
     # runs unchanged locally, against `ray start` clusters and as a job.
     address = c.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ctx = ray.init(address=address, namespace=c.namespace, log_to_driver=True, logging_level=logging.WARNING)
+        ctx = ray.init(address=address, namespace=c.namespace, log_to_driver=True, logging_level=logging.WARNING,
+                       runtime_env=user_module_runtime_env(config.env.id))
     else:
         auto = config.run.num_workers == 0
         num_cpus = c.num_cpus or (os.cpu_count() if auto else max(int(math.ceil(required_cpus(config))), 1))
@@ -41,6 +48,38 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
                        dashboard_host=c.dashboard_host, log_to_driver=True, logging_level=logging.WARNING, **extra)
     url = getattr(ctx, "dashboard_url", None)
     return True, time.perf_counter() - t0, f"http://{url}" if url else "(no dashboard)"
+
+
+def user_module_path(env_id: str) -> Optional[str]:
+    """The file or package directory of `env.id`'s top-level module when it is the user's own (not
+    installed in site-packages): the nodes of a cluster do not have it."""
+    if ":" not in env_id or env_id.startswith("vizdoom:") or "/" in env_id.split(":")[0]:
+        return None
+    top = env_id.split(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or spec.origin in (None, "built-in", "frozen"):
+        return None
+    path = os.path.dirname(spec.origin) if spec.submodule_search_locations else spec.origin
+    installed = {os.path.realpath(p) for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
+                                               sys.base_prefix)}
+    if any(os.path.realpath(path).startswith(root + os.sep) for root in installed):
+        return None
+    return path
+
+
+def user_module_runtime_env(env_id: str) -> Optional[dict]:
+    """A runtime env that ships the user's env module to every node (Ray's py_modules takes directories:
+    a single-file module is staged as `<name>/` holding it as `__init__.py`)."""
+    path = user_module_path(env_id)
+    if path is None:
+        return None
+    if os.path.isfile(path):
+        name = os.path.splitext(os.path.basename(path))[0]
+        staged = os.path.join(tempfile.mkdtemp(prefix="a3c-modules-"), name)
+        os.makedirs(staged)
+        shutil.copyfile(path, os.path.join(staged, "__init__.py"))
+        path = staged
+    return {"py_modules": [path]}
 
 
 def resolve_num_workers(config: Config) -> int:

@@ -1,7 +1,6 @@
 """`a3c submit`: run `a3c train` as a Ray job on a cluster, through the Jobs API, and follow its logs."""
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -11,12 +10,6 @@ from ray_a3c.common.errors import A3CError
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 EXCLUDES = [".venv", ".git", "runs", "*.npz", "__pycache__", "*.egg-info", ".pytest_cache", "bench/out"]
-
-
-def project_root() -> Optional[str]:
-    """The source tree this CLI runs from, if it is one (a setup.cfg beside the packages)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return root if os.path.isfile(os.path.join(root, "setup.cfg")) else None
 
 
 def submit(address: str, train_args: list[str], working_dir: Optional[str], pip: list[str],
@@ -29,7 +22,8 @@ def submit(address: str, train_args: list[str], working_dir: Optional[str], pip:
         runtime_env.update(working_dir=working_dir, excludes=EXCLUDES)
     if pip:
         runtime_env["pip"] = pip
-    entrypoint = "python -m ray_a3c.cluster.cli train " + shlex.join(train_args)
+    # The console script, not `python -m`: a folder of the working dir must not shadow the installed package.
+    entrypoint = "a3c train " + shlex.join(train_args)
     try:
         client = JobSubmissionClient(address)
     except Exception as exc:  # noqa: BLE001 - connection and auth failures come in several types

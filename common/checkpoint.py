@@ -8,7 +8,6 @@ import tempfile
 from typing import Any
 
 import torch
-
 from ray_a3c.common.errors import A3CError
 
 CKPT_PATTERN = re.compile(r"ckpt-(\d+)\.pt$")

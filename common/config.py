@@ -4,13 +4,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Optional
 
 import yaml
-
 from ray_a3c.common.errors import A3CError
 
 
@@ -222,8 +222,17 @@ def load_yaml(path_or_preset: str) -> dict:
 
 
 def save_yaml(cfg: Config, path: str) -> None:
-    with open(path, "w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+    """Write beside `path`, then rename over it: a reader never sees half a config."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def validate(cfg: Config) -> Config:
@@ -284,6 +293,16 @@ def validate(cfg: Config) -> Config:
         if not ok:
             raise A3CError(message)
     return cfg
+
+
+def load_run_config(run_dir: str) -> Config:
+    """The resolved config a run saved beside its checkpoints."""
+    if not os.path.isdir(run_dir):
+        raise A3CError(f"run dir '{run_dir}' does not exist")
+    config_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(config_path):
+        raise A3CError(f"'{run_dir}' is not a run dir: no config.yaml")
+    return validate(from_dict(load_yaml(config_path), source=config_path))
 
 
 def reference_rows() -> list[tuple[str, str, str]]:

@@ -20,7 +20,6 @@ from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
-
 from ray_a3c.common.errors import A3CError
 
 SCHEMA_VERSION = 1

@@ -7,7 +7,6 @@ from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
-
 from ray_a3c.common.config import EnvConfig
 from ray_a3c.common.errors import A3CError
 

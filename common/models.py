@@ -6,11 +6,10 @@ from typing import Optional
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
-from torch.distributions import Categorical, Normal
-
 from ray_a3c.common.config import ModelConfig
 from ray_a3c.common.envs import EnvSpaces
+from torch import nn
+from torch.distributions import Categorical, Normal
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -169,6 +168,13 @@ class ActorCritic(nn.Module):
     def unroll(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None):
         """obs [T, N, ...], state from the step before, starts [T, N] bool (reset the state before step t)
         -> (distribution over the T*N actions, values [T*N], state after the last step)."""
+        out, values, state = self.head_outputs(obs, state, starts)
+        dist = DiagGaussian(out, self.log_std) if self.continuous else CategoricalDist(out)
+        return dist, values, state
+
+    def head_outputs(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None):
+        """Like `unroll`, with the policy head's raw output [T*N, A] (logits, or the Gaussian mean) in place
+        of a distribution: what an exported graph computes (distributions check their arguments)."""
         t_len, n = obs.shape[:2]
         flat = obs.reshape((t_len * n,) + obs.shape[2:])
         hidden = self._features(self.actor_trunk, flat)
@@ -176,9 +182,7 @@ class ActorCritic(nn.Module):
             hidden, state = self._run_core(hidden.reshape(t_len, n, -1), state, starts)
         critic_hidden = hidden if self.critic_trunk is None else self._features(self.critic_trunk, flat)
         values = self.value_head(critic_hidden).squeeze(-1)
-        out = self.policy_head(hidden)
-        dist = DiagGaussian(out, self.log_std) if self.continuous else CategoricalDist(out)
-        return dist, values, state
+        return self.policy_head(hidden), values, state
 
     def _run_core(self, x: torch.Tensor, state: State, starts: Optional[torch.Tensor]):
         h, c = state if state is not None else self.initial_state(x.shape[1])

@@ -6,7 +6,6 @@ from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
-
 from ray_a3c.common.dataset import Dataset, load_dataset
 
 
@@ -67,4 +66,5 @@ class OfflineEnv(gym.Env):
         i = self._step
         self._step += 1
         d = self.data
-        return d.next_observations[i].copy(), float(d.rewards[i]), bool(d.terminated[i]), bool(d.truncated[i]), self._info()
+        return (d.next_observations[i].copy(), float(d.rewards[i]), bool(d.terminated[i]), bool(d.truncated[i]),
+                self._info())

@@ -6,6 +6,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+# Keys of GradientPacket.losses: one name on both sides (the worker fills them, the driver logs them).
+LOSS_POLICY, LOSS_VALUE, LOSS_ENTROPY = "policy", "value", "entropy"
+VALUE_MEAN, ADVANTAGE_MEAN, ACTION_ABS_MAX = "value_mean", "advantage_mean", "action_abs_max"
+
 
 @dataclass
 class GradientPacket:
@@ -15,7 +19,7 @@ class GradientPacket:
     worker_rank: int = 0
     episode_returns: list = field(default_factory=list)  # raw returns of episodes finished in this rollout
     episode_lengths: list = field(default_factory=list)
-    losses: dict = field(default_factory=dict)  # policy, value, entropy, value_mean, advantage_mean, ...
+    losses: dict = field(default_factory=dict)  # LOSS_POLICY, LOSS_VALUE, ..., ACTION_ABS_MAX below
     critic_only: bool = False  # a value-only gradient (critic epochs after the first)
     obs_moments: Optional[tuple] = None  # (count, mean [D], var [D]) of the raw observations, for the PS
     env_recreations: int = 0  # this worker's env processes restarted after crashes, so far

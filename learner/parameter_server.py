@@ -8,7 +8,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 import yaml
-
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import get_flat_weights, set_flat_grads

@@ -80,7 +80,7 @@ def actors(cluster) -> dict:
 
 def test_workers_spread_over_both_nodes_and_the_run_solves(cluster, tmp_path):
     run = Run(cluster, tmp_path, "--num-workers", "2", "--stop-return", "475", "--total-env-steps", "400000")
-    run.wait_for("steps/s")
+    run.wait_for("placement:")  # printed once every actor, the evaluator too, runs
     named = actors(cluster)
     assert {"a3c:ps", "a3c:eval", "a3c:worker-0", "a3c:worker-1"} <= set(named)
     assert named["a3c:worker-0"].node_id != named["a3c:worker-1"].node_id
@@ -140,7 +140,7 @@ def test_hung_worker_is_replaced_and_crashed_evaluator_restarts(cluster, tmp_pat
     # A fixed time, not a stop return: the other worker alone may solve CartPole before the timeout fires.
     run = Run(cluster, tmp_path, "--time-limit", "25", "--set", "run.stop_return=null",
               "cluster.worker_timeout_s=3", "run.eval_interval_s=1")
-    run.wait_for("steps/s")
+    run.wait_for("placement:")
     named = actors(cluster)
     os.kill(named["a3c:worker-0"].pid, signal.SIGSTOP)  # alive but silent: only the timeout can tell
     os.kill(named["a3c:eval"].pid, signal.SIGKILL)

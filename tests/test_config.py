@@ -1,9 +1,17 @@
 import os
 
 import pytest
-
-from ray_a3c.common.config import (Config, from_dict, from_flat, load_yaml, parse_override, preset_names, reference_rows,
-                           save_yaml, validate)
+from ray_a3c.common.config import (
+    Config,
+    from_dict,
+    from_flat,
+    load_yaml,
+    parse_override,
+    preset_names,
+    reference_rows,
+    save_yaml,
+    validate,
+)
 from ray_a3c.common.errors import A3CError
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -24,7 +32,8 @@ def test_override_types_are_parsed_and_checked():
 
 def test_validation_rejects_bad_values():
     for key, value, message in [("algo.learning_rate", -1e-3, "learning_rate"), ("algo.gamma", 1.5, "gamma"),
-                                ("run.num_workers", -1, "num_workers"), ("learner.device", "tpu", "learner.device"), ("model.activation", "sigmoid", "activation"),
+                                ("run.num_workers", -1, "num_workers"), ("learner.device", "tpu", "learner.device"),
+                                ("model.activation", "sigmoid", "activation"),
                                 ("algo.value_loss", "huber", "value_loss")]:
         with pytest.raises(A3CError, match=message):
             validate(from_flat({key: value}, Config()))

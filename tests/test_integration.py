@@ -5,7 +5,6 @@ import os
 
 import pytest
 import torch
-
 from ray_a3c.cluster.cli import main
 from ray_a3c.common import metrics
 
@@ -122,7 +121,6 @@ def test_sync_mode_smoke_then_plot_and_vs_random(ray_session, tmp_path, capsys):
     assert [v for _, v in data[metrics.POLICY_LAG]] == [0.0] * len(data[metrics.POLICY_LAG])
 
     from PIL import Image
-
     from ray_a3c.cluster.plot import plot_run
 
     out = str(tmp_path / "history.png")

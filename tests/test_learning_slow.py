@@ -2,7 +2,6 @@
 import json
 
 import pytest
-
 from ray_a3c.cluster.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -7,7 +7,6 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.common.dataset import load_dataset, save_dataset
 from ray_a3c.common.envs import describe_spaces, make_vector_env
@@ -15,6 +14,7 @@ from ray_a3c.common.errors import A3CError
 from ray_a3c.common.models import build_model
 from ray_a3c.common.offline import OfflineEnv, shard_episodes
 from ray_a3c.common.returns import importance_weights, vtrace
+
 from tests.conftest import listing
 from tests.helpers import small_config
 from tests.test_returns import random_rollout
@@ -182,7 +182,8 @@ def test_importance_weights_and_vtrace_match_numpy(seed):
 
 def test_record_cli_writes_a_valid_dataset_and_never_overwrites(tmp_path):
     out = str(tmp_path / "rec.npz")
-    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "record", "--env", "CartPole-v1", "--episodes", "3", "--out", out]
+    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "record", "--env", "CartPole-v1", "--episodes", "3",
+           "--out", out]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,159 @@
+"""Preparing a run before Ray starts, shared by the CLI and the Python API: the config resolved and checked,
+the run dir claimed, a resume checked against the checkpoint it continues. Nothing is written until every
+check has passed."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import yaml
+from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, preset_names, save_yaml, validate
+from ray_a3c.common.envs import EnvSpaces, probe_spaces
+from ray_a3c.common.errors import A3CError
+
+# Keys a resume may change: budgets, clocks, logging, optimiser settings. Anything else (the env, the model,
+# the mode, the seed, the cluster's shape) would not fit the checkpoint or would silently mix two runs.
+RESUMABLE_SECTIONS = {"run", "cluster", "learner"}
+RESUMABLE_ALGO_KEYS = {"learning_rate", "critic_learning_rate", "adam_eps", "entropy_coef", "value_coef",
+                       "max_grad_norm", "max_policy_lag", "is_clip"}
+FIXED_RUN_KEYS = {"seed"}
+RESUME_LOG = "resume.log"
+
+
+@dataclass
+class PreparedRun:
+    config: Config
+    spaces: EnvSpaces
+    run_dir: str
+    resume_state: Optional[dict] = None
+
+
+def run_training(prepared: PreparedRun, quiet: bool = False):
+    """Start (or join) Ray and train; returns the driver's RunSummary."""
+    from ray_a3c.cluster.driver import Trainer  # Ray and torch load only once the input is known to be good
+
+    return Trainer(prepared.config, prepared.spaces, prepared.run_dir, resume_state=prepared.resume_state,
+                   quiet=quiet).train()
+
+
+def use_working_directory() -> None:
+    """Modules named in `env.id` are found where the user runs the command. Appended, not prepended: a
+    folder there that happens to share an installed package's name must not shadow it."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+
+
+def resolve_paths(cfg: Config) -> Config:
+    """Relative file paths in the config -> absolute ones, so actors whose working directory differs (Ray
+    workers start in their own) read the same files."""
+    if cfg.env.dataset and not cfg.env.dataset.startswith("minari:"):
+        cfg.env.dataset = os.path.abspath(cfg.env.dataset)
+    if cfg.env.id.endswith(".cfg") and cfg.env.id.startswith("vizdoom:"):
+        path = cfg.env.id.removeprefix("vizdoom:")
+        if os.path.exists(path):
+            cfg.env.id = "vizdoom:" + os.path.abspath(path)
+    return cfg
+
+
+def build_config(source: Any, overrides: Optional[dict] = None) -> Config:
+    """A preset name, a YAML path, a {section: {key: value}} mapping or a Config, then {"section.key": value}
+    overrides; validated."""
+    if isinstance(source, Config):
+        cfg = from_dict(source.to_dict(), source="config")
+    elif isinstance(source, dict):
+        cfg = from_dict(source, source="config")
+    elif isinstance(source, str):
+        cfg = from_dict(load_yaml(source), source=source)
+    else:
+        raise A3CError(f"config must be a preset name, a YAML path, a mapping or a Config, got {type(source).__name__}")
+    return resolve_paths(validate(from_flat(dict(overrides or {}), cfg)))
+
+
+def _new_run_dir(cfg: Config, preset: Optional[str]) -> str:
+    name = preset if preset and preset in preset_names() else cfg.env.id.split(":")[-1].replace("/", "_")
+    name = os.path.basename(name).removesuffix(".yaml").removesuffix(".cfg")
+    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _check_writable_dir(run_dir: str) -> None:
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise A3CError(f"run dir '{run_dir}' exists and is not a directory")
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    target = run_dir if os.path.isdir(run_dir) else parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise A3CError(f"run dir '{run_dir}' is not writable (no write permission on '{target}')")
+
+
+def prepare_new(cfg: Config, preset: Optional[str] = None) -> PreparedRun:
+    spaces = probe_spaces(cfg.env)
+    run_dir = cfg.run.run_dir or _new_run_dir(cfg, preset)
+    _check_writable_dir(run_dir)
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        raise A3CError(f"run dir '{run_dir}' already exists; pass --resume to continue it, or another --run-dir")
+    cfg.run.run_dir = run_dir
+    os.makedirs(run_dir, exist_ok=True)
+    save_yaml(cfg, os.path.join(run_dir, "config.yaml"))
+    return PreparedRun(cfg, spaces, run_dir)
+
+
+def config_changes(old: Config, new: Config) -> dict[str, tuple]:
+    """{"section.key": (old, new)} for every key that differs."""
+    a, b = old.to_dict(), new.to_dict()
+    return {f"{s}.{k}": (a[s][k], b[s][k]) for s in a for k in a[s] if a[s][k] != b[s][k]}
+
+
+def _refused(key: str) -> bool:
+    section, _, name = key.partition(".")
+    if section == "algo":
+        return name not in RESUMABLE_ALGO_KEYS
+    if section == "run":
+        return name in FIXED_RUN_KEYS
+    return section not in RESUMABLE_SECTIONS
+
+
+def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
+    """Continue `run_dir` from its newest checkpoint with `overrides`; refuses changes that do not fit the
+    checkpoint (env, model, mode, seed). config.yaml is rewritten, atomically, only once all checks pass, and
+    every accepted change is appended to RUN_DIR/resume.log."""
+    if not run_dir:
+        raise A3CError("--resume needs --run-dir DIR of the run to continue")
+    config_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(config_path):
+        raise A3CError(f"cannot resume: '{config_path}' does not exist")
+    stored = validate(from_dict(load_yaml(config_path), source=config_path))
+    from ray_a3c.common import checkpoint  # torch: only a resume needs it before Ray starts
+
+    state = checkpoint.load(checkpoint.resolve(run_dir, "latest"))
+    trained = resolve_paths(_checkpoint_config(state, stored))
+    cfg = resolve_paths(validate(from_flat({**overrides, "run.run_dir": run_dir}, stored)))
+    changes = config_changes(trained, cfg)
+    refused = sorted(k for k in changes if _refused(k) and k != "run.run_dir")
+    if refused:
+        raise A3CError("cannot resume with a changed " + ", ".join(
+            f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
+            + ": it does not fit the checkpoint; start a new run instead")
+    spaces = probe_spaces(cfg.env)
+    accepted = config_changes(stored, cfg)
+    if accepted:
+        with open(os.path.join(run_dir, RESUME_LOG), "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resume at version {state['counters'].get('version')}: "
+                     + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(accepted.items())) + "\n")
+        save_yaml(cfg, config_path)
+    return PreparedRun(cfg, spaces, run_dir, state)
+
+
+def _checkpoint_config(state: dict, fallback: Config) -> Config:
+    """The config the checkpoint was trained with (stored in it by the PS), else the run dir's."""
+    text = state.get("config_yaml")
+    if not isinstance(text, str):
+        return fallback
+    try:
+        return from_dict(yaml.safe_load(text), source="the checkpoint's config")
+    except (yaml.YAMLError, A3CError):
+        return fallback

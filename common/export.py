@@ -1,0 +1,69 @@
+"""Writers for self-contained policy files: ONNX (runs with onnxruntime alone) and torch.export's .pt2.
+torch is imported inside the writers: the CLI lists the formats without paying for it."""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from typing import TYPE_CHECKING
+
+from ray_a3c.common.errors import A3CError
+
+if TYPE_CHECKING:
+    import torch
+
+EXPORT_FORMATS = ("onnx", "pt2")
+
+
+def _atomic_target(path: str) -> tuple[str, str]:
+    """A temp file beside `path` (same suffix: torch's writers check it), renamed over it once complete."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise A3CError(f"cannot write '{path}': directory '{directory}' does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-export-", suffix=os.path.splitext(path)[1], dir=directory)
+    os.close(fd)
+    return directory, tmp
+
+
+def export_onnx(graph: "torch.nn.Module", inputs: tuple, path: str, input_names: list[str],
+                output_names: list[str]) -> str:
+    """One ONNX file (weights embedded), a batch dimension of any size on every input and output."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it; a clear message beats its ImportError)
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise A3CError(f"ONNX export needs the export extra: pip install 'ray-a3c[export]' ({exc})") from None
+    import torch
+
+    _, tmp = _atomic_target(path)
+    batch = torch.export.Dim("batch", min=1)
+    shapes = {name: {0: batch} for name in input_names}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(graph, inputs, dynamo=True, input_names=input_names,
+                                        output_names=output_names, dynamic_shapes=shapes, verbose=False)
+            program.save(tmp, external_data=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def export_pt2(graph: "torch.nn.Module", inputs: tuple, path: str, input_names: list[str],
+               output_names: list[str]) -> str:
+    """A torch.export ExportedProgram (`torch.export.load(path).module()(*inputs)`), batch size free."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1)
+    shapes = {name: {0: batch} for name in input_names}
+    program = torch.export.export(graph, inputs, dynamic_shapes=shapes, strict=False)
+    _, tmp = _atomic_target(path)
+    try:
+        torch.export.save(program, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

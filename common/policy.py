@@ -1,0 +1,159 @@
+"""A trained policy outside training: load a run's checkpoint, act on raw env observations, export it.
+
+`Policy.act` and the exported graphs share one torch module (`PolicyGraph`), so an exported file acts
+exactly as `load_policy` does: observation encoding and normalisation, the network, the greedy action, and
+the map back to the env's own action bounds all happen inside it.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray_a3c.common import checkpoint
+from ray_a3c.common.config import Config, load_run_config
+from ray_a3c.common.envs import EnvSpaces, make_env, probe_spaces
+from ray_a3c.common.errors import A3CError
+from ray_a3c.common.export import EXPORT_FORMATS
+from ray_a3c.common.models import ActorCritic, build_model
+from torch import nn
+
+
+class PolicyGraph(nn.Module):
+    """One greedy policy step as a pure function of tensors.
+
+    inputs:  obs [B, *obs_shape] (float32; uint8 for images; int64 [B] for Discrete observations),
+             then h, c [B, lstm_size] for recurrent models.
+    outputs: action [B, *action_shape] in the env's own bounds (int64 [B] for Discrete), then h, c.
+    """
+
+    def __init__(self, model: ActorCritic, spaces: EnvSpaces, env_action_space: gym.Space):
+        super().__init__()
+        self.model = model.eval()
+        self.recurrent = model.recurrent
+        self.one_hot = spaces.discrete_obs
+        self.image = spaces.image_shape is not None
+        self.continuous = isinstance(env_action_space, gym.spaces.Box)
+        if self.continuous:
+            policy_space = spaces.action_space  # [-1, 1] when the run rescaled actions, else the env's
+            self.register_buffer("policy_low", torch.as_tensor(policy_space.low, dtype=torch.float32))
+            self.register_buffer("policy_high", torch.as_tensor(policy_space.high, dtype=torch.float32))
+            self.register_buffer("env_low", torch.as_tensor(env_action_space.low, dtype=torch.float32))
+            self.register_buffer("env_high", torch.as_tensor(env_action_space.high, dtype=torch.float32))
+        else:
+            self.action_start = int(getattr(env_action_space, "start", 0))
+
+    def forward(self, obs: torch.Tensor, h: Optional[torch.Tensor] = None, c: Optional[torch.Tensor] = None):
+        batch = obs.shape[0]
+        if self.one_hot is not None:
+            x = nn.functional.one_hot(obs.long().reshape(batch), self.one_hot).float()
+        elif self.image:
+            x = obs
+        else:
+            x = obs.float().reshape(batch, -1)
+        core_state = (h, c) if self.recurrent else None
+        out, _, new_state = self.model.head_outputs(x.unsqueeze(0), core_state, None)
+        if self.continuous:  # the Gaussian's mode is its mean
+            action = torch.maximum(torch.minimum(out, self.policy_high), self.policy_low)
+            span = (self.policy_high - self.policy_low).clamp(min=1e-12)
+            action = self.env_low + (action - self.policy_low) * (self.env_high - self.env_low) / span
+        else:
+            action = out.argmax(-1) + self.action_start
+        return (action, *new_state) if self.recurrent else action
+
+
+class Policy:
+    """A run's trained policy for one env copy: `act(obs, state) -> (action, state)` with the greedy (most
+    likely) action, no Ray involved."""
+
+    def __init__(self, config: Config, state_dict: dict):
+        self.config = config
+        self.spaces = probe_spaces(config.env)
+        model = build_model(self.spaces, config.model)
+        try:
+            model.load_state_dict(state_dict)
+        except (RuntimeError, KeyError) as exc:
+            raise A3CError(f"checkpoint does not match the run's model: {str(exc).splitlines()[0]}") from None
+        self.env_action_space = _env_action_space(config)
+        self.graph = PolicyGraph(model, self.spaces, self.env_action_space)
+
+    @property
+    def recurrent(self) -> bool:
+        return self.graph.recurrent
+
+    def initial_state(self) -> Optional[tuple]:
+        state = self.graph.model.initial_state(1)
+        return None if state is None else tuple(t.numpy() for t in state)
+
+    @torch.no_grad()
+    def act(self, obs: Any, state: Optional[tuple] = None) -> tuple[Any, Optional[tuple]]:
+        """obs as the env returns it (one observation, not a batch) -> (action for env.step, next state).
+        `state` is None at an episode's start; pass back what the previous call returned."""
+        if self.recurrent and state is None:
+            state = self.initial_state()
+        inputs = (example_obs(self.spaces, np.asarray(obs)),)
+        if self.recurrent:
+            inputs += tuple(torch.as_tensor(np.asarray(s, np.float32)) for s in state)
+        out = self.graph(*inputs)
+        action, new_state = (out[0], tuple(t.numpy() for t in out[1:])) if self.recurrent else (out, None)
+        action = action[0].numpy()
+        if self.graph.continuous:
+            return action.astype(np.float32).reshape(self.env_action_space.shape), new_state
+        return int(action), new_state
+
+    def example_inputs(self, obs: Optional[np.ndarray] = None) -> tuple:
+        """Inputs of the exported graph for one observation (a zero one by default)."""
+        if obs is None:
+            obs = self._zero_obs()
+        inputs = (example_obs(self.spaces, obs),)
+        if self.recurrent:
+            inputs += tuple(torch.as_tensor(s) for s in self.initial_state())
+        return inputs
+
+    def _zero_obs(self) -> np.ndarray:
+        if self.spaces.discrete_obs is not None:
+            return np.asarray(0)
+        if self.spaces.image_shape is not None:
+            return np.zeros(self.spaces.image_shape, np.uint8)
+        return np.zeros(self.spaces.obs_dim, np.float32)
+
+    def export(self, path: str, fmt: str) -> str:
+        """Write a self-contained policy file (`onnx`: onnxruntime alone runs it; `pt2`: torch alone)."""
+        if fmt not in EXPORT_FORMATS:
+            raise A3CError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got '{fmt}'")
+        from ray_a3c.common.export import export_onnx, export_pt2
+
+        names = ["obs", "h", "c"] if self.recurrent else ["obs"]
+        outputs = ["action", "h_out", "c_out"] if self.recurrent else ["action"]
+        writer = export_onnx if fmt == "onnx" else export_pt2
+        # A batch of two: torch.export specialises a dimension whose example size is 1.
+        inputs = tuple(torch.cat([x, x]) for x in self.example_inputs())
+        return writer(self.graph, inputs, path, names, outputs)
+
+
+def example_obs(spaces: EnvSpaces, obs: np.ndarray) -> torch.Tensor:
+    """One env observation -> the graph's obs input, a batch of one."""
+    if spaces.discrete_obs is not None:
+        return torch.as_tensor(np.asarray(obs, np.int64).reshape(1))
+    if spaces.image_shape is not None:
+        return torch.as_tensor(np.asarray(obs, np.uint8)[None])
+    return torch.as_tensor(np.asarray(obs, np.float32).reshape(1, -1))
+
+
+def _env_action_space(config: Config) -> gym.Space:
+    """The action space of the env itself (before the policy's [-1, 1] rescaling)."""
+    if config.env.dataset and not config.env.id:
+        return probe_spaces(config.env).action_space
+    env = make_env(config.env)
+    try:
+        return env.action_space
+    finally:
+        env.close()
+
+
+def load_policy(run_dir: str, checkpoint_name: str = "best") -> Policy:
+    """`run_dir`'s policy from its `best` (else latest) checkpoint, `latest`, or a checkpoint path."""
+    config = load_run_config(run_dir)
+    state = checkpoint.load(checkpoint.resolve(run_dir, checkpoint_name))
+    return Policy(config, state["model"])

@@ -1,0 +1,56 @@
+"""The Python API: the same runs as the `a3c` command, from code."""
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from ray_a3c.common.config import Config
+
+ConfigSource = Union[str, dict, Config]
+
+
+def _flat_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`run__seed=1` or `**{"run.seed": 1}` -> {"run.seed": 1}."""
+    return {key.replace("__", ".", 1) if "." not in key else key: value for key, value in overrides.items()}
+
+
+def make_config(config: ConfigSource = "cartpole", **overrides: Any) -> Config:
+    """A validated Config from a preset name, a YAML path, a mapping or a Config, plus overrides
+    (`section__key=value` or `**{"section.key": value}`; a list of "section.key=value" strings also works
+    as `overrides=[...]`). The source is never changed."""
+    from ray_a3c.cluster.launch import build_config
+    from ray_a3c.common.config import parse_override
+
+    texts = overrides.pop("overrides", [])
+    return build_config(config, {**dict(parse_override(t) for t in texts), **_flat_overrides(overrides)})
+
+
+def train(config: ConfigSource = "cartpole", *, run_dir: Optional[str] = None, resume: bool = False,
+          quiet: bool = False, **overrides: Any):
+    """Train one run and return its `RunSummary` (`.result()` gives the CLI's JSON fields).
+
+    `config` is a preset name, a YAML path, a {section: {key: value}} mapping or a `Config`; overrides are
+    `section__key=value` (or `**{"section.key": value}`). With `resume=True`, `run_dir`'s run continues from
+    its newest checkpoint and `config` is ignored. Uses an already initialised Ray (a notebook's, a test's)
+    and leaves it running; otherwise starts a local one (or joins `cluster.address`) and stops it after.
+    Bad input raises `ray_a3c.A3CError` before anything is written or started.
+    """
+    from ray_a3c.cluster.launch import build_config, prepare_new, prepare_resume, run_training, use_working_directory
+
+    use_working_directory()
+    flat = _flat_overrides(overrides)
+    if run_dir is not None:
+        flat["run.run_dir"] = run_dir
+    if resume:
+        prepared = prepare_resume(run_dir or "", flat)
+    else:
+        preset = config if isinstance(config, str) else None
+        prepared = prepare_new(build_config(config, flat), preset)
+    return run_training(prepared, quiet)
+
+
+def load_policy(run_dir: str, checkpoint: str = "best"):
+    """The run's policy (`best`, `latest` or a checkpoint path) as an object with
+    `act(obs, state=None) -> (action, state)`; runs in this process, without Ray."""
+    from ray_a3c.common.policy import load_policy as _load
+
+    return _load(run_dir, checkpoint)

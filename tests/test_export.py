@@ -1,0 +1,157 @@
+"""load_policy and `a3c export`: exported files act exactly as load_policy does, in a process that cannot
+import ray_a3c (discrete, Gaussian with normalisation and rescaling, CNN on ViZDoom frames, LSTM)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ray_a3c.cluster.cli import main
+from ray_a3c.common.checkpoint import save_atomic
+from ray_a3c.common.config import Config, from_flat, save_yaml, validate
+from ray_a3c.common.envs import make_env, probe_spaces
+from ray_a3c.common.policy import load_policy
+from ray_a3c.learner.parameter_server import ParameterServer
+
+CASES = {
+    "discrete": {"env.id": "CartPole-v1", "model.hidden_sizes": [16]},
+    "gaussian": {"env.id": "Pendulum-v1", "env.rescale_actions": True, "model.normalize_obs": True,
+                 "model.hidden_sizes": [16], "model.init_log_std": -1.0},
+    "cnn": {"env.id": "vizdoom:basic", "model.conv_channels": [4, 8], "model.cnn_fc_size": 16},
+    "lstm": {"env.id": "CartPole-v1", "model.hidden_sizes": [16], "model.lstm_size": 8,
+             "model.shared_trunk": True},
+}
+
+# Runs in a fresh interpreter where `import ray_a3c` fails: the file must stand alone.
+RUNNER = r"""
+import json, sys
+sys.modules["ray_a3c"] = None
+import numpy as np
+fmt, path, data = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
+obs, recurrent = data["obs"], "h" in data
+h = data["h"] if recurrent else None
+c = data["c"] if recurrent else None
+actions = []
+if fmt == "onnx":
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path)
+    for ob in obs:
+        feeds = {"obs": ob[None]}
+        if recurrent:
+            feeds.update(h=h, c=c)
+        out = session.run(None, feeds)
+        actions.append(out[0][0].tolist())
+        if recurrent:
+            h, c = out[1], out[2]
+else:
+    import torch
+    policy = torch.export.load(path).module()
+    state = (torch.as_tensor(h), torch.as_tensor(c)) if recurrent else ()
+    for ob in obs:
+        out = policy(torch.as_tensor(ob[None]), *state)
+        if recurrent:
+            out, state = out[0], out[1:]
+        actions.append(out[0].tolist())
+imported = any(name.startswith("ray_a3c") for name, module in sys.modules.items() if module)
+print(json.dumps({"actions": actions, "ray_a3c_imported": imported}))
+"""
+
+
+def make_run(root, name: str, **overrides) -> str:
+    """A run dir as training leaves it (config.yaml, a checkpoint), with untrained but non-trivial weights."""
+    cfg = validate(from_flat(overrides, Config()))
+    run = os.path.join(root, name)
+    os.makedirs(os.path.join(run, "checkpoints"))
+    save_yaml(cfg, os.path.join(run, "config.yaml"))
+    ps = ParameterServer(cfg, probe_spaces(cfg.env))
+    if ps.model.obs_norm is not None:  # statistics that change the answer, so the export must carry them
+        dim = ps.model.obs_norm.mean.numel()
+        ps.model.obs_norm.merge(50.0, np.full(dim, 0.5, np.float32), np.full(dim, 4.0, np.float32))
+    save_atomic(ps.state_dict(), os.path.join(run, "checkpoints", "ckpt-0.pt"))
+    return run
+
+
+def recorded_observations(run_dir: str, steps: int = 12) -> np.ndarray:
+    policy = load_policy(run_dir)
+    env = make_env(policy.config.env)
+    obs, _ = env.reset(seed=3)
+    env.action_space.seed(3)
+    frames = []
+    for _ in range(steps):
+        frames.append(np.asarray(obs))
+        obs, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            obs, _ = env.reset()
+    env.close()
+    return np.stack(frames)
+
+
+def reference_actions(run_dir: str, observations: np.ndarray):
+    policy = load_policy(run_dir)
+    actions, state = [], None
+    for ob in observations:
+        action, state = policy.act(ob, state)
+        actions.append(np.asarray(action, np.float64).reshape(-1))
+    return np.stack(actions), policy
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_exported_policy_acts_like_load_policy_without_ray_a3c(case, tmp_path, capsys):
+    run = make_run(str(tmp_path), case, **CASES[case])
+    observations = recorded_observations(run)
+    expected, policy = reference_actions(run, observations)
+    if policy.graph.continuous:
+        assert np.all(expected >= policy.env_action_space.low - 1e-6)
+        assert np.all(expected <= policy.env_action_space.high + 1e-6)
+        assert np.ptp(expected) > 0  # the test would pass vacuously if every action were clipped alike
+    data = {"obs": observations.astype(np.uint8 if policy.spaces.image_shape else np.float32)}
+    if policy.recurrent:
+        data["h"], data["c"] = policy.initial_state()
+    inputs = str(tmp_path / "inputs.npz")
+    np.savez(inputs, **data)
+    for fmt in ("onnx", "pt2"):
+        out = str(tmp_path / f"{case}.{fmt}")
+        assert main(["export", run, "--format", fmt, "--out", out]) == 0
+        proc = subprocess.run([sys.executable, "-c", RUNNER, fmt, out, inputs], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert not result["ray_a3c_imported"]
+        got = np.asarray(result["actions"], np.float64).reshape(expected.shape)
+        np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"{case} {fmt}")
+
+
+def test_lstm_policy_carries_its_state(tmp_path):
+    run = make_run(str(tmp_path), "lstm", **CASES["lstm"])
+    policy = load_policy(run)
+    obs = np.array([0.01, 0.2, -0.03, 0.1], np.float32)
+    _, first = policy.act(obs)
+    _, second = policy.act(obs, first)
+    assert first[0].shape == (1, 8) and not np.allclose(first[0], second[0])
+    assert not np.allclose(first[0], policy.initial_state()[0])
+
+
+def test_discrete_actions_with_an_offset_start(tmp_path):
+    """Discrete(n, start=k): the policy answers in the env's own action values."""
+    import gymnasium as gym
+
+    run = make_run(str(tmp_path), "cartpole", **CASES["discrete"])
+    policy = load_policy(run)
+    policy.env_action_space = gym.spaces.Discrete(2, start=5)
+    from ray_a3c.common.policy import PolicyGraph
+
+    policy.graph = PolicyGraph(policy.graph.model, policy.spaces, policy.env_action_space)
+    action, _ = policy.act(np.zeros(4, np.float32))
+    assert action in (5, 6)
+
+
+def test_export_refuses_to_overwrite_and_checks_the_suffix(tmp_path, capsys):
+    run = make_run(str(tmp_path), "cartpole", **CASES["discrete"])
+    existing = tmp_path / "policy.onnx"
+    existing.write_bytes(b"keep me")
+    assert main(["export", run, "--format", "onnx", "--out", str(existing)]) == 2
+    assert existing.read_bytes() == b"keep me"
+    assert main(["export", run, "--format", "pt2", "--out", str(tmp_path / "policy.onnx2")]) == 2
+    assert "error: " in capsys.readouterr().err
+    assert not (tmp_path / "policy.onnx2").exists()
