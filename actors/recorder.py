@@ -6,6 +6,7 @@ from typing import Optional
 import gymnasium as gym
 import numpy as np
 import torch
+
 from ray_a3c.common.config import EnvConfig
 from ray_a3c.common.envs import encode_obs, make_policy_env, probe_spaces
 from ray_a3c.common.models import ActorCritic

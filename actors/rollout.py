@@ -13,6 +13,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 import torch
+
 from ray_a3c.common.envs import EnvSpaces, encode_batch
 from ray_a3c.common.models import ActorCritic
 

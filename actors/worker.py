@@ -7,6 +7,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 import torch
+
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import describe_spaces, make_vector_env

@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     import numpy as np
+
     from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
     from ray_a3c.cluster.runtime import start_ray
     from ray_a3c.common.config import Config, EnvConfig

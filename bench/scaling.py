@@ -26,11 +26,11 @@ def throughput(workers: int, seconds: float) -> dict:
 def ps_ceiling(pushers: int, seconds: float) -> float:
     """Updates/s the PS applies when `pushers` actors push as fast as Ray carries their packets."""
     import ray
+
+    import ray_a3c
     from ray_a3c.actors.worker import RolloutWorker
     from ray_a3c.cluster.remote import RemoteParameterServer
     from ray_a3c.common.envs import probe_spaces
-
-    import ray_a3c
 
     cfg = ray_a3c.make_config("cartpole")
     packet = RolloutWorker(cfg, 0).compute_gradient()

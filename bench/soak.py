@@ -59,9 +59,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     import ray
-    from ray_a3c.cluster.runtime import start_ray
 
     import ray_a3c
+    from ray_a3c.cluster.runtime import start_ray
 
     cfg = ray_a3c.make_config("cartpole", **{"run.stop_return": None, "run.log_interval_s": 30,
                                              "run.checkpoint_interval_s": 60, "run.time_limit_s": args.minutes * 60.0,

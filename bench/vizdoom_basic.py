@@ -67,10 +67,10 @@ VARIANTS = {  # label -> overrides of the vizdoom_basic preset
 
 
 def run_ours(seconds: float, workers: int, overrides: list[str]) -> dict:
-    from ray_a3c.cluster.runtime import start_ray
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     import ray_a3c
+    from ray_a3c.cluster.runtime import start_ray
 
     cfg = ray_a3c.make_config("vizdoom_basic", overrides=["run.eval_interval_s=10", "run.eval_episodes=20",
                                                           "run.gif_every=0", *overrides],

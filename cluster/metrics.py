@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ray.util import metrics as ray_metrics
+
 from ray_a3c.common import metrics
 
 GAUGES = [metrics.ENV_STEPS_PER_S, metrics.EPISODE_RETURN, metrics.EVAL_RETURN, metrics.PS_VERSION,

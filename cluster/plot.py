@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import yaml
+
 from ray_a3c.common import metrics
 from ray_a3c.common.errors import A3CError
 

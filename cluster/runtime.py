@@ -13,6 +13,7 @@ import time
 from typing import Optional
 
 import ray
+
 from ray_a3c.common.config import Config
 
 

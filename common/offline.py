@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
+
 from ray_a3c.common.dataset import Dataset, load_dataset
 
 

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
+
 from ray_a3c.common.errors import A3CError
 
 SCENARIOS = ("basic", "defend_the_center", "defend_the_line", "health_gathering", "health_gathering_supreme",

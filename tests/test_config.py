@@ -1,6 +1,7 @@
 import os
 
 import pytest
+
 from ray_a3c.common.config import (
     Config,
     from_dict,

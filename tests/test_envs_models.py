@@ -2,12 +2,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.common.config import EnvConfig
 from ray_a3c.common.envs import describe_spaces, make_env, make_vector_env, probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.models import build_model
-
 from tests.helpers import small_config
 
 

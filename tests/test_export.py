@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from ray_a3c.cluster.cli import main
 from ray_a3c.common.checkpoint import save_atomic
 from ray_a3c.common.config import Config, from_flat, save_yaml, validate

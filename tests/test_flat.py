@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
+
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.flat import get_flat_grads, get_flat_weights, num_params, set_flat_grads, set_flat_weights
 from ray_a3c.common.models import build_model
-
 from tests.helpers import small_config
 
 

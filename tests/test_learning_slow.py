@@ -2,6 +2,7 @@
 import json
 
 import pytest
+
 from ray_a3c.cluster.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

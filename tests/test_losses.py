@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 import torch
-from ray_a3c.common.losses import a3c_loss, clip_by_global_norm
 from torch.distributions import Categorical
+
+from ray_a3c.common.losses import a3c_loss, clip_by_global_norm
 
 
 def test_loss_gradient_matches_hand_computation():

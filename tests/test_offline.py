@@ -7,6 +7,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.common.dataset import load_dataset, save_dataset
 from ray_a3c.common.envs import describe_spaces, make_vector_env
@@ -14,7 +15,6 @@ from ray_a3c.common.errors import A3CError
 from ray_a3c.common.models import build_model
 from ray_a3c.common.offline import OfflineEnv, shard_episodes
 from ray_a3c.common.returns import importance_weights, vtrace
-
 from tests.conftest import listing
 from tests.helpers import small_config
 from tests.test_returns import random_rollout

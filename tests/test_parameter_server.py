@@ -4,12 +4,12 @@ import copy
 import numpy as np
 import pytest
 import torch
+
 from ray_a3c.common import checkpoint
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.flat import get_flat_weights, num_params, set_flat_grads
 from ray_a3c.common.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
-
 from tests.helpers import small_config
 
 

@@ -3,10 +3,10 @@ state resets at episode starts; the worker's gradient starts from the state save
 import numpy as np
 import pytest
 import torch
+
 from ray_a3c.actors.worker import RolloutWorker
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.models import build_model
-
 from tests.helpers import small_config
 
 

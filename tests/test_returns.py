@@ -1,6 +1,7 @@
 """GAE and n-step returns against a plain per-episode numpy reference."""
 import numpy as np
 import pytest
+
 from ray_a3c.common.returns import gae, nstep_returns
 
 

@@ -5,6 +5,7 @@ import signal
 import numpy as np
 import pytest
 from PIL import Image
+
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.worker import RolloutWorker
 from ray_a3c.common.config import Config, from_flat, validate

@@ -3,12 +3,12 @@ import time
 
 import numpy as np
 import torch
+
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.worker import LocalClient, RolloutWorker
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.flat import num_params
 from ray_a3c.learner.parameter_server import ParameterServer
-
 from tests.helpers import small_config
 
 
