@@ -147,6 +147,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         probe_spaces(cfg.env)  # the live env must exist and match the model's spaces
     if args.episodes < 1:
         raise A3CError("--episodes must be >= 1")
+    if args.gif:
+        _check_new_file(args.gif, ".gif", "--gif")
     if args.random and args.vs_random:
         raise A3CError("--random and --vs-random exclude each other")
     from ray_a3c.actors.evaluator import Evaluator
@@ -165,8 +167,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         label = f"{path} (version {state.get('counters', {}).get('version', '?')}, {cfg.run.eval_policy} actions)"
         result = _report(evaluator, args, cfg, label, random_policy=False)
         if args.gif:
-            if not args.gif.lower().endswith(".gif"):
-                raise A3CError(f"--gif must name a .gif file, got '{args.gif}'")
             print(f"  {args.gif}: {evaluator.record_gif(args.gif, args.seed)} frames")
         if args.vs_random:
             baseline = _report(evaluator, args, cfg, "uniform random policy", random_policy=True)
@@ -179,6 +179,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_new_file(path: str, suffix: str, flag: str) -> None:
+    """Before any work: the file an option names can be written (checked again by the writer itself)."""
+    if not path.lower().endswith(suffix):
+        raise A3CError(f"{flag} must name a {suffix} file, got '{path}'")
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise A3CError(f"{flag} '{path}' is a directory")
+    if not os.path.isdir(directory):
+        raise A3CError(f"{flag} '{path}': directory '{directory}' does not exist")
+    if not os.access(directory, os.W_OK):
+        raise A3CError(f"{flag} '{path}': directory '{directory}' is not writable")
+
+
 def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random_policy: bool) -> dict:
     result = evaluator.run_episodes(args.episodes, args.seed, random_policy=random_policy)
     print(f"{cfg.env.id}: {label}")
@@ -189,6 +202,7 @@ def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random
 
 def cmd_record(args: argparse.Namespace) -> int:
     import numpy as np
+
     from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
     from ray_a3c.common import checkpoint
     from ray_a3c.common.config import EnvConfig

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
 from ray_a3c.cluster.runtime import resolve_num_workers, start_ray
@@ -27,6 +28,8 @@ LOSS_TAGS = {metrics.VALUE_MEAN: packet.VALUE_MEAN, metrics.ADVANTAGE_MEAN: pack
              metrics.LOSS_VALUE: packet.LOSS_VALUE, metrics.LOSS_ENTROPY: packet.LOSS_ENTROPY}
 EVAL_SEED_OFFSET = 100_000
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
+LOOP_FINISH_WAIT_S = 30.0  # at a normal stop, how long the worker loops may take to push their last gradient
+PS_TIMEOUT_S = 60.0  # a PS call unanswered for this long: the PS is hung (treated as dead)
 
 
 @dataclass
@@ -77,7 +80,8 @@ class Trainer:
         self._log_state: Optional[tuple] = None  # (time, counters) of the last progress line
         self._eval_ref: Optional[ray.ObjectRef] = None
         self._eval_started, self._last_eval_start, self._evals_started = 0.0, -1e9, 0
-        self._queued_round: Optional[ray.ObjectRef] = None
+        self._queued_round: Optional[tuple] = None
+        self._saved_version = -1
 
     # -- set-up ------------------------------------------------------------------------------------------
     def train(self) -> RunSummary:
@@ -109,6 +113,7 @@ class Trainer:
 
     def _loop(self) -> None:
         sync = self.config.algo.mode == "sync"
+        self.fleet.wait_for_ps()
         self.t0 = time.perf_counter()
         if not sync:
             self.fleet.start_loops()
@@ -117,7 +122,7 @@ class Trainer:
         while True:
             try:
                 reason = self._tick(sync)
-            except RayActorError:
+            except (RayActorError, GetTimeoutError):
                 if self.fleet.ps_alive():
                     raise
                 self.fleet.recover_ps(self._last_counters)
@@ -139,8 +144,13 @@ class Trainer:
         except RayError:
             pass  # the evaluator or the PS failed at the very end: the run's checkpoint still follows
 
+    def _ps_call(self, method: str, *args):
+        """A PS call that cannot block the driver forever: a PS that does not answer within PS_TIMEOUT_S is
+        treated as dead (the loop checks it and recreates it from the newest checkpoint)."""
+        return ray.get(getattr(self.ps, method).remote(*args), timeout=PS_TIMEOUT_S)
+
     def _counters(self) -> dict:
-        counters = ray.get(self.ps.get_counters.remote())
+        counters = self._ps_call("get_counters")
         self._note_counters(counters)
         return counters
 
@@ -158,7 +168,7 @@ class Trainer:
         else:
             time.sleep(POLL_S)
             counters = self._counters()
-            self.fleet.check_loops(counters["last_seen"])
+            self.fleet.check_loops(counters["packets"])
         now = time.perf_counter()
         self.fleet.poll_placement()
         self._poll_eval(now)
@@ -177,25 +187,52 @@ class Trainer:
         current = self._queued_round or self._sync_round()
         self._queued_round = self._sync_round()
         try:
-            result = ray.get(current)
-        except RayError:
+            result = ray.get(current[0], timeout=self.config.cluster.worker_timeout_s)
+        except (RayError, GetTimeoutError) as exc:
             self._queued_round = None  # it depends on the failed round's actors; a fresh one follows
+            if isinstance(exc, GetTimeoutError):
+                self._kill_hung(current[1])
+            else:
+                self._count_failed(current[1])
             self.fleet.repair_after_sync_failure(self._last_counters)
             return self._counters()
         self._note_counters(result.counters)
         return result.counters
 
-    def _sync_round(self) -> ray.ObjectRef:
+    def _count_failed(self, packets: dict) -> None:
+        """The workers whose packet of the failed round is an error: each is a restart (Ray's or ours)."""
+        for rank, ref in packets.items():
+            if ray.wait([ref], timeout=0)[0]:
+                try:
+                    ray.get(ref)
+                except RayError as exc:
+                    self.fleet.restarts["worker"] += 1
+                    self._say(f"worker-{rank} failed in a synchronous round ({type(exc).__name__}); "
+                              f"restart #{self.fleet.restarts['worker']}")
+
+    def _kill_hung(self, packets: dict) -> None:
+        """A round that outlived worker_timeout_s: the workers whose packets are not in are hung (stopped,
+        stuck in their env); kill them so that Ray restarts them, and the next round goes on."""
+        for rank, ref in packets.items():
+            if not ray.wait([ref], timeout=0)[0]:
+                self._say(f"worker-{rank} gave no gradient for {self.config.cluster.worker_timeout_s:g}s in a "
+                          "synchronous round: killing it for a restart")
+                ray.kill(self.fleet.workers[rank], no_restart=False)
+                self.fleet.restarts["worker"] += 1
+
+    def _sync_round(self) -> tuple:
         """A2C: every worker computes a gradient from the same published weights; the PS averages them.
         Extra critic epochs repeat that with value-only gradients. The data never passes through here:
-        the weights and the packets go between the actors as object references."""
-        result = None
+        the weights and the packets go between the actors as object references.
+        Returns (the PS's answer for the round, {rank: the first epoch's packet}) ."""
+        result, first = None, {}
         for epoch in range(self.config.algo.critic_epochs):
             published = self.ps.get_weights.remote()  # runs after the previous step: one caller, in order
             method = "sync_gradient" if epoch == 0 else "sync_critic_gradient"
-            packets = [getattr(w, method).remote(published) for w in self.fleet.workers.values()]
-            result = self.ps.apply_mean_gradients.remote(*packets)
-        return result
+            packets = {rank: getattr(w, method).remote(published) for rank, w in self.fleet.workers.items()}
+            first = first or packets
+            result = self.ps.apply_mean_gradients.remote(*packets.values())
+        return result, first
 
     def _stop_reason(self, now: float, counters: dict) -> str:
         run = self.config.run
@@ -209,8 +246,8 @@ class Trainer:
 
     def _poll_eval(self, now: float, start_next: bool = True) -> None:
         run = self.config.run
-        if self.fleet.evaluator is None:
-            return
+        if self.fleet.evaluator is None or "eval" in self.fleet.placement.pending:
+            return  # not started yet, or waiting for resources: an evaluation would queue behind it
         if self._eval_ref is not None:
             ready, _ = ray.wait([self._eval_ref], timeout=0)
             if not ready:
@@ -249,7 +286,7 @@ class Trainer:
             self._say(f"solved: eval mean {mean:.1f} >= {stop} at {result['env_steps']:,} env steps")
 
     def _log(self, now: float) -> None:
-        stats = ray.get(self.ps.pull_stats.remote())
+        stats = self._ps_call("pull_stats")
         t_prev, c_prev = self._log_state
         dt = max(now - t_prev, 1e-9)
         fps = (stats["env_steps"] - c_prev["env_steps"]) / dt
@@ -278,8 +315,9 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Optional[str]:
-        state = ray.get(self.ps.state_dict.remote())
+        state = self._ps_call("state_dict")
         state["best_eval_return"] = self.summary.best_eval
+        self._saved_version = state["counters"]["version"]
         return checkpoint.save_versioned(state, self.ckpt_dir, state["counters"]["version"],
                                          self.config.run.keep_checkpoints)
 
@@ -297,21 +335,14 @@ class Trainer:
         s.train_s = time.perf_counter() - self.t0 if self.t0 is not None else 0.0
         try:
             if self.fleet is not None and self.fleet.ps is not None:
-                ray.get(self.ps.request_stop.remote())
-                refs = list(self.fleet.loops.values())
-                if refs:
-                    ray.wait(refs, num_returns=len(refs), timeout=30)
-                self._finish_eval()
-                if self._log_state is not None:
-                    self._log(time.perf_counter())  # a last tick, so even short runs log every tag
-                path = self._save_checkpoint()
-                counters = ray.get(self.ps.get_counters.remote())
-                s.env_steps, s.version, s.episodes = counters["env_steps"], counters["version"], counters["episodes"]
-                s.rejected_stale, s.rejected_nonfinite = counters["rejected_stale"], counters["rejected_nonfinite"]
                 s.restarts, s.lost_updates = dict(self.fleet.restarts), self.fleet.lost_updates
-                s.env_recreations = counters.get("env_recreations", 0)
-                self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "
-                          f"checkpoint {path}")
+                if "ps" in self.fleet.placement.pending:
+                    self._say("stopped before the parameter server ever ran: no checkpoint")
+                    return
+                try:
+                    self._final_checkpoint()
+                except (RayError, GetTimeoutError) as exc:  # keep the error that ended the run, if any
+                    self._say(f"no final checkpoint: the parameter server did not answer ({type(exc).__name__})")
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -319,6 +350,27 @@ class Trainer:
                 self.fleet.kill_all()
             if started_ray:
                 ray.shutdown()
+
+    def _final_checkpoint(self) -> None:
+        s = self.summary
+        self._ps_call("request_stop")
+        # Checkpoint first: `ray job stop` and SIGTERM from a scheduler follow up with SIGKILL soon.
+        path = self._save_checkpoint()
+        refs = self.fleet.loops.refs()
+        if refs and s.reason != "interrupted":
+            ray.wait(refs, num_returns=len(refs), timeout=LOOP_FINISH_WAIT_S)
+        self._finish_eval()
+        if self._log_state is not None:
+            self._log(time.perf_counter())  # a last tick, so even short runs log every tag
+        counters = self._ps_call("get_counters")
+        if counters["version"] != self._saved_version:
+            path = self._save_checkpoint()  # the pushes that landed while the loops finished
+        s.env_steps, s.version, s.episodes = counters["env_steps"], counters["version"], counters["episodes"]
+        s.rejected_stale, s.rejected_nonfinite = counters["rejected_stale"], counters["rejected_nonfinite"]
+        s.restarts = dict(self.fleet.restarts)
+        s.env_recreations = counters.get("env_recreations", 0)
+        self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "
+                  f"checkpoint {path}")
 
     def _say(self, text: str) -> None:
         if not self.quiet:

@@ -1,17 +1,27 @@
 """The run's actors and their lifecycle: placement, restarts, replacement, and PS recovery from checkpoints."""
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from typing import Any, Callable, Optional
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from ray_a3c.cluster.loops import RESTART_WAIT_S, WorkerLoops
+from ray_a3c.cluster.placement import PlacementWatch
 from ray_a3c.cluster.remote import RemoteEvaluator, RemoteParameterServer, RemoteWorker
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.errors import A3CError
 
-RESTART_WAIT_S = 120.0  # how long a crashed actor may take to come back before it is replaced
+
+def run_tag(run_dir: str) -> str:
+    """A run's part of its actors' names: the run dir's name and a hash of its path (two `runs/cp` differ)."""
+    run_dir = os.path.abspath(run_dir)
+    return f"{os.path.basename(run_dir)}-{hashlib.sha1(run_dir.encode()).hexdigest()[:6]}"
 
 
 class Fleet:
@@ -26,10 +36,9 @@ class Fleet:
         self.ps: Any = None
         self.workers: dict[int, Any] = {}
         self.evaluator: Any = None
-        self.loops: dict[int, ray.ObjectRef] = {}
-        self._launched_at: dict[int, float] = {}
-        self._placement: dict[str, ray.ObjectRef] = {}  # actor -> its node id, until they have all started
-        self._placement_reported = False
+        self.loops = WorkerLoops(self, config.cluster.worker_timeout_s, config.cluster.max_worker_failures, say)
+        self.placement = PlacementWatch(config.cluster.start_timeout_s, say)
+        self.run_tag = run_tag(os.path.dirname(os.path.abspath(ckpt_dir)))
 
     # -- actor options ---------------------------------------------------------------------------------
     def _options(self, name: str, num_cpus: float, num_gpus: float = 0.0, restarts: int = 0,
@@ -46,27 +55,43 @@ class Fleet:
             opts["scheduling_strategy"] = "SPREAD"
         return opts
 
+    def actor_name(self, role: str) -> str:
+        """Per-run names (`a3c:<run>:ps`), so that runs share a cluster and the dashboard tells them apart."""
+        return f"a3c:{self.run_tag}:{role}"
+
     def spawn_ps(self, state: Optional[dict] = None, counter_floor: Optional[dict] = None) -> Any:
         c, learner = self.config.cluster, self.config.learner
         self.ps = RemoteParameterServer.options(**self._options(
-            "a3c:ps", c.ps_num_cpus, learner.num_gpus, sees_gpus=learner.num_gpus > 0 or learner.device != "cpu",
+            self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus,
+            sees_gpus=learner.num_gpus > 0 or learner.device != "cpu",
         )).remote(self.config, self.spaces)
+        self.placement.watch("ps", self.ps, {"CPU": c.ps_num_cpus, "GPU": learner.num_gpus})
+        self.placement.device = self.ps.get_counters.remote()
         if state is not None or counter_floor:
-            ray.get(self.ps.load_state_dict.remote(state, counter_floor) if state is not None
-                    else self.ps.raise_counters.remote(counter_floor))
+            ref = (self.ps.load_state_dict.remote(state, counter_floor) if state is not None
+                   else self.ps.raise_counters.remote(counter_floor))
+            try:
+                ray.get(ref, timeout=c.start_timeout_s)
+            except GetTimeoutError:
+                raise A3CError(f"the parameter server was not placed within {c.start_timeout_s:g}s: it waits for "
+                               f"CPU {c.ps_num_cpus:g}, GPU {learner.num_gpus:g}; the cluster has "
+                               f"{ray.available_resources()} free") from None
         return self.ps
 
     def spawn_worker(self, rank: int) -> Any:
         c = self.config.cluster
         self.workers[rank] = RemoteWorker.options(**self._options(
-            f"a3c:worker-{rank}", c.worker_num_cpus, restarts=c.max_restarts, spread=c.placement == "spread",
+            self.actor_name(f"worker-{rank}"), c.worker_num_cpus, restarts=c.max_restarts,
+            spread=c.placement == "spread",
         )).remote(self.config, rank)
+        self.placement.watch(f"worker-{rank}", self.workers[rank], {"CPU": c.worker_num_cpus})
         return self.workers[rank]
 
     def spawn_evaluator(self) -> Any:
         c = self.config.cluster
         self.evaluator = RemoteEvaluator.options(**self._options(
-            "a3c:eval", c.eval_num_cpus, restarts=c.max_restarts)).remote(self.config)
+            self.actor_name("eval"), c.eval_num_cpus, restarts=c.max_restarts)).remote(self.config)
+        self.placement.watch("eval", self.evaluator, {"CPU": c.eval_num_cpus})
         return self.evaluator
 
     def spawn_all(self, resume_state: Optional[dict]) -> None:
@@ -76,63 +101,29 @@ class Fleet:
         self.spawn_ps(resume_state)
         for rank in range(self.config.run.num_workers):
             self.spawn_worker(rank)
-        actors = {"ps": self.ps, **{f"worker-{r}": w for r, w in self.workers.items()}}
-        self._placement = {name: actor.node_id.remote() for name, actor in actors.items()}
-        self._placement["device"] = self.ps.get_counters.remote()
 
-    def poll_placement(self) -> Optional[dict]:
-        """Once every actor has started: log the node each runs on (node id -> address) and return them."""
-        if self._placement_reported:
-            return None
-        if "eval" not in self._placement and self.evaluator is not None:
-            self._placement["eval"] = self.evaluator.node_id.remote()
-        refs = list(self._placement.values())
-        if self.evaluator is None:
-            return None
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        if len(ready) < len(refs):
-            return None
-        values = dict(zip(self._placement, ray.get(refs)))
-        self._placement, self._placement_reported = {}, True
-        device = values.pop("device")["device"]
-        addresses = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes()}
-        self.say("placement: " + ", ".join(f"{name}@{addresses.get(node, '?')}/{node[:8]}"
-                                            for name, node in values.items()) + f"; learner on {device}")
-        return values
+    def wait_for_ps(self, poll_s: float = 0.1) -> None:
+        """Block until the PS runs; after `cluster.start_timeout_s` the placement watch raises, naming what
+        the PS waits for (no PS call may wait on an actor the cluster cannot place)."""
+        while "ps" in self.placement.pending:
+            self.poll_placement()
+            time.sleep(poll_s)
+
+    def poll_placement(self) -> None:
+        """Logs where every actor runs once all have started; names the ones the cluster cannot place."""
+        self.placement.poll(expected=len(self.workers) + 2)
 
     # -- asynchronous worker loops -----------------------------------------------------------------------
     def start_loops(self) -> None:
-        for rank in self.workers:
-            self._launch(rank)
+        self.loops.start(list(self.workers))
 
-    def _launch(self, rank: int) -> None:
-        self.loops[rank] = self.workers[rank].run_remote.remote(self.ps)
-        self._launched_at[rank] = time.time()
-
-    def check_loops(self, last_seen: dict) -> None:
-        """Relaunch loops that ended in an error (crashed worker, dead PS), replacing workers that are gone
-        for good; kill workers that sent nothing for `worker_timeout_s` so that Ray restarts them."""
-        for rank, ref in list(self.loops.items()):
-            ready, _ = ray.wait([ref], timeout=0)
-            if ready:
-                try:
-                    ray.get(ref)
-                except RayError as exc:
-                    self.restarts["worker"] += 1
-                    self.say(f"worker-{rank} failed ({type(exc).__name__}); restart #{self.restarts['worker']}")
-                    self.ensure_worker(rank)
-                    self._launch(rank)
-        timeout = self.config.cluster.worker_timeout_s
-        now = time.time()
-        for rank in self.loops:
-            seen = max(last_seen.get(rank, 0.0), self._launched_at[rank])
-            if now - seen > timeout:
-                self.say(f"worker-{rank} sent nothing for {now - seen:.0f}s: killing it for a restart")
-                ray.kill(self.workers[rank], no_restart=False)
-                self._launched_at[rank] = now
+    def check_loops(self, packets: dict) -> None:
+        self.loops.check(packets)
+        self.restarts["worker"] = self.loops.restarts
 
     def ensure_worker(self, rank: int) -> None:
-        """Wait for Ray to restart the worker; if it is dead for good (restarts spent, node lost), replace it."""
+        """Wait for Ray to restart the worker; if it is dead for good (restarts spent, node lost), replace it.
+        Blocking: sync mode needs every worker for its next round anyway."""
         try:
             ray.get(self.workers[rank].node_id.remote(), timeout=RESTART_WAIT_S)
         except (RayActorError, GetTimeoutError):
@@ -171,10 +162,7 @@ class Fleet:
         self.say(f"parameter server died: recreated from {found[-1] if found else 'fresh weights'} "
                  f"(version {saved_version}; {last_counters.get('version', 0) - saved_version} updates lost); "
                  f"restart #{self.restarts['ps']}")
-        for rank in self.loops:  # their loops fail on the dead PS; relaunch them on the new one
-            self.ensure_worker(rank)
-            ray.cancel(self.loops[rank], force=False)
-            self._launch(rank)
+        self.loops.relaunch_all()  # their loops fail on the dead PS; relaunch them on the new one
 
     # -- sync mode ---------------------------------------------------------------------------------------
     def repair_after_sync_failure(self, last_counters: dict) -> None:
@@ -184,8 +172,7 @@ class Fleet:
             try:
                 ray.get(self.workers[rank].node_id.remote(), timeout=5)
             except (RayActorError, GetTimeoutError):
-                self.restarts["worker"] += 1
-                self.say(f"worker-{rank} failed; restart #{self.restarts['worker']}")
+                self.say(f"worker-{rank} does not answer yet: waiting for its restart")
                 self.ensure_worker(rank)
 
     def kill_all(self) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import yaml
+
 from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, preset_names, save_yaml, validate
 from ray_a3c.common.envs import EnvSpaces, probe_spaces
 from ray_a3c.common.errors import A3CError
@@ -90,7 +91,25 @@ def _check_writable_dir(run_dir: str) -> None:
         raise A3CError(f"run dir '{run_dir}' is not writable (no write permission on '{target}')")
 
 
+LOCAL_CPU_OVERCOMMIT = 4  # a local Ray may reserve at most this many logical CPUs per core
+
+
+def check_local_size(cfg: Config) -> None:
+    """A local Ray is sized from the config: 1,000 workers would start 1,000 processes on this machine."""
+    already_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a notebook's, a test's
+    if cfg.cluster.address or os.environ.get("RAY_ADDRESS") or already_running:
+        return
+    from ray_a3c.cluster.runtime import required_cpus
+
+    cores = os.cpu_count() or 1
+    if required_cpus(cfg) > LOCAL_CPU_OVERCOMMIT * cores:
+        raise A3CError(f"{cfg.run.num_workers} workers need {required_cpus(cfg):g} CPUs: more than a local Ray on "
+                       f"this {cores}-core machine should start ({LOCAL_CPU_OVERCOMMIT * cores}); use fewer workers "
+                       "or a cluster (--address)")
+
+
 def prepare_new(cfg: Config, preset: Optional[str] = None) -> PreparedRun:
+    check_local_size(cfg)
     spaces = probe_spaces(cfg.env)
     run_dir = cfg.run.run_dir or _new_run_dir(cfg, preset)
     _check_writable_dir(run_dir)
@@ -138,6 +157,7 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
         raise A3CError("cannot resume with a changed " + ", ".join(
             f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
             + ": it does not fit the checkpoint; start a new run instead")
+    check_local_size(cfg)
     spaces = probe_spaces(cfg.env)
     accepted = config_changes(stored, cfg)
     if accepted:

@@ -1,11 +1,13 @@
 """Ray remote versions of the plain classes, and the client that lets a worker call a remote PS."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Optional
 
 import numpy as np
 import ray
+
 from ray_a3c.actors import evaluator, worker
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
@@ -28,6 +30,9 @@ class ParameterServer(parameter_server.ParameterServer):
 
     def ping(self) -> int:
         return self.version
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -65,6 +70,9 @@ def _resolve(weights: Any) -> np.ndarray:
 
 
 class RolloutWorker(worker.RolloutWorker):
+    def pid(self) -> int:
+        return os.getpid()
+
     def run_remote(self, ps_handle: Any) -> dict:
         return self.run(RemoteParameterServerClient(ps_handle))
 

@@ -5,9 +5,11 @@ import glob
 import os
 import re
 import tempfile
+import time
 from typing import Any
 
 import torch
+
 from ray_a3c.common.errors import A3CError
 
 CKPT_PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
@@ -23,6 +25,7 @@ def save_atomic(state: dict, path: str) -> None:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make checkpoints the one unreadable file of the run dir
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -39,7 +42,26 @@ def load(path: str) -> dict[str, Any]:
         raise A3CError(f"checkpoint '{path}' is unreadable or corrupt ({type(exc).__name__})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise A3CError(f"checkpoint '{path}' is not a ray-a3c checkpoint (no model weights)")
+    problem = _type_problem(state)
+    if problem:
+        raise A3CError(f"checkpoint '{path}' is malformed: {problem}")
     return state
+
+
+def _type_problem(state: dict) -> str:
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in model.items()):
+        return "'model' must map parameter names to tensors"
+    counters = state.get("counters", {})
+    if not isinstance(counters, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in counters.values()):
+        return "'counters' must map names to numbers"
+    if "optimizers" in state and not isinstance(state["optimizers"], dict):
+        return "'optimizers' must be a mapping"
+    if not isinstance(state.get("config_yaml", ""), str):
+        return "'config_yaml' must be text"
+    return ""
 
 
 def list_checkpoints(ckpt_dir: str) -> list[str]:
@@ -48,12 +70,29 @@ def list_checkpoints(ckpt_dir: str) -> list[str]:
     return sorted(paths, key=lambda p: int(CKPT_PATTERN.search(p).group(1)))
 
 
+STALE_TMP_S = 3600.0  # a .tmp-* file this old is left over from a crash, not a write in progress
+
+
 def save_versioned(state: dict, ckpt_dir: str, version: int, keep: int) -> str:
     path = os.path.join(ckpt_dir, f"ckpt-{version}.pt")
     save_atomic(state, path)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         os.unlink(old)
+    remove_stale_temp_files(ckpt_dir)
     return path
+
+
+def remove_stale_temp_files(directory: str, older_than_s: float = STALE_TMP_S) -> int:
+    """Delete `.tmp-*` files that a killed process left behind; returns how many."""
+    now, removed = time.time(), 0
+    for tmp in glob.glob(os.path.join(directory, ".tmp-*")):
+        try:
+            if now - os.path.getmtime(tmp) > older_than_s:
+                os.unlink(tmp)
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def resolve(run_dir: str, which: str) -> str:

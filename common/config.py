@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any, Optional
 
 import yaml
+
 from ray_a3c.common.errors import A3CError
 
 
@@ -97,7 +98,9 @@ class RunConfig:
 @dataclass
 class ClusterConfig:
     address: Optional[str] = _f(None, "Ray address to join (`auto`, `ray://...`, `HOST:6379`); null = local Ray")
-    namespace: str = _f("a3c", "Ray namespace of the named actors a3c:ps, a3c:worker-N, a3c:eval")
+    namespace: str = _f("a3c", "Ray namespace of the named actors a3c:<run>:ps, a3c:<run>:worker-N, a3c:<run>:eval")
+    start_timeout_s: float = _f(60.0, "actors not placed by then are named with the resources they wait for; "
+                                      "without the PS or any worker the run ends with that error")
     num_cpus: Optional[int] = _f(None, "logical CPUs of a local Ray; null = what the actors ask for")
     worker_num_cpus: float = _f(1.0, "CPUs reserved per rollout worker")
     ps_num_cpus: float = _f(1.0, "CPUs reserved for the parameter server")
@@ -105,6 +108,8 @@ class ClusterConfig:
     placement: str = _f("spread", "worker scheduling: spread (across nodes) | default (Ray packs them)")
     max_restarts: int = _f(3, "Ray restarts of a crashed worker or evaluator before it is replaced")
     worker_timeout_s: float = _f(60.0, "a worker with no gradient for this long is killed and replaced")
+    max_worker_failures: int = _f(5, "a worker whose loop fails this many times in a row (no gradient in between) "
+                                     "is given up; the run ends with the cause once no worker is left")
     metrics_export_port: Optional[int] = _f(None, "Prometheus port of a local Ray's metrics; null = Ray picks")
     include_dashboard: bool = _f(True, "start the Ray dashboard with a local Ray")
     dashboard_host: str = _f("127.0.0.1", "interface the local dashboard binds to")
@@ -205,8 +210,13 @@ def load_yaml(path_or_preset: str) -> dict:
         text = resources.files("ray_a3c.common.presets").joinpath(f"{path_or_preset}.yaml").read_text()
         source = f"preset '{path_or_preset}'"
     elif os.path.isfile(path_or_preset):
-        with open(path_or_preset) as fh:
-            text = fh.read()
+        try:
+            with open(path_or_preset, encoding="utf-8") as fh:
+                text = fh.read()
+        except UnicodeDecodeError as exc:
+            raise A3CError(f"{path_or_preset} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:
+            raise A3CError(f"cannot read {path_or_preset}: {exc.strerror}") from None
         source = path_or_preset
     else:
         raise A3CError(f"'{path_or_preset}' is neither a preset ({', '.join(preset_names())}) nor a YAML file")
@@ -238,7 +248,11 @@ def save_yaml(cfg: Config, path: str) -> None:
 def validate(cfg: Config) -> Config:
     """Reject values that cannot work, before any process or file is created."""
     e, m, a, r, c = cfg.env, cfg.model, cfg.algo, cfg.run, cfg.cluster
+    numbers = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()
+               if isinstance(v, float) and k != "stop_return"}
     checks = [
+        *((math.isfinite(v), f"{k} must be a finite number, got {v}") for k, v in numbers.items()),
+        (r.stop_return is None or math.isfinite(r.stop_return), f"run.stop_return must be finite, got {r.stop_return}"),
         (bool(e.id), "env.id must not be empty"),
         (e.num_envs_per_worker >= 1, "env.num_envs_per_worker must be >= 1"),
         (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
@@ -270,6 +284,9 @@ def validate(cfg: Config) -> Config:
         (a.value_loss in ("mse", "smooth_l1"), "algo.value_loss must be mse or smooth_l1"),
         (a.max_grad_norm >= 0, "algo.max_grad_norm must be >= 0 (0 disables clipping)"),
         (a.max_policy_lag >= 0, "algo.max_policy_lag must be >= 0"),
+        (a.max_policy_lag >= 1 or not a.overlap_push or a.mode == "sync",
+         "algo.max_policy_lag=0 with algo.overlap_push=true rejects every other gradient (an overlapped push is "
+         "one version behind): set max_policy_lag >= 1 or overlap_push=false"),
         (a.is_clip > 0, "algo.is_clip must be > 0"),
         (r.num_workers >= 0, "run.num_workers must be >= 1, or 0 for auto"),
         (cfg.learner.device in ("cpu", "cuda", "auto"), "learner.device must be cpu, cuda or auto"),
@@ -277,6 +294,8 @@ def validate(cfg: Config) -> Config:
         (c.placement in ("spread", "default"), "cluster.placement must be spread or default"),
         (c.max_restarts >= 0, "cluster.max_restarts must be >= 0"),
         (c.worker_timeout_s > 0, "cluster.worker_timeout_s must be > 0"),
+        (c.max_worker_failures >= 1, "cluster.max_worker_failures must be >= 1"),
+        (c.start_timeout_s > 0, "cluster.start_timeout_s must be > 0"),
         (r.total_env_steps >= 1, "run.total_env_steps must be >= 1"),
         (r.time_limit_s is None or r.time_limit_s > 0, "run.time_limit_s must be > 0 or null"),
         (r.eval_interval_s > 0, "run.eval_interval_s must be > 0"),

@@ -14,12 +14,15 @@ Schema version 1, arrays indexed by step i (N steps, episodes stored contiguousl
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
+
 from ray_a3c.common.errors import A3CError
 
 SCHEMA_VERSION = 1
@@ -88,8 +91,16 @@ def save_dataset(path: str, observations: np.ndarray, next_observations: np.ndar
     arrays = {name: getattr(ds, name) for name in REQUIRED}
     if ds.behaviour_log_probs is not None:
         arrays["behaviour_log_probs"] = ds.behaviour_log_probs
-    with open(path, "wb") as fh:
-        np.savez_compressed(fh, metadata=np.array(json.dumps(meta)), **arrays)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:  # written beside the target, then renamed: an interrupted recording leaves no half file
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, metadata=np.array(json.dumps(meta)), **arrays)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return ds
 
 
@@ -142,6 +153,9 @@ def validate_dataset(ds: Dataset, path: str) -> None:
             raise A3CError(f"dataset '{path}': '{name}' is an object array; store numbers")
         if len(arr) != n:
             raise A3CError(f"dataset '{path}': '{name}' has {len(arr)} rows, 'rewards' has {n}")
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            bad = int(np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))[0])
+            raise A3CError(f"dataset '{path}': '{name}' holds NaN or inf (first at step {bad}); clean the data")
     if n == 0:
         raise A3CError(f"dataset '{path}' holds no steps")
     obs_shape = tuple(ds.observation_space.shape or ())

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
+
 from ray_a3c.common.config import EnvConfig
 from ray_a3c.common.errors import A3CError
 
@@ -20,7 +21,21 @@ def _import_env_class(spec: str) -> type:
     cls = getattr(module, class_name, None)
     if cls is None:
         raise A3CError(f"module '{module_name}' has no class '{class_name}'")
+    # A run dir's config must not be able to call arbitrary code (`os:system`): only env classes are built.
+    if not (isinstance(cls, type) and issubclass(cls, gym.Env)):
+        raise A3CError(f"'{spec}' is not a gymnasium.Env subclass; env.id names an env class (or a gymnasium id)")
     return cls
+
+
+def _construct(what: str, build, **kwargs) -> gym.Env:
+    """Call an env constructor; its failure becomes one clear error naming the env."""
+    try:
+        return build(**kwargs)
+    except A3CError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any error of the user's env is reported the same way
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise A3CError(f"env '{what}' failed to start: {type(exc).__name__}: {message}") from None
 
 
 def make_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
@@ -31,7 +46,7 @@ def make_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
     if cfg.id.startswith("vizdoom:"):
         return _stack_frames(_make_vizdoom(cfg, kwargs), cfg.frame_stack)
     if ":" in cfg.id and "/" not in cfg.id.split(":")[0]:
-        env = _import_env_class(cfg.id)(**kwargs)
+        env = _construct(cfg.id, _import_env_class(cfg.id), **kwargs)
         if cfg.max_episode_steps:
             env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
         return env
@@ -47,6 +62,8 @@ def make_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
         raise A3CError(f"env '{cfg.id}' needs an extra package: {exc}") from None
     except TypeError as exc:
         raise A3CError(f"env '{cfg.id}' rejected env.kwargs: {exc}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise A3CError(f"env '{cfg.id}' failed to start: {type(exc).__name__}: {exc}") from None
 
 
 def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
@@ -96,10 +113,35 @@ def describe_spaces(obs: gym.Space, act: gym.Space) -> EnvSpaces:
 def make_policy_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
     """One env as the policy sees it: `make_env` plus action rescaling when configured."""
     env = make_env(cfg, render_mode)
+    if channels_last(env.observation_space):
+        env = _ChannelsFirst(env)
     if cfg.rescale_actions and isinstance(env.action_space, gym.spaces.Box):
-        ones = np.ones(env.action_space.shape, np.float32)  # float32 bounds: no precision-loss warnings
+        space = env.action_space
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            env.close()
+            raise A3CError(f"env.rescale_actions needs finite action bounds; '{cfg.id}' has {space}: "
+                           "set env.rescale_actions=false")
+        ones = np.ones(space.shape, np.float32)  # float32 bounds: no precision-loss warnings
         env = gym.wrappers.RescaleAction(env, -ones, ones)
     return env
+
+
+def channels_last(space: gym.Space) -> bool:
+    """uint8 [H, W, C] images (C of 1, 3 or 4, smaller than H and W): the CNN wants [C, H, W]."""
+    return (isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+            and space.shape[2] in (1, 3, 4) and space.shape[0] > 4 and space.shape[1] > 4)
+
+
+class _ChannelsFirst(gym.ObservationWrapper):
+    """[H, W, C] image observations -> [C, H, W]."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        h, w, c = env.observation_space.shape
+        self.observation_space = gym.spaces.Box(0, 255, (c, h, w), np.uint8)
+
+    def observation(self, obs):
+        return np.ascontiguousarray(np.transpose(obs, (2, 0, 1)))
 
 
 def probe_spaces(cfg: EnvConfig) -> EnvSpaces:

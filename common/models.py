@@ -6,10 +6,11 @@ from typing import Optional
 import gymnasium as gym
 import numpy as np
 import torch
-from ray_a3c.common.config import ModelConfig
-from ray_a3c.common.envs import EnvSpaces
 from torch import nn
 from torch.distributions import Categorical, Normal
+
+from ray_a3c.common.config import ModelConfig
+from ray_a3c.common.envs import EnvSpaces
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -211,12 +212,13 @@ class ActorCritic(nn.Module):
         return {id(p) for p in list(self.critic_trunk.parameters()) + list(self.value_head.parameters())}
 
     def env_actions(self, actions: torch.Tensor) -> np.ndarray:
-        """Sampled actions -> what the env accepts (Gaussian samples clipped to the Box bounds)."""
+        """Sampled actions -> what the env accepts (Gaussian samples clipped to the Box bounds; category
+        indices shifted by a `Discrete(n, start)`'s start)."""
         acts = actions.detach().cpu().numpy()
         if self.continuous:
             low, high = self.action_space.low, self.action_space.high
             return np.clip(acts, low, high).reshape((-1,) + self.action_space.shape).astype(np.float32)
-        return acts.astype(np.int64)
+        return acts.astype(np.int64) + int(self.action_space.start)
 
 
 def build_model(spaces: EnvSpaces, cfg: ModelConfig) -> ActorCritic:

@@ -11,13 +11,14 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
+
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config, load_run_config
-from ray_a3c.common.envs import EnvSpaces, make_env, probe_spaces
+from ray_a3c.common.envs import EnvSpaces, channels_last, make_env, probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS
 from ray_a3c.common.models import ActorCritic, build_model
-from torch import nn
 
 
 class PolicyGraph(nn.Module):
@@ -28,12 +29,14 @@ class PolicyGraph(nn.Module):
     outputs: action [B, *action_shape] in the env's own bounds (int64 [B] for Discrete), then h, c.
     """
 
-    def __init__(self, model: ActorCritic, spaces: EnvSpaces, env_action_space: gym.Space):
+    def __init__(self, model: ActorCritic, spaces: EnvSpaces, env_action_space: gym.Space,
+                 channels_last: bool = False):
         super().__init__()
         self.model = model.eval()
         self.recurrent = model.recurrent
         self.one_hot = spaces.discrete_obs
         self.image = spaces.image_shape is not None
+        self.channels_last = channels_last  # the env gives [H, W, C] frames; the network reads [C, H, W]
         self.continuous = isinstance(env_action_space, gym.spaces.Box)
         if self.continuous:
             policy_space = spaces.action_space  # [-1, 1] when the run rescaled actions, else the env's
@@ -49,7 +52,7 @@ class PolicyGraph(nn.Module):
         if self.one_hot is not None:
             x = nn.functional.one_hot(obs.long().reshape(batch), self.one_hot).float()
         elif self.image:
-            x = obs
+            x = obs.permute(0, 3, 1, 2) if self.channels_last else obs
         else:
             x = obs.float().reshape(batch, -1)
         core_state = (h, c) if self.recurrent else None
@@ -75,8 +78,8 @@ class Policy:
             model.load_state_dict(state_dict)
         except (RuntimeError, KeyError) as exc:
             raise A3CError(f"checkpoint does not match the run's model: {str(exc).splitlines()[0]}") from None
-        self.env_action_space = _env_action_space(config)
-        self.graph = PolicyGraph(model, self.spaces, self.env_action_space)
+        self.env_obs_space, self.env_action_space = _env_spaces(config)
+        self.graph = PolicyGraph(model, self.spaces, self.env_action_space, channels_last(self.env_obs_space))
 
     @property
     def recurrent(self) -> bool:
@@ -105,18 +108,11 @@ class Policy:
     def example_inputs(self, obs: Optional[np.ndarray] = None) -> tuple:
         """Inputs of the exported graph for one observation (a zero one by default)."""
         if obs is None:
-            obs = self._zero_obs()
+            obs = _zero_env_obs(self.env_obs_space, self.spaces)
         inputs = (example_obs(self.spaces, obs),)
         if self.recurrent:
             inputs += tuple(torch.as_tensor(s) for s in self.initial_state())
         return inputs
-
-    def _zero_obs(self) -> np.ndarray:
-        if self.spaces.discrete_obs is not None:
-            return np.asarray(0)
-        if self.spaces.image_shape is not None:
-            return np.zeros(self.spaces.image_shape, np.uint8)
-        return np.zeros(self.spaces.obs_dim, np.float32)
 
     def export(self, path: str, fmt: str) -> str:
         """Write a self-contained policy file (`onnx`: onnxruntime alone runs it; `pt2`: torch alone)."""
@@ -141,13 +137,23 @@ def example_obs(spaces: EnvSpaces, obs: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(obs, np.float32).reshape(1, -1))
 
 
-def _env_action_space(config: Config) -> gym.Space:
-    """The action space of the env itself (before the policy's [-1, 1] rescaling)."""
+def _zero_env_obs(space: gym.Space, spaces: EnvSpaces) -> np.ndarray:
+    if spaces.discrete_obs is not None:
+        return np.asarray(0)
+    if spaces.image_shape is not None:
+        return np.zeros(space.shape, np.uint8)
+    return np.zeros(spaces.obs_dim, np.float32)
+
+
+def _env_spaces(config: Config) -> tuple[gym.Space, gym.Space]:
+    """The observation and action spaces of the env itself (before channel reordering and the policy's
+    [-1, 1] action rescaling)."""
     if config.env.dataset and not config.env.id:
-        return probe_spaces(config.env).action_space
+        spaces = probe_spaces(config.env)
+        return gym.spaces.Box(-np.inf, np.inf, (spaces.obs_dim,)), spaces.action_space
     env = make_env(config.env)
     try:
-        return env.action_space
+        return env.observation_space, env.action_space
     finally:
         env.close()
 

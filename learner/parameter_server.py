@@ -1,13 +1,13 @@
 """ParameterServer: the global network, one Adam, versions, staleness and NaN guards, checkpoint state."""
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 import yaml
+
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import get_flat_weights, set_flat_grads
@@ -67,6 +67,13 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
+def _finite_moments(moments: Optional[tuple]) -> bool:
+    if moments is None or not moments[0]:
+        return True
+    _, mean, var = moments
+    return bool(np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(np.asarray(var) >= 0))
+
+
 class ParameterServer:
     def __init__(self, config: Config, spaces: EnvSpaces,
                  publish: Optional[Callable[[np.ndarray], Any]] = None):
@@ -81,7 +88,7 @@ class ParameterServer:
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.stop_requested = False
         self._window = _Window()
-        self.last_seen: dict[int, float] = {}  # worker rank -> time.time() of its latest packet
+        self.packets_from: dict[int, int] = {}  # worker rank -> packets received (liveness, on the reader's clock)
         self._recreations: dict[int, int] = {}  # worker rank -> env recreations it reported
 
     @property
@@ -91,8 +98,8 @@ class ParameterServer:
     def apply_gradients(self, packet: GradientPacket) -> ApplyResult:
         """Apply one worker gradient (serially), or reject it as stale / non-finite. Always answers
         with the current weights so the worker can adopt them without a second call."""
-        self._record(packet)
         reason = self._rejection(packet)
+        self._record(packet, accepted=not reason)
         if not reason:
             self._window.lags.append(self.version - packet.version)
             self._step(packet.gradient, packet.critic_only)
@@ -104,8 +111,9 @@ class ParameterServer:
         current version); non-finite or stale ones are counted and left out of the mean."""
         kept = []
         for packet in packets:
-            self._record(packet)
-            if not self._rejection(packet):
+            rejected = self._rejection(packet)
+            self._record(packet, accepted=not rejected)
+            if not rejected:
                 kept.append(packet)
                 self._window.lags.append(self.version - packet.version)
         if kept:
@@ -115,7 +123,9 @@ class ParameterServer:
                            stop=self.stop_requested, weights=self._current_weights(), counters=self.get_counters())
 
     def _rejection(self, packet: GradientPacket) -> str:
-        if not np.all(np.isfinite(packet.gradient)):
+        """Checked before anything of the packet is merged: a rejected packet changes no weight and no
+        normaliser statistic (it is still counted, and its env steps and episodes still happened)."""
+        if not np.all(np.isfinite(packet.gradient)) or not _finite_moments(packet.obs_moments):
             self.counters["rejected_nonfinite"] += 1
             return "nonfinite"
         if self.version - packet.version > self.config.algo.max_policy_lag:
@@ -133,19 +143,20 @@ class ParameterServer:
         self._window.grad_norms.append(norm)
         self._window.applied += 1
 
-    def _record(self, packet: GradientPacket) -> None:
-        self.last_seen[packet.worker_rank] = time.time()
+    def _record(self, packet: GradientPacket, accepted: bool) -> None:
+        self.packets_from[packet.worker_rank] = self.packets_from.get(packet.worker_rank, 0) + 1
         self._recreations[packet.worker_rank] = packet.env_recreations
         w = self._window
         self.counters["env_steps"] += packet.env_steps
         self.counters["episodes"] += len(packet.episode_returns)
-        w.returns += packet.episode_returns
+        w.returns += [r for r in packet.episode_returns if np.isfinite(r)]
         w.lengths += packet.episode_lengths
         for key, value in packet.losses.items():
-            w.losses.setdefault(key, []).append(value)
+            if accepted:
+                w.losses.setdefault(key, []).append(value)
         w.compute_s += packet.compute_s
         w.comm_s += packet.comm_s
-        if packet.obs_moments is not None and self.model.obs_norm is not None and packet.obs_moments[0]:
+        if accepted and packet.obs_moments is not None and self.model.obs_norm is not None and packet.obs_moments[0]:
             self.model.obs_norm.merge(*packet.obs_moments)
 
     def _current_weights(self) -> Any:
@@ -159,8 +170,8 @@ class ParameterServer:
         return self.version, self._current_weights(), self.counters["env_steps"]
 
     def get_counters(self) -> dict:
-        """The cumulative counters plus each worker's last packet time (cheap; polled by the driver)."""
-        return dict(self.counters, last_seen=dict(self.last_seen), device=str(self.device),
+        """The cumulative counters plus each worker's packet count (cheap; polled by the driver)."""
+        return dict(self.counters, packets=dict(self.packets_from), device=str(self.device),
                     env_recreations=sum(self._recreations.values()))
 
     def request_stop(self) -> None:
@@ -176,7 +187,7 @@ class ParameterServer:
             losses={k: float(np.mean(v)) for k, v in w.losses.items()},
             policy_lag_mean=float(np.mean(w.lags)) if w.lags else None,
             grad_norm_mean=float(np.mean(w.grad_norms)) if w.grad_norms else None,
-            weight_norm=float(np.linalg.norm(get_flat_weights(self.model))),
+            weight_norm=float(torch.sqrt(sum(p.detach().float().pow(2).sum() for p in self.model.parameters()))),
             comm_fraction=w.comm_s / busy if busy > 0 else None)
         return stats
 

@@ -27,6 +27,10 @@ def test_launcher_files_install_torch_first_and_start_ray():
         setup = cfg["setup_commands"]
         assert "torch==2.13.0" in setup[0] and "pip install" in setup[1]
         assert any("ray start --head" in c for c in cfg["head_start_ray_commands"])
+        starts = cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
+        assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c), name
+        assert any(dst.endswith(".ray/auth_token") for dst in cfg["file_mounts"]), name
+        assert {".git", ".venv", "runs"} <= set(cfg["rsync_exclude"]), name
 
 
 def test_kuberay_manifests_run_a3c_with_token_auth():
