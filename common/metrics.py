@@ -1,4 +1,4 @@
-"""Metric names (DESIGN.md) and a tensorboardX writer keyed by total env steps."""
+"""Metric names (docs/design.md) and a tensorboardX writer keyed by total env steps."""
 from __future__ import annotations
 
 from typing import Optional

@@ -75,7 +75,8 @@ def actors(cluster) -> dict:
     from ray.util.state import list_actors
 
     alive = list_actors(address=cluster["dashboard"], filters=[("state", "=", "ALIVE")], limit=1000)
-    return {a.name: a for a in alive if a.name and a.name.startswith("a3c:")}
+    # Names carry the run (`a3c:<run>:ps`); each test runs one training at a time, so the role identifies it.
+    return {"a3c:" + a.name.rsplit(":", 1)[1]: a for a in alive if a.name and a.name.startswith("a3c:")}
 
 
 def test_workers_spread_over_both_nodes_and_the_run_solves(cluster, tmp_path):

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from ray_a3c.cluster.cli import main
+from ray_a3c.cluster.fleet import run_tag
 from ray_a3c.common import metrics
+from ray_a3c.common.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +69,8 @@ def test_resume_continues_counters_and_optimizer(ray_session, tmp_path, capsys):
     run_dir = str(tmp_path / "run")
     assert main(["train", "--total-env-steps", "15000", "--run-dir", run_dir, "--set", "run.stop_return=null"]) == 0
     first = last_json(capsys.readouterr().out)
-    ckpts = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt"))
-    saved = torch.load(ckpts[0], weights_only=True)
+    # A stop checkpoints first, then again once the loops' last pushes landed: the newest holds the end.
+    saved = torch.load(list_checkpoints(os.path.join(run_dir, "checkpoints"))[-1], weights_only=True)
     assert saved["counters"]["version"] == first["version"] and saved["optimizers"]["actor"]["state"]
 
     assert main(["train", "--resume", "--run-dir", run_dir, "--total-env-steps", "30000"]) == 0
@@ -106,10 +108,10 @@ def test_sigterm_checkpoints_and_exits_cleanly_when_joining_by_address(ray_sessi
     assert proc.returncode == 130, out
     summary = last_json(out)
     assert summary["reason"] == "interrupted" and summary["version"] > 0
-    (ckpt,) = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt"))
+    ckpt = list_checkpoints(os.path.join(run_dir, "checkpoints"))[-1]
     assert torch.load(ckpt, weights_only=True)["counters"]["version"] == summary["version"]
     names = {a["name"] for a in ray_session.util.list_named_actors(all_namespaces=True)}
-    assert not names & {"a3c:ps", "a3c:eval", "a3c:worker-0"}, "the run's actors were cleaned up"
+    assert not [n for n in names if n.startswith(f"a3c:{run_tag(run_dir)}:")], "the run's actors were cleaned up"
 
 
 def test_sync_mode_smoke_then_plot_and_vs_random(ray_session, tmp_path, capsys):

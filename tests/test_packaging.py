@@ -100,3 +100,22 @@ def test_train_a_users_env_beside_their_own_common_package(fresh_venv, tmp_path)
     assert summary["env_steps"] >= 2000 and summary["first_gradient_s"] > 0
     # Envs were built in the driver (the probe) and in at least two other processes: the Ray workers.
     assert len(os.listdir(project / "built")) >= 3
+
+
+def test_a_users_env_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch):
+    """Joining a cluster (--address), the user's own env module travels in the job's runtime env; installed
+    modules and gymnasium ids do not."""
+    from ray_a3c.cluster.runtime import user_module_runtime_env
+
+    (tmp_path / "mysim.py").write_text("import gymnasium\n")
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "envs.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (staged,) = user_module_runtime_env("mysim:Sim")["py_modules"]
+    assert os.path.basename(staged) == "mysim"
+    with open(os.path.join(staged, "__init__.py")) as fh:
+        assert fh.read() == "import gymnasium\n"
+    assert user_module_runtime_env("mypkg.envs:Env") == {"py_modules": [str(tmp_path / "mypkg")]}
+    for env_id in ("CartPole-v1", "gymnasium.envs.classic_control:CartPoleEnv", "vizdoom:basic"):
+        assert user_module_runtime_env(env_id) is None
