@@ -2,6 +2,7 @@
 torch is imported inside the writers: the CLI lists the formats without paying for it."""
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -38,6 +39,9 @@ def export_onnx(graph: "torch.nn.Module", inputs: tuple, path: str, input_names:
     _, tmp = _atomic_target(path)
     batch = torch.export.Dim("batch", min=1)
     shapes = {name: {0: batch} for name in input_names}
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # it announces every torchvision op it cannot register
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -46,6 +50,7 @@ def export_onnx(graph: "torch.nn.Module", inputs: tuple, path: str, input_names:
             program.save(tmp, external_data=False)
         os.replace(tmp, path)
     finally:
+        onnx_log.setLevel(level)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
