@@ -32,9 +32,16 @@ class BehaviourPolicy:
     def new_episode(self) -> None:
         self.state, self.starting = None, True
 
+    def to_env(self, action) -> np.ndarray:
+        """A policy action (category index, or an unclipped Gaussian sample) -> what the env steps with."""
+        if self.discrete:
+            return int(action) + int(self.space.start)
+        return np.clip(action, self.space.low, self.space.high).astype(np.float32)
+
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> tuple:
-        """-> (action, log mu(action | obs) or nan)."""
+        """-> (the action as the policy drew it, log mu(that action | obs) or nan). The dataset stores this
+        action: unclipped, so that pi/mu ratios computed from it are right on steps the env clips."""
         if self.model is None:
             return self._uniform()
         dist, _, self.state = self.model.unroll(torch.as_tensor(obs)[None, None], self.state,
@@ -42,14 +49,18 @@ class BehaviourPolicy:
         self.starting = False
         if self.epsilon is None:
             action = dist.sample()
-            return self.model.env_actions(action)[0], float(dist.log_prob(action)[0])
-        greedy = self.model.env_actions(dist.mode())[0]
+            return _numpy_action(action[0], self.discrete), float(dist.log_prob(action)[0])
+        greedy = _numpy_action(dist.mode()[0], self.discrete)
         explore = self.rng.random() < self.epsilon
         action = self._uniform()[0] if explore else greedy
         if not self.discrete:
             return action, float("nan")
         prob = self.epsilon / self.space.n + (1.0 - self.epsilon) * (action == greedy)
         return action, float(np.log(prob))
+
+
+def _numpy_action(action: torch.Tensor, discrete: bool):
+    return int(action) if discrete else action.numpy().astype(np.float32)
 
 
 def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, seed: int) -> dict:
@@ -65,7 +76,7 @@ def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, 
         total, done = 0.0, False
         while not done:
             action, logp = policy.act(encode_obs(obs, spaces))
-            next_obs, reward, term, trunc, _ = env.step(action)
+            next_obs, reward, term, trunc, _ = env.step(policy.to_env(action))
             for key, value in (("observations", obs), ("next_observations", next_obs), ("actions", action),
                                ("rewards", reward), ("terminated", term), ("truncated", trunc),
                                ("episode_ids", ep), ("behaviour_log_probs", logp)):

@@ -193,3 +193,29 @@ def test_record_cli_writes_a_valid_dataset_and_never_overwrites(tmp_path):
     before = open(out, "rb").read()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and open(out, "rb").read() == before
+
+
+def test_recorded_continuous_actions_give_ratio_one_when_pi_is_mu_even_where_clipped():
+    """The dataset keeps the Gaussian sample as drawn (the env got it clipped): with pi = mu every importance
+    ratio is 1, on clipped steps too (storing the clipped action made them up to 77x off)."""
+    import torch
+
+    from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
+    from ray_a3c.common.config import Config, from_flat, validate
+    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.models import build_model
+
+    cfg = validate(from_flat({"env.id": "Pendulum-v1", "model.hidden_sizes": [16], "model.init_log_std": 1.0},
+                             Config()))
+    spaces = probe_spaces(cfg.env)
+    torch.manual_seed(0)
+    model = build_model(spaces, cfg.model)
+    policy = BehaviourPolicy(spaces.action_space, model, None, np.random.default_rng(0))
+    data = record_episodes(cfg.env, policy, episodes=2, seed=0)
+    actions = torch.as_tensor(data["actions"], dtype=torch.float32)
+    clipped = (actions.abs() > float(spaces.action_space.high[0])).reshape(len(actions), -1).any(-1)
+    assert clipped.sum() > 50  # std e^1 on bounds +-2: many samples fall outside
+    with torch.no_grad():
+        dist, _ = model(torch.as_tensor(data["observations"]))
+        ratios = torch.exp(dist.log_prob(actions) - torch.as_tensor(data["behaviour_log_probs"]))
+    np.testing.assert_allclose(ratios.numpy(), 1.0, rtol=1e-4)
