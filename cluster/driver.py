@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Optional
 
 import ray
@@ -15,6 +14,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
 from ray_a3c.cluster.runtime import resolve_num_workers, start_ray
+from ray_a3c.cluster.summary import RunSummary, process_age_s, progress_line
 from ray_a3c.common import checkpoint, metrics, packet
 from ray_a3c.common.config import Config, from_dict
 from ray_a3c.common.envs import EnvSpaces
@@ -30,35 +30,6 @@ EVAL_SEED_OFFSET = 100_000
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
 LOOP_FINISH_WAIT_S = 30.0  # at a normal stop, how long the worker loops may take to push their last gradient
 PS_TIMEOUT_S = 60.0  # a PS call unanswered for this long: the PS is hung (treated as dead)
-
-
-@dataclass
-class RunSummary:
-    run_dir: str = ""
-    reason: str = ""  # what stopped the run: solved | env_steps | time_limit | interrupted
-    env_steps: int = 0
-    version: int = 0
-    episodes: int = 0
-    train_s: float = 0.0  # wall time from the workers' start to the stop
-    ray_start_s: float = 0.0
-    spawn_s: float = 0.0  # asking Ray for the actors (they start in the background)
-    first_gradient_s: Optional[float] = None  # from the process's start to the PS's first applied gradient
-    eval_s: float = 0.0  # wall time the evaluator spent (runs beside training)
-    last_eval: Optional[float] = None
-    best_eval: Optional[float] = None
-    solved_at_s: Optional[float] = None  # training time when the solving weights were taken, evals excluded
-    solved_at_env_steps: Optional[int] = None
-    solved_at_wall_s: Optional[float] = None  # the same moment, evaluations included (they run beside training)
-    rejected_stale: int = 0
-    rejected_nonfinite: int = 0
-    restarts: dict = field(default_factory=dict)  # role -> count
-    env_recreations: int = 0  # env processes (ViZDoom) restarted after crashes
-    lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint)
-    evals: list = field(default_factory=list)  # (env_steps, mean_return)
-
-    def result(self) -> dict:
-        """The summary as the CLI prints it (one JSON line): everything but the evaluation history."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "evals"}
 
 
 class Trainer:
@@ -82,6 +53,7 @@ class Trainer:
         self._eval_started, self._last_eval_start, self._evals_started = 0.0, -1e9, 0
         self._queued_round: Optional[tuple] = None
         self._saved_version = -1
+        self._dataset_steps = _dataset_steps(self.config)
 
     # -- set-up ------------------------------------------------------------------------------------------
     def train(self) -> RunSummary:
@@ -303,6 +275,8 @@ class Trainer:
             metrics.PS_VERSION: stats["version"], metrics.POLICY_LAG: stats["policy_lag_mean"],
             metrics.REJECTED_STALE: stats["rejected_stale"], metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
         }, stats["env_steps"])
+        if self._dataset_steps:
+            self.writer.write({metrics.OFFLINE_EPOCHS: stats["env_steps"] / self._dataset_steps}, stats["env_steps"])
         self.ray_metrics.update({metrics.ENV_STEPS_PER_S: fps, metrics.EPISODE_RETURN: mean_ret,
                                  metrics.EVAL_RETURN: self.summary.last_eval, metrics.PS_VERSION: stats["version"],
                                  metrics.POLICY_LAG: stats["policy_lag_mean"], metrics.UPDATES_PER_S: ups,
@@ -311,7 +285,7 @@ class Trainer:
                                  metrics.COMM_FRACTION: stats["comm_fraction"], ENV_STEPS: stats["env_steps"],
                                  ENV_RECREATIONS: self._last_counters.get("env_recreations", 0)},
                                 self.fleet.restarts)
-        self._say(_progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval))
+        self._say(progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval))
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Optional[str]:
@@ -369,6 +343,8 @@ class Trainer:
         s.rejected_stale, s.rejected_nonfinite = counters["rejected_stale"], counters["rejected_nonfinite"]
         s.restarts = dict(self.fleet.restarts)
         s.env_recreations = counters.get("env_recreations", 0)
+        if self._dataset_steps:
+            s.dataset_passes = s.env_steps / self._dataset_steps
         self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "
                   f"checkpoint {path}")
 
@@ -377,11 +353,13 @@ class Trainer:
             print(text, flush=True)
 
 
-def process_age_s() -> float:
-    """Seconds since this process started (the command's start, interpreter and imports included)."""
-    import psutil  # ships with ray[default]
+def _dataset_steps(config: Config) -> Optional[int]:
+    """Transitions in the run's dataset (the driver already loaded it to check it; cached per process)."""
+    if not config.env.dataset:
+        return None
+    from ray_a3c.common.offline import cached_dataset
 
-    return time.time() - psutil.Process().create_time()
+    return cached_dataset(config.env.dataset).num_steps
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -394,13 +372,3 @@ def _catch_stop_signals() -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _raise_interrupt)
-
-
-def _progress_line(elapsed: float, stats: dict, fps: float, mean_ret: Optional[float],
-                   last_eval: Optional[float]) -> str:
-    ret = f"{mean_ret:8.1f}" if mean_ret is not None else "       -"
-    ev = f"{last_eval:8.1f}" if last_eval is not None else "       -"
-    lag = stats["policy_lag_mean"]
-    return (f"[{elapsed:7.1f}s] steps {stats['env_steps']:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
-            f"eval {ev} | version {stats['version']:>9,} | lag {lag if lag is not None else 0:4.1f}")
-

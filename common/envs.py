@@ -208,11 +208,11 @@ def _env_factory(cfg: EnvConfig, warmup: int, seed: int):
     return build
 
 
-def _offline_factory(cfg: EnvConfig, shard: int, num_shards: int, start: int):
+def _offline_factory(cfg: EnvConfig, shard: int, num_shards: int, copy: int, num_copies: int):
     def build() -> gym.Env:
         from ray_a3c.common.offline import OfflineEnv
 
-        return OfflineEnv(cfg.dataset, shard, num_shards, start)
+        return OfflineEnv(cfg.dataset, shard, num_shards, copy, num_copies)
     return build
 
 
@@ -222,12 +222,12 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0,
 
     Env i is seeded with seed + i and, with `warmup_steps`, first takes a random number of random steps.
     With `cfg.dataset` the copies replay shard `shard` of `num_shards` of the recorded episodes instead,
-    copy i starting at the shard's episode i.
+    each copy its own part of that shard (see OfflineEnv).
     """
     rng = np.random.default_rng(seed)
     warmups = rng.integers(0, cfg.warmup_steps + 1, num_envs) if cfg.warmup_steps else np.zeros(num_envs, int)
     if cfg.dataset:
-        fns = [_offline_factory(cfg, shard, num_shards, i) for i in range(num_envs)]
+        fns = [_offline_factory(cfg, shard, num_shards, i, num_envs) for i in range(num_envs)]
     else:
         fns = [_env_factory(cfg, int(w), seed + i) for i, w in enumerate(warmups)]
     if cfg.vector_mode == "async":

@@ -21,6 +21,7 @@ PS_VERSION = "ps/version"
 POLICY_LAG = "ps/policy_lag_mean"
 REJECTED_STALE = "ps/grads_rejected_stale"
 REJECTED_NONFINITE = "ps/grads_rejected_nonfinite"
+OFFLINE_EPOCHS = "offline/epochs"  # runs on a dataset only: transitions replayed / transitions in the dataset
 
 ALL_TAGS = [EPISODE_RETURN, EPISODE_LENGTH, VALUE_MEAN, ADVANTAGE_MEAN, EVAL_RETURN, LOSS_POLICY, LOSS_VALUE,
             LOSS_ENTROPY, GRAD_NORM, WEIGHT_NORM, ENV_STEPS_PER_S, UPDATES_PER_S, COMM_FRACTION, PS_VERSION, POLICY_LAG,

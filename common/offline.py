@@ -23,14 +23,17 @@ def shard_episodes(num_episodes: int, num_shards: int) -> list[np.ndarray]:
 
 
 class OfflineEnv(gym.Env):
-    """Replays the episodes of one shard in order, cycling, from episode `start` of the shard (a seeded
-    reset rewinds there). The action passed to `step` is ignored: the
+    """Replays the episodes of one shard in order, cycling. Within a worker's shard, env copy `copy` of
+    `num_copies` replays its own part (the copies split the shard: no episode is replayed by two copies of a
+    worker while a copy has none); only when the shard has fewer episodes than copies do copies share a part,
+    offset by one episode each. A seeded reset rewinds to the copy's first episode. The action passed to `step`
+    is ignored: the
     logged one is what happened. `info["logged_action"]` (and `info["behaviour_log_prob"]` where recorded)
     says which action the log takes from the observation just returned, so the learner trains on it."""
 
     metadata = {"render_modes": []}
 
-    def __init__(self, path: str, shard: int = 0, num_shards: int = 1, start: int = 0):
+    def __init__(self, path: str, shard: int = 0, num_shards: int = 1, copy: int = 0, num_copies: int = 1):
         self.data = cached_dataset(path)
         self.observation_space = self.data.observation_space
         self.action_space = self.data.action_space
@@ -38,8 +41,10 @@ class OfflineEnv(gym.Env):
         windows = shard_episodes(len(bounds), num_shards)
         if not len(windows[shard]):
             raise ValueError(f"shard {shard} of {num_shards} is empty: the dataset has {len(bounds)} episodes")
-        self.episodes = [bounds[i] for i in windows[shard]]
-        self._start = start % len(self.episodes)
+        parts = shard_episodes(len(windows[shard]), min(num_copies, len(windows[shard])))
+        mine = windows[shard][parts[copy % len(parts)]]
+        self.episodes = [bounds[i] for i in mine]
+        self._start = (copy // len(parts)) % len(self.episodes)
         self._next_episode = self._start
         self._step: Optional[int] = None
         self._end = 0

@@ -219,3 +219,46 @@ def test_recorded_continuous_actions_give_ratio_one_when_pi_is_mu_even_where_cli
         dist, _ = model(torch.as_tensor(data["observations"]))
         ratios = torch.exp(dist.log_prob(actions) - torch.as_tensor(data["behaviour_log_probs"]))
     np.testing.assert_allclose(ratios.numpy(), 1.0, rtol=1e-4)
+
+
+def test_env_copies_split_their_workers_shard(dataset_file):
+    """2 workers x 3 copies over the fixture's episodes: within a worker no two copies replay the same episode,
+    and together the copies of both workers replay every episode."""
+    path, _ = dataset_file
+    episodes = len(load_dataset(path).episode_bounds())
+    seen = []
+    for shard in range(2):
+        per_copy = [{tuple(b) for b in OfflineEnv(path, shard, 2, copy, 3).episodes} for copy in range(3)]
+        for a in range(3):
+            for b in range(a + 1, 3):
+                assert not per_copy[a] & per_copy[b], (shard, a, b)
+        seen += [ep for part in per_copy for ep in part]
+    assert len(seen) == len(set(seen)) == episodes
+    # More copies than the shard has episodes: every copy still replays, offset from the ones it shares with.
+    many = [OfflineEnv(path, 0, 2, copy, 8) for copy in range(8)]
+    assert all(env.episodes for env in many)
+    assert {(tuple(env.episodes[0]), env._start) for env in many} != {(tuple(many[0].episodes[0]), 0)}
+
+
+@pytest.mark.integration
+def test_offline_runs_report_dataset_passes(ray_session, dataset_file, tmp_path, capsys):
+    import glob
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ray_a3c.cluster.cli import main
+    from ray_a3c.common import metrics
+
+    path, _ = dataset_file
+    run_dir = str(tmp_path / "run")
+    assert main(["train", "offline_cartpole", "--run-dir", run_dir, "--total-env-steps", "3000", "--set",
+                 f"env.dataset={path}", "run.stop_return=null", "run.log_interval_s=0.5",
+                 "env.num_envs_per_worker=3"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    steps = load_dataset(path).num_steps
+    assert summary["dataset_passes"] == pytest.approx(summary["env_steps"] / steps) and summary["dataset_passes"] > 1
+    acc = EventAccumulator(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))[0])
+    acc.Reload()
+    epochs = [e.value for e in acc.Scalars(metrics.OFFLINE_EPOCHS)]
+    assert epochs and epochs[-1] == pytest.approx(summary["dataset_passes"], rel=1e-3)

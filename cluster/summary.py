@@ -1,0 +1,54 @@
+"""What a run reports: its summary (the CLI's JSON line) and its progress lines."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+
+@dataclass
+class RunSummary:
+    run_dir: str = ""
+    reason: str = ""  # what stopped the run: solved | env_steps | time_limit | interrupted
+    env_steps: int = 0
+    version: int = 0
+    episodes: int = 0
+    train_s: float = 0.0  # wall time from the workers' start to the stop
+    ray_start_s: float = 0.0
+    spawn_s: float = 0.0  # asking Ray for the actors (they start in the background)
+    first_gradient_s: Optional[float] = None  # from the process's start to the PS's first applied gradient
+    eval_s: float = 0.0  # wall time the evaluator spent (runs beside training)
+    last_eval: Optional[float] = None
+    best_eval: Optional[float] = None
+    solved_at_s: Optional[float] = None  # training time when the solving weights were taken, evals excluded
+    solved_at_env_steps: Optional[int] = None
+    solved_at_wall_s: Optional[float] = None  # the same moment, evaluations included (they run beside training)
+    rejected_stale: int = 0
+    rejected_nonfinite: int = 0
+    restarts: dict = field(default_factory=dict)  # role -> count
+    env_recreations: int = 0  # env processes (ViZDoom) restarted after crashes
+    dataset_passes: Optional[float] = None  # training on a dataset: transitions replayed / its transitions
+    lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint)
+    evals: list = field(default_factory=list)  # (env_steps, mean_return)
+
+    def result(self) -> dict:
+        """The summary as the CLI prints it (one JSON line): everything but the evaluation history."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "evals"}
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (the command's start, interpreter and imports included)."""
+    import psutil  # ships with ray[default]
+
+    return time.time() - psutil.Process().create_time()
+
+
+def progress_line(elapsed: float, stats: dict, fps: float, mean_ret: Optional[float],
+                   last_eval: Optional[float]) -> str:
+    ret = f"{mean_ret:8.1f}" if mean_ret is not None else "       -"
+    ev = f"{last_eval:8.1f}" if last_eval is not None else "       -"
+    lag = stats["policy_lag_mean"]
+    return (f"[{elapsed:7.1f}s] steps {stats['env_steps']:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
+            f"eval {ev} | version {stats['version']:>9,} | lag {lag if lag is not None else 0:4.1f}")
+
