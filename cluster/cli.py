@@ -179,8 +179,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_new_file(path: str, suffix: str, flag: str) -> None:
+def _check_new_file(path: str, suffix: str, flag: str, overwrite: bool = True) -> None:
     """Before any work: the file an option names can be written (checked again by the writer itself)."""
+    if not overwrite and os.path.exists(path):
+        raise A3CError(f"'{path}' exists; choose another {flag} (it is never overwritten)")
     if not path.lower().endswith(suffix):
         raise A3CError(f"{flag} must name a {suffix} file, got '{path}'")
     directory = os.path.dirname(os.path.abspath(path))
@@ -256,11 +258,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    if os.path.exists(args.out):
-        raise A3CError(f"'{args.out}' exists; choose another --out (exports are never overwritten)")
-    suffix = "." + args.format
-    if not args.out.endswith(suffix):
-        raise A3CError(f"--out must end in {suffix} for --format {args.format}, got '{args.out}'")
+    _check_new_file(args.out, "." + args.format, "--out", overwrite=False)
     from ray_a3c.common.policy import load_policy
 
     policy = load_policy(args.run_dir, args.checkpoint)
