@@ -11,6 +11,7 @@ from ray_a3c.common.config import Config
 from ray_a3c.common.envs import encode_obs, make_policy_env, probe_spaces
 from ray_a3c.common.flat import set_flat_weights
 from ray_a3c.common.models import build_model
+from ray_a3c.common.selection import episode_stats
 
 
 class Evaluator:
@@ -116,6 +117,11 @@ class Evaluator:
             result["gif_frames"] = self.record_gif(gif_path.format(env_steps=env_steps), seed)
         return result
 
+    def evaluate_weights(self, weights: np.ndarray, episodes: int, seed: int) -> dict:
+        """Episodes of the given weights (the extension of a screening: same weights, the next seeds)."""
+        self.set_weights(weights)
+        return self.run_episodes(episodes, seed)
+
     def close(self) -> None:
         for env in self._envs:
             env.close()
@@ -131,7 +137,8 @@ def _distinct(frame: np.ndarray, index: int) -> np.ndarray:
 
 
 def summarize(returns: np.ndarray, lengths: np.ndarray) -> dict:
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+    stats = episode_stats([float(r) for r in returns])
+    return {"mean_return": stats.mean, "std_return": stats.std, "ci95_return": stats.ci95,
             "min_return": float(np.min(returns)), "max_return": float(np.max(returns)),
             "episodes": int(len(returns)), "mean_length": float(np.mean(lengths)),
             "returns": [float(r) for r in returns]}

@@ -85,8 +85,8 @@ def run_ours(seconds: float, workers: int, overrides: list[str]) -> dict:
         rates = [e.value for e in acc.Scalars("perf/env_steps_per_s")]
     ray.shutdown()
     steady = rates[len(rates) // 4:] or rates  # as for SF: leave out the first quarter (start-up)
-    solved = s.solved_at_wall_s is not None
-    return {"time_s": s.ray_start_s + s.spawn_s + s.solved_at_wall_s if solved else None,
+    solved = s.solved_at_s is not None
+    return {"time_s": s.ray_start_s + s.spawn_s + s.solved_at_s if solved else None,
             "fps": FRAME_SKIP * sum(steady) / len(steady), "startup_s": s.ray_start_s + s.spawn_s,
             "comm": sum(comm) / len(comm), "env_steps": s.solved_at_env_steps, "best": s.best_eval,
             "envs": cfg.env.num_envs_per_worker}

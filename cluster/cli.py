@@ -174,7 +174,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           difference=result["mean_return"] - baseline["mean_return"])
             print(f"  trained - random: {result['difference']:+.2f}")
     evaluator.close()
-    keys = ["mean_return", "std_return", "min_return", "max_return", "episodes", "random_mean_return", "difference"]
+    keys = ["mean_return", "std_return", "ci95_return", "min_return", "max_return", "episodes", "seed",
+            "random_mean_return", "difference"]
+    result["seed"] = args.seed
     print(json.dumps({k: result[k] for k in keys if k in result}))
     return 0
 
@@ -197,8 +199,9 @@ def _check_new_file(path: str, suffix: str, flag: str, overwrite: bool = True) -
 def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random_policy: bool) -> dict:
     result = evaluator.run_episodes(args.episodes, args.seed, random_policy=random_policy)
     print(f"{cfg.env.id}: {label}")
-    print(f"  {result['episodes']} episodes, return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
-          f"(min {result['min_return']:.2f}, max {result['max_return']:.2f}), mean length {result['mean_length']:.1f}")
+    print(f"  {result['episodes']} episodes (seeds {args.seed}..{args.seed + result['episodes'] - 1}), return "
+          f"{result['mean_return']:.2f} +- {result['ci95_return']:.2f} (95% CI; std {result['std_return']:.2f}, "
+          f"min {result['min_return']:.2f}, max {result['max_return']:.2f}), mean length {result['mean_length']:.1f}")
     return result
 
 

@@ -11,6 +11,7 @@ from typing import Optional
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from ray_a3c.cluster.evaluation import EvalCycle
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
 from ray_a3c.cluster.runtime import resolve_num_workers, start_ray
@@ -18,15 +19,12 @@ from ray_a3c.cluster.summary import RunSummary, process_age_s, progress_line
 from ray_a3c.common import checkpoint, metrics, packet
 from ray_a3c.common.config import Config, from_dict
 from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.flat import set_flat_weights
-from ray_a3c.common.models import build_model
 
 POLL_S = 0.1
 # TensorBoard tag -> the key workers report it under in GradientPacket.losses
 LOSS_TAGS = {metrics.VALUE_MEAN: packet.VALUE_MEAN, metrics.ADVANTAGE_MEAN: packet.ADVANTAGE_MEAN,
              metrics.ACTION_ABS_MAX: packet.ACTION_ABS_MAX, metrics.LOSS_POLICY: packet.LOSS_POLICY,
              metrics.LOSS_VALUE: packet.LOSS_VALUE, metrics.LOSS_ENTROPY: packet.LOSS_ENTROPY}
-EVAL_SEED_OFFSET = 100_000
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
 LOOP_FINISH_WAIT_S = 30.0  # at a normal stop, how long the worker loops may take to push their last gradient
 PS_TIMEOUT_S = 60.0  # a PS call unanswered for this long: the PS is hung (treated as dead)
@@ -49,8 +47,7 @@ class Trainer:
         self.t0: Optional[float] = None  # when the workers were started
         self._last_log = self._last_ckpt = 0.0
         self._log_state: Optional[tuple] = None  # (time, counters) of the last progress line
-        self._eval_ref: Optional[ray.ObjectRef] = None
-        self._eval_started, self._last_eval_start, self._evals_started = 0.0, -1e9, 0
+        self.evals: Optional[EvalCycle] = None
         self._queued_round: Optional[tuple] = None
         self._saved_version = -1
         self._dataset_steps = _dataset_steps(self.config)
@@ -62,6 +59,7 @@ class Trainer:
         self._say(f"ray ready in {self.summary.ray_start_s:.1f}s; dashboard {dashboard} "
                   "(token: ~/.ray/auth_token, see README)")
         self.writer = metrics.ScalarWriter(self.run_dir)
+        self.evals = EvalCycle(self.config, self.spaces, self.run_dir, self.summary, self.writer, self._say)
         try:
             self.config = dataclasses.replace(
                 self.config, run=dataclasses.replace(self.config.run, num_workers=resolve_num_workers(self.config)))
@@ -105,17 +103,6 @@ class Trainer:
                 self.summary.reason = reason
                 return
 
-    def _finish_eval(self) -> None:
-        """Let the evaluation in flight end (its result may be the best, its GIF half written)."""
-        if self._eval_ref is None or self.summary.reason == "interrupted":
-            return
-        ready, _ = ray.wait([self._eval_ref], timeout=FINAL_EVAL_WAIT_S)
-        try:
-            if ready:
-                self._poll_eval(time.perf_counter(), start_next=False)
-        except RayError:
-            pass  # the evaluator or the PS failed at the very end: the run's checkpoint still follows
-
     def _ps_call(self, method: str, *args):
         """A PS call that cannot block the driver forever: a PS that does not answer within PS_TIMEOUT_S is
         treated as dead (the loop checks it and recreates it from the newest checkpoint)."""
@@ -143,7 +130,7 @@ class Trainer:
             self.fleet.check_loops(counters["packets"])
         now = time.perf_counter()
         self.fleet.poll_placement()
-        self._poll_eval(now)
+        self.evals.poll(self.fleet, self.t0, now)
         if now - self._last_log >= run.log_interval_s:
             self._log(now)
             self._last_log = now
@@ -216,47 +203,6 @@ class Trainer:
             return "time_limit"
         return ""
 
-    def _poll_eval(self, now: float, start_next: bool = True) -> None:
-        run = self.config.run
-        if self.fleet.evaluator is None or "eval" in self.fleet.placement.pending:
-            return  # not started yet, or waiting for resources: an evaluation would queue behind it
-        if self._eval_ref is not None:
-            ready, _ = ray.wait([self._eval_ref], timeout=0)
-            if not ready:
-                return
-            ref, self._eval_ref = self._eval_ref, None
-            try:
-                self._on_eval(ray.get(ref), now)
-            except RayError as exc:
-                if not self.fleet.ps_alive():
-                    raise RayActorError() from exc  # the PS died under the evaluator: recover it first
-                self._say(f"evaluator failed ({type(exc).__name__}); restarting it")
-                self.fleet.ensure_evaluator()
-        if start_next and now - self._last_eval_start >= run.eval_interval_s:
-            self._eval_started = self._last_eval_start = now
-            self._evals_started += 1
-            gif = (os.path.join(os.path.abspath(self.run_dir), "gifs", "{env_steps}.gif")
-                   if run.gif_every and self._evals_started % run.gif_every == 0 else None)
-            self._eval_ref = self.fleet.evaluator.evaluate_remote.remote(
-                self.ps, run.eval_episodes, run.seed + EVAL_SEED_OFFSET, gif)
-
-    def _on_eval(self, result: dict, now: float) -> None:
-        s, mean = self.summary, result["mean_return"]
-        # Training time when these weights were taken, not counting earlier evaluations' time.
-        taken_at = self._eval_started - self.t0 - s.eval_s
-        s.eval_s += now - self._eval_started
-        s.last_eval = mean
-        s.evals.append((result["env_steps"], mean))
-        self.writer.write({metrics.EVAL_RETURN: mean}, result["env_steps"])
-        if s.best_eval is None or mean > s.best_eval:
-            s.best_eval = mean
-            self._save_best(result)
-        stop = self.config.run.stop_return
-        if stop is not None and mean >= stop and s.solved_at_s is None:
-            s.solved_at_s, s.solved_at_env_steps = taken_at, result["env_steps"]
-            s.solved_at_wall_s = self._eval_started - self.t0
-            self._say(f"solved: eval mean {mean:.1f} >= {stop} at {result['env_steps']:,} env steps")
-
     def _log(self, now: float) -> None:
         stats = self._ps_call("pull_stats")
         t_prev, c_prev = self._log_state
@@ -295,14 +241,6 @@ class Trainer:
         return checkpoint.save_versioned(state, self.ckpt_dir, state["counters"]["version"],
                                          self.config.run.keep_checkpoints)
 
-    def _save_best(self, result: dict) -> None:
-        model = build_model(self.spaces, self.config.model)
-        set_flat_weights(model, result["weights"])
-        state = {"model": model.state_dict(), "counters": {"version": result["version"],
-                                                           "env_steps": result["env_steps"]},
-                 "eval_return_mean": result["mean_return"], "best_eval_return": result["mean_return"]}
-        checkpoint.save_atomic(state, os.path.join(self.ckpt_dir, "best.pt"))
-
     # -- shutdown ------------------------------------------------------------------------------------------
     def _finish(self, started_ray: bool) -> None:
         s = self.summary
@@ -333,7 +271,8 @@ class Trainer:
         refs = self.fleet.loops.refs()
         if refs and s.reason != "interrupted":
             ray.wait(refs, num_returns=len(refs), timeout=LOOP_FINISH_WAIT_S)
-        self._finish_eval()
+        if s.reason != "interrupted":
+            self.evals.finish(self.fleet, self.t0, FINAL_EVAL_WAIT_S)
         if self._log_state is not None:
             self._log(time.perf_counter())  # a last tick, so even short runs log every tag
         counters = self._ps_call("get_counters")

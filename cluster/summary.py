@@ -18,12 +18,15 @@ class RunSummary:
     ray_start_s: float = 0.0
     spawn_s: float = 0.0  # asking Ray for the actors (they start in the background)
     first_gradient_s: Optional[float] = None  # from the process's start to the PS's first applied gradient
-    eval_s: float = 0.0  # wall time the evaluator spent (runs beside training)
-    last_eval: Optional[float] = None
-    best_eval: Optional[float] = None
-    solved_at_s: Optional[float] = None  # training time when the solving weights were taken, evals excluded
+    eval_s: float = 0.0  # wall time the evaluator was busy (it runs beside training: not subtracted anywhere)
+    last_eval: Optional[float] = None  # the last screening's mean (run.eval_episodes episodes)
+    best_eval: Optional[float] = None  # best.pt's mean over run.confirm_episodes episodes of its own weights
+    best_eval_std: Optional[float] = None  # those episodes' standard deviation
+    best_eval_episodes: Optional[int] = None
+    best_eval_env_steps: Optional[int] = None  # when best.pt's weights were taken
+    solved_at_s: Optional[float] = None  # training wall time (from the workers' start) when the solving weights
+    # were taken; the evaluator runs beside training, so nothing is subtracted
     solved_at_env_steps: Optional[int] = None
-    solved_at_wall_s: Optional[float] = None  # the same moment, evaluations included (they run beside training)
     rejected_stale: int = 0
     rejected_nonfinite: int = 0
     restarts: dict = field(default_factory=dict)  # role -> count

@@ -84,9 +84,13 @@ class RunConfig:
     num_workers: int = _f(2, "rollout worker actors; 0 = auto: the cluster's free CPUs less the PS's and evaluator's")
     total_env_steps: int = _f(1_000_000, "stop after this many env steps")
     time_limit_s: Optional[float] = _f(None, "stop after this many seconds of training; null = none")
-    stop_return: Optional[float] = _f(None, "stop when the evaluator's mean return reaches this; null = none")
-    eval_interval_s: float = _f(5.0, "seconds between evaluator runs")
-    eval_episodes: int = _f(10, "episodes per evaluation")
+    stop_return: Optional[float] = _f(None, "stop when one version's mean over confirm_episodes evaluation "
+                                            "episodes reaches this; null = none")
+    eval_interval_s: float = _f(5.0, "seconds between screenings (short evaluations of the PS's latest weights)")
+    eval_episodes: int = _f(10, "episodes per screening")
+    confirm_episodes: int = _f(100, "episodes behind best.pt and the stop: a screening that beats the best or "
+                                    "reaches stop_return is extended on the same weights (next seeds) to this "
+                                    "many, and decided on their mean; <= eval_episodes: the screening decides")
     eval_policy: str = _f("greedy", "evaluation actions: greedy (the most likely action) | sample (drawn from the "
                                     "policy, as in training; breaks the loops a greedy pixel policy can fall into)")
     gif_every: int = _f(0, "write RUN_DIR/gifs/<env steps>.gif of one episode every N evaluations; 0 = never")
@@ -300,6 +304,7 @@ def validate(cfg: Config) -> Config:
         (r.time_limit_s is None or r.time_limit_s > 0, "run.time_limit_s must be > 0 or null"),
         (r.eval_interval_s > 0, "run.eval_interval_s must be > 0"),
         (r.eval_episodes >= 1, "run.eval_episodes must be >= 1"),
+        (r.confirm_episodes >= 1, "run.confirm_episodes must be >= 1"),
         (r.eval_policy in ("greedy", "sample"), "run.eval_policy must be greedy or sample"),
         (r.gif_every >= 0, "run.gif_every must be >= 0"),
         (r.checkpoint_interval_s > 0, "run.checkpoint_interval_s must be > 0"),

@@ -79,8 +79,9 @@ def test_evaluate_a_checkpoint_and_random_baseline(fake_run):
     proc = a3c("evaluate", str(fake_run), "--episodes", "3", "--random", cwd=fake_run.parent)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(result) == {"mean_return", "std_return", "min_return", "max_return", "episodes"}
-    assert result["episodes"] == 3 and 5 < result["mean_return"] < 100
+    assert set(result) == {"mean_return", "std_return", "ci95_return", "min_return", "max_return", "episodes", "seed"}
+    assert result["episodes"] == 3 and 5 < result["mean_return"] < 100 and result["seed"] == 0
+    assert result["ci95_return"] == pytest.approx(1.959964 * result["std_return"] / 3 ** 0.5)
     proc = a3c("evaluate", str(fake_run), "--episodes", "2", cwd=fake_run.parent)
     assert proc.returncode == 0 and json.loads(proc.stdout.strip().splitlines()[-1])["episodes"] == 2
     assert np.isfinite(json.loads(proc.stdout.strip().splitlines()[-1])["mean_return"])

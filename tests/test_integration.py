@@ -38,7 +38,7 @@ def test_cartpole_is_solved_within_the_step_budget(solved_run):
     code, run_dir = solved_run
     assert code == 0
     best = torch.load(os.path.join(run_dir, "checkpoints", "best.pt"), weights_only=True)
-    assert best["eval_return_mean"] >= 475
+    assert best["eval_return_mean"] >= 475 and best["eval_episodes"] == 100  # run.confirm_episodes
     assert best["counters"]["env_steps"] <= 400_000
     assert os.path.isfile(os.path.join(run_dir, "config.yaml"))
 

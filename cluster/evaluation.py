@@ -1,0 +1,118 @@
+"""The evaluator beside training: screenings every `run.eval_interval_s`, their extension to
+`run.confirm_episodes` when they could be the best or solve the run, best.pt, and the solved moment."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Optional
+
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from ray_a3c.cluster.fleet import Fleet
+from ray_a3c.cluster.summary import RunSummary
+from ray_a3c.common import checkpoint, metrics
+from ray_a3c.common.config import Config
+from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.flat import set_flat_weights
+from ray_a3c.common.models import build_model
+from ray_a3c.common.selection import EvalJudge, episode_stats
+
+EVAL_SEED_OFFSET = 100_000
+
+
+class EvalCycle:
+    def __init__(self, config: Config, spaces: EnvSpaces, run_dir: str, summary: RunSummary,
+                 writer: metrics.ScalarWriter, say: Callable[[str], None]):
+        self.config, self.spaces, self.run_dir, self.summary = config, spaces, run_dir, summary
+        self.writer, self.say = writer, say
+        self.judge = EvalJudge(config.run.confirm_episodes, config.run.stop_return, summary.best_eval)
+        self.seed = config.run.seed + EVAL_SEED_OFFSET
+        self._ref: Optional[ray.ObjectRef] = None
+        self._candidate: Optional[dict] = None  # the screening being extended on its own weights
+        self._taken_at = 0.0  # training time when the weights under evaluation were taken
+        self._last_start, self._screenings = -1e9, 0
+        self._request_start = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self._ref is not None
+
+    def poll(self, fleet: Fleet, t0: float, now: float, start_next: bool = True) -> None:
+        """Collect a finished evaluation (extending it if it is a candidate), and start the next screening
+        when its time has come. Raises RayActorError when the PS died under the evaluator."""
+        if fleet.evaluator is None or "eval" in fleet.placement.pending:
+            return  # not started yet, or waiting for resources: an evaluation would queue behind it
+        if self._ref is not None:
+            if not ray.wait([self._ref], timeout=0)[0]:
+                return
+            ref, self._ref = self._ref, None
+            self.summary.eval_s += now - self._request_start
+            try:
+                self._on_result(ray.get(ref), fleet)
+            except RayError as exc:
+                self._candidate = None
+                if not fleet.ps_alive():
+                    raise RayActorError() from exc  # recover the PS first
+                self.say(f"evaluator failed ({type(exc).__name__}); restarting it")
+                fleet.ensure_evaluator()
+        run = self.config.run
+        if self._ref is None and start_next and now - self._last_start >= run.eval_interval_s:
+            self._last_start, self._taken_at = now, now - t0
+            self._screenings += 1
+            gif = (os.path.join(os.path.abspath(self.run_dir), "gifs", "{env_steps}.gif")
+                   if run.gif_every and self._screenings % run.gif_every == 0 else None)
+            self._request_start = now
+            self._ref = fleet.evaluator.evaluate_remote.remote(fleet.ps, run.eval_episodes, self.seed, gif)
+
+    def finish(self, fleet: Fleet, t0: float, wait_s: float) -> None:
+        """At a normal stop: let the evaluation in flight end, extensions included (its result may be the best,
+        its GIF half written), within `wait_s`."""
+        deadline = time.perf_counter() + wait_s
+        while self._ref is not None and time.perf_counter() < deadline:
+            ray.wait([self._ref], timeout=max(deadline - time.perf_counter(), 0.0))
+            try:
+                self.poll(fleet, t0, time.perf_counter(), start_next=False)
+            except RayError:
+                return  # the evaluator or the PS failed at the very end: the run's checkpoint still follows
+
+    def _on_result(self, result: dict, fleet: Fleet) -> None:
+        if self._candidate is None:
+            self._on_screening(result)
+        else:
+            result = {**self._candidate, "returns": self._candidate["returns"] + result["returns"]}
+        verdict = self.judge.judge(result["returns"])
+        if verdict.more_episodes:
+            self._candidate, self._request_start = result, time.perf_counter()
+            self._ref = fleet.evaluator.evaluate_weights.remote(
+                result["weights"], verdict.more_episodes, self.seed + len(result["returns"]))
+            return
+        self._candidate = None
+        if len(result["returns"]) < self.config.run.confirm_episodes:
+            return  # not a candidate: decided on the screening
+        stats = episode_stats(result["returns"])
+        self.writer.write({metrics.EVAL_CONFIRMED_RETURN: stats.mean}, result["env_steps"])
+        s = self.summary
+        if verdict.best:
+            s.best_eval, s.best_eval_std, s.best_eval_episodes = stats.mean, stats.std, stats.episodes
+            s.best_eval_env_steps = result["env_steps"]
+            self._save_best(result, stats)
+        if verdict.solved and s.solved_at_s is None:
+            s.solved_at_s, s.solved_at_env_steps = self._taken_at, result["env_steps"]
+            self.say(f"solved: mean {stats.mean:.1f} +- {stats.ci95:.1f} (95% CI) over {stats.episodes} episodes "
+                     f">= {self.config.run.stop_return} at {result['env_steps']:,} env steps")
+
+    def _on_screening(self, result: dict) -> None:
+        s = self.summary
+        s.last_eval = result["mean_return"]
+        s.evals.append((result["env_steps"], result["mean_return"]))
+        self.writer.write({metrics.EVAL_RETURN: result["mean_return"]}, result["env_steps"])
+
+    def _save_best(self, result: dict, stats: Any) -> None:
+        model = build_model(self.spaces, self.config.model)
+        set_flat_weights(model, result["weights"])
+        state = {"model": model.state_dict(), "counters": {"version": result["version"],
+                                                           "env_steps": result["env_steps"]},
+                 "eval_return_mean": stats.mean, "eval_return_std": stats.std, "eval_episodes": stats.episodes,
+                 "eval_seed": self.seed, "best_eval_return": stats.mean}
+        checkpoint.save_atomic(state, os.path.join(self.run_dir, "checkpoints", "best.pt"))
