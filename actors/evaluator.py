@@ -1,6 +1,7 @@
 """Evaluator: greedy, sampled or random-policy episodes with given weights, several envs batched."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Optional
 
@@ -18,6 +19,8 @@ class Evaluator:
     def __init__(self, config: Config, max_parallel_envs: int = 20):
         torch.set_num_threads(1)
         self.config = config
+        # evaluations score the task's own reward: no training-only shaping
+        self.env_config = dataclasses.replace(config.env, medkit_bonus=0.0)
         self.spaces = probe_spaces(config.env)
         self.model = build_model(self.spaces, config.model)
         self.max_parallel = max_parallel_envs
@@ -31,7 +34,7 @@ class Evaluator:
 
     def _env_pool(self, n: int) -> list:
         while len(self._envs) < n:
-            self._envs.append(make_policy_env(self.config.env))
+            self._envs.append(make_policy_env(self.env_config))
         return self._envs[:n]
 
     @torch.no_grad()
@@ -80,41 +83,44 @@ class Evaluator:
         return dist.sample() if self.config.run.eval_policy == "sample" else dist.mode()
 
     @torch.no_grad()
-    def record_gif(self, path: str, seed: int, fps: int = 30) -> int:
-        """Play one episode (actions as `run.eval_policy` says) and write its frames as an animated GIF.
-        Returns the frame count."""
+    def record_gif(self, path: str, seed: int, fps: int = 30) -> tuple[int, float]:
+        """Play one episode (actions as `run.eval_policy` says) and write the env's rendered frames (ViZDoom: the
+        320x240 colour screen) as an animated GIF. A `{return}` in `path` becomes the episode's return.
+        Returns (frame count, episode return)."""
         from PIL import Image
 
-        env = make_policy_env(self.config.env, render_mode="rgb_array")
+        env = make_policy_env(self.env_config, render_mode="rgb_array")
         torch.manual_seed(seed)
         try:
             ob, _ = env.reset(seed=seed)
-            frames, state, start, done = [env.render()], self.model.initial_state(1), True, False
+            frames, state, start, done, total = [env.render()], self.model.initial_state(1), True, False, 0.0
             while not done:
                 dist, _, state = self.model.unroll(torch.as_tensor(encode_obs(ob, self.spaces))[None, None], state,
                                                    torch.tensor([[start]]))
-                ob, _, term, trunc, _ = env.step(self.model.env_actions(self._choose(dist))[0])
+                ob, reward, term, trunc, _ = env.step(self.model.env_actions(self._choose(dist))[0])
                 frames.append(env.render())
-                start, done = False, term or trunc
+                start, done, total = False, term or trunc, total + float(reward)
         finally:
             env.close()
         images = [Image.fromarray(_distinct(np.asarray(f, np.uint8).squeeze(), i)) for i, f in enumerate(frames)]
+        path = path.replace("{return}", f"{round(total, 1):g}")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         partial = f"{path}.partial"  # a run that stops mid-write must not leave a truncated .gif behind
         images[0].save(partial, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps),
                        loop=0)
         os.replace(partial, path)
-        return len(images)
+        return len(images), total
 
     def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:
         """Pull the PS's current weights and evaluate them; the result carries the version and weights.
-        With `gif_path`, one more episode is recorded there as a GIF."""
+        With `gif_path` (`{env_steps}` and `{return}` are filled in), one more episode is recorded as a GIF."""
         version, weights, env_steps = ps.get_weights()
         self.set_weights(weights)
         result = self.run_episodes(episodes, seed)
         result.update(version=version, env_steps=env_steps, weights=weights)
         if gif_path:
-            result["gif_frames"] = self.record_gif(gif_path.format(env_steps=env_steps), seed)
+            result["gif_frames"], result["gif_return"] = self.record_gif(
+                gif_path.replace("{env_steps}", str(env_steps)), seed)
         return result
 
     def evaluate_weights(self, weights: np.ndarray, episodes: int, seed: int) -> dict:

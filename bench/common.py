@@ -1,14 +1,16 @@
 """Helpers shared by the benchmark scripts: machine description and BENCHMARKS.md section updates."""
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import re
 import statistics
 import tempfile
 import time
-from typing import Optional
+from typing import Callable, Optional
 
+EVAL_SEED = 100_000  # evaluation episode i is seeded EVAL_SEED + i, on every side
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
 
 
@@ -46,57 +48,90 @@ def update_section(name: str, body: str) -> None:
         fh.write(text)
 
 
-def run_ours(preset: str, seed: int, budget: int, target: float, overrides: list[str],
-             settings: Optional[dict] = None) -> dict:
-    """One ray-a3c training run on an already-started Ray; time and env steps at the solving evaluation
-    (evaluation time excluded), or None where the budget ran out first."""
+def run_ours(preset: str, seed: int, budget: int, target: float, snapshot_every: int, eval_episodes: int,
+             overrides: list[str], settings: Optional[dict] = None) -> dict:
+    """One ray-a3c training run on an already-started Ray, without the evaluator (nothing but training uses the
+    CPU); the PS keeps its weights every `snapshot_every` env steps, evaluated afterwards. Time to solve is the
+    training wall time (from the workers' start) of the first snapshot whose greedy `eval_episodes`-episode
+    mean reaches `target`."""
     import ray_a3c
+    from ray_a3c.actors.evaluator import Evaluator
+    from ray_a3c.common import checkpoint
 
-    cfg = ray_a3c.make_config(preset, overrides=overrides, **{"run.seed": seed, "run.total_env_steps": budget,
-                                                              "run.stop_return": target, **(settings or {})})
+    cfg = ray_a3c.make_config(preset, overrides=overrides, **{
+        "run.seed": seed, "run.total_env_steps": budget, "run.stop_return": None, "run.evaluate": False,
+        "run.snapshot_every_env_steps": snapshot_every, **(settings or {})})
     with tempfile.TemporaryDirectory() as run_dir:
         s = ray_a3c.train(cfg, run_dir=run_dir, quiet=True)
-    return {"solved": s.solved_at_s is not None, "time_s": s.solved_at_s, "env_steps": s.solved_at_env_steps,
-            "spawn_s": s.spawn_s, "fps": s.env_steps / max(s.train_s, 1e-9)}
+        folder = os.path.join(run_dir, "snapshots")
+        paths = sorted(glob.glob(os.path.join(folder, "*.pt")), key=lambda p: int(os.path.basename(p)[:-3]))
+        evaluator = Evaluator(cfg)
+
+        def evaluate(path: str) -> tuple[float, float, int]:
+            state = checkpoint.load(path)
+            evaluator.load_state_dict(state["model"])
+            mean = evaluator.run_episodes(eval_episodes, EVAL_SEED)["mean_return"]
+            return mean, state["train_s"], state["counters"]["env_steps"]
+
+        solved = first_solving(paths, evaluate, target)
+        evaluator.close()
+    return {**solved, "fps": s.env_steps / max(s.train_s, 1e-9), "spawn_s": s.spawn_s,
+            "first_gradient_s": s.first_gradient_s, "snapshots": len(paths)}
+
+
+def first_solving(snapshots: list, evaluate: Callable, target: float) -> dict:
+    """The first snapshot (in training order) whose evaluation mean reaches `target`: its training time and
+    env steps. `evaluate(snapshot) -> (mean, train_s, env_steps)`."""
+    for snap in snapshots:
+        mean, train_s, env_steps = evaluate(snap)
+        if mean >= target:
+            return {"solved": True, "time_s": train_s, "env_steps": env_steps, "eval_mean": mean}
+    return {"solved": False, "time_s": None, "env_steps": None, "eval_mean": None}
 
 
 def fmt(value, spec: str) -> str:
     return "not solved" if value is None else format(value, spec)
 
 
-def sb3_time_to_target(model, eval_env, budget: int, eval_every: int, episodes: int, target: float,
-                       before_eval=None) -> dict:
-    """Train an SB3 model, evaluating `episodes` deterministic episodes every `eval_every` env steps with the
-    clock stopped; returns the training time and env steps at the first evaluation with mean >= target."""
+def sb3_time_to_target(model, eval_env, budget: int, snapshot_every: int, episodes: int, target: float,
+                       vec_normalize=None) -> dict:
+    """Train an SB3 model for `budget` env steps, keeping the policy's weights (and VecNormalize's observation
+    statistics) every `snapshot_every` env steps; then evaluate the snapshots in order with `episodes`
+    deterministic episodes. Time to solve is the training wall time at the first solving snapshot."""
+    import copy
+
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    class SolveClock(BaseCallback):
+    class Snapshots(BaseCallback):
         def __init__(self) -> None:
             super().__init__()
-            self.excluded, self.next_eval, self.solved_at = 0.0, eval_every, None
+            self.next, self.taken = snapshot_every, []
 
         def _on_training_start(self) -> None:
             self.t0 = time.perf_counter()
 
         def _on_step(self) -> bool:
-            if self.num_timesteps < self.next_eval:
-                return True
-            self.next_eval += eval_every
-            t = time.perf_counter()
-            if before_eval is not None:
-                before_eval()
-            mean, _ = evaluate_policy(self.model, eval_env, n_eval_episodes=episodes, deterministic=True)
-            if mean >= target:
-                self.solved_at = (t - self.t0 - self.excluded, self.num_timesteps)
-                return False
-            self.excluded += time.perf_counter() - t
+            if self.num_timesteps >= self.next:
+                self.next += snapshot_every
+                rms = copy.deepcopy(vec_normalize.obs_rms) if vec_normalize is not None else None
+                self.taken.append((self.num_timesteps, time.perf_counter() - self.t0,
+                                   copy.deepcopy(self.model.policy.state_dict()), rms))
             return True
 
-    clock = SolveClock()
+    snapshots = Snapshots()
     t0 = time.perf_counter()
-    model.learn(total_timesteps=budget, callback=clock)
-    wall = time.perf_counter() - t0 - clock.excluded
-    solved = clock.solved_at is not None
-    return {"solved": solved, "time_s": clock.solved_at[0] if solved else None,
-            "env_steps": clock.solved_at[1] if solved else None, "fps": model.num_timesteps / max(wall, 1e-9)}
+    model.learn(total_timesteps=budget, callback=snapshots)
+    wall = time.perf_counter() - t0
+
+    def evaluate(snap: tuple) -> tuple[float, float, int]:
+        env_steps, train_s, weights, rms = snap
+        model.policy.load_state_dict(weights)
+        if rms is not None:
+            eval_env.obs_rms = rms
+        eval_env.seed(EVAL_SEED)
+        mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=True)
+        return mean, train_s, env_steps
+
+    return {**first_solving(snapshots.taken, evaluate, target), "fps": model.num_timesteps / max(wall, 1e-9),
+            "snapshots": len(snapshots.taken)}

@@ -1,8 +1,10 @@
 """Pendulum-v1 to eval mean >= -250: ray-a3c sync and async vs Stable-Baselines3 A2C, same machine, one run.
 
 SB3 uses the rl-zoo A2C hyperparameters for Pendulum-v1 (VecNormalize, 8 envs, n_steps 8, gSDE, RMSprop,
-linear lr 7e-4, 1M steps). Each side is evaluated on 10 deterministic episodes about every 10k env steps,
-evaluation time excluded. Ray start-up and actor spawning are not in the times.
+linear lr 7e-4, 1M steps). Every side trains for the same env-step budget with nothing else on the CPU and
+keeps its weights every 10k env steps; the snapshots are evaluated afterwards, in order (20 greedy episodes).
+Time to target = training wall time at the first snapshot whose mean is >= -250. Ray start-up and actor
+spawning are not in the times.
 
     .venv/bin/python -m bench.pendulum [--seeds 3] [--budget 1000000]
 """
@@ -10,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import fmt, machine, median, run_ours, sb3_time_to_target, today, update_section
+from bench.common import EVAL_SEED, fmt, machine, median, run_ours, sb3_time_to_target, today, update_section
 
-TARGET, EVAL_EPISODES, EVAL_EVERY = -250.0, 10, 10_000
+TARGET, EVAL_EPISODES, SNAPSHOT_EVERY = -250.0, 20, 10_000
 
 
 def run_sb3(seed: int, budget: int) -> dict:
@@ -21,11 +23,8 @@ def run_sb3(seed: int, budget: int) -> dict:
     from stable_baselines3.common.vec_env import VecNormalize
 
     env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=8, seed=seed), gamma=0.9)
-    eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=10_000 + seed), training=False,
+    eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=EVAL_SEED), training=False,
                             norm_reward=False)
-
-    def sync_stats() -> None:
-        eval_env.obs_rms = env.obs_rms.copy()
 
     def linear(start: float):
         return lambda progress: progress * start
@@ -33,7 +32,7 @@ def run_sb3(seed: int, budget: int) -> dict:
     model = A2C("MlpPolicy", env, ent_coef=0.0, max_grad_norm=0.5, n_steps=8, gae_lambda=0.9, vf_coef=0.4,
                 gamma=0.9, use_rms_prop=True, normalize_advantage=False, learning_rate=linear(7e-4),
                 use_sde=True, policy_kwargs=dict(log_std_init=-2, ortho_init=False), seed=seed, verbose=0)
-    return sb3_time_to_target(model, eval_env, budget, EVAL_EVERY, EVAL_EPISODES, TARGET, before_eval=sync_stats)
+    return sb3_time_to_target(model, eval_env, budget, SNAPSHOT_EVERY, EVAL_EPISODES, TARGET, vec_normalize=env)
 
 
 def main() -> None:
@@ -51,11 +50,11 @@ def main() -> None:
     from ray_a3c.common.config import Config
 
     start_ray(Config())
-    overrides = ["run.eval_interval_s=1.0", f"run.eval_episodes={EVAL_EPISODES}"]
     rows = []
     for seed in range(args.seeds):
-        sync = run_ours("pendulum", seed, args.budget, TARGET, overrides, {"algo.mode": "sync"})
-        asyn = run_ours("pendulum", seed, args.budget, TARGET, overrides, {"algo.mode": "async"})
+        sync = run_ours("pendulum", seed, args.budget, TARGET, SNAPSHOT_EVERY, EVAL_EPISODES, [], {"algo.mode": "sync"})
+        asyn = run_ours("pendulum", seed, args.budget, TARGET, SNAPSHOT_EVERY, EVAL_EPISODES, [],
+                        {"algo.mode": "async"})
         rows.append((seed, sync, asyn, sb3[seed]))
         print(f"seed {seed}: sync {sync} | async {asyn}", flush=True)
     report = render(rows, args)
@@ -70,8 +69,10 @@ def render(rows: list, args: argparse.Namespace) -> str:
              f"Machine: {machine()}. Command: `.venv/bin/python -m bench.pendulum --seeds {args.seeds} "
              f"--budget {args.budget}`.",
              f"ray-a3c: preset `pendulum` (2 workers x 8 envs, GAE 0.95, 2 critic epochs, obs normalisation), "
-             f"`--mode sync` and `--mode async`; SB3: rl-zoo A2C hyperparameters. {EVAL_EPISODES} deterministic "
-             f"episodes per eval, about every {EVAL_EVERY:,} env steps; eval time excluded.", "",
+             f"`--mode sync` and `--mode async`; SB3: rl-zoo A2C hyperparameters. Every side trains the whole budget "
+             f"with nothing else running and keeps its weights every {SNAPSHOT_EVERY:,} env steps; afterwards the "
+             f"snapshots are evaluated in order ({EVAL_EPISODES} greedy episodes from seed {EVAL_SEED}); time = "
+             "training wall time at the first snapshot with mean >= the target (nothing subtracted).", "",
              "| seed | " + " | ".join(f"{name} steps | {name} s" for _, name in sides) + " |",
              "|---|" + "---|---|" * len(sides)]
     for row in rows:

@@ -167,7 +167,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         label = f"{path} (version {state.get('counters', {}).get('version', '?')}, {cfg.run.eval_policy} actions)"
         result = _report(evaluator, args, cfg, label, random_policy=False)
         if args.gif:
-            print(f"  {args.gif}: {evaluator.record_gif(args.gif, args.seed)} frames")
+            frames, episode_return = evaluator.record_gif(args.gif, args.seed)
+            print(f"  {args.gif}: {frames} frames, return {episode_return:g}")
         if args.vs_random:
             baseline = _report(evaluator, args, cfg, "uniform random policy", random_policy=True)
             result.update(random_mean_return=baseline["mean_return"],

@@ -11,7 +11,7 @@ from typing import Optional
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from ray_a3c.cluster.evaluation import EvalCycle
+from ray_a3c.cluster.evaluation import EvalCycle, save_weights
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
 from ray_a3c.cluster.runtime import resolve_num_workers, start_ray
@@ -45,6 +45,7 @@ class Trainer:
         self._last_counters: dict = dict((resume_state or {}).get("counters", {}))
         self._first_version = int(self._last_counters.get("version", 0))
         self.t0: Optional[float] = None  # when the workers were started
+        self._t0_epoch = 0.0  # the same moment on the wall clock (the PS stamps snapshots with it)
         self._last_log = self._last_ckpt = 0.0
         self._log_state: Optional[tuple] = None  # (time, counters) of the last progress line
         self.evals: Optional[EvalCycle] = None
@@ -84,7 +85,7 @@ class Trainer:
     def _loop(self) -> None:
         sync = self.config.algo.mode == "sync"
         self.fleet.wait_for_ps()
-        self.t0 = time.perf_counter()
+        self.t0, self._t0_epoch = time.perf_counter(), time.time()
         if not sync:
             self.fleet.start_loops()
         self._last_log = self._last_ckpt = self.t0
@@ -118,7 +119,8 @@ class Trainer:
         if self.summary.first_gradient_s is None and counters["version"] > self._first_version:
             self.summary.first_gradient_s = process_age_s()
             self._say(f"first gradient applied {self.summary.first_gradient_s:.1f}s after the command started")
-            self.fleet.spawn_evaluator()  # now: at start-up it would take CPU from the workers
+            if self.config.run.evaluate:
+                self.fleet.spawn_evaluator()  # now: at start-up it would take CPU from the workers
 
     def _tick(self, sync: bool) -> str:
         run = self.config.run
@@ -204,6 +206,7 @@ class Trainer:
         return ""
 
     def _log(self, now: float) -> None:
+        self._write_snapshots()
         stats = self._ps_call("pull_stats")
         t_prev, c_prev = self._log_state
         dt = max(now - t_prev, 1e-9)
@@ -240,6 +243,14 @@ class Trainer:
         self._saved_version = state["counters"]["version"]
         return checkpoint.save_versioned(state, self.ckpt_dir, state["counters"]["version"],
                                          self.config.run.keep_checkpoints)
+
+    def _write_snapshots(self) -> None:
+        if not self.config.run.snapshot_every_env_steps:
+            return
+        for snap in self._ps_call("pop_snapshots"):
+            extra = {"train_s": snap["time"] - self._t0_epoch}
+            path = os.path.join(self.run_dir, "snapshots", f"{snap['env_steps']}.pt")
+            save_weights(self.spaces, self.config, snap, path, extra)
 
     # -- shutdown ------------------------------------------------------------------------------------------
     def _finish(self, started_ray: bool) -> None:

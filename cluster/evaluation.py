@@ -60,7 +60,7 @@ class EvalCycle:
         if self._ref is None and start_next and now - self._last_start >= run.eval_interval_s:
             self._last_start, self._taken_at = now, now - t0
             self._screenings += 1
-            gif = (os.path.join(os.path.abspath(self.run_dir), "gifs", "{env_steps}.gif")
+            gif = (os.path.join(os.path.abspath(self.run_dir), "gifs", "{env_steps}_{return}.gif")
                    if run.gif_every and self._screenings % run.gif_every == 0 else None)
             self._request_start = now
             self._ref = fleet.evaluator.evaluate_remote.remote(fleet.ps, run.eval_episodes, self.seed, gif)
@@ -109,10 +109,16 @@ class EvalCycle:
         self.writer.write({metrics.EVAL_RETURN: result["mean_return"]}, result["env_steps"])
 
     def _save_best(self, result: dict, stats: Any) -> None:
-        model = build_model(self.spaces, self.config.model)
-        set_flat_weights(model, result["weights"])
-        state = {"model": model.state_dict(), "counters": {"version": result["version"],
-                                                           "env_steps": result["env_steps"]},
-                 "eval_return_mean": stats.mean, "eval_return_std": stats.std, "eval_episodes": stats.episodes,
+        extra = {"eval_return_mean": stats.mean, "eval_return_std": stats.std, "eval_episodes": stats.episodes,
                  "eval_seed": self.seed, "best_eval_return": stats.mean}
-        checkpoint.save_atomic(state, os.path.join(self.run_dir, "checkpoints", "best.pt"))
+        save_weights(self.spaces, self.config, result, os.path.join(self.run_dir, "checkpoints", "best.pt"), extra)
+
+
+def save_weights(spaces: EnvSpaces, config: Config, taken: dict, path: str, extra: dict) -> None:
+    """A loadable checkpoint (model state dict and counters, no optimiser) of flat weights the PS handed out:
+    `taken` holds weights, version and env_steps."""
+    model = build_model(spaces, config.model)
+    set_flat_weights(model, taken["weights"])
+    state = {"model": model.state_dict(), "counters": {"version": taken["version"], "env_steps": taken["env_steps"]},
+             **extra}
+    checkpoint.save_atomic(state, path)

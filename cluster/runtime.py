@@ -88,5 +88,6 @@ def resolve_num_workers(config: Config) -> int:
     if config.run.num_workers:
         return config.run.num_workers
     c = config.cluster
-    free = ray.available_resources().get("CPU", 0.0) - c.ps_num_cpus - c.eval_num_cpus
+    eval_cpus = c.eval_num_cpus if config.run.evaluate else 0.0
+    free = ray.available_resources().get("CPU", 0.0) - c.ps_num_cpus - eval_cpus
     return max(1, int(free // max(c.worker_num_cpus, 1e-9)))

@@ -37,6 +37,9 @@ class EnvConfig:
     reward_scale: float = _f(1.0, "rewards are multiplied by this for learning; logged returns stay raw")
     frame_skip: int = _f(4, "ViZDoom: game tics per action")
     frame_stack: int = _f(1, "stack this many last image frames as channels (1 = none)")
+    medkit_bonus: float = _f(0.0, "ViZDoom: raw reward added on each step the player's health rises (a medkit; "
+                                  "Sample Factory's health_gathering shaping uses 1.0); training envs only: "
+                                  "evaluations score the scenario's own reward; 0 = off")
 
 
 @dataclass
@@ -61,6 +64,8 @@ class AlgoConfig:
     learning_rate: float = _f(7e-4, "Adam learning rate (the actor's when critic_learning_rate is set)")
     critic_learning_rate: Optional[float] = _f(None, "separate Adam lr for the critic (needs shared_trunk false)")
     adam_eps: float = _f(1e-5, "Adam epsilon")
+    lr_schedule: str = _f("constant", "constant | linear: the learning rates fall linearly to 0 at "
+                                      "run.total_env_steps (by the PS's env-step count)")
     entropy_coef: float = _f(0.01, "weight of the entropy bonus")
     value_coef: float = _f(0.5, "weight of the value loss")
     critic_epochs: int = _f(1, "critic steps per batch (extra ones are value-only; needs shared_trunk false)")
@@ -93,7 +98,13 @@ class RunConfig:
                                     "many, and decided on their mean; <= eval_episodes: the screening decides")
     eval_policy: str = _f("greedy", "evaluation actions: greedy (the most likely action) | sample (drawn from the "
                                     "policy, as in training; breaks the loops a greedy pixel policy can fall into)")
-    gif_every: int = _f(0, "write RUN_DIR/gifs/<env steps>.gif of one episode every N evaluations; 0 = never")
+    gif_every: int = _f(0, "write RUN_DIR/gifs/<env steps>_<return>.gif of one episode every N screenings (ViZDoom: "
+                           "the 320x240 colour screen); 0 = never")
+    evaluate: bool = _f(True, "run the evaluator beside training (screenings, best.pt, stop_return); off for "
+                              "benchmarks that evaluate snapshots afterwards, so no evaluation takes CPU")
+    snapshot_every_env_steps: int = _f(0, "the PS keeps its weights each time env steps pass a multiple of N; "
+                                          "written to RUN_DIR/snapshots/<env steps>.pt with the training wall "
+                                          "time; 0 = never")
     checkpoint_interval_s: float = _f(60.0, "seconds between checkpoints")
     keep_checkpoints: int = _f(3, "keep the last K ckpt-<version>.pt files")
     log_interval_s: float = _f(2.0, "seconds between progress lines and TensorBoard scalars")
@@ -259,6 +270,8 @@ def validate(cfg: Config) -> Config:
         (r.stop_return is None or math.isfinite(r.stop_return), f"run.stop_return must be finite, got {r.stop_return}"),
         (bool(e.id), "env.id must not be empty"),
         (e.num_envs_per_worker >= 1, "env.num_envs_per_worker must be >= 1"),
+        (a.lr_schedule in ("constant", "linear"), "algo.lr_schedule must be constant or linear"),
+        (not e.medkit_bonus or e.id.startswith("vizdoom:"), "env.medkit_bonus applies to vizdoom: envs only"),
         (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
         (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
         (e.frame_skip >= 1 and e.frame_stack >= 1, "env.frame_skip and env.frame_stack must be >= 1"),
@@ -307,6 +320,8 @@ def validate(cfg: Config) -> Config:
         (r.confirm_episodes >= 1, "run.confirm_episodes must be >= 1"),
         (r.eval_policy in ("greedy", "sample"), "run.eval_policy must be greedy or sample"),
         (r.gif_every >= 0, "run.gif_every must be >= 0"),
+        (r.evaluate or r.stop_return is None, "run.stop_return needs run.evaluate: true (set one of them)"),
+        (r.snapshot_every_env_steps >= 0, "run.snapshot_every_env_steps must be >= 0"),
         (r.checkpoint_interval_s > 0, "run.checkpoint_interval_s must be > 0"),
         (r.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
         (r.log_interval_s > 0, "run.log_interval_s must be > 0"),

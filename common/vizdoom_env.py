@@ -13,6 +13,7 @@ from ray_a3c.common.errors import A3CError
 SCENARIOS = ("basic", "defend_the_center", "defend_the_line", "health_gathering", "health_gathering_supreme",
              "my_way_home", "deadly_corridor", "predict_position", "take_cover")
 PREFIX = "vizdoom:"
+BT709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
 def scenario_path(name: str) -> str:
@@ -34,14 +35,20 @@ class VizdoomEnv(gym.Env):
     cropped 30 columns a side; in `basic` the target can stand there). Rewards are raw
     (scale them with env.reward_scale). At the scenario's timeout the episode is truncated, at death or goal
     terminated. If the engine process dies it is started again and the episode ends as truncated;
-    `recreations` counts that."""
+    `recreations` counts that. With render_mode rgb_array the engine draws a 320x240 colour screen, which
+    `render()` returns (for GIFs people can watch); the observation is that screen in grayscale, cropped and
+    resized the same way. `health_bonus` adds that raw reward on every step the player's health rises (reward
+    shaping for the gathering scenarios, off by default)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
 
     def __init__(self, scenario: str = "basic", frame_skip: int = 4, render_mode: Optional[str] = None,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, health_bonus: float = 0.0):
         self.config_path = scenario_path(scenario)
         self.frame_skip, self.render_mode = frame_skip, render_mode
+        self._colour: Optional[np.ndarray] = None  # the last colour screen, when rendering
+        self.health_bonus = health_bonus
+        self._health = 0.0
         self.recreations = 0
         self._seed = seed
         self.game = self._start()
@@ -56,8 +63,12 @@ class VizdoomEnv(gym.Env):
         game = vizdoom.DoomGame()
         game.load_config(self.config_path)
         game.set_window_visible(False)
-        game.set_screen_format(vizdoom.ScreenFormat.GRAY8)
-        game.set_screen_resolution(vizdoom.ScreenResolution.RES_160X120)
+        if self.render_mode == "rgb_array":
+            game.set_screen_format(vizdoom.ScreenFormat.RGB24)
+            game.set_screen_resolution(vizdoom.ScreenResolution.RES_320X240)
+        else:
+            game.set_screen_format(vizdoom.ScreenFormat.GRAY8)
+            game.set_screen_resolution(vizdoom.ScreenResolution.RES_160X120)
         game.set_mode(vizdoom.Mode.PLAYER)
         game.set_sound_enabled(False)
         # The engine saves its settings on exit; by default into the working directory (a user's checkout).
@@ -75,8 +86,13 @@ class VizdoomEnv(gym.Env):
         state = self.game.get_state()
         if state is None:  # the episode is over: keep the last frame as the final observation
             return self._last.copy()
-        screen = state.screen_buffer[10:-10]  # rows only: the sides can hold the target
-        self._last = np.asarray(Image.fromarray(screen).resize((84, 84), Image.BILINEAR), np.uint8)[None]
+        screen = Image.fromarray(state.screen_buffer)
+        if self.render_mode == "rgb_array":
+            self._colour = np.asarray(state.screen_buffer, np.uint8).copy()
+            gray = self._colour.astype(np.float32) @ BT709  # the weights that match the engine's GRAY8 best
+            screen = Image.fromarray(gray.astype(np.uint8)).resize((160, 120), Image.BOX)
+        screen = screen.crop((0, 10, 160, 110))  # rows only: the sides can hold the target
+        self._last = np.asarray(screen.resize((84, 84), Image.BILINEAR), np.uint8)[None]
         return self._last.copy()
 
     def pid(self) -> Optional[int]:
@@ -110,7 +126,13 @@ class VizdoomEnv(gym.Env):
         except _crashes():
             self._recreate()
             self.game.new_episode()
+        self._health = self._read_health()
         return self._frame(), {"env_recreations": self.recreations}
+
+    def _read_health(self) -> float:
+        import vizdoom
+
+        return float(self.game.get_game_variable(vizdoom.GameVariable.HEALTH))
 
     def step(self, action: Any):
         buttons = [0] * self._buttons
@@ -122,6 +144,10 @@ class VizdoomEnv(gym.Env):
             self._recreate()  # the episode is lost; end it as truncated so the worker carries on
             return self._last.copy(), 0.0, False, True, {"env_recreations": self.recreations}
         obs = self._frame()
+        if self.health_bonus and not finished:
+            health = self._read_health()
+            reward += self.health_bonus if health > self._health else 0.0
+            self._health = health
         truncated = finished and self._timed_out()
         return obs, float(reward), finished and not truncated, truncated, {"env_recreations": self.recreations}
 
@@ -130,6 +156,8 @@ class VizdoomEnv(gym.Env):
         return timeout > 0 and self.game.get_episode_time() >= timeout - 1
 
     def render(self) -> np.ndarray:
+        if self._colour is not None:
+            return self._colour.copy()
         return np.repeat(self._last[0][:, :, None], 3, axis=2)
 
     def close(self) -> None:

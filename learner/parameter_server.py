@@ -1,6 +1,7 @@
 """ParameterServer: the global network, one Adam, versions, staleness and NaN guards, checkpoint state."""
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any, Callable, Optional
 
@@ -83,6 +84,7 @@ class ParameterServer:
         self.device = resolve_device(config.learner.device)
         self.model = build_model(spaces, config.model).to(self.device)
         self.optimizers = build_optimizers(self.model, config)
+        self._base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self._publish = publish or (lambda flat: flat)
         self._published: tuple[int, Any] = (-1, None)
         self.counters = dict.fromkeys(COUNTERS, 0)
@@ -90,6 +92,9 @@ class ParameterServer:
         self._window = _Window()
         self.packets_from: dict[int, int] = {}  # worker rank -> packets received (liveness, on the reader's clock)
         self._recreations: dict[int, int] = {}  # worker rank -> env recreations it reported
+        self._snapshots: list[dict] = []  # weights kept at env-step multiples, until the driver pops them
+        self._snapshot_every = config.run.snapshot_every_env_steps
+        self._last_snapshot_steps = 0
 
     @property
     def version(self) -> int:
@@ -103,6 +108,7 @@ class ParameterServer:
         if not reason:
             self._window.lags.append(self.version - packet.version)
             self._step(packet.gradient, packet.critic_only)
+        self._maybe_snapshot()
         return ApplyResult(accepted=not reason, version=self.version, reason=reason,
                            stop=self.stop_requested, weights=self._current_weights())
 
@@ -119,6 +125,7 @@ class ParameterServer:
         if kept:
             mean = np.mean([p.gradient for p in kept], axis=0).astype(np.float32)
             self._step(mean, all(p.critic_only for p in kept))
+        self._maybe_snapshot()
         return ApplyResult(accepted=bool(kept), version=self.version, reason="" if kept else "all rejected",
                            stop=self.stop_requested, weights=self._current_weights(), counters=self.get_counters())
 
@@ -136,12 +143,36 @@ class ParameterServer:
     def _step(self, gradient: np.ndarray, critic_only: bool = False) -> None:
         clipped, norm = clip_by_global_norm(gradient, self.config.algo.max_grad_norm)
         set_flat_grads(self.model, clipped)
+        fraction = self.lr_fraction()
         for name, optimizer in self.optimizers.items():
             if name == "critic" or not critic_only:
+                for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
+                    group["lr"] = base * fraction
                 optimizer.step()
         self.counters["version"] += 1
         self._window.grad_norms.append(norm)
         self._window.applied += 1
+
+    def lr_fraction(self) -> float:
+        """The share of the configured learning rates used now (algo.lr_schedule)."""
+        if self.config.algo.lr_schedule == "constant":
+            return 1.0
+        return max(0.0, 1.0 - self.counters["env_steps"] / self.config.run.total_env_steps)
+
+    def _maybe_snapshot(self) -> None:
+        """Keep the weights when env steps pass the next multiple of run.snapshot_every_env_steps (benchmarks
+        evaluate them after training, so evaluation never competes with training for the CPU)."""
+        n = self._snapshot_every
+        if not n or self.counters["env_steps"] // n <= self._last_snapshot_steps // n:
+            return
+        self._snapshots.append({"env_steps": self.counters["env_steps"], "version": self.version,
+                                "time": time.time(), "weights": get_flat_weights(self.model).copy()})
+        self._last_snapshot_steps = self.counters["env_steps"]
+
+    def pop_snapshots(self) -> list[dict]:
+        """The snapshots kept since the previous call: {env_steps, version, time (epoch s), weights}."""
+        taken, self._snapshots = self._snapshots, []
+        return taken
 
     def _record(self, packet: GradientPacket, accepted: bool) -> None:
         self.packets_from[packet.worker_rank] = self.packets_from.get(packet.worker_rank, 0) + 1

@@ -165,4 +165,6 @@ def test_vizdoom_basic_preset_smoke_with_gifs(ray_session, tmp_path, capsys):
     gifs = glob.glob(os.path.join(run_dir, "gifs", "*.gif"))
     assert gifs, "the evaluator writes a GIF every evaluation with gif_every=1"
     with Image.open(gifs[0]) as gif:
-        assert gif.format == "GIF" and gif.n_frames >= 2
+        assert gif.format == "GIF" and gif.n_frames >= 2 and gif.size == (320, 240)
+    steps, episode_return = os.path.basename(gifs[0])[:-4].split("_")
+    assert int(steps) <= summary["env_steps"] and -400 <= float(episode_return) <= 100

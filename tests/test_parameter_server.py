@@ -189,3 +189,32 @@ def test_cuda_request_without_a_gpu_falls_back_to_cpu_with_a_warning(monkeypatch
     assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
     ps = make_ps(**{"learner.device": "auto"})
     assert ps.get_counters()["device"] == "cpu"
+
+
+def test_linear_lr_schedule_equals_adam_at_the_decayed_rate():
+    ps = make_ps(**{"algo.lr_schedule": "linear", "algo.learning_rate": 1e-3, "run.total_env_steps": 40})
+    reference = copy.deepcopy(ps.model)
+    adam = torch.optim.Adam(reference.parameters(), lr=1e-3, eps=ps.config.algo.adam_eps)
+    rng = np.random.default_rng(1)
+    for step in range(5):  # each packet brings 10 env steps: the rate is taken after they are counted
+        grad = rng.normal(size=num_params(ps.model)).astype(np.float32)
+        ps.apply_gradients(packet(ps, grad))
+        adam.param_groups[0]["lr"] = 1e-3 * max(0.0, 1 - 10 * (step + 1) / 40)
+        set_flat_grads(reference, grad)
+        adam.step()
+        np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference), atol=1e-6)
+    assert ps.lr_fraction() == 0.0  # past the budget the weights stop moving
+    before = get_flat_weights(ps.model).copy()
+    ps.apply_gradients(packet(ps, rng.normal(size=num_params(ps.model)).astype(np.float32)))
+    np.testing.assert_array_equal(get_flat_weights(ps.model), before)
+
+
+def test_snapshots_are_taken_when_env_steps_pass_each_multiple():
+    ps = make_ps(**{"run.snapshot_every_env_steps": 25})
+    grad = np.zeros(num_params(ps.model), np.float32)
+    for _ in range(6):  # 10 env steps per packet: multiples 25 and 50 are passed at 30 and 50
+        ps.apply_gradients(packet(ps, grad))
+    taken = ps.pop_snapshots()
+    assert [s["env_steps"] for s in taken] == [30, 50] and [s["version"] for s in taken] == [3, 5]
+    np.testing.assert_array_equal(taken[-1]["weights"], get_flat_weights(ps.model))
+    assert ps.pop_snapshots() == []

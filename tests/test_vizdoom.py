@@ -85,14 +85,30 @@ def test_a_killed_engine_is_recreated_and_the_rollout_continues():
     assert worker.compute_gradient().env_steps > 0
 
 
-def test_gif_has_the_episode_frame_count(tmp_path):
+def test_gif_is_the_colour_screen_named_by_its_return(tmp_path):
     evaluator = Evaluator(doom_config())
-    path = str(tmp_path / "episode.gif")
-    count = evaluator.record_gif(path, seed=3)
+    count, episode_return = evaluator.record_gif(str(tmp_path / "7_{return}.gif"), seed=3)
+    path = tmp_path / f"7_{episode_return:g}.gif"
+    assert os.listdir(tmp_path) == [path.name]  # written under another name, then moved into place
     with Image.open(path) as gif:
-        assert gif.format == "GIF" and gif.n_frames == count and gif.size == (84, 84)
+        assert gif.format == "GIF" and gif.n_frames == count and gif.size == (320, 240)
+        colours = np.asarray(gif.convert("RGB"))
+    assert np.abs(colours[..., 0].astype(int) - colours[..., 2]).max() > 30, "frames are in colour, not gray"
     assert 2 <= count <= 76  # reset frame + one per agent step; basic times out after 75 steps
-    assert os.listdir(tmp_path) == ["episode.gif"]  # written under another name, then moved into place
+    assert -400 <= episode_return <= 100
+
+
+def test_rendering_keeps_the_observation_a_gray_84x84_frame_close_to_training():
+    plain, rendered = VizdoomEnv("basic"), VizdoomEnv("basic", render_mode="rgb_array")
+    try:
+        a, _ = plain.reset(seed=3)
+        b, _ = rendered.reset(seed=3)
+        assert a.shape == b.shape == (1, 84, 84) and b.dtype == np.uint8
+        # the engine draws 320x240 instead of 160x120: finer detail, the same scene and brightness
+        assert abs(float(a.mean()) - float(b.mean())) < 3 and np.abs(a.astype(int) - b).mean() < 12
+    finally:
+        plain.close()
+        rendered.close()
 
 
 def test_an_interrupted_gif_write_leaves_no_gif(tmp_path, monkeypatch):
@@ -104,3 +120,32 @@ def test_an_interrupted_gif_write_leaves_no_gif(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         evaluator.record_gif(str(tmp_path / "episode.gif"), seed=3)
     assert not (tmp_path / "episode.gif").exists()
+
+
+def test_medkit_bonus_adds_reward_exactly_when_health_rises():
+    shaped, plain = VizdoomEnv("health_gathering", health_bonus=1.0), VizdoomEnv("health_gathering")
+    try:
+        shaped.reset(seed=1)
+        plain.reset(seed=1)
+        actions = np.random.default_rng(0).integers(3, size=400)
+        differences = []
+        for action in actions:
+            _, r_shaped, term, trunc, _ = shaped.step(int(action))
+            _, r_plain, *_ = plain.step(int(action))
+            differences.append(r_shaped - r_plain)
+            if term or trunc:
+                break
+        assert set(differences) <= {0.0, 1.0} and sum(differences) >= 1, differences
+    finally:
+        shaped.close()
+        plain.close()
+
+
+def test_the_evaluator_scores_without_the_training_bonus():
+    cfg = validate(from_flat({"env.id": "vizdoom:health_gathering", "env.medkit_bonus": 1.0}, Config()))
+    evaluator = Evaluator(cfg)
+    try:
+        (env,) = evaluator._env_pool(1)
+        assert env.unwrapped.health_bonus == 0.0
+    finally:
+        evaluator.close()
