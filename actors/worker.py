@@ -1,6 +1,7 @@
 """RolloutWorker: a vector env + a local network -> one flat gradient per rollout."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Optional, Protocol
@@ -8,10 +9,10 @@ from typing import Optional, Protocol
 import numpy as np
 import torch
 
-from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
+from ray_a3c.actors.rollout import Rollout, VectorEnvRunner, collect_rollout
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import describe_spaces, make_vector_env
-from ray_a3c.common.flat import get_flat_grads, set_flat_weights
+from ray_a3c.common.flat import encode_gradient, get_flat_grads, set_flat_weights
 from ray_a3c.common.losses import a3c_loss, critic_loss, mean_weights
 from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import (
@@ -24,7 +25,7 @@ from ray_a3c.common.packet import (
     ApplyResult,
     GradientPacket,
 )
-from ray_a3c.common.returns import gae, importance_weights, vtrace
+from ray_a3c.common.returns import discounted_return_trace, gae, importance_weights, vtrace
 
 
 class PendingApply(Protocol):
@@ -85,6 +86,7 @@ class RolloutWorker:
         self.version = -1
         self.total_env_steps = 0
         self._critic_batch: Optional[_CriticBatch] = None
+        self._return_acc = np.zeros(venv.num_envs)  # running discounted returns, for reward normalisation
         self._said_no_correction = False
         self._sync_done_at: Optional[float] = None  # when the last synchronous gradient was handed back
 
@@ -96,6 +98,7 @@ class RolloutWorker:
         """Collect `rollout_steps` x num_envs steps and differentiate the A3C loss on the valid ones."""
         algo = self.config.algo
         ro = collect_rollout(self.runner, self.model, algo.rollout_steps, self.config.env.reward_scale)
+        ro, return_moments = self._normalize_rewards(ro)
         batch = ro.rewards.size
         obs, starts = torch.as_tensor(ro.obs), torch.as_tensor(ro.starts)
         mask = torch.as_tensor(ro.valid.reshape(-1))
@@ -119,11 +122,27 @@ class RolloutWorker:
         if self.model.continuous:
             losses[ACTION_ABS_MAX] = float(np.abs(ro.actions[valid]).max()) if valid.any() else 0.0
         return GradientPacket(
-            gradient=get_flat_grads(self.model), version=self.version, env_steps=ro.num_steps,
+            gradient=self._flat_grads(), version=self.version, env_steps=ro.num_steps,
             worker_rank=self.rank, episode_returns=[r for r, _ in ro.finished],
             episode_lengths=[n for _, n in ro.finished], losses=losses,
             env_recreations=int(self.runner.recreations.sum()),
-            obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None)
+            obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None,
+            return_moments=return_moments)
+
+    def _flat_grads(self) -> np.ndarray:
+        return encode_gradient(get_flat_grads(self.model), self.config.learner.grad_dtype)
+
+    def _normalize_rewards(self, ro: Rollout) -> tuple[Rollout, Optional[tuple]]:
+        """model.normalize_rewards: rewards divided by the running std of the discounted return (the PS's
+        statistics, as of these weights), clipped to +-10; plus this rollout's return moments for the PS."""
+        norm = self.model.reward_norm
+        if norm is None:
+            return ro, None
+        trace, self._return_acc = discounted_return_trace(ro.rewards, ro.terminated | ro.truncated, ro.valid,
+                                                          self._return_acc, self.config.algo.gamma)
+        moments = _moments(trace[ro.valid].reshape(-1, 1))
+        scale = float(torch.sqrt(norm.var + 1e-8))
+        return dataclasses.replace(ro, rewards=np.clip(ro.rewards / scale, -10.0, 10.0).astype(np.float32)), moments
 
     def _targets(self, ro, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(advantages, value targets) [T, N]: GAE on-policy; V-trace with truncated importance weights when
@@ -151,7 +170,7 @@ class RolloutWorker:
                                                          mean_weights(b.returns, b.mask))
         self.model.zero_grad(set_to_none=True)
         loss.backward()
-        return GradientPacket(gradient=get_flat_grads(self.model), version=self.version, env_steps=0,
+        return GradientPacket(gradient=self._flat_grads(), version=self.version, env_steps=0,
                               worker_rank=self.rank, critic_only=True, losses={"value_refit": float(loss.detach())})
 
     # -- synchronous mode: the driver hands everyone the same weights -------------------------------------

@@ -11,7 +11,12 @@ from ray.exceptions import GetTimeoutError, RayActorError
 
 from ray_a3c.cluster.loops import RESTART_WAIT_S, WorkerLoops
 from ray_a3c.cluster.placement import PlacementWatch
-from ray_a3c.cluster.remote import RemoteEvaluator, RemoteParameterServer, RemoteWorker
+from ray_a3c.cluster.remote import (
+    RemoteBatchingParameterServer,
+    RemoteEvaluator,
+    RemoteParameterServer,
+    RemoteWorker,
+)
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
@@ -61,7 +66,8 @@ class Fleet:
 
     def spawn_ps(self, state: Optional[dict] = None, counter_floor: Optional[dict] = None) -> Any:
         c, learner = self.config.cluster, self.config.learner
-        self.ps = RemoteParameterServer.options(**self._options(
+        actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
+        self.ps = actor_class.options(**self._options(
             self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus,
             sees_gpus=learner.num_gpus > 0 or learner.device != "cpu",
         )).remote(self.config, self.spaces)

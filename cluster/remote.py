@@ -1,6 +1,7 @@
 """Ray remote versions of the plain classes, and the client that lets a worker call a remote PS."""
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any, Optional
@@ -36,6 +37,42 @@ class ParameterServer(parameter_server.ParameterServer):
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+
+class BatchingParameterServer(ParameterServer):
+    """learner.max_batch_packets > 1: an asyncio actor, so the pushes that arrive while an Adam step runs
+    queue up as coroutines; the next step takes every packet waiting, up to k, as one batch (`apply_batch`).
+    Its other methods stay plain: on an asyncio actor they run on the same thread, one at a time."""
+
+    def __init__(self, config: Config, spaces: EnvSpaces):
+        super().__init__(config, spaces)
+        self._waiting: list[tuple[GradientPacket, asyncio.Future]] = []
+        self._draining = False
+
+    async def apply_gradients(self, packet: GradientPacket) -> ApplyResult:  # type: ignore[override]
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((packet, done))
+        if not self._draining:
+            self._draining = True
+            try:
+                await self._drain()
+            finally:
+                self._draining = False
+        return await done
+
+    async def _drain(self) -> None:
+        k = self.config.learner.max_batch_packets
+        while self._waiting:
+            await asyncio.sleep(0)  # let the calls Ray already delivered join this batch
+            batch, self._waiting = self._waiting[:k], self._waiting[k:]
+            try:
+                results = self.apply_batch([packet for packet, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every sender must hear of it, not only the drainer
+                for _, done in batch:
+                    done.set_exception(exc)
+                continue
+            for (_, done), result in zip(batch, results):
+                done.set_result(result)
 
 
 class RemoteParameterServerClient:
@@ -102,5 +139,6 @@ class Evaluator(evaluator.Evaluator):
 
 
 RemoteParameterServer = ray.remote(ParameterServer)
+RemoteBatchingParameterServer = ray.remote(BatchingParameterServer)
 RemoteWorker = ray.remote(RolloutWorker)
 RemoteEvaluator = ray.remote(Evaluator)

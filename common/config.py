@@ -14,6 +14,8 @@ import yaml
 
 from ray_a3c.common.errors import A3CError
 
+GRAD_DTYPES = ("float32", "float16", "bfloat16")  # learner.grad_dtype: how gradients travel (common/flat.py)
+
 
 def _f(default: Any, doc: str) -> Any:
     """A dataclass field with a one-line doc (shown by `a3c config` and in the README)."""
@@ -53,6 +55,9 @@ class ModelConfig:
     shared_trunk: bool = _f(False, "one trunk for policy and value; false = separate actor and critic nets")
     init_log_std: float = _f(0.0, "initial log-std of the Gaussian head (continuous actions)")
     normalize_obs: bool = _f(False, "normalise observations by running mean/std merged on the PS (clip +-10)")
+    normalize_rewards: bool = _f(False, "divide learning rewards by the running std of the discounted return "
+                                        "(merged on the PS, saved with the weights; clip +-10); evaluation "
+                                        "and logged returns never see it")
 
 
 @dataclass
@@ -74,12 +79,18 @@ class AlgoConfig:
     overlap_push: bool = _f(True, "push a gradient while collecting the next rollout (acts one update behind)")
     is_clip: float = _f(1.0, "clip of the importance weights (V-trace rho/c bar) when training from a dataset")
     max_policy_lag: int = _f(50, "reject gradients computed on weights older than this many versions")
+    weight_sync_every: int = _f(1, "async: a push's reply carries the weights only when the PS moved at least "
+                                   "this many versions past the packet's (fewer bytes out of the PS)")
 
 
 @dataclass
 class LearnerConfig:
     device: str = _f("cpu", "where the parameter server trains: cpu | cuda | auto (cuda when present)")
     num_gpus: float = _f(0.0, "GPUs reserved for the parameter server actor (1 with device cuda on a cluster)")
+    max_batch_packets: int = _f(1, "the PS applies up to this many waiting packets as one Adam step on their "
+                                   "mean gradient (each still checked and counted alone); 1 = serial A3C")
+    grad_dtype: str = _f("float32", "gradient transport: float32 | float16 | bfloat16 (half the bytes; the PS "
+                                    "computes in float32)")
 
 
 @dataclass
@@ -271,6 +282,7 @@ def validate(cfg: Config) -> Config:
         (bool(e.id), "env.id must not be empty"),
         (e.num_envs_per_worker >= 1, "env.num_envs_per_worker must be >= 1"),
         (a.lr_schedule in ("constant", "linear"), "algo.lr_schedule must be constant or linear"),
+        (a.weight_sync_every >= 1, "algo.weight_sync_every must be >= 1"),
         (not e.medkit_bonus or e.id.startswith("vizdoom:"), "env.medkit_bonus applies to vizdoom: envs only"),
         (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
         (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
@@ -308,6 +320,8 @@ def validate(cfg: Config) -> Config:
         (r.num_workers >= 0, "run.num_workers must be >= 1, or 0 for auto"),
         (cfg.learner.device in ("cpu", "cuda", "auto"), "learner.device must be cpu, cuda or auto"),
         (cfg.learner.num_gpus >= 0, "learner.num_gpus must be >= 0"),
+        (cfg.learner.max_batch_packets >= 1, "learner.max_batch_packets must be >= 1"),
+        (cfg.learner.grad_dtype in GRAD_DTYPES, f"learner.grad_dtype must be one of {', '.join(GRAD_DTYPES)}"),
         (c.placement in ("spread", "default"), "cluster.placement must be spread or default"),
         (c.max_restarts >= 0, "cluster.max_restarts must be >= 0"),
         (c.worker_timeout_s > 0, "cluster.worker_timeout_s must be > 0"),

@@ -58,3 +58,24 @@ def num_weights(module: torch.nn.Module) -> int:
 def _check_size(flat: np.ndarray, expected: int) -> None:
     if flat.ndim != 1 or flat.size != expected:
         raise ValueError(f"flat vector has shape {flat.shape}, the model expects {expected} values")
+
+
+def encode_gradient(flat: np.ndarray, dtype: str) -> np.ndarray:
+    """A float32 gradient in its transport dtype (learner.grad_dtype): float16 halves the bytes (values past
+    +-65504 become inf, which the PS rejects as non-finite); bfloat16 keeps float32's range with 8 bits of
+    mantissa and travels as uint16 (numpy has no bfloat16), rounded to nearest even."""
+    if dtype == "float32":
+        return flat
+    if dtype == "float16":
+        return flat.astype(np.float16)
+    bits = np.ascontiguousarray(flat, np.float32).view(np.uint32)
+    rounding = np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    rounded = np.where(np.isnan(flat), bits, bits + rounding)  # NaN stays NaN: rounding could make it inf
+    return (rounded >> np.uint32(16)).astype(np.uint16)
+
+
+def decode_gradient(data: np.ndarray) -> np.ndarray:
+    """The float32 gradient back from any transport dtype (uint16 = bfloat16 bits)."""
+    if data.dtype == np.uint16:
+        return (data.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return data.astype(np.float32, copy=False)

@@ -126,6 +126,9 @@ class ActorCritic(nn.Module):
         self.action_space = spaces.action_space
         self.continuous = isinstance(spaces.action_space, gym.spaces.Box)
         self.obs_norm = ObsNormalizer(spaces.obs_dim) if cfg.normalize_obs and not spaces.image_shape else None
+        # only its variance is used (rewards are divided by the return's std, not centred); a buffer like the
+        # observation statistics, so it travels with the weights and lands in every checkpoint
+        self.reward_norm = ObsNormalizer(1) if cfg.normalize_rewards else None
         use_cnn = cfg.encoder == "cnn" or (cfg.encoder == "auto" and spaces.image_shape is not None)
         self.actor_trunk, width = self._trunk(spaces, cfg, use_cnn)
         self.critic_trunk = None if cfg.shared_trunk else self._trunk(spaces, cfg, use_cnn)[0]

@@ -22,6 +22,7 @@ class GradientPacket:
     losses: dict = field(default_factory=dict)  # LOSS_POLICY, LOSS_VALUE, ..., ACTION_ABS_MAX below
     critic_only: bool = False  # a value-only gradient (critic epochs after the first)
     obs_moments: Optional[tuple] = None  # (count, mean [D], var [D]) of the raw observations, for the PS
+    return_moments: Optional[tuple] = None  # (count, mean [1], var [1]) of the running discounted returns
     env_recreations: int = 0  # this worker's env processes restarted after crashes, so far
     compute_s: float = 0.0  # seconds spent collecting + differentiating (previous loop)
     comm_s: float = 0.0  # seconds spent pushing / pulling in the previous loop

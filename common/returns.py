@@ -72,3 +72,19 @@ def vtrace(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, ter
     vs_next[:-1] = np.where(not_done[:-1] > 0, vs[1:], next_values[:-1])
     advantages = rhos * (rewards + gamma * not_term * vs_next - values)
     return vs.astype(np.float32), advantages.astype(np.float32)
+
+
+def discounted_return_trace(rewards: np.ndarray, done: np.ndarray, valid: np.ndarray, carry: np.ndarray,
+                            gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The running discounted return of each env, forwards in time, for reward normalisation: at every valid
+    step acc = gamma * acc + r_t, recorded, then reset to 0 where the episode ended.
+
+    rewards, done, valid: [T, N]; carry: [N], the accumulators left by the previous rollout.
+    Returns (trace [T, N], 0 where not valid; the accumulators to carry into the next rollout [N])."""
+    acc = carry.astype(np.float64).copy()
+    trace = np.zeros(rewards.shape, np.float64)
+    for t in range(rewards.shape[0]):
+        acc = np.where(valid[t], gamma * acc + rewards[t], acc)
+        trace[t] = np.where(valid[t], acc, 0.0)
+        acc = np.where(done[t], 0.0, acc)
+    return trace.astype(np.float32), acc

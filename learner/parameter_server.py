@@ -11,7 +11,7 @@ import yaml
 
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.flat import get_flat_weights, set_flat_grads
+from ray_a3c.common.flat import decode_gradient, get_flat_weights, set_flat_grads
 from ray_a3c.common.losses import clip_by_global_norm
 from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import ApplyResult, GradientPacket
@@ -95,6 +95,7 @@ class ParameterServer:
         self._snapshots: list[dict] = []  # weights kept at env-step multiples, until the driver pops them
         self._snapshot_every = config.run.snapshot_every_env_steps
         self._last_snapshot_steps = 0
+        self.busy_s = 0.0  # time spent checking, stepping and publishing (not receiving), since start
 
     @property
     def version(self) -> int:
@@ -103,36 +104,57 @@ class ParameterServer:
     def apply_gradients(self, packet: GradientPacket) -> ApplyResult:
         """Apply one worker gradient (serially), or reject it as stale / non-finite. Always answers
         with the current weights so the worker can adopt them without a second call."""
-        reason = self._rejection(packet)
-        self._record(packet, accepted=not reason)
-        if not reason:
-            self._window.lags.append(self.version - packet.version)
-            self._step(packet.gradient, packet.critic_only)
-        self._maybe_snapshot()
-        return ApplyResult(accepted=not reason, version=self.version, reason=reason,
-                           stop=self.stop_requested, weights=self._current_weights())
+        return self.apply_batch([packet])[0]
+
+    def apply_batch(self, packets: list[GradientPacket]) -> list[ApplyResult]:
+        """Batched application (learner.max_batch_packets): each packet is checked, counted and its lag
+        recorded on its own; the accepted ones' gradients are averaged into one Adam step. The mean, not the
+        sum: each packet's gradient is already a mean over its transitions, so their mean is the gradient of
+        the mean loss over all of them (a larger batch), and max_grad_norm keeps its meaning. One packet is
+        exactly serial A3C. Every sender gets the new version's weights."""
+        started = time.perf_counter()
+        reasons = self._step_on_mean(packets)
+        weights = self._current_weights()
+        self.busy_s += time.perf_counter() - started
+        every = self.config.algo.weight_sync_every
+        # a sender whose weights are fewer than weight_sync_every versions old gets none (fewer bytes out)
+        return [ApplyResult(accepted=not reason, version=self.version, reason=reason, stop=self.stop_requested,
+                            weights=weights if reason == "stale" or self.version - packet.version >= every else None)
+                for packet, reason in zip(packets, reasons)]
 
     def apply_mean_gradients(self, *packets: GradientPacket) -> ApplyResult:
         """Synchronous mode: one Adam step on the mean of the packets' gradients (all computed from the
         current version); non-finite or stale ones are counted and left out of the mean."""
-        kept = []
+        started = time.perf_counter()
+        kept = [not reason for reason in self._step_on_mean(list(packets))]
+        weights = self._current_weights()
+        self.busy_s += time.perf_counter() - started
+        return ApplyResult(accepted=any(kept), version=self.version, reason="" if any(kept) else "all rejected",
+                           stop=self.stop_requested, weights=weights, counters=self.get_counters())
+
+    def _step_on_mean(self, packets: list[GradientPacket]) -> list[str]:
+        """Check and count every packet, then one Adam step per kind (policy+value, value-only) on the mean
+        gradient of the accepted ones. Returns each packet's rejection reason ("" = accepted)."""
+        reasons, version = [], self.version
         for packet in packets:
-            rejected = self._rejection(packet)
-            self._record(packet, accepted=not rejected)
-            if not rejected:
-                kept.append(packet)
-                self._window.lags.append(self.version - packet.version)
-        if kept:
-            mean = np.mean([p.gradient for p in kept], axis=0).astype(np.float32)
-            self._step(mean, all(p.critic_only for p in kept))
+            packet.gradient = decode_gradient(packet.gradient)
+            reason = self._rejection(packet)
+            self._record(packet, accepted=not reason)
+            if not reason:
+                self._window.lags.append(version - packet.version)
+            reasons.append(reason)
+        for critic_only in (False, True):
+            kept = [p.gradient for p, r in zip(packets, reasons) if not r and p.critic_only == critic_only]
+            if kept:
+                self._step(kept[0] if len(kept) == 1 else np.mean(kept, axis=0, dtype=np.float32), critic_only)
         self._maybe_snapshot()
-        return ApplyResult(accepted=bool(kept), version=self.version, reason="" if kept else "all rejected",
-                           stop=self.stop_requested, weights=self._current_weights(), counters=self.get_counters())
+        return reasons
 
     def _rejection(self, packet: GradientPacket) -> str:
         """Checked before anything of the packet is merged: a rejected packet changes no weight and no
         normaliser statistic (it is still counted, and its env steps and episodes still happened)."""
-        if not np.all(np.isfinite(packet.gradient)) or not _finite_moments(packet.obs_moments):
+        if not (np.all(np.isfinite(packet.gradient)) and _finite_moments(packet.obs_moments)
+                and _finite_moments(packet.return_moments)):
             self.counters["rejected_nonfinite"] += 1
             return "nonfinite"
         if self.version - packet.version > self.config.algo.max_policy_lag:
@@ -189,6 +211,8 @@ class ParameterServer:
         w.comm_s += packet.comm_s
         if accepted and packet.obs_moments is not None and self.model.obs_norm is not None and packet.obs_moments[0]:
             self.model.obs_norm.merge(*packet.obs_moments)
+        if accepted and packet.return_moments and self.model.reward_norm is not None and packet.return_moments[0]:
+            self.model.reward_norm.merge(*packet.return_moments)
 
     def _current_weights(self) -> Any:
         """This version's weights, published once and shared by everyone who asks for them."""
@@ -202,7 +226,7 @@ class ParameterServer:
 
     def get_counters(self) -> dict:
         """The cumulative counters plus each worker's packet count (cheap; polled by the driver)."""
-        return dict(self.counters, packets=dict(self.packets_from), device=str(self.device),
+        return dict(self.counters, packets=dict(self.packets_from), device=str(self.device), busy_s=self.busy_s,
                     env_recreations=sum(self._recreations.values()))
 
     def request_stop(self) -> None:

@@ -3,7 +3,15 @@ import pytest
 import torch
 
 from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.flat import get_flat_grads, get_flat_weights, num_params, set_flat_grads, set_flat_weights
+from ray_a3c.common.flat import (
+    decode_gradient,
+    encode_gradient,
+    get_flat_grads,
+    get_flat_weights,
+    num_params,
+    set_flat_grads,
+    set_flat_weights,
+)
 from ray_a3c.common.models import build_model
 from tests.helpers import small_config
 
@@ -26,3 +34,21 @@ def test_wrong_size_is_refused():
     model = build_model(probe_spaces(cfg.env), cfg.model)
     with pytest.raises(ValueError):
         set_flat_weights(model, np.zeros(num_params(model) + 1, np.float32))
+
+
+@pytest.mark.parametrize("dtype, rel", [("float32", 0.0), ("float16", 2 ** -11), ("bfloat16", 2 ** -8)])
+def test_gradient_transport_round_trip_within_its_precision(dtype, rel):
+    grad = np.random.default_rng(0).normal(0, 1e-3, 10_000).astype(np.float32)
+    grad[:3] = [0.0, 1e-30 if dtype == "bfloat16" else 0.0, -3.5]
+    data = encode_gradient(grad, dtype)
+    assert data.nbytes == grad.nbytes // (1 if dtype == "float32" else 2)
+    back = decode_gradient(data)
+    assert back.dtype == np.float32
+    tiny = 1e-7 if dtype == "float16" else 0.0  # float16 flushes the smallest values to subnormals
+    np.testing.assert_allclose(back, grad, rtol=rel, atol=tiny)
+
+
+def test_bfloat16_keeps_nonfinite_values_nonfinite():
+    grad = np.array([np.nan, np.inf, -np.inf, 3e38], np.float32)
+    back = decode_gradient(encode_gradient(grad, "bfloat16"))
+    assert np.isnan(back[0]) and back[1] == np.inf and back[2] == -np.inf and np.isfinite(back[3])

@@ -168,3 +168,18 @@ def test_vizdoom_basic_preset_smoke_with_gifs(ray_session, tmp_path, capsys):
         assert gif.format == "GIF" and gif.n_frames >= 2 and gif.size == (320, 240)
     steps, episode_return = os.path.basename(gifs[0])[:-4].split("_")
     assert int(steps) <= summary["env_steps"] and -400 <= float(episode_return) <= 100
+
+
+def test_batched_bf16_parameter_server_solves_cartpole(ray_session, tmp_path):
+    """learner.max_batch_packets > 1 runs the asyncio PS; with bfloat16 gradients and 4 workers the run still
+    solves, every packet is counted, and steps are fewer than packets when pushes queue up."""
+    run_dir = str(tmp_path / "run")
+    assert main(["train", "--num-workers", "4", "--seed", "2", "--stop-return", "475", "--total-env-steps",
+                 "300000", "--run-dir", run_dir, "--set", "learner.max_batch_packets=4",
+                 "learner.grad_dtype=bfloat16", "run.confirm_episodes=20"]) == 0
+    best = torch.load(os.path.join(run_dir, "checkpoints", "best.pt"), weights_only=True)
+    assert best["eval_return_mean"] >= 475
+    newest = torch.load(list_checkpoints(os.path.join(run_dir, "checkpoints"))[-1], weights_only=True)
+    counters = newest["counters"]
+    packets = counters["env_steps"] / 40  # each packet: 8 envs x 5 steps, less masked autoreset steps
+    assert counters["version"] < packets, counters

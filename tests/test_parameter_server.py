@@ -218,3 +218,61 @@ def test_snapshots_are_taken_when_env_steps_pass_each_multiple():
     assert [s["env_steps"] for s in taken] == [30, 50] and [s["version"] for s in taken] == [3, 5]
     np.testing.assert_array_equal(taken[-1]["weights"], get_flat_weights(ps.model))
     assert ps.pop_snapshots() == []
+
+
+def test_a_batch_is_one_adam_step_on_the_mean_of_its_accepted_packets():
+    ps = make_ps(**{"algo.learning_rate": 1e-3, "algo.max_policy_lag": 2})
+    reference = copy.deepcopy(ps.model)
+    adam = torch.optim.Adam(reference.parameters(), lr=1e-3, eps=ps.config.algo.adam_eps)
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(size=num_params(ps.model)).astype(np.float32) for _ in range(4)]
+    ps.apply_gradients(packet(ps, grads[0]))  # version 1
+    ps.apply_gradients(packet(ps, grads[0]))  # version 2
+    ps.apply_gradients(packet(ps, grads[0]))  # version 3
+    set_flat_grads(reference, grads[0])
+    for _ in range(3):
+        adam.step()
+    bad = grads[2].copy()
+    bad[5] = np.nan
+    batch = [packet(ps, grads[1], version=2), packet(ps, bad), packet(ps, grads[3], version=0)]  # nan; 3 behind
+    results = ps.apply_batch(batch)
+    assert [r.accepted for r in results] == [True, False, False]
+    assert [r.reason for r in results] == ["", "nonfinite", "stale"]
+    assert ps.version == 4 and all(r.version == 4 for r in results) and results[0].weights is results[2].weights
+    assert ps.counters["env_steps"] == 60 and ps.counters["rejected_stale"] == 1  # all counted
+    set_flat_grads(reference, grads[1])  # the rejected ones leave the step unchanged
+    adam.step()
+    np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference), atol=1e-6)
+    # two accepted packets: one step on their mean, lags recorded per packet
+    ps.pull_stats()
+    ps.apply_batch([packet(ps, grads[2], version=3), packet(ps, grads[3])])
+    set_flat_grads(reference, (grads[2] + grads[3]) / 2)
+    adam.step()
+    np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference), atol=1e-6)
+    assert ps.version == 5 and ps.pull_stats()["policy_lag_mean"] == 0.5
+
+
+def test_bfloat16_packets_are_decoded_before_the_checks_and_the_step():
+    ps = make_ps()
+    grad = np.random.default_rng(4).normal(size=num_params(ps.model)).astype(np.float32)
+    from ray_a3c.common.flat import encode_gradient
+
+    def bf16_packet(values):
+        return GradientPacket(gradient=encode_gradient(values, "bfloat16"), version=ps.version, env_steps=1)
+
+    before = get_flat_weights(ps.model).copy()
+    assert ps.apply_gradients(bf16_packet(grad)).accepted and not np.array_equal(get_flat_weights(ps.model), before)
+    bad = grad.copy()
+    bad[0] = np.inf
+    assert ps.apply_gradients(bf16_packet(bad)).reason == "nonfinite"
+
+
+def test_weight_sync_every_skips_replies_to_senders_with_recent_weights():
+    ps = make_ps(**{"algo.weight_sync_every": 3})
+    grad = np.zeros(num_params(ps.model), np.float32)
+    replies = [ps.apply_gradients(packet(ps, grad, version=0)) for _ in range(4)]  # a sender stuck at version 0
+    assert [r.weights is not None for r in replies] == [False, False, True, True]  # PS at 1, 2, 3, 4
+    fresh = ps.apply_gradients(packet(ps, grad))  # computed on the current version: one behind after the step
+    assert fresh.version == 5 and fresh.weights is None
+    serial = make_ps()  # default 1: every reply after a step carries the new weights
+    assert all(serial.apply_gradients(packet(serial, grad)).weights is not None for _ in range(3))

@@ -1,0 +1,247 @@
+"""Parameter-server capacity: K pusher actors replay a ready gradient packet (no env, no forward pass) at
+the PS as fast as Ray carries them, for the CartPole MLP and the ViZDoom CNN, in each PS mode; plus the
+per-packet cost breakdown and, from those constants, a model of an N-node cluster.
+
+    .venv/bin/python -m bench.ps_capacity [--pushers 1 2 4 8 16] [--seconds 4] [--nodes 100 --cores 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import time
+
+import numpy as np
+
+from bench.common import machine, today, update_section
+
+WORKLOADS = {"cartpole-mlp": "cartpole", "doom-cnn": "vizdoom_basic"}
+MODES = {  # name -> (learner.max_batch_packets, learner.grad_dtype)
+    "serial": (1, "float32"),
+    "batched k=8": (8, "float32"),
+    "serial bf16": (1, "bfloat16"),
+    "batched k=8 bf16": (8, "bfloat16"),
+}
+NIC_BYTES_S = 10e9 / 8  # a 10 Gb/s link
+
+
+def make_config(workload: str, mode: str):
+    import ray_a3c
+
+    k, dtype = MODES[mode]
+    return ray_a3c.make_config(WORKLOADS[workload], **{"learner.max_batch_packets": k, "learner.grad_dtype": dtype,
+                                                       "algo.max_policy_lag": 10**6})
+
+
+def ready_packet(cfg):
+    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.flat import encode_gradient, num_params
+    from ray_a3c.common.models import build_model
+    from ray_a3c.common.packet import GradientPacket
+
+    model = build_model(probe_spaces(cfg.env), cfg.model)
+    grad = np.random.default_rng(0).normal(0, 1e-3, num_params(model)).astype(np.float32)
+    return GradientPacket(encode_gradient(grad, cfg.learner.grad_dtype), version=0, env_steps=80,
+                          episode_returns=[1.0], episode_lengths=[10])
+
+
+def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
+    import ray
+
+    from ray_a3c.cluster.remote import RemoteBatchingParameterServer, RemoteParameterServer
+    from ray_a3c.common.envs import probe_spaces
+
+    cfg = make_config(workload, mode)
+    packet = ready_packet(cfg)
+
+    @ray.remote(num_cpus=0)
+    class Pusher:
+        def push(self, ps, packet, seconds: float) -> list:
+            """Lags (PS versions applied between this packet's weights and its own step) of every push."""
+            end, lags = time.time() + seconds, []
+            while time.time() < end:
+                result = ray.get(ps.apply_gradients.remote(packet))
+                lags.append(result.version - 1 - packet.version)
+                packet.version = result.version
+            return lags
+
+    actor = RemoteBatchingParameterServer if cfg.learner.max_batch_packets > 1 else RemoteParameterServer
+    ps = actor.options(num_cpus=0).remote(cfg, probe_spaces(cfg.env))
+    actors = [Pusher.remote() for _ in range(pushers)]
+    ray.get([ps.ping.remote()] + [a.__ray_ready__.remote() for a in actors])
+    before, t0 = ray.get(ps.get_counters.remote()), time.perf_counter()
+    lags = sum(ray.get([a.push.remote(ps, packet, seconds) for a in actors]), [])
+    elapsed = time.perf_counter() - t0
+    after, weights_bytes = ray.get([ps.get_counters.remote(), ps.get_weights.remote()])
+    weights_bytes = _nbytes(weights_bytes[1])
+    for a in [ps, *actors]:
+        ray.kill(a)
+    packets_s = len(lags) / elapsed
+    steps_s = (after["version"] - before["version"]) / elapsed
+    inline = weights_bytes <= 100 * 1024  # small weights ride each reply; large ones are put once per version
+    return {"packets_s": packets_s, "steps_s": steps_s, "lag_mean": float(np.mean(lags)),
+            "lag_p99": float(np.percentile(lags, 99)), "busy": (after["busy_s"] - before["busy_s"]) / elapsed,
+            "in_bytes_s": packets_s * packet.gradient.nbytes,
+            "out_bytes_s": (packets_s if inline else steps_s) * weights_bytes}
+
+
+def _nbytes(weights) -> int:
+    import ray
+
+    return int((ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights).nbytes)
+
+
+def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
+    """Seconds per packet of each PS phase, measured in this process on the plain classes."""
+    import ray
+    import torch
+
+    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.flat import decode_gradient, get_flat_weights, set_flat_grads
+    from ray_a3c.common.losses import clip_by_global_norm
+    from ray_a3c.learner.parameter_server import ParameterServer
+
+    cfg = make_config(workload, "serial bf16" if dtype == "bfloat16" else "serial")
+    ps, packet = ParameterServer(cfg, probe_spaces(cfg.env)), ready_packet(cfg)
+    wire = pickle.dumps(packet, protocol=5)
+    grad = decode_gradient(packet.gradient)
+    phases = {
+        "receive": lambda: pickle.loads(wire),
+        "checks": lambda: (decode_gradient(packet.gradient), ps._rejection(packet)),
+        "clip": lambda: clip_by_global_norm(grad, cfg.algo.max_grad_norm),
+        "adam": lambda: (set_flat_grads(ps.model, grad), [opt.step() for opt in ps.optimizers.values()]),
+        "flatten": lambda: get_flat_weights(ps.model),
+        "publish": lambda: ray.put(get_flat_weights(ps.model)),
+    }
+    torch.set_num_threads(1)
+    costs = {}
+    for name, fn in phases.items():
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        costs[name] = (time.perf_counter() - t0) / repeats
+    costs["publish"] -= costs["flatten"]  # publish includes its own flatten
+    if get_flat_weights(ps.model).nbytes <= 100 * 1024:
+        costs["publish"] = 0.0  # small weights ride inside each reply: no object-store put
+    return costs
+
+
+def cluster_model(costs: dict, grad_bytes: int, weight_bytes: int, packets_per_worker_s: float, nodes: int,
+                  cores: int, k: int, aggregate_s: float = 0.0) -> dict:
+    """PS busy fraction and NIC bytes/s for `nodes` x `cores` workers. Per packet the PS pays receive + checks;
+    clip + Adam + flatten + publish once per step, i.e. per k packets when batched. With node aggregation
+    (`aggregate_s` > 0) each node forwards one pre-reduced packet per interval. Weights leave the PS once per
+    version per node (conservative: Ray may also serve a node from another node's copy)."""
+    per_node = cores * packets_per_worker_s
+    offered = nodes * (min(per_node, 1.0 / aggregate_s) if aggregate_s else per_node)
+    per_packet = costs["receive"] + costs["checks"]
+    per_step = costs["clip"] + costs["adam"] + costs["flatten"] + costs["publish"]
+    busy = offered * (per_packet + per_step / k)
+    steps = min(offered, 1.0 / (per_packet + per_step / k)) / k
+    return {"offered": offered, "busy": busy, "in": offered * grad_bytes, "out": steps * weight_bytes * nodes}
+
+
+def worker_packet_rate(preset: str, iterations: int = 6) -> float:
+    """Packets/s one rollout worker produces on one core of this machine (env + forward + backward)."""
+    import ray_a3c
+    from ray_a3c.actors.worker import RolloutWorker
+
+    worker = RolloutWorker(ray_a3c.make_config(preset), 0)
+    worker.compute_gradient()
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        worker.compute_gradient()
+    rate = iterations / (time.perf_counter() - t0)
+    worker.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pushers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--cores", type=int, default=16)
+    parser.add_argument("--rows", help="JSON file of pusher measurements: read if it exists, else written")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if args.rows and os.path.exists(args.rows):
+        with open(args.rows) as fh:
+            rows = {tuple(r["key"]): r["row"] for r in json.load(fh)}
+    else:
+        rows = {}
+        for key in [(w, m, k) for w in WORKLOADS for m in MODES for k in args.pushers]:
+            rows[key] = measure(*key, args.seconds)
+            print(key, {k: round(v, 3) for k, v in rows[key].items()}, flush=True)
+        if args.rows:
+            with open(args.rows, "w") as fh:
+                json.dump([{"key": list(k), "row": r} for k, r in rows.items()], fh)
+    costs = {(w, d): breakdown(w, d) for w in WORKLOADS for d in ("float32", "bfloat16")}
+    rates = {w: worker_packet_rate(p) for w, p in WORKLOADS.items()}
+    report = render(rows, costs, rates, args)
+    print(report)
+    if not args.no_write:
+        update_section("ps_capacity", report)
+
+
+def render(rows: dict, costs: dict, rates: dict, args: argparse.Namespace) -> str:
+    sizes = {w: ready_packet(make_config(w, "serial")).gradient.nbytes for w in WORKLOADS}
+    lines = [f"## Parameter-server capacity ({today()})", "",
+             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_capacity --pushers "
+             f"{' '.join(map(str, args.pushers))} --seconds {args.seconds:g}`. K pusher actors replay one ready "
+             "packet (no env, no forward pass) as fast as Ray carries it; PS and pushers share the 2 cores, so "
+             "rows past 2 pushers measure a PS under contention.", ""]
+    for w in WORKLOADS:
+        lines += [f"**{w}** (gradient {sizes[w] / 1e6:.2f} MB float32)", "",
+                  "| mode | pushers | packets/s | Adam steps/s | lag mean | lag p99 | PS busy | MB/s in | MB/s out "
+                  "| packets/s vs serial |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for m in MODES:
+            for k in args.pushers:
+                r, base = rows[(w, m, k)], rows[(w, "serial", k)]
+                lines.append(f"| {m} | {k} | {r['packets_s']:,.0f} | {r['steps_s']:,.0f} | {r['lag_mean']:.1f} | "
+                             f"{r['lag_p99']:.0f} | {r['busy']:.0%} | {r['in_bytes_s'] / 1e6:,.1f} | "
+                             f"{r['out_bytes_s'] / 1e6:,.1f} | {r['packets_s'] / base['packets_s']:.2f}x |")
+        lines.append("")
+    lines += ["Per-packet cost of each PS phase (ms, this machine, one thread):", "",
+              "| workload | transport | receive | checks | clip | Adam | flatten | publish |",
+              "|---|---|---|---|---|---|---|---|"]
+    for (w, d), c in costs.items():
+        lines.append(f"| {w} | {d} | " + " | ".join(f"{c[p] * 1e3:.3f}" for p in
+                                                    ("receive", "checks", "clip", "adam", "flatten", "publish")) + " |")
+    lines += ["", model_section(costs, rates, args.nodes, args.cores)]
+    return "\n".join(lines)
+
+
+MODEL_MODES = [  # (transport, k, node aggregation interval in s; 0 = workers push directly)
+    ("float32", 1, 0.0), ("float32", 8, 0.0), ("bfloat16", 32, 0.0),
+    ("bfloat16", 8, 0.05), ("bfloat16", 16, 0.1), ("bfloat16", 64, 0.5), ("bfloat16", 100, 1.0)]
+
+
+def model_section(costs: dict, rates: dict, nodes: int, cores: int) -> str:
+    lines = [f"### A model of {nodes} nodes x {cores} cores, from the constants above", "",
+             "Offered packets/s = nodes x cores x one worker's packets/s (measured here on one core), or with node "
+             "aggregation nodes / interval. PS busy = offered x (receive + checks) + Adam steps/s x (clip + Adam + "
+             "flatten + publish), steps = offered / k. NIC in = offered x gradient bytes; NIC out = steps x weight "
+             "bytes x nodes (one fetch per version per node; conservative). Targets: busy < 50%, each NIC < 50% of "
+             "10 Gb/s. Node aggregation is a projection: the aggregator is not built yet.", "",
+             "| workload | worker packets/s | k | transport | node aggregation | offered packets/s | PS busy | NIC in "
+             "| NIC out | meets both |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for w, rate in rates.items():
+        weight_bytes = ready_packet(make_config(w, "serial")).gradient.nbytes
+        for dtype, k, interval in MODEL_MODES:
+            grad_bytes = weight_bytes // (2 if dtype == "bfloat16" else 1)
+            m = cluster_model(costs[(w, dtype)], grad_bytes, weight_bytes, rate, nodes, cores, k, interval)
+            ok = m["busy"] < 0.5 and max(m["in"], m["out"]) < 0.5 * NIC_BYTES_S
+            agg = f"every {interval * 1e3:g} ms" if interval else "none"
+            lines.append(f"| {w} | {rate:,.1f} | {k} | {dtype} | {agg} | {m['offered']:,.0f} | {m['busy']:.0%} | "
+                         f"{m['in'] / NIC_BYTES_S:.0%} | {m['out'] / NIC_BYTES_S:.0%} | {'yes' if ok else 'no'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
