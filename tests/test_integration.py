@@ -175,7 +175,7 @@ def test_batched_bf16_parameter_server_solves_cartpole(ray_session, tmp_path):
     solves, every packet is counted, and steps are fewer than packets when pushes queue up."""
     run_dir = str(tmp_path / "run")
     assert main(["train", "--num-workers", "4", "--seed", "2", "--stop-return", "475", "--total-env-steps",
-                 "300000", "--run-dir", run_dir, "--set", "learner.max_batch_packets=4",
+                 "300000", "--run-dir", run_dir, "--set", "learner.max_batch_packets=4", "cluster.worker_num_cpus=0.5",
                  "learner.grad_dtype=bfloat16", "run.confirm_episodes=20"]) == 0
     best = torch.load(os.path.join(run_dir, "checkpoints", "best.pt"), weights_only=True)
     assert best["eval_return_mean"] >= 475
