@@ -34,10 +34,6 @@ class EvalCycle:
         self._last_start, self._screenings = -1e9, 0
         self._request_start = 0.0
 
-    @property
-    def busy(self) -> bool:
-        return self._ref is not None
-
     def poll(self, fleet: Fleet, t0: float, now: float, start_next: bool = True) -> None:
         """Collect a finished evaluation (extending it if it is a candidate), and start the next screening
         when its time has come. Raises RayActorError when the PS died under the evaluator."""
