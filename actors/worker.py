@@ -25,7 +25,7 @@ from ray_a3c.common.packet import (
     ApplyResult,
     GradientPacket,
 )
-from ray_a3c.common.returns import discounted_return_trace, gae, importance_weights, vtrace
+from ray_a3c.common.returns import awr_weights, discounted_return_trace, gae, importance_weights, vtrace
 
 
 class PendingApply(Protocol):
@@ -145,9 +145,14 @@ class RolloutWorker:
         return dataclasses.replace(ro, rewards=np.clip(ro.rewards / scale, -10.0, 10.0).astype(np.float32)), moments
 
     def _targets(self, ro, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(advantages, value targets) [T, N]: GAE on-policy; V-trace with truncated importance weights when
-        replaying a dataset that recorded its behaviour policy's log-probabilities."""
+        """(policy-gradient coefficients, value targets) [T, N]: GAE advantages on-policy; V-trace with truncated
+        importance weights when replaying a dataset that recorded its behaviour policy's log-probabilities;
+        AWR weights on the logged data's GAE advantages with algo.offline_update=awr."""
         algo = self.config.algo
+        if self.runner.replaying and algo.offline_update == "awr":
+            advantages, returns = gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
+                                      algo.gamma, algo.gae_lambda)
+            return awr_weights(advantages, algo.awr_temperature, algo.awr_max_weight), returns
         if ro.behaviour_log_probs is not None:
             rhos = np.where(ro.valid, importance_weights(log_probs, ro.behaviour_log_probs, algo.is_clip), 0.0)
             returns, advantages = vtrace(rewards=ro.rewards, values=ro.values, next_values=ro.next_values,

@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--policy", default="random", help="random | RUN_DIR (its best checkpoint, else latest)")
     r.add_argument("--epsilon", type=float, help="epsilon-greedy around the policy's mode action")
     r.add_argument("--episodes", type=int, required=True)
-    r.add_argument("--out", required=True, help="the .npz to write (never overwritten)")
+    r.add_argument("--out", required=True, help="the .npz to write, or with --format minari the new dataset id "
+                                                "(never overwritten)")
+    r.add_argument("--format", default="npz", choices=("npz", "minari"),
+                   help="npz (this tool's schema) | minari (a local Minari dataset, `minari` extra)")
     r.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     j = sub.add_parser("submit", help="run `a3c train [train args]` as a job on a Ray cluster (Jobs API)")
     j.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
@@ -218,9 +221,15 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise A3CError("--episodes must be >= 1")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise A3CError("--epsilon must be in [0, 1]")
-    if os.path.exists(args.out):
+    if args.format == "minari":
+        from ray_a3c.common.minari_io import dataset_dir
+
+        if os.path.exists(dataset_dir(args.out)):
+            raise A3CError(f"Minari dataset '{args.out}' exists; choose another --out (datasets are never "
+                           "overwritten)")
+    elif os.path.exists(args.out):
         raise A3CError(f"'{args.out}' exists; choose another --out (datasets are never overwritten)")
-    if not args.out.endswith(".npz"):
+    elif not args.out.endswith(".npz"):
         raise A3CError(f"--out must end in .npz, got '{args.out}'")
     rng = np.random.default_rng(args.seed)
     if args.policy == "random":
@@ -240,7 +249,13 @@ def cmd_record(args: argparse.Namespace) -> int:
     policy = BehaviourPolicy(probe_spaces(env_cfg).action_space, model, args.epsilon, rng)
     data = record_episodes(env_cfg, policy, args.episodes, args.seed)
     returns = data.pop("returns")
-    save_dataset(args.out, source=f"{args.env} {label}", **data)
+    if args.format == "minari":
+        from ray_a3c.common.minari_io import save_minari
+
+        where = save_minari(args.out, data, args.env, f"{args.episodes} episodes of {args.env} from {label}")
+        print(f"Minari dataset {args.out} at {where}; train with env.dataset=minari:{args.out}")
+    else:
+        save_dataset(args.out, source=f"{args.env} {label}", **data)
     print(f"{args.out}: {args.episodes} episodes, {len(data['rewards']):,} steps from {label}; "
           f"behaviour log-probs {'stored' if 'behaviour_log_probs' in data else 'not stored'}")
     print(json.dumps({"mean_return": float(returns.mean()), "std_return": float(returns.std()),

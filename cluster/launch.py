@@ -14,6 +14,8 @@ import yaml
 from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, preset_names, save_yaml, validate
 from ray_a3c.common.envs import EnvSpaces, probe_spaces
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.minari_io import is_minari
+from ray_a3c.common.minari_io import resolve as resolve_minari
 
 # Keys a resume may change: budgets, clocks, logging, optimiser settings. Anything else (the env, the model,
 # the mode, the seed, the cluster's shape) would not fit the checkpoint or would silently mix two runs.
@@ -51,7 +53,9 @@ def use_working_directory() -> None:
 def resolve_paths(cfg: Config) -> Config:
     """Relative file paths in the config -> absolute ones, so actors whose working directory differs (Ray
     workers start in their own) read the same files."""
-    if cfg.env.dataset and not cfg.env.dataset.startswith("minari:"):
+    if is_minari(cfg.env.dataset):
+        cfg.env.dataset = resolve_minari(cfg.env.dataset)
+    elif cfg.env.dataset:
         cfg.env.dataset = os.path.abspath(cfg.env.dataset)
     if cfg.env.id.endswith(".cfg") and cfg.env.id.startswith("vizdoom:"):
         path = cfg.env.id.removeprefix("vizdoom:")

@@ -29,8 +29,8 @@ class EnvConfig:
     id: str = _f("CartPole-v1", "gymnasium id, `package.module:ClassName` of your own gymnasium.Env, or "
                                 "`vizdoom:<scenario>` / `vizdoom:<path.cfg>`")
     kwargs: dict = _f({}, "keyword arguments passed to gymnasium.make / your env class")
-    dataset: Optional[str] = _f(None, "train from this recorded .npz instead of stepping env.id (the evaluator "
-                                      "still plays env.id live)")
+    dataset: Optional[str] = _f(None, "train from this recorded .npz, or `minari:<dataset_id>` from the local "
+                                      "Minari data path, instead of stepping env.id (the evaluator plays it live)")
     num_envs_per_worker: int = _f(8, "env copies per worker, stepped as one gymnasium vector env")
     vector_mode: str = _f("sync", "sync (SyncVectorEnv, one process) | async (AsyncVectorEnv, a process per env)")
     warmup_steps: int = _f(0, "up to this many random steps per env at start, to desynchronise episodes")
@@ -78,6 +78,11 @@ class AlgoConfig:
     max_grad_norm: float = _f(0.5, "clip gradients to this global norm on the PS; 0 disables")
     overlap_push: bool = _f(True, "push a gradient while collecting the next rollout (acts one update behind)")
     is_clip: float = _f(1.0, "clip of the importance weights (V-trace rho/c bar) when training from a dataset")
+    offline_update: str = _f("vtrace", "training from a dataset: vtrace (importance-corrected actor-critic; "
+                                       "plain A3C when the file has no log-probs) | awr (advantage-weighted "
+                                       "regression on the logged actions: weights exp(A / awr_temperature) >= 0)")
+    awr_temperature: float = _f(1.0, "awr: the advantage scale of the weights (in scaled-reward units)")
+    awr_max_weight: float = _f(20.0, "awr: weights are clipped to this")
     max_policy_lag: int = _f(50, "reject gradients computed on weights older than this many versions")
     weight_sync_every: int = _f(1, "async: a push's reply carries the weights only when the PS moved at least "
                                    "this many versions past the packet's (fewer bytes out of the PS)")
@@ -317,6 +322,8 @@ def validate(cfg: Config) -> Config:
          "algo.max_policy_lag=0 with algo.overlap_push=true rejects every other gradient (an overlapped push is "
          "one version behind): set max_policy_lag >= 1 or overlap_push=false"),
         (a.is_clip > 0, "algo.is_clip must be > 0"),
+        (a.offline_update in ("vtrace", "awr"), "algo.offline_update must be vtrace or awr"),
+        (a.awr_temperature > 0 and a.awr_max_weight > 0, "algo.awr_temperature and awr_max_weight must be > 0"),
         (r.num_workers >= 0, "run.num_workers must be >= 1, or 0 for auto"),
         (cfg.learner.device in ("cpu", "cuda", "auto"), "learner.device must be cpu, cuda or auto"),
         (cfg.learner.num_gpus >= 0, "learner.num_gpus must be >= 0"),

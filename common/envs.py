@@ -150,9 +150,9 @@ def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
     """Build one env to validate the id and read its spaces (as the policy sees them), then close it.
     With a dataset, its file is validated too and its spaces must agree with the live env's."""
     if cfg.dataset:
-        from ray_a3c.common.dataset import load_dataset
+        from ray_a3c.common.offline import cached_dataset
 
-        data = load_dataset(cfg.dataset)
+        data = cached_dataset(cfg.dataset)
         spaces = describe_spaces(data.observation_space, data.action_space)
         if cfg.id:
             live = _probe_live(cfg)

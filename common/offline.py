@@ -8,12 +8,20 @@ import gymnasium as gym
 import numpy as np
 
 from ray_a3c.common.dataset import Dataset, load_dataset
+from ray_a3c.common.minari_io import is_minari, load_minari
+
+
+def open_dataset(ref: str) -> Dataset:
+    """An .npz path, or `minari:<dataset_id or directory>` for a local Minari dataset."""
+    if is_minari(ref):
+        return load_minari(ref)
+    return load_dataset(ref)
 
 
 @functools.lru_cache(maxsize=4)
-def cached_dataset(path: str) -> Dataset:
+def cached_dataset(ref: str) -> Dataset:
     """One load per process, shared by the worker's env copies."""
-    return load_dataset(path)
+    return open_dataset(ref)
 
 
 def shard_episodes(num_episodes: int, num_shards: int) -> list[np.ndarray]:

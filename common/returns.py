@@ -50,6 +50,14 @@ def importance_weights(target_log_probs: np.ndarray, behaviour_log_probs: np.nda
     return np.minimum(clip, np.exp(target_log_probs - behaviour_log_probs)).astype(np.float32)
 
 
+def awr_weights(advantages: np.ndarray, temperature: float, max_weight: float) -> np.ndarray:
+    """Advantage-weighted regression's per-step weights (Peng et al. 2019): min(exp(A / temperature),
+    max_weight). Never negative: the policy is pulled towards logged actions that did better than the
+    baseline, never pushed away from the others (which on a fixed dataset diverges for Gaussian policies).
+    Shapes: any, elementwise."""
+    return np.exp(np.minimum(advantages / temperature, np.log(max_weight))).astype(np.float32)
+
+
 def vtrace(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
            truncated: np.ndarray, rhos: np.ndarray, cs: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
     """V-trace (Espeholt et al. 2018) with truncated weights `rhos` and trace cutting `cs`, all [T, N].

@@ -262,3 +262,31 @@ def test_offline_runs_report_dataset_passes(ray_session, dataset_file, tmp_path,
     acc.Reload()
     epochs = [e.value for e in acc.Scalars(metrics.OFFLINE_EPOCHS)]
     assert epochs and epochs[-1] == pytest.approx(summary["dataset_passes"], rel=1e-3)
+
+
+def test_awr_weights_match_numpy_and_are_never_negative():
+    from ray_a3c.common.returns import awr_weights
+
+    advantages = np.random.default_rng(0).normal(scale=4.0, size=(16, 3)).astype(np.float32)
+    weights = awr_weights(advantages, temperature=0.5, max_weight=20.0)
+    np.testing.assert_allclose(weights, np.minimum(np.exp(advantages / 0.5), 20.0), rtol=1e-5)
+    assert weights.dtype == np.float32 and (weights > 0).all() and weights.max() == pytest.approx(20.0)
+
+
+def test_awr_worker_pulls_towards_logged_actions_with_gae_value_targets(dataset_file):
+    """offline_update=awr: the policy coefficients are exp(A/T) of the GAE advantages (not V-trace's), and the
+    value targets are GAE's returns on the logged rewards."""
+    from ray_a3c.actors.worker import RolloutWorker
+    from ray_a3c.common.returns import awr_weights, gae
+
+    path, _ = dataset_file
+    worker = RolloutWorker(small_config(**{"env.dataset": path, "algo.offline_update": "awr",
+                                           "algo.awr_temperature": 0.7}), rank=0)
+    ro = collect_rollout(worker.runner, worker.model, 20, 1.0)
+    assert ro.behaviour_log_probs is not None  # the file has them: awr ignores them
+    coefficients, returns = worker._targets(ro, np.zeros_like(ro.rewards))
+    advantages, gae_returns = gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
+                                  worker.config.algo.gamma, worker.config.algo.gae_lambda)
+    np.testing.assert_allclose(coefficients, awr_weights(advantages, 0.7, 20.0), rtol=1e-6)
+    np.testing.assert_allclose(returns, gae_returns, rtol=1e-6)
+    assert (coefficients > 0).all()
