@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
@@ -84,7 +85,9 @@ class RolloutWorker:
         self.model = build_model(spaces, config.model)
         self.runner = VectorEnvRunner(venv, spaces, seed * 1000, self.model.initial_state(venv.num_envs))
         self.version = -1
-        self.total_env_steps = 0
+        self.total_env_steps = 0  # collected
+        self.delivered_env_steps = 0  # in packets the PS (or an aggregator) answered: what the PS counted
+        self.sender, self._seq = uuid.uuid4().hex, 0  # this incarnation's packets are (sender, 1), (sender, 2)...
         self._critic_batch: Optional[_CriticBatch] = None
         self._return_acc = np.zeros(venv.num_envs)  # running discounted returns, for reward normalisation
         self._said_no_correction = False
@@ -121,13 +124,18 @@ class RolloutWorker:
                   ADVANTAGE_MEAN: float(advantages[valid].mean()) if valid.any() else 0.0}
         if self.model.continuous:
             losses[ACTION_ABS_MAX] = float(np.abs(ro.actions[valid]).max()) if valid.any() else 0.0
-        return GradientPacket(
+        return self._stamped(GradientPacket(
             gradient=self._flat_grads(), version=self.version, env_steps=ro.num_steps,
             worker_rank=self.rank, episode_returns=[r for r, _ in ro.finished],
             episode_lengths=[n for _, n in ro.finished], losses=losses,
             env_recreations=int(self.runner.recreations.sum()),
             obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None,
-            return_moments=return_moments)
+            return_moments=return_moments))
+
+    def _stamped(self, packet: GradientPacket) -> GradientPacket:
+        self._seq += 1
+        packet.sender, packet.seq = self.sender, self._seq
+        return packet
 
     def _flat_grads(self) -> np.ndarray:
         return encode_gradient(get_flat_grads(self.model), self.config.learner.grad_dtype)
@@ -175,8 +183,9 @@ class RolloutWorker:
                                                          mean_weights(b.returns, b.mask))
         self.model.zero_grad(set_to_none=True)
         loss.backward()
-        return GradientPacket(gradient=self._flat_grads(), version=self.version, env_steps=0,
-                              worker_rank=self.rank, critic_only=True, losses={"value_refit": float(loss.detach())})
+        return self._stamped(GradientPacket(gradient=self._flat_grads(), version=self.version, env_steps=0,
+                                            worker_rank=self.rank, critic_only=True,
+                                            losses={"value_refit": float(loss.detach())}))
 
     # -- synchronous mode: the driver hands everyone the same weights -------------------------------------
     def gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:
@@ -216,19 +225,26 @@ class RolloutWorker:
             packet.compute_s, packet.comm_s = compute_s, comm_s
             t1 = time.perf_counter()
             if pending is not None:
-                stop, pending = self._adopt(pending.result()), None
+                stop, pending = self._settle(pending), None
                 if stop:
                     break
-            pending = ps.submit(packet)
+            pending = (ps.submit(packet), packet.env_steps)
             pushed += 1
             if not overlap:
-                stop, pending = self._adopt(pending.result()), None
+                stop, pending = self._settle(pending), None
                 for _ in range(self.config.algo.critic_epochs - 1):
-                    stop = stop or self._adopt(ps.submit(self.compute_critic_gradient()).result())
+                    stop = stop or self._settle((ps.submit(self.compute_critic_gradient()), 0))
             compute_s, comm_s = t1 - t0, time.perf_counter() - t1
         if pending is not None:
-            self._adopt(pending.result())
-        return {"rank": self.rank, "pushed": pushed, "env_steps": self.total_env_steps}
+            self._settle(pending)
+        return {"rank": self.rank, "pushed": pushed, "env_steps": self.delivered_env_steps}
+
+    def _settle(self, pending: tuple) -> bool:
+        """Wait for a push's answer, count its env steps as delivered, adopt its weights; True = stop."""
+        submitted, env_steps = pending
+        result = submitted.result()
+        self.delivered_env_steps += env_steps
+        return self._adopt(result)
 
     def _adopt(self, result: ApplyResult) -> bool:
         """Take the weights that came back with a push; True when the PS asks workers to stop."""

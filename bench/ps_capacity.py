@@ -3,6 +3,7 @@ the PS as fast as Ray carries them, for the CartPole MLP and the ViZDoom CNN, in
 per-packet cost breakdown and, from those constants, a model of an N-node cluster.
 
     .venv/bin/python -m bench.ps_capacity [--pushers 1 2 4 8 16] [--seconds 4] [--nodes 100 --cores 16]
+    .venv/bin/python -m bench.ps_capacity --cluster-nodes 3 --pushers 8   # node aggregation, real Ray nodes
 """
 from __future__ import annotations
 
@@ -23,15 +24,22 @@ MODES = {  # name -> (learner.max_batch_packets, learner.grad_dtype)
     "serial bf16": (1, "bfloat16"),
     "batched k=8 bf16": (8, "bfloat16"),
 }
+NODE_MODES = {  # the --cluster-nodes run: name -> (max_batch_packets, grad_dtype, cluster.aggregate)
+    "serial": (1, "float32", "none"),
+    "batched k=8": (8, "float32", "none"),
+    "node aggregation": (1, "float32", "node"),
+    "node aggregation + batched k=8": (8, "float32", "node"),
+    "node aggregation + batched k=8, bf16": (8, "bfloat16", "node"),
+}
 NIC_BYTES_S = 10e9 / 8  # a 10 Gb/s link
 
 
 def make_config(workload: str, mode: str):
     import ray_a3c
 
-    k, dtype = MODES[mode]
+    k, dtype, aggregate = NODE_MODES[mode] if mode in NODE_MODES else (*MODES[mode], "none")
     return ray_a3c.make_config(WORKLOADS[workload], **{"learner.max_batch_packets": k, "learner.grad_dtype": dtype,
-                                                       "algo.max_policy_lag": 10**6})
+                                                       "algo.max_policy_lag": 10**6, "cluster.aggregate": aggregate})
 
 
 def ready_packet(cfg):
@@ -49,41 +57,56 @@ def ready_packet(cfg):
 def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
     import ray
 
+    from ray_a3c.cluster.aggregation import spawn_aggregators
     from ray_a3c.cluster.remote import RemoteBatchingParameterServer, RemoteParameterServer
     from ray_a3c.common.envs import probe_spaces
 
     cfg = make_config(workload, mode)
     packet = ready_packet(cfg)
+    namespace, prefix = cfg.cluster.namespace, f"bench-{os.getpid()}:"
 
-    @ray.remote(num_cpus=0)
+    @ray.remote(num_cpus=0, scheduling_strategy="SPREAD")
     class Pusher:
-        def push(self, ps, packet, seconds: float) -> list:
-            """Lags (PS versions applied between this packet's weights and its own step) of every push."""
+        def push(self, ps, packet, seconds: float, aggregate: bool) -> list:
+            """Lags (PS versions applied between this packet's weights and its own step) of every push; with
+            node aggregation through the aggregator on this pusher's node."""
+            from ray_a3c.cluster.aggregation import find_aggregator
+
+            target = (find_aggregator(cfg, prefix) or ps) if aggregate else ps
             end, lags = time.time() + seconds, []
             while time.time() < end:
-                result = ray.get(ps.apply_gradients.remote(packet))
-                lags.append(result.version - 1 - packet.version)
+                result = ray.get(target.apply_gradients.remote(packet))
+                lags.append(max(result.version - 1 - packet.version, 0))
                 packet.version = result.version
             return lags
 
     actor = RemoteBatchingParameterServer if cfg.learner.max_batch_packets > 1 else RemoteParameterServer
-    ps = actor.options(num_cpus=0).remote(cfg, probe_spaces(cfg.env))
+    ps = actor.options(num_cpus=0, name=prefix + "ps", namespace=namespace).remote(cfg, probe_spaces(cfg.env))
+    aggregators = {}
+    if cfg.cluster.aggregate == "node":
+        aggregators = spawn_aggregators(cfg, prefix, lambda name, num_cpus: {
+            "name": name, "namespace": namespace, "num_cpus": num_cpus, "max_task_retries": 0})
     actors = [Pusher.remote() for _ in range(pushers)]
-    ray.get([ps.ping.remote()] + [a.__ray_ready__.remote() for a in actors])
+    ray.get([ps.ping.remote()] + [a.ping.remote() for a in aggregators.values()]
+            + [a.__ray_ready__.remote() for a in actors])
     before, t0 = ray.get(ps.get_counters.remote()), time.perf_counter()
-    lags = sum(ray.get([a.push.remote(ps, packet, seconds) for a in actors]), [])
+    lags = sum(ray.get([a.push.remote(ps, packet, seconds, bool(aggregators)) for a in actors]), [])
     elapsed = time.perf_counter() - t0
     after, weights_bytes = ray.get([ps.get_counters.remote(), ps.get_weights.remote()])
     weights_bytes = _nbytes(weights_bytes[1])
-    for a in [ps, *actors]:
+    forwarded = 0
+    if aggregators:
+        forwarded = sum(c["forwarded"] for c in ray.get([a.get_counters.remote() for a in aggregators.values()]))
+    for a in [ps, *actors, *aggregators.values()]:
         ray.kill(a)
     packets_s = len(lags) / elapsed
+    arrivals_s = forwarded / elapsed if aggregators else packets_s  # what reaches the PS
     steps_s = (after["version"] - before["version"]) / elapsed
     inline = weights_bytes <= 100 * 1024  # small weights ride each reply; large ones are put once per version
     return {"packets_s": packets_s, "steps_s": steps_s, "lag_mean": float(np.mean(lags)),
             "lag_p99": float(np.percentile(lags, 99)), "busy": (after["busy_s"] - before["busy_s"]) / elapsed,
-            "in_bytes_s": packets_s * packet.gradient.nbytes,
-            "out_bytes_s": (packets_s if inline else steps_s) * weights_bytes}
+            "in_bytes_s": arrivals_s * packet.gradient.nbytes,
+            "out_bytes_s": (arrivals_s if inline else steps_s) * weights_bytes, "ps_arrivals_s": arrivals_s}
 
 
 def _nbytes(weights) -> int:
@@ -166,9 +189,13 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=16)
     parser.add_argument("--rows", help="JSON file of pusher measurements: read if it exists, else written")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--cluster-nodes", type=int, default=0,
+                        help="measure node aggregation on a ray.cluster_utils.Cluster of this many nodes instead")
     args = parser.parse_args()
     import ray
 
+    if args.cluster_nodes:
+        return node_run(args)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     if args.rows and os.path.exists(args.rows):
         with open(args.rows) as fh:
@@ -187,6 +214,45 @@ def main() -> None:
     print(report)
     if not args.no_write:
         update_section("ps_capacity", report)
+
+
+def node_run(args: argparse.Namespace) -> None:
+    """Pushers spread over N Ray nodes (one machine: the nodes share its cores), each mode of NODE_MODES."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    for _ in range(args.cluster_nodes - 1):
+        cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    rows = {}
+    try:
+        for key in [(w, m, k) for w in WORKLOADS for m in NODE_MODES for k in args.pushers]:
+            rows[key] = measure(*key, args.seconds)
+            print(key, {k: round(v, 3) for k, v in rows[key].items()}, flush=True)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    lines = [f"## Node aggregation on {args.cluster_nodes} Ray nodes ({today()})", "",
+             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_capacity --cluster-nodes "
+             f"{args.cluster_nodes} --pushers {' '.join(map(str, args.pushers))} --seconds {args.seconds:g}`. "
+             f"A `ray.cluster_utils.Cluster` of {args.cluster_nodes} nodes on this one machine (they share its 2 "
+             "cores); pushers spread over the nodes replay one ready packet; with aggregation each pushes to its "
+             "node's aggregator. PS arrivals/s = packets (or aggregates) that reach the PS.", "",
+             "| workload | mode | pushers | packets/s | vs serial | PS arrivals/s | Adam steps/s | lag mean | lag p99 "
+             "| PS busy | MB/s into PS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for w in WORKLOADS:
+        for m in NODE_MODES:
+            for k in args.pushers:
+                r, base = rows[(w, m, k)], rows[(w, "serial", k)]
+                lines.append(f"| {w} | {m} | {k} | {r['packets_s']:,.0f} | {r['packets_s'] / base['packets_s']:.2f}x "
+                             f"| {r['ps_arrivals_s']:,.0f} | {r['steps_s']:,.0f} | {r['lag_mean']:.1f} | "
+                             f"{r['lag_p99']:.0f} | {r['busy']:.0%} | {r['in_bytes_s'] / 1e6:,.1f} |")
+    report = "\n".join(lines)
+    print(report)
+    if not args.no_write:
+        update_section("ps_capacity_nodes", report)
 
 
 def render(rows: dict, costs: dict, rates: dict, args: argparse.Namespace) -> str:
@@ -228,7 +294,8 @@ def model_section(costs: dict, rates: dict, nodes: int, cores: int) -> str:
              "aggregation nodes / interval. PS busy = offered x (receive + checks) + Adam steps/s x (clip + Adam + "
              "flatten + publish), steps = offered / k. NIC in = offered x gradient bytes; NIC out = steps x weight "
              "bytes x nodes (one fetch per version per node; conservative). Targets: busy < 50%, each NIC < 50% of "
-             "10 Gb/s. Node aggregation is a projection: the aggregator is not built yet.", "",
+             "10 Gb/s. Node aggregation (`cluster.aggregate: node`) is modelled as one forward per node per "
+             "interval; measured on real Ray nodes in the next section.", "",
              "| workload | worker packets/s | k | transport | node aggregation | offered packets/s | PS busy | NIC in "
              "| NIC out | meets both |", "|---|---|---|---|---|---|---|---|---|---|"]
     for w, rate in rates.items():

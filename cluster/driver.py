@@ -192,7 +192,7 @@ class Trainer:
             method = "sync_gradient" if epoch == 0 else "sync_critic_gradient"
             packets = {rank: getattr(w, method).remote(published) for rank, w in self.fleet.workers.items()}
             first = first or packets
-            result = self.ps.apply_mean_gradients.remote(*packets.values())
+            result = self.ps.apply_mean_gradients.remote(*self.fleet.reduce_round(packets))
         return result, first
 
     def _stop_reason(self, now: float, counters: dict) -> str:
@@ -282,6 +282,7 @@ class Trainer:
         refs = self.fleet.loops.refs()
         if refs and s.reason != "interrupted":
             ray.wait(refs, num_returns=len(refs), timeout=LOOP_FINISH_WAIT_S)
+            s.worker_env_steps = _delivered_env_steps(refs)
         if s.reason != "interrupted":
             self.evals.finish(self.fleet, self.t0, FINAL_EVAL_WAIT_S)
         if self._log_state is not None:
@@ -301,6 +302,18 @@ class Trainer:
     def _say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
+
+
+def _delivered_env_steps(refs: list) -> Optional[int]:
+    """The env steps the workers say reached the PS, summed over loops that ended normally (None if any did
+    not: a worker that crashed took its count with it)."""
+    ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=0)
+    if waiting:
+        return None
+    try:
+        return sum(int(r["env_steps"]) for r in ray.get(ready))
+    except RayError:
+        return None
 
 
 def _dataset_steps(config: Config) -> Optional[int]:

@@ -41,6 +41,8 @@ class Fleet:
         self.ps: Any = None
         self.workers: dict[int, Any] = {}
         self.evaluator: Any = None
+        self.aggregators: dict[str, Any] = {}  # node id -> aggregator (cluster.aggregate=node)
+        self._worker_nodes: dict[int, str] = {}  # rank -> node id, learnt at the first synchronous round
         self.loops = WorkerLoops(self, config.cluster.worker_timeout_s, config.cluster.max_worker_failures, say)
         self.placement = PlacementWatch(config.cluster.start_timeout_s, say)
         self.run_tag = run_tag(os.path.dirname(os.path.abspath(ckpt_dir)))
@@ -86,6 +88,7 @@ class Fleet:
 
     def spawn_worker(self, rank: int) -> Any:
         c = self.config.cluster
+        self._worker_nodes.pop(rank, None)  # a replacement may land on another node
         self.workers[rank] = RemoteWorker.options(**self._options(
             self.actor_name(f"worker-{rank}"), c.worker_num_cpus, restarts=c.max_restarts,
             spread=c.placement == "spread",
@@ -100,11 +103,42 @@ class Fleet:
         self.placement.watch("eval", self.evaluator, {"CPU": c.eval_num_cpus})
         return self.evaluator
 
+    @property
+    def aggregator_prefix(self) -> Optional[str]:
+        """What a worker needs to find its node's aggregator (None: push to the PS directly)."""
+        return self.actor_name("") if self.aggregators else None
+
+    def spawn_aggregators(self) -> None:
+        from ray_a3c.cluster.aggregation import spawn_aggregators
+
+        self.aggregators = spawn_aggregators(self.config, self.actor_name(""), self._options)
+        self.say(f"aggregation: one aggregator on each of {len(self.aggregators)} node(s)")
+
+    def reduce_round(self, packets: dict[int, Any]) -> list:
+        """Sync mode with aggregation: each node's packets of the round -> one aggregate made on that node
+        (a worker on a node without an aggregator sends its packet as it is). -> refs for the PS."""
+        if not self.aggregators:
+            return list(packets.values())
+        missing = [rank for rank in packets if rank not in self._worker_nodes]
+        if missing:
+            nodes = ray.get([self.workers[rank].node_id.remote() for rank in missing], timeout=RESTART_WAIT_S)
+            self._worker_nodes.update(zip(missing, nodes))
+        by_node: dict[str, list] = {}
+        for rank, ref in packets.items():
+            by_node.setdefault(self._worker_nodes[rank], []).append(ref)
+        out = []
+        for node, refs in by_node.items():
+            aggregator = self.aggregators.get(node)
+            out += [aggregator.reduce_round.remote(*refs)] if aggregator is not None else refs
+        return out
+
     def spawn_all(self, resume_state: Optional[dict]) -> None:
         """Ask Ray for the PS and the workers and return at once: calls queue behind each actor's constructor,
         so each worker starts as soon as it is ready. The evaluator is not started here (`spawn_evaluator`,
         once training runs): on a small machine it would compete with the workers' start-up for the CPU."""
         self.spawn_ps(resume_state)
+        if self.config.cluster.aggregate == "node":
+            self.spawn_aggregators()
         for rank in range(self.config.run.num_workers):
             self.spawn_worker(rank)
 
@@ -182,6 +216,6 @@ class Fleet:
                 self.ensure_worker(rank)
 
     def kill_all(self) -> None:
-        for actor in [self.ps, *self.workers.values(), self.evaluator]:
+        for actor in [self.ps, *self.workers.values(), self.evaluator, *self.aggregators.values()]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)

@@ -110,8 +110,16 @@ class RolloutWorker(worker.RolloutWorker):
     def pid(self) -> int:
         return os.getpid()
 
-    def run_remote(self, ps_handle: Any) -> dict:
-        return self.run(RemoteParameterServerClient(ps_handle))
+    def run_remote(self, ps_handle: Any, aggregator_prefix: Optional[str] = None) -> dict:
+        """The async loop against a PS handle; with cluster.aggregate=node, through this node's aggregator."""
+        client = RemoteParameterServerClient(ps_handle)
+        if aggregator_prefix is not None:
+            from ray_a3c.cluster.aggregation import AggregatedClient, find_aggregator
+
+            aggregator = find_aggregator(self.config, aggregator_prefix)
+            if aggregator is not None:
+                client = AggregatedClient(ps_handle, aggregator, self.config.cluster.aggregate_retry_s)
+        return self.run(client)
 
     def sync_gradient(self, published: tuple) -> GradientPacket:
         """Sync mode: `published` is the PS's (version, weights, env_steps), shared by every worker."""

@@ -141,6 +141,12 @@ class ClusterConfig:
     worker_timeout_s: float = _f(60.0, "a worker with no gradient for this long is killed and replaced")
     max_worker_failures: int = _f(5, "a worker whose loop fails this many times in a row (no gradient in between) "
                                      "is given up; the run ends with the cause once no worker is left")
+    aggregate: str = _f("none", "none (workers push to the PS) | node (one aggregator actor per node averages its "
+                                "workers' packets and forwards one; weights come back through it)")
+    aggregate_packets: int = _f(8, "aggregate=node: forward once this many packets wait...")
+    aggregate_interval_s: float = _f(0.005, "...or once the oldest waited this long")
+    aggregate_retry_s: float = _f(5.0, "a worker whose aggregator failed pushes to the PS directly this long, then "
+                                       "tries the aggregator (restarted by Ray) again")
     metrics_export_port: Optional[int] = _f(None, "Prometheus port of a local Ray's metrics; null = Ray picks")
     include_dashboard: bool = _f(True, "start the Ray dashboard with a local Ray")
     dashboard_host: str = _f("127.0.0.1", "interface the local dashboard binds to")
@@ -331,6 +337,10 @@ def validate(cfg: Config) -> Config:
         (cfg.learner.grad_dtype in GRAD_DTYPES, f"learner.grad_dtype must be one of {', '.join(GRAD_DTYPES)}"),
         (c.placement in ("spread", "default"), "cluster.placement must be spread or default"),
         (c.max_restarts >= 0, "cluster.max_restarts must be >= 0"),
+        (c.aggregate in ("none", "node"), "cluster.aggregate must be none or node"),
+        (c.aggregate_packets >= 1, "cluster.aggregate_packets must be >= 1"),
+        (c.aggregate_interval_s >= 0 and c.aggregate_retry_s >= 0,
+         "cluster.aggregate_interval_s and aggregate_retry_s must be >= 0"),
         (c.worker_timeout_s > 0, "cluster.worker_timeout_s must be > 0"),
         (c.max_worker_failures >= 1, "cluster.max_worker_failures must be >= 1"),
         (c.start_timeout_s > 0, "cluster.start_timeout_s must be > 0"),

@@ -26,6 +26,10 @@ class GradientPacket:
     env_recreations: int = 0  # this worker's env processes restarted after crashes, so far
     compute_s: float = 0.0  # seconds spent collecting + differentiating (previous loop)
     comm_s: float = 0.0  # seconds spent pushing / pulling in the previous loop
+    sender: str = ""  # the sending worker process (an id per incarnation): with `seq`, how the PS spots a resend
+    seq: int = 0  # the sender's packet number, from 1; 0 = not tracked
+    members: Optional[list] = None  # an aggregate (cluster.aggregate=node): its packets, gradients left out
+    rejected: str = ""  # set by an aggregator that left this member out ("stale" | "nonfinite")
 
 
 @dataclass

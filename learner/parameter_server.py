@@ -95,6 +95,7 @@ class ParameterServer:
         self._snapshots: list[dict] = []  # weights kept at env-step multiples, until the driver pops them
         self._snapshot_every = config.run.snapshot_every_env_steps
         self._last_snapshot_steps = 0
+        self._seen: dict[str, set[int]] = {}  # sender -> recent packet numbers (resends are counted once)
         self.busy_s = 0.0  # time spent checking, stepping and publishing (not receiving), since start
 
     @property
@@ -134,31 +135,73 @@ class ParameterServer:
 
     def _step_on_mean(self, packets: list[GradientPacket]) -> list[str]:
         """Check and count every packet, then one Adam step per kind (policy+value, value-only) on the mean
-        gradient of the accepted ones. Returns each packet's rejection reason ("" = accepted)."""
-        reasons, version = [], self.version
+        gradient of the accepted ones. An aggregate (cluster.aggregate=node) counts as its accepted members
+        in that mean, and each member is counted and its lag recorded as if it had come on its own. Returns each
+        packet's rejection reason ("" = accepted)."""
+        reasons, weights, version = [], [], self.version
         for packet in packets:
             packet.gradient = decode_gradient(packet.gradient)
+            if packet.members is None and not self._first_sight(packet):
+                reasons.append("duplicate")  # a resend of a packet already counted: its aggregator forwarded it
+                weights.append(0)
+                continue
             reason = self._rejection(packet)
-            self._record(packet, accepted=not reason)
-            if not reason:
-                self._window.lags.append(version - packet.version)
+            accepted = 0
+            for member, member_reason in self._members(packet, reason):
+                if packet.members is not None and not self._first_sight(member):
+                    continue  # sent directly too while its aggregator looked dead: counted once
+                self._record(member, accepted=not member_reason)
+                if not member_reason:
+                    self._window.lags.append(version - member.version)
+                    accepted += 1
             reasons.append(reason)
+            weights.append(accepted)
         for critic_only in (False, True):
-            kept = [p.gradient for p, r in zip(packets, reasons) if not r and p.critic_only == critic_only]
+            kept = [(p.gradient, w) for p, r, w in zip(packets, reasons, weights)
+                    if not r and w and p.critic_only == critic_only]
             if kept:
-                self._step(kept[0] if len(kept) == 1 else np.mean(kept, axis=0, dtype=np.float32), critic_only)
+                gradient = kept[0][0] if len(kept) == 1 else np.average(
+                    [g for g, _ in kept], axis=0, weights=[w for _, w in kept]).astype(np.float32)
+                self._step(gradient, critic_only)
         self._maybe_snapshot()
         return reasons
 
+    def _members(self, packet: GradientPacket, reason: str) -> list[tuple[GradientPacket, str]]:
+        """(packet, its reason) for each packet an arrival stands for: itself, or an aggregate's members (a
+        member the aggregator left out keeps its own reason, and its counter is raised here)."""
+        if packet.members is None:
+            return [(packet, reason)]
+        for member in packet.members:
+            if member.rejected:
+                self.counters["rejected_" + member.rejected] += 1
+        return [(m, m.rejected or reason) for m in packet.members]
+
+    def _first_sight(self, packet: GradientPacket) -> bool:
+        """False for a (sender, seq) seen before: a worker resends directly when its aggregator died, and the
+        aggregator may have forwarded that packet first. The last 512 numbers per sender are remembered."""
+        if not packet.seq:
+            return True
+        seen = self._seen.setdefault(packet.sender, set())
+        if packet.seq in seen:
+            return False
+        seen.add(packet.seq)
+        if len(seen) > 512:
+            seen.difference_update(sorted(seen)[:256])
+        return True
+
     def _rejection(self, packet: GradientPacket) -> str:
         """Checked before anything of the packet is merged: a rejected packet changes no weight and no
-        normaliser statistic (it is still counted, and its env steps and episodes still happened)."""
-        if not (np.all(np.isfinite(packet.gradient)) and _finite_moments(packet.obs_moments)
-                and _finite_moments(packet.return_moments)):
-            self.counters["rejected_nonfinite"] += 1
+        normaliser statistic (it is still counted, and its env steps and episodes still happened). An aggregate
+        is judged by its oldest accepted member, and its rejection is counted once per such member."""
+        members = [m for m in packet.members if not m.rejected] if packet.members is not None else [packet]
+        if not members:
+            return "empty"
+        if not (np.all(np.isfinite(packet.gradient)) and all(
+                _finite_moments(m.obs_moments) and _finite_moments(m.return_moments) for m in members)):
+            self.counters["rejected_nonfinite"] += len(members)
             return "nonfinite"
-        if self.version - packet.version > self.config.algo.max_policy_lag:
-            self.counters["rejected_stale"] += 1
+        if self.version - min(m.version for m in members) > self.config.algo.max_policy_lag:
+            self.counters["rejected_stale"] += len(members)
             return "stale"
         return ""
 

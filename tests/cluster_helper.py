@@ -1,7 +1,8 @@
 """A real two-node Ray cluster on one machine, owned by this process (tests talk to it over stdin/stdout).
 
 Prints one JSON line {address, dashboard, metrics_port, worker_node_id}; then obeys lines on stdin:
-`remove` removes the second node (its raylet and every actor on it die), `exit` shuts the cluster down.
+`remove` removes the second node (its raylet and every actor on it die), `add` adds a node of 2 CPUs and prints
+its id, `exit` shuts the cluster down.
 """
 import json
 import socket
@@ -31,6 +32,10 @@ def main() -> None:
         if line.strip() == "remove":
             cluster.remove_node(worker_node, allow_graceful=False)
             print("removed", flush=True)
+        elif line.strip() == "add":
+            node = cluster.add_node(num_cpus=2, dashboard_agent_listen_port=free_port())
+            cluster.wait_for_nodes()
+            print(node.node_id, flush=True)
         elif line.strip() == "exit":
             break
     cluster.shutdown()

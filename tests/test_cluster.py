@@ -183,3 +183,32 @@ def test_removed_node_takes_its_workers_down_and_the_run_still_solves(cluster, t
     assert summary["reason"] == "solved" and summary["restarts"]["worker"] >= 1, summary
     named = actors(cluster)
     assert all(a.node_id != cluster["worker_node_id"] for a in named.values())
+
+
+def test_node_aggregation_on_three_nodes_survives_a_killed_aggregator(cluster, tmp_path):
+    """Runs after the node removal: two fresh nodes join the head. One aggregator per node; SIGKILL the one
+    beside a worker mid-run: its workers push directly until Ray restarts it, and nothing is counted twice."""
+    for _ in range(2):
+        cluster["helper"].stdin.write("add\n")
+        cluster["helper"].stdin.flush()
+        cluster["helper"].stdout.readline()
+    run = Run(cluster, tmp_path, "--num-workers", "3", "--stop-return", "475", "--total-env-steps", "1500000",
+              "--set", "cluster.aggregate=node", "algo.learning_rate=0.0002")
+    run.wait_for("steps/s")
+    named = actors(cluster)
+    aggregators = {n: a for n, a in named.items() if n.startswith("a3c:agg-")}
+    worker_nodes = {a.node_id for n, a in named.items() if n.startswith("a3c:worker-")}
+    agg_nodes = [a.node_id for a in aggregators.values()]
+    assert len(set(agg_nodes)) == len(agg_nodes) >= 3, aggregators  # one per alive node
+    assert len(worker_nodes) == 3 and worker_nodes <= set(agg_nodes)  # spread, each beside an aggregator
+    victim_name, victim = next((n, a) for n, a in aggregators.items()
+                               if a.node_id in worker_nodes and a.node_id != named["a3c:ps"].node_id)
+    os.kill(victim.pid, signal.SIGKILL)
+    deadline = time.time() + 60
+    while (now := actors(cluster).get(victim_name)) is None or now.pid == victim.pid:
+        assert time.time() < deadline and run.proc.poll() is None, "".join(run.lines)
+        time.sleep(0.5)
+    summary = run.finish()
+    assert summary["reason"] == "solved", summary
+    assert summary["worker_env_steps"] == summary["env_steps"], summary
+    assert any(f"aggregation: one aggregator on each of {len(agg_nodes)} node(s)" in line for line in run.lines)
