@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=100_000)
     parser.add_argument("--snapshot-every", type=int, default=2_000)
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -32,9 +33,10 @@ def main() -> None:
     from ray_a3c.common.config import Config
 
     start_ray(Config())
-    results: dict[str, list] = {arm: [] for arm in ARMS}
+    results: dict[str, list] = {arm: [] for arm in args.arms}
     for seed in range(args.seeds):  # seeds outermost: slow drift of the machine hits every arm alike
-        for arm, settings in ARMS.items():
+        for arm in args.arms:
+            settings = ARMS[arm]
             row = run_ours("cartpole", seed, args.budget, TARGET, args.snapshot_every, EVAL_EPISODES, [],
                            {**COMMON, **settings})
             results[arm].append(row)
@@ -48,7 +50,8 @@ def main() -> None:
 def render(results: dict, args: argparse.Namespace) -> str:
     lines = [f"## PS modes and learning: CartPole-v1, 4 workers on 2 cores ({today()})", "",
              f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_modes_learning --seeds {args.seeds} "
-             f"--budget {args.budget} --snapshot-every {args.snapshot_every}`. Preset `cartpole` with 4 async "
+             f"--budget {args.budget} --snapshot-every {args.snapshot_every}"
+             + (f" --arms {' '.join(repr(a) for a in args.arms)}" if args.arms != list(ARMS) else "") + "`. Preset `cartpole` with 4 async "
              "workers (0.5 CPU each) so that packets queue at the PS; seeds 0.."
              f"{args.seeds - 1} in every arm; snapshots every {args.snapshot_every:,} env steps evaluated afterwards "
              f"({EVAL_EPISODES} greedy episodes from seed {EVAL_SEED}); time = training wall time at the first "
