@@ -51,8 +51,8 @@ def render(results: dict, args: argparse.Namespace) -> str:
     lines = [f"## PS modes and learning: CartPole-v1, 4 workers on 2 cores ({today()})", "",
              f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_modes_learning --seeds {args.seeds} "
              f"--budget {args.budget} --snapshot-every {args.snapshot_every}"
-             + (f" --arms {' '.join(repr(a) for a in args.arms)}" if args.arms != list(ARMS) else "") + "`. Preset `cartpole` with 4 async "
-             "workers (0.5 CPU each) so that packets queue at the PS; seeds 0.."
+             + (f" --arms {' '.join(repr(a) for a in args.arms)}" if args.arms != list(ARMS) else "")
+             + "`. Preset `cartpole` with 4 async workers (0.5 CPU each) so that packets queue at the PS; seeds 0.."
              f"{args.seeds - 1} in every arm; snapshots every {args.snapshot_every:,} env steps evaluated afterwards "
              f"({EVAL_EPISODES} greedy episodes from seed {EVAL_SEED}); time = training wall time at the first "
              f"snapshot >= {TARGET:.0f}.", "",
