@@ -30,6 +30,7 @@ class NodeAggregator:
     `cluster.aggregate_interval_s`. The PS is looked up by name, so a PS recreated after a crash is found."""
 
     def __init__(self, config: Config, ps_name: str):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # it never uses torch on a device; see remote.hide_gpus
         self.config, self.ps_name = config, ps_name
         c = config.cluster
         self.window = Window(c.aggregate_packets, c.aggregate_interval_s)

@@ -49,15 +49,14 @@ class Fleet:
 
     # -- actor options ---------------------------------------------------------------------------------
     def _options(self, name: str, num_cpus: float, num_gpus: float = 0.0, restarts: int = 0,
-                 spread: bool = False, sees_gpus: bool = False) -> dict:
+                 spread: bool = False) -> dict:
+        # No runtime_env: CPU actors hide the GPUs themselves (remote.hide_gpus, first thing in their constructor).
+        # With one, Ray starts a fresh process per actor instead of taking a Python worker it prestarted.
         # No task events: the PS serves hundreds of calls a second, and the GCS would keep an event for each
         # (it grew ~17 MB/min in the soak); the dashboard's actor and metrics views are unaffected.
         opts: dict = {"name": name, "namespace": self.config.cluster.namespace, "num_cpus": num_cpus,
                       "num_gpus": num_gpus, "max_restarts": restarts, "max_task_retries": 0,
                       "enable_task_events": False}
-        if not sees_gpus:
-            # Ray >= 2.56 no longer hides GPUs from actors that reserve none; a CPU actor must not touch one.
-            opts["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
         if spread:
             opts["scheduling_strategy"] = "SPREAD"
         return opts
@@ -70,9 +69,7 @@ class Fleet:
         c, learner = self.config.cluster, self.config.learner
         actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
         self.ps = actor_class.options(**self._options(
-            self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus,
-            sees_gpus=learner.num_gpus > 0 or learner.device != "cpu",
-        )).remote(self.config, self.spaces)
+            self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus)).remote(self.config, self.spaces)
         self.placement.watch("ps", self.ps, {"CPU": c.ps_num_cpus, "GPU": learner.num_gpus})
         self.placement.device = self.ps.get_counters.remote()
         if state is not None or counter_floor:

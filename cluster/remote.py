@@ -24,9 +24,17 @@ def publish_weights(flat: np.ndarray) -> Any:
     return ray.put(flat) if flat.nbytes > INLINE_WEIGHTS_BYTES else flat
 
 
+def hide_gpus() -> None:
+    """Ray >= 2.56 no longer hides GPUs from actors that reserve none; a CPU actor must not touch one. Set
+    before anything initialises CUDA (torch reads it lazily, at the first CUDA call)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
 # The Ray dashboard lists actors by class name, so the Ray-side subclasses keep the roles' own names.
 class ParameterServer(parameter_server.ParameterServer):
     def __init__(self, config: Config, spaces: EnvSpaces):
+        if config.learner.num_gpus == 0 and config.learner.device == "cpu":
+            hide_gpus()
         super().__init__(config, spaces, publish=publish_weights)
 
     def ping(self) -> int:
@@ -107,6 +115,10 @@ def _resolve(weights: Any) -> np.ndarray:
 
 
 class RolloutWorker(worker.RolloutWorker):
+    def __init__(self, config: Config, rank: int):
+        hide_gpus()
+        super().__init__(config, rank)
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -139,6 +151,10 @@ class RolloutWorker(worker.RolloutWorker):
 
 
 class Evaluator(evaluator.Evaluator):
+    def __init__(self, config: Config, **kwargs: Any):
+        hide_gpus()
+        super().__init__(config, **kwargs)
+
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
