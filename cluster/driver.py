@@ -1,6 +1,7 @@
 """The training driver: spawns and wires the actors, monitors, logs, checkpoints, evaluates, stops."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import signal
@@ -29,6 +30,8 @@ FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight 
 LOOP_FINISH_WAIT_S = 30.0  # at a normal stop, how long the worker loops may take to push their last gradient
 PS_TIMEOUT_S = 60.0  # a PS call unanswered for this long: the PS is hung (treated as dead)
 
+EPISODES_CSV = "episodes.csv"
+
 
 class Trainer:
     """Drives one run; `train()` returns a RunSummary. Usable from the CLI or from Python."""
@@ -52,6 +55,7 @@ class Trainer:
         self._queued_round: Optional[tuple] = None
         self._saved_version = -1
         self._dataset_steps = _dataset_steps(self.config)
+        self._last_100: collections.deque = collections.deque(maxlen=100)  # training episodes' returns
 
     # -- set-up ------------------------------------------------------------------------------------------
     def train(self) -> RunSummary:
@@ -215,6 +219,7 @@ class Trainer:
         self._log_state = (now, {k: stats[k] for k in ("env_steps", "version")})
         rets, lens = stats["episode_returns"], stats["episode_lengths"]
         mean_ret = sum(rets) / len(rets) if rets else None
+        self._record_episodes(now - self.t0, stats["env_steps"], rets, lens)
         losses = stats["losses"]
         self.writer.write({
             metrics.EPISODE_RETURN: mean_ret, metrics.EPISODE_LENGTH: sum(lens) / len(lens) if lens else None,
@@ -235,6 +240,23 @@ class Trainer:
                                  ENV_RECREATIONS: self._last_counters.get("env_recreations", 0)},
                                 self.fleet.restarts)
         self._say(progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval))
+
+    def _record_episodes(self, train_s: float, env_steps: int, returns: list, lengths: list) -> None:
+        """Training episodes as they finish, in RUN_DIR/episodes.csv (train_s, env_steps, return, length; time
+        and steps of the log tick that collected them), and the running mean of the last 100: the statistic
+        Sample Factory and SB3 log, so runs compare like with like."""
+        if not returns:
+            return
+        self._last_100.extend(returns)
+        self.summary.train_return_mean100 = sum(self._last_100) / len(self._last_100)
+        self.writer.write({metrics.EPISODE_RETURN_100: self.summary.train_return_mean100}, env_steps)
+        path = os.path.join(self.run_dir, EPISODES_CSV)
+        new = not os.path.exists(path)
+        with open(path, "a") as fh:
+            if new:
+                fh.write("train_s,env_steps,return,length\n")
+            for ret, length in zip(returns, lengths):
+                fh.write(f"{train_s:.3f},{env_steps},{ret:.6g},{length}\n")
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Optional[str]:

@@ -5,6 +5,7 @@ from typing import Optional
 
 EPISODE_RETURN = "charts/episode_return"
 EPISODE_LENGTH = "charts/episode_length"
+EPISODE_RETURN_100 = "charts/episode_return_mean100"  # running mean of the last 100 training episodes
 VALUE_MEAN = "charts/value_mean"
 ADVANTAGE_MEAN = "charts/advantage_mean"
 ACTION_ABS_MAX = "charts/action_abs_max"  # continuous actions only
@@ -24,7 +25,7 @@ REJECTED_STALE = "ps/grads_rejected_stale"
 REJECTED_NONFINITE = "ps/grads_rejected_nonfinite"
 OFFLINE_EPOCHS = "offline/epochs"  # runs on a dataset only: transitions replayed / transitions in the dataset
 
-ALL_TAGS = [EPISODE_RETURN, EPISODE_LENGTH, VALUE_MEAN, ADVANTAGE_MEAN, EVAL_RETURN, LOSS_POLICY, LOSS_VALUE,
+ALL_TAGS = [EPISODE_RETURN, EPISODE_RETURN_100, EPISODE_LENGTH, VALUE_MEAN, ADVANTAGE_MEAN, EVAL_RETURN, LOSS_POLICY, LOSS_VALUE,
             LOSS_ENTROPY, GRAD_NORM, WEIGHT_NORM, ENV_STEPS_PER_S, UPDATES_PER_S, COMM_FRACTION, PS_VERSION, POLICY_LAG,
             REJECTED_STALE, REJECTED_NONFINITE]
 

@@ -65,6 +65,25 @@ def test_tensorboard_holds_the_design_tags(solved_run):
     assert 0.0 <= data[metrics.COMM_FRACTION][-1][1] <= 1.0
 
 
+def test_training_episodes_are_recorded_with_their_running_mean(solved_run):
+    """episodes.csv holds every training episode the PS counted; TensorBoard's running mean (also the
+    summary's train_return_mean100) is the mean of the last 100 of them."""
+    import csv
+
+    _, run_dir = solved_run
+    with open(os.path.join(run_dir, "episodes.csv")) as fh:
+        rows = list(csv.DictReader(fh))
+    latest = torch.load(sorted(glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt")),
+                               key=lambda p: int(p.rsplit("-", 1)[1][:-3]))[-1], weights_only=True)
+    assert len(rows) == latest["counters"]["episodes"] > 100
+    times = [float(r["train_s"]) for r in rows]
+    assert times == sorted(times) and all(0 < int(r["length"]) <= 500 for r in rows)
+    assert all(float(r["return"]) == float(r["length"]) for r in rows)  # CartPole: +1 per step
+    last_100 = [float(r["return"]) for r in rows[-100:]]
+    (event_file,) = glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))
+    assert scalars(event_file)[metrics.EPISODE_RETURN_100][-1][1] == pytest.approx(sum(last_100) / 100, rel=1e-5)
+
+
 def test_resume_continues_counters_and_optimizer(ray_session, tmp_path, capsys):
     run_dir = str(tmp_path / "run")
     assert main(["train", "--total-env-steps", "15000", "--run-dir", run_dir, "--set", "run.stop_return=null"]) == 0
