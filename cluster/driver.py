@@ -90,6 +90,7 @@ class Trainer:
         sync = self.config.algo.mode == "sync"
         self.fleet.wait_for_ps()
         self.t0, self._t0_epoch = time.perf_counter(), time.time()
+        self.summary.train_start_s = process_age_s()
         if not sync:
             self.fleet.start_loops()
         self._last_log = self._last_ckpt = self.t0

@@ -32,6 +32,7 @@ class RunSummary:
     restarts: dict = field(default_factory=dict)  # role -> count
     env_recreations: int = 0  # env processes (ViZDoom) restarted after crashes
     dataset_passes: Optional[float] = None  # training on a dataset: transitions replayed / its transitions
+    train_start_s: Optional[float] = None  # process age when the workers were started (episodes.csv's train_s 0)
     train_return_mean100: Optional[float] = None  # mean return of the last 100 training episodes (sampled actions)
     worker_env_steps: Optional[int] = None  # env steps the async workers counted as delivered (loops that ended)
     lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint)

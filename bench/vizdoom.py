@@ -1,0 +1,176 @@
+"""ViZDoom, like for like: ray-a3c vs Sample Factory 2.1.1 on the same scenario, env-copy count and wall-clock
+budget, one after the other on this machine. For each system:
+  (a) time from launch (start-up included) until the running mean of the last 100 *training* episodes reaches
+      the target: the statistic SF logs; ours from the episodes our workers finish (RUN_DIR/episodes.csv);
+  (b) a fresh 100-episode evaluation of the final policy (sampled actions on both sides): `a3c evaluate` /
+      SF's `enjoy_vizdoom`;
+  (c) frames/s, skipped frames included (frame skip 4).
+Our evaluator is off (`run.evaluate=false`), so nothing but training runs beside training on either side.
+Sample Factory runs in its own venv (`make bench-sf-venv`): it pins gymnasium 0.29 and numpy 1.26.
+
+    .venv/bin/python -m bench.vizdoom [--rows basic] [--seconds 600] [--workers 2]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from typing import Optional
+
+from bench.common import fmt, machine, today, update_section
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SF_PYTHON = os.path.join(ROOT, "bench", ".sf-venv", "bin", "python")
+A3C = os.path.join(os.path.dirname(sys.executable), "a3c")
+FRAME_SKIP, EVAL_EPISODES, EVAL_SEED = 4, 100, 11
+# row -> (our preset, SF env, SF options, target of the training running mean in raw reward units, the reward
+# scaling SF's own env spec applies, so that its logs and evaluation are divided back to raw units)
+ROWS = {
+    "basic": ("vizdoom_basic", "doom_basic", ["--use_rnn=False"], 80.0, 0.01),
+    "defend_the_center": ("vizdoom_defend_the_center", "doom_defend_the_center", [], 20.0, 1.0),
+    "health_gathering": ("vizdoom_health_gathering", "doom_health_gathering", [], 800.0, 1.0),
+}
+
+
+def first_crossing(points: list[tuple[float, float]], target: float) -> Optional[float]:
+    """The first time whose running mean reaches `target`; `points` are (time, running mean) in time order."""
+    return next((t for t, mean in points if mean >= target), None)
+
+
+def running_means(rows: list[tuple[float, float]], window: int = 100) -> list[tuple[float, float]]:
+    """(time, return) per episode -> (time, mean of the last `window` returns) after each episode, from the
+    `window`-th episode on (a mean of the first few lucky episodes is no result)."""
+    last: deque = deque(maxlen=window)
+    out = []
+    for t, ret in rows:
+        last.append(ret)
+        if len(last) == window:
+            out.append((t, sum(last) / window))
+    return out
+
+
+def run_ours(row: str, seconds: float, workers: int, envs: int) -> dict:
+    preset, _, _, target, _ = ROWS[row]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = os.path.join(tmp, "run")
+        cmd = [A3C, "train", preset, "--seed", "0", "--num-workers", str(workers), "--time-limit", str(seconds),
+               "--run-dir", run_dir, "--set", "run.evaluate=false", "run.stop_return=null", "run.gif_every=0",
+               f"env.num_envs_per_worker={envs}", "run.total_env_steps=1000000000"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp)
+        # the same budget as SF's, from launch: SIGTERM stops the run cleanly (final checkpoint, summary line)
+        timer = threading.Timer(seconds, proc.send_signal, (signal.SIGTERM,))
+        timer.start()
+        out = proc.communicate()[0]
+        timer.cancel()
+        if proc.returncode not in (0, 130):
+            raise RuntimeError(f"a3c train exited {proc.returncode}:\n{out[-2000:]}")
+        summary = json.loads(out.strip().splitlines()[-1])
+        with open(os.path.join(run_dir, "episodes.csv")) as fh:
+            start = summary["train_start_s"]
+            episodes = [(start + float(r["train_s"]), float(r["return"])) for r in csv.DictReader(fh)]
+        ev = subprocess.run([A3C, "evaluate", run_dir, "--checkpoint", "latest", "--episodes", str(EVAL_EPISODES),
+                             "--seed", str(EVAL_SEED)], capture_output=True, text=True, cwd=tmp, check=True).stdout
+        evaluation = json.loads(ev.strip().splitlines()[-1])
+    means = running_means(episodes)
+    return {"time_s": first_crossing(means, target), "final_mean100": means[-1][1] if means else None,
+            "eval": evaluation["mean_return"], "eval_ci": evaluation["ci95_return"],
+            "fps": FRAME_SKIP * summary["env_steps"] / max(summary["train_s"], 1e-9), "env_steps": summary["env_steps"]}
+
+
+def run_sample_factory(row: str, seconds: float, workers: int, envs: int) -> dict:
+    _, env, options, target, sf_scale = ROWS[row]
+    with tempfile.TemporaryDirectory() as train_dir:
+        common = [f"--env={env}", "--experiment=bench", f"--train_dir={train_dir}", "--device=cpu", *options]
+        cmd = [SF_PYTHON, "-m", "sf_examples.vizdoom.train_vizdoom", *common, f"--num_workers={workers}",
+               f"--num_envs_per_worker={envs}", f"--train_for_seconds={int(seconds)}", "--seed=0",
+               "--save_every_sec=60"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=train_dir,
+                                start_new_session=True)
+        # SF 2.1.1 never advances the clock that --train_for_seconds reads: stop it (and its workers) ourselves;
+        # SIGINT makes it save a final checkpoint.
+        timers = [threading.Timer(seconds, os.killpg, (proc.pid, signal.SIGINT)),
+                  threading.Timer(seconds + 90, os.killpg, (proc.pid, signal.SIGKILL))]
+        for timer in timers:
+            timer.start()
+        points, fps = [], []
+        for line in proc.stdout:
+            if (m := re.search(r"Fps is \(10 sec: ([\d.na]+)", line)) and m.group(1) != "nan":
+                fps.append(float(m.group(1)))
+            if m := re.search(r"Avg episode reward: \[\(0, '(-?[\d.]+)'\)\]", line):
+                points.append((time.perf_counter() - t0, float(m.group(1))))
+        proc.wait()
+        for timer in timers:
+            timer.cancel()
+        ev = subprocess.run([SF_PYTHON, "-m", "sf_examples.vizdoom.enjoy_vizdoom", *common, "--no_render",
+                             f"--max_num_episodes={EVAL_EPISODES}", "--eval_deterministic=False"],
+                            capture_output=True, text=True, cwd=train_dir)
+        found = re.findall(r"Avg episode reward: (-?[\d.]+), avg true_objective: (-?[\d.]+)", ev.stdout + ev.stderr)
+        evaluation = float(found[-1][1]) / sf_scale if found else None  # the true objective, unshaped
+    raw = [(t, v / sf_scale) for t, v in points]
+    steady = fps[len(fps) // 4:] or fps  # its first readings include start-up
+    return {"time_s": first_crossing(raw, target), "final_mean100": raw[-1][1] if raw else None, "eval": evaluation,
+            "eval_ci": None, "fps": sum(steady) / max(len(steady), 1), "env_steps": None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=["basic"])
+    parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--envs", type=int, default=16, help="env copies per worker, both systems")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if not os.path.exists(SF_PYTHON):
+        sys.exit("error: bench/.sf-venv is missing; run `make bench-sf-venv` first")
+    results = {}
+    for row in args.rows:
+        results[row] = {"ray-a3c": run_ours(row, args.seconds, args.workers, args.envs)}
+        print(row, "ray-a3c", results[row]["ray-a3c"], flush=True)
+        results[row]["Sample Factory"] = run_sample_factory(row, args.seconds, args.workers, args.envs)
+        print(row, "Sample Factory", results[row]["Sample Factory"], flush=True)
+    report = render(results, args)
+    print(report)
+    if not args.no_write:
+        update_section("vizdoom", report)
+
+
+def render(results: dict, args: argparse.Namespace) -> str:
+    lines = [f"## ViZDoom: ray-a3c vs Sample Factory 2.1.1, like for like ({today()})", "",
+             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.vizdoom --rows {' '.join(args.rows)} "
+             f"--seconds {args.seconds:.0f} --workers {args.workers} --envs {args.envs}`. Each system: "
+             f"{args.workers} workers x {args.envs} envs, CPU, frame skip 4, seed 0, {args.seconds:.0f} s from launch, "
+             "one after the other. Time = from launch (start-up included) until the running mean of the last 100 "
+             "training episodes (sampled actions) reaches the target: SF's own logged statistic, ours from "
+             "episodes.csv once 100 episodes are in (SF's log line does not give its count; its first line comes "
+             "10 s in, when its envs have finished about 100 episodes); our evaluator was off; both stopped at the "
+             "budget from launch (ours by SIGTERM, which checkpoints). Eval = a fresh 100-episode evaluation of "
+             "the final policy with sampled actions (ours: `a3c evaluate --checkpoint latest --seed "
+             f"{EVAL_SEED}`, 95% CI; SF: `enjoy_vizdoom --max_num_episodes 100`, its true objective). Presets: "
+             "ours as shipped; SF its Doom defaults (APPO), `--use_rnn=False` on basic to match our feed-forward "
+             "preset.", "",
+             "| scenario (target) | system | time to target (s) | last 100-episode training mean | fresh eval, 100 "
+             "episodes | frames/s | ratio ours / SF (time; fps) |", "|---|---|---|---|---|---|---|"]
+    for row, sides in results.items():
+        ours, sf = sides["ray-a3c"], sides["Sample Factory"]
+        time_ratio = f"{ours['time_s'] / sf['time_s']:.2f}" if ours["time_s"] and sf["time_s"] else "n/a"
+        for name, r in sides.items():
+            ci = f" +- {r['eval_ci']:.1f}" if r["eval_ci"] is not None else ""
+            ratio = f"{time_ratio}; {ours['fps'] / max(sf['fps'], 1e-9):.2f}" if name == "ray-a3c" else "1"
+            lines.append(f"| {row} ({ROWS[row][3]:g}) | {name} | {fmt(r['time_s'], '.0f')} | "
+                         f"{fmt(r['final_mean100'], '.1f')} | {fmt(r['eval'], '.1f')}{ci} | {r['fps']:,.0f} | "
+                         f"{ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
