@@ -42,7 +42,7 @@ clean:
 docs: $(STAMP)
 	$(BIN)/python -c "import re,subprocess; t=subprocess.run(['$(BIN)/a3c','config','--reference'],capture_output=True,text=True,check=True).stdout; r=open('README.md').read(); b,e='<!-- config-reference:begin -->','<!-- config-reference:end -->'; open('README.md','w').write(re.sub(re.escape(b)+'.*?'+re.escape(e), lambda _: b+'\n'+t+e, r, flags=re.S))"
 
-# Sample Factory pins gymnasium 0.29 and numpy 1.26: it gets a venv of its own for bench.vizdoom_basic.
+# Sample Factory pins gymnasium 0.29 and numpy 1.26: it gets a venv of its own for bench.vizdoom.
 bench-sf-venv:
 	$(PYTHON) -m venv bench/.sf-venv
 	bench/.sf-venv/bin/pip install --quiet --upgrade pip

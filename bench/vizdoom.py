@@ -111,9 +111,12 @@ def run_sample_factory(row: str, seconds: float, workers: int, envs: int) -> dic
         proc.wait()
         for timer in timers:
             timer.cancel()
+        # SF 2.1.1 saves numpy scalars in its checkpoints, which torch >= 2.6's weights_only default refuses; its
+        # own evaluator reads back the checkpoint it wrote a minute ago, so its old default is restored for it
         ev = subprocess.run([SF_PYTHON, "-m", "sf_examples.vizdoom.enjoy_vizdoom", *common, "--no_render",
                              f"--max_num_episodes={EVAL_EPISODES}", "--eval_deterministic=False"],
-                            capture_output=True, text=True, cwd=train_dir)
+                            capture_output=True, text=True, cwd=train_dir,
+                            env=dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1"))
         found = re.findall(r"Avg episode reward: (-?[\d.]+), avg true_objective: (-?[\d.]+)", ev.stdout + ev.stderr)
         evaluation = float(found[-1][1]) / sf_scale if found else None  # the true objective, unshaped
     raw = [(t, v / sf_scale) for t, v in points]
