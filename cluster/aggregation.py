@@ -5,7 +5,6 @@ packet once (sender, seq)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any, Callable, Optional
 
@@ -13,7 +12,7 @@ import ray
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ray_a3c.cluster.remote import RemoteParameterServerClient, _PendingRemote
+from ray_a3c.cluster.remote import ActorIdentity, RemoteParameterServerClient, _PendingRemote, hide_gpus
 from ray_a3c.common.config import Config
 from ray_a3c.common.packet import ApplyResult, GradientPacket
 from ray_a3c.learner.aggregator import Window, member_results, reduce_packets
@@ -24,13 +23,13 @@ def aggregator_name(prefix: str, node_id: str) -> str:
     return f"{prefix}agg-{node_id[:16]}"
 
 
-class NodeAggregator:
+class NodeAggregator(ActorIdentity):
     """An asyncio actor: pushes that arrive while a forward is on its way wait in a window; the window is
     forwarded as one aggregate when `cluster.aggregate_packets` wait or the oldest waited
     `cluster.aggregate_interval_s`. The PS is looked up by name, so a PS recreated after a crash is found."""
 
     def __init__(self, config: Config, ps_name: str):
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # it never uses torch on a device; see remote.hide_gpus
+        hide_gpus()
         self.config, self.ps_name = config, ps_name
         c = config.cluster
         self.window = Window(c.aggregate_packets, c.aggregate_interval_s)
@@ -46,12 +45,6 @@ class NodeAggregator:
 
     def ping(self) -> int:
         return self.version
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
 
     def get_counters(self) -> dict:
         return {"received": self.received, "forwarded": self.forwarded, "version": self.version}

@@ -86,17 +86,16 @@ class Fleet:
     def spawn_worker(self, rank: int) -> Any:
         c = self.config.cluster
         self._worker_nodes.pop(rank, None)  # a replacement may land on another node
-        self.workers[rank] = RemoteWorker.options(**self._options(
+        self.workers[rank] = _create(RemoteWorker, self._options(
             self.actor_name(f"worker-{rank}"), c.worker_num_cpus, restarts=c.max_restarts,
-            spread=c.placement == "spread",
-        )).remote(self.config, rank)
+            spread=c.placement == "spread"), self.config, rank)
         self.placement.watch(f"worker-{rank}", self.workers[rank], {"CPU": c.worker_num_cpus})
         return self.workers[rank]
 
     def spawn_evaluator(self) -> Any:
         c = self.config.cluster
-        self.evaluator = RemoteEvaluator.options(**self._options(
-            self.actor_name("eval"), c.eval_num_cpus, restarts=c.max_restarts)).remote(self.config)
+        self.evaluator = _create(RemoteEvaluator, self._options(
+            self.actor_name("eval"), c.eval_num_cpus, restarts=c.max_restarts), self.config)
         self.placement.watch("eval", self.evaluator, {"CPU": c.eval_num_cpus})
         return self.evaluator
 
@@ -216,3 +215,16 @@ class Fleet:
         for actor in [self.ps, *self.workers.values(), self.evaluator, *self.aggregators.values()]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
+
+
+def _create(actor_class: Any, options: dict, *args: Any, wait_s: float = 10.0) -> Any:
+    """A named actor; a replacement may find the name of the one just killed still registered for a moment
+    (ray.kill is asynchronous), so a taken name is retried for `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return actor_class.options(**options).remote(*args)
+        except ValueError as exc:
+            if "already taken" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import ActorUnavailableError, RayError
 
 from ray_a3c.common.errors import A3CError
 
@@ -117,11 +117,19 @@ class WorkerLoops:
             if not ready:
                 raise TimeoutError
             ray.get(loop.ping)
+        except ActorUnavailableError:
+            if now < loop.ping_deadline:  # Ray is restarting it: ask again, within the same deadline
+                loop.ping = self.fleet.workers[rank].node_id.remote()
+                return
+            self._replace(rank)
         except (RayError, TimeoutError):
-            ray.kill(self.fleet.workers[rank], no_restart=True)
-            self.say(f"worker-{rank} is gone: starting a replacement")
-            self.fleet.spawn_worker(rank)
+            self._replace(rank)
         self._launch(rank)
+
+    def _replace(self, rank: int) -> None:
+        ray.kill(self.fleet.workers[rank], no_restart=True)
+        self.say(f"worker-{rank} is gone: starting a replacement")
+        self.fleet.spawn_worker(rank)
 
     def relaunch_all(self) -> None:
         """After a PS recovery: the loops fail on the dead PS; start each again on the new one."""

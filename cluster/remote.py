@@ -30,8 +30,18 @@ def hide_gpus() -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
+class ActorIdentity:
+    """Where an actor runs: the driver logs it and the fault tests kill by pid."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+
 # The Ray dashboard lists actors by class name, so the Ray-side subclasses keep the roles' own names.
-class ParameterServer(parameter_server.ParameterServer):
+class ParameterServer(ActorIdentity, parameter_server.ParameterServer):
     def __init__(self, config: Config, spaces: EnvSpaces):
         if config.learner.num_gpus == 0 and config.learner.device == "cpu":
             hide_gpus()
@@ -39,12 +49,6 @@ class ParameterServer(parameter_server.ParameterServer):
 
     def ping(self) -> int:
         return self.version
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
 
 
 class BatchingParameterServer(ParameterServer):
@@ -114,13 +118,10 @@ def _resolve(weights: Any) -> np.ndarray:
     return ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights
 
 
-class RolloutWorker(worker.RolloutWorker):
+class RolloutWorker(ActorIdentity, worker.RolloutWorker):
     def __init__(self, config: Config, rank: int):
         hide_gpus()
         super().__init__(config, rank)
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def run_remote(self, ps_handle: Any, aggregator_prefix: Optional[str] = None) -> dict:
         """The async loop against a PS handle; with cluster.aggregate=node, through this node's aggregator."""
@@ -146,17 +147,11 @@ class RolloutWorker(worker.RolloutWorker):
         weights = _resolve(weights)
         return self.critic_gradient_at(version, weights, fetch_s=time.perf_counter() - t0)
 
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
 
-
-class Evaluator(evaluator.Evaluator):
+class Evaluator(ActorIdentity, evaluator.Evaluator):
     def __init__(self, config: Config, **kwargs: Any):
         hide_gpus()
         super().__init__(config, **kwargs)
-
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
 
     def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:
         return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed, gif_path)

@@ -217,3 +217,50 @@ def test_submit_retries_a_busy_head_then_gives_one_error(monkeypatch):
     with pytest.raises(A3CError, match="401"):
         submit._submit_with_retries(refused, "a3c train", None)
     assert refused.calls == 1  # not a transient refusal: no retry
+
+
+def test_a_worker_ray_is_restarting_is_waited_for_not_replaced(monkeypatch):
+    """After a kill for a restart, Ray answers "unavailable: restarting" for a while; the loop asks again
+    (same deadline) and relaunches on the restarted actor instead of killing it for a replacement."""
+    from ray.exceptions import ActorUnavailableError
+
+    from ray_a3c.cluster import loops
+
+    class Method:
+        def __init__(self, calls: list, name: str):
+            self.calls, self.name = calls, name
+
+        def remote(self, *args):
+            self.calls.append(self.name)
+            return f"{self.name}-ref-{len(self.calls)}"
+
+    class FakeFleet:
+        def __init__(self):
+            self.calls, self.spawned, self.ps = [], [], "ps"
+            actor = type("Actor", (), {})()
+            actor.node_id, actor.run_remote = Method(self.calls, "node_id"), Method(self.calls, "run_remote")
+            self.workers = {0: actor}
+            self.aggregator_prefix = None
+
+        def spawn_worker(self, rank):
+            self.spawned.append(rank)
+
+    answers = iter([ActorUnavailableError("The actor is restarting", None), "node-1"])
+
+    def fake_get(ref):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    killed = []
+    monkeypatch.setattr(loops.ray, "wait", lambda refs, timeout=0: (refs, []))
+    monkeypatch.setattr(loops.ray, "get", fake_get)
+    monkeypatch.setattr(loops.ray, "kill", lambda actor, no_restart=True: killed.append(no_restart))
+    fleet, said = FakeFleet(), []
+    supervisor = loops.WorkerLoops(fleet, timeout_s=60, max_failures=5, say=said.append, clock=lambda: 100.0)
+    supervisor.loops[0] = loops._Loop(relaunch_at=0.0)
+    for _ in range(3):  # ping; "restarting" -> ping again; answered -> launch
+        supervisor._advance_relaunch(0, supervisor.loops[0], 100.0)
+    assert fleet.calls == ["node_id", "node_id", "run_remote"]
+    assert not fleet.spawned and not killed and not said
