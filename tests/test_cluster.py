@@ -102,8 +102,11 @@ def metric(text: str, name: str) -> float:
 def test_prometheus_endpoint_serves_the_project_metrics(cluster, tmp_path):
     run = Run(cluster, tmp_path, "--time-limit", "40", "--set", "run.stop_return=null")
     run.wait_for("steps/s")
+    # The first export can carry a start-up reading of the throughput (a log window that began before the
+    # workers ran); wait for a steady one as well as for the PS's version.
     deadline, text = time.time() + 60, ""
-    while time.time() < deadline and "ray_ps_version{" not in text:
+    while time.time() < deadline and not (metric(text, "ray_ps_version") > 0
+                                           and metric(text, "ray_perf_env_steps_per_s") > 100):
         time.sleep(2)
         text = scrape()
     assert metric(text, "ray_ps_version") > 0, text[-2000:]
