@@ -51,6 +51,10 @@ class ModelConfig:
     conv_channels: list = _f([16, 32], "CNN encoder: channels of the 8x8/4 and 4x4/2 convolutions")
     cnn_fc_size: int = _f(256, "CNN encoder: width of the fully connected layer after the convolutions")
     lstm_size: int = _f(0, "LSTM core between encoder and heads (256 is the Doom notebook's); 0 = none")
+    lstm_input_norm: bool = _f(True, "LayerNorm on the LSTM's input: the CNN's features start ~0.04 and grow "
+                                     "without bound, leaving the gates blind to the input or saturated")
+    lstm_skip: bool = _f(False, "the heads read the LSTM's output concatenated with the encoder's features: a "
+                                "feed-forward path beside the memory")
     activation: str = _f("tanh", "tanh | relu | elu")
     shared_trunk: bool = _f(False, "one trunk for policy and value; false = separate actor and critic nets")
     init_log_std: float = _f(0.0, "initial log-std of the Gaussian head (continuous actions)")
@@ -372,7 +376,11 @@ def load_run_config(run_dir: str) -> Config:
     config_path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(config_path):
         raise A3CError(f"'{run_dir}' is not a run dir: no config.yaml")
-    return validate(from_dict(load_yaml(config_path), source=config_path))
+    data = load_yaml(config_path)
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict) and model.get("lstm_size") and "lstm_input_norm" not in model:
+        model["lstm_input_norm"] = False  # saved before the option existed: its weights have no LayerNorm
+    return validate(from_dict(data, source=config_path))
 
 
 def reference_rows() -> list[tuple[str, str, str]]:

@@ -133,7 +133,9 @@ class ActorCritic(nn.Module):
         self.actor_trunk, width = self._trunk(spaces, cfg, use_cnn)
         self.critic_trunk = None if cfg.shared_trunk else self._trunk(spaces, cfg, use_cnn)[0]
         self.core = nn.LSTMCell(width, cfg.lstm_size) if cfg.lstm_size else None
-        width = cfg.lstm_size or width
+        self.core_input_norm = nn.LayerNorm(width) if cfg.lstm_size and cfg.lstm_input_norm else None
+        self.skip = bool(cfg.lstm_size and cfg.lstm_skip)
+        width = (cfg.lstm_size + width if self.skip else cfg.lstm_size) or width
         if self.continuous:
             act_dim = int(np.prod(spaces.action_space.shape))
             self.policy_head = _init_linear(nn.Linear(width, act_dim), 0.01)
@@ -183,13 +185,16 @@ class ActorCritic(nn.Module):
         flat = obs.reshape((t_len * n,) + obs.shape[2:])
         hidden = self._features(self.actor_trunk, flat)
         if self.core is not None:
-            hidden, state = self._run_core(hidden.reshape(t_len, n, -1), state, starts)
+            memory, state = self._run_core(hidden.reshape(t_len, n, -1), state, starts)
+            hidden = torch.cat([memory, hidden], -1) if self.skip else memory
         critic_hidden = hidden if self.critic_trunk is None else self._features(self.critic_trunk, flat)
         values = self.value_head(critic_hidden).squeeze(-1)
         return self.policy_head(hidden), values, state
 
     def _run_core(self, x: torch.Tensor, state: State, starts: Optional[torch.Tensor]):
         h, c = state if state is not None else self.initial_state(x.shape[1])
+        if self.core_input_norm is not None:
+            x = self.core_input_norm(x)
         outputs = []
         for t in range(x.shape[0]):
             if starts is not None:

@@ -124,8 +124,30 @@ def test_vizdoom_basic_fresh_100_episodes_reach_75(ray_session, tmp_path, capsys
     assert evaluation["mean_return"] >= 75, evaluation
 
 
+def test_vizdoom_basic_lstm_fresh_100_episodes_reach_75(ray_session, tmp_path, capsys):
+    """The Doom notebook's CNN + LSTM 256 (with the input LayerNorm and the skip path): a 100-episode confirmed
+    stop at 80, then best.pt evaluated afresh over 100 episodes."""
+    pytest.importorskip("vizdoom")
+    summary, evaluation = train_then_evaluate(
+        ray_session, capsys, str(tmp_path / "run"),
+        ["vizdoom_basic_lstm", "--seed", "0", "--total-env-steps", "1200000", "--stop-return", "80"], episodes=100)
+    assert summary["reason"] == "solved" and summary["best_eval_episodes"] == 100, summary
+    assert evaluation["mean_return"] >= 75, evaluation
+
+
 def test_cartpole_lstm_solves(ray_session, tmp_path, capsys):
     summary, evaluation = train_then_evaluate(
         ray_session, capsys, str(tmp_path / "run"), ["cartpole_lstm", "--seed", "0", "--total-env-steps", "1000000"])
     assert summary["reason"] == "solved", summary
     assert evaluation["mean_return"] >= 475, evaluation
+
+
+def test_ant_walks_within_one_million_env_steps(ray_session, tmp_path, capsys):
+    """MuJoCo Ant-v5 (the A2C-GAE notebook's spider robot): best.pt's fresh 20-episode greedy evaluation must
+    clear 1,500. Standing still scores ~1,000 (a healthy reward of 1 per step for 1,000 steps), so 1,500 needs
+    the robot to walk forward."""
+    pytest.importorskip("mujoco", reason="mujoco is not installed (pip install 'ray-a3c[mujoco]')")
+    summary, evaluation = train_then_evaluate(
+        ray_session, capsys, str(tmp_path / "run"), ["ant", "--seed", "0", "--total-env-steps", "1000000"])
+    assert summary["reason"] == "env_steps" and summary["best_eval_episodes"] == 20, summary
+    assert evaluation["mean_return"] >= 1500, evaluation

@@ -78,3 +78,49 @@ def test_cartpole_lstm_worker_produces_a_finite_gradient(lstm):
     cfg = small_config(**{"model.lstm_size": lstm, "model.shared_trunk": True})
     packet = RolloutWorker(cfg, rank=0).compute_gradient()
     assert np.isfinite(packet.gradient).all() and np.abs(packet.gradient).sum() > 0
+
+
+def test_lstm_input_norm_makes_the_core_blind_to_the_features_scale_not_to_their_pattern():
+    """A CNN's features start ~0.04 in size: an LSTM fed them raw answers the same for every input. With the
+    LayerNorm the core's output is the same for features x and 100 x, and differs between two patterns."""
+    normed = lstm_model()
+    raw_cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": True, "model.hidden_sizes": [16],
+                              "model.lstm_input_norm": False})
+    torch.manual_seed(0)
+    raw = build_model(probe_spaces(raw_cfg.env), raw_cfg.model)
+    x = torch.randn(1, 2, 16) * 0.04
+    small_n, small_r = (m._run_core(x, None, None)[0] for m in (normed, raw))
+    torch.testing.assert_close(normed._run_core(100 * x, None, None)[0], normed._run_core(10 * x, None, None)[0],
+                               atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(raw._run_core(100 * x, None, None)[0], raw._run_core(10 * x, None, None)[0], atol=1e-3)
+    assert (small_n[0] - small_n[1]).abs().max() > 10 * (small_r[0] - small_r[1]).abs().max()
+
+
+def test_a_run_saved_before_lstm_input_norm_reloads_without_it(tmp_path):
+    from ray_a3c.common.config import load_run_config, save_yaml
+
+    cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": True})
+    save_yaml(cfg, str(tmp_path / "config.yaml"))
+    text = (tmp_path / "config.yaml").read_text()
+    (tmp_path / "config.yaml").write_text("\n".join(l for l in text.splitlines() if "lstm_input_norm" not in l))
+    assert load_run_config(str(tmp_path)).model.lstm_input_norm is False
+    model = build_model(probe_spaces(cfg.env), load_run_config(str(tmp_path)).model)
+    assert not any("core_input_norm" in name for name in model.state_dict())
+
+
+def test_lstm_skip_gives_the_heads_the_current_features_beside_the_memory():
+    """With the core's weights zeroed its output is the same for every input: the heads then tell observations
+    apart only through the skip path."""
+    outputs = {}
+    for skip in (False, True):
+        cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": True, "model.hidden_sizes": [16],
+                              "model.lstm_skip": skip})
+        torch.manual_seed(0)
+        model = build_model(probe_spaces(cfg.env), cfg.model)
+        assert model.policy_head.in_features == (8 + 16 if skip else 8)
+        with torch.no_grad():
+            for p in model.core.parameters():
+                p.zero_()
+            outputs[skip] = model.unroll(torch.randn(1, 2, 4) * 3, None, None)[0].dist.logits
+    assert torch.allclose(outputs[False][0], outputs[False][1])
+    assert not torch.allclose(outputs[True][0], outputs[True][1])
