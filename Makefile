@@ -33,7 +33,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.cartpole
-	$(BIN)/python -m bench.pendulum
+	$(BIN)/python -m bench.continuous --tasks pendulum
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -11,6 +11,7 @@ import time
 from typing import Callable, Optional
 
 EVAL_SEED = 100_000  # evaluation episode i is seeded EVAL_SEED + i, on every side
+FINAL_SEED = 200_000  # the final evaluation's episodes: other seeds than the snapshots' scan
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
 
 
@@ -49,11 +50,11 @@ def update_section(name: str, body: str) -> None:
 
 
 def run_ours(preset: str, seed: int, budget: int, target: float, snapshot_every: int, eval_episodes: int,
-             overrides: list[str], settings: Optional[dict] = None) -> dict:
+             overrides: list[str], settings: Optional[dict] = None, final_episodes: int = 0) -> dict:
     """One ray-a3c training run on an already-started Ray, without the evaluator (nothing but training uses the
     CPU); the PS keeps its weights every `snapshot_every` env steps, evaluated afterwards. Time to solve is the
     training wall time (from the workers' start) of the first snapshot whose greedy `eval_episodes`-episode
-    mean reaches `target`."""
+    mean reaches `target`. With `final_episodes`, the last snapshot is also evaluated afresh (FINAL_SEED)."""
     import ray_a3c
     from ray_a3c.actors.evaluator import Evaluator
     from ray_a3c.common import checkpoint
@@ -74,6 +75,10 @@ def run_ours(preset: str, seed: int, budget: int, target: float, snapshot_every:
             return mean, state["train_s"], state["counters"]["env_steps"]
 
         solved = first_solving(paths, evaluate, target)
+        if final_episodes and paths:
+            evaluator.load_state_dict(checkpoint.load(paths[-1])["model"])
+            final = evaluator.run_episodes(final_episodes, FINAL_SEED)
+            solved.update(final_mean=final["mean_return"], final_std=final["std_return"])
         evaluator.close()
     return {**solved, "fps": s.env_steps / max(s.train_s, 1e-9), "spawn_s": s.spawn_s,
             "first_gradient_s": s.first_gradient_s, "snapshots": len(paths)}
@@ -93,15 +98,12 @@ def fmt(value, spec: str) -> str:
     return "not solved" if value is None else format(value, spec)
 
 
-def sb3_time_to_target(model, eval_env, budget: int, snapshot_every: int, episodes: int, target: float,
-                       vec_normalize=None) -> dict:
-    """Train an SB3 model for `budget` env steps, keeping the policy's weights (and VecNormalize's observation
-    statistics) every `snapshot_every` env steps; then evaluate the snapshots in order with `episodes`
-    deterministic episodes. Time to solve is the training wall time at the first solving snapshot."""
+def sb3_snapshots(model, budget: int, snapshot_every: int, vec_normalize=None) -> tuple[list, float]:
+    """Train an SB3 model for `budget` env steps, keeping (env steps, training wall time, policy weights,
+    VecNormalize's observation statistics) every `snapshot_every` env steps -> (snapshots, wall seconds)."""
     import copy
 
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.evaluation import evaluate_policy
 
     class Snapshots(BaseCallback):
         def __init__(self) -> None:
@@ -122,16 +124,29 @@ def sb3_time_to_target(model, eval_env, budget: int, snapshot_every: int, episod
     snapshots = Snapshots()
     t0 = time.perf_counter()
     model.learn(total_timesteps=budget, callback=snapshots)
-    wall = time.perf_counter() - t0
+    return snapshots.taken, time.perf_counter() - t0
 
-    def evaluate(snap: tuple) -> tuple[float, float, int]:
+
+def sb3_evaluator(model, eval_env, episodes: int, seed: int = EVAL_SEED) -> Callable:
+    """snapshot -> (mean return over `episodes` deterministic episodes, training time, env steps)."""
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    def evaluate(snap: tuple, n: int = episodes) -> tuple[float, float, int]:
         env_steps, train_s, weights, rms = snap
         model.policy.load_state_dict(weights)
         if rms is not None:
             eval_env.obs_rms = rms
-        eval_env.seed(EVAL_SEED)
-        mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=True)
+        eval_env.seed(seed)
+        mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=n, deterministic=True)
         return mean, train_s, env_steps
 
-    return {**first_solving(snapshots.taken, evaluate, target), "fps": model.num_timesteps / max(wall, 1e-9),
-            "snapshots": len(snapshots.taken)}
+    return evaluate
+
+
+def sb3_time_to_target(model, eval_env, budget: int, snapshot_every: int, episodes: int, target: float,
+                       vec_normalize=None) -> dict:
+    """Train an SB3 model for `budget` env steps with snapshots; then evaluate the snapshots in order with
+    `episodes` deterministic episodes. Time to solve is the training wall time at the first solving snapshot."""
+    taken, wall = sb3_snapshots(model, budget, snapshot_every, vec_normalize)
+    return {**first_solving(taken, sb3_evaluator(model, eval_env, episodes), target),
+            "fps": model.num_timesteps / max(wall, 1e-9), "snapshots": len(taken)}

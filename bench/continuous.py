@@ -1,0 +1,164 @@
+"""Continuous control: ray-a3c (sync and async) vs Stable-Baselines3 A2C (rl-zoo), SB3 PPO (rl-zoo) as a
+reference row; Pendulum-v1 and MuJoCo Ant-v5; same machine, one run, one side at a time.
+
+Every side trains the same env-step budget with nothing else on the CPU and keeps its weights every
+`snapshot_every` env steps; afterwards the snapshots are evaluated in order (greedy / deterministic episodes
+from the same seeds on every side) and the last one afresh over 20 other episodes. Time to target = training
+wall time at the first snapshot whose mean reaches the target (nothing subtracted; Ray start-up and actor
+spawning not in it). Pendulum's target is -250; Ant's is SB3 A2C's own final return on the same seed.
+
+SB3 hyperparameters: rl-zoo's. A2C Pendulum: the zoo's Pendulum entry (VecNormalize, 8 envs, n_steps 8, gSDE,
+RMSprop, linear lr 7e-4). A2C Ant: the zoo has no MuJoCo A2C entry; its AntBulletEnv-v0 one (VecNormalize,
+4 envs, n_steps 8, gSDE, linear lr 9.6e-4, log_std_init -2). PPO: the zoo's Pendulum-v1 and Ant-v3 entries.
+
+    .venv/bin/python -m bench.continuous [--tasks pendulum ant] [--seeds 3] [--sides ...]
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Optional
+
+from bench.common import (
+    EVAL_SEED,
+    FINAL_SEED,
+    first_solving,
+    fmt,
+    machine,
+    median,
+    run_ours,
+    sb3_evaluator,
+    sb3_snapshots,
+    today,
+    update_section,
+)
+
+FINAL_EPISODES = 20
+SIDES = ("ours_sync", "ours_async", "sb3_a2c", "sb3_ppo")
+NAMES = {"ours_sync": "ray-a3c sync", "ours_async": "ray-a3c async", "sb3_a2c": "SB3 A2C (rl-zoo)",
+         "sb3_ppo": "SB3 PPO (rl-zoo, reference)"}
+
+
+@dataclass
+class Task:
+    env_id: str
+    preset: str
+    budget: int  # env steps every side trains
+    snapshot_every: int  # env steps between kept weights
+    scan_episodes: int  # episodes per snapshot when looking for the first that reaches the target
+    target: Optional[float]  # None: SB3 A2C's final return on the same seed
+
+
+TASKS = {"pendulum": Task("Pendulum-v1", "pendulum", 1_000_000, 10_000, 20, -250.0),
+         "ant": Task("Ant-v5", "ant", 2_000_000, 50_000, 5, None)}
+
+
+def _linear(start: float):
+    return lambda progress: progress * start
+
+
+def sb3_model(side: str, task: Task, seed: int):
+    """(model, its VecNormalize, an evaluation VecNormalize that does not update or scale rewards)."""
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    pendulum = task.env_id == "Pendulum-v1"
+    n_envs = (8 if pendulum else 4) if side == "sb3_a2c" else (4 if pendulum else 1)
+    gamma = 0.9 if pendulum and side == "sb3_ppo" else (0.9 if pendulum else 0.99)
+    env = VecNormalize(make_vec_env(task.env_id, n_envs=n_envs, seed=seed), gamma=gamma)
+    eval_env = VecNormalize(make_vec_env(task.env_id, n_envs=1, seed=EVAL_SEED), training=False, norm_reward=False)
+    if side == "sb3_a2c":
+        model = A2C("MlpPolicy", env, ent_coef=0.0, max_grad_norm=0.5, n_steps=8, gae_lambda=0.9, vf_coef=0.4,
+                    gamma=gamma, use_rms_prop=True, normalize_advantage=False,
+                    learning_rate=_linear(7e-4 if pendulum else 9.6e-4), use_sde=True,
+                    policy_kwargs=dict(log_std_init=-2, ortho_init=False), seed=seed, verbose=0)
+    elif pendulum:
+        model = PPO("MlpPolicy", env, n_steps=1024, gae_lambda=0.95, gamma=gamma, n_epochs=10, ent_coef=0.0,
+                    learning_rate=1e-3, clip_range=0.2, use_sde=True, sde_sample_freq=4, seed=seed, verbose=0)
+    else:
+        model = PPO("MlpPolicy", env, seed=seed, verbose=0)  # the zoo's Ant-v3: PPO defaults + VecNormalize
+    return model, env, eval_env
+
+
+def run_sb3(side: str, task: Task, seed: int, target: Optional[float]) -> dict:
+    model, env, eval_env = sb3_model(side, task, seed)
+    taken, wall = sb3_snapshots(model, task.budget, task.snapshot_every, vec_normalize=env)
+    final_mean = sb3_evaluator(model, eval_env, FINAL_EPISODES, FINAL_SEED)(taken[-1])[0]
+    goal = final_mean if target is None else target
+    solved = first_solving(taken, sb3_evaluator(model, eval_env, task.scan_episodes), goal)
+    return {**solved, "final_mean": final_mean, "target": goal, "fps": model.num_timesteps / max(wall, 1e-9)}
+
+
+def run_task(name: str, task: Task, seeds: int, sides: list[str]) -> list[dict]:
+    """One dict per seed: side -> result. SB3 first (before Ray's daemons exist), then ours."""
+    rows = [{} for _ in range(seeds)]
+    for seed in range(seeds):
+        if "sb3_a2c" in sides or task.target is None:
+            rows[seed]["sb3_a2c"] = run_sb3("sb3_a2c", task, seed, task.target)
+        target = task.target if task.target is not None else rows[seed]["sb3_a2c"]["final_mean"]
+        rows[seed]["target"] = target
+        if "sb3_ppo" in sides:
+            rows[seed]["sb3_ppo"] = run_sb3("sb3_ppo", task, seed, target)
+        print(f"{name} seed {seed}: {rows[seed]}", flush=True)
+    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.common.config import Config
+
+    start_ray(Config())
+    for seed in range(seeds):
+        for side, mode in (("ours_sync", "sync"), ("ours_async", "async")):
+            if side in sides:
+                rows[seed][side] = run_ours(task.preset, seed, task.budget, rows[seed]["target"], task.snapshot_every,
+                                            task.scan_episodes, [], {"algo.mode": mode},
+                                            final_episodes=FINAL_EPISODES)
+        print(f"{name} seed {seed}: {rows[seed]}", flush=True)
+    return rows
+
+
+def render(name: str, task: Task, rows: list[dict], sides: list[str], command: str) -> str:
+    target = f"{task.target:.0f}" if task.target is not None else "SB3 A2C's final return (per seed)"
+    lines = [f"## {task.env_id}: ray-a3c vs SB3 A2C and PPO, time to {target} and final return ({today()})", "",
+             f"Machine: {machine()}. Command: `{command}`. Budget {task.budget:,} env steps per side; snapshots "
+             f"every {task.snapshot_every:,}, scanned with {task.scan_episodes} greedy episodes (seeds from "
+             f"{EVAL_SEED}); final = the last snapshot, {FINAL_EPISODES} fresh greedy episodes (seeds from "
+             f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`, `algo.mode` sync and async, evaluator off.", "",
+             "| side | solved | median env steps | median train s | median final return | env steps/s | "
+             "ratio time / SB3 A2C |", "|---|---|---|---|---|---|---|"]
+    base = median([r["sb3_a2c"]["time_s"] for r in rows]) if "sb3_a2c" in rows[0] else None
+    for side in sides:
+        res = [r[side] for r in rows if side in r]
+        t = median([x["time_s"] for x in res])
+        ratio = f"{t / base:.2f}" if base and t == t else "-"
+        lines.append(f"| {NAMES[side]} | {sum(x['solved'] for x in res)}/{len(res)} | "
+                     f"{fmt(median([x['env_steps'] for x in res]), ',.0f')} | {fmt(t, '.1f')} | "
+                     f"{median([x['final_mean'] for x in res]):.1f} | {median([x['fps'] for x in res]):,.0f} | "
+                     f"{ratio} |")
+    lines += ["", "Per seed (final return; time to target s):", ""]
+    for seed, row in enumerate(rows):
+        cells = [f"{NAMES[s]} {row[s]['final_mean']:.1f}; {fmt(row[s]['time_s'], '.1f')}" for s in sides if s in row]
+        lines.append(f"- seed {seed} (target {row['target']:.1f}): " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=["pendulum", "ant"])
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget", type=int, help="env steps per side (default: the task's)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    command = ".venv/bin/python -m bench.continuous --tasks " + " ".join(args.tasks) + \
+        f" --seeds {args.seeds} --sides " + " ".join(args.sides) + (f" --budget {args.budget}" if args.budget else "")
+    for name in args.tasks:
+        task = TASKS[name]
+        if args.budget:
+            task = Task(**{**task.__dict__, "budget": args.budget})
+        report = render(name, task, run_task(name, task, args.seeds, args.sides), args.sides, command)
+        print(report, flush=True)
+        if not args.no_write:
+            update_section(f"continuous_{name}", report)
+
+
+if __name__ == "__main__":
+    main()
