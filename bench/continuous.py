@@ -1,9 +1,10 @@
 """Continuous control: ray-a3c (sync and async) vs Stable-Baselines3 A2C (rl-zoo), SB3 PPO (rl-zoo) as a
 reference row; Pendulum-v1 and MuJoCo Ant-v5; same machine, one run, one side at a time.
 
-Every side trains the same env-step budget with nothing else on the CPU and keeps its weights every
-`snapshot_every` env steps; afterwards the snapshots are evaluated in order (greedy / deterministic episodes
-from the same seeds on every side) and the last one afresh over 20 other episodes. Time to target = training
+Every side trains the same env-step budget (PPO, the reference: the zoo's own) with nothing else on the CPU
+and keeps its weights every `snapshot_every` env steps; afterwards the snapshots are evaluated in order
+(greedy / deterministic episodes from the same seeds on every side) and the last one afresh over 20 other
+episodes. Time to target = training
 wall time at the first snapshot whose mean reaches the target (nothing subtracted; Ray start-up and actor
 spawning not in it). Pendulum's target is -250; Ant's is SB3 A2C's own final return on the same seed.
 
@@ -47,10 +48,11 @@ class Task:
     snapshot_every: int  # env steps between kept weights
     scan_episodes: int  # episodes per snapshot when looking for the first that reaches the target
     target: Optional[float]  # None: SB3 A2C's final return on the same seed
+    ppo_budget: int  # the reference row trains the zoo's own n_timesteps
 
 
-TASKS = {"pendulum": Task("Pendulum-v1", "pendulum", 1_000_000, 10_000, 20, -250.0),
-         "ant": Task("Ant-v5", "ant", 2_000_000, 50_000, 5, None)}
+TASKS = {"pendulum": Task("Pendulum-v1", "pendulum", 1_000_000, 10_000, 20, -250.0, 100_000),
+         "ant": Task("Ant-v5", "ant", 2_000_000, 50_000, 5, None, 1_000_000)}
 
 
 def _linear(start: float):
@@ -83,11 +85,14 @@ def sb3_model(side: str, task: Task, seed: int):
 
 def run_sb3(side: str, task: Task, seed: int, target: Optional[float]) -> dict:
     model, env, eval_env = sb3_model(side, task, seed)
-    taken, wall = sb3_snapshots(model, task.budget, task.snapshot_every, vec_normalize=env)
+    budget = task.ppo_budget if side == "sb3_ppo" else task.budget
+    every = task.snapshot_every if side != "sb3_ppo" else max(budget // 100, 1_000)
+    taken, wall = sb3_snapshots(model, budget, every, vec_normalize=env)
     final_mean = sb3_evaluator(model, eval_env, FINAL_EPISODES, FINAL_SEED)(taken[-1])[0]
     goal = final_mean if target is None else target
     solved = first_solving(taken, sb3_evaluator(model, eval_env, task.scan_episodes), goal)
-    return {**solved, "final_mean": final_mean, "target": goal, "fps": model.num_timesteps / max(wall, 1e-9)}
+    return {**solved, "final_mean": final_mean, "target": goal, "fps": model.num_timesteps / max(wall, 1e-9),
+            "budget": budget}
 
 
 def run_task(name: str, task: Task, seeds: int, sides: list[str]) -> list[dict]:
@@ -121,7 +126,8 @@ def render(name: str, task: Task, rows: list[dict], sides: list[str], command: s
              f"Machine: {machine()}. Command: `{command}`. Budget {task.budget:,} env steps per side; snapshots "
              f"every {task.snapshot_every:,}, scanned with {task.scan_episodes} greedy episodes (seeds from "
              f"{EVAL_SEED}); final = the last snapshot, {FINAL_EPISODES} fresh greedy episodes (seeds from "
-             f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`, `algo.mode` sync and async, evaluator off.", "",
+             f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`, `algo.mode` sync and async, evaluator off. SB3 PPO, "
+             f"a reference row, trains the zoo's own budget ({task.ppo_budget:,} env steps; snapshots every 1%).", "",
              "| side | solved | median env steps | median train s | median final return | env steps/s | "
              "ratio time / SB3 A2C |", "|---|---|---|---|---|---|---|"]
     base = median([r["sb3_a2c"]["time_s"] for r in rows]) if "sb3_a2c" in rows[0] else None
@@ -153,7 +159,7 @@ def main() -> None:
     for name in args.tasks:
         task = TASKS[name]
         if args.budget:
-            task = Task(**{**task.__dict__, "budget": args.budget})
+            task = Task(**{**task.__dict__, "budget": args.budget, "ppo_budget": min(task.ppo_budget, args.budget)})
         report = render(name, task, run_task(name, task, args.seeds, args.sides), args.sides, command)
         print(report, flush=True)
         if not args.no_write:

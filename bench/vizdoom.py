@@ -8,7 +8,7 @@ budget, one after the other on this machine. For each system:
 Our evaluator is off (`run.evaluate=false`), so nothing but training runs beside training on either side.
 Sample Factory runs in its own venv (`make bench-sf-venv`): it pins gymnasium 0.29 and numpy 1.26.
 
-    .venv/bin/python -m bench.vizdoom [--rows basic] [--seconds 600] [--workers 2]
+    .venv/bin/python -m bench.vizdoom [--rows basic] [--seconds 600] [--workers 2] [--section vizdoom]
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ FRAME_SKIP, EVAL_EPISODES, EVAL_SEED = 4, 100, 11
 # scaling SF's own env spec applies, so that its logs and evaluation are divided back to raw units)
 ROWS = {
     "basic": ("vizdoom_basic", "doom_basic", ["--use_rnn=False"], 80.0, 0.01),
+    "basic_lstm": ("vizdoom_basic_lstm", "doom_basic", ["--use_rnn=True"], 80.0, 0.01),  # recurrent on both sides
     "defend_the_center": ("vizdoom_defend_the_center", "doom_defend_the_center", [], 20.0, 1.0),
     "health_gathering": ("vizdoom_health_gathering", "doom_health_gathering", [], 800.0, 1.0),
 }
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--envs", type=int, default=16, help="env copies per worker, both systems")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--section", default="vizdoom", help="the BENCHMARKS.md section these rows replace")
     args = parser.parse_args()
     if not os.path.exists(SF_PYTHON):
         sys.exit("error: bench/.sf-venv is missing; run `make bench-sf-venv` first")
@@ -144,13 +146,14 @@ def main() -> None:
     report = render(results, args)
     print(report)
     if not args.no_write:
-        update_section("vizdoom", report)
+        update_section(args.section, report)
 
 
 def render(results: dict, args: argparse.Namespace) -> str:
     lines = [f"## ViZDoom: ray-a3c vs Sample Factory 2.1.1, like for like ({today()})", "",
              f"Machine: {machine()}. Command: `.venv/bin/python -m bench.vizdoom --rows {' '.join(args.rows)} "
-             f"--seconds {args.seconds:.0f} --workers {args.workers} --envs {args.envs}`. Each system: "
+             f"--seconds {args.seconds:.0f} --workers {args.workers} --envs {args.envs}"
+             f"{'' if args.section == 'vizdoom' else ' --section ' + args.section}`. Each system: "
              f"{args.workers} workers x {args.envs} envs, CPU, frame skip 4, seed 0, {args.seconds:.0f} s from launch, "
              "one after the other. Time = from launch (start-up included) until the running mean of the last 100 "
              "training episodes (sampled actions) reaches the target: SF's own logged statistic, ours from "
@@ -159,8 +162,9 @@ def render(results: dict, args: argparse.Namespace) -> str:
              "budget from launch (ours by SIGTERM, which checkpoints). Eval = a fresh 100-episode evaluation of "
              "the final policy with sampled actions (ours: `a3c evaluate --checkpoint latest --seed "
              f"{EVAL_SEED}`, 95% CI; SF: `enjoy_vizdoom --max_num_episodes 100`, its true objective). Presets: "
-             "ours as shipped; SF its Doom defaults (APPO), `--use_rnn=False` on basic to match our feed-forward "
-             "preset.", "",
+             "ours as shipped; SF its Doom defaults (APPO) with " +
+             "; ".join(f"`{' '.join(ROWS[r][2])}` on {r}" for r in args.rows if ROWS[r][2]) +
+             " (feed-forward or recurrent like our preset).", "",
              "| scenario (target) | system | time to target (s) | last 100-episode training mean | fresh eval, 100 "
              "episodes | frames/s | ratio ours / SF (time; fps) |", "|---|---|---|---|---|---|---|"]
     for row, sides in results.items():
