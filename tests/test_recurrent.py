@@ -101,8 +101,8 @@ def test_a_run_saved_before_lstm_input_norm_reloads_without_it(tmp_path):
 
     cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": True})
     save_yaml(cfg, str(tmp_path / "config.yaml"))
-    text = (tmp_path / "config.yaml").read_text()
-    (tmp_path / "config.yaml").write_text("\n".join(l for l in text.splitlines() if "lstm_input_norm" not in l))
+    lines = (tmp_path / "config.yaml").read_text().splitlines()
+    (tmp_path / "config.yaml").write_text("\n".join(line for line in lines if "lstm_input_norm" not in line))
     assert load_run_config(str(tmp_path)).model.lstm_input_norm is False
     model = build_model(probe_spaces(cfg.env), load_run_config(str(tmp_path)).model)
     assert not any("core_input_norm" in name for name in model.state_dict())
