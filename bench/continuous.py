@@ -60,16 +60,20 @@ def _linear(start: float):
 
 
 def sb3_model(side: str, task: Task, seed: int):
-    """(model, its VecNormalize, an evaluation VecNormalize that does not update or scale rewards)."""
+    """(model, its training env, an evaluation env): VecNormalize where the zoo normalises, the evaluation one
+    frozen and without reward scaling."""
     from stable_baselines3 import A2C, PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     pendulum = task.env_id == "Pendulum-v1"
     n_envs = (8 if pendulum else 4) if side == "sb3_a2c" else (4 if pendulum else 1)
-    gamma = 0.9 if pendulum and side == "sb3_ppo" else (0.9 if pendulum else 0.99)
-    env = VecNormalize(make_vec_env(task.env_id, n_envs=n_envs, seed=seed), gamma=gamma)
-    eval_env = VecNormalize(make_vec_env(task.env_id, n_envs=1, seed=EVAL_SEED), training=False, norm_reward=False)
+    gamma = 0.9 if pendulum else 0.99
+    env = make_vec_env(task.env_id, n_envs=n_envs, seed=seed)
+    eval_env = make_vec_env(task.env_id, n_envs=1, seed=EVAL_SEED)
+    if not (pendulum and side == "sb3_ppo"):  # every zoo entry used here normalises but PPO's Pendulum one
+        env = VecNormalize(env, gamma=gamma)
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     if side == "sb3_a2c":
         model = A2C("MlpPolicy", env, ent_coef=0.0, max_grad_norm=0.5, n_steps=8, gae_lambda=0.9, vf_coef=0.4,
                     gamma=gamma, use_rms_prop=True, normalize_advantage=False,
@@ -84,10 +88,12 @@ def sb3_model(side: str, task: Task, seed: int):
 
 
 def run_sb3(side: str, task: Task, seed: int, target: Optional[float]) -> dict:
+    from stable_baselines3.common.vec_env import VecNormalize
+
     model, env, eval_env = sb3_model(side, task, seed)
     budget = task.ppo_budget if side == "sb3_ppo" else task.budget
     every = task.snapshot_every if side != "sb3_ppo" else max(budget // 100, 1_000)
-    taken, wall = sb3_snapshots(model, budget, every, vec_normalize=env)
+    taken, wall = sb3_snapshots(model, budget, every, vec_normalize=env if isinstance(env, VecNormalize) else None)
     final_mean = sb3_evaluator(model, eval_env, FINAL_EPISODES, FINAL_SEED)(taken[-1])[0]
     goal = final_mean if target is None else target
     solved = first_solving(taken, sb3_evaluator(model, eval_env, task.scan_episodes), goal)
@@ -120,6 +126,10 @@ def run_task(name: str, task: Task, seeds: int, sides: list[str]) -> list[dict]:
     return rows
 
 
+def _finite(value: float) -> Optional[float]:
+    return None if value != value else value
+
+
 def render(name: str, task: Task, rows: list[dict], sides: list[str], command: str) -> str:
     target = f"{task.target:.0f}" if task.target is not None else "SB3 A2C's final return (per seed)"
     lines = [f"## {task.env_id}: ray-a3c vs SB3 A2C and PPO, time to {target} and final return ({today()})", "",
@@ -131,12 +141,14 @@ def render(name: str, task: Task, rows: list[dict], sides: list[str], command: s
              "| side | solved | median env steps | median train s | median final return | env steps/s | "
              "ratio time / SB3 A2C |", "|---|---|---|---|---|---|---|"]
     base = median([r["sb3_a2c"]["time_s"] for r in rows]) if "sb3_a2c" in rows[0] else None
+    base = None if base is None or base != base else base
     for side in sides:
         res = [r[side] for r in rows if side in r]
         t = median([x["time_s"] for x in res])
-        ratio = f"{t / base:.2f}" if base and t == t else "-"
+        t = None if t != t else t  # no seed solved: NaN
+        ratio = f"{t / base:.2f}" if base and t else "-"
         lines.append(f"| {NAMES[side]} | {sum(x['solved'] for x in res)}/{len(res)} | "
-                     f"{fmt(median([x['env_steps'] for x in res]), ',.0f')} | {fmt(t, '.1f')} | "
+                     f"{fmt(_finite(median([x['env_steps'] for x in res])), ',.0f')} | {fmt(t, '.1f')} | "
                      f"{median([x['final_mean'] for x in res]):.1f} | {median([x['fps'] for x in res]):,.0f} | "
                      f"{ratio} |")
     lines += ["", "Per seed (final return; time to target s):", ""]
