@@ -131,13 +131,13 @@ def sb3_evaluator(model, eval_env, episodes: int, seed: int = EVAL_SEED) -> Call
     """snapshot -> (mean return over `episodes` deterministic episodes, training time, env steps)."""
     from stable_baselines3.common.evaluation import evaluate_policy
 
-    def evaluate(snap: tuple, n: int = episodes) -> tuple[float, float, int]:
+    def evaluate(snap: tuple) -> tuple[float, float, int]:
         env_steps, train_s, weights, rms = snap
         model.policy.load_state_dict(weights)
         if rms is not None:
             eval_env.obs_rms = rms
         eval_env.seed(seed)
-        mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=n, deterministic=True)
+        mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=True)
         return mean, train_s, env_steps
 
     return evaluate

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import yaml
 
-from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, preset_names, save_yaml, validate
+from ray_a3c.common.config import Config, from_dict, from_flat, from_saved, load_yaml, preset_names, save_yaml, validate
 from ray_a3c.common.envs import EnvSpaces, probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.minari_io import is_minari
@@ -149,7 +149,7 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
     config_path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(config_path):
         raise A3CError(f"cannot resume: '{config_path}' does not exist")
-    stored = validate(from_dict(load_yaml(config_path), source=config_path))
+    stored = validate(from_saved(load_yaml(config_path), source=config_path))
     from ray_a3c.common import checkpoint  # torch: only a resume needs it before Ray starts
 
     state = checkpoint.load(checkpoint.resolve(run_dir, "latest"))
@@ -178,6 +178,6 @@ def _checkpoint_config(state: dict, fallback: Config) -> Config:
     if not isinstance(text, str):
         return fallback
     try:
-        return from_dict(yaml.safe_load(text), source="the checkpoint's config")
+        return from_saved(yaml.safe_load(text), source="the checkpoint's config")
     except (yaml.YAMLError, A3CError):
         return fallback

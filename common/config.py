@@ -376,11 +376,16 @@ def load_run_config(run_dir: str) -> Config:
     config_path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(config_path):
         raise A3CError(f"'{run_dir}' is not a run dir: no config.yaml")
-    data = load_yaml(config_path)
+    return validate(from_saved(load_yaml(config_path), source=config_path))
+
+
+def from_saved(data: Any, source: str) -> Config:
+    """A config a run saved (config.yaml, or the copy in a checkpoint). Keys added since then whose default
+    would not fit the saved weights take the value that does."""
     model = data.get("model") if isinstance(data, dict) else None
     if isinstance(model, dict) and model.get("lstm_size") and "lstm_input_norm" not in model:
         model["lstm_input_norm"] = False  # saved before the option existed: its weights have no LayerNorm
-    return validate(from_dict(data, source=config_path))
+    return from_dict(data, source=source)
 
 
 def reference_rows() -> list[tuple[str, str, str]]:

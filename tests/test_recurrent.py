@@ -102,10 +102,16 @@ def test_a_run_saved_before_lstm_input_norm_reloads_without_it(tmp_path):
     cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": True})
     save_yaml(cfg, str(tmp_path / "config.yaml"))
     lines = (tmp_path / "config.yaml").read_text().splitlines()
-    (tmp_path / "config.yaml").write_text("\n".join(line for line in lines if "lstm_input_norm" not in line))
+    saved_before = "\n".join(line for line in lines if "lstm_input_norm" not in line)
+    (tmp_path / "config.yaml").write_text(saved_before)
     assert load_run_config(str(tmp_path)).model.lstm_input_norm is False
     model = build_model(probe_spaces(cfg.env), load_run_config(str(tmp_path)).model)
     assert not any("core_input_norm" in name for name in model.state_dict())
+    # a resume reads the config stored inside the checkpoint the same way
+    from ray_a3c.cluster.launch import _checkpoint_config
+
+    stored = _checkpoint_config({"config_yaml": saved_before}, cfg)
+    assert stored.model.lstm_size == 8 and stored.model.lstm_input_norm is False
 
 
 def test_lstm_skip_gives_the_heads_the_current_features_beside_the_memory():
