@@ -108,13 +108,18 @@ def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, rew
     obs_buf, act_buf, rew, term, trunc, valid, vals, blps, starts_buf = [], [], [], [], [], [], [], [], []
     finished: list = []
     initial_state = runner.state
-    for _ in range(steps):
+    noise = None
+    for t in range(steps):
         obs, starts = runner.obs, runner.starting.copy()
         dist, values, runner.state = model.unroll(torch.as_tensor(obs)[None], runner.state,
                                                   torch.as_tensor(starts)[None])
         if runner.replaying:  # the dataset decides what was done; the policy only learns from it
             actions = torch.as_tensor(runner.logged_actions).to(dist.sample().dtype)
             blps.append(runner.behaviour_log_probs)
+        elif model.gsde:  # a fresh exploration matrix per env copy at each rollout's start and every k steps
+            if t == 0 or (model.gsde_sample_every and t % model.gsde_sample_every == 0):
+                noise = model.exploration_noise(len(starts))
+            actions = dist.sample_with(noise)
         else:
             actions = dist.sample()
         r, te, tr, va, fin = runner.step(model.env_actions(actions))

@@ -101,7 +101,7 @@ def run_sb3(side: str, task: Task, seed: int, target: Optional[float]) -> dict:
             "budget": budget}
 
 
-def run_task(name: str, task: Task, seeds: int, sides: list[str]) -> list[dict]:
+def run_task(name: str, task: Task, seeds: int, sides: list[str], overrides: list[str]) -> list[dict]:
     """One dict per seed: side -> result. SB3 first (before Ray's daemons exist), then ours."""
     rows = [{} for _ in range(seeds)]
     for seed in range(seeds):
@@ -120,7 +120,7 @@ def run_task(name: str, task: Task, seeds: int, sides: list[str]) -> list[dict]:
         for side, mode in (("ours_sync", "sync"), ("ours_async", "async")):
             if side in sides:
                 rows[seed][side] = run_ours(task.preset, seed, task.budget, rows[seed]["target"], task.snapshot_every,
-                                            task.scan_episodes, [], {"algo.mode": mode},
+                                            task.scan_episodes, overrides, {"algo.mode": mode},
                                             final_episodes=FINAL_EPISODES)
         print(f"{name} seed {seed}: {rows[seed]}", flush=True)
     return rows
@@ -130,14 +130,17 @@ def _finite(value: float) -> Optional[float]:
     return None if value != value else value
 
 
-def render(name: str, task: Task, rows: list[dict], sides: list[str], command: str) -> str:
+def render(name: str, task: Task, rows: list[dict], sides: list[str], command: str,
+           overrides: list[str]) -> str:
+    overridden = " with " + ", ".join(f"`{o}`" for o in overrides) if overrides else ""
     target = f"{task.target:.0f}" if task.target is not None else "SB3 A2C's final return (per seed)"
     lines = [f"## {task.env_id}: ray-a3c vs SB3 A2C and PPO, time to {target} and final return ({today()})", "",
              f"Machine: {machine()}. Command: `{command}`. Budget {task.budget:,} env steps per side; snapshots "
              f"every {task.snapshot_every:,}, scanned with {task.scan_episodes} greedy episodes (seeds from "
              f"{EVAL_SEED}); final = the last snapshot, {FINAL_EPISODES} fresh greedy episodes (seeds from "
-             f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`, `algo.mode` sync and async, evaluator off. SB3 PPO, "
-             f"a reference row, trains the zoo's own budget ({task.ppo_budget:,} env steps; snapshots every 1%).", "",
+             f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`{overridden}, `algo.mode` sync and async, evaluator "
+             f"off. SB3 PPO, a reference row, trains the zoo's own budget ({task.ppo_budget:,} env steps; "
+             "snapshots every 1%).", "",
              "| side | solved | median env steps | median train s | median final return | env steps/s | "
              "ratio time / SB3 A2C |", "|---|---|---|---|---|---|---|"]
     base = median([r["sb3_a2c"]["time_s"] for r in rows]) if "sb3_a2c" in rows[0] else None
@@ -164,18 +167,26 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, help="env steps per side (default: the task's)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="config overrides for our sides (an experiment: written to BENCHMARKS.md only with "
+                             "--section)")
+    parser.add_argument("--section", help="the BENCHMARKS.md section to write (default continuous_<task>)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
+    if args.set and not args.section and not args.no_write:
+        parser.error("--set changes our preset: name a --section for its rows, or pass --no-write")
     command = ".venv/bin/python -m bench.continuous --tasks " + " ".join(args.tasks) + \
-        f" --seeds {args.seeds} --sides " + " ".join(args.sides) + (f" --budget {args.budget}" if args.budget else "")
+        f" --seeds {args.seeds} --sides " + " ".join(args.sides) + (f" --budget {args.budget}" if args.budget else "") \
+        + (" --set " + " ".join(args.set) if args.set else "") + (f" --section {args.section}" if args.section else "")
     for name in args.tasks:
         task = TASKS[name]
         if args.budget:
             task = Task(**{**task.__dict__, "budget": args.budget, "ppo_budget": min(task.ppo_budget, args.budget)})
-        report = render(name, task, run_task(name, task, args.seeds, args.sides), args.sides, command)
+        rows = run_task(name, task, args.seeds, args.sides, args.set)
+        report = render(name, task, rows, args.sides, command, args.set)
         print(report, flush=True)
         if not args.no_write:
-            update_section(f"continuous_{name}", report)
+            update_section(args.section or f"continuous_{name}", report)
 
 
 if __name__ == "__main__":

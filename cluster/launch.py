@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import gymnasium as gym
 import yaml
 
 from ray_a3c.common.config import Config, from_dict, from_flat, from_saved, load_yaml, preset_names, save_yaml, validate
@@ -112,9 +113,17 @@ def check_local_size(cfg: Config) -> None:
                        "or a cluster (--address)")
 
 
+def model_spaces(cfg: Config) -> EnvSpaces:
+    """The env's spaces, once the model's options are known to fit them."""
+    spaces = probe_spaces(cfg.env)
+    if cfg.model.gsde and not isinstance(spaces.action_space, gym.spaces.Box):
+        raise A3CError(f"model.gsde needs continuous (Box) actions; '{cfg.env.id}' has {spaces.action_space}")
+    return spaces
+
+
 def prepare_new(cfg: Config, preset: Optional[str] = None) -> PreparedRun:
     check_local_size(cfg)
-    spaces = probe_spaces(cfg.env)
+    spaces = model_spaces(cfg)
     run_dir = cfg.run.run_dir or _new_run_dir(cfg, preset)
     _check_writable_dir(run_dir)
     if os.path.isdir(run_dir) and os.listdir(run_dir):
@@ -162,7 +171,7 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
             f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
             + ": it does not fit the checkpoint; start a new run instead")
     check_local_size(cfg)
-    spaces = probe_spaces(cfg.env)
+    spaces = model_spaces(cfg)
     accepted = config_changes(stored, cfg)
     if accepted:
         with open(os.path.join(run_dir, RESUME_LOG), "a") as fh:

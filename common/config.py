@@ -58,6 +58,9 @@ class ModelConfig:
     activation: str = _f("tanh", "tanh | relu | elu")
     shared_trunk: bool = _f(False, "one trunk for policy and value; false = separate actor and critic nets")
     init_log_std: float = _f(0.0, "initial log-std of the Gaussian head (continuous actions)")
+    gsde: bool = _f(False, "continuous actions: state-dependent exploration (gSDE): the noise is the policy's "
+                           "features times a random matrix, so it varies smoothly with the state")
+    gsde_sample_every: int = _f(0, "gSDE: rollout steps between fresh noise matrices; 0 = one per rollout")
     normalize_obs: bool = _f(False, "normalise observations by running mean/std merged on the PS (clip +-10)")
     normalize_rewards: bool = _f(False, "divide learning rewards by the running std of the discounted return "
                                         "(merged on the PS, saved with the weights; clip +-10); evaluation "
@@ -310,6 +313,7 @@ def validate(cfg: Config) -> Config:
         (len(m.hidden_sizes) >= 1 and all(isinstance(h, int) and h > 0 for h in m.hidden_sizes),
          "model.hidden_sizes must be a non-empty list of positive ints"),
         (m.activation in ("tanh", "relu", "elu"), "model.activation must be tanh, relu or elu"),
+        (m.gsde_sample_every >= 0, "model.gsde_sample_every must be >= 0"),
         (m.encoder in ("auto", "mlp", "cnn"), "model.encoder must be auto, mlp or cnn"),
         (len(m.conv_channels) == 2 and all(isinstance(c, int) and c > 0 for c in m.conv_channels),
          "model.conv_channels must be two positive ints"),

@@ -77,6 +77,23 @@ class DiagGaussian:
         return self.dist.entropy().sum(-1)
 
 
+class StateDependentGaussian(DiagGaussian):
+    """gSDE (generalised state-dependent exploration): the noise is z(s) @ W, with z the policy's features
+    [B, F] and W [F, A] drawn from N(0, sigma^2) and held for several steps, so exploration is smooth in the
+    state instead of white. Given s, a ~ N(mu, sqrt(z^2 @ sigma^2)): the marginal that log-probs use. z is
+    detached there, so the features learn from the mean only and sigma from the log-prob."""
+
+    def __init__(self, mean: torch.Tensor, latent: torch.Tensor, log_std: torch.Tensor):
+        self.latent = latent.detach()
+        variance = (self.latent ** 2) @ (2 * log_std).exp()
+        self.dist = Normal(mean, (variance + 1e-6).sqrt())
+        self.mean = mean
+
+    def sample_with(self, noise: torch.Tensor) -> torch.Tensor:
+        """noise [B, F, A] (one exploration matrix per env copy) -> actions [B, A]."""
+        return self.mean + torch.einsum("bf,bfa->ba", self.latent, noise)
+
+
 class CategoricalDist:
     def __init__(self, logits: torch.Tensor):
         self.dist = Categorical(logits=logits)
@@ -139,10 +156,14 @@ class ActorCritic(nn.Module):
         if self.continuous:
             act_dim = int(np.prod(spaces.action_space.shape))
             self.policy_head = _init_linear(nn.Linear(width, act_dim), 0.01)
-            self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.init_log_std)))
+            # gSDE: one log-std per (feature, action dimension), the scale of that entry of the noise matrix
+            std_shape = (width, act_dim) if cfg.gsde else (act_dim,)
+            self.log_std = nn.Parameter(torch.full(std_shape, float(cfg.init_log_std)))
         else:
             self.policy_head = _init_linear(nn.Linear(width, int(spaces.action_space.n)), 0.01)
         self.value_head = _init_linear(nn.Linear(width, 1), 1.0)
+        self.gsde = bool(cfg.gsde and self.continuous)
+        self.gsde_sample_every = int(cfg.gsde_sample_every)
 
     @staticmethod
     def _trunk(spaces: EnvSpaces, cfg: ModelConfig, use_cnn: bool) -> tuple[nn.Module, int]:
@@ -174,13 +195,27 @@ class ActorCritic(nn.Module):
     def unroll(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None):
         """obs [T, N, ...], state from the step before, starts [T, N] bool (reset the state before step t)
         -> (distribution over the T*N actions, values [T*N], state after the last step)."""
-        out, values, state = self.head_outputs(obs, state, starts)
-        dist = DiagGaussian(out, self.log_std) if self.continuous else CategoricalDist(out)
+        hidden, values, state = self._latent(obs, state, starts)
+        out = self.policy_head(hidden)
+        if self.gsde:
+            dist = StateDependentGaussian(out, hidden, self.log_std)
+        else:
+            dist = DiagGaussian(out, self.log_std) if self.continuous else CategoricalDist(out)
         return dist, values, state
 
     def head_outputs(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None):
         """Like `unroll`, with the policy head's raw output [T*N, A] (logits, or the Gaussian mean) in place
         of a distribution: what an exported graph computes (distributions check their arguments)."""
+        hidden, values, state = self._latent(obs, state, starts)
+        return self.policy_head(hidden), values, state
+
+    def exploration_noise(self, batch: int) -> torch.Tensor:
+        """gSDE: a fresh noise matrix per env copy, [batch, F, A] ~ N(0, sigma^2)."""
+        std = self.log_std.detach().exp()
+        return torch.randn((batch,) + tuple(std.shape)) * std
+
+    def _latent(self, obs: torch.Tensor, state: State, starts: Optional[torch.Tensor]):
+        """-> (the policy head's input [T*N, F], values [T*N], state after the last step)."""
         t_len, n = obs.shape[:2]
         flat = obs.reshape((t_len * n,) + obs.shape[2:])
         hidden = self._features(self.actor_trunk, flat)
@@ -189,7 +224,7 @@ class ActorCritic(nn.Module):
             hidden = torch.cat([memory, hidden], -1) if self.skip else memory
         critic_hidden = hidden if self.critic_trunk is None else self._features(self.critic_trunk, flat)
         values = self.value_head(critic_hidden).squeeze(-1)
-        return self.policy_head(hidden), values, state
+        return hidden, values, state
 
     def _run_core(self, x: torch.Tensor, state: State, starts: Optional[torch.Tensor]):
         h, c = state if state is not None else self.initial_state(x.shape[1])
