@@ -58,8 +58,9 @@ class Trainer:
         self._last_100: collections.deque = collections.deque(maxlen=100)  # training episodes' returns
 
     # -- set-up ------------------------------------------------------------------------------------------
-    def train(self) -> RunSummary:
-        started, self.summary.ray_start_s, dashboard = start_ray(self.config)
+    def train(self, ray_start: Optional[tuple[bool, float, str]] = None) -> RunSummary:
+        """Train to the end; `ray_start` is `start_ray`'s answer when the caller already started Ray."""
+        started, self.summary.ray_start_s, dashboard = ray_start or start_ray(self.config)
         _catch_stop_signals()
         self._say(f"ray ready in {self.summary.ray_start_s:.1f}s; dashboard {dashboard} "
                   "(token: ~/.ray/auth_token, see README)")

@@ -16,6 +16,8 @@ import ray
 
 from ray_a3c.common.config import Config
 
+ACTOR_MODULES = "ray_a3c.cluster.remote"  # the module that defines every actor class (imports torch)
+
 
 def required_cpus(config: Config) -> float:
     c = config.cluster
@@ -42,13 +44,22 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
         ctx = ray.init(address=address, namespace=c.namespace, log_to_driver=True, logging_level=logging.WARNING,
                        runtime_env=user_module_runtime_env(config.env.id))
     else:
-        auto = config.run.num_workers == 0
-        num_cpus = c.num_cpus or (os.cpu_count() if auto else max(int(math.ceil(required_cpus(config))), 1))
-        extra = {"_metrics_export_port": c.metrics_export_port} if c.metrics_export_port else {}
-        ctx = ray.init(num_cpus=num_cpus, namespace=c.namespace, include_dashboard=c.include_dashboard,
-                       dashboard_host=c.dashboard_host, log_to_driver=True, logging_level=logging.WARNING, **extra)
+        ctx = ray.init(**local_init_options(config), log_to_driver=True)
     url = getattr(ctx, "dashboard_url", None)
     return True, time.perf_counter() - t0, f"http://{url}" if url else "(no dashboard)"
+
+
+def local_init_options(config: Config) -> dict:
+    """`ray.init` options of a local Ray sized for the run."""
+    c = config.cluster
+    auto = config.run.num_workers == 0
+    num_cpus = c.num_cpus or (os.cpu_count() if auto else max(int(math.ceil(required_cpus(config))), 1))
+    extra = {"_metrics_export_port": c.metrics_export_port} if c.metrics_export_port else {}
+    # Ray prestarts Python workers while it starts; importing our actors' modules there (torch: ~2 s of CPU
+    # each) overlaps Ray's own start-up instead of following it
+    return dict(num_cpus=num_cpus, namespace=c.namespace, include_dashboard=c.include_dashboard,
+                dashboard_host=c.dashboard_host, logging_level=logging.WARNING,
+                _system_config={"preload_python_modules": [ACTOR_MODULES]}, **extra)
 
 
 def user_module_path(env_id: str) -> Optional[str]:

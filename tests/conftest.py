@@ -7,7 +7,12 @@ import pytest
 def ray_session():
     """One real Ray for every integration test (ray.init costs ~6-9 s here). The CLI reuses it."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=4, include_dashboard=False, namespace="a3c-tests", log_to_driver=False)
+    from ray_a3c.cluster.runtime import local_init_options
+    from ray_a3c.common.config import Config, from_flat
+
+    config = from_flat({"cluster.num_cpus": 4, "cluster.include_dashboard": False, "cluster.namespace": "a3c-tests"},
+                       Config())
+    ray.init(**local_init_options(config), log_to_driver=False)  # the options `a3c train` starts Ray with
     yield ray
     ray.shutdown()
 

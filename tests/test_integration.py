@@ -202,3 +202,13 @@ def test_batched_bf16_parameter_server_solves_cartpole(ray_session, tmp_path):
     counters = newest["counters"]
     packets = counters["env_steps"] / 40  # each packet: 8 envs x 5 steps, less masked autoreset steps
     assert counters["version"] < packets, counters
+
+
+def test_ray_workers_start_with_the_actor_modules_imported(ray_session):
+    """A local Ray preloads torch and our actor classes in every Python worker it starts, so an actor's
+    first seconds are not spent importing. The probe is defined by exec: pickled by value, it imports nothing."""
+    namespace: dict = {}
+    exec("def loaded():\n    import sys\n    return sorted(m for m in ('torch', 'ray_a3c.cluster.remote') "
+         "if m in sys.modules)", namespace)
+    probe = ray_session.remote(num_cpus=0)(namespace["loaded"])
+    assert ray_session.get(probe.remote(), timeout=60) == ["ray_a3c.cluster.remote", "torch"]
