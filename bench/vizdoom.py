@@ -149,8 +149,15 @@ def main() -> None:
         update_section(args.section, report)
 
 
+def _models(row: str) -> str:
+    ours = "CNN + LSTM" if row.endswith("_lstm") else "feed-forward CNN"
+    options = ROWS[row][2]
+    theirs = f"`{' '.join(options)}`" if options else "its default recurrent model"
+    return f"{row}: ours {ours}, SF {theirs}"
+
+
 def render(results: dict, args: argparse.Namespace) -> str:
-    lines = [f"## ViZDoom: ray-a3c vs Sample Factory 2.1.1, like for like ({today()})", "",
+    lines = [f"## ViZDoom: ray-a3c vs Sample Factory 2.1.1, like for like: {', '.join(args.rows)} ({today()})", "",
              f"Machine: {machine()}. Command: `.venv/bin/python -m bench.vizdoom --rows {' '.join(args.rows)} "
              f"--seconds {args.seconds:.0f} --workers {args.workers} --envs {args.envs}"
              f"{'' if args.section == 'vizdoom' else ' --section ' + args.section}`. Each system: "
@@ -162,9 +169,8 @@ def render(results: dict, args: argparse.Namespace) -> str:
              "budget from launch (ours by SIGTERM, which checkpoints). Eval = a fresh 100-episode evaluation of "
              "the final policy with sampled actions (ours: `a3c evaluate --checkpoint latest --seed "
              f"{EVAL_SEED}`, 95% CI; SF: `enjoy_vizdoom --max_num_episodes 100`, its true objective). Presets: "
-             "ours as shipped; SF its Doom defaults (APPO) with " +
-             "; ".join(f"`{' '.join(ROWS[r][2])}` on {r}" for r in args.rows if ROWS[r][2]) +
-             " (feed-forward or recurrent like our preset).", "",
+             "ours as shipped; SF its Doom defaults (APPO); models: " + "; ".join(_models(r) for r in args.rows) + ".",
+             "",
              "| scenario (target) | system | time to target (s) | last 100-episode training mean | fresh eval, 100 "
              "episodes | frames/s | ratio ours / SF (time; fps) |", "|---|---|---|---|---|---|---|"]
     for row, sides in results.items():
