@@ -39,8 +39,11 @@ def run_training(prepared: PreparedRun, quiet: bool = False):
     """Start (or join) Ray and train; returns the driver's RunSummary."""
     from ray_a3c.cluster.runtime import start_ray  # Ray loads only once the input is known to be good
 
-    # Ray first, torch after: the driver's own torch import then overlaps the prestarted workers' start
-    # instead of delaying Ray's start by ~2 s
+    # A local Ray first, torch after: the driver's own torch import then overlaps the prestarted workers' start
+    # instead of delaying Ray's start by ~2 s. Joining a cluster (a job's driver included), torch loads first:
+    # loaded after ray.init had connected, it failed in a Ray job ("oneMKL: Cannot load libtorch_cpu.so").
+    if prepared.config.cluster.address or os.environ.get("RAY_ADDRESS"):
+        import torch  # noqa: F401
     ray_start = start_ray(prepared.config)
     from ray_a3c.cluster.driver import Trainer
 
