@@ -42,7 +42,7 @@ def run_training(prepared: PreparedRun, quiet: bool = False):
     # A local Ray first, torch after: the driver's own torch import then overlaps the prestarted workers' start
     # instead of delaying Ray's start by ~2 s. Joining a cluster (a job's driver included), torch loads first:
     # loaded after ray.init had connected, it failed in a Ray job ("oneMKL: Cannot load libtorch_cpu.so").
-    if prepared.config.cluster.address or os.environ.get("RAY_ADDRESS"):
+    if prepared.config.cluster.join_address():
         import torch  # noqa: F401
     ray_start = start_ray(prepared.config)
     from ray_a3c.cluster.driver import Trainer
@@ -110,7 +110,7 @@ LOCAL_CPU_OVERCOMMIT = 4  # a local Ray may reserve at most this many logical CP
 def check_local_size(cfg: Config) -> None:
     """A local Ray is sized from the config: 1,000 workers would start 1,000 processes on this machine."""
     already_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a notebook's, a test's
-    if cfg.cluster.address or os.environ.get("RAY_ADDRESS") or already_running:
+    if cfg.cluster.join_address() or already_running:
         return
     from ray_a3c.cluster.runtime import required_cpus
 

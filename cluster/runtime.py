@@ -37,9 +37,7 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
     c = config.cluster
     # Silence Ray's per-task log forwarding chatter in the progress output; errors still surface.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # Inside a Ray job (`a3c submit`, a KubeRay RayJob) RAY_ADDRESS names the cluster: join it, so one config
-    # runs unchanged locally, against `ray start` clusters and as a job.
-    address = c.address or os.environ.get("RAY_ADDRESS")
+    address = c.join_address()
     if address:
         ctx = ray.init(address=address, namespace=c.namespace, log_to_driver=True, logging_level=logging.WARNING,
                        runtime_env=user_module_runtime_env(config.env.id))

@@ -158,6 +158,11 @@ class ClusterConfig:
     include_dashboard: bool = _f(True, "start the Ray dashboard with a local Ray")
     dashboard_host: str = _f("127.0.0.1", "interface the local dashboard binds to")
 
+    def join_address(self) -> Optional[str]:
+        """The cluster to join: `address`, else RAY_ADDRESS (set inside a Ray job, `a3c submit`'s or a KubeRay
+        RayJob's, so one config runs unchanged locally and as a job); None means start a local Ray."""
+        return self.address or os.environ.get("RAY_ADDRESS")
+
 
 @dataclass
 class Config:

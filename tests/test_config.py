@@ -68,3 +68,25 @@ def test_readme_documents_every_key():
         readme = fh.read()
     missing = [key for key, _, _ in reference_rows() if f"`{key}`" not in readme]
     assert not missing, f"README config reference lacks {missing}"
+
+
+def test_join_address_prefers_the_config_then_ray_address(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cluster = Config().cluster
+    assert cluster.join_address() is None  # a local Ray
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # what a Ray job's driver finds
+    assert cluster.join_address() == "10.0.0.1:6379"
+    cluster.address = "auto"
+    assert cluster.join_address() == "auto"
+
+
+def test_local_size_check_is_skipped_when_joining(monkeypatch):
+    from ray_a3c.cluster.launch import check_local_size
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = Config()
+    cfg.run.num_workers = 10_000
+    with pytest.raises(A3CError, match="workers need"):
+        check_local_size(cfg)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    check_local_size(cfg)  # a cluster's size is its own: nothing to refuse here
