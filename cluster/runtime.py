@@ -1,6 +1,7 @@
 """Starting or joining Ray, and the resource options of each actor role."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
@@ -10,7 +11,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
 import ray
 
@@ -39,8 +40,9 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     address = c.join_address()
     if address:
-        ctx = ray.init(address=address, namespace=c.namespace, log_to_driver=True, logging_level=logging.WARNING,
-                       runtime_env=user_module_runtime_env(config.env.id))
+        with user_module_runtime_env(config.env.id) as runtime_env:
+            ctx = ray.init(address=address, namespace=c.namespace, log_to_driver=True,
+                           logging_level=logging.WARNING, runtime_env=runtime_env)
     else:
         ctx = ray.init(**local_init_options(config), log_to_driver=True)
     url = getattr(ctx, "dashboard_url", None)
@@ -77,19 +79,23 @@ def user_module_path(env_id: str) -> Optional[str]:
     return path
 
 
-def user_module_runtime_env(env_id: str) -> Optional[dict]:
+@contextlib.contextmanager
+def user_module_runtime_env(env_id: str) -> Iterator[Optional[dict]]:
     """A runtime env that ships the user's env module to every node (Ray's py_modules takes directories:
-    a single-file module is staged as `<name>/` holding it as `__init__.py`)."""
+    a single-file module is staged as `<name>/` holding it as `__init__.py`). `ray.init` uploads it, so the
+    staging directory is removed on leaving the block."""
     path = user_module_path(env_id)
-    if path is None:
-        return None
-    if os.path.isfile(path):
-        name = os.path.splitext(os.path.basename(path))[0]
-        staged = os.path.join(tempfile.mkdtemp(prefix="a3c-modules-"), name)
+    if path is None or not os.path.isfile(path):
+        yield None if path is None else {"py_modules": [path]}
+        return
+    staging = tempfile.mkdtemp(prefix="a3c-modules-")
+    try:
+        staged = os.path.join(staging, os.path.splitext(os.path.basename(path))[0])
         os.makedirs(staged)
         shutil.copyfile(path, os.path.join(staged, "__init__.py"))
-        path = staged
-    return {"py_modules": [path]}
+        yield {"py_modules": [staged]}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def resolve_num_workers(config: Config) -> int:

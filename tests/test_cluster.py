@@ -39,11 +39,11 @@ def cluster():
 class Run:
     """`a3c train --address` in a subprocess; its output is collected line by line on a thread."""
 
-    def __init__(self, cluster, tmp_path, *args):
+    def __init__(self, cluster, tmp_path, *args, pythonpath: str = ROOT):
         self.run_dir = str(tmp_path / "run")
         cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "train", "--address", cluster["address"], "--run-dir",
                self.run_dir, "--seed", "0", "--set", "run.log_interval_s=0.5", *args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), text=True,
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=pythonpath), text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
@@ -115,6 +115,24 @@ def test_prometheus_endpoint_serves_the_project_metrics(cluster, tmp_path):
     assert metric(text, "ray_a3c_restarts") == 0
     run.proc.send_signal(signal.SIGTERM)
     run.proc.wait(timeout=60)
+
+
+def test_a_single_file_env_module_only_the_driver_has_trains_on_the_cluster(cluster, tmp_path):
+    """The module sits in a directory only the driver's PYTHONPATH names: the nodes' workers can import it only
+    from the job's runtime env (staged as a package), and the staging directory is gone once Ray has it."""
+    import tempfile
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "shipped_pole.py").write_text(
+        "from gymnasium.envs.classic_control import CartPoleEnv\n\n\nclass ShippedPole(CartPoleEnv):\n    pass\n")
+    staging_before = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("a3c-modules-")}
+    run = Run(cluster, tmp_path, "--env", "shipped_pole:ShippedPole", "--total-env-steps", "3000",
+              "--set", "run.stop_return=null", pythonpath=ROOT + os.pathsep + str(own))
+    summary = run.finish()
+    assert summary["env_steps"] >= 3000
+    staging_after = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("a3c-modules-")}
+    assert staging_after == staging_before
 
 
 def test_submit_runs_a_job_that_succeeds(cluster, tmp_path):

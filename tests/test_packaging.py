@@ -112,10 +112,15 @@ def test_a_users_env_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch):
     (tmp_path / "mypkg" / "__init__.py").write_text("")
     (tmp_path / "mypkg" / "envs.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    (staged,) = user_module_runtime_env("mysim:Sim")["py_modules"]
-    assert os.path.basename(staged) == "mysim"
-    with open(os.path.join(staged, "__init__.py")) as fh:
-        assert fh.read() == "import gymnasium\n"
-    assert user_module_runtime_env("mypkg.envs:Env") == {"py_modules": [str(tmp_path / "mypkg")]}
+    with user_module_runtime_env("mysim:Sim") as runtime_env:
+        (staged,) = runtime_env["py_modules"]
+        assert os.path.basename(staged) == "mysim"
+        with open(os.path.join(staged, "__init__.py")) as fh:
+            assert fh.read() == "import gymnasium\n"
+    assert not os.path.exists(os.path.dirname(staged))  # ray.init has uploaded it: no temp dir left per run
+    with user_module_runtime_env("mypkg.envs:Env") as runtime_env:
+        assert runtime_env == {"py_modules": [str(tmp_path / "mypkg")]}
+    assert (tmp_path / "mypkg" / "envs.py").exists()  # a package ships from where it is, untouched
     for env_id in ("CartPole-v1", "gymnasium.envs.classic_control:CartPoleEnv", "vizdoom:basic"):
-        assert user_module_runtime_env(env_id) is None
+        with user_module_runtime_env(env_id) as runtime_env:
+            assert runtime_env is None
