@@ -15,7 +15,7 @@ from ray_a3c.common.config import (
     load_yaml,
     parse_override,
     preset_names,
-    reference_rows,
+    reference_table,
     validate,
 )
 from ray_a3c.common.envs import probe_spaces
@@ -289,9 +289,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
-        print("| key | default | meaning |\n|---|---|---|")
-        for key, default, doc in reference_rows():
-            print(f"| `{key}` | `{default}` | {doc} |")
+        print(reference_table(), end="")
         return 0
     import yaml
 

@@ -76,6 +76,9 @@ class AlgoConfig:
     learning_rate: float = _f(7e-4, "Adam learning rate (the actor's when critic_learning_rate is set)")
     critic_learning_rate: Optional[float] = _f(None, "separate Adam lr for the critic (needs shared_trunk false)")
     adam_eps: float = _f(1e-5, "Adam epsilon")
+    optimizer: str = _f("adam", "adam | rmsprop (as the A3C paper and SB3's A2C; without momentum, not centred)")
+    rmsprop_alpha: float = _f(0.99, "rmsprop: decay of the running average of squared gradients")
+    rmsprop_eps: float = _f(1e-5, "rmsprop: epsilon (SB3's A2C: 1e-5; the A3C paper's: 0.1)")
     lr_schedule: str = _f("constant", "constant | linear: the learning rates fall linearly to 0 at "
                                       "run.total_env_steps (by the PS's env-step count)")
     entropy_coef: float = _f(0.01, "weight of the entropy bonus")
@@ -332,6 +335,9 @@ def validate(cfg: Config) -> Config:
         (a.critic_learning_rate is None or not m.shared_trunk,
          "algo.critic_learning_rate needs model.shared_trunk=false (a shared trunk has one learning rate)"),
         (a.adam_eps > 0, "algo.adam_eps must be > 0"),
+        (a.optimizer in ("adam", "rmsprop"), "algo.optimizer must be adam or rmsprop"),
+        (0 < a.rmsprop_alpha < 1, "algo.rmsprop_alpha must be in (0, 1)"),
+        (a.rmsprop_eps > 0, "algo.rmsprop_eps must be > 0"),
         (a.entropy_coef >= 0, "algo.entropy_coef must be >= 0"),
         (a.value_coef > 0, "algo.value_coef must be > 0"),
         (a.value_loss in ("mse", "smooth_l1"), "algo.value_loss must be mse or smooth_l1"),
@@ -406,3 +412,12 @@ def reference_rows() -> list[tuple[str, str, str]]:
             rows.append((f"{section}.{f.name}", yaml.safe_dump(default, default_flow_style=True).strip()
                          .removesuffix("\n...").removesuffix(" ..."), f.metadata["doc"]))
     return rows
+
+
+def reference_table() -> str:
+    """The README's config reference: a Markdown table (a `|` in a doc is escaped, else it splits the cell)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, doc in reference_rows():
+        cell = doc.replace("|", "\\|")
+        lines.append(f"| `{key}` | `{default}` | {cell} |")
+    return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""ParameterServer: the global network, one Adam, versions, staleness and NaN guards, checkpoint state."""
+"""ParameterServer: the global network, one optimizer (Adam or RMSprop), versions, staleness and NaN guards,
+checkpoint state."""
 from __future__ import annotations
 
 import time
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 import yaml
 
-from ray_a3c.common.config import Config
+from ray_a3c.common.config import AlgoConfig, Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import decode_gradient, get_flat_weights, set_flat_grads
 from ray_a3c.common.losses import clip_by_global_norm
@@ -19,18 +20,23 @@ from ray_a3c.common.packet import ApplyResult, GradientPacket
 COUNTERS = ("version", "env_steps", "episodes", "rejected_stale", "rejected_nonfinite")
 
 
-def build_optimizers(model: torch.nn.Module, config: Config) -> dict[str, torch.optim.Adam]:
-    """{"all": Adam} for a shared trunk; {"actor": Adam, "critic": Adam} for separate networks, the critic's
+def build_optimizers(model: torch.nn.Module, config: Config) -> dict[str, torch.optim.Optimizer]:
+    """{"all": optimizer} for a shared trunk; {"actor": ..., "critic": ...} for separate networks, the critic's
     at `critic_learning_rate` (or the same lr), so a value-only step can move the critic alone."""
     algo = config.algo
     critic_ids = model.critic_parameter_ids()
     if not critic_ids:
-        return {"all": torch.optim.Adam(model.parameters(), lr=algo.learning_rate, eps=algo.adam_eps)}
+        return {"all": _optimizer(list(model.parameters()), algo.learning_rate, algo)}
     actor = [p for p in model.parameters() if id(p) not in critic_ids]
     critic = [p for p in model.parameters() if id(p) in critic_ids]
     critic_lr = algo.critic_learning_rate or algo.learning_rate
-    return {"actor": torch.optim.Adam(actor, lr=algo.learning_rate, eps=algo.adam_eps),
-            "critic": torch.optim.Adam(critic, lr=critic_lr, eps=algo.adam_eps)}
+    return {"actor": _optimizer(actor, algo.learning_rate, algo), "critic": _optimizer(critic, critic_lr, algo)}
+
+
+def _optimizer(params: list, lr: float, algo: AlgoConfig) -> torch.optim.Optimizer:
+    if algo.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=algo.rmsprop_alpha, eps=algo.rmsprop_eps)
+    return torch.optim.Adam(params, lr=lr, eps=algo.adam_eps)
 
 
 class _Window:
@@ -109,7 +115,7 @@ class ParameterServer:
 
     def apply_batch(self, packets: list[GradientPacket]) -> list[ApplyResult]:
         """Batched application (learner.max_batch_packets): each packet is checked, counted and its lag
-        recorded on its own; the accepted ones' gradients are averaged into one Adam step. The mean, not the
+        recorded on its own; the accepted ones' gradients are averaged into one optimizer step. The mean, not the
         sum: each packet's gradient is already a mean over its transitions, so their mean is the gradient of
         the mean loss over all of them (a larger batch), and max_grad_norm keeps its meaning. One packet is
         exactly serial A3C. Every sender gets the new version's weights."""
@@ -124,7 +130,7 @@ class ParameterServer:
                 for packet, reason in zip(packets, reasons)]
 
     def apply_mean_gradients(self, *packets: GradientPacket) -> ApplyResult:
-        """Synchronous mode: one Adam step on the mean of the packets' gradients (all computed from the
+        """Synchronous mode: one optimizer step on the mean of the packets' gradients (all computed from the
         current version); non-finite or stale ones are counted and left out of the mean."""
         started = time.perf_counter()
         kept = [not reason for reason in self._step_on_mean(list(packets))]
@@ -134,7 +140,7 @@ class ParameterServer:
                            stop=self.stop_requested, weights=weights, counters=self.get_counters())
 
     def _step_on_mean(self, packets: list[GradientPacket]) -> list[str]:
-        """Check and count every packet, then one Adam step per kind (policy+value, value-only) on the mean
+        """Check and count every packet, then one optimizer step per kind (policy+value, value-only) on the mean
         gradient of the accepted ones. An aggregate (cluster.aggregate=node) counts as its accepted members
         in that mean, and each member is counted and its lag recorded as if it had come on its own. Returns each
         packet's rejection reason ("" = accepted)."""
@@ -302,7 +308,7 @@ class ParameterServer:
                 self.counters[key] = max(self.counters[key], int(floor) + (1 if key == "version" else 0))
 
     def load_state_dict(self, state: dict, counter_floor: Optional[dict] = None) -> None:
-        """Restore weights, Adam and counters. `counter_floor` (the last counters seen before a crash) keeps
+        """Restore weights, optimizer state and counters. `counter_floor` (the last counters seen before a crash) keeps
         counters from going backwards: env steps really taken stay counted, and the version jumps past every
         version handed out before, so no packet from the lost weights can pass as fresh."""
         self.model.load_state_dict(state["model"])

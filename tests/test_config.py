@@ -10,6 +10,7 @@ from ray_a3c.common.config import (
     parse_override,
     preset_names,
     reference_rows,
+    reference_table,
     save_yaml,
     validate,
 )
@@ -35,7 +36,8 @@ def test_validation_rejects_bad_values():
     for key, value, message in [("algo.learning_rate", -1e-3, "learning_rate"), ("algo.gamma", 1.5, "gamma"),
                                 ("run.num_workers", -1, "num_workers"), ("learner.device", "tpu", "learner.device"),
                                 ("model.activation", "sigmoid", "activation"),
-                                ("algo.value_loss", "huber", "value_loss")]:
+                                ("algo.value_loss", "huber", "value_loss"), ("algo.optimizer", "sgd", "optimizer"),
+                                ("algo.rmsprop_alpha", 1.0, "rmsprop_alpha")]:
         with pytest.raises(A3CError, match=message):
             validate(from_flat({key: value}, Config()))
     with pytest.raises(A3CError, match="shared_trunk"):
@@ -68,6 +70,11 @@ def test_readme_documents_every_key():
         readme = fh.read()
     missing = [key for key, _, _ in reference_rows() if f"`{key}`" not in readme]
     assert not missing, f"README config reference lacks {missing}"
+    begin, end = "<!-- config-reference:begin -->\n", "<!-- config-reference:end -->"
+    documented = readme[readme.index(begin) + len(begin):readme.index(end)]
+    assert documented == reference_table(), "README config reference is stale: run `make docs`"
+    for row in documented.splitlines()[2:]:  # an unescaped | in a doc would split its cell
+        assert row.replace("\\|", "").count("|") == 4, row
 
 
 def test_join_address_prefers_the_config_then_ray_address(monkeypatch):

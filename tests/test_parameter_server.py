@@ -1,4 +1,4 @@
-"""ParameterServer without Ray: Adam equivalence, guards, versions, state round trip."""
+"""ParameterServer without Ray: Adam and RMSprop equivalence, guards, versions, state round trip."""
 import copy
 
 import numpy as np
@@ -44,6 +44,22 @@ def test_adam_step_equals_torch_adam(critic_lr):
     assert ps.version == 5
 
 
+def test_rmsprop_step_equals_a_numpy_reference():
+    """Not centred, no momentum: v <- alpha v + (1 - alpha) g^2; w <- w - lr g / (sqrt(v) + eps)."""
+    lr, alpha, eps = 1e-3, 0.9, 0.1
+    ps = make_ps(**{"algo.optimizer": "rmsprop", "algo.learning_rate": lr, "algo.rmsprop_alpha": alpha,
+                    "algo.rmsprop_eps": eps})
+    weights = get_flat_weights(ps.model).astype(np.float64)
+    square_avg = np.zeros_like(weights)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        grad = rng.normal(size=weights.size).astype(np.float32)
+        assert ps.apply_gradients(packet(ps, grad)).accepted
+        square_avg = alpha * square_avg + (1 - alpha) * grad.astype(np.float64) ** 2
+        weights -= lr * grad / (np.sqrt(square_avg) + eps)
+    np.testing.assert_allclose(get_flat_weights(ps.model), weights, atol=1e-6)
+
+
 def test_nonfinite_gradient_is_rejected_counted_and_harmless():
     ps = make_ps()
     before = get_flat_weights(ps.model).copy()
@@ -85,14 +101,15 @@ def test_each_version_is_published_once():
     assert result.weights == 2 and ps.get_weights()[1] == 2 and len(calls) == 2
 
 
-def test_state_round_trip_through_a_weights_only_checkpoint(tmp_path):
-    ps = make_ps()
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_state_round_trip_through_a_weights_only_checkpoint(tmp_path, optimizer):
+    ps = make_ps(**{"algo.optimizer": optimizer})
     rng = np.random.default_rng(1)
     for _ in range(3):
         ps.apply_gradients(packet(ps, rng.normal(size=num_params(ps.model))))
     path = str(tmp_path / "ckpt.pt")
     checkpoint.save_atomic(ps.state_dict(), path)
-    restored = make_ps()
+    restored = make_ps(**{"algo.optimizer": optimizer})
     restored.load_state_dict(checkpoint.load(path))
     assert restored.counters == ps.counters
     np.testing.assert_array_equal(get_flat_weights(restored.model), get_flat_weights(ps.model))
