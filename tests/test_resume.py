@@ -16,7 +16,7 @@ def run_dir(tmp_path):
 
 
 @pytest.mark.parametrize("override", ["model.hidden_sizes=[16]", "env.id=CartPole-v0", "algo.mode=sync",
-                                      "run.seed=3"])
+                                      "run.seed=3", "algo.optimizer=rmsprop"])
 def test_a_change_that_does_not_fit_exits_2_and_leaves_the_run_untouched(run_dir, override, capsys):
     config_path = os.path.join(run_dir, "config.yaml")
     before = open(config_path, "rb").read()
