@@ -134,13 +134,15 @@ def render(name: str, task: Task, rows: list[dict], sides: list[str], command: s
            overrides: list[str]) -> str:
     overridden = " with " + ", ".join(f"`{o}`" for o in overrides) if overrides else ""
     target = f"{task.target:.0f}" if task.target is not None else "SB3 A2C's final return (per seed)"
-    lines = [f"## {task.env_id}: ray-a3c vs SB3 A2C and PPO, time to {target} and final return ({today()})", "",
+    peers = "SB3 A2C and PPO" if "sb3_ppo" in sides else "SB3 A2C"
+    reference = (f" SB3 PPO, a reference row, trains the zoo's own budget ({task.ppo_budget:,} env steps; snapshots "
+                 "every 1%)." if "sb3_ppo" in sides else "")
+    lines = [f"## {task.env_id}: ray-a3c vs {peers}, time to {target} and final return ({today()})", "",
              f"Machine: {machine()}. Command: `{command}`. Budget {task.budget:,} env steps per side; snapshots "
              f"every {task.snapshot_every:,}, scanned with {task.scan_episodes} greedy episodes (seeds from "
              f"{EVAL_SEED}); final = the last snapshot, {FINAL_EPISODES} fresh greedy episodes (seeds from "
              f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`{overridden}, `algo.mode` sync and async, evaluator "
-             f"off. SB3 PPO, a reference row, trains the zoo's own budget ({task.ppo_budget:,} env steps; "
-             "snapshots every 1%).", "",
+             f"off.{reference}", "",
              "| side | solved | median env steps | median train s | median final return | env steps/s | "
              "ratio time / SB3 A2C |", "|---|---|---|---|---|---|---|"]
     base = median([r["sb3_a2c"]["time_s"] for r in rows]) if "sb3_a2c" in rows[0] else None
