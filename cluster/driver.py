@@ -53,7 +53,7 @@ class Trainer:
         self._log_state: Optional[tuple] = None  # (time, counters) of the last progress line
         self.evals: Optional[EvalCycle] = None
         self._queued_round: Optional[tuple] = None
-        self._saved_version = -1
+        self._saved_counters: dict = {"version": -1}  # of the newest checkpoint this driver wrote
         self._dataset_steps = _dataset_steps(self.config)
         self._last_100: collections.deque = collections.deque(maxlen=100)  # training episodes' returns
 
@@ -264,7 +264,7 @@ class Trainer:
     def _save_checkpoint(self) -> Optional[str]:
         state = self._ps_call("state_dict")
         state["best_eval_return"] = self.summary.best_eval
-        self._saved_version = state["counters"]["version"]
+        self._saved_counters = dict(state["counters"])
         return checkpoint.save_versioned(state, self.ckpt_dir, state["counters"]["version"],
                                          self.config.run.keep_checkpoints)
 
@@ -312,8 +312,11 @@ class Trainer:
         if self._log_state is not None:
             self._log(time.perf_counter())  # a last tick, so even short runs log every tag
         counters = self._ps_call("get_counters")
-        if counters["version"] != self._saved_version:
+        if counters["version"] != self._saved_counters["version"]:
             path = self._save_checkpoint()  # the pushes that landed while the loops finished
+            # An interrupted run does not wait for its loops, so pushes can land between the two calls: the
+            # summary reports what the checkpoint holds, not the earlier reading.
+            counters = dict(counters, **self._saved_counters)
         s.env_steps, s.version, s.episodes = counters["env_steps"], counters["version"], counters["episodes"]
         s.rejected_stale, s.rejected_nonfinite = counters["rejected_stale"], counters["rejected_nonfinite"]
         s.restarts = dict(self.fleet.restarts)

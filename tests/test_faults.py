@@ -264,3 +264,29 @@ def test_a_worker_ray_is_restarting_is_waited_for_not_replaced(monkeypatch):
         supervisor._advance_relaunch(0, supervisor.loops[0], 100.0)
     assert fleet.calls == ["node_id", "node_id", "run_remote"]
     assert not fleet.spawned and not killed and not said
+
+
+def test_an_interrupted_runs_summary_reports_the_versions_its_checkpoint_holds(tmp_path):
+    """After SIGTERM the loops are not waited for, so pushes keep landing between the PS calls of the final
+    checkpoint; the summary must report the counters of the checkpoint written last, not an earlier reading."""
+    from ray_a3c.cluster.driver import Trainer
+
+    cfg = Config()
+    ps = ParameterServer(cfg, probe_spaces(cfg.env))
+
+    class PushesLanding:  # every call to the PS finds one more applied gradient
+        def __getattr__(self, method):
+            ps.counters["version"] += 1
+            ps.counters["env_steps"] += 40
+            return getattr(ps, method)
+
+    fleet = type("Fleet", (), {"ps": PushesLanding(), "restarts": {}})()
+    fleet.loops = type("Loops", (), {"refs": staticmethod(lambda: [])})()
+    trainer = Trainer(cfg, probe_spaces(cfg.env), str(tmp_path), quiet=True)
+    trainer.fleet, trainer.summary.reason = fleet, "interrupted"
+    trainer._ps_call = lambda method, *args: getattr(trainer.ps, method)(*args)
+    trainer._final_checkpoint()
+    saved = checkpoint.list_checkpoints(str(tmp_path / "checkpoints"))
+    assert len(saved) == 2  # the pushes that landed after the first save were saved again
+    newest = torch.load(saved[-1], weights_only=True)["counters"]
+    assert (trainer.summary.version, trainer.summary.env_steps) == (newest["version"], newest["env_steps"])
