@@ -40,6 +40,10 @@ ROWS = {
     "defend_the_center": ("vizdoom_defend_the_center", "doom_defend_the_center", [], 20.0, 1.0),
     "health_gathering": ("vizdoom_health_gathering", "doom_health_gathering", [], 800.0, 1.0),
 }
+# SF's doom_health_gathering always wraps its env in DoomGatheringRewardShaping (+1 on each step the health
+# rises), so our side trains on the same rewards: both training means (and the time to target) are shaped
+# returns; both evaluations score the scenario's own reward.
+OUR_SETTINGS = {"health_gathering": ["env.medkit_bonus=1.0"]}
 
 
 def first_crossing(points: list[tuple[float, float]], target: float) -> Optional[float]:
@@ -65,7 +69,7 @@ def run_ours(row: str, seconds: float, workers: int, envs: int) -> dict:
         run_dir = os.path.join(tmp, "run")
         cmd = [A3C, "train", preset, "--seed", "0", "--num-workers", str(workers), "--time-limit", str(seconds),
                "--run-dir", run_dir, "--set", "run.evaluate=false", "run.stop_return=null", "run.gif_every=0",
-               f"env.num_envs_per_worker={envs}", "run.total_env_steps=1000000000"]
+               f"env.num_envs_per_worker={envs}", "run.total_env_steps=1000000000", *OUR_SETTINGS.get(row, [])]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp)
         # the same budget as SF's, from launch: SIGTERM stops the run cleanly (final checkpoint, summary line)
         timer = threading.Timer(seconds, proc.send_signal, (signal.SIGTERM,))
@@ -156,6 +160,15 @@ def _models(row: str) -> str:
     return f"{row}: ours {ours}, SF {theirs}"
 
 
+def _shaping_note(rows: list[str]) -> str:
+    shaped = [r for r in rows if r in OUR_SETTINGS]
+    if not shaped:
+        return ""
+    return (f" Rewards on {', '.join(shaped)}: both systems train with a +1 bonus on each step the health rises "
+            "(SF's own shaping for this scenario; ours `--set " + " ".join(sum((OUR_SETTINGS[r] for r in shaped), []))
+            + "`), so both training means include it; both evaluations score the scenario's own reward.")
+
+
 def render(results: dict, args: argparse.Namespace) -> str:
     lines = [f"## ViZDoom: ray-a3c vs Sample Factory 2.1.1, like for like: {', '.join(args.rows)} ({today()})", "",
              f"Machine: {machine()}. Command: `.venv/bin/python -m bench.vizdoom --rows {' '.join(args.rows)} "
@@ -169,7 +182,8 @@ def render(results: dict, args: argparse.Namespace) -> str:
              "budget from launch (ours by SIGTERM, which checkpoints). Eval = a fresh 100-episode evaluation of "
              "the final policy with sampled actions (ours: `a3c evaluate --checkpoint latest --seed "
              f"{EVAL_SEED}`, 95% CI; SF: `enjoy_vizdoom --max_num_episodes 100`, its true objective). Presets: "
-             "ours as shipped; SF its Doom defaults (APPO); models: " + "; ".join(_models(r) for r in args.rows) + ".",
+             "ours as shipped; SF its Doom defaults (APPO); models: " + "; ".join(_models(r) for r in args.rows) + "."
+             + _shaping_note(args.rows),
              "",
              "| scenario (target) | system | time to target (s) | last 100-episode training mean | fresh eval, 100 "
              "episodes | frames/s | ratio ours / SF (time; fps) |", "|---|---|---|---|---|---|---|"]
