@@ -9,11 +9,14 @@ Our evaluator is off (`run.evaluate=false`), so nothing but training runs beside
 Sample Factory runs in its own venv (`make bench-sf-venv`): it pins gymnasium 0.29 and numpy 1.26.
 
     .venv/bin/python -m bench.vizdoom [--rows basic] [--seconds 600] [--workers 2] [--section vizdoom]
+        [--sf-from LOG]  (SF's rows as an earlier invocation printed them, instead of training SF again)
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
+import glob
 import json
 import os
 import re
@@ -32,23 +35,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SF_PYTHON = os.path.join(ROOT, "bench", ".sf-venv", "bin", "python")
 A3C = os.path.join(os.path.dirname(sys.executable), "a3c")
 FRAME_SKIP, EVAL_EPISODES, EVAL_SEED = 4, 100, 11
-# row -> (our preset, SF env, SF options, target of the training running mean in raw reward units, the reward
-# scaling SF's own env spec applies, so that its logs and evaluation are divided back to raw units)
+# row -> (our preset, SF env, SF options, target of the training running mean in raw reward units (None: no
+# time target), the reward scaling SF's own env spec applies, so that its logs and evaluation are divided back to
+# raw units)
 ROWS = {
     "basic": ("vizdoom_basic", "doom_basic", ["--use_rnn=False"], 80.0, 0.01),
     "basic_lstm": ("vizdoom_basic_lstm", "doom_basic", ["--use_rnn=True"], 80.0, 0.01),  # recurrent on both sides
     "defend_the_center": ("vizdoom_defend_the_center", "doom_defend_the_center", [], 20.0, 1.0),
-    "health_gathering": ("vizdoom_health_gathering", "doom_health_gathering", [], 800.0, 1.0),
+    "health_gathering": ("vizdoom_health_gathering", "doom_health_gathering", [], None, 1.0),
 }
-# SF's doom_health_gathering always wraps its env in DoomGatheringRewardShaping (+1 on each step the health
-# rises), so our side trains on the same rewards: both training means (and the time to target) are shaped
-# returns; both evaluations score the scenario's own reward.
-OUR_SETTINGS = {"health_gathering": ["env.medkit_bonus=1.0"]}
+SF_SCENARIOS = "sf_examples/vizdoom/doom/scenarios"
 
 
-def first_crossing(points: list[tuple[float, float]], target: float) -> Optional[float]:
-    """The first time whose running mean reaches `target`; `points` are (time, running mean) in time order."""
-    return next((t for t, mean in points if mean >= target), None)
+def our_settings(row: str) -> list[str]:
+    """`--set` overrides that make our side train on exactly SF's rewards where SF changes the scenario.
+    SF's doom_health_gathering plays its own health_gathering.cfg (0.01 per tic alive, no death penalty, a
+    fourth button MOVE_BACKWARD; vizdoom's: 1 per tic, -100 at death) and always adds +1 on each step the
+    health rises (DoomGatheringRewardShaping): our side loads that same .cfg, unscaled, with the same bonus."""
+    if row != "health_gathering":
+        return []
+    found = glob.glob(os.path.join(ROOT, "bench", ".sf-venv", "lib", "python3*", "site-packages", SF_SCENARIOS,
+                                   "health_gathering.cfg"))
+    if not found:
+        sys.exit("error: Sample Factory's health_gathering.cfg is not in bench/.sf-venv; run `make bench-sf-venv`")
+    return [f"env.id=vizdoom:{found[0]}", "env.reward_scale=1.0", "env.medkit_bonus=1.0"]
+
+
+def first_crossing(points: list[tuple[float, float]], target: Optional[float]) -> Optional[float]:
+    """The first time whose running mean reaches `target` (None: no target); `points` are (time, running mean)
+    in time order."""
+    return None if target is None else next((t for t, mean in points if mean >= target), None)
 
 
 def running_means(rows: list[tuple[float, float]], window: int = 100) -> list[tuple[float, float]]:
@@ -69,7 +85,7 @@ def run_ours(row: str, seconds: float, workers: int, envs: int) -> dict:
         run_dir = os.path.join(tmp, "run")
         cmd = [A3C, "train", preset, "--seed", "0", "--num-workers", str(workers), "--time-limit", str(seconds),
                "--run-dir", run_dir, "--set", "run.evaluate=false", "run.stop_return=null", "run.gif_every=0",
-               f"env.num_envs_per_worker={envs}", "run.total_env_steps=1000000000", *OUR_SETTINGS.get(row, [])]
+               f"env.num_envs_per_worker={envs}", "run.total_env_steps=1000000000", *our_settings(row)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp)
         # the same budget as SF's, from launch: SIGTERM stops the run cleanly (final checkpoint, summary line)
         timer = threading.Timer(seconds, proc.send_signal, (signal.SIGTERM,))
@@ -138,19 +154,37 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=16, help="env copies per worker, both systems")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--section", default="vizdoom", help="the BENCHMARKS.md section these rows replace")
+    parser.add_argument("--sf-from", metavar="LOG", help="take SF's rows from the output of an earlier invocation "
+                        "(same rows, seconds, workers, envs) instead of training SF again; the section says so")
     args = parser.parse_args()
     if not os.path.exists(SF_PYTHON):
         sys.exit("error: bench/.sf-venv is missing; run `make bench-sf-venv` first")
+    earlier = earlier_sf_rows(args.sf_from, args.rows) if args.sf_from else {}
     results = {}
     for row in args.rows:
         results[row] = {"ray-a3c": run_ours(row, args.seconds, args.workers, args.envs)}
         print(row, "ray-a3c", results[row]["ray-a3c"], flush=True)
-        results[row]["Sample Factory"] = run_sample_factory(row, args.seconds, args.workers, args.envs)
+        results[row]["Sample Factory"] = earlier.get(row) or run_sample_factory(row, args.seconds, args.workers,
+                                                                                args.envs)
         print(row, "Sample Factory", results[row]["Sample Factory"], flush=True)
     report = render(results, args)
     print(report)
     if not args.no_write:
         update_section(args.section, report)
+
+
+def earlier_sf_rows(log_path: str, rows: list[str]) -> dict:
+    """SF's result per row from the `<row> Sample Factory {...}` lines an earlier invocation printed."""
+    found = {}
+    with open(log_path) as fh:
+        for line in fh:
+            row, sep, rest = line.partition(" Sample Factory ")
+            if sep and row in rows:
+                found[row] = ast.literal_eval(rest.strip())
+    missing = [r for r in rows if r not in found]
+    if missing:
+        sys.exit(f"error: {log_path} has no Sample Factory result for {', '.join(missing)}")
+    return found
 
 
 def _models(row: str) -> str:
@@ -160,13 +194,21 @@ def _models(row: str) -> str:
     return f"{row}: ours {ours}, SF {theirs}"
 
 
-def _shaping_note(rows: list[str]) -> str:
-    shaped = [r for r in rows if r in OUR_SETTINGS]
-    if not shaped:
-        return ""
-    return (f" Rewards on {', '.join(shaped)}: both systems train with a +1 bonus on each step the health rises "
-            "(SF's own shaping for this scenario; ours `--set " + " ".join(sum((OUR_SETTINGS[r] for r in shaped), []))
-            + "`), so both training means include it; both evaluations score the scenario's own reward.")
+def _scenario_notes(rows: list[str], sf_from: Optional[str]) -> str:
+    notes = []
+    if "health_gathering" in rows:
+        notes.append(" health_gathering: SF plays its own scenario file (0.01 per tic alive, no death penalty, "
+                     "buttons left/right/forward/backward plus its no-op; vizdoom's file: 1 per tic, -100 at death, "
+                     "no backward) and adds +1 on each step the health rises; our side loads the same file with the "
+                     "same bonus (`--set " + " ".join(s.split("=")[0] + "=..." if s.startswith("env.id") else s
+                                                       for s in our_settings("health_gathering"))
+                     + "`, env.id = SF's health_gathering.cfg), so both train on the same rewards, both training "
+                     "means include the bonus, and both evaluations score the file's own reward (21 = alive to the "
+                     "2,100-tic timeout). No time target: the issue sets none for this scenario.")
+    if sf_from:
+        notes.append(f" SF's rows come from an earlier invocation of this bench with the same settings, the same "
+                     f"machine and day ({os.path.basename(sf_from)}); only ours was trained in this one.")
+    return "".join(notes)
 
 
 def render(results: dict, args: argparse.Namespace) -> str:
@@ -183,7 +225,7 @@ def render(results: dict, args: argparse.Namespace) -> str:
              "the final policy with sampled actions (ours: `a3c evaluate --checkpoint latest --seed "
              f"{EVAL_SEED}`, 95% CI; SF: `enjoy_vizdoom --max_num_episodes 100`, its true objective). Presets: "
              "ours as shipped; SF its Doom defaults (APPO); models: " + "; ".join(_models(r) for r in args.rows) + "."
-             + _shaping_note(args.rows),
+             + _scenario_notes(args.rows, args.sf_from),
              "",
              "| scenario (target) | system | time to target (s) | last 100-episode training mean | fresh eval, 100 "
              "episodes | frames/s | ratio ours / SF (time; fps) |", "|---|---|---|---|---|---|---|"]
@@ -193,7 +235,9 @@ def render(results: dict, args: argparse.Namespace) -> str:
         for name, r in sides.items():
             ci = f" +- {r['eval_ci']:.1f}" if r["eval_ci"] is not None else ""
             ratio = f"{time_ratio}; {ours['fps'] / max(sf['fps'], 1e-9):.2f}" if name == "ray-a3c" else "1"
-            lines.append(f"| {row} ({ROWS[row][3]:g}) | {name} | {fmt(r['time_s'], '.0f')} | "
+            target = "-" if ROWS[row][3] is None else f"{ROWS[row][3]:g}"
+            time_cell = "-" if ROWS[row][3] is None else fmt(r["time_s"], ".0f")
+            lines.append(f"| {row} ({target}) | {name} | {time_cell} | "
                          f"{fmt(r['final_mean100'], '.1f')} | {fmt(r['eval'], '.1f')}{ci} | {r['fps']:,.0f} | "
                          f"{ratio} |")
     return "\n".join(lines)
