@@ -215,7 +215,8 @@ def render(results: dict, args: argparse.Namespace) -> str:
     lines = [f"## ViZDoom: ray-a3c vs Sample Factory 2.1.1, like for like: {', '.join(args.rows)} ({today()})", "",
              f"Machine: {machine()}. Command: `.venv/bin/python -m bench.vizdoom --rows {' '.join(args.rows)} "
              f"--seconds {args.seconds:.0f} --workers {args.workers} --envs {args.envs}"
-             f"{'' if args.section == 'vizdoom' else ' --section ' + args.section}`. Each system: "
+             f"{'' if args.section == 'vizdoom' else ' --section ' + args.section}"
+             f"{' --sf-from ' + os.path.basename(args.sf_from) if args.sf_from else ''}`. Each system: "
              f"{args.workers} workers x {args.envs} envs, CPU, frame skip 4, seed 0, {args.seconds:.0f} s from launch, "
              "one after the other. Time = from launch (start-up included) until the running mean of the last 100 "
              "training episodes (sampled actions) reaches the target: SF's own logged statistic, ours from "
