@@ -17,6 +17,10 @@ RMSprop, linear lr 7e-4). A2C Ant: the zoo has no MuJoCo A2C entry; its AntBulle
 from __future__ import annotations
 
 import argparse
+import ast
+import os
+import re
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -101,29 +105,55 @@ def run_sb3(side: str, task: Task, seed: int, target: Optional[float]) -> dict:
             "budget": budget}
 
 
-def run_task(name: str, task: Task, seeds: int, sides: list[str], overrides: list[str]) -> list[dict]:
-    """One dict per seed: side -> result. SB3 first (before Ray's daemons exist), then ours."""
-    rows = [{} for _ in range(seeds)]
-    for seed in range(seeds):
-        if "sb3_a2c" in sides or task.target is None:
-            rows[seed]["sb3_a2c"] = run_sb3("sb3_a2c", task, seed, task.target)
-        target = task.target if task.target is not None else rows[seed]["sb3_a2c"]["final_mean"]
-        rows[seed]["target"] = target
+def run_task(name: str, task: Task, seeds: list[int], sides: list[str], overrides: list[str],
+             earlier: dict[int, dict]) -> list[dict]:
+    """One dict per seed: side -> result, merged over `earlier` (seed -> an earlier invocation's row): a side run
+    now replaces the earlier one. SB3 first (before Ray's daemons exist), then ours."""
+    rows = {seed: {**row, "seed": seed} for seed, row in earlier.items()}
+    for seed in seeds:
+        row = rows.setdefault(seed, {"seed": seed})
+        if "sb3_a2c" in sides or (task.target is None and "sb3_a2c" not in row):
+            row["sb3_a2c"] = run_sb3("sb3_a2c", task, seed, task.target)
+        row["target"] = task.target if task.target is not None else row["sb3_a2c"]["final_mean"]
         if "sb3_ppo" in sides:
-            rows[seed]["sb3_ppo"] = run_sb3("sb3_ppo", task, seed, target)
-        print(f"{name} seed {seed}: {rows[seed]}", flush=True)
-    from ray_a3c.cluster.runtime import start_ray
-    from ray_a3c.common.config import Config
+            row["sb3_ppo"] = run_sb3("sb3_ppo", task, seed, row["target"])
+        print(f"{name} seed {seed}: {_plain(row)}", flush=True)
+    if any(side.startswith("ours") for side in sides):
+        from ray_a3c.cluster.runtime import start_ray
+        from ray_a3c.common.config import Config
 
-    start_ray(Config())
-    for seed in range(seeds):
+        start_ray(Config())
+    for seed in seeds:
         for side, mode in (("ours_sync", "sync"), ("ours_async", "async")):
             if side in sides:
                 rows[seed][side] = run_ours(task.preset, seed, task.budget, rows[seed]["target"], task.snapshot_every,
                                             task.scan_episodes, overrides, {"algo.mode": mode},
                                             final_episodes=FINAL_EPISODES)
-        print(f"{name} seed {seed}: {rows[seed]}", flush=True)
-    return rows
+                print(f"{name} seed {seed}: {_plain(rows[seed])}", flush=True)
+    return [rows[seed] for seed in sorted(rows)]
+
+
+def _plain(value):
+    """Numpy scalars as Python numbers, so a printed row reads back with ast.literal_eval."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value.item() if hasattr(value, "item") else value
+
+
+def earlier_rows(log_path: str, name: str) -> dict[int, dict]:
+    """seed -> row from the `<task> seed N: {...}` lines an earlier invocation printed (the last line per seed is
+    the fullest); older logs print numpy scalars as `np.float64(x)`."""
+    found = {}
+    pattern = re.compile(rf"^{re.escape(name)} seed (\d+): (\{{.*\}})$")
+    with open(log_path) as fh:
+        for line in fh:
+            match = pattern.match(line.strip())
+            if match:
+                text = re.sub(r"np\.(?:float|int)\d+\(([^()]*)\)", r"\1", match.group(2))
+                found[int(match.group(1))] = ast.literal_eval(text)
+    if not found:
+        sys.exit(f"error: {log_path} has no '{name} seed N: {{...}}' line")
+    return found
 
 
 def _finite(value: float) -> Optional[float]:
@@ -131,7 +161,7 @@ def _finite(value: float) -> Optional[float]:
 
 
 def render(name: str, task: Task, rows: list[dict], sides: list[str], command: str,
-           overrides: list[str]) -> str:
+           overrides: list[str], earlier_note: str = "") -> str:
     overridden = " with " + ", ".join(f"`{o}`" for o in overrides) if overrides else ""
     target = f"{task.target:.0f}" if task.target is not None else "SB3 A2C's final return (per seed)"
     peers = "SB3 A2C and PPO" if "sb3_ppo" in sides else "SB3 A2C"
@@ -142,7 +172,7 @@ def render(name: str, task: Task, rows: list[dict], sides: list[str], command: s
              f"every {task.snapshot_every:,}, scanned with {task.scan_episodes} greedy episodes (seeds from "
              f"{EVAL_SEED}); final = the last snapshot, {FINAL_EPISODES} fresh greedy episodes (seeds from "
              f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`{overridden}, `algo.mode` sync and async, evaluator "
-             f"off.{reference}", "",
+             f"off.{reference}{earlier_note}", "",
              "| side | solved | median env steps | median train s | median final return | env steps/s | "
              "ratio time / SB3 A2C |", "|---|---|---|---|---|---|---|"]
     base = median([r["sb3_a2c"]["time_s"] for r in rows]) if "sb3_a2c" in rows[0] else None
@@ -157,7 +187,8 @@ def render(name: str, task: Task, rows: list[dict], sides: list[str], command: s
                      f"{median([x['final_mean'] for x in res]):.1f} | {median([x['fps'] for x in res]):,.0f} | "
                      f"{ratio} |")
     lines += ["", "Per seed (final return; time to target s):", ""]
-    for seed, row in enumerate(rows):
+    for row in rows:
+        seed = row["seed"]
         cells = [f"{NAMES[s]} {row[s]['final_mean']:.1f}; {fmt(row[s]['time_s'], '.1f')}" for s in sides if s in row]
         lines.append(f"- seed {seed} (target {row['target']:.1f}): " + " | ".join(cells))
     return "\n".join(lines)
@@ -167,7 +198,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=["pendulum", "ant"])
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds to run")
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--rows-from", nargs="+", default=[], metavar="LOG",
+                        help="merge the per-seed rows earlier invocations printed (their logs) into this report")
     parser.add_argument("--budget", type=int, help="env steps per side (default: the task's)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="config overrides for our sides (an experiment: written to BENCHMARKS.md only with "
@@ -177,18 +211,44 @@ def main() -> None:
     args = parser.parse_args()
     if args.set and not args.section and not args.no_write:
         parser.error("--set changes our preset: name a --section for its rows, or pass --no-write")
+    for log_path in args.rows_from:
+        if not os.path.isfile(log_path):
+            parser.error(f"--rows-from: no such file: {log_path}")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    logs = [os.path.basename(p) for p in args.rows_from]
     command = ".venv/bin/python -m bench.continuous --tasks " + " ".join(args.tasks) + \
-        f" --seeds {args.seeds} --sides " + " ".join(args.sides) + (f" --budget {args.budget}" if args.budget else "") \
-        + (" --set " + " ".join(args.set) if args.set else "") + (f" --section {args.section}" if args.section else "")
+        f" --seeds {args.seeds}" + (f" --first-seed {args.first_seed}" if args.first_seed else "") + \
+        " --sides " + " ".join(args.sides) + (f" --budget {args.budget}" if args.budget else "") \
+        + (" --set " + " ".join(args.set) if args.set else "") \
+        + (f" --section {args.section}" if args.section else "") + (" --rows-from " + " ".join(logs) if logs else "")
     for name in args.tasks:
         task = TASKS[name]
         if args.budget:
             task = Task(**{**task.__dict__, "budget": args.budget, "ppo_budget": min(task.ppo_budget, args.budget)})
-        rows = run_task(name, task, args.seeds, args.sides, args.set)
-        report = render(name, task, rows, args.sides, command, args.set)
+        earlier: dict[int, dict] = {}
+        for log_path in args.rows_from:  # a later log's side replaces an earlier one's
+            for seed, row in earlier_rows(log_path, name).items():
+                earlier.setdefault(seed, {}).update(row)
+        rows = run_task(name, task, seeds, args.sides, args.set, earlier)
+        sides = [side for side in SIDES if any(side in row for row in rows)]
+        note = _earlier_note(earlier, seeds, args.sides, logs)
+        report = render(name, task, rows, sides, command, args.set, note)
         print(report, flush=True)
         if not args.no_write:
             update_section(args.section or f"continuous_{name}", report)
+
+
+def _earlier_note(earlier: dict[int, dict], seeds: list[int], sides: list[str], logs: list[str]) -> str:
+    """Which rows of the report an earlier invocation trained (a side run again now replaced its earlier row)."""
+    kept = []
+    for seed, row in sorted(earlier.items()):
+        names = [NAMES[s] for s in SIDES if s in row and not (seed in seeds and s in sides)]
+        if names:
+            kept.append(f"seed {seed}: " + ", ".join(names))
+    if not kept:
+        return ""
+    return (f" Rows trained by an earlier invocation of this bench on the same machine "
+            f"({', '.join(logs)}): " + "; ".join(kept) + ".")
 
 
 if __name__ == "__main__":
