@@ -200,9 +200,8 @@ def _scenario_notes(rows: list[str], sf_from: Optional[str]) -> str:
         notes.append(" health_gathering: SF plays its own scenario file (0.01 per tic alive, no death penalty, "
                      "buttons left/right/forward/backward plus its no-op; vizdoom's file: 1 per tic, -100 at death, "
                      "no backward) and adds +1 on each step the health rises; our side loads the same file with the "
-                     "same bonus (`--set " + " ".join(s.split("=")[0] + "=..." if s.startswith("env.id") else s
-                                                       for s in our_settings("health_gathering"))
-                     + "`, env.id = SF's health_gathering.cfg), so both train on the same rewards, both training "
+                     "same bonus (`--set env.id=vizdoom:<SF's health_gathering.cfg> env.reward_scale=1.0 "
+                     "env.medkit_bonus=1.0`, from `our_settings`), so both train on the same rewards, both training "
                      "means include the bonus, and both evaluations score the file's own reward (21 = alive to the "
                      "2,100-tic timeout). No time target: the issue sets none for this scenario.")
     if sf_from:
