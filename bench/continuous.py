@@ -118,7 +118,7 @@ def run_task(name: str, task: Task, seeds: list[int], sides: list[str], override
         if "sb3_ppo" in sides:
             row["sb3_ppo"] = run_sb3("sb3_ppo", task, seed, row["target"])
         print(f"{name} seed {seed}: {_plain(row)}", flush=True)
-    if any(side.startswith("ours") for side in sides):
+    if seeds and any(side.startswith("ours") for side in sides):
         from ray_a3c.cluster.runtime import start_ray
         from ray_a3c.common.config import Config
 

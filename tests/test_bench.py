@@ -1,0 +1,55 @@
+"""bench.continuous merges per-seed rows printed by earlier invocations (an Ant seed of three sides takes ~1 h
+on 2 cores, so its seeds run in separate invocations); nothing here trains."""
+import pytest
+
+from bench.continuous import TASKS, _earlier_note, _plain, earlier_rows, render, run_task
+
+OLD_LINE = ("ant seed 0: {'sb3_a2c': {'solved': True, 'time_s': 1081.2, 'env_steps': 1550000, "
+            "'final_mean': np.float64(3675.9), 'target': np.float64(3675.9), 'fps': 1394.5}, "
+            "'target': np.float64(3675.9)}\n")
+
+
+def _row(final: float, time_s: float) -> dict:
+    return {"solved": True, "time_s": time_s, "env_steps": 1_000_000, "final_mean": final, "fps": 1500.0}
+
+
+def test_rows_printed_by_an_earlier_invocation_read_back_the_last_line_per_seed_winning(tmp_path):
+    import numpy as np
+
+    later = {"sb3_a2c": _row(3675.9, 1081.2), "target": 3675.9, "ours_sync": _row(np.float64(3837.1), 625.5)}
+    log = tmp_path / "ant.log"
+    log.write_text(OLD_LINE + "2026-11-22 WARNING something Ray printed\n" + f"ant seed 0: {_plain(later)}\n"
+                   + "pendulum seed 0: {'target': -250.0}\n")
+    rows = earlier_rows(str(log), "ant")
+    assert list(rows) == [0]
+    assert rows[0]["ours_sync"]["final_mean"] == pytest.approx(3837.1)
+    assert rows[0]["sb3_a2c"]["final_mean"] == pytest.approx(3675.9)
+    assert isinstance(rows[0]["ours_sync"]["final_mean"], float)
+
+
+def test_a_log_without_rows_for_the_task_is_an_error(tmp_path):
+    log = tmp_path / "other.log"
+    log.write_text(OLD_LINE)
+    with pytest.raises(SystemExit, match="error: .*no 'pendulum seed N"):
+        earlier_rows(str(log), "pendulum")
+
+
+def test_earlier_seeds_join_the_report_in_seed_order_with_their_source_named():
+    earlier = {2: {"sb3_a2c": _row(3000.0, 900.0), "target": 3000.0, "ours_sync": _row(3100.0, 450.0)},
+               0: {"sb3_a2c": _row(3675.9, 1081.2), "target": 3675.9, "ours_sync": _row(3837.1, 625.5)}}
+    rows = run_task("ant", TASKS["ant"], [], ["ours_sync"], [], earlier)  # no seed to run: no Ray, no training
+    assert [row["seed"] for row in rows] == [0, 2]
+    note = _earlier_note(earlier, [], ["ours_sync"], ["ant_s0.log"])
+    report = render("ant", TASKS["ant"], rows, ["ours_sync", "sb3_a2c"], "cmd", [], note)
+    assert report.index("- seed 0 (target 3675.9)") < report.index("- seed 2 (target 3000.0)")
+    assert "| ray-a3c sync | 2/2 |" in report
+    assert "(ant_s0.log): seed 0: ray-a3c sync, SB3 A2C (rl-zoo); seed 2: ray-a3c sync, SB3 A2C (rl-zoo)." in report
+    median_ratio = (450.0 + 625.5) / (900.0 + 1081.2)  # medians of two values are their means
+    assert f"| {median_ratio:.2f} |" in report
+
+
+def test_a_side_run_again_is_not_credited_to_the_earlier_log():
+    earlier = {1: {"sb3_a2c": _row(3000.0, 900.0), "target": 3000.0, "ours_sync": _row(3100.0, 450.0)}}
+    note = _earlier_note(earlier, [1], ["ours_sync"], ["ant_s1.log"])
+    assert note.endswith("(ant_s1.log): seed 1: SB3 A2C (rl-zoo).")
+    assert _earlier_note(earlier, [1], ["ours_sync", "sb3_a2c"], ["ant_s1.log"]) == ""
