@@ -156,8 +156,16 @@ def earlier_rows(log_path: str, name: str) -> dict[int, dict]:
     return found
 
 
-def _finite(value: float) -> Optional[float]:
-    return None if value != value else value
+def median_reached(values: list[Optional[float]]) -> Optional[float]:
+    """The median over all seeds, a seed that never reached the target counting as never (None): with 2 of 3
+    solved it is the slower solved seed's value, with 1 of 2 it is None (the median seed did not get there).
+    Taking the median over solved seeds only would report a side that failed half its seeds as fast."""
+    ordered = sorted(float("inf") if v is None else v for v in values)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    value = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return None if value == float("inf") else value
 
 
 def render(name: str, task: Task, rows: list[dict], sides: list[str], command: str,
@@ -172,18 +180,17 @@ def render(name: str, task: Task, rows: list[dict], sides: list[str], command: s
              f"every {task.snapshot_every:,}, scanned with {task.scan_episodes} greedy episodes (seeds from "
              f"{EVAL_SEED}); final = the last snapshot, {FINAL_EPISODES} fresh greedy episodes (seeds from "
              f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`{overridden}, `algo.mode` sync and async, evaluator "
-             f"off.{reference}{earlier_note}", "",
+             f"off.{reference}{earlier_note} Medians over all seeds: a seed that never reached the target counts as "
+             "never (\"not solved\" where the median seed did not get there).", "",
              "| side | solved | median env steps | median train s | median final return | env steps/s | "
              "ratio time / SB3 A2C |", "|---|---|---|---|---|---|---|"]
-    base = median([r["sb3_a2c"]["time_s"] for r in rows]) if "sb3_a2c" in rows[0] else None
-    base = None if base is None or base != base else base
+    base = median_reached([r["sb3_a2c"]["time_s"] for r in rows]) if "sb3_a2c" in rows[0] else None
     for side in sides:
         res = [r[side] for r in rows if side in r]
-        t = median([x["time_s"] for x in res])
-        t = None if t != t else t  # no seed solved: NaN
+        t = median_reached([x["time_s"] for x in res])
         ratio = f"{t / base:.2f}" if base and t else "-"
         lines.append(f"| {NAMES[side]} | {sum(x['solved'] for x in res)}/{len(res)} | "
-                     f"{fmt(_finite(median([x['env_steps'] for x in res])), ',.0f')} | {fmt(t, '.1f')} | "
+                     f"{fmt(median_reached([x['env_steps'] for x in res]), ',.0f')} | {fmt(t, '.1f')} | "
                      f"{median([x['final_mean'] for x in res]):.1f} | {median([x['fps'] for x in res]):,.0f} | "
                      f"{ratio} |")
     lines += ["", "Per seed (final return; time to target s):", ""]

@@ -2,7 +2,7 @@
 on 2 cores, so its seeds run in separate invocations); nothing here trains."""
 import pytest
 
-from bench.continuous import TASKS, _earlier_note, _plain, earlier_rows, render, run_task
+from bench.continuous import TASKS, _earlier_note, _plain, earlier_rows, median_reached, render, run_task
 
 OLD_LINE = ("ant seed 0: {'sb3_a2c': {'solved': True, 'time_s': 1081.2, 'env_steps': 1550000, "
             "'final_mean': np.float64(3675.9), 'target': np.float64(3675.9), 'fps': 1394.5}, "
@@ -53,3 +53,19 @@ def test_a_side_run_again_is_not_credited_to_the_earlier_log():
     note = _earlier_note(earlier, [1], ["ours_sync"], ["ant_s1.log"])
     assert note.endswith("(ant_s1.log): seed 1: SB3 A2C (rl-zoo).")
     assert _earlier_note(earlier, [1], ["ours_sync", "sb3_a2c"], ["ant_s1.log"]) == ""
+
+
+def test_a_seed_that_never_reached_the_target_counts_as_never_in_the_median():
+    assert median_reached([44.5, None, 39.6]) == 44.5  # 2 of 3: the slower solved seed
+    assert median_reached([625.5, None]) is None  # 1 of 2: the median seed did not get there
+    assert median_reached([10.0, 30.0]) == 20.0
+    assert median_reached([]) is None
+
+
+def test_a_side_solving_one_seed_of_two_gets_no_time_ratio():
+    earlier = {0: {"sb3_a2c": _row(3675.9, 1081.2), "target": 3675.9, "ours_sync": _row(3837.1, 625.5)},
+               1: {"sb3_a2c": _row(4607.9, 1709.9), "target": 4607.9,
+                   "ours_sync": {**_row(4349.2, 0.0), "solved": False, "time_s": None, "env_steps": None}}}
+    rows = run_task("ant", TASKS["ant"], [], [], [], earlier)
+    report = render("ant", TASKS["ant"], rows, ["ours_sync", "sb3_a2c"], "cmd", [])
+    assert "| ray-a3c sync | 1/2 | not solved | not solved | 4093.1 | 1,500 | - |" in report
