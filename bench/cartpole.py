@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import EVAL_SEED, fmt, machine, median, run_ours, sb3_time_to_target, today, update_section
+from bench.common import (
+    EVAL_SEED,
+    fmt,
+    machine,
+    median,
+    median_reached,
+    run_ours,
+    sb3_time_to_target,
+    today,
+    update_section,
+)
 
 EVAL_EPISODES, TARGET = 20, 475.0
 
@@ -71,16 +81,22 @@ def render(rows: list, ray_start_s: float, args: argparse.Namespace) -> str:
     for seed, ours, sb3 in rows:
         lines.append(f"| {seed} | {fmt(ours['env_steps'], ',')} | {fmt(ours['time_s'], '.1f')} | {ours['fps']:,.0f} | "
                      f"{fmt(sb3['env_steps'], ',')} | {fmt(sb3['time_s'], '.1f')} | {sb3['fps']:,.0f} |")
-    med = {side: {k: median([r[i][k] for r in rows]) for k in ("env_steps", "time_s", "fps")}
+    med = {side: {"env_steps": median_reached([r[i]["env_steps"] for r in rows]),
+                  "time_s": median_reached([r[i]["time_s"] for r in rows]), "fps": median([r[i]["fps"] for r in rows])}
            for i, side in ((1, "ours"), (2, "sb3"))}
     solved = {side: sum(r[i]["solved"] for r in rows) for i, side in ((1, "ours"), (2, "sb3"))}
-    lines += [f"| **median** | {med['ours']['env_steps']:,.0f} | {med['ours']['time_s']:.1f} | "
-              f"{med['ours']['fps']:,.0f} | {med['sb3']['env_steps']:,.0f} | {med['sb3']['time_s']:.1f} | "
-              f"{med['sb3']['fps']:,.0f} |", "",
+
+    def ratio(key: str) -> str:
+        ours, sb3 = med["ours"][key], med["sb3"][key]
+        return f"{ours / sb3:.2f}" if ours and sb3 else "-"
+
+    cells = [f"{fmt(m['env_steps'], ',.0f')} | {fmt(m['time_s'], '.1f')} | {m['fps']:,.0f}"
+             for m in (med["ours"], med["sb3"])]
+    lines += [f"| **median** | {cells[0]} | {cells[1]} |", "",
               f"- Solved: ray-a3c {solved['ours']}/{len(rows)}, SB3 {solved['sb3']}/{len(rows)} "
-              "(medians over solved seeds).",
-              f"- Ratio ray-a3c / SB3, median time to solve: **{med['ours']['time_s'] / med['sb3']['time_s']:.2f}** "
-              f"(goal <= 1.0); median env steps: {med['ours']['env_steps'] / med['sb3']['env_steps']:.2f}.",
+              "(medians over all seeds, an unsolved seed counting as never).",
+              f"- Ratio ray-a3c / SB3, median time to solve: **{ratio('time_s')}** "
+              f"(goal <= 1.0); median env steps: {ratio('env_steps')}.",
               f"- Throughput ratio ray-a3c / SB3 (env steps/s over the whole budget): "
               f"{med['ours']['fps'] / med['sb3']['fps']:.2f}.",
               f"- Not in the times: Ray start-up {ray_start_s:.1f}s (once per bench), spawning the PS and workers "

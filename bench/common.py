@@ -36,6 +36,18 @@ def median(values: list) -> float:
     return statistics.median(finite) if finite else float("nan")
 
 
+def median_reached(values: list[Optional[float]]) -> Optional[float]:
+    """The median over all seeds, a seed that never reached the target counting as never (None): with 2 of 3
+    solved it is the slower solved seed's value, with 1 of 2 it is None (the median seed did not get there).
+    Taking the median over solved seeds only would report a side that failed half its seeds as fast."""
+    ordered = sorted(float("inf") if v is None else v for v in values)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    value = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return None if value == float("inf") else value
+
+
 def update_section(name: str, body: str) -> None:
     """Replace the text between <!-- name:begin --> and <!-- name:end --> in BENCHMARKS.md (append if absent)."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"

@@ -31,6 +31,7 @@ from bench.common import (
     fmt,
     machine,
     median,
+    median_reached,
     run_ours,
     sb3_evaluator,
     sb3_snapshots,
@@ -154,18 +155,6 @@ def earlier_rows(log_path: str, name: str) -> dict[int, dict]:
     if not found:
         sys.exit(f"error: {log_path} has no '{name} seed N: {{...}}' line")
     return found
-
-
-def median_reached(values: list[Optional[float]]) -> Optional[float]:
-    """The median over all seeds, a seed that never reached the target counting as never (None): with 2 of 3
-    solved it is the slower solved seed's value, with 1 of 2 it is None (the median seed did not get there).
-    Taking the median over solved seeds only would report a side that failed half its seeds as fast."""
-    ordered = sorted(float("inf") if v is None else v for v in values)
-    if not ordered:
-        return None
-    mid = len(ordered) // 2
-    value = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    return None if value == float("inf") else value
 
 
 def render(name: str, task: Task, rows: list[dict], sides: list[str], command: str,

@@ -2,7 +2,8 @@
 on 2 cores, so its seeds run in separate invocations); nothing here trains."""
 import pytest
 
-from bench.continuous import TASKS, _earlier_note, _plain, earlier_rows, median_reached, render, run_task
+from bench.common import median_reached
+from bench.continuous import TASKS, _earlier_note, _plain, earlier_rows, render, run_task
 
 OLD_LINE = ("ant seed 0: {'sb3_a2c': {'solved': True, 'time_s': 1081.2, 'env_steps': 1550000, "
             "'final_mean': np.float64(3675.9), 'target': np.float64(3675.9), 'fps': 1394.5}, "
@@ -69,3 +70,18 @@ def test_a_side_solving_one_seed_of_two_gets_no_time_ratio():
     rows = run_task("ant", TASKS["ant"], [], [], [], earlier)
     report = render("ant", TASKS["ant"], rows, ["ours_sync", "sb3_a2c"], "cmd", [])
     assert "| ray-a3c sync | 1/2 | not solved | not solved | 4093.1 | 1,500 | - |" in report
+
+
+def test_cartpoles_report_counts_an_unsolved_seed_as_never():
+    import argparse
+
+    from bench.cartpole import render as render_cartpole
+
+    def side(steps, time_s):
+        return {"solved": steps is not None, "env_steps": steps, "time_s": time_s, "fps": 9000.0, "spawn_s": 0.1}
+
+    rows = [(0, side(8000, 0.9), side(10000, 1.6)), (1, side(None, None), side(8000, 1.2)),
+            (2, side(50000, 5.4), side(32000, 4.8))]
+    report = render_cartpole(rows, 5.0, argparse.Namespace(seeds=3, budget=100000, snapshot_every=2000))
+    assert "| **median** | 50,000 | 5.4 | 9,000 | 10,000 | 1.6 | 9,000 |" in report  # not 8,000 / 0.9
+    assert "median time to solve: **3.38**" in report
