@@ -205,8 +205,8 @@ def _scenario_notes(rows: list[str], sf_from: Optional[str]) -> str:
                      "means include the bonus, and both evaluations score the file's own reward (21 = alive to the "
                      "2,100-tic timeout). No time target: the issue sets none for this scenario.")
     if sf_from:
-        notes.append(f" SF's rows come from an earlier invocation of this bench with the same settings, the same "
-                     f"machine and day ({os.path.basename(sf_from)}); only ours was trained in this one.")
+        notes.append(f" SF's rows come from an earlier invocation of this bench with the same settings on the same "
+                     f"machine ({os.path.basename(sf_from)}); only ours was trained in this one.")
     return "".join(notes)
 
 
