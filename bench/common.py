@@ -6,13 +6,20 @@ import os
 import platform
 import re
 import statistics
+import sys
 import tempfile
 import time
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 EVAL_SEED = 100_000  # evaluation episode i is seeded EVAL_SEED + i, on every side
 FINAL_SEED = 200_000  # the final evaluation's episodes: other seeds than the snapshots' scan
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
+
+
+def fail(message: str) -> NoReturn:
+    """Bad input to a bench: one line on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def machine() -> str:

@@ -20,13 +20,13 @@ import argparse
 import ast
 import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
 from bench.common import (
     EVAL_SEED,
     FINAL_SEED,
+    fail,
     first_solving,
     fmt,
     machine,
@@ -153,7 +153,7 @@ def earlier_rows(log_path: str, name: str) -> dict[int, dict]:
                 text = re.sub(r"np\.(?:float|int)\d+\(([^()]*)\)", r"\1", match.group(2))
                 found[int(match.group(1))] = ast.literal_eval(text)
     if not found:
-        sys.exit(f"error: {log_path} has no '{name} seed N: {{...}}' line")
+        fail(f"{log_path} has no '{name} seed N: {{...}}' line")
     return found
 
 

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from typing import Optional
 
-from bench.common import fmt, machine, today, update_section
+from bench.common import fail, fmt, machine, today, update_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SF_PYTHON = os.path.join(ROOT, "bench", ".sf-venv", "bin", "python")
@@ -57,7 +57,7 @@ def our_settings(row: str) -> list[str]:
     found = glob.glob(os.path.join(ROOT, "bench", ".sf-venv", "lib", "python3*", "site-packages", SF_SCENARIOS,
                                    "health_gathering.cfg"))
     if not found:
-        sys.exit("error: Sample Factory's health_gathering.cfg is not in bench/.sf-venv; run `make bench-sf-venv`")
+        fail("Sample Factory's health_gathering.cfg is not in bench/.sf-venv; run `make bench-sf-venv`")
     return [f"env.id=vizdoom:{found[0]}", "env.reward_scale=1.0", "env.medkit_bonus=1.0"]
 
 
@@ -158,7 +158,7 @@ def main() -> None:
                         "(same rows, seconds, workers, envs) instead of training SF again; the section says so")
     args = parser.parse_args()
     if not os.path.exists(SF_PYTHON):
-        sys.exit("error: bench/.sf-venv is missing; run `make bench-sf-venv` first")
+        fail("bench/.sf-venv is missing; run `make bench-sf-venv` first")
     earlier = earlier_sf_rows(args.sf_from, args.rows) if args.sf_from else {}
     results = {}
     for row in args.rows:
@@ -183,7 +183,7 @@ def earlier_sf_rows(log_path: str, rows: list[str]) -> dict:
                 found[row] = ast.literal_eval(rest.strip())
     missing = [r for r in rows if r not in found]
     if missing:
-        sys.exit(f"error: {log_path} has no Sample Factory result for {', '.join(missing)}")
+        fail(f"{log_path} has no Sample Factory result for {', '.join(missing)}")
     return found
 
 

@@ -28,11 +28,13 @@ def test_rows_printed_by_an_earlier_invocation_read_back_the_last_line_per_seed_
     assert isinstance(rows[0]["ours_sync"]["final_mean"], float)
 
 
-def test_a_log_without_rows_for_the_task_is_an_error(tmp_path):
+def test_a_log_without_rows_for_the_task_is_one_error_line_and_exit_2(tmp_path, capsys):
     log = tmp_path / "other.log"
     log.write_text(OLD_LINE)
-    with pytest.raises(SystemExit, match="error: .*no 'pendulum seed N"):
+    with pytest.raises(SystemExit) as exited:
         earlier_rows(str(log), "pendulum")
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"error: {log} has no 'pendulum seed N: {{...}}' line\n"
 
 
 def test_earlier_seeds_join_the_report_in_seed_order_with_their_source_named():
