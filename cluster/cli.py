@@ -15,9 +15,9 @@ from ray_a3c.common.config import (
     load_yaml,
     parse_override,
     preset_names,
-    reference_table,
     validate,
 )
+from ray_a3c.common.config_reference import reference_table
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS

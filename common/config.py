@@ -183,7 +183,8 @@ class Config:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 
 
-def _section_types() -> dict[str, type]:
+def section_types() -> dict[str, type]:
+    """Each config section's name and its dataclass, in declaration order."""
     hints = typing.get_type_hints(Config)
     return {name: hints[name] for name in SECTIONS}
 
@@ -227,7 +228,7 @@ def _section_items(section: str, body: Any, source: str) -> list:
 def from_flat(values: dict[str, Any], base: Config) -> Config:
     """Apply {"section.key": value} to a copy of `base`; unknown keys are errors."""
     sections = {name: dataclasses.replace(getattr(base, name)) for name in SECTIONS}
-    types = _section_types()
+    types = section_types()
     for dotted, value in values.items():
         section, _, key = dotted.partition(".")
         if section not in sections or key not in _field_names(types[section]):
@@ -401,23 +402,3 @@ def from_saved(data: Any, source: str) -> Config:
     if isinstance(model, dict) and model.get("lstm_size") and "lstm_input_norm" not in model:
         model["lstm_input_norm"] = False  # saved before the option existed: its weights have no LayerNorm
     return from_dict(data, source=source)
-
-
-def reference_rows() -> list[tuple[str, str, str]]:
-    """(key, default, doc) for every config key, in declaration order."""
-    rows = []
-    for section, cls in _section_types().items():
-        for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            rows.append((f"{section}.{f.name}", yaml.safe_dump(default, default_flow_style=True).strip()
-                         .removesuffix("\n...").removesuffix(" ..."), f.metadata["doc"]))
-    return rows
-
-
-def reference_table() -> str:
-    """The README's config reference: a Markdown table (a `|` in a doc is escaped, else it splits the cell)."""
-    lines = ["| key | default | meaning |", "|---|---|---|"]
-    for key, default, doc in reference_rows():
-        cell = doc.replace("|", "\\|")
-        lines.append(f"| `{key}` | `{default}` | {cell} |")
-    return "\n".join(lines) + "\n"

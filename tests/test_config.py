@@ -9,11 +9,10 @@ from ray_a3c.common.config import (
     load_yaml,
     parse_override,
     preset_names,
-    reference_rows,
-    reference_table,
     save_yaml,
     validate,
 )
+from ray_a3c.common.config_reference import reference_rows, reference_table
 from ray_a3c.common.errors import A3CError
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
