@@ -20,7 +20,7 @@ def _require_mujoco():
 
 def test_ant_preset_is_the_notebook_recipe():
     cfg = validate(from_dict(load_yaml("ant"), source="ant"))
-    assert cfg.env.id == "Ant-v5" and cfg.algo.mode == "sync"
+    assert cfg.env.id == "Ant-v5" and cfg.algo.mode == "async"  # measured better than the notebook's sync
     assert cfg.model.normalize_obs and cfg.model.normalize_rewards and not cfg.model.shared_trunk
     assert cfg.algo.gae_lambda < 1.0 and cfg.algo.critic_epochs > 1
 
