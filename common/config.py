@@ -56,7 +56,8 @@ class ModelConfig:
     lstm_skip: bool = _f(False, "the heads read the LSTM's output concatenated with the encoder's features: a "
                                 "feed-forward path beside the memory")
     activation: str = _f("tanh", "tanh | relu | elu")
-    shared_trunk: bool = _f(False, "one trunk for policy and value; false = separate actor and critic nets")
+    shared_trunk: bool = _f(False, "one trunk for policy and value; false = separate actor and critic nets "
+                                   "(with an LSTM the critic is feed-forward: the core is the actor's)")
     init_log_std: float = _f(0.0, "initial log-std of the Gaussian head (continuous actions)")
     gsde: bool = _f(False, "continuous actions: state-dependent exploration (gSDE): the noise is the policy's "
                            "features times a random matrix, so it varies smoothly with the state")
@@ -327,7 +328,6 @@ def validate(cfg: Config) -> Config:
         (len(m.conv_channels) == 2 and all(isinstance(c, int) and c > 0 for c in m.conv_channels),
          "model.conv_channels must be two positive ints"),
         (m.cnn_fc_size >= 1 and m.lstm_size >= 0, "model.cnn_fc_size must be >= 1 and model.lstm_size >= 0"),
-        (m.lstm_size == 0 or m.shared_trunk, "model.lstm_size > 0 needs model.shared_trunk=true (one core)"),
         (a.rollout_steps >= 1, "algo.rollout_steps must be >= 1"),
         (0.0 < a.gamma <= 1.0, "algo.gamma must be in (0, 1]"),
         (0.0 <= a.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),

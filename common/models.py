@@ -134,7 +134,8 @@ class ActorCritic(nn.Module):
     """pi(a|s) and V(s) over sequences. Encoder (MLP, or CNN for images) -> optional LSTM core -> heads.
 
     With `shared_trunk` one encoder feeds both heads; otherwise the actor (encoder + policy head + log-std)
-    and the critic (encoder + value head) share nothing, so each can have its own learning rate. The LSTM
+    and the critic (encoder + value head) share nothing, so each can have its own learning rate. The LSTM core
+    belongs to the actor (and, with a shared trunk, to both heads); a separate critic is feed-forward. The LSTM
     state is carried by the caller and zeroed where `starts` marks the first step of an episode.
     """
 
@@ -152,6 +153,7 @@ class ActorCritic(nn.Module):
         self.core = nn.LSTMCell(width, cfg.lstm_size) if cfg.lstm_size else None
         self.core_input_norm = nn.LayerNorm(width) if cfg.lstm_size and cfg.lstm_input_norm else None
         self.skip = bool(cfg.lstm_size and cfg.lstm_skip)
+        trunk_width = width
         width = (cfg.lstm_size + width if self.skip else cfg.lstm_size) or width
         if self.continuous:
             act_dim = int(np.prod(spaces.action_space.shape))
@@ -161,7 +163,9 @@ class ActorCritic(nn.Module):
             self.log_std = nn.Parameter(torch.full(std_shape, float(cfg.init_log_std)))
         else:
             self.policy_head = _init_linear(nn.Linear(width, int(spaces.action_space.n)), 0.01)
-        self.value_head = _init_linear(nn.Linear(width, 1), 1.0)
+        # a separate critic reads its own trunk's features: with an LSTM it has no memory of its own, so the
+        # value loss cannot reshape the actor's encoder or core
+        self.value_head = _init_linear(nn.Linear(width if self.critic_trunk is None else trunk_width, 1), 1.0)
         self.gsde = bool(cfg.gsde and self.continuous)
         self.gsde_sample_every = int(cfg.gsde_sample_every)
 

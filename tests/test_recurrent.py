@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ray_a3c.actors.worker import RolloutWorker
+from ray_a3c.common.config import validate
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.models import build_model
 from tests.helpers import small_config
@@ -130,3 +131,24 @@ def test_lstm_skip_gives_the_heads_the_current_features_beside_the_memory():
             outputs[skip] = model.unroll(torch.randn(1, 2, 4) * 3, None, None)[0].dist.logits
     assert torch.allclose(outputs[False][0], outputs[False][1])
     assert not torch.allclose(outputs[True][0], outputs[True][1])
+
+
+def test_a_separate_critic_beside_an_lstm_actor_is_feed_forward_and_leaves_the_actor_alone():
+    """shared_trunk=false with an LSTM: the value of a frame does not depend on the carried state, and the
+    value loss's gradient reaches only the critic's own encoder and head, never the actor's encoder or core."""
+    cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": False, "model.hidden_sizes": [16]})
+    validate(cfg)
+    torch.manual_seed(0)
+    model = build_model(probe_spaces(cfg.env), cfg.model)
+    assert model.value_head.in_features == 16 and model.policy_head.in_features == 8
+    obs = torch.randn(1, 3, 4)
+    state = (torch.randn(3, 8), torch.randn(3, 8))
+    dist_a, values_a, _ = model.unroll(obs, None, None)
+    dist_b, values_b, _ = model.unroll(obs, state, None)
+    torch.testing.assert_close(values_a, values_b)
+    assert not torch.allclose(dist_a.dist.logits, dist_b.dist.logits)
+    model.zero_grad()
+    values_b.pow(2).sum().backward()
+    actor_params = list(model.actor_trunk.parameters()) + list(model.core.parameters())
+    assert all(p.grad is None or not p.grad.any() for p in actor_params)
+    assert any(p.grad is not None and p.grad.any() for p in model.critic_trunk.parameters())
