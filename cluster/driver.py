@@ -91,6 +91,7 @@ class Trainer:
         sync = self.config.algo.mode == "sync"
         self.fleet.wait_for_ps()
         self.t0, self._t0_epoch = time.perf_counter(), time.time()
+        self.fleet.start_clock(self._t0_epoch)
         self.summary.train_start_s = process_age_s()
         if not sync:
             self.fleet.start_loops()
@@ -229,7 +230,8 @@ class Trainer:
             metrics.GRAD_NORM: stats["grad_norm_mean"], metrics.WEIGHT_NORM: stats["weight_norm"],
             metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats["comm_fraction"],
             metrics.PS_VERSION: stats["version"], metrics.POLICY_LAG: stats["policy_lag_mean"],
-            metrics.REJECTED_STALE: stats["rejected_stale"], metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
+            metrics.LR_FRACTION: stats["lr_fraction"], metrics.REJECTED_STALE: stats["rejected_stale"],
+            metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
         }, stats["env_steps"])
         if self._dataset_steps:
             self.writer.write({metrics.OFFLINE_EPOCHS: stats["env_steps"] / self._dataset_steps}, stats["env_steps"])

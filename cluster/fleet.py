@@ -39,6 +39,7 @@ class Fleet:
         self.restarts = {"worker": 0, "evaluator": 0, "ps": 0}
         self.lost_updates = 0
         self.ps: Any = None
+        self.clock_start: Optional[float] = None  # training start (epoch s), handed to every PS spawned after it
         self.workers: dict[int, Any] = {}
         self.evaluator: Any = None
         self.aggregators: dict[str, Any] = {}  # node id -> aggregator (cluster.aggregate=node)
@@ -72,6 +73,8 @@ class Fleet:
             self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus)).remote(self.config, self.spaces)
         self.placement.watch("ps", self.ps, {"CPU": c.ps_num_cpus, "GPU": learner.num_gpus})
         self.placement.device = self.ps.get_counters.remote()
+        if self.clock_start is not None:
+            self.ps.start_clock.remote(self.clock_start)  # a recreated PS keeps the run's time budget
         if state is not None or counter_floor:
             ref = (self.ps.load_state_dict.remote(state, counter_floor) if state is not None
                    else self.ps.raise_counters.remote(counter_floor))
@@ -137,6 +140,11 @@ class Fleet:
             self.spawn_aggregators()
         for rank in range(self.config.run.num_workers):
             self.spawn_worker(rank)
+
+    def start_clock(self, epoch_s: float) -> None:
+        """Training starts now: the PS's linear schedule counts run.time_limit_s from here."""
+        self.clock_start = epoch_s
+        self.ps.start_clock.remote(epoch_s)
 
     def wait_for_ps(self, poll_s: float = 0.1) -> None:
         """Block until the PS runs; after `cluster.start_timeout_s` the placement watch raises, naming what

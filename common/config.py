@@ -80,8 +80,11 @@ class AlgoConfig:
     optimizer: str = _f("adam", "adam | rmsprop (as the A3C paper and SB3's A2C; without momentum, not centred)")
     rmsprop_alpha: float = _f(0.99, "rmsprop: decay of the running average of squared gradients")
     rmsprop_eps: float = _f(1e-5, "rmsprop: epsilon (SB3's A2C: 1e-5; the A3C paper's: 0.1)")
-    lr_schedule: str = _f("constant", "constant | linear: the learning rates fall linearly to 0 at "
-                                      "run.total_env_steps (by the PS's env-step count)")
+    lr_schedule: str = _f("constant", "constant | linear: the learning rates fall linearly to 0 at the end of "
+                                      "the run's budget: run.total_env_steps (the PS's count) or "
+                                      "run.time_limit_s, whichever comes first")
+    lr_decay_start: float = _f(0.0, "linear schedule: the share of the budget trained at the full rates before "
+                                    "the fall begins (0: from the start; 0.7: the last 30% anneal)")
     entropy_coef: float = _f(0.01, "weight of the entropy bonus")
     value_coef: float = _f(0.5, "weight of the value loss")
     critic_epochs: int = _f(1, "critic steps per batch (extra ones are value-only; needs shared_trunk false)")
@@ -310,6 +313,7 @@ def validate(cfg: Config) -> Config:
         (bool(e.id), "env.id must not be empty"),
         (e.num_envs_per_worker >= 1, "env.num_envs_per_worker must be >= 1"),
         (a.lr_schedule in ("constant", "linear"), "algo.lr_schedule must be constant or linear"),
+        (0.0 <= a.lr_decay_start < 1.0, "algo.lr_decay_start must be in [0, 1)"),
         (a.weight_sync_every >= 1, "algo.weight_sync_every must be >= 1"),
         (not e.medkit_bonus or e.id.startswith("vizdoom:"), "env.medkit_bonus applies to vizdoom: envs only"),
         (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),

@@ -21,13 +21,14 @@ UPDATES_PER_S = "perf/updates_per_s"
 COMM_FRACTION = "perf/comm_fraction"
 PS_VERSION = "ps/version"
 POLICY_LAG = "ps/policy_lag_mean"
+LR_FRACTION = "ps/lr_fraction"  # the share of the configured learning rates in use (algo.lr_schedule)
 REJECTED_STALE = "ps/grads_rejected_stale"
 REJECTED_NONFINITE = "ps/grads_rejected_nonfinite"
 OFFLINE_EPOCHS = "offline/epochs"  # runs on a dataset only: transitions replayed / transitions in the dataset
 
 ALL_TAGS = [EPISODE_RETURN, EPISODE_RETURN_100, EPISODE_LENGTH, VALUE_MEAN, ADVANTAGE_MEAN, EVAL_RETURN,
             LOSS_POLICY, LOSS_VALUE, LOSS_ENTROPY, GRAD_NORM, WEIGHT_NORM, ENV_STEPS_PER_S, UPDATES_PER_S,
-            COMM_FRACTION, PS_VERSION, POLICY_LAG, REJECTED_STALE, REJECTED_NONFINITE]
+            COMM_FRACTION, PS_VERSION, POLICY_LAG, LR_FRACTION, REJECTED_STALE, REJECTED_NONFINITE]
 
 
 def ray_metric_name(tag: str) -> str:

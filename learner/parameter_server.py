@@ -103,6 +103,7 @@ class ParameterServer:
         self._last_snapshot_steps = 0
         self._seen: dict[str, set[int]] = {}  # sender -> recent packet numbers (resends are counted once)
         self.busy_s = 0.0  # time spent checking, stepping and publishing (not receiving), since start
+        self._clock_start: Optional[float] = None  # the run's training start (epoch s), for run.time_limit_s
 
     @property
     def version(self) -> int:
@@ -224,11 +225,28 @@ class ParameterServer:
         self._window.grad_norms.append(norm)
         self._window.applied += 1
 
+    def start_clock(self, epoch_s: float) -> None:
+        """When training started (the driver's clock, epoch seconds): the linear schedule then also counts
+        run.time_limit_s, so a run stopped by its time limit ends at the rate the schedule promised."""
+        self._clock_start = epoch_s
+
+    def budget_used(self) -> float:
+        """The share of the run's budget spent: env steps over run.total_env_steps or, once the clock is started
+        and run.time_limit_s set, seconds over it, whichever is further along."""
+        run = self.config.run
+        used = self.counters["env_steps"] / run.total_env_steps
+        if run.time_limit_s is not None and self._clock_start is not None:
+            used = max(used, (time.time() - self._clock_start) / run.time_limit_s)
+        return used
+
     def lr_fraction(self) -> float:
-        """The share of the configured learning rates used now (algo.lr_schedule)."""
-        if self.config.algo.lr_schedule == "constant":
+        """The share of the configured learning rates used now (algo.lr_schedule): 1 until algo.lr_decay_start
+        of the budget is used, then falling linearly to 0 at its end."""
+        algo = self.config.algo
+        if algo.lr_schedule == "constant":
             return 1.0
-        return max(0.0, 1.0 - self.counters["env_steps"] / self.config.run.total_env_steps)
+        start = algo.lr_decay_start
+        return min(1.0, max(0.0, (1.0 - self.budget_used()) / (1.0 - start)))
 
     def _maybe_snapshot(self) -> None:
         """Keep the weights when env steps pass the next multiple of run.snapshot_every_env_steps (benchmarks
@@ -291,6 +309,7 @@ class ParameterServer:
             losses={k: float(np.mean(v)) for k, v in w.losses.items()},
             policy_lag_mean=float(np.mean(w.lags)) if w.lags else None,
             grad_norm_mean=float(np.mean(w.grad_norms)) if w.grad_norms else None,
+            lr_fraction=self.lr_fraction(),
             weight_norm=float(torch.sqrt(sum(p.detach().float().pow(2).sum() for p in self.model.parameters()))),
             comm_fraction=w.comm_s / busy if busy > 0 else None)
         return stats

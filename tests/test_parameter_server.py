@@ -7,6 +7,7 @@ import torch
 
 from ray_a3c.common import checkpoint
 from ray_a3c.common.envs import probe_spaces
+from ray_a3c.common.errors import A3CError
 from ray_a3c.common.flat import get_flat_weights, num_params, set_flat_grads
 from ray_a3c.common.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
@@ -224,6 +225,30 @@ def test_linear_lr_schedule_equals_adam_at_the_decayed_rate():
     before = get_flat_weights(ps.model).copy()
     ps.apply_gradients(packet(ps, rng.normal(size=num_params(ps.model)).astype(np.float32)))
     np.testing.assert_array_equal(get_flat_weights(ps.model), before)
+
+
+def test_linear_schedule_holds_until_decay_start_and_ends_at_the_time_limit(monkeypatch):
+    import ray_a3c.learner.parameter_server as ps_module
+
+    ps = make_ps(**{"algo.lr_schedule": "linear", "algo.lr_decay_start": 0.5, "run.total_env_steps": 100,
+                    "run.time_limit_s": 200.0})
+    ps.apply_gradients(packet(ps, np.zeros(num_params(ps.model), np.float32), steps=40))
+    assert ps.lr_fraction() == 1.0  # 40% of the env-step budget, before the decay starts
+    ps.apply_gradients(packet(ps, np.zeros(num_params(ps.model), np.float32), steps=35))
+    assert ps.lr_fraction() == pytest.approx(0.5)  # 75%: half-way down from 50% to 100%
+    assert next(iter(ps.optimizers.values())).param_groups[0]["lr"] == pytest.approx(0.5 * ps.config.algo.learning_rate)
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(ps_module.time, "time", lambda: clock["now"])
+    ps.start_clock(1000.0 - 180.0)  # 90% of run.time_limit_s spent: time is now further along than env steps
+    assert ps.budget_used() == pytest.approx(0.9) and ps.lr_fraction() == pytest.approx(0.2)
+    clock["now"] += 20.0
+    assert ps.lr_fraction() == 0.0
+
+
+def test_lr_decay_start_outside_zero_to_one_is_refused():
+    for bad in (-0.1, 1.0):
+        with pytest.raises(A3CError, match="lr_decay_start"):
+            make_ps(**{"algo.lr_decay_start": bad})
 
 
 def test_snapshots_are_taken_when_env_steps_pass_each_multiple():
