@@ -39,6 +39,8 @@ class EnvConfig:
     reward_scale: float = _f(1.0, "rewards are multiplied by this for learning; logged returns stay raw")
     frame_skip: int = _f(4, "ViZDoom: game tics per action")
     frame_stack: int = _f(1, "stack this many last image frames as channels (1 = none)")
+    screen_size: list = _f([84, 84], "ViZDoom: observation [width, height]: the 160x120 gray screen less 10 rows "
+                                     "top and bottom, resized (the Doom notebook's 84x84; Sample Factory's 128x72)")
     medkit_bonus: float = _f(0.0, "ViZDoom: raw reward added on each step the player's health rises (a medkit; "
                                   "Sample Factory's health_gathering shaping uses 1.0); training envs only: "
                                   "evaluations score the scenario's own reward; 0 = off")
@@ -316,6 +318,10 @@ def validate(cfg: Config) -> Config:
         (0.0 <= a.lr_decay_start < 1.0, "algo.lr_decay_start must be in [0, 1)"),
         (a.weight_sync_every >= 1, "algo.weight_sync_every must be >= 1"),
         (not e.medkit_bonus or e.id.startswith("vizdoom:"), "env.medkit_bonus applies to vizdoom: envs only"),
+        (len(e.screen_size) == 2 and all(isinstance(n, int) and not isinstance(n, bool) for n in e.screen_size)
+         and 36 <= e.screen_size[0] <= 160 and 36 <= e.screen_size[1] <= 100,
+         "env.screen_size must be [width, height] within [36..160, 36..100] (the cropped 160x100 screen)"),
+        (e.screen_size == [84, 84] or e.id.startswith("vizdoom:"), "env.screen_size applies to vizdoom: envs only"),
         (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
         (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
         (e.frame_skip >= 1 and e.frame_stack >= 1, "env.frame_skip and env.frame_stack must be >= 1"),

@@ -1,4 +1,4 @@
-"""ViZDoom scenarios as a gymnasium env: headless, frame skip, 84x84 grayscale, a process that survives crashes."""
+"""ViZDoom scenarios as a gymnasium env: headless, frame skip, small gray frames, a process that survives crashes."""
 from __future__ import annotations
 
 import os
@@ -31,7 +31,8 @@ def scenario_path(name: str) -> str:
 
 class VizdoomEnv(gym.Env):
     """One DoomGame. Actions press one of the scenario's buttons for `frame_skip` tics. Observations are
-    uint8 [1, 84, 84]: the grayscale screen less 10 rows top and bottom, resized (the Doom notebook also
+    uint8 [1, H, W] (`screen_size` (W, H), 84x84 by default): the 160x120 grayscale screen less 10 rows top and
+    bottom, resized (the Doom notebook also
     cropped 30 columns a side; in `basic` the target can stand there). Rewards are raw
     (scale them with env.reward_scale). At the scenario's timeout the episode is truncated, at death or goal
     terminated. If the engine process dies it is started again and the episode ends as truncated;
@@ -43,7 +44,7 @@ class VizdoomEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
 
     def __init__(self, scenario: str = "basic", frame_skip: int = 4, render_mode: Optional[str] = None,
-                 seed: Optional[int] = None, health_bonus: float = 0.0):
+                 seed: Optional[int] = None, health_bonus: float = 0.0, screen_size: tuple = (84, 84)):
         self.config_path = scenario_path(scenario)
         self.frame_skip, self.render_mode = frame_skip, render_mode
         self._colour: Optional[np.ndarray] = None  # the last colour screen, when rendering
@@ -54,8 +55,10 @@ class VizdoomEnv(gym.Env):
         self.game = self._start()
         self._buttons = self.game.get_available_buttons_size()
         self.action_space = gym.spaces.Discrete(self._buttons)
-        self.observation_space = gym.spaces.Box(0, 255, (1, 84, 84), np.uint8)
-        self._last = np.zeros((1, 84, 84), np.uint8)
+        self.screen_size = (int(screen_size[0]), int(screen_size[1]))  # (width, height)
+        width, height = self.screen_size
+        self.observation_space = gym.spaces.Box(0, 255, (1, height, width), np.uint8)
+        self._last = np.zeros((1, height, width), np.uint8)
 
     def _start(self):
         import vizdoom
@@ -92,7 +95,7 @@ class VizdoomEnv(gym.Env):
             gray = self._colour.astype(np.float32) @ BT709  # the weights that match the engine's GRAY8 best
             screen = Image.fromarray(gray.astype(np.uint8)).resize((160, 120), Image.BOX)
         screen = screen.crop((0, 10, 160, 110))  # rows only: the sides can hold the target
-        self._last = np.asarray(screen.resize((84, 84), Image.BILINEAR), np.uint8)[None]
+        self._last = np.asarray(screen.resize(self.screen_size, Image.BILINEAR), np.uint8)[None]
         return self._last.copy()
 
     def pid(self) -> Optional[int]:

@@ -72,6 +72,36 @@ def test_rewards_are_scaled_for_learning_and_raw_for_reports():
     assert abs(raw) >= 1 and np.abs(ro.rewards).max() <= 1.01  # -1 per step, +100 kill: scaled by 0.01
 
 
+def test_screen_size_sets_the_frames_the_network_and_the_evaluator_see():
+    cfg = doom_config(**{"env.screen_size": [128, 72]})
+    worker = RolloutWorker(cfg, rank=0)
+    packet = worker.compute_gradient()
+    assert np.isfinite(packet.gradient).all() and packet.env_steps > 0
+    assert worker.runner.venv.envs[0].unwrapped.observation_space.shape == (1, 72, 128)
+    evaluator = Evaluator(cfg)
+    evaluator.load_state_dict(worker.model.state_dict())  # same shapes: the CNN was built for 128x72 on both
+    assert np.isfinite(evaluator.run_episodes(1, seed=5)["mean_return"])
+    evaluator.close()
+    wide, narrow = VizdoomEnv("basic", screen_size=(128, 72)), VizdoomEnv("basic")
+    try:
+        a, b = wide.reset(seed=3)[0], narrow.reset(seed=3)[0]
+        assert a.shape == (1, 72, 128) and b.shape == (1, 84, 84)
+        # the same scene: the wide frame squeezed to 84x84 matches the default frame
+        squeezed = np.asarray(Image.fromarray(a[0]).resize((84, 84), Image.BILINEAR), np.int32)
+        assert np.abs(squeezed - b[0]).mean() < 8
+    finally:
+        wide.close()
+        narrow.close()
+
+
+@pytest.mark.parametrize("bad", [[84], [20, 84], [84, 120], [200, 84], [84.0, 84]])
+def test_a_screen_size_outside_the_cropped_screen_is_refused(bad):
+    with pytest.raises(A3CError, match="env.screen_size"):
+        doom_config(**{"env.screen_size": bad})
+    with pytest.raises(A3CError, match="vizdoom: envs only"):
+        validate(from_flat({"env.screen_size": [64, 64]}, Config()))
+
+
 def test_a_killed_engine_is_recreated_and_the_rollout_continues():
     worker = RolloutWorker(doom_config(), rank=0)
     worker.compute_gradient()
