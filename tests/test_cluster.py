@@ -127,10 +127,11 @@ def test_a_single_file_env_module_only_the_driver_has_trains_on_the_cluster(clus
     (own / "shipped_pole.py").write_text(
         "from gymnasium.envs.classic_control import CartPoleEnv\n\n\nclass ShippedPole(CartPoleEnv):\n    pass\n")
     staging_before = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("a3c-modules-")}
-    run = Run(cluster, tmp_path, "--env", "shipped_pole:ShippedPole", "--total-env-steps", "3000",
+    # 20k steps: enough for two progress lines (0.5 s apart) on a fast machine; 3k once ended after one
+    run = Run(cluster, tmp_path, "--env", "shipped_pole:ShippedPole", "--total-env-steps", "20000",
               "--set", "run.stop_return=null", pythonpath=ROOT + os.pathsep + str(own))
     summary = run.finish()
-    assert summary["env_steps"] >= 3000
+    assert summary["env_steps"] >= 20000
     staging_after = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("a3c-modules-")}
     assert staging_after == staging_before
 
