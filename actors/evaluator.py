@@ -20,7 +20,7 @@ class Evaluator:
         torch.set_num_threads(1)
         self.config = config
         # evaluations score the task's own reward: no training-only shaping
-        self.env_config = dataclasses.replace(config.env, medkit_bonus=0.0)
+        self.env_config = dataclasses.replace(config.env, medkit_bonus=0.0, variable_rewards={})
         self.spaces = probe_spaces(config.env)
         self.model = build_model(self.spaces, config.model)
         self.max_parallel = max_parallel_envs

@@ -44,6 +44,9 @@ class EnvConfig:
     medkit_bonus: float = _f(0.0, "ViZDoom: raw reward added on each step the player's health rises (a medkit; "
                                   "Sample Factory's health_gathering shaping uses 1.0); training envs only: "
                                   "evaluations score the scenario's own reward; 0 = off")
+    variable_rewards: dict = _f({}, "ViZDoom: raw reward per unit change of a game variable, e.g. {AMMO2: 0.1} costs "
+                                    "0.1 a shot (Sample Factory's delta shaping); training envs only, like "
+                                    "medkit_bonus; {} = off")
 
 
 @dataclass
@@ -304,6 +307,21 @@ def save_yaml(cfg: Config, path: str) -> None:
             os.unlink(tmp)
 
 
+def _variable_rewards_check(rewards: dict) -> tuple[bool, str]:
+    """(ok, message) for env.variable_rewards: ViZDoom game variable names mapped to finite numbers."""
+    try:
+        from vizdoom import GameVariable
+        known = set(GameVariable.__members__)
+    except ImportError:  # the env itself reports the missing package
+        known = None
+    for name, value in rewards.items():
+        if known is not None and name not in known:
+            return False, f"env.variable_rewards: unknown ViZDoom game variable '{name}' (e.g. AMMO2, HEALTH)"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False, f"env.variable_rewards: {name} must map to a finite number, got {value!r}"
+    return True, ""
+
+
 def validate(cfg: Config) -> Config:
     """Reject values that cannot work, before any process or file is created."""
     e, m, a, r, c = cfg.env, cfg.model, cfg.algo, cfg.run, cfg.cluster
@@ -318,6 +336,8 @@ def validate(cfg: Config) -> Config:
         (0.0 <= a.lr_decay_start < 1.0, "algo.lr_decay_start must be in [0, 1)"),
         (a.weight_sync_every >= 1, "algo.weight_sync_every must be >= 1"),
         (not e.medkit_bonus or e.id.startswith("vizdoom:"), "env.medkit_bonus applies to vizdoom: envs only"),
+        (not e.variable_rewards or e.id.startswith("vizdoom:"), "env.variable_rewards applies to vizdoom: envs only"),
+        _variable_rewards_check(e.variable_rewards),
         (len(e.screen_size) == 2 and all(isinstance(n, int) and not isinstance(n, bool) for n in e.screen_size)
          and 36 <= e.screen_size[0] <= 160 and 36 <= e.screen_size[1] <= 100,
          "env.screen_size must be [width, height] within [36..160, 36..100] (the cropped 160x100 screen)"),

@@ -73,6 +73,8 @@ def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
         raise A3CError(f"ViZDoom envs need the vizdoom package: pip install 'ray-a3c[doom]' ({exc})") from None
     if cfg.medkit_bonus:
         kwargs["health_bonus"] = cfg.medkit_bonus
+    if cfg.variable_rewards:
+        kwargs["variable_rewards"] = dict(cfg.variable_rewards)
     kwargs.setdefault("screen_size", tuple(cfg.screen_size))
     env: gym.Env = VizdoomEnv(cfg.id.removeprefix("vizdoom:"), frame_skip=cfg.frame_skip, **kwargs)
     if cfg.max_episode_steps:

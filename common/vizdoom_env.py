@@ -39,17 +39,21 @@ class VizdoomEnv(gym.Env):
     `recreations` counts that. With render_mode rgb_array the engine draws a 320x240 colour screen, which
     `render()` returns (for GIFs people can watch); the observation is that screen in grayscale, cropped and
     resized the same way. `health_bonus` adds that raw reward on every step the player's health rises (reward
-    shaping for the gathering scenarios, off by default)."""
+    shaping for the gathering scenarios, off by default); `variable_rewards` ({game variable name: reward per
+    unit}) adds reward times each variable's change on every step, e.g. {"AMMO2": 0.1} costs 0.1 a shot."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
 
     def __init__(self, scenario: str = "basic", frame_skip: int = 4, render_mode: Optional[str] = None,
-                 seed: Optional[int] = None, health_bonus: float = 0.0, screen_size: tuple = (84, 84)):
+                 seed: Optional[int] = None, health_bonus: float = 0.0, screen_size: tuple = (84, 84),
+                 variable_rewards: Optional[dict] = None):
         self.config_path = scenario_path(scenario)
         self.frame_skip, self.render_mode = frame_skip, render_mode
         self._colour: Optional[np.ndarray] = None  # the last colour screen, when rendering
         self.health_bonus = health_bonus
         self._health = 0.0
+        self._variable_rewards = _game_variables(variable_rewards or {})
+        self._variables = np.zeros(len(self._variable_rewards))
         self.recreations = 0
         self._seed = seed
         self.game = self._start()
@@ -130,12 +134,16 @@ class VizdoomEnv(gym.Env):
             self._recreate()
             self.game.new_episode()
         self._health = self._read_health()
+        self._variables = self._read_variables()
         return self._frame(), {"env_recreations": self.recreations}
 
     def _read_health(self) -> float:
         import vizdoom
 
         return float(self.game.get_game_variable(vizdoom.GameVariable.HEALTH))
+
+    def _read_variables(self) -> np.ndarray:
+        return np.array([self.game.get_game_variable(v) for v, _ in self._variable_rewards], np.float64)
 
     def step(self, action: Any):
         buttons = [0] * self._buttons
@@ -151,6 +159,10 @@ class VizdoomEnv(gym.Env):
             health = self._read_health()
             reward += self.health_bonus if health > self._health else 0.0
             self._health = health
+        if self._variable_rewards and not finished:
+            values = self._read_variables()
+            reward += float(np.dot([w for _, w in self._variable_rewards], values - self._variables))
+            self._variables = values
         truncated = finished and self._timed_out()
         return obs, float(reward), finished and not truncated, truncated, {"env_recreations": self.recreations}
 
@@ -165,6 +177,13 @@ class VizdoomEnv(gym.Env):
 
     def close(self) -> None:
         self.game.close()
+
+
+def _game_variables(rewards: dict) -> list:
+    """{"AMMO2": 0.1} -> [(GameVariable.AMMO2, 0.1)]."""
+    import vizdoom
+
+    return [(getattr(vizdoom.GameVariable, name), float(w)) for name, w in rewards.items()]
 
 
 def _crashes() -> tuple:

@@ -12,7 +12,7 @@ from ray_a3c.common.config import Config, from_flat, validate
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.vizdoom_env import VizdoomEnv
 
-pytest.importorskip("vizdoom")
+vzd = pytest.importorskip("vizdoom")
 
 
 def doom_config(scenario="basic", **extra):
@@ -171,11 +171,43 @@ def test_medkit_bonus_adds_reward_exactly_when_health_rises():
         plain.close()
 
 
+def test_variable_rewards_cost_each_shot_and_pay_nothing_else():
+    shaped = VizdoomEnv("defend_the_center", variable_rewards={"AMMO2": 0.25})
+    plain = VizdoomEnv("defend_the_center")
+    try:
+        shaped.reset(seed=2)
+        plain.reset(seed=2)
+        ammo = shaped.game.get_game_variable(vzd.GameVariable.AMMO2)
+        actions = np.random.default_rng(0).integers(3, size=300)
+        for action in actions:
+            _, r_shaped, term, trunc, _ = shaped.step(int(action))
+            _, r_plain, *_ = plain.step(int(action))
+            if term or trunc:
+                break
+            now = shaped.game.get_game_variable(vzd.GameVariable.AMMO2)
+            assert r_shaped - r_plain == pytest.approx(0.25 * (now - ammo)), (action, now, ammo)
+            ammo = now
+        assert ammo < 20  # shots were fired, so the cost was paid
+    finally:
+        shaped.close()
+        plain.close()
+
+
+@pytest.mark.parametrize("rewards, message", [({"AMMO": 0.1}, "unknown ViZDoom game variable 'AMMO'"),
+                                              ({"AMMO2": "x"}, "AMMO2 must map to a finite number")])
+def test_variable_rewards_with_a_wrong_name_or_value_are_refused(rewards, message):
+    with pytest.raises(A3CError, match=message):
+        validate(from_flat({"env.id": "vizdoom:defend_the_center", "env.variable_rewards": rewards}, Config()))
+    with pytest.raises(A3CError, match="applies to vizdoom: envs only"):
+        validate(from_flat({"env.variable_rewards": {"AMMO2": 0.1}}, Config()))
+
+
 def test_the_evaluator_scores_without_the_training_bonus():
-    cfg = validate(from_flat({"env.id": "vizdoom:health_gathering", "env.medkit_bonus": 1.0}, Config()))
+    cfg = validate(from_flat({"env.id": "vizdoom:health_gathering", "env.medkit_bonus": 1.0,
+                              "env.variable_rewards": {"HEALTH": 0.5}}, Config()))
     evaluator = Evaluator(cfg)
     try:
         (env,) = evaluator._env_pool(1)
-        assert env.unwrapped.health_bonus == 0.0
+        assert env.unwrapped.health_bonus == 0.0 and not env.unwrapped._variable_rewards
     finally:
         evaluator.close()
