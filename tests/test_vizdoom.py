@@ -211,3 +211,17 @@ def test_the_evaluator_scores_without_the_training_bonus():
         assert env.unwrapped.health_bonus == 0.0 and not env.unwrapped._variable_rewards
     finally:
         evaluator.close()
+
+
+@pytest.mark.parametrize("policy_kind", ["greedy", "sample"])
+def test_the_episode_diagnosis_accounts_for_every_bullet_and_press(tmp_path, policy_kind):
+    from bench.vizdoom_episodes import play
+    from tests.test_export import make_run
+
+    run = make_run(str(tmp_path), "defend", **{"env.id": "vizdoom:defend_the_center", "env.num_envs_per_worker": 1})
+    stats = play(run, "latest", episodes=2, seed=5, policy_kind=policy_kind)
+    assert stats["shots"] + stats["ammo_left"] == 26  # the scenario's pistol starts with 26 bullets
+    assert 0 <= stats["kills"] <= stats["shots"]
+    assert sum(stats["button_shares"].values()) == pytest.approx(1.0, abs=2e-3)
+    assert set(stats["button_shares"]) == {"TURN_LEFT", "TURN_RIGHT", "ATTACK"}
+    assert stats["length"] > 0 and stats["episodes"] == 2
