@@ -11,6 +11,7 @@ shot, ammo left, episodes that ended with no ammo, health on the last step befor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -25,7 +26,9 @@ def play(run_dir: str, checkpoint: str, episodes: int, seed: int, policy_kind: s
     from ray_a3c.common.envs import make_policy_env
     from ray_a3c.common.policy import example_obs
 
-    policy, env_cfg = load_policy(run_dir, checkpoint), load_run_config(run_dir).env
+    policy = load_policy(run_dir, checkpoint)
+    # the scenario's own reward, as evaluations score it: no training-only shaping
+    env_cfg = dataclasses.replace(load_run_config(run_dir).env, medkit_bonus=0.0, variable_rewards={})
     env = make_policy_env(env_cfg)
     game, buttons = env.unwrapped.game, env.action_space.n
     generator = torch.Generator().manual_seed(seed)

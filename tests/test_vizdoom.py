@@ -218,8 +218,10 @@ def test_the_episode_diagnosis_accounts_for_every_bullet_and_press(tmp_path, pol
     from bench.vizdoom_episodes import play
     from tests.test_export import make_run
 
-    run = make_run(str(tmp_path), "defend", **{"env.id": "vizdoom:defend_the_center", "env.num_envs_per_worker": 1})
+    run = make_run(str(tmp_path), "defend", **{"env.id": "vizdoom:defend_the_center", "env.num_envs_per_worker": 1,
+                                               "env.variable_rewards": {"AMMO2": 5.0}})
     stats = play(run, "latest", episodes=2, seed=5, policy_kind=policy_kind)
+    assert -1 <= stats["return"] <= stats["kills"] + 1  # the scenario's own reward: +1 a kill, -1 at death; no shaping
     assert stats["shots"] + stats["ammo_left"] == 26  # the scenario's pistol starts with 26 bullets
     assert 0 <= stats["kills"] <= stats["shots"]
     assert sum(stats["button_shares"].values()) == pytest.approx(1.0, abs=2e-3)
