@@ -1,7 +1,6 @@
 """Evaluator: greedy, sampled or random-policy episodes with given weights, several envs batched."""
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Optional
 
@@ -9,7 +8,7 @@ import numpy as np
 import torch
 
 from ray_a3c.common.config import Config
-from ray_a3c.common.envs import encode_obs, make_policy_env, probe_spaces
+from ray_a3c.common.envs import encode_obs, make_policy_env, probe_spaces, scoring_env_config
 from ray_a3c.common.flat import set_flat_weights
 from ray_a3c.common.models import build_model
 from ray_a3c.common.selection import episode_stats
@@ -19,8 +18,7 @@ class Evaluator:
     def __init__(self, config: Config, max_parallel_envs: int = 20):
         torch.set_num_threads(1)
         self.config = config
-        # evaluations score the task's own reward: no training-only shaping
-        self.env_config = dataclasses.replace(config.env, medkit_bonus=0.0, variable_rewards={})
+        self.env_config = scoring_env_config(config.env)
         self.spaces = probe_spaces(config.env)
         self.model = build_model(self.spaces, config.model)
         self.max_parallel = max_parallel_envs

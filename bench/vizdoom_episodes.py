@@ -11,7 +11,6 @@ shot, ammo left, episodes that ended with no ammo, health on the last step befor
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import numpy as np
@@ -23,13 +22,11 @@ def play(run_dir: str, checkpoint: str, episodes: int, seed: int, policy_kind: s
 
     from ray_a3c.api import load_policy
     from ray_a3c.common.config import load_run_config
-    from ray_a3c.common.envs import make_policy_env
+    from ray_a3c.common.envs import make_policy_env, scoring_env_config
     from ray_a3c.common.policy import example_obs
 
     policy = load_policy(run_dir, checkpoint)
-    # the scenario's own reward, as evaluations score it: no training-only shaping
-    env_cfg = dataclasses.replace(load_run_config(run_dir).env, medkit_bonus=0.0, variable_rewards={})
-    env = make_policy_env(env_cfg)
+    env = make_policy_env(scoring_env_config(load_run_config(run_dir).env))
     game, buttons = env.unwrapped.game, env.action_space.n
     generator = torch.Generator().manual_seed(seed)
     names = ("AMMO2", "HEALTH", "KILLCOUNT")

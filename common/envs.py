@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -64,6 +64,11 @@ def make_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
         raise A3CError(f"env '{cfg.id}' rejected env.kwargs: {exc}") from None
     except Exception as exc:  # noqa: BLE001
         raise A3CError(f"env '{cfg.id}' failed to start: {type(exc).__name__}: {exc}") from None
+
+
+def scoring_env_config(cfg: EnvConfig) -> EnvConfig:
+    """The env as evaluations score it: the task's own reward, without training-only shaping."""
+    return replace(cfg, medkit_bonus=0.0, variable_rewards={})
 
 
 def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
