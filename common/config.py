@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tempfile
 import typing
@@ -13,8 +12,7 @@ from typing import Any, Optional
 import yaml
 
 from ray_a3c.common.errors import A3CError
-
-GRAD_DTYPES = ("float32", "float16", "bfloat16")  # learner.grad_dtype: how gradients travel (common/flat.py)
+from ray_a3c.common.validation import validate
 
 
 def _f(default: Any, doc: str) -> Any:
@@ -305,114 +303,6 @@ def save_yaml(cfg: Config, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _variable_rewards_check(rewards: dict) -> tuple[bool, str]:
-    """(ok, message) for env.variable_rewards: ViZDoom game variable names mapped to finite numbers."""
-    try:
-        from vizdoom import GameVariable
-        known = set(GameVariable.__members__)
-    except ImportError:  # the env itself reports the missing package
-        known = None
-    for name, value in rewards.items():
-        if known is not None and name not in known:
-            return False, f"env.variable_rewards: unknown ViZDoom game variable '{name}' (e.g. AMMO2, HEALTH)"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False, f"env.variable_rewards: {name} must map to a finite number, got {value!r}"
-    return True, ""
-
-
-def validate(cfg: Config) -> Config:
-    """Reject values that cannot work, before any process or file is created."""
-    e, m, a, r, c = cfg.env, cfg.model, cfg.algo, cfg.run, cfg.cluster
-    numbers = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()
-               if isinstance(v, float) and k != "stop_return"}
-    checks = [
-        *((math.isfinite(v), f"{k} must be a finite number, got {v}") for k, v in numbers.items()),
-        (r.stop_return is None or math.isfinite(r.stop_return), f"run.stop_return must be finite, got {r.stop_return}"),
-        (bool(e.id), "env.id must not be empty"),
-        (e.num_envs_per_worker >= 1, "env.num_envs_per_worker must be >= 1"),
-        (a.lr_schedule in ("constant", "linear"), "algo.lr_schedule must be constant or linear"),
-        (0.0 <= a.lr_decay_start < 1.0, "algo.lr_decay_start must be in [0, 1)"),
-        (a.weight_sync_every >= 1, "algo.weight_sync_every must be >= 1"),
-        (not e.medkit_bonus or e.id.startswith("vizdoom:"), "env.medkit_bonus applies to vizdoom: envs only"),
-        (not e.variable_rewards or e.id.startswith("vizdoom:"), "env.variable_rewards applies to vizdoom: envs only"),
-        _variable_rewards_check(e.variable_rewards),
-        (len(e.screen_size) == 2 and all(isinstance(n, int) and not isinstance(n, bool) for n in e.screen_size)
-         and 36 <= e.screen_size[0] <= 160 and 36 <= e.screen_size[1] <= 100,
-         "env.screen_size must be [width, height] within [36..160, 36..100] (the cropped 160x100 screen)"),
-        (e.screen_size == [84, 84] or e.id.startswith("vizdoom:"), "env.screen_size applies to vizdoom: envs only"),
-        (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
-        (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
-        (e.frame_skip >= 1 and e.frame_stack >= 1, "env.frame_skip and env.frame_stack must be >= 1"),
-        (a.mode in ("async", "sync"), "algo.mode must be async or sync"),
-        (a.critic_epochs >= 1, "algo.critic_epochs must be >= 1"),
-        (a.critic_epochs == 1 or not m.shared_trunk, "algo.critic_epochs > 1 needs model.shared_trunk=false"),
-        (e.max_episode_steps is None or e.max_episode_steps >= 1, "env.max_episode_steps must be >= 1 or null"),
-        (math.isfinite(e.reward_scale) and e.reward_scale > 0, "env.reward_scale must be > 0"),
-        (len(m.hidden_sizes) >= 1 and all(isinstance(h, int) and h > 0 for h in m.hidden_sizes),
-         "model.hidden_sizes must be a non-empty list of positive ints"),
-        (m.activation in ("tanh", "relu", "elu"), "model.activation must be tanh, relu or elu"),
-        (m.gsde_sample_every >= 0, "model.gsde_sample_every must be >= 0"),
-        (m.encoder in ("auto", "mlp", "cnn"), "model.encoder must be auto, mlp or cnn"),
-        (len(m.conv_channels) == 2 and all(isinstance(c, int) and c > 0 for c in m.conv_channels),
-         "model.conv_channels must be two positive ints"),
-        (m.cnn_fc_size >= 1 and m.lstm_size >= 0, "model.cnn_fc_size must be >= 1 and model.lstm_size >= 0"),
-        (a.rollout_steps >= 1, "algo.rollout_steps must be >= 1"),
-        (0.0 < a.gamma <= 1.0, "algo.gamma must be in (0, 1]"),
-        (0.0 <= a.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
-        (a.learning_rate > 0, f"algo.learning_rate must be > 0, got {a.learning_rate}"),
-        (a.critic_learning_rate is None or a.critic_learning_rate > 0, "algo.critic_learning_rate must be > 0"),
-        (a.critic_learning_rate is None or not m.shared_trunk,
-         "algo.critic_learning_rate needs model.shared_trunk=false (a shared trunk has one learning rate)"),
-        (a.adam_eps > 0, "algo.adam_eps must be > 0"),
-        (a.optimizer in ("adam", "rmsprop"), "algo.optimizer must be adam or rmsprop"),
-        (0 < a.rmsprop_alpha < 1, "algo.rmsprop_alpha must be in (0, 1)"),
-        (a.rmsprop_eps > 0, "algo.rmsprop_eps must be > 0"),
-        (a.entropy_coef >= 0, "algo.entropy_coef must be >= 0"),
-        (a.value_coef > 0, "algo.value_coef must be > 0"),
-        (a.value_loss in ("mse", "smooth_l1"), "algo.value_loss must be mse or smooth_l1"),
-        (a.max_grad_norm >= 0, "algo.max_grad_norm must be >= 0 (0 disables clipping)"),
-        (a.max_policy_lag >= 0, "algo.max_policy_lag must be >= 0"),
-        (a.max_policy_lag >= 1 or not a.overlap_push or a.mode == "sync",
-         "algo.max_policy_lag=0 with algo.overlap_push=true rejects every other gradient (an overlapped push is "
-         "one version behind): set max_policy_lag >= 1 or overlap_push=false"),
-        (a.is_clip > 0, "algo.is_clip must be > 0"),
-        (a.offline_update in ("vtrace", "awr"), "algo.offline_update must be vtrace or awr"),
-        (a.awr_temperature > 0 and a.awr_max_weight > 0, "algo.awr_temperature and awr_max_weight must be > 0"),
-        (r.num_workers >= 0, "run.num_workers must be >= 1, or 0 for auto"),
-        (cfg.learner.device in ("cpu", "cuda", "auto"), "learner.device must be cpu, cuda or auto"),
-        (cfg.learner.num_gpus >= 0, "learner.num_gpus must be >= 0"),
-        (cfg.learner.max_batch_packets >= 1, "learner.max_batch_packets must be >= 1"),
-        (cfg.learner.grad_dtype in GRAD_DTYPES, f"learner.grad_dtype must be one of {', '.join(GRAD_DTYPES)}"),
-        (c.placement in ("spread", "default"), "cluster.placement must be spread or default"),
-        (c.max_restarts >= 0, "cluster.max_restarts must be >= 0"),
-        (c.aggregate in ("none", "node"), "cluster.aggregate must be none or node"),
-        (c.aggregate_packets >= 1, "cluster.aggregate_packets must be >= 1"),
-        (c.aggregate_interval_s >= 0 and c.aggregate_retry_s >= 0,
-         "cluster.aggregate_interval_s and aggregate_retry_s must be >= 0"),
-        (c.worker_timeout_s > 0, "cluster.worker_timeout_s must be > 0"),
-        (c.max_worker_failures >= 1, "cluster.max_worker_failures must be >= 1"),
-        (c.start_timeout_s > 0, "cluster.start_timeout_s must be > 0"),
-        (r.total_env_steps >= 1, "run.total_env_steps must be >= 1"),
-        (r.time_limit_s is None or r.time_limit_s > 0, "run.time_limit_s must be > 0 or null"),
-        (r.eval_interval_s > 0, "run.eval_interval_s must be > 0"),
-        (r.eval_episodes >= 1, "run.eval_episodes must be >= 1"),
-        (r.confirm_episodes >= 1, "run.confirm_episodes must be >= 1"),
-        (r.eval_policy in ("greedy", "sample"), "run.eval_policy must be greedy or sample"),
-        (r.gif_every >= 0, "run.gif_every must be >= 0"),
-        (r.evaluate or r.stop_return is None, "run.stop_return needs run.evaluate: true (set one of them)"),
-        (r.snapshot_every_env_steps >= 0, "run.snapshot_every_env_steps must be >= 0"),
-        (r.checkpoint_interval_s > 0, "run.checkpoint_interval_s must be > 0"),
-        (r.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
-        (r.log_interval_s > 0, "run.log_interval_s must be > 0"),
-        (c.num_cpus is None or c.num_cpus >= 1, "cluster.num_cpus must be >= 1 or null"),
-        (min(c.worker_num_cpus, c.ps_num_cpus, c.eval_num_cpus) >= 0, "cluster.*_num_cpus must be >= 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise A3CError(message)
-    return cfg
 
 
 def load_run_config(run_dir: str) -> Config:
