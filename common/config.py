@@ -45,6 +45,9 @@ class EnvConfig:
     variable_rewards: dict = _f({}, "ViZDoom: raw reward per unit change of a game variable, e.g. {AMMO2: 0.1} costs "
                                     "0.1 a shot (Sample Factory's delta shaping); training envs only, like "
                                     "medkit_bonus; {} = off")
+    observe_variables: dict = _f({}, "ViZDoom: game variables the network sees, {name: full scale}, e.g. {AMMO2: 26}: "
+                                     "one extra image channel each, value / full scale (clipped to [0, 1]) x 255 "
+                                     "(the frame has no HUD); {} = none")
 
 
 @dataclass

@@ -80,6 +80,8 @@ def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
         kwargs["health_bonus"] = cfg.medkit_bonus
     if cfg.variable_rewards:
         kwargs["variable_rewards"] = dict(cfg.variable_rewards)
+    if cfg.observe_variables:
+        kwargs["observe_variables"] = dict(cfg.observe_variables)
     kwargs.setdefault("screen_size", tuple(cfg.screen_size))
     env: gym.Env = VizdoomEnv(cfg.id.removeprefix("vizdoom:"), frame_skip=cfg.frame_skip, **kwargs)
     if cfg.max_episode_steps:

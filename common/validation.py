@@ -13,18 +13,20 @@ if TYPE_CHECKING:
 GRAD_DTYPES = ("float32", "float16", "bfloat16")  # learner.grad_dtype: how gradients travel (common/flat.py)
 
 
-def _variable_rewards_check(rewards: dict) -> tuple[bool, str]:
-    """(ok, message) for env.variable_rewards: ViZDoom game variable names mapped to finite numbers."""
+def _game_variables_check(key: str, values: dict, positive: bool = False) -> tuple[bool, str]:
+    """(ok, message) for a map of ViZDoom game variable names to finite (optionally positive) numbers."""
     try:
         from vizdoom import GameVariable
         known = set(GameVariable.__members__)
     except ImportError:  # the env itself reports the missing package
         known = None
-    for name, value in rewards.items():
+    kind = "a positive number" if positive else "a finite number"
+    for name, value in values.items():
         if known is not None and name not in known:
-            return False, f"env.variable_rewards: unknown ViZDoom game variable '{name}' (e.g. AMMO2, HEALTH)"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False, f"env.variable_rewards: {name} must map to a finite number, got {value!r}"
+            return False, f"{key}: unknown ViZDoom game variable '{name}' (e.g. AMMO2, HEALTH)"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or (positive and value <= 0):
+            return False, f"{key}: {name} must map to {kind}, got {value!r}"
     return True, ""
 
 
@@ -43,7 +45,9 @@ def validate(cfg: Config) -> Config:
         (a.weight_sync_every >= 1, "algo.weight_sync_every must be >= 1"),
         (not e.medkit_bonus or e.id.startswith("vizdoom:"), "env.medkit_bonus applies to vizdoom: envs only"),
         (not e.variable_rewards or e.id.startswith("vizdoom:"), "env.variable_rewards applies to vizdoom: envs only"),
-        _variable_rewards_check(e.variable_rewards),
+        _game_variables_check("env.variable_rewards", e.variable_rewards),
+        (not e.observe_variables or e.id.startswith("vizdoom:"), "env.observe_variables applies to vizdoom: envs only"),
+        _game_variables_check("env.observe_variables", e.observe_variables, positive=True),
         (len(e.screen_size) == 2 and all(isinstance(n, int) and not isinstance(n, bool) for n in e.screen_size)
          and 36 <= e.screen_size[0] <= 160 and 36 <= e.screen_size[1] <= 100,
          "env.screen_size must be [width, height] within [36..160, 36..100] (the cropped 160x100 screen)"),

@@ -40,13 +40,17 @@ class VizdoomEnv(gym.Env):
     `render()` returns (for GIFs people can watch); the observation is that screen in grayscale, cropped and
     resized the same way. `health_bonus` adds that raw reward on every step the player's health rises (reward
     shaping for the gathering scenarios, off by default); `variable_rewards` ({game variable name: reward per
-    unit}) adds reward times each variable's change on every step, e.g. {"AMMO2": 0.1} costs 0.1 a shot."""
+    unit}) adds reward times each variable's change on every step, e.g. {"AMMO2": 0.1} costs 0.1 a shot.
+    `observe_variables` ({game variable name: full scale}) shows those variables to the network: one extra
+    channel per variable after the frame, filled with value / full scale (clipped to [0, 1]) x 255, the way
+    AlphaZero feeds scalar features to a CNN; the frame alone has no HUD, so ammo and health are otherwise
+    invisible."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
 
     def __init__(self, scenario: str = "basic", frame_skip: int = 4, render_mode: Optional[str] = None,
                  seed: Optional[int] = None, health_bonus: float = 0.0, screen_size: tuple = (84, 84),
-                 variable_rewards: Optional[dict] = None):
+                 variable_rewards: Optional[dict] = None, observe_variables: Optional[dict] = None):
         self.config_path = scenario_path(scenario)
         self.frame_skip, self.render_mode = frame_skip, render_mode
         self._colour: Optional[np.ndarray] = None  # the last colour screen, when rendering
@@ -54,6 +58,7 @@ class VizdoomEnv(gym.Env):
         self._health = 0.0
         self._variable_rewards = _game_variables(variable_rewards or {})
         self._variables = np.zeros(len(self._variable_rewards))
+        self._observed = _game_variables(observe_variables or {})
         self.recreations = 0
         self._seed = seed
         self.game = self._start()
@@ -61,8 +66,9 @@ class VizdoomEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(self._buttons)
         self.screen_size = (int(screen_size[0]), int(screen_size[1]))  # (width, height)
         width, height = self.screen_size
-        self.observation_space = gym.spaces.Box(0, 255, (1, height, width), np.uint8)
-        self._last = np.zeros((1, height, width), np.uint8)
+        channels = 1 + len(self._observed)
+        self.observation_space = gym.spaces.Box(0, 255, (channels, height, width), np.uint8)
+        self._last = np.zeros((channels, height, width), np.uint8)
 
     def _start(self):
         import vizdoom
@@ -99,7 +105,10 @@ class VizdoomEnv(gym.Env):
             gray = self._colour.astype(np.float32) @ BT709  # the weights that match the engine's GRAY8 best
             screen = Image.fromarray(gray.astype(np.uint8)).resize((160, 120), Image.BOX)
         screen = screen.crop((0, 10, 160, 110))  # rows only: the sides can hold the target
-        self._last = np.asarray(screen.resize(self.screen_size, Image.BILINEAR), np.uint8)[None]
+        self._last[0] = np.asarray(screen.resize(self.screen_size, Image.BILINEAR), np.uint8)
+        for channel, (variable, full_scale) in enumerate(self._observed, start=1):
+            level = np.clip(self.game.get_game_variable(variable) / full_scale, 0.0, 1.0)
+            self._last[channel] = np.uint8(round(float(level) * 255))
         return self._last.copy()
 
     def pid(self) -> Optional[int]:
@@ -179,11 +188,11 @@ class VizdoomEnv(gym.Env):
         self.game.close()
 
 
-def _game_variables(rewards: dict) -> list:
+def _game_variables(values: dict) -> list:
     """{"AMMO2": 0.1} -> [(GameVariable.AMMO2, 0.1)]."""
     import vizdoom
 
-    return [(getattr(vizdoom.GameVariable, name), float(w)) for name, w in rewards.items()]
+    return [(getattr(vizdoom.GameVariable, name), float(w)) for name, w in values.items()]
 
 
 def _crashes() -> tuple:

@@ -4,6 +4,7 @@ import signal
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ray_a3c.actors.evaluator import Evaluator
@@ -202,13 +203,56 @@ def test_variable_rewards_with_a_wrong_name_or_value_are_refused(rewards, messag
         validate(from_flat({"env.variable_rewards": {"AMMO2": 0.1}}, Config()))
 
 
+def test_observed_variables_are_channels_that_follow_ammo_and_health():
+    env = VizdoomEnv("defend_the_center", observe_variables={"AMMO2": 26, "HEALTH": 200})
+    plain = VizdoomEnv("defend_the_center")
+    try:
+        assert env.observation_space.shape == (3, 84, 84)
+        obs, _ = env.reset(seed=3)
+        plain_obs, _ = plain.reset(seed=3)
+        np.testing.assert_array_equal(obs[:1], plain_obs)  # the frame itself is unchanged
+        assert (obs[1] == 255).all() and (obs[2] == round(100 / 200 * 255)).all()  # 26 of 26 bullets, 100 health
+        for _ in range(400):
+            obs, _, term, trunc, _ = env.step(2)  # ATTACK
+            ammo = env.game.get_game_variable(vzd.GameVariable.AMMO2)
+            health = env.game.get_game_variable(vzd.GameVariable.HEALTH)
+            if term or trunc:
+                break
+            assert obs in env.observation_space
+            assert (obs[1] == round(ammo / 26 * 255)).all() and (obs[2] == round(health / 200 * 255)).all()
+        assert ammo <= 16  # at least 10 bullets spent: the channel above followed them down
+    finally:
+        env.close()
+        plain.close()
+
+
+def test_observed_variables_reach_the_network_and_bad_ones_are_refused():
+    cfg = doom_config("defend_the_center", **{"env.observe_variables": {"AMMO2": 26}})
+    worker = RolloutWorker(cfg, 0)
+    try:
+        (first_conv,) = [m for m in worker.model.modules() if isinstance(m, torch.nn.Conv2d)][:1]
+        assert first_conv.in_channels == 2  # the frame and the ammo channel
+        packet = worker.compute_gradient()
+        assert packet.env_steps == 8 and np.isfinite(packet.gradient).all()
+    finally:
+        worker.close()
+    with pytest.raises(A3CError, match="AMMO2 must map to a positive number"):
+        doom_config(**{"env.observe_variables": {"AMMO2": 0}})
+    with pytest.raises(A3CError, match="unknown ViZDoom game variable 'BULLETS'"):
+        doom_config(**{"env.observe_variables": {"BULLETS": 26}})
+    with pytest.raises(A3CError, match="observe_variables applies to vizdoom: envs only"):
+        validate(from_flat({"env.observe_variables": {"AMMO2": 26}}, Config()))
+
+
 def test_the_evaluator_scores_without_the_training_bonus():
     cfg = validate(from_flat({"env.id": "vizdoom:health_gathering", "env.medkit_bonus": 1.0,
-                              "env.variable_rewards": {"HEALTH": 0.5}}, Config()))
+                              "env.variable_rewards": {"HEALTH": 0.5}, "env.observe_variables": {"HEALTH": 100}},
+                             Config()))
     evaluator = Evaluator(cfg)
     try:
         (env,) = evaluator._env_pool(1)
         assert env.unwrapped.health_bonus == 0.0 and not env.unwrapped._variable_rewards
+        assert env.observation_space.shape == (2, 84, 84)  # what the network sees stays: only rewards go
     finally:
         evaluator.close()
 
