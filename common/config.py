@@ -46,8 +46,8 @@ class EnvConfig:
                                     "0.1 a shot (Sample Factory's delta shaping); training envs only, like "
                                     "medkit_bonus; {} = off")
     observe_variables: dict = _f({}, "ViZDoom: game variables the network sees, {name: full scale}, e.g. {AMMO2: 26}: "
-                                     "one extra image channel each, value / full scale (clipped to [0, 1]) x 255 "
-                                     "(the frame has no HUD); {} = none")
+                                     "one extra channel each, value / full scale (clipped to [0, 1]) x 255, read by "
+                                     "the CNN's fc layer as a number (the frame has no HUD); {} = none")
 
 
 @dataclass

@@ -106,13 +106,22 @@ class EnvSpaces:
     discrete_obs: Optional[int]  # number of states when observations are Discrete (one-hot encoded)
     action_space: gym.Space
     image_shape: Optional[tuple] = None  # (C, H, W) for uint8 image observations, kept as uint8
+    scalar_channels: tuple = ()  # image channels that each carry one number (env.observe_variables)
 
 
-def describe_spaces(obs: gym.Space, act: gym.Space) -> EnvSpaces:
+def scalar_channels(cfg: EnvConfig) -> tuple:
+    """The channels of a ViZDoom observation that carry env.observe_variables: after each stacked frame's
+    picture, one per variable."""
+    per_frame = 1 + len(cfg.observe_variables) if cfg.id.startswith("vizdoom:") else 1
+    return tuple(f * per_frame + 1 + v for f in range(cfg.frame_stack) for v in range(per_frame - 1))
+
+
+def describe_spaces(obs: gym.Space, act: gym.Space, scalars: tuple = ()) -> EnvSpaces:
+    """What the model needs from the spaces; `scalars` (see `scalar_channels`) only for images."""
     if isinstance(obs, gym.spaces.Discrete):
         spaces = EnvSpaces(int(obs.n), int(obs.n), act)
     elif isinstance(obs, gym.spaces.Box) and obs.dtype == np.uint8 and len(obs.shape) == 3:
-        spaces = EnvSpaces(int(np.prod(obs.shape)), None, act, tuple(int(d) for d in obs.shape))
+        spaces = EnvSpaces(int(np.prod(obs.shape)), None, act, tuple(int(d) for d in obs.shape), tuple(scalars))
     elif isinstance(obs, gym.spaces.Box):
         spaces = EnvSpaces(int(np.prod(obs.shape)), None, act)
     else:
@@ -163,7 +172,7 @@ def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
         from ray_a3c.common.offline import cached_dataset
 
         data = cached_dataset(cfg.dataset)
-        spaces = describe_spaces(data.observation_space, data.action_space)
+        spaces = describe_spaces(data.observation_space, data.action_space, scalar_channels(cfg))
         if cfg.id:
             live = _probe_live(cfg)
             if (live.obs_dim, str(live.action_space)) != (spaces.obs_dim, str(spaces.action_space)):
@@ -176,7 +185,7 @@ def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
 def _probe_live(cfg: EnvConfig) -> EnvSpaces:
     env = make_policy_env(cfg)
     try:
-        return describe_spaces(env.observation_space, env.action_space)
+        return describe_spaces(env.observation_space, env.action_space, scalar_channels(cfg))
     finally:
         env.close()
 

@@ -112,19 +112,31 @@ class CategoricalDist:
 
 
 class ConvEncoder(nn.Module):
-    """The Doom notebook's encoder: uint8 [B, C, 84, 84] -> /255 -> conv 8x8/4 -> conv 4x4/2 -> fc, ELU."""
+    """The Doom notebook's encoder: uint8 [B, C, 84, 84] -> /255 -> conv 8x8/4 -> conv 4x4/2 -> fc, ELU.
 
-    def __init__(self, image_shape: tuple, channels: list, fc_size: int):
+    `scalar_channels` are channels that carry one number each (a constant plane, env.observe_variables): the
+    convolutions skip them and the fc layer reads their value / 255 beside the image features, so a scalar
+    enters as one input among the features, not as a bright plane under every filter."""
+
+    def __init__(self, image_shape: tuple, channels: list, fc_size: int, scalar_channels: tuple = ()):
         super().__init__()
         c, h, w = image_shape
-        self.convs = nn.Sequential(nn.Conv2d(c, channels[0], 8, stride=4), nn.ELU(),
+        scalars = set(scalar_channels)
+        # plain lists, not buffers: buffers travel in the flat weight vectors
+        self.image_index, self.scalar_index = [i for i in range(c) if i not in scalars], sorted(scalars)
+        image_c = c - len(scalars)
+        self.convs = nn.Sequential(nn.Conv2d(image_c, channels[0], 8, stride=4), nn.ELU(),
                                    nn.Conv2d(channels[0], channels[1], 4, stride=2), nn.ELU(), nn.Flatten())
         with torch.no_grad():
-            flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
-        self.fc = nn.Sequential(nn.Linear(flat, fc_size), nn.ELU())
+            flat = self.convs(torch.zeros(1, image_c, h, w)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(flat + len(scalars), fc_size), nn.ELU())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.convs(obs.float() / 255.0))
+        obs = obs.float() / 255.0
+        if not self.scalar_index:
+            return self.fc(self.convs(obs))
+        features = self.convs(obs[:, self.image_index])
+        return self.fc(torch.cat([features, obs[:, self.scalar_index, 0, 0]], dim=1))
 
 
 State = Optional[tuple]  # (h, c), each [N, lstm_size], or None for feed-forward models
@@ -174,7 +186,8 @@ class ActorCritic(nn.Module):
         if use_cnn:
             if spaces.image_shape is None:
                 raise ValueError("model.encoder=cnn needs uint8 image observations [C, H, W]")
-            return ConvEncoder(spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size), cfg.cnn_fc_size
+            encoder = ConvEncoder(spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size, spaces.scalar_channels)
+            return encoder, cfg.cnn_fc_size
         trunk = mlp(spaces.obs_dim, cfg.hidden_sizes, cfg.activation)
         for layer in trunk:
             if isinstance(layer, nn.Linear):

@@ -42,8 +42,8 @@ class VizdoomEnv(gym.Env):
     shaping for the gathering scenarios, off by default); `variable_rewards` ({game variable name: reward per
     unit}) adds reward times each variable's change on every step, e.g. {"AMMO2": 0.1} costs 0.1 a shot.
     `observe_variables` ({game variable name: full scale}) shows those variables to the network: one extra
-    channel per variable after the frame, filled with value / full scale (clipped to [0, 1]) x 255, the way
-    AlphaZero feeds scalar features to a CNN; the frame alone has no HUD, so ammo and health are otherwise
+    channel per variable after the frame, filled with value / full scale (clipped to [0, 1]) x 255 (the model reads
+    each as one number: models.ConvEncoder); the frame alone has no HUD, so ammo and health are otherwise
     invisible."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}

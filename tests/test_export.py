@@ -20,6 +20,8 @@ CASES = {
     "gaussian": {"env.id": "Pendulum-v1", "env.rescale_actions": True, "model.normalize_obs": True,
                  "model.hidden_sizes": [16], "model.init_log_std": -1.0},
     "cnn": {"env.id": "vizdoom:basic", "model.conv_channels": [4, 8], "model.cnn_fc_size": 16},
+    "cnn_variables": {"env.id": "vizdoom:defend_the_center", "env.observe_variables": {"AMMO2": 26, "HEALTH": 100},
+                      "model.conv_channels": [4, 8], "model.cnn_fc_size": 16},
     "lstm": {"env.id": "CartPole-v1", "model.hidden_sizes": [16], "model.lstm_size": 8,
              "model.shared_trunk": True},
 }

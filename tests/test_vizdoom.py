@@ -226,12 +226,19 @@ def test_observed_variables_are_channels_that_follow_ammo_and_health():
         plain.close()
 
 
-def test_observed_variables_reach_the_network_and_bad_ones_are_refused():
-    cfg = doom_config("defend_the_center", **{"env.observe_variables": {"AMMO2": 26}})
+def test_observed_variables_reach_the_network_as_scalars_and_bad_ones_are_refused():
+    cfg = doom_config("defend_the_center", **{"env.observe_variables": {"AMMO2": 26}, "model.lstm_size": 0})
     worker = RolloutWorker(cfg, 0)
     try:
-        (first_conv,) = [m for m in worker.model.modules() if isinstance(m, torch.nn.Conv2d)][:1]
-        assert first_conv.in_channels == 2  # the frame and the ammo channel
+        convs = [m for m in worker.model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs[0].in_channels == 1  # the convolutions see the picture only
+        obs = torch.zeros(1, 1, 2, 84, 84, dtype=torch.uint8)
+        full = obs.clone()
+        full[:, :, 1] = 255  # only the ammo channel differs
+        with torch.no_grad():
+            (empty_dist, empty_value, _), (full_dist, full_value, _) = (worker.model.unroll(o) for o in (obs, full))
+        assert not torch.allclose(empty_value, full_value)  # the fc layer reads the ammo level
+        assert not torch.allclose(empty_dist.dist.logits, full_dist.dist.logits)
         packet = worker.compute_gradient()
         assert packet.env_steps == 8 and np.isfinite(packet.gradient).all()
     finally:
@@ -242,6 +249,21 @@ def test_observed_variables_reach_the_network_and_bad_ones_are_refused():
         doom_config(**{"env.observe_variables": {"BULLETS": 26}})
     with pytest.raises(A3CError, match="observe_variables applies to vizdoom: envs only"):
         validate(from_flat({"env.observe_variables": {"AMMO2": 26}}, Config()))
+
+
+def test_scalar_channels_follow_the_frame_stack():
+    from ray_a3c.common.envs import scalar_channels
+
+    stacked = from_flat({"env.id": "vizdoom:basic", "env.frame_stack": 2,
+                         "env.observe_variables": {"AMMO2": 26, "HEALTH": 100}}, Config()).env
+    assert scalar_channels(stacked) == (1, 2, 4, 5)  # [picture, ammo, health] per frame, 2 frames
+    assert scalar_channels(Config().env) == ()
+    env = VizdoomEnv("basic", observe_variables={"AMMO2": 50})
+    try:
+        obs, _ = env.reset(seed=1)
+        assert obs.shape == (2, 84, 84) and (obs[1] == obs[1, 0, 0]).all()  # a constant plane: one number
+    finally:
+        env.close()
 
 
 def test_the_evaluator_scores_without_the_training_bonus():
