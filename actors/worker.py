@@ -19,6 +19,7 @@ from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import (
     ACTION_ABS_MAX,
     ADVANTAGE_MEAN,
+    CLIP_FRACTION,
     LOSS_ENTROPY,
     LOSS_POLICY,
     LOSS_VALUE,
@@ -63,14 +64,18 @@ class LocalClient:
 
 
 @dataclass
-class _CriticBatch:
-    """What the extra critic epochs refit on: the last rollout's observations and fixed returns."""
+class _LastBatch:
+    """What the extra epochs (critic refits, clipped-surrogate passes) reuse: the last rollout, its fixed
+    targets and the acting policy's log-probabilities."""
 
     obs: torch.Tensor  # [T, N, ...]
     starts: torch.Tensor  # [T, N]
     initial_state: object  # recurrent state before step 0, or None
+    actions: torch.Tensor  # [T*N] or [T*N, act_dim]
+    advantages: torch.Tensor  # [T*N]
     returns: torch.Tensor  # [T*N]
     mask: torch.Tensor  # [T*N]
+    old_log_probs: torch.Tensor  # [T*N] log mu(a|s) under the weights that acted
 
 
 class RolloutWorker:
@@ -89,7 +94,7 @@ class RolloutWorker:
         self.total_env_steps = 0  # collected
         self.delivered_env_steps = 0  # in packets the PS (or an aggregator) answered: what the PS counted
         self.sender, self._seq = uuid.uuid4().hex, 0  # this incarnation's packets are (sender, 1), (sender, 2)...
-        self._critic_batch: Optional[_CriticBatch] = None
+        self._last_batch: Optional[_LastBatch] = None
         self._return_acc = np.zeros(venv.num_envs)  # running discounted returns, for reward normalisation
         self._said_no_correction = False
         self._sync_done_at: Optional[float] = None  # when the last synchronous gradient was handed back
@@ -118,7 +123,8 @@ class RolloutWorker:
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
         self.total_env_steps += ro.num_steps
-        self._critic_batch = _CriticBatch(obs, starts, ro.initial_state, torch.as_tensor(returns.reshape(-1)), mask)
+        self._last_batch = _LastBatch(obs, starts, ro.initial_state, actions, torch.as_tensor(advantages.reshape(-1)),
+                                      torch.as_tensor(returns.reshape(-1)), mask, log_probs.detach())
         valid = ro.valid
         losses = {LOSS_POLICY: terms.policy, LOSS_VALUE: terms.value, LOSS_ENTROPY: terms.entropy,
                   VALUE_MEAN: float(ro.values[valid].mean()) if valid.any() else 0.0,
@@ -174,11 +180,28 @@ class RolloutWorker:
                   "actions, no importance correction", flush=True)
         return gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated, algo.gamma, algo.gae_lambda)
 
+    def compute_surrogate_gradient(self) -> GradientPacket:
+        """A full gradient on the last rollout with the current weights, PPO's clipped surrogate against the
+        policy that acted (one extra policy epoch): the trust region bounds how far the passes move it."""
+        b, algo = self._batch(), self.config.algo
+        dist, values, _ = self.model.unroll(b.obs, b.initial_state, b.starts)
+        terms = a3c_loss(log_probs=dist.log_prob(b.actions), entropy=dist.entropy(), values=values,
+                         advantages=b.advantages, returns=b.returns, entropy_coef=algo.entropy_coef,
+                         value_coef=algo.value_coef, value_loss=algo.value_loss, mask=b.mask,
+                         old_log_probs=b.old_log_probs, clip_range=algo.clip_range)
+        self.model.zero_grad(set_to_none=True)
+        terms.total.backward()
+        return self._stamped(GradientPacket(gradient=self._flat_grads(), version=self.version, env_steps=0,
+                                            worker_rank=self.rank, losses={CLIP_FRACTION: terms.clip_fraction}))
+
+    def _batch(self) -> _LastBatch:
+        if self._last_batch is None:
+            raise RuntimeError("compute_gradient must run before an extra epoch")
+        return self._last_batch
+
     def compute_critic_gradient(self) -> GradientPacket:
         """A value-only gradient on the last rollout, with the current weights (one extra critic epoch)."""
-        b = self._critic_batch
-        if b is None:
-            raise RuntimeError("compute_gradient must run before a critic epoch")
+        b = self._batch()
         values = self.model.unroll(b.obs, b.initial_state, b.starts)[1]
         loss = self.config.algo.value_coef * critic_loss(values, b.returns, self.config.algo.value_loss,
                                                          mean_weights(b.returns, b.mask))
@@ -192,6 +215,9 @@ class RolloutWorker:
     def gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:
         """`fetch_s`: seconds the caller spent fetching `weights` (counted as communication)."""
         return self._timed_sync(self.compute_gradient, version, weights, fetch_s)
+
+    def surrogate_gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:
+        return self._timed_sync(self.compute_surrogate_gradient, version, weights, fetch_s)
 
     def critic_gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:
         return self._timed_sync(self.compute_critic_gradient, version, weights, fetch_s)
@@ -212,10 +238,12 @@ class RolloutWorker:
         """Rollout -> gradient -> push -> adopt the PS's newer weights, until the PS says stop.
 
         With `algo.overlap_push` the push travels while the next rollout is collected, so the worker's
-        CPU is not idle during the round trip, at the price of acting one update behind. Extra critic
-        epochs are pushed one at a time, each on the weights the previous push returned.
+        CPU is not idle during the round trip, at the price of acting one update behind. Extra policy epochs
+        (clipped surrogate), then extra critic epochs, are pushed one at a time, each on the weights the
+        previous push returned.
         """
-        overlap = self.config.algo.overlap_push and self.config.algo.critic_epochs == 1
+        algo = self.config.algo
+        overlap = algo.overlap_push and algo.critic_epochs == 1 and algo.policy_epochs == 1
         version, weights, _ = ps.get_weights()
         self.set_weights(weights, version)
         pushed, pending, stop = 0, None, False
@@ -233,8 +261,10 @@ class RolloutWorker:
             pushed += 1
             if not overlap:
                 stop, pending = self._settle(pending), None
-                for _ in range(self.config.algo.critic_epochs - 1):
-                    stop = stop or self._settle((ps.submit(self.compute_critic_gradient()), 0))
+                extra = [self.compute_surrogate_gradient] * (algo.policy_epochs - 1) + \
+                    [self.compute_critic_gradient] * (algo.critic_epochs - 1)
+                for compute in extra:
+                    stop = stop or self._settle((ps.submit(compute()), 0))
             compute_s, comm_s = t1 - t0, time.perf_counter() - t1
         if pending is not None:
             self._settle(pending)

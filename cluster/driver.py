@@ -25,7 +25,8 @@ POLL_S = 0.1
 # TensorBoard tag -> the key workers report it under in GradientPacket.losses
 LOSS_TAGS = {metrics.VALUE_MEAN: packet.VALUE_MEAN, metrics.ADVANTAGE_MEAN: packet.ADVANTAGE_MEAN,
              metrics.ACTION_ABS_MAX: packet.ACTION_ABS_MAX, metrics.LOSS_POLICY: packet.LOSS_POLICY,
-             metrics.LOSS_VALUE: packet.LOSS_VALUE, metrics.LOSS_ENTROPY: packet.LOSS_ENTROPY}
+             metrics.LOSS_VALUE: packet.LOSS_VALUE, metrics.LOSS_ENTROPY: packet.LOSS_ENTROPY,
+             metrics.CLIP_FRACTION: packet.CLIP_FRACTION}
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
 LOOP_FINISH_WAIT_S = 30.0  # at a normal stop, how long the worker loops may take to push their last gradient
 PS_TIMEOUT_S = 60.0  # a PS call unanswered for this long: the PS is hung (treated as dead)
@@ -190,13 +191,15 @@ class Trainer:
 
     def _sync_round(self) -> tuple:
         """A2C: every worker computes a gradient from the same published weights; the PS averages them.
-        Extra critic epochs repeat that with value-only gradients. The data never passes through here:
-        the weights and the packets go between the actors as object references.
-        Returns (the PS's answer for the round, {rank: the first epoch's packet}) ."""
+        Extra policy epochs repeat that with clipped-surrogate gradients, extra critic epochs with value-only
+        ones. The data never passes through here: the weights and the packets go between the actors as object
+        references. Returns (the PS's answer for the round, {rank: the first epoch's packet}) ."""
+        algo = self.config.algo
+        methods = ["sync_gradient"] + ["sync_surrogate_gradient"] * (algo.policy_epochs - 1) + \
+            ["sync_critic_gradient"] * (algo.critic_epochs - 1)
         result, first = None, {}
-        for epoch in range(self.config.algo.critic_epochs):
+        for method in methods:
             published = self.ps.get_weights.remote()  # runs after the previous step: one caller, in order
-            method = "sync_gradient" if epoch == 0 else "sync_critic_gradient"
             packets = {rank: getattr(w, method).remote(published) for rank, w in self.fleet.workers.items()}
             first = first or packets
             result = self.ps.apply_mean_gradients.remote(*self.fleet.reduce_round(packets))

@@ -136,16 +136,20 @@ class RolloutWorker(ActorIdentity, worker.RolloutWorker):
 
     def sync_gradient(self, published: tuple) -> GradientPacket:
         """Sync mode: `published` is the PS's (version, weights, env_steps), shared by every worker."""
-        version, weights, _ = published
-        t0 = time.perf_counter()
-        weights = _resolve(weights)
-        return self.gradient_at(version, weights, fetch_s=time.perf_counter() - t0)
+        return self._sync(self.gradient_at, published)
+
+    def sync_surrogate_gradient(self, published: tuple) -> GradientPacket:
+        return self._sync(self.surrogate_gradient_at, published)
 
     def sync_critic_gradient(self, published: tuple) -> GradientPacket:
+        return self._sync(self.critic_gradient_at, published)
+
+    @staticmethod
+    def _sync(gradient_at: Any, published: tuple) -> GradientPacket:
         version, weights, _ = published
         t0 = time.perf_counter()
         weights = _resolve(weights)
-        return self.critic_gradient_at(version, weights, fetch_s=time.perf_counter() - t0)
+        return gradient_at(version, weights, fetch_s=time.perf_counter() - t0)
 
 
 class Evaluator(ActorIdentity, evaluator.Evaluator):

@@ -94,6 +94,9 @@ class AlgoConfig:
     entropy_coef: float = _f(0.01, "weight of the entropy bonus")
     value_coef: float = _f(0.5, "weight of the value loss")
     critic_epochs: int = _f(1, "critic steps per batch (extra ones are value-only; needs shared_trunk false)")
+    policy_epochs: int = _f(1, "full steps per batch: extra ones (a trust-region option) push PPO's clipped "
+                               "surrogate against the acting policy, each on the weights the previous push returned")
+    clip_range: float = _f(0.2, "policy_epochs > 1: the ratio pi/mu is clipped to 1 +- this")
     value_loss: str = _f("mse", "mse | smooth_l1")
     max_grad_norm: float = _f(0.5, "clip gradients to this global norm on the PS; 0 disables")
     overlap_push: bool = _f(True, "push a gradient while collecting the next rollout (acts one update behind)")

@@ -1,4 +1,4 @@
-"""The A3C loss and global-norm clipping."""
+"""The A3C loss (with an optional clipped surrogate for extra passes) and global-norm clipping."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,25 +15,45 @@ class LossTerms:
     policy: float
     value: float
     entropy: float
+    clip_fraction: float = 0.0  # clipped surrogate only: the weighted share of steps outside the clip range
 
 
 def a3c_loss(log_probs: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor, advantages: torch.Tensor,
              returns: torch.Tensor, entropy_coef: float, value_coef: float, value_loss: str = "mse",
-             mask: Optional[torch.Tensor] = None) -> LossTerms:
+             mask: Optional[torch.Tensor] = None, old_log_probs: Optional[torch.Tensor] = None,
+             clip_range: float = 0.2) -> LossTerms:
     """Policy gradient + value regression - entropy bonus, each a mean over the batch's valid steps.
 
     All inputs are [B] (flatten [T, N] first). `advantages` and `returns` are constants (detached);
     `mask` [B] (bool or 0/1) drops steps that are not transitions (vector-env autoreset steps).
-    policy = -mean(log pi(a|s) * A);  value = mean(0.5 * (R - V)^2) or mean(smooth_l1(V, R));
+    policy = -mean(log pi(a|s) * A), or with `old_log_probs` [B] (the acting policy's log mu(a|s)) the clipped
+    surrogate -mean(min(r * A, clip(r, 1 - clip_range, 1 + clip_range) * A)), r = pi / mu: the same gradient
+    while r = 1, none for a step that already moved past the clip in its advantage's direction;
+    value = mean(0.5 * (R - V)^2) or mean(smooth_l1(V, R));
     total = policy + value_coef * value - entropy_coef * mean(H[pi]).
     """
     advantages = advantages.detach()
     weights = mean_weights(values, mask)
-    policy = -(log_probs * advantages * weights).sum()
+    clip_fraction = 0.0
+    if old_log_probs is None:
+        policy = -(log_probs * advantages * weights).sum()
+    else:
+        policy, clip_fraction = clipped_surrogate(log_probs, old_log_probs, advantages, clip_range, weights)
     value = critic_loss(values, returns, value_loss, weights)
     ent = (entropy * weights).sum()
     total = policy + value_coef * value - entropy_coef * ent
-    return LossTerms(total, float(policy.detach()), float(value.detach()), float(ent.detach()))
+    return LossTerms(total, float(policy.detach()), float(value.detach()), float(ent.detach()), clip_fraction)
+
+
+def clipped_surrogate(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+                      clip_range: float, weights: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """PPO's clipped policy objective, negated: (sum(w * -min(r A, clip(r) A)), weighted share of clipped steps).
+    All [B]; `weights` sum to 1 over the valid steps; r = exp(log_probs - old_log_probs)."""
+    ratio = torch.exp(log_probs - old_log_probs.detach())
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+    outside = ((ratio - 1.0).abs() > clip_range).to(weights.dtype)
+    return -(torch.min(unclipped, clipped) * weights).sum(), float((outside * weights).sum())
 
 
 def mean_weights(like: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:

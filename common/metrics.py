@@ -14,6 +14,7 @@ EVAL_CONFIRMED_RETURN = "eval/confirmed_return_mean"  # candidates extended to r
 LOSS_POLICY = "losses/policy"
 LOSS_VALUE = "losses/value"
 LOSS_ENTROPY = "losses/entropy"
+CLIP_FRACTION = "losses/clip_fraction"  # algo.policy_epochs > 1 only: steps outside the surrogate's clip range
 GRAD_NORM = "grads/global_norm"
 WEIGHT_NORM = "weights/global_norm"
 ENV_STEPS_PER_S = "perf/env_steps_per_s"

@@ -9,6 +9,7 @@ import numpy as np
 # Keys of GradientPacket.losses: one name on both sides (the worker fills them, the driver logs them).
 LOSS_POLICY, LOSS_VALUE, LOSS_ENTROPY = "policy", "value", "entropy"
 VALUE_MEAN, ADVANTAGE_MEAN, ACTION_ABS_MAX = "value_mean", "advantage_mean", "action_abs_max"
+CLIP_FRACTION = "clip_fraction"  # extra policy epochs: the share of steps outside the surrogate's clip range
 
 
 @dataclass

@@ -58,6 +58,8 @@ def validate(cfg: Config) -> Config:
         (a.mode in ("async", "sync"), "algo.mode must be async or sync"),
         (a.critic_epochs >= 1, "algo.critic_epochs must be >= 1"),
         (a.critic_epochs == 1 or not m.shared_trunk, "algo.critic_epochs > 1 needs model.shared_trunk=false"),
+        (a.policy_epochs >= 1, "algo.policy_epochs must be >= 1"),
+        (0 < a.clip_range < 1, "algo.clip_range must be in (0, 1)"),
         (e.max_episode_steps is None or e.max_episode_steps >= 1, "env.max_episode_steps must be >= 1 or null"),
         (math.isfinite(e.reward_scale) and e.reward_scale > 0, "env.reward_scale must be > 0"),
         (len(m.hidden_sizes) >= 1 and all(isinstance(h, int) and h > 0 for h in m.hidden_sizes),

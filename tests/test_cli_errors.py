@@ -45,6 +45,7 @@ def fake_run(tmp_path):
     (["train", "--env", "NoSuchEnv-v9"], "unknown env id 'NoSuchEnv-v9'"),
     (["train", "--set", "algo.learning_rate=-0.001"], "algo.learning_rate must be > 0"),
     (["train", "--set", "algo.no_such_key=1"], "unknown config key 'algo.no_such_key'"),
+    (["train", "--set", "algo.policy_epochs=2", "algo.clip_range=1.5"], "algo.clip_range must be in (0, 1)"),
     (["train", "list.yaml"], "must be a YAML mapping"),
     (["train", "--num-workers", "two"], "invalid int value"),
     (["evaluate", "no/such/run"], "does not exist"),

@@ -136,13 +136,15 @@ def test_sigterm_checkpoints_and_exits_cleanly_when_joining_by_address(ray_sessi
 def test_sync_mode_smoke_then_plot_and_vs_random(ray_session, tmp_path, capsys):
     run_dir = str(tmp_path / "run")
     assert main(["train", "--mode", "sync", "--total-env-steps", "6000", "--run-dir", run_dir,
-                 "--set", "run.log_interval_s=0.2", "run.stop_return=null", "algo.critic_epochs=2"]) == 0
+                 "--set", "run.log_interval_s=0.2", "run.stop_return=null", "algo.critic_epochs=2",
+                 "algo.policy_epochs=2"]) == 0
     summary = last_json(capsys.readouterr().out)
     assert summary["reason"] == "env_steps" and summary["env_steps"] >= 6000
-    # one averaged step per round plus one value-only step per extra critic epoch
-    assert summary["version"] % 2 == 0 and summary["version"] > 0
+    # one averaged step per round, one more per extra policy epoch (clipped surrogate), one per extra critic epoch
+    assert summary["version"] % 3 == 0 and summary["version"] > 0
     data = scalars(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))[0])
     assert [v for _, v in data[metrics.POLICY_LAG]] == [0.0] * len(data[metrics.POLICY_LAG])
+    assert all(0.0 <= v <= 1.0 for _, v in data[metrics.CLIP_FRACTION]) and data[metrics.CLIP_FRACTION]
 
     from PIL import Image
 

@@ -34,6 +34,25 @@ def test_async_loop_pushes_and_adopts_weights():
     assert worker.run(LocalClient(ps))["pushed"] == 1  # a stop request ends the loop at the next push
 
 
+def test_extra_policy_epochs_push_clipped_surrogates_on_the_returned_weights():
+    cfg = small_config(**{"algo.policy_epochs": 3, "algo.clip_range": 0.1, "algo.learning_rate": 0.05})
+    ps = ParameterServer(cfg, probe_spaces(cfg.env))
+    worker = RolloutWorker(cfg, rank=0)
+    packet = worker.compute_gradient()
+    # at the weights that acted the ratio is 1: the surrogate's gradient is the first pass's
+    np.testing.assert_allclose(worker.compute_surrogate_gradient().gradient, packet.gradient, rtol=1e-4, atol=1e-6)
+    seen = []
+    submit = ps.apply_gradients
+    ps.apply_gradients = lambda p: seen.append(p) or submit(p)
+    out = worker.run(LocalClient(ps), max_updates=4)
+    assert out["pushed"] == 4 and ps.version == 12 and worker.version == 12
+    extra = [p for p in seen if p.env_steps == 0]
+    assert len(extra) == 8 and all(set(p.losses) == {"clip_fraction"} for p in extra)
+    # a large rate moves the policy past the 10% range within a rollout's passes
+    assert max(p.losses["clip_fraction"] for p in extra) > 0
+    assert ps.counters["env_steps"] == worker.total_env_steps - packet.env_steps
+
+
 def test_cartpole_learns_in_process_within_a_step_budget():
     cfg = small_config(**{"env.num_envs_per_worker": 8, "model.hidden_sizes": [64, 64],
                           "algo.learning_rate": 1e-3, "algo.entropy_coef": 0.0, "run.seed": 3})
