@@ -266,6 +266,28 @@ def test_scalar_channels_follow_the_frame_stack():
         env.close()
 
 
+def test_the_defend_preset_trains_with_two_passes_per_rollout_on_what_it_observes():
+    from ray_a3c.actors.worker import LocalClient
+    from ray_a3c.common.config import from_dict, load_yaml
+    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.learner.parameter_server import ParameterServer
+
+    cfg = validate(from_flat({"env.num_envs_per_worker": 2}, from_dict(load_yaml("vizdoom_defend_the_center"))))
+    ps = ParameterServer(cfg, probe_spaces(cfg.env))
+    worker = RolloutWorker(cfg, rank=0)
+    try:
+        assert worker.model.actor_trunk.scalar_index == [1, 2]  # ammo and health beside the picture
+        seen = []
+        submit = ps.apply_gradients
+        ps.apply_gradients = lambda p: seen.append(p) or submit(p)
+        assert worker.run(LocalClient(ps), max_updates=3)["pushed"] == 3
+        # every rollout: its gradient, then one clipped-surrogate pass on the weights that came back
+        assert ps.version == 6 and [p.env_steps > 0 for p in seen] == [True, False] * 3
+        assert all("clip_fraction" in p.losses for p in seen[1::2])
+    finally:
+        worker.close()
+
+
 def test_the_evaluator_scores_without_the_training_bonus():
     cfg = validate(from_flat({"env.id": "vizdoom:health_gathering", "env.medkit_bonus": 1.0,
                               "env.variable_rewards": {"HEALTH": 0.5}, "env.observe_variables": {"HEALTH": 100}},
