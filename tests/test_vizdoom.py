@@ -266,7 +266,7 @@ def test_scalar_channels_follow_the_frame_stack():
         env.close()
 
 
-def test_the_defend_preset_trains_with_two_passes_per_rollout_on_what_it_observes():
+def test_the_defend_preset_as_shipped_passes_twice_observes_and_anneals():
     from ray_a3c.actors.worker import LocalClient
     from ray_a3c.common.config import from_dict, load_yaml
     from ray_a3c.common.envs import probe_spaces
@@ -284,6 +284,10 @@ def test_the_defend_preset_trains_with_two_passes_per_rollout_on_what_it_observe
         # every rollout: its gradient, then one clipped-surrogate pass on the weights that came back
         assert ps.version == 6 and [p.env_steps > 0 for p in seen] == [True, False] * 3
         assert all("clip_fraction" in p.losses for p in seen[1::2])
+        # full rates for the first half of the budget, then a linear fall to 0 at its end
+        assert ps.lr_fraction() == 1.0
+        ps.counters["env_steps"] = int(0.75 * cfg.run.total_env_steps)
+        assert ps.lr_fraction() == pytest.approx(0.5)
     finally:
         worker.close()
 
