@@ -206,7 +206,9 @@ def _scenario_notes(rows: list[str], sf_from: Optional[str]) -> str:
                      "2,100-tic timeout). No time target: the issue sets none for this scenario.")
     if "defend_the_center" in rows:
         notes.append(" defend_the_center: our preset charges a missed shot 0.3 in training (`env.variable_rewards`, "
-                     "since 2026-11-23); SF trains on the scenario's own reward; both evaluations score it.")
+                     "since 2026-11-23), so our training episodes' returns, their running mean and the time to target "
+                     "count that charge and read below the scenario's own reward; SF trains on the scenario's own "
+                     "reward; both evaluations score it.")
     if sf_from:
         notes.append(f" SF's rows come from an earlier invocation of this bench with the same settings on the same "
                      f"machine ({os.path.basename(sf_from)}); only ours was trained in this one.")
