@@ -8,9 +8,10 @@ import numpy as np
 import torch
 
 from ray_a3c.common.config import Config
-from ray_a3c.common.envs import encode_obs, make_policy_env, probe_spaces, scoring_env_config
+from ray_a3c.common.envs import make_policy_env, probe_spaces, scoring_env_config
 from ray_a3c.common.flat import set_flat_weights
 from ray_a3c.common.models import build_model
+from ray_a3c.common.observations import encode_obs
 from ray_a3c.common.selection import episode_stats
 
 

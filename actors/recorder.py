@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from ray_a3c.common.config import EnvConfig
-from ray_a3c.common.envs import encode_obs, make_policy_env, probe_spaces
+from ray_a3c.common.envs import make_policy_env, probe_spaces
 from ray_a3c.common.models import ActorCritic
+from ray_a3c.common.observations import encode_obs
 
 
 class BehaviourPolicy:

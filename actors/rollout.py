@@ -14,8 +14,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ray_a3c.common.envs import EnvSpaces, encode_batch
 from ray_a3c.common.models import ActorCritic
+from ray_a3c.common.observations import EnvSpaces, encode_batch
+from ray_a3c.common.wrappers import GAME_LENGTH, GAME_RETURN
 
 
 @dataclass
@@ -68,7 +69,9 @@ class VectorEnvRunner:
         self.ep_return += rewards
         self.ep_length += valid
         done = term | trunc
-        finished = [(float(self.ep_return[i]), int(self.ep_length[i])) for i in np.flatnonzero(done)]
+        # live envs report whole games (common.envs wraps each in GameStatistics); a dataset's episodes are its own
+        finished = [(float(self.ep_return[i]), int(self.ep_length[i])) for i in np.flatnonzero(done)] \
+            if self.replaying else _finished_games(info)
         self.ep_return[done], self.ep_length[done] = 0.0, 0
         self.resetting = done
         self.starting = ~valid  # after an autoreset step the observation is a new episode's first
@@ -83,6 +86,15 @@ class VectorEnvRunner:
 
     def close(self) -> None:
         self.venv.close()
+
+
+def _finished_games(info: dict) -> list:
+    """(return, length) of the games that ended this step, as common.wrappers.GameStatistics counted them:
+    whole games at the env's own reward, whatever training-only wrappers made of the episodes."""
+    if GAME_RETURN not in info:
+        return []
+    ended = np.flatnonzero(info["_" + GAME_RETURN])
+    return [(float(info[GAME_RETURN][i]), int(info[GAME_LENGTH][i])) for i in ended]
 
 
 def _logged(info: dict, n: int, previous: Optional[np.ndarray] = None, previous_blp: Optional[np.ndarray] = None,

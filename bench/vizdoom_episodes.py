@@ -23,7 +23,7 @@ def play(run_dir: str, checkpoint: str, episodes: int, seed: int, policy_kind: s
     from ray_a3c.api import load_policy
     from ray_a3c.common.config import load_run_config
     from ray_a3c.common.envs import make_policy_env, scoring_env_config
-    from ray_a3c.common.policy import example_obs
+    from ray_a3c.common.observations import encode_obs
 
     policy = load_policy(run_dir, checkpoint)
     env = make_policy_env(scoring_env_config(load_run_config(run_dir).env))
@@ -44,7 +44,7 @@ def play(run_dir: str, checkpoint: str, episodes: int, seed: int, policy_kind: s
                 state = None if state is None else tuple(torch.as_tensor(np.asarray(t)) for t in state)
                 with torch.no_grad():
                     logits, _, state = policy.graph.model.head_outputs(
-                        example_obs(policy.spaces, np.asarray(obs)).unsqueeze(0), state, None)
+                        torch.as_tensor(encode_obs(obs, policy.spaces))[None, None], state, None)
                 action = int(torch.multinomial(torch.softmax(logits.reshape(-1), 0), 1, generator=generator))
             presses[int(action)] += 1
             obs, reward, terminated, truncated, _ = env.step(action)

@@ -24,9 +24,15 @@ def _f(default: Any, doc: str) -> Any:
 
 @dataclass
 class EnvConfig:
-    id: str = _f("CartPole-v1", "gymnasium id, `package.module:ClassName` of your own gymnasium.Env, or "
-                                "`vizdoom:<scenario>` / `vizdoom:<path.cfg>`")
+    id: str = _f("CartPole-v1", "a registered gymnasium id (`ALE/Pong-v5` imports ale_py), `module:EnvId` (import "
+                                "the module, then make the id it registers), `module:ClassName` of your own "
+                                "gymnasium.Env, or `vizdoom:<scenario>` / `vizdoom:<path.cfg>`")
     kwargs: dict = _f({}, "keyword arguments passed to gymnasium.make / your env class")
+    wrappers: list = _f([], "gymnasium wrappers in front of the env, in order: `Name`, `{Name: {kwargs}}` or "
+                            "`{wrapper: Name, kwargs: {...}, training_only: bool}`; Name is a class of "
+                            "gymnasium.wrappers, LifeLossEnd, or module:Class; reward- and episode-changing ones "
+                            "(ClipReward, TransformReward, NormalizeReward, LifeLossEnd) are training-only: "
+                            "evaluations score the game's own return")
     dataset: Optional[str] = _f(None, "train from this recorded .npz, or `minari:<dataset_id>` from the local "
                                       "Minari data path, instead of stepping env.id (the evaluator plays it live)")
     num_envs_per_worker: int = _f(8, "env copies per worker, stepped as one gymnasium vector env")
@@ -35,8 +41,9 @@ class EnvConfig:
     rescale_actions: bool = _f(False, "the policy acts in [-1, 1], rescaled to the Box bounds")
     max_episode_steps: Optional[int] = _f(None, "override the env's time limit (truncation); null keeps it")
     reward_scale: float = _f(1.0, "rewards are multiplied by this for learning; logged returns stay raw")
-    frame_skip: int = _f(4, "ViZDoom: game tics per action")
-    frame_stack: int = _f(1, "stack this many last image frames as channels (1 = none)")
+    frame_skip: Optional[int] = _f(None, "ViZDoom: game tics per action (null = 4); other envs take theirs from "
+                                         "env.kwargs or a wrapper")
+    frame_stack: int = _f(1, "stack this many last observations (after env.wrappers; images as channels); 1 = none")
     screen_size: list = _f([84, 84], "ViZDoom: observation [width, height]: the 160x120 gray screen less 10 rows "
                                      "top and bottom, resized (the Doom notebook's 84x84; Sample Factory's 128x72)")
     medkit_bonus: float = _f(0.0, "ViZDoom: raw reward added on each step the player's health rises (a medkit; "
@@ -327,4 +334,7 @@ def from_saved(data: Any, source: str) -> Config:
     model = data.get("model") if isinstance(data, dict) else None
     if isinstance(model, dict) and model.get("lstm_size") and "lstm_input_norm" not in model:
         model["lstm_input_norm"] = False  # saved before the option existed: its weights have no LayerNorm
+    env = data.get("env") if isinstance(data, dict) else None
+    if isinstance(env, dict) and not str(env.get("id", "")).startswith("vizdoom:"):
+        env.pop("frame_skip", None)  # saved when every config carried ViZDoom's default of 4
     return from_dict(data, source=source)

@@ -38,7 +38,7 @@ def export_onnx(graph: "torch.nn.Module", inputs: tuple, path: str, input_names:
 
     _, tmp = _atomic_target(path)
     batch = torch.export.Dim("batch", min=1)
-    shapes = {name: {0: batch} for name in input_names}
+    shapes = (tuple({0: batch} for _ in input_names),)  # the graph takes its inputs as one *args
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
     onnx_log.setLevel(logging.ERROR)  # it announces every torchvision op it cannot register
@@ -62,7 +62,7 @@ def export_pt2(graph: "torch.nn.Module", inputs: tuple, path: str, input_names: 
     import torch
 
     batch = torch.export.Dim("batch", min=1)
-    shapes = {name: {0: batch} for name in input_names}
+    shapes = (tuple({0: batch} for _ in input_names),)  # the graph takes its inputs as one *args
     program = torch.export.export(graph, inputs, dynamic_shapes=shapes, strict=False)
     _, tmp = _atomic_target(path)
     try:

@@ -10,7 +10,7 @@ from torch import nn
 from torch.distributions import Categorical, Normal
 
 from ray_a3c.common.config import ModelConfig
-from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.observations import EnvSpaces
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -111,6 +111,19 @@ class CategoricalDist:
         return self.dist.entropy()
 
 
+SMALL_IMAGE, TINY_IMAGE = 36, 20  # frame sides below which the convolutions keep more of the picture
+
+
+def conv_geometry(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(kernel, stride) of the two convolutions for a frame of this size: the A3C paper's 8x8/4 and 4x4/2 from
+    36 pixels up (Atari's 84x84, ViZDoom's); 3x3/1 twice below 20 (a 12x12 catch game plateaued at 75% caught
+    with 4x4/2 then 3x3/1, and caught every ball with this); 3x3/1 then 3x3/2 in between (fewer fc inputs)."""
+    side = min(height, width)
+    if side >= SMALL_IMAGE:
+        return (8, 4), (4, 2)
+    return ((3, 1), (3, 1)) if side < TINY_IMAGE else ((3, 1), (3, 2))
+
+
 class ConvEncoder(nn.Module):
     """The Doom notebook's encoder: uint8 [B, C, 84, 84] -> /255 -> conv 8x8/4 -> conv 4x4/2 -> fc, ELU.
 
@@ -125,8 +138,9 @@ class ConvEncoder(nn.Module):
         # plain lists, not buffers: buffers travel in the flat weight vectors
         self.image_index, self.scalar_index = [i for i in range(c) if i not in scalars], sorted(scalars)
         image_c = c - len(scalars)
-        self.convs = nn.Sequential(nn.Conv2d(image_c, channels[0], 8, stride=4), nn.ELU(),
-                                   nn.Conv2d(channels[0], channels[1], 4, stride=2), nn.ELU(), nn.Flatten())
+        (k1, s1), (k2, s2) = conv_geometry(h, w)
+        self.convs = nn.Sequential(nn.Conv2d(image_c, channels[0], k1, stride=s1), nn.ELU(),
+                                   nn.Conv2d(channels[0], channels[1], k2, stride=s2), nn.ELU(), nn.Flatten())
         with torch.no_grad():
             flat = self.convs(torch.zeros(1, image_c, h, w)).shape[1]
         self.fc = nn.Sequential(nn.Linear(flat + len(scalars), fc_size), nn.ELU())
@@ -137,6 +151,38 @@ class ConvEncoder(nn.Module):
             return self.fc(self.convs(obs))
         features = self.convs(obs[:, self.image_index])
         return self.fc(torch.cat([features, obs[:, self.scalar_index, 0, 0]], dim=1))
+
+
+class DictEncoder(nn.Module):
+    """A Dict observation, encoded as one vector (common/observations.py): one ConvEncoder per image entry and
+    one MLP over the other entries side by side; their features are concatenated for the core and heads.
+    obs [B, obs_dim] -> [B, width]."""
+
+    def __init__(self, spaces: EnvSpaces, cfg: ModelConfig):
+        super().__init__()
+        images = [p for p in spaces.parts if p.image_shape is not None]
+        self.image_slices = [(p.offset, p.offset + p.size, p.image_shape) for p in images]
+        self.cnns = nn.ModuleList(ConvEncoder(p.image_shape, cfg.conv_channels, cfg.cnn_fc_size) for p in images)
+        vectors = [p for p in spaces.parts if p.image_shape is None]
+        # plain list of column indices, not a buffer: buffers travel in the flat weight vectors
+        self.vector_index = [i for p in vectors for i in range(p.offset, p.offset + p.size)]
+        self.mlp = _init_mlp(mlp(len(self.vector_index), cfg.hidden_sizes, cfg.activation)) if vectors else None
+        self.width = len(images) * cfg.cnn_fc_size + (cfg.hidden_sizes[-1] if vectors else 0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        batch = obs.shape[0]
+        features = [cnn(obs[:, start:end].reshape((batch,) + shape))
+                    for cnn, (start, end, shape) in zip(self.cnns, self.image_slices)]
+        if self.mlp is not None:
+            features.append(self.mlp(obs[:, self.vector_index]))
+        return torch.cat(features, dim=1)
+
+
+def _init_mlp(trunk: nn.Sequential) -> nn.Sequential:
+    for layer in trunk:
+        if isinstance(layer, nn.Linear):
+            _init_linear(layer, float(np.sqrt(2)))
+    return trunk
 
 
 State = Optional[tuple]  # (h, c), each [N, lstm_size], or None for feed-forward models
@@ -155,7 +201,7 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.action_space = spaces.action_space
         self.continuous = isinstance(spaces.action_space, gym.spaces.Box)
-        self.obs_norm = ObsNormalizer(spaces.obs_dim) if cfg.normalize_obs and not spaces.image_shape else None
+        self.obs_norm = ObsNormalizer(spaces.obs_dim) if cfg.normalize_obs and not spaces.has_images else None
         # only its variance is used (rewards are divided by the return's std, not centred); a buffer like the
         # observation statistics, so it travels with the weights and lands in every checkpoint
         self.reward_norm = ObsNormalizer(1) if cfg.normalize_rewards else None
@@ -183,16 +229,15 @@ class ActorCritic(nn.Module):
 
     @staticmethod
     def _trunk(spaces: EnvSpaces, cfg: ModelConfig, use_cnn: bool) -> tuple[nn.Module, int]:
+        if spaces.parts:
+            encoder = DictEncoder(spaces, cfg)
+            return encoder, encoder.width
         if use_cnn:
             if spaces.image_shape is None:
                 raise ValueError("model.encoder=cnn needs uint8 image observations [C, H, W]")
             encoder = ConvEncoder(spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size, spaces.scalar_channels)
             return encoder, cfg.cnn_fc_size
-        trunk = mlp(spaces.obs_dim, cfg.hidden_sizes, cfg.activation)
-        for layer in trunk:
-            if isinstance(layer, nn.Linear):
-                _init_linear(layer, float(np.sqrt(2)))
-        return trunk, cfg.hidden_sizes[-1]
+        return _init_mlp(mlp(spaces.obs_dim, cfg.hidden_sizes, cfg.activation)), cfg.hidden_sizes[-1]
 
     @property
     def recurrent(self) -> bool:

@@ -15,28 +15,32 @@ from torch import nn
 
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config, load_run_config
-from ray_a3c.common.envs import EnvSpaces, channels_last, make_env, probe_spaces
+from ray_a3c.common.envs import make_env, probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS
 from ray_a3c.common.models import ActorCritic, build_model
+from ray_a3c.common.observations import EnvSpaces
+from ray_a3c.common.wrappers import image_plan, to_chw
 
 
 class PolicyGraph(nn.Module):
     """One greedy policy step as a pure function of tensors.
 
-    inputs:  obs [B, *obs_shape] (float32; uint8 for images; int64 [B] for Discrete observations),
+    inputs:  the observation as the env gives it, a batch [B, *obs_shape] (float32; uint8 for images; int64
+             [B] for Discrete observations), or one such input per entry of a Dict observation (key order);
              then h, c [B, lstm_size] for recurrent models.
     outputs: action [B, *action_shape] in the env's own bounds (int64 [B] for Discrete), then h, c.
     """
 
-    def __init__(self, model: ActorCritic, spaces: EnvSpaces, env_action_space: gym.Space,
-                 channels_last: bool = False):
+    def __init__(self, model: ActorCritic, spaces: EnvSpaces, env_obs_space: gym.Space, env_action_space: gym.Space):
         super().__init__()
         self.model = model.eval()
         self.recurrent = model.recurrent
-        self.one_hot = spaces.discrete_obs
-        self.image = spaces.image_shape is not None
-        self.channels_last = channels_last  # the env gives [H, W, C] frames; the network reads [C, H, W]
+        self.obs_keys = [p.key for p in spaces.parts] or [OBS_INPUT]
+        if spaces.parts:
+            self.encodings = [_encoding(env_obs_space[p.key], p.discrete) for p in spaces.parts]
+        else:
+            self.encodings = [_encoding(env_obs_space, spaces.discrete_obs, spaces.image_shape is not None)]
         self.continuous = isinstance(env_action_space, gym.spaces.Box)
         if self.continuous:
             policy_space = spaces.action_space  # [-1, 1] when the run rescaled actions, else the env's
@@ -47,15 +51,12 @@ class PolicyGraph(nn.Module):
         else:
             self.action_start = int(getattr(env_action_space, "start", 0))
 
-    def forward(self, obs: torch.Tensor, h: Optional[torch.Tensor] = None, c: Optional[torch.Tensor] = None):
-        batch = obs.shape[0]
-        if self.one_hot is not None:
-            x = nn.functional.one_hot(obs.long().reshape(batch), self.one_hot).float()
-        elif self.image:
-            x = obs.permute(0, 3, 1, 2) if self.channels_last else obs
-        else:
-            x = obs.float().reshape(batch, -1)
-        core_state = (h, c) if self.recurrent else None
+    def forward(self, *inputs: torch.Tensor):
+        obs, state = inputs[:len(self.obs_keys)], inputs[len(self.obs_keys):]
+        parts = [_encode(x, encoding) for x, encoding in zip(obs, self.encodings)]
+        x = parts[0] if len(parts) == 1 and self.encodings[0][0] == IMAGE else torch.cat(
+            [p.float().reshape(p.shape[0], -1) for p in parts], dim=1)
+        core_state = tuple(state) if self.recurrent else None
         out, _, new_state = self.model.head_outputs(x.unsqueeze(0), core_state, None)
         if self.continuous:  # the Gaussian's mode is its mean
             action = torch.maximum(torch.minimum(out, self.policy_high), self.policy_low)
@@ -64,6 +65,29 @@ class PolicyGraph(nn.Module):
         else:
             action = out.argmax(-1) + self.action_start
         return (action, *new_state) if self.recurrent else action
+
+
+OBS_INPUT = "obs"  # the exported graph's observation input (one per key for a Dict observation)
+IMAGE, ONE_HOT, VECTOR = "image", "one_hot", "vector"
+
+
+def _encoding(space: gym.Space, discrete: Optional[int], image: bool = True) -> tuple:
+    """How the graph turns one raw observation input into the network's: (kind, detail)."""
+    if discrete is not None:
+        return ONE_HOT, discrete
+    plan = image_plan(space) if image else None
+    if plan is not None and len(plan[1]) == 3:
+        return IMAGE, plan
+    return VECTOR, None
+
+
+def _encode(x: torch.Tensor, encoding: tuple) -> torch.Tensor:
+    kind, detail = encoding
+    if kind == ONE_HOT:
+        return nn.functional.one_hot(x.long().reshape(x.shape[0]), detail).float()
+    if kind == IMAGE:
+        return to_chw(x, detail, batch_dims=1)
+    return x.float().reshape(x.shape[0], -1)
 
 
 class Policy:
@@ -79,7 +103,7 @@ class Policy:
         except (RuntimeError, KeyError) as exc:
             raise A3CError(f"checkpoint does not match the run's model: {str(exc).splitlines()[0]}") from None
         self.env_obs_space, self.env_action_space = _env_spaces(config)
-        self.graph = PolicyGraph(model, self.spaces, self.env_action_space, channels_last(self.env_obs_space))
+        self.graph = PolicyGraph(model, self.spaces, self.env_obs_space, self.env_action_space)
 
     @property
     def recurrent(self) -> bool:
@@ -91,11 +115,11 @@ class Policy:
 
     @torch.no_grad()
     def act(self, obs: Any, state: Optional[tuple] = None) -> tuple[Any, Optional[tuple]]:
-        """obs as the env returns it (one observation, not a batch) -> (action for env.step, next state).
-        `state` is None at an episode's start; pass back what the previous call returned."""
+        """obs as the env returns it (one observation, not a batch; a dict for a Dict space) -> (action for
+        env.step, next state). `state` is None at an episode's start; pass back what the previous call returned."""
         if self.recurrent and state is None:
             state = self.initial_state()
-        inputs = (example_obs(self.spaces, np.asarray(obs)),)
+        inputs = self.obs_inputs(obs)
         if self.recurrent:
             inputs += tuple(torch.as_tensor(np.asarray(s, np.float32)) for s in state)
         out = self.graph(*inputs)
@@ -105,11 +129,17 @@ class Policy:
             return action.astype(np.float32).reshape(self.env_action_space.shape), new_state
         return int(action), new_state
 
-    def example_inputs(self, obs: Optional[np.ndarray] = None) -> tuple:
+    def obs_inputs(self, obs: Any) -> tuple:
+        """One env observation -> the graph's observation inputs, each a batch of one."""
+        if self.spaces.parts:
+            return tuple(_one(np.asarray(obs[key]), self.env_obs_space[key]) for key in self.graph.obs_keys)
+        return (_one(np.asarray(obs), self.env_obs_space, self.spaces.discrete_obs is not None),)
+
+    def example_inputs(self, obs: Optional[Any] = None) -> tuple:
         """Inputs of the exported graph for one observation (a zero one by default)."""
         if obs is None:
-            obs = _zero_env_obs(self.env_obs_space, self.spaces)
-        inputs = (example_obs(self.spaces, obs),)
+            obs = _zero_obs(self.env_obs_space)
+        inputs = self.obs_inputs(obs)
         if self.recurrent:
             inputs += tuple(torch.as_tensor(s) for s in self.initial_state())
         return inputs
@@ -120,7 +150,7 @@ class Policy:
             raise A3CError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got '{fmt}'")
         from ray_a3c.common.export import export_onnx, export_pt2
 
-        names = ["obs", "h", "c"] if self.recurrent else ["obs"]
+        names = list(self.graph.obs_keys) + (["h", "c"] if self.recurrent else [])
         outputs = ["action", "h_out", "c_out"] if self.recurrent else ["action"]
         writer = export_onnx if fmt == "onnx" else export_pt2
         # A batch of two: torch.export specialises a dimension whose example size is 1.
@@ -128,21 +158,21 @@ class Policy:
         return writer(self.graph, inputs, path, names, outputs)
 
 
-def example_obs(spaces: EnvSpaces, obs: np.ndarray) -> torch.Tensor:
-    """One env observation -> the graph's obs input, a batch of one."""
-    if spaces.discrete_obs is not None:
+def _one(obs: np.ndarray, space: gym.Space, discrete: bool = False) -> torch.Tensor:
+    """One raw observation (or Dict entry) as a batch of one, in the dtype the graph takes."""
+    if isinstance(space, gym.spaces.Discrete) or discrete:
         return torch.as_tensor(np.asarray(obs, np.int64).reshape(1))
-    if spaces.image_shape is not None:
+    if image_plan(space) is not None:
         return torch.as_tensor(np.asarray(obs, np.uint8)[None])
-    return torch.as_tensor(np.asarray(obs, np.float32).reshape(1, -1))
+    return torch.as_tensor(np.asarray(obs, np.float32).reshape((1,) + tuple(space.shape)))
 
 
-def _zero_env_obs(space: gym.Space, spaces: EnvSpaces) -> np.ndarray:
-    if spaces.discrete_obs is not None:
-        return np.asarray(0)
-    if spaces.image_shape is not None:
-        return np.zeros(space.shape, np.uint8)
-    return np.zeros(spaces.obs_dim, np.float32)
+def _zero_obs(space: gym.Space) -> Any:
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _zero_obs(s) for k, s in space.spaces.items()}
+    if isinstance(space, gym.spaces.Discrete):
+        return np.asarray(int(space.start))
+    return np.zeros(space.shape, space.dtype if image_plan(space) is not None else np.float32)
 
 
 def _env_spaces(config: Config) -> tuple[gym.Space, gym.Space]:

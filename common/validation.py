@@ -30,6 +30,17 @@ def _game_variables_check(key: str, values: dict, positive: bool = False) -> tup
     return True, ""
 
 
+def _wrappers_check(entries: list) -> tuple[bool, str]:
+    """(ok, message) for env.wrappers: each entry well formed (the classes are looked up when the env is built)."""
+    from ray_a3c.common.wrappers import parse_wrappers
+
+    try:
+        parse_wrappers(entries)
+    except A3CError as exc:
+        return False, str(exc)
+    return True, ""
+
+
 def validate(cfg: Config) -> Config:
     """Reject values that cannot work, before any process or file is created."""
     e, m, a, r, c = cfg.env, cfg.model, cfg.algo, cfg.run, cfg.cluster
@@ -54,7 +65,12 @@ def validate(cfg: Config) -> Config:
         (e.screen_size == [84, 84] or e.id.startswith("vizdoom:"), "env.screen_size applies to vizdoom: envs only"),
         (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
         (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
-        (e.frame_skip >= 1 and e.frame_stack >= 1, "env.frame_skip and env.frame_stack must be >= 1"),
+        ((e.frame_skip is None or e.frame_skip >= 1) and e.frame_stack >= 1,
+         "env.frame_skip and env.frame_stack must be >= 1"),
+        (e.frame_skip is None or e.id.startswith("vizdoom:"),
+         "env.frame_skip applies to vizdoom: envs only; other envs take theirs from env.kwargs (ALE: frameskip) "
+         "or a wrapper (AtariPreprocessing: frame_skip)"),
+        _wrappers_check(e.wrappers),
         (a.mode in ("async", "sync"), "algo.mode must be async or sync"),
         (a.critic_epochs >= 1, "algo.critic_epochs must be >= 1"),
         (a.critic_epochs == 1 or not m.shared_trunk, "algo.critic_epochs > 1 needs model.shared_trunk=false"),

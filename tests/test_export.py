@@ -144,7 +144,7 @@ def test_discrete_actions_with_an_offset_start(tmp_path):
     policy.env_action_space = gym.spaces.Discrete(2, start=5)
     from ray_a3c.common.policy import PolicyGraph
 
-    policy.graph = PolicyGraph(policy.graph.model, policy.spaces, policy.env_action_space)
+    policy.graph = PolicyGraph(policy.graph.model, policy.spaces, policy.env_obs_space, policy.env_action_space)
     action, _ = policy.act(np.zeros(4, np.float32))
     assert action in (5, 6)
 
