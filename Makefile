@@ -13,7 +13,7 @@ $(BIN)/python:
 # torch first, pinned: letting pip choose it pulls the newest CUDA build.
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,atari]'
 	touch $(STAMP)
 
 install: $(STAMP)

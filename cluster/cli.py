@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train a policy (local Ray by default)")
     t.add_argument("preset", nargs="?", help=f"preset name ({', '.join(preset_names())}) or a YAML file")
-    t.add_argument("--env", help="gymnasium id or package.module:ClassName (env.id)")
+    t.add_argument("--env", help="env.id: a gymnasium id (ALE/Pong-v5), module:EnvId, module:ClassName or "
+                                 "vizdoom:<scenario>; without a preset, the defaults of its family")
     t.add_argument("--mode", choices=["async", "sync"], help="async A3C or synchronous A2C (algo.mode)")
     t.add_argument("--num-workers", type=_workers, help="rollout workers, or auto (run.num_workers)")
     t.add_argument("--total-env-steps", type=int, help="env-step budget (run.total_env_steps)")
@@ -132,9 +133,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.preset:
             print(f"note: resuming uses the run dir's config.yaml; the preset '{args.preset}' is ignored")
         prepared = prepare_resume(args.run_dir, _flat_overrides(args.overrides, flags))
-    else:
+    elif args.preset or "env.id" not in _flat_overrides(args.overrides, flags):
         preset = args.preset or DEFAULT_PRESET
         prepared = prepare_new(build_config(preset, _flat_overrides(args.overrides, flags)), preset)
+    else:  # an env and no preset: the defaults of its family
+        from ray_a3c.cluster.launch import build_family_config
+        from ray_a3c.common.families import describe
+
+        cfg, family = build_family_config(_flat_overrides(args.overrides, flags))
+        print(describe(family), flush=True)
+        prepared = prepare_new(cfg)
     print(f"run dir: {prepared.run_dir}", flush=True)
     summary = run_training(prepared)  # Ray starts only once the input is known to be good
     print(json.dumps(summary.result()))

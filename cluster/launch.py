@@ -7,9 +7,10 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import gymnasium as gym
+import numpy as np
 import yaml
 
 from ray_a3c.common.config import Config, from_dict, from_flat, from_saved, load_yaml, preset_names, save_yaml, validate
@@ -17,6 +18,9 @@ from ray_a3c.common.envs import EnvSpaces, probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.minari_io import is_minari
 from ray_a3c.common.minari_io import resolve as resolve_minari
+
+if TYPE_CHECKING:
+    from ray_a3c.common.families import Family
 
 # Keys a resume may change: budgets, clocks, logging, optimiser settings. Anything else (the env, the model,
 # the mode, the seed, the cluster's shape) would not fit the checkpoint or would silently mix two runs.
@@ -87,6 +91,22 @@ def build_config(source: Any, overrides: Optional[dict] = None) -> Config:
     return resolve_paths(validate(from_flat(dict(overrides or {}), cfg)))
 
 
+def build_family_config(overrides: dict) -> tuple[Config, "Family"]:
+    """No preset named, an env given: the defaults of the env's family (common/families.py), then `overrides`;
+    validated. The env is built once, before any file or process, to read its spaces."""
+    from ray_a3c.common.families import Family, choose_family, family_source
+
+    probe = build_config(yaml.safe_load(family_source(Family.CLASSIC)), overrides)
+    family = choose_family(probe.env)
+    if family is Family.CLASSIC:
+        return probe, family
+    overrides = dict(overrides)
+    if family is Family.CONTINUOUS and "env.rescale_actions" not in overrides:
+        space = probe_spaces(probe.env).action_space
+        overrides["env.rescale_actions"] = bool(np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high)))
+    return build_config(yaml.safe_load(family_source(family)), overrides), family
+
+
 def _new_run_dir(cfg: Config, preset: Optional[str]) -> str:
     name = preset if preset and preset in preset_names() else cfg.env.id.split(":")[-1].replace("/", "_")
     name = os.path.basename(name).removesuffix(".yaml").removesuffix(".cfg")
@@ -126,6 +146,9 @@ def model_spaces(cfg: Config) -> EnvSpaces:
     spaces = probe_spaces(cfg.env)
     if cfg.model.gsde and not isinstance(spaces.action_space, gym.spaces.Box):
         raise A3CError(f"model.gsde needs continuous (Box) actions; '{cfg.env.id}' has {spaces.action_space}")
+    if cfg.model.normalize_obs and spaces.has_images:
+        raise A3CError(f"model.normalize_obs applies to vector observations; '{cfg.env.id}' gives images (the CNN "
+                       "scales them): set model.normalize_obs=false")
     return spaces
 
 
