@@ -15,8 +15,7 @@ from ray_a3c.common.config import Config
 from ray_a3c.common.envs import describe_spaces, make_vector_env, scalar_channels
 from ray_a3c.common.flat import encode_gradient, get_flat_grads, set_flat_weights
 from ray_a3c.common.losses import a3c_loss, critic_loss, mean_weights
-from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import (
+from ray_a3c.common.metrics import (
     ACTION_ABS_MAX,
     ADVANTAGE_MEAN,
     CLIP_FRACTION,
@@ -24,9 +23,11 @@ from ray_a3c.common.packet import (
     LOSS_POLICY,
     LOSS_VALUE,
     VALUE_MEAN,
-    ApplyResult,
-    GradientPacket,
+    VALUE_REFIT,
+    packet_losses,
 )
+from ray_a3c.common.models import build_model
+from ray_a3c.common.packet import ApplyResult, GradientPacket
 from ray_a3c.common.returns import awr_weights, discounted_return_trace, gae, importance_weights, vtrace
 
 
@@ -126,15 +127,15 @@ class RolloutWorker:
         self._last_batch = _LastBatch(obs, starts, ro.initial_state, actions, torch.as_tensor(advantages.reshape(-1)),
                                       torch.as_tensor(returns.reshape(-1)), mask, log_probs.detach())
         valid = ro.valid
-        losses = {LOSS_POLICY: terms.policy, LOSS_VALUE: terms.value, LOSS_ENTROPY: terms.entropy,
-                  VALUE_MEAN: float(ro.values[valid].mean()) if valid.any() else 0.0,
-                  ADVANTAGE_MEAN: float(advantages[valid].mean()) if valid.any() else 0.0}
+        scalars = {LOSS_POLICY: terms.policy, LOSS_VALUE: terms.value, LOSS_ENTROPY: terms.entropy,
+                   VALUE_MEAN: float(ro.values[valid].mean()) if valid.any() else 0.0,
+                   ADVANTAGE_MEAN: float(advantages[valid].mean()) if valid.any() else 0.0}
         if self.model.continuous:
-            losses[ACTION_ABS_MAX] = float(np.abs(ro.actions[valid]).max()) if valid.any() else 0.0
+            scalars[ACTION_ABS_MAX] = float(np.abs(ro.actions[valid]).max()) if valid.any() else 0.0
         return self._stamped(GradientPacket(
             gradient=self._flat_grads(), version=self.version, env_steps=ro.num_steps,
             worker_rank=self.rank, episode_returns=[r for r, _ in ro.finished],
-            episode_lengths=[n for _, n in ro.finished], losses=losses,
+            episode_lengths=[n for _, n in ro.finished], losses=packet_losses(scalars),
             env_recreations=int(self.runner.recreations.sum()),
             obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None,
             return_moments=return_moments))
@@ -192,7 +193,8 @@ class RolloutWorker:
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
         return self._stamped(GradientPacket(gradient=self._flat_grads(), version=self.version, env_steps=0,
-                                            worker_rank=self.rank, losses={CLIP_FRACTION: terms.clip_fraction}))
+                                            worker_rank=self.rank,
+                                            losses=packet_losses({CLIP_FRACTION: terms.clip_fraction})))
 
     def _batch(self) -> _LastBatch:
         if self._last_batch is None:
@@ -203,13 +205,12 @@ class RolloutWorker:
         """A value-only gradient on the last rollout, with the current weights (one extra critic epoch)."""
         b = self._batch()
         values = self.model.unroll(b.obs, b.initial_state, b.starts)[1]
-        loss = self.config.algo.value_coef * critic_loss(values, b.returns, self.config.algo.value_loss,
-                                                         mean_weights(b.returns, b.mask))
+        value = critic_loss(values, b.returns, self.config.algo.value_loss, mean_weights(b.returns, b.mask))
         self.model.zero_grad(set_to_none=True)
-        loss.backward()
+        (self.config.algo.value_coef * value).backward()
         return self._stamped(GradientPacket(gradient=self._flat_grads(), version=self.version, env_steps=0,
                                             worker_rank=self.rank, critic_only=True,
-                                            losses={"value_refit": float(loss.detach())}))
+                                            losses=packet_losses({VALUE_REFIT: float(value.detach())})))
 
     # -- synchronous mode: the driver hands everyone the same weights -------------------------------------
     def gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:

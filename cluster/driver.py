@@ -17,16 +17,11 @@ from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
 from ray_a3c.cluster.runtime import resolve_num_workers, start_ray
 from ray_a3c.cluster.summary import RunSummary, process_age_s, progress_line
-from ray_a3c.common import checkpoint, metrics, packet
+from ray_a3c.common import checkpoint, metrics
 from ray_a3c.common.config import Config, from_dict
 from ray_a3c.common.envs import EnvSpaces
 
 POLL_S = 0.1
-# TensorBoard tag -> the key workers report it under in GradientPacket.losses
-LOSS_TAGS = {metrics.VALUE_MEAN: packet.VALUE_MEAN, metrics.ADVANTAGE_MEAN: packet.ADVANTAGE_MEAN,
-             metrics.ACTION_ABS_MAX: packet.ACTION_ABS_MAX, metrics.LOSS_POLICY: packet.LOSS_POLICY,
-             metrics.LOSS_VALUE: packet.LOSS_VALUE, metrics.LOSS_ENTROPY: packet.LOSS_ENTROPY,
-             metrics.CLIP_FRACTION: packet.CLIP_FRACTION}
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
 LOOP_FINISH_WAIT_S = 30.0  # at a normal stop, how long the worker loops may take to push their last gradient
 PS_TIMEOUT_S = 60.0  # a PS call unanswered for this long: the PS is hung (treated as dead)
@@ -226,10 +221,9 @@ class Trainer:
         rets, lens = stats["episode_returns"], stats["episode_lengths"]
         mean_ret = sum(rets) / len(rets) if rets else None
         self._record_episodes(now - self.t0, stats["env_steps"], rets, lens)
-        losses = stats["losses"]
         self.writer.write({
             metrics.EPISODE_RETURN: mean_ret, metrics.EPISODE_LENGTH: sum(lens) / len(lens) if lens else None,
-            **{tag: losses.get(key) for tag, key in LOSS_TAGS.items()},
+            **metrics.packet_scalars(stats["losses"]),
             metrics.GRAD_NORM: stats["grad_norm_mean"], metrics.WEIGHT_NORM: stats["weight_norm"],
             metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats["comm_fraction"],
             metrics.PS_VERSION: stats["version"], metrics.POLICY_LAG: stats["policy_lag_mean"],

@@ -6,11 +6,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-# Keys of GradientPacket.losses: one name on both sides (the worker fills them, the driver logs them).
-LOSS_POLICY, LOSS_VALUE, LOSS_ENTROPY = "policy", "value", "entropy"
-VALUE_MEAN, ADVANTAGE_MEAN, ACTION_ABS_MAX = "value_mean", "advantage_mean", "action_abs_max"
-CLIP_FRACTION = "clip_fraction"  # extra policy epochs: the share of steps outside the surrogate's clip range
-
 
 @dataclass
 class GradientPacket:
@@ -20,7 +15,7 @@ class GradientPacket:
     worker_rank: int = 0
     episode_returns: list = field(default_factory=list)  # raw returns of episodes finished in this rollout
     episode_lengths: list = field(default_factory=list)
-    losses: dict = field(default_factory=dict)  # LOSS_POLICY, LOSS_VALUE, ..., ACTION_ABS_MAX below
+    losses: dict = field(default_factory=dict)  # rollout statistics and loss terms: metrics.packet_losses
     critic_only: bool = False  # a value-only gradient (critic epochs after the first)
     obs_moments: Optional[tuple] = None  # (count, mean [D], var [D]) of the raw observations, for the PS
     return_moments: Optional[tuple] = None  # (count, mean [1], var [1]) of the running discounted returns

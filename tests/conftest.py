@@ -1,5 +1,3 @@
-import os
-
 import pytest
 
 
@@ -21,7 +19,3 @@ def ray_session():
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def listing(root) -> set:
-    return {os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files}

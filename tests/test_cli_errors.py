@@ -11,7 +11,7 @@ from ray_a3c.common.checkpoint import save_atomic
 from ray_a3c.common.config import Config, from_flat, save_yaml
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.learner.parameter_server import ParameterServer
-from tests.conftest import listing
+from tests.helpers import listing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,7 +1,6 @@
 """load_policy and `a3c export`: exported files act exactly as load_policy does, in a process that cannot
 import ray_a3c (discrete, Gaussian with normalisation and rescaling, CNN on ViZDoom frames, LSTM)."""
 import json
-import os
 import subprocess
 import sys
 
@@ -9,11 +8,9 @@ import numpy as np
 import pytest
 
 from ray_a3c.cluster.cli import main
-from ray_a3c.common.checkpoint import save_atomic
-from ray_a3c.common.config import Config, from_flat, save_yaml, validate
-from ray_a3c.common.envs import make_env, probe_spaces
+from ray_a3c.common.envs import make_env
 from ray_a3c.common.policy import load_policy
-from ray_a3c.learner.parameter_server import ParameterServer
+from tests.helpers import make_run
 
 CASES = {
     "discrete": {"env.id": "CartPole-v1", "model.hidden_sizes": [16]},
@@ -59,20 +56,6 @@ else:
 imported = any(name.startswith("ray_a3c") for name, module in sys.modules.items() if module)
 print(json.dumps({"actions": actions, "ray_a3c_imported": imported}))
 """
-
-
-def make_run(root, name: str, **overrides) -> str:
-    """A run dir as training leaves it (config.yaml, a checkpoint), with untrained but non-trivial weights."""
-    cfg = validate(from_flat(overrides, Config()))
-    run = os.path.join(root, name)
-    os.makedirs(os.path.join(run, "checkpoints"))
-    save_yaml(cfg, os.path.join(run, "config.yaml"))
-    ps = ParameterServer(cfg, probe_spaces(cfg.env))
-    if ps.model.obs_norm is not None:  # statistics that change the answer, so the export must carry them
-        dim = ps.model.obs_norm.mean.numel()
-        ps.model.obs_norm.merge(50.0, np.full(dim, 0.5, np.float32), np.full(dim, 4.0, np.float32))
-    save_atomic(ps.state_dict(), os.path.join(run, "checkpoints", "ckpt-0.pt"))
-    return run
 
 
 def recorded_observations(run_dir: str, steps: int = 12) -> np.ndarray:

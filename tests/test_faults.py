@@ -20,7 +20,7 @@ from ray_a3c.common.errors import A3CError
 from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
-from tests.test_export import make_run
+from tests.helpers import make_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -15,9 +15,7 @@ from ray_a3c.common.errors import A3CError
 from ray_a3c.common.models import build_model
 from ray_a3c.common.offline import OfflineEnv, shard_episodes
 from ray_a3c.common.returns import importance_weights, vtrace
-from tests.conftest import listing
-from tests.helpers import small_config
-from tests.test_returns import random_rollout
+from tests.helpers import listing, random_rollout, small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

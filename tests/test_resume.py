@@ -7,7 +7,7 @@ import pytest
 from ray_a3c.cluster.cli import main
 from ray_a3c.cluster.launch import RESUME_LOG, prepare_resume
 from ray_a3c.common.errors import A3CError
-from tests.test_export import make_run
+from tests.helpers import make_run
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from ray_a3c.common.returns import gae, nstep_returns
+from tests.helpers import random_rollout
 
 
 def reference_gae(rewards, values, next_values, terminated, truncated, gamma, lam):
@@ -42,21 +43,6 @@ def reference_nstep(rewards, values, next_values, terminated, truncated, gamma):
                 k += 1
             out[t, n] = total
     return out
-
-
-def random_rollout(seed, T=40, N=5):
-    rng = np.random.default_rng(seed)
-    rewards = rng.normal(size=(T, N)).astype(np.float32)
-    values = rng.normal(size=(T, N)).astype(np.float32)
-    terminated = rng.random((T, N)) < 0.1
-    truncated = (rng.random((T, N)) < 0.1) & ~terminated
-    next_values = np.empty_like(values)
-    next_values[:-1] = values[1:]
-    next_values[-1] = rng.normal(size=N)
-    ended = terminated | truncated
-    # where an episode ended, s_{t+1} is its final observation: a value unrelated to values[t + 1]
-    next_values[ended] = rng.normal(size=int(ended.sum()))
-    return rewards, values, next_values, terminated, truncated
 
 
 @pytest.mark.parametrize("seed", range(5))

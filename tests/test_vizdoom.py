@@ -308,7 +308,7 @@ def test_the_evaluator_scores_without_the_training_bonus():
 @pytest.mark.parametrize("policy_kind", ["greedy", "sample"])
 def test_the_episode_diagnosis_accounts_for_every_bullet_and_press(tmp_path, policy_kind):
     from bench.vizdoom_episodes import play
-    from tests.test_export import make_run
+    from tests.helpers import make_run
 
     run = make_run(str(tmp_path), "defend", **{"env.id": "vizdoom:defend_the_center", "env.num_envs_per_worker": 1,
                                                "env.variable_rewards": {"AMMO2": 5.0}})

@@ -6,6 +6,7 @@ import torch
 
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.worker import LocalClient, RolloutWorker
+from ray_a3c.common import metrics
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.flat import num_params
 from ray_a3c.learner.parameter_server import ParameterServer
@@ -21,6 +22,18 @@ def test_packet_contents():
     # 7 steps of 4 envs, less at most one autoreset step per env (CartPole episodes outlast 7 steps)
     assert 7 * 4 - 4 <= packet.env_steps <= 7 * 4 and packet.worker_rank == 1
     assert set(packet.losses) == {"policy", "value", "entropy", "value_mean", "advantage_mean"}
+
+
+def test_every_reported_loss_is_logged_under_its_tag():
+    cfg = small_config(**{"env.id": "Pendulum-v1", "model.shared_trunk": False, "algo.policy_epochs": 2,
+                          "algo.critic_epochs": 2})
+    worker = RolloutWorker(cfg, rank=0)
+    packets = [worker.compute_gradient(), worker.compute_surrogate_gradient(), worker.compute_critic_gradient()]
+    reported = {key: 1.0 for p in packets for key in p.losses}
+    logged = {tag for tag, value in metrics.packet_scalars(reported).items() if value is not None}
+    assert logged == set(metrics.PACKET_TAGS)  # continuous actions, extra policy and critic epochs: every one
+    assert set(metrics.packet_losses(dict.fromkeys(metrics.PACKET_TAGS, 1.0))) == set(reported)
+    assert packets[2].losses[metrics.packet_key(metrics.VALUE_REFIT)] > 0
 
 
 def test_async_loop_pushes_and_adopts_weights():
