@@ -87,9 +87,9 @@ def env_builder(env_id: str) -> tuple[Callable[..., gym.Env], bool]:
         module = import_module(parsed.module)
         if parsed.kind is EnvIdKind.MODULE:
             cls = getattr(module, parsed.name, None)
-            if isinstance(cls, type):
+            if cls is not None:
                 # A run dir's config must not be able to call arbitrary code (`os:system`): only env classes.
-                if not issubclass(cls, gym.Env):
+                if not (isinstance(cls, type) and issubclass(cls, gym.Env)):
                     raise A3CError(f"'{env_id}' is not a gymnasium.Env subclass; env.id names an env class or "
                                    "an env id the module registers")
                 return cls, False
