@@ -234,3 +234,12 @@ def test_node_aggregation_on_three_nodes_survives_a_killed_aggregator(cluster, t
     assert summary["reason"] == "solved", summary
     assert summary["worker_env_steps"] == summary["env_steps"], summary
     assert any(f"aggregation: one aggregator on each of {len(agg_nodes)} node(s)" in line for line in run.lines)
+
+
+def test_a_registered_pixel_env_of_the_users_package_trains_on_the_cluster(cluster, tmp_path):
+    """`module:EnvId`: the nodes import the tests' package, which registers the id; no preset: the pixel family."""
+    run = Run(cluster, tmp_path, "--env", "tests.pixel_games:PixelCatch-v0", "--total-env-steps", "4000",
+              "--set", "env.num_envs_per_worker=4", "run.evaluate=false")
+    summary = run.finish()
+    assert summary["env_steps"] >= 4000 and summary["episodes"] > 100, summary
+    assert any("defaults: the pixels family (image observations)" in line for line in run.lines[:3]), run.lines[:5]
