@@ -16,6 +16,8 @@ from typing import Iterator, Optional
 import ray
 
 from ray_a3c.common.config import Config
+from ray_a3c.common.env_ids import user_module_names
+from ray_a3c.common.wrappers import parse_wrappers
 
 ACTOR_MODULES = "ray_a3c.cluster.remote"  # the module that defines every actor class (imports torch)
 
@@ -40,7 +42,7 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     address = c.join_address()
     if address:
-        with user_module_runtime_env(config.env.id) as runtime_env:
+        with user_module_runtime_env(config.env.id, config.env.wrappers) as runtime_env:
             ctx = ray.init(address=address, namespace=c.namespace, log_to_driver=True,
                            logging_level=logging.WARNING, runtime_env=runtime_env)
     else:
@@ -62,12 +64,10 @@ def local_init_options(config: Config) -> dict:
                 _system_config={"preload_python_modules": [ACTOR_MODULES]}, **extra)
 
 
-def user_module_path(env_id: str) -> Optional[str]:
-    """The file or package directory of `env.id`'s top-level module when it is the user's own (not
+def user_module_path(module_name: str) -> Optional[str]:
+    """The file or package directory of a module's top-level package when it is the user's own (not
     installed in site-packages): the nodes of a cluster do not have it."""
-    if ":" not in env_id or env_id.startswith("vizdoom:") or "/" in env_id.split(":")[0]:
-        return None
-    top = env_id.split(":")[0].split(".")[0]
+    top = module_name.split(".")[0]
     spec = importlib.util.find_spec(top)
     if spec is None or spec.origin in (None, "built-in", "frozen"):
         return None
@@ -80,20 +80,26 @@ def user_module_path(env_id: str) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def user_module_runtime_env(env_id: str) -> Iterator[Optional[dict]]:
-    """A runtime env that ships the user's env module to every node (Ray's py_modules takes directories:
-    a single-file module is staged as `<name>/` holding it as `__init__.py`). `ray.init` uploads it, so the
-    staging directory is removed on leaving the block."""
-    path = user_module_path(env_id)
-    if path is None or not os.path.isfile(path):
-        yield None if path is None else {"py_modules": [path]}
+def user_module_runtime_env(env_id: str, wrappers: list = ()) -> Iterator[Optional[dict]]:
+    """A runtime env that ships the user's modules, env.id's and env.wrappers' (`module:Class`), to every node
+    (Ray's py_modules takes directories: a single-file module is staged as `<name>/` holding it as
+    `__init__.py`). `ray.init` uploads them, so the staging directory is removed on leaving the block."""
+    names = user_module_names(env_id, [spec.name for spec in parse_wrappers(list(wrappers))])
+    paths = list(dict.fromkeys(p for p in map(user_module_path, names) if p is not None))
+    if not paths:
+        yield None
         return
     staging = tempfile.mkdtemp(prefix="a3c-modules-")
     try:
-        staged = os.path.join(staging, os.path.splitext(os.path.basename(path))[0])
-        os.makedirs(staged)
-        shutil.copyfile(path, os.path.join(staged, "__init__.py"))
-        yield {"py_modules": [staged]}
+        shipped = []
+        for path in paths:
+            if os.path.isfile(path):
+                staged = os.path.join(staging, os.path.splitext(os.path.basename(path))[0])
+                os.makedirs(staged)
+                shutil.copyfile(path, os.path.join(staged, "__init__.py"))
+                path = staged
+            shipped.append(path)
+        yield {"py_modules": shipped}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

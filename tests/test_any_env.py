@@ -209,3 +209,13 @@ def test_the_evaluator_scores_a_dict_env_with_its_own_reward():
     evaluator.close()
     # unclipped: a catch scores 5 (random play catches some of 40 balls), a miss -1
     assert result["max_return"] == 5.0 and result["min_return"] == -1.0
+
+
+def test_a_wrappers_own_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch):
+    from ray_a3c.cluster.runtime import user_module_runtime_env
+
+    (tmp_path / "mywrappers").mkdir()
+    (tmp_path / "mywrappers" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with user_module_runtime_env("CartPole-v1", [{"mywrappers:Shaping": {"bonus": 1}}, "ClipReward"]) as runtime_env:
+        assert runtime_env == {"py_modules": [str(tmp_path / "mywrappers")]}
