@@ -308,6 +308,7 @@ class Trainer:
             s.worker_env_steps = _delivered_env_steps(refs)
         if s.reason != "interrupted":
             self.evals.finish(self.fleet, self.t0, FINAL_EVAL_WAIT_S)
+            s.settle()
         if self._log_state is not None:
             self._log(time.perf_counter())  # a last tick, so even short runs log every tag
         counters = self._ps_call("get_counters")

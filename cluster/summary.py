@@ -38,6 +38,12 @@ class RunSummary:
     lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint)
     evals: list = field(default_factory=list)  # (env_steps, mean_return)
 
+    def settle(self) -> None:
+        """After the last evaluation: a stop return confirmed on weights taken within the budget is `solved`,
+        even when the confirmation ended after the budget ran out (an interrupted run stays interrupted)."""
+        if self.solved_at_s is not None and self.reason in ("env_steps", "time_limit"):
+            self.reason = "solved"
+
     def result(self) -> dict:
         """The summary as the CLI prints it (one JSON line): everything but the evaluation history."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "evals"}

@@ -219,3 +219,4 @@ def test_a_wrappers_own_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch
     monkeypatch.syspath_prepend(str(tmp_path))
     with user_module_runtime_env("CartPole-v1", [{"mywrappers:Shaping": {"bonus": 1}}, "ClipReward"]) as runtime_env:
         assert runtime_env == {"py_modules": [str(tmp_path / "mywrappers")]}
+

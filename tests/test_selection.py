@@ -49,3 +49,13 @@ def test_confirm_episodes_up_to_the_screening_lets_the_screening_decide():
     judge = EvalJudge(confirm_episodes=10, stop_return=100.0)
     verdict = judge.judge([100.0] * 10)
     assert verdict.more_episodes == 0 and verdict.solved and verdict.best
+
+
+def test_a_stop_return_confirmed_after_the_budget_ran_out_is_solved():
+    from ray_a3c.cluster.summary import RunSummary
+
+    for reason, solved_at, expected in [("env_steps", 12.0, "solved"), ("time_limit", 3.0, "solved"),
+                                        ("env_steps", None, "env_steps"), ("interrupted", 5.0, "interrupted")]:
+        summary = RunSummary(reason=reason, solved_at_s=solved_at)
+        summary.settle()
+        assert summary.reason == expected
