@@ -147,3 +147,17 @@ def test_ant_walks_within_one_million_env_steps(ray_session, tmp_path, capsys):
         ray_session, capsys, str(tmp_path / "run"), ["ant", "--seed", "0", "--total-env-steps", "1000000"])
     assert summary["reason"] == "env_steps" and summary["best_eval_episodes"] == 20, summary
     assert evaluation["mean_return"] >= 1200, evaluation
+
+
+def test_a_pixel_game_nobody_tuned_for_learns_with_no_preset_and_no_set(ray_session, tmp_path, capsys):
+    """tests.pixel_games' catch game, 12x12 RGB frames: the pixel family's defaults alone. Random play scores
+    about -0.56 (a ball caught 22% of the time), optimal play 1.0. The latest weights, not the best, are scored."""
+    run_dir = str(tmp_path / "catch")
+    assert main(["train", "--env", "tests.pixel_games:PixelCatch-v0", "--seed", "0", "--total-env-steps", "400000",
+                 "--run-dir", run_dir]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("defaults: the pixels family")
+    assert main(["evaluate", run_dir, "--checkpoint", "latest", "--episodes", "100", "--seed", "11"]) == 0
+    evaluation = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    print(f"\npixel catch, no preset: evaluation {json.dumps(evaluation)}", file=sys.__stderr__)
+    assert evaluation["mean_return"] >= 0.8, evaluation
