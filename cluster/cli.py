@@ -273,6 +273,11 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     load_run_config(args.run_dir)
+    try:
+        import matplotlib  # noqa: F401
+        import tensorboard  # noqa: F401
+    except ImportError as exc:
+        raise A3CError(f"a3c plot needs the plot extra: pip install 'ray-a3c[plot]' ({exc})") from None
     from ray_a3c.cluster.plot import plot_run
 
     out = args.out or os.path.join(args.run_dir, "plots", "training.png")

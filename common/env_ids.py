@@ -58,6 +58,21 @@ def parse_env_id(env_id: str) -> EnvId:
     return EnvId(EnvIdKind.REGISTERED, "", env_id)
 
 
+# words in a missing dependency's message -> the ray-a3c extra that installs it
+EXTRA_HINTS = {"box2d": "box2d", "mujoco": "mujoco", "opencv": "atari", "cv2": "atari", "ale_py": "atari",
+               "ale-py": "atari", "vizdoom": "doom"}
+
+
+def missing_package_hint(exc: BaseException) -> str:
+    """`pip install 'ray-a3c[<extra>]'` for an ImportError or gymnasium's DependencyNotInstalled, when one of
+    our extras brings the package; else the exception's own text."""
+    text = str(exc)
+    for word, extra in EXTRA_HINTS.items():
+        if word in text.lower():
+            return f"pip install 'ray-a3c[{extra}]' ({text.strip().splitlines()[0]})"
+    return text
+
+
 def import_module(name: str, what: str = "env") -> object:
     """Import a user's module; one found only in the working directory counts too (evaluations and Ray
     workers may start elsewhere than training did)."""

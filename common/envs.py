@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from ray_a3c.common.config import EnvConfig
-from ray_a3c.common.env_ids import VIZDOOM_PREFIX, EnvIdKind, env_builder, parse_env_id
+from ray_a3c.common.env_ids import VIZDOOM_PREFIX, EnvIdKind, env_builder, missing_package_hint, parse_env_id
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.observations import EnvSpaces, describe_spaces
 from ray_a3c.common.wrappers import GameStatistics, ImagesFirst, apply_wrappers, needs_layout, parse_wrappers
@@ -24,7 +24,7 @@ def _construct(what: str, build, **kwargs) -> gym.Env:
     except A3CError:
         raise
     except (gym.error.DependencyNotInstalled, ImportError) as exc:
-        raise A3CError(f"env '{what}' needs an extra package: {exc}") from None
+        raise A3CError(f"env '{what}' needs an extra package: {missing_package_hint(exc)}") from None
     except TypeError as exc:
         raise A3CError(f"env '{what}' rejected env.kwargs: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any error of the user's env is reported the same way

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.env_ids import import_module
+from ray_a3c.common.env_ids import import_module, missing_package_hint
 from ray_a3c.common.errors import A3CError
 
 
@@ -138,6 +138,9 @@ def apply_wrappers(env: gym.Env, specs: list[WrapperSpec], training: bool) -> gy
             env = wrapper_class(spec.name)(env, **spec.kwargs)
         except A3CError:
             raise
+        except (gym.error.DependencyNotInstalled, ImportError) as exc:
+            env.close()
+            raise A3CError(f"env.wrappers: {spec.name} needs an extra package: {missing_package_hint(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - any failure of a wrapper is reported the same way
             env.close()
             raise A3CError(f"env.wrappers: {spec.name}({_kwargs_text(spec.kwargs)}) failed: "

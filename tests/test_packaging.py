@@ -124,3 +124,22 @@ def test_a_users_env_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch):
     for env_id in ("CartPole-v1", "gymnasium.envs.classic_control:CartPoleEnv", "vizdoom:basic"):
         with user_module_runtime_env(env_id) as runtime_env:
             assert runtime_env is None
+
+
+def test_every_not_installed_error_names_an_extra_that_exists():
+    """Each `pip install 'ray-a3c[X]'` the code or the documents tell a user names an extra of setup.cfg."""
+    import configparser
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(root, "setup.cfg"))
+    extras = set(parser["options.extras_require"])
+    files = [p for pattern in ("common/*.py", "actors/*.py", "learner/*.py", "cluster/*.py", "*.md", "docs/*.md")
+             for p in glob.glob(os.path.join(root, pattern))]
+    named = {extra for path in files for extra in re.findall(r"ray-a3c\[(\w+)\]", open(path).read())}
+    from ray_a3c.common.env_ids import EXTRA_HINTS
+
+    named |= set(EXTRA_HINTS.values())
+    assert {"doom", "atari", "export", "minari", "mujoco", "plot"} <= named
+    assert named <= extras, named - extras
