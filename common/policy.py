@@ -52,19 +52,34 @@ class PolicyGraph(nn.Module):
             self.action_start = int(getattr(env_action_space, "start", 0))
 
     def forward(self, *inputs: torch.Tensor):
+        x, core_state = self._network_inputs(inputs)
+        out, _, new_state = self.model.head_outputs(x.unsqueeze(0), core_state, None)
+        # the Gaussian's mode is its mean; a categorical's, its largest logit
+        action = self._env_action(out if self.continuous else out.argmax(-1))
+        return (action, *new_state) if self.recurrent else action
+
+    def sample(self, *inputs: torch.Tensor):
+        """As `forward`, with actions drawn from the policy (as in training) instead of its mode."""
+        x, core_state = self._network_inputs(inputs)
+        dist, _, new_state = self.model.unroll(x.unsqueeze(0), core_state, None)
+        action = self._env_action(dist.sample())
+        return (action, *new_state) if self.recurrent else action
+
+    def _network_inputs(self, inputs: tuple) -> tuple:
         obs, state = inputs[:len(self.obs_keys)], inputs[len(self.obs_keys):]
         parts = [_encode(x, encoding) for x, encoding in zip(obs, self.encodings)]
         x = parts[0] if len(parts) == 1 and self.encodings[0][0] == IMAGE else torch.cat(
             [p.float().reshape(p.shape[0], -1) for p in parts], dim=1)
-        core_state = tuple(state) if self.recurrent else None
-        out, _, new_state = self.model.head_outputs(x.unsqueeze(0), core_state, None)
-        if self.continuous:  # the Gaussian's mode is its mean
-            action = torch.maximum(torch.minimum(out, self.policy_high), self.policy_low)
-            span = (self.policy_high - self.policy_low).clamp(min=1e-12)
-            action = self.env_low + (action - self.policy_low) * (self.env_high - self.env_low) / span
-        else:
-            action = out.argmax(-1) + self.action_start
-        return (action, *new_state) if self.recurrent else action
+        return x, (tuple(state) if self.recurrent else None)
+
+    def _env_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The policy's action -> the env's: clipped to the policy's bounds and mapped onto the env's (Box), or
+        shifted by a Discrete space's start."""
+        if not self.continuous:
+            return action + self.action_start
+        action = torch.maximum(torch.minimum(action, self.policy_high), self.policy_low)
+        span = (self.policy_high - self.policy_low).clamp(min=1e-12)
+        return self.env_low + (action - self.policy_low) * (self.env_high - self.env_low) / span
 
 
 OBS_INPUT = "obs"  # the exported graph's observation input (one per key for a Dict observation)
@@ -109,31 +124,46 @@ class Policy:
     def recurrent(self) -> bool:
         return self.graph.recurrent
 
-    def initial_state(self) -> Optional[tuple]:
-        state = self.graph.model.initial_state(1)
+    def initial_state(self, batch: int = 1) -> Optional[tuple]:
+        state = self.graph.model.initial_state(batch)
         return None if state is None else tuple(t.numpy() for t in state)
 
     @torch.no_grad()
-    def act(self, obs: Any, state: Optional[tuple] = None) -> tuple[Any, Optional[tuple]]:
-        """obs as the env returns it (one observation, not a batch; a dict for a Dict space) -> (action for
-        env.step, next state). `state` is None at an episode's start; pass back what the previous call returned."""
+    def act(self, obs: Any, state: Optional[tuple] = None, deterministic: bool = True) -> tuple[Any, Optional[tuple]]:
+        """obs as the env returns it (a dict for a Dict space), or a batch of them (a leading axis; a dict of
+        batches) -> (action for env.step, or a batch of actions; next state). `state` is None at an episode's
+        start; pass back what the previous call returned. `deterministic=False` samples from the policy."""
+        batch = self._batch_size(obs)
         if self.recurrent and state is None:
-            state = self.initial_state()
-        inputs = self.obs_inputs(obs)
+            state = self.initial_state(batch or 1)
+        inputs = self.obs_inputs(obs, batched=batch is not None)
         if self.recurrent:
             inputs += tuple(torch.as_tensor(np.asarray(s, np.float32)) for s in state)
-        out = self.graph(*inputs)
+        out = self.graph(*inputs) if deterministic else self.graph.sample(*inputs)
         action, new_state = (out[0], tuple(t.numpy() for t in out[1:])) if self.recurrent else (out, None)
-        action = action[0].numpy()
+        actions = action.numpy()
         if self.graph.continuous:
-            return action.astype(np.float32).reshape(self.env_action_space.shape), new_state
-        return int(action), new_state
+            actions = actions.astype(np.float32).reshape((-1,) + self.env_action_space.shape)
+        else:
+            actions = actions.astype(np.int64).reshape(-1)
+        if batch is not None:
+            return actions, new_state
+        return (actions[0] if self.graph.continuous else int(actions[0])), new_state
 
-    def obs_inputs(self, obs: Any) -> tuple:
-        """One env observation -> the graph's observation inputs, each a batch of one."""
+    def _batch_size(self, obs: Any) -> Optional[int]:
+        """The leading axis of a batch of observations, None for one observation."""
+        key = self.graph.obs_keys[0] if self.spaces.parts else None
+        value = np.asarray(obs[key]) if key is not None else np.asarray(obs)
+        space = self.env_obs_space[key] if key is not None else self.env_obs_space
+        one = () if isinstance(space, gym.spaces.Discrete) else tuple(space.shape)
+        return value.shape[0] if value.ndim == len(one) + 1 else None
+
+    def obs_inputs(self, obs: Any, batched: bool = False) -> tuple:
+        """One env observation (or a batch) -> the graph's observation inputs, each with a batch axis."""
         if self.spaces.parts:
-            return tuple(_one(np.asarray(obs[key]), self.env_obs_space[key]) for key in self.graph.obs_keys)
-        return (_one(np.asarray(obs), self.env_obs_space, self.spaces.discrete_obs is not None),)
+            return tuple(_as_input(np.asarray(obs[key]), self.env_obs_space[key], batched=batched)
+                         for key in self.graph.obs_keys)
+        return (_as_input(np.asarray(obs), self.env_obs_space, self.spaces.discrete_obs is not None, batched),)
 
     def example_inputs(self, obs: Optional[Any] = None) -> tuple:
         """Inputs of the exported graph for one observation (a zero one by default)."""
@@ -158,13 +188,13 @@ class Policy:
         return writer(self.graph, inputs, path, names, outputs)
 
 
-def _one(obs: np.ndarray, space: gym.Space, discrete: bool = False) -> torch.Tensor:
-    """One raw observation (or Dict entry) as a batch of one, in the dtype the graph takes."""
+def _as_input(obs: np.ndarray, space: gym.Space, discrete: bool = False, batched: bool = False) -> torch.Tensor:
+    """A raw observation (or Dict entry), or a batch of them, as a batch in the dtype the graph takes."""
     if isinstance(space, gym.spaces.Discrete) or discrete:
-        return torch.as_tensor(np.asarray(obs, np.int64).reshape(1))
+        return torch.as_tensor(np.asarray(obs, np.int64).reshape(-1))
     if image_plan(space) is not None:
-        return torch.as_tensor(np.asarray(obs, np.uint8)[None])
-    return torch.as_tensor(np.asarray(obs, np.float32).reshape((1,) + tuple(space.shape)))
+        return torch.as_tensor(np.asarray(obs, np.uint8) if batched else np.asarray(obs, np.uint8)[None])
+    return torch.as_tensor(np.asarray(obs, np.float32).reshape((-1,) + tuple(space.shape)))
 
 
 def _zero_obs(space: gym.Space) -> Any:

@@ -141,3 +141,21 @@ def test_export_refuses_to_overwrite_and_checks_the_suffix(tmp_path, capsys):
     assert main(["export", run, "--format", "pt2", "--out", str(tmp_path / "policy.onnx2")]) == 2
     assert "error: " in capsys.readouterr().err
     assert not (tmp_path / "policy.onnx2").exists()
+
+
+def test_act_takes_a_batch_and_samples_when_asked(tmp_path):
+    """A batch of observations gives the batch of actions that one-by-one calls give; deterministic=False draws
+    from the policy (both actions of CartPole show up), within the env's bounds for a Gaussian."""
+    policy = load_policy(make_run(str(tmp_path), "cartpole", **CASES["discrete"]))
+    observations = np.random.default_rng(0).normal(0, 0.5, (6, 4)).astype(np.float32)
+    batch, _ = policy.act(observations)
+    assert batch.shape == (6,) and list(batch) == [policy.act(ob)[0] for ob in observations]
+    sampled = {int(policy.act(observations[0], deterministic=False)[0]) for _ in range(40)}
+    assert sampled == {0, 1}
+    gaussian = load_policy(make_run(str(tmp_path), "gaussian", **CASES["gaussian"]))
+    draws, _ = gaussian.act(np.zeros((50, 3), np.float32), deterministic=False)
+    assert draws.shape == (50, 1) and np.ptp(draws) > 0
+    assert np.all(np.abs(draws) <= 2.0)  # Pendulum's torque bounds
+    lstm = load_policy(make_run(str(tmp_path), "lstm", **CASES["lstm"]))
+    actions, state = lstm.act(observations[:3])
+    assert actions.shape == (3,) and state[0].shape == (3, 8)
