@@ -14,8 +14,8 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from ray_a3c.cluster.evaluation import EvalCycle, save_weights
 from ray_a3c.cluster.fleet import Fleet
-from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics
-from ray_a3c.cluster.runtime import resolve_num_workers, start_ray
+from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics, install_dashboard
+from ray_a3c.cluster.runtime import resolve_num_workers, session_dir, start_ray
 from ray_a3c.cluster.summary import RunSummary, process_age_s, progress_line
 from ray_a3c.common import checkpoint, metrics
 from ray_a3c.common.config import Config, from_dict
@@ -60,6 +60,8 @@ class Trainer:
         _catch_stop_signals()
         self._say(f"ray ready in {self.summary.ray_start_s:.1f}s; dashboard {dashboard} "
                   "(token: ~/.ray/auth_token, see README)")
+        if started and session_dir():
+            install_dashboard(session_dir())  # our Grafana dashboard beside Ray's own
         self.writer = metrics.ScalarWriter(self.run_dir)
         self.evals = EvalCycle(self.config, self.spaces, self.run_dir, self.summary, self.writer, self._say)
         try:

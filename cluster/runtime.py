@@ -51,6 +51,15 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
     return True, time.perf_counter() - t0, f"http://{url}" if url else "(no dashboard)"
 
 
+def session_dir() -> Optional[str]:
+    """The directory of the Ray session this process is connected to (where Ray writes its Grafana and
+    Prometheus files), or None when Ray does not say."""
+    try:
+        return ray._private.worker._global_node.get_session_dir_path()  # no public API gives it in 2.60
+    except AttributeError:
+        return None
+
+
 def local_init_options(config: Config) -> dict:
     """`ray.init` options of a local Ray sized for the run."""
     c = config.cluster

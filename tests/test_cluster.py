@@ -111,8 +111,8 @@ def test_prometheus_endpoint_serves_the_project_metrics(cluster, tmp_path):
         text = scrape()
     assert metric(text, "ray_ps_version") > 0, text[-2000:]
     assert metric(text, "ray_perf_env_steps_per_s") > 100
-    assert metric(text, "ray_a3c_env_steps_total") > 1000
-    assert metric(text, "ray_a3c_restarts") == 0
+    assert metric(text, "ray_a3c_env_steps_total") > 1000  # a Counter
+    assert not metric(text, "ray_a3c_restarts_total") > 0  # a Counter with no restart yet is not exported
     run.proc.send_signal(signal.SIGTERM)
     run.proc.wait(timeout=60)
 
