@@ -122,21 +122,20 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
     import torch
 
     from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.common.flat import decode_gradient, get_flat_weights, set_flat_grads
-    from ray_a3c.common.losses import clip_by_global_norm
+    from ray_a3c.common.flat import finite_norm, gradient_tensor
     from ray_a3c.learner.parameter_server import ParameterServer
 
     cfg = make_config(workload, "serial bf16" if dtype == "bfloat16" else "serial")
     ps, packet = ParameterServer(cfg, probe_spaces(cfg.env)), ready_packet(cfg)
     wire = pickle.dumps(packet, protocol=5)
-    grad = decode_gradient(packet.gradient)
-    phases = {
+    grad = gradient_tensor(packet.gradient)
+    phases = {  # clip: the decoding copy into the flat gradient buffer, scaled; flatten: the weights' view
         "receive": lambda: pickle.loads(wire),
-        "checks": lambda: (decode_gradient(packet.gradient), ps._rejection(packet)),
-        "clip": lambda: clip_by_global_norm(grad, cfg.algo.max_grad_norm),
-        "adam": lambda: (set_flat_grads(ps.model, grad), [opt.step() for opt in ps.optimizers.values()]),
-        "flatten": lambda: get_flat_weights(ps.model),
-        "publish": lambda: ray.put(get_flat_weights(ps.model)),
+        "checks": lambda: ps._rejection(packet, finite_norm(gradient_tensor(packet.gradient))),
+        "clip": lambda: ps.flat.set_gradient([(grad, 1.0)], cfg.algo.max_grad_norm),
+        "adam": lambda: [opt.step() for opt in ps.optimizers.values()],
+        "flatten": lambda: ps.flat.weights(copy=False),
+        "publish": lambda: ray.put(ps.flat.weights(copy=False)),
     }
     torch.set_num_threads(1)
     costs = {}
@@ -147,7 +146,7 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
             fn()
         costs[name] = (time.perf_counter() - t0) / repeats
     costs["publish"] -= costs["flatten"]  # publish includes its own flatten
-    if get_flat_weights(ps.model).nbytes <= 100 * 1024:
+    if ps.flat.num_weights * 4 <= 100 * 1024:
         costs["publish"] = 0.0  # small weights ride inside each reply: no object-store put
     return costs
 
