@@ -123,6 +123,7 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
 
     from ray_a3c.common.envs import probe_spaces
     from ray_a3c.common.flat import finite_norm, gradient_tensor
+    from ray_a3c.learner.flat_params import step
     from ray_a3c.learner.parameter_server import ParameterServer
 
     cfg = make_config(workload, "serial bf16" if dtype == "bfloat16" else "serial")
@@ -133,7 +134,7 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
         "receive": lambda: pickle.loads(wire),
         "checks": lambda: ps._rejection(packet, finite_norm(gradient_tensor(packet.gradient))),
         "clip": lambda: ps.flat.set_gradient([(grad, 1.0)], cfg.algo.max_grad_norm),
-        "adam": lambda: [opt.step() for opt in ps.optimizers.values()],
+        "adam": lambda: [step(opt) for opt in ps.optimizers.values()],
         "flatten": lambda: ps.flat.weights(copy=False),
         "publish": lambda: ray.put(ps.flat.weights(copy=False)),
     }

@@ -16,7 +16,13 @@ from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import finite_norm, gradient_tensor
 from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import ApplyResult, GradientPacket
-from ray_a3c.learner.flat_params import FlatParameters, build_optimizer, load_optimizer_state, parameter_groups
+from ray_a3c.learner.flat_params import (
+    FlatParameters,
+    build_optimizer,
+    load_optimizer_state,
+    parameter_groups,
+    step,
+)
 
 COUNTERS = ("version", "env_steps", "episodes", "rejected_stale", "rejected_nonfinite")
 
@@ -219,7 +225,7 @@ class ParameterServer:
             if name == "critic" or not critic_only:
                 for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
                     group["lr"] = base * fraction
-                optimizer.step()
+                step(optimizer)
         self.counters["version"] += 1
         self._window.grad_norms.append(norm)
         self._window.applied += 1
