@@ -106,6 +106,8 @@ class FlatParameters:
     def _copy_in(self, source: torch.Tensor, scale: float, accumulate: bool = False) -> None:
         if source.numel() != self.num_params:
             raise ValueError(f"flat gradient has {source.numel()} values, the model expects {self.num_params}")
+        # torch computes in the inputs' dtype: a half-precision source is converted before it is scaled
+        one_pass = source.device == self.device and source.dtype == torch.float32
         same_device = source.device == self.device
         for wire, n, target in self._grad_parts:
             part = source[wire:wire + n]
@@ -113,8 +115,8 @@ class FlatParameters:
                 target.add_(part if same_device else part.to(self.device), alpha=scale)
             elif scale == 1.0:
                 target.copy_(part)
-            elif same_device:
-                torch.mul(part, scale, out=target)  # conversion and scaling in one pass
+            elif one_pass:
+                torch.mul(part, scale, out=target)
             else:
                 target.copy_(part).mul_(scale)
 

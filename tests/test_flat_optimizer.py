@@ -125,13 +125,17 @@ def test_parameters_and_gradients_are_views_of_one_flat_buffer_each(shared):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_packets_step_like_their_float32_decoding(dtype):
+@pytest.mark.parametrize("scale", [0.01, 0.1])  # the second is clipped: scaled after the conversion
+def test_half_precision_packets_step_like_their_float32_decoding(dtype, scale):
     ps, ref = make_ps(), make_ps()
-    grad = np.random.default_rng(2).normal(0, 0.01, num_params(ps.model)).astype(np.float32)
+    grad = np.random.default_rng(2).normal(0, scale, num_params(ps.model)).astype(np.float32)
     data = encode_gradient(grad, dtype)
     data.flags.writeable = False  # as Ray hands it over
-    assert ps.apply_gradients(packet(ps, grad, dtype=dtype)).accepted
+    wire = packet(ps, grad, dtype=dtype)
+    wire.gradient = data
+    assert ps.apply_gradients(wire).accepted
     assert ref.apply_gradients(packet(ref, decode_gradient(data))).accepted
+    assert (ps.pull_stats()["grad_norm_mean"] > 0.5) == (scale == 0.1)
     np.testing.assert_array_equal(get_flat_weights(ps.model), get_flat_weights(ref.model))
     np.testing.assert_array_equal(ps.flat.grad.numpy(), ref.flat.grad.numpy())  # decoded in the one copy
 
