@@ -107,7 +107,10 @@ def finite_norm(tensor: torch.Tensor) -> float:
     """The L2 norm (float32 accumulation), or a non-finite number iff some entry is inf or NaN: one read pass
     serves as both the global norm and the finiteness check. A float32 sum of squares that overflows on finite
     entries (|g| ~ 1e19) is told apart and recomputed in float64."""
-    norm = float(torch.linalg.vector_norm(tensor, dtype=torch.float32))
+    if tensor.dtype == torch.float32:
+        norm = math.sqrt(float(torch.dot(tensor, tensor)))  # BLAS: faster than vector_norm; inf and NaN propagate
+    else:
+        norm = float(torch.linalg.vector_norm(tensor, dtype=torch.float32))
     if not math.isfinite(norm) and bool(torch.isfinite(tensor).all()):
         norm = float(torch.linalg.vector_norm(tensor, dtype=torch.float64))
     return norm

@@ -18,6 +18,7 @@ import torch
 from torch.optim.adam import adam
 
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.flat import finite_norm
 
 Chunk = tuple[int, int, int]  # (offset in the wire vector, offset in the flat buffer, length)
 
@@ -92,13 +93,13 @@ class FlatParameters:
         if len(parts) == 1:
             source, weight = parts[0]
             if norm is None:
-                norm = float(torch.linalg.vector_norm(source, dtype=torch.float32)) * weight
+                norm = finite_norm(source) * weight
             scale = weight * (max_norm / (norm + 1e-6) if 0 < max_norm < norm else 1.0)
             self._copy_in(source, scale)
             return norm
         for i, (source, weight) in enumerate(parts):
             self._copy_in(source, weight, accumulate=i > 0)
-        norm = float(torch.linalg.vector_norm(self.grad))
+        norm = finite_norm(self.grad)
         if 0 < max_norm < norm:
             self.grad.mul_(max_norm / (norm + 1e-6))
         return norm
