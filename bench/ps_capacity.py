@@ -4,6 +4,7 @@ per-packet cost breakdown and, from those constants, a model of an N-node cluste
 
     .venv/bin/python -m bench.ps_capacity [--pushers 1 2 4 8 16] [--seconds 4] [--nodes 100 --cores 16]
     .venv/bin/python -m bench.ps_capacity --cluster-nodes 3 --pushers 8   # node aggregation, real Ray nodes
+    .venv/bin/python -m bench.ps_capacity --in-process [--seconds 4]        # no Ray: one JSON line per workload
 """
 from __future__ import annotations
 
@@ -121,21 +122,21 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
     import torch
 
     from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.common.flat import decode_gradient, get_flat_weights, set_flat_grads
-    from ray_a3c.common.losses import clip_by_global_norm
+    from ray_a3c.common.flat import finite_norm, gradient_tensor
+    from ray_a3c.learner.flat_params import step
     from ray_a3c.learner.parameter_server import ParameterServer
 
     cfg = make_config(workload, "serial bf16" if dtype == "bfloat16" else "serial")
     ps, packet = ParameterServer(cfg, probe_spaces(cfg.env)), ready_packet(cfg)
     wire = pickle.dumps(packet, protocol=5)
-    grad = decode_gradient(packet.gradient)
-    phases = {
+    grad = gradient_tensor(packet.gradient)
+    phases = {  # clip: the decoding copy into the flat gradient buffer, scaled; flatten: the weights' view
         "receive": lambda: pickle.loads(wire),
-        "checks": lambda: (decode_gradient(packet.gradient), ps._rejection(packet)),
-        "clip": lambda: clip_by_global_norm(grad, cfg.algo.max_grad_norm),
-        "adam": lambda: (set_flat_grads(ps.model, grad), [opt.step() for opt in ps.optimizers.values()]),
-        "flatten": lambda: get_flat_weights(ps.model),
-        "publish": lambda: ray.put(get_flat_weights(ps.model)),
+        "checks": lambda: ps._rejection(packet, finite_norm(gradient_tensor(packet.gradient))),
+        "clip": lambda: ps.flat.set_gradient([(grad, 1.0)], cfg.algo.max_grad_norm),
+        "adam": lambda: [step(opt) for opt in ps.optimizers.values()],
+        "flatten": lambda: ps.flat.weights(copy=False),
+        "publish": lambda: ray.put(ps.flat.weights(copy=False)),
     }
     torch.set_num_threads(1)
     costs = {}
@@ -146,9 +147,38 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
             fn()
         costs[name] = (time.perf_counter() - t0) / repeats
     costs["publish"] -= costs["flatten"]  # publish includes its own flatten
-    if get_flat_weights(ps.model).nbytes <= 100 * 1024:
+    if ps.flat.num_weights * 4 <= 100 * 1024:
         costs["publish"] = 0.0  # small weights ride inside each reply: no object-store put
     return costs
+
+
+def in_process(workload: str, dtype: str, seconds: float, blocks: int = 5) -> dict:
+    """The plain ParameterServer in this process (no Ray, default publish) applying one ready packet over and
+    over, serial mode: what one packet costs the PS itself (decode, checks, clip, optimizer step, weights
+    out). The median of `blocks` timed blocks, so a neighbour's burst on a shared machine moves it less."""
+    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.flat import num_params
+    from ray_a3c.learner.parameter_server import ParameterServer
+
+    cfg = make_config(workload, "serial")
+    cfg.learner.grad_dtype = dtype
+    ps, packet = ParameterServer(cfg, probe_spaces(cfg.env)), ready_packet(cfg)
+    encoded = packet.gradient
+
+    def apply(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            packet.gradient, packet.version = encoded, ps.version  # a fresh arrival each time
+            ps.apply_gradients(packet)
+        return time.perf_counter() - t0
+
+    n = max(10, int(0.2 / max(apply(10) / 10, 1e-6)))  # ~0.2 s per block after a warm-up
+    per_block = max(1, int(seconds / blocks / 0.2))
+    costs = sorted(apply(n * per_block) / (n * per_block) for _ in range(blocks))
+    ms = costs[len(costs) // 2] * 1e3
+    return {"workload": workload, "params": num_params(ps.model), "grad_dtype": dtype,
+            "optimizer": cfg.algo.optimizer, "ms_per_packet": round(ms, 4), "ms_best": round(costs[0] * 1e3, 4),
+            "packets_s": round(1e3 / ms, 1)}
 
 
 def cluster_model(costs: dict, grad_bytes: int, weight_bytes: int, packets_per_worker_s: float, nodes: int,
@@ -191,7 +221,16 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--cluster-nodes", type=int, default=0,
                         help="measure node aggregation on a ray.cluster_utils.Cluster of this many nodes instead")
+    parser.add_argument("--in-process", action="store_true",
+                        help="no Ray: the plain PS applies one ready packet repeatedly; one JSON line per workload")
+    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float16", "bfloat16"],
+                        help="--in-process: the gradient transport dtypes to measure")
     args = parser.parse_args()
+    if args.in_process:
+        for w in WORKLOADS:
+            for d in args.dtypes:
+                print(json.dumps(in_process(w, d, args.seconds)), flush=True)
+        return
     import ray
 
     if args.cluster_nodes:

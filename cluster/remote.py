@@ -20,8 +20,9 @@ INLINE_WEIGHTS_BYTES = 100 * 1024  # Ray's own limit for inlining small objects 
 
 def publish_weights(flat: np.ndarray) -> Any:
     """Large weights go into the object store once per version (one ray.put shared by every reader);
-    small ones travel inside the reply, which is cheaper than an object-store round trip."""
-    return ray.put(flat) if flat.nbytes > INLINE_WEIGHTS_BYTES else flat
+    small ones travel inside the reply, which is cheaper than an object-store round trip. `flat` may be a live
+    view of the PS's weight buffer, which the next step changes: ray.put copies it, a small one is copied here."""
+    return ray.put(flat) if flat.nbytes > INLINE_WEIGHTS_BYTES else flat.copy()
 
 
 def hide_gpus() -> None:

@@ -5,6 +5,9 @@ vector carries the whole policy; the gradient vector holds parameters only.
 """
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 import torch
 
@@ -79,3 +82,35 @@ def decode_gradient(data: np.ndarray) -> np.ndarray:
     if data.dtype == np.uint16:
         return (data.astype(np.uint32) << np.uint32(16)).view(np.float32)
     return data.astype(np.float32, copy=False)
+
+
+def gradient_tensor(data: np.ndarray) -> torch.Tensor:
+    """A transported gradient as a torch tensor in its own dtype (float32, float16, or bfloat16 from uint16
+    bits), sharing the array's memory: no copy and no conversion yet (the PS converts while copying it into
+    its flat gradient buffer). Ray's arrays are read-only; the tensor is only ever read."""
+    if data.ndim != 1:
+        raise ValueError(f"flat gradient has shape {data.shape}, expected one dimension")
+    if not data.flags.writeable:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch warns about read-only arrays
+            tensor = torch.from_numpy(data)
+    else:
+        tensor = torch.from_numpy(data)
+    if tensor.dtype == torch.uint16:
+        return tensor.view(torch.bfloat16)
+    if tensor.dtype not in (torch.float32, torch.float16):
+        return tensor.float()
+    return tensor
+
+
+def finite_norm(tensor: torch.Tensor) -> float:
+    """The L2 norm (float32 accumulation), or a non-finite number iff some entry is inf or NaN: one read pass
+    serves as both the global norm and the finiteness check. A float32 sum of squares that overflows on finite
+    entries (|g| ~ 1e19) is told apart and recomputed in float64."""
+    if tensor.dtype == torch.float32:
+        norm = math.sqrt(float(torch.dot(tensor, tensor)))  # BLAS: faster than vector_norm; inf and NaN propagate
+    else:
+        norm = float(torch.linalg.vector_norm(tensor, dtype=torch.float32))
+    if not math.isfinite(norm) and bool(torch.isfinite(tensor).all()):
+        norm = float(torch.linalg.vector_norm(tensor, dtype=torch.float64))
+    return norm

@@ -2,6 +2,7 @@
 checkpoint state."""
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any, Callable, Optional
@@ -10,33 +11,32 @@ import numpy as np
 import torch
 import yaml
 
-from ray_a3c.common.config import AlgoConfig, Config
+from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.flat import decode_gradient, get_flat_weights, set_flat_grads
-from ray_a3c.common.losses import clip_by_global_norm
+from ray_a3c.common.flat import finite_norm, gradient_tensor
 from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.learner.flat_params import (
+    FlatParameters,
+    build_optimizer,
+    load_optimizer_state,
+    parameter_groups,
+    step,
+)
 
 COUNTERS = ("version", "env_steps", "episodes", "rejected_stale", "rejected_nonfinite")
 
 
-def build_optimizers(model: torch.nn.Module, config: Config) -> dict[str, torch.optim.Optimizer]:
+def build_optimizers(flat: FlatParameters, config: Config) -> dict[str, torch.optim.Optimizer]:
     """{"all": optimizer} for a shared trunk; {"actor": ..., "critic": ...} for separate networks, the critic's
-    at `critic_learning_rate` (or the same lr), so a value-only step can move the critic alone."""
+    at `critic_learning_rate` (or the same lr), so a value-only step can move the critic alone. Each steps one
+    flat tensor (learner/flat_params.py)."""
     algo = config.algo
-    critic_ids = model.critic_parameter_ids()
-    if not critic_ids:
-        return {"all": _optimizer(list(model.parameters()), algo.learning_rate, algo)}
-    actor = [p for p in model.parameters() if id(p) not in critic_ids]
-    critic = [p for p in model.parameters() if id(p) in critic_ids]
+    if "all" in flat.tensors:
+        return {"all": build_optimizer(flat.tensors["all"], algo.learning_rate, algo)}
     critic_lr = algo.critic_learning_rate or algo.learning_rate
-    return {"actor": _optimizer(actor, algo.learning_rate, algo), "critic": _optimizer(critic, critic_lr, algo)}
-
-
-def _optimizer(params: list, lr: float, algo: AlgoConfig) -> torch.optim.Optimizer:
-    if algo.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=algo.rmsprop_alpha, eps=algo.rmsprop_eps)
-    return torch.optim.Adam(params, lr=lr, eps=algo.adam_eps)
+    return {"actor": build_optimizer(flat.tensors["actor"], algo.learning_rate, algo),
+            "critic": build_optimizer(flat.tensors["critic"], critic_lr, algo)}
 
 
 class _Window:
@@ -64,9 +64,10 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def _to_cpu(value: Any) -> Any:
-    """A state dict with every tensor on the CPU, so a reader without a GPU can load it."""
+    """A state dict with every tensor on the CPU, so a reader without a GPU can load it, each tensor a copy of
+    its own: the model's are views of the flat buffer, and a view pickles (Ray) with its whole storage."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
         return {k: _to_cpu(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -89,9 +90,10 @@ class ParameterServer:
         self.config = config
         self.device = resolve_device(config.learner.device)
         self.model = build_model(spaces, config.model).to(self.device)
-        self.optimizers = build_optimizers(self.model, config)
+        self.flat = FlatParameters(self.model, parameter_groups(self.model))  # the model now views its buffer
+        self.optimizers = build_optimizers(self.flat, config)
         self._base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
-        self._publish = publish or (lambda flat: flat)
+        self._publish = publish  # given a live read-only view of the weights: it copies what it keeps (ray.put)
         self._published: tuple[int, Any] = (-1, None)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.stop_requested = False
@@ -145,14 +147,16 @@ class ParameterServer:
         gradient of the accepted ones. An aggregate (cluster.aggregate=node) counts as its accepted members
         in that mean, and each member is counted and its lag recorded as if it had come on its own. Returns each
         packet's rejection reason ("" = accepted)."""
-        reasons, weights, version = [], [], self.version
+        reasons, weights, grads, version = [], [], [], self.version
         for packet in packets:
-            packet.gradient = decode_gradient(packet.gradient)
+            grad = gradient_tensor(packet.gradient)  # the transport dtype, no copy: converted in the step's copy
             if packet.members is None and not self._first_sight(packet):
                 reasons.append("duplicate")  # a resend of a packet already counted: its aggregator forwarded it
                 weights.append(0)
+                grads.append((grad, 0.0))
                 continue
-            reason = self._rejection(packet)
+            norm = finite_norm(grad)  # the global norm, non-finite iff an entry is: one pass for both
+            reason = self._rejection(packet, norm)
             accepted = 0
             for member, member_reason in self._members(packet, reason):
                 if packet.members is not None and not self._first_sight(member):
@@ -163,13 +167,12 @@ class ParameterServer:
                     accepted += 1
             reasons.append(reason)
             weights.append(accepted)
+            grads.append((grad, norm))
         for critic_only in (False, True):
-            kept = [(p.gradient, w) for p, r, w in zip(packets, reasons, weights)
+            kept = [(g, n, w) for (g, n), p, r, w in zip(grads, packets, reasons, weights)
                     if not r and w and p.critic_only == critic_only]
             if kept:
-                gradient = kept[0][0] if len(kept) == 1 else np.average(
-                    [g for g, _ in kept], axis=0, weights=[w for _, w in kept]).astype(np.float32)
-                self._step(gradient, critic_only)
+                self._step(kept, critic_only)
         self._maybe_snapshot()
         return reasons
 
@@ -196,14 +199,14 @@ class ParameterServer:
             seen.difference_update(sorted(seen)[:256])
         return True
 
-    def _rejection(self, packet: GradientPacket) -> str:
+    def _rejection(self, packet: GradientPacket, grad_norm: float) -> str:
         """Checked before anything of the packet is merged: a rejected packet changes no weight and no
         normaliser statistic (it is still counted, and its env steps and episodes still happened). An aggregate
         is judged by its oldest accepted member, and its rejection is counted once per such member."""
         members = [m for m in packet.members if not m.rejected] if packet.members is not None else [packet]
         if not members:
             return "empty"
-        if not (np.all(np.isfinite(packet.gradient)) and all(
+        if not (math.isfinite(grad_norm) and all(
                 _finite_moments(m.obs_moments) and _finite_moments(m.return_moments) for m in members)):
             self.counters["rejected_nonfinite"] += len(members)
             return "nonfinite"
@@ -212,15 +215,17 @@ class ParameterServer:
             return "stale"
         return ""
 
-    def _step(self, gradient: np.ndarray, critic_only: bool = False) -> None:
-        clipped, norm = clip_by_global_norm(gradient, self.config.algo.max_grad_norm)
-        set_flat_grads(self.model, clipped)
+    def _step(self, kept: list[tuple[torch.Tensor, float, int]], critic_only: bool = False) -> None:
+        """One optimizer step on the mean of `kept` (gradient, its norm, its weight), clipped by global norm."""
+        total = sum(w for _, _, w in kept)
+        norm = self.flat.set_gradient([(g, w / total) for g, _, w in kept], self.config.algo.max_grad_norm,
+                                      norm=kept[0][1] if len(kept) == 1 else None)
         fraction = self.lr_fraction()
         for name, optimizer in self.optimizers.items():
             if name == "critic" or not critic_only:
                 for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
                     group["lr"] = base * fraction
-                optimizer.step()
+                step(optimizer)
         self.counters["version"] += 1
         self._window.grad_norms.append(norm)
         self._window.applied += 1
@@ -255,7 +260,7 @@ class ParameterServer:
         if not n or self.counters["env_steps"] // n <= self._last_snapshot_steps // n:
             return
         self._snapshots.append({"env_steps": self.counters["env_steps"], "version": self.version,
-                                "time": time.time(), "weights": get_flat_weights(self.model).copy()})
+                                "time": time.time(), "weights": self.flat.weights()})
         self._last_snapshot_steps = self.counters["env_steps"]
 
     def pop_snapshots(self) -> list[dict]:
@@ -284,7 +289,8 @@ class ParameterServer:
     def _current_weights(self) -> Any:
         """This version's weights, published once and shared by everyone who asks for them."""
         if self._published[0] != self.version:
-            self._published = (self.version, self._publish(get_flat_weights(self.model)))
+            weights = self.flat.weights(copy=self._publish is None)
+            self._published = (self.version, weights if self._publish is None else self._publish(weights))
         return self._published[1]
 
     def get_weights(self) -> tuple[int, Any, int]:
@@ -310,7 +316,7 @@ class ParameterServer:
             policy_lag_mean=float(np.mean(w.lags)) if w.lags else None,
             grad_norm_mean=float(np.mean(w.grad_norms)) if w.grad_norms else None,
             lr_fraction=self.lr_fraction(),
-            weight_norm=float(torch.sqrt(sum(p.detach().float().pow(2).sum() for p in self.model.parameters()))),
+            weight_norm=self.flat.param_norm(),
             comm_fraction=w.comm_s / busy if busy > 0 else None)
         return stats
 
@@ -330,9 +336,9 @@ class ParameterServer:
         """Restore weights, optimizer state and counters. `counter_floor` (the last counters seen before a crash) keeps
         counters from going backwards: env steps really taken stay counted, and the version jumps past every
         version handed out before, so no packet from the lost weights can pass as fresh."""
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])  # copies into the flat buffer's views
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            load_optimizer_state(opt, state["optimizers"][name], name)  # per-tensor states (older) are joined
         self.counters.update({k: int(v) for k, v in state["counters"].items() if k in self.counters})
         self.raise_counters(counter_floor or {})
         self._published = (-1, None)
