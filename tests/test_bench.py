@@ -87,3 +87,15 @@ def test_cartpoles_report_counts_an_unsolved_seed_as_never():
     report = render_cartpole(rows, 5.0, argparse.Namespace(seeds=3, budget=100000, snapshot_every=2000))
     assert "| **median** | 50,000 | 5.4 | 9,000 | 10,000 | 1.6 | 9,000 |" in report  # not 8,000 / 0.9
     assert "median time to solve: **3.38**" in report
+
+
+def test_atari_running_mean_starts_at_the_100th_game_and_later_log_lines_win(tmp_path):
+    from bench.atari import earlier_rows, first_crossing, running_means
+
+    means = running_means([(float(t), 20.0 if t >= 100 else 0.0) for t in range(200)])
+    assert means[0] == (99.0, 0.0) and len(means) == 101
+    assert first_crossing(means, 18.0) == 189.0 and first_crossing(means, 21.0) is None
+    log = tmp_path / "pong.log"
+    log.write_text("pong seed 1: {'sb3': {'time_s': 9.0}}\nnoise\npong seed 1: {'ours': {'time_s': 5.0}}\n"
+                   "pong seed 1: {'sb3': {'time_s': 7.0}}\nbreakout seed 1: {'ours': {}}\n")
+    assert earlier_rows(str(log), "pong") == {1: {"sb3": {"time_s": 7.0}, "ours": {"time_s": 5.0}}}
