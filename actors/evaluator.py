@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -37,9 +37,10 @@ class Evaluator:
         return self._envs[:n]
 
     @torch.no_grad()
-    def run_episodes(self, episodes: int, seed: int, random_policy: bool = False) -> dict:
+    def run_episodes(self, episodes: int, seed: int, random_policy: bool = False,
+                     on_episode: Optional[Callable[[int, int], None]] = None) -> dict:
         """Episode i is seeded with seed + i; sampled actions draw from torch's generator seeded with `seed`.
-        Returns raw-reward statistics and the per-episode lists."""
+        Returns raw-reward statistics and the per-episode lists. `on_episode(done, episodes)` after each one."""
         torch.manual_seed(seed)
         envs = self._env_pool(min(episodes, self.max_parallel))
         rng = np.random.default_rng(seed)
@@ -48,7 +49,7 @@ class Evaluator:
         obs = [encode_obs(env.reset(seed=seed + i)[0], self.spaces) for i, env in enumerate(envs)]
         starts = np.ones(len(envs), bool)
         state = self.model.initial_state(len(envs))
-        next_episode = len(envs)
+        next_episode, finished = len(envs), 0
         if random_policy:
             for i, env in enumerate(envs):
                 env.action_space.seed(int(rng.integers(2**31)) + i)
@@ -63,6 +64,9 @@ class Evaluator:
                 lengths[ep] += 1
                 obs[i] = encode_obs(ob, self.spaces)
                 if term or trunc:
+                    finished += 1
+                    if on_episode is not None:
+                        on_episode(finished, episodes)
                     slot_episode[i] = next_episode if next_episode < episodes else None
                     if next_episode < episodes:
                         obs[i] = encode_obs(envs[i].reset(seed=seed + next_episode)[0], self.spaces)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Optional
@@ -21,6 +22,7 @@ from ray_a3c.common.config_reference import reference_table
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS
+from ray_a3c.common.logs import LEVELS, console, terminal_progress
 
 DEFAULT_PRESET = "cartpole"
 
@@ -48,7 +50,12 @@ def _workers(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="a3c", description="Distributed A3C on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    t = sub.add_parser("train", help="train a policy (local Ray by default)")
+    logging_flags = argparse.ArgumentParser(add_help=False)
+    logging_flags.add_argument("--log-level", choices=list(LEVELS), help="messages of the ray_a3c logger shown "
+                                                                         "(default info: progress lines)")
+    logging_flags.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    logging_flags.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
+    t = sub.add_parser("train", help="train a policy (local Ray by default)", parents=[logging_flags])
     t.add_argument("preset", nargs="?", help=f"preset name ({', '.join(preset_names())}) or a YAML file")
     t.add_argument("--env", help="env.id: a gymnasium id (ALE/Pong-v5), module:EnvId, module:ClassName or "
                                  "vizdoom:<scenario>; without a preset, the defaults of its family")
@@ -63,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
                    help="config override section.key=value (repeatable)")
-    e = sub.add_parser("evaluate", help="evaluate a run's checkpoint (no Ray needed)")
+    e = sub.add_parser("evaluate", help="evaluate a run's checkpoint (no Ray needed)", parents=[logging_flags])
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="best", help="latest | best | PATH (default best, else latest)")
     e.add_argument("--episodes", type=int, default=10)
@@ -74,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--gif", help="also record one episode to this .gif")
     e.add_argument("--policy", choices=("greedy", "sample"), help="how actions are chosen (default: the run's "
                                                                   "run.eval_policy)")
-    r = sub.add_parser("record", help="record episodes from a live env into a dataset .npz")
+    r = sub.add_parser("record", help="record episodes from a live env into a dataset .npz", parents=[logging_flags])
     r.add_argument("--env", required=True, help="gymnasium id or package.module:ClassName")
     r.add_argument("--policy", default="random", help="random | RUN_DIR (its best checkpoint, else latest)")
     r.add_argument("--epsilon", type=float, help="epsilon-greedy around the policy's mode action")
@@ -90,10 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
                                          "datasets and YAML files (default: the current directory)")
     j.add_argument("--pip", nargs="+", default=[], help="pip packages the job installs")
     j.add_argument("--no-follow", action="store_true", help="print the job id and return")
-    p = sub.add_parser("plot", help="six training panels from a run's TensorBoard data, as a PNG")
+    p = sub.add_parser("plot", help="six training panels from a run's TensorBoard data, as a PNG",
+                       parents=[logging_flags])
     p.add_argument("run_dir")
     p.add_argument("--out", help="PNG path (default RUN_DIR/plots/training.png)")
-    x = sub.add_parser("export", help="write a run's policy as a self-contained ONNX or torch.export file")
+    x = sub.add_parser("export", help="write a run's policy as a self-contained ONNX or torch.export file",
+                       parents=[logging_flags])
     x.add_argument("run_dir")
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="onnx (onnxruntime) | pt2 (torch)")
     x.add_argument("--out", required=True, help="the file to write (never overwritten)")
@@ -209,7 +218,8 @@ def _check_new_file(path: str, suffix: str, flag: str, overwrite: bool = True) -
 
 
 def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random_policy: bool) -> dict:
-    result = evaluator.run_episodes(args.episodes, args.seed, random_policy=random_policy)
+    result = evaluator.run_episodes(args.episodes, args.seed, random_policy=random_policy,
+                                    on_episode=terminal_progress("evaluating"))
     print(f"{cfg.env.id}: {label}")
     print(f"  {result['episodes']} episodes (seeds {args.seed}..{args.seed + result['episodes'] - 1}), return "
           f"{result['mean_return']:.2f} +- {result['ci95_return']:.2f} (95% CI; std {result['std_return']:.2f}, "
@@ -326,20 +336,26 @@ def main(argv: Optional[list[str]] = None) -> int:
             return cmd_submit(args, [a for a in extra if a != "--"])
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "evaluate":
-            return cmd_evaluate(args)
-        if args.command == "plot":
-            return cmd_plot(args)
-        if args.command == "record":
-            return cmd_record(args)
-        if args.command == "export":
-            return cmd_export(args)
-        return cmd_config(args)
+        with console(_log_level(args)):
+            return _dispatch(args)
     except A3CError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _log_level(args: argparse.Namespace) -> int:
+    """--log-level, else -q (warnings) or -v (debug), else info."""
+    if getattr(args, "log_level", None):
+        return LEVELS[args.log_level]
+    if getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "record": cmd_record,
+                "export": cmd_export, "config": cmd_config}
+    return commands[args.command](args)
 
 
 def console_main() -> None:

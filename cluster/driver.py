@@ -16,10 +16,11 @@ from ray_a3c.cluster.evaluation import EvalCycle, save_weights
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics, install_dashboard
 from ray_a3c.cluster.runtime import resolve_num_workers, session_dir, start_ray
-from ray_a3c.cluster.summary import RunSummary, process_age_s, progress_line
+from ray_a3c.cluster.summary import RunSummary, eta_s, process_age_s, progress_line
 from ray_a3c.common import checkpoint, metrics
 from ray_a3c.common.config import Config, from_dict
 from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.logs import log
 
 POLL_S = 0.1
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
@@ -242,7 +243,9 @@ class Trainer:
                                  metrics.COMM_FRACTION: stats["comm_fraction"], ENV_STEPS: stats["env_steps"],
                                  ENV_RECREATIONS: self._last_counters.get("env_recreations", 0)},
                                 self.fleet.restarts)
-        self._say(progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval))
+        run = self.config.run
+        eta = eta_s(now - self.t0, stats["env_steps"], fps, run.total_env_steps, run.time_limit_s)
+        self._say(progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval, eta))
 
     def _record_episodes(self, train_s: float, env_steps: int, returns: list, lengths: list) -> None:
         """Training episodes as they finish, in RUN_DIR/episodes.csv (train_s, env_steps, return, length; time
@@ -330,7 +333,7 @@ class Trainer:
 
     def _say(self, text: str) -> None:
         if not self.quiet:
-            print(text, flush=True)
+            log.info(text)
 
 
 def _delivered_env_steps(refs: list) -> Optional[int]:

@@ -57,10 +57,28 @@ def process_age_s() -> float:
 
 
 def progress_line(elapsed: float, stats: dict, fps: float, mean_ret: Optional[float],
-                   last_eval: Optional[float]) -> str:
+                  last_eval: Optional[float], eta: Optional[float] = None) -> str:
     ret = f"{mean_ret:8.1f}" if mean_ret is not None else "       -"
     ev = f"{last_eval:8.1f}" if last_eval is not None else "       -"
     lag = stats["policy_lag_mean"]
-    return (f"[{elapsed:7.1f}s] steps {stats['env_steps']:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
+    line = (f"[{elapsed:7.1f}s] steps {stats['env_steps']:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
             f"eval {ev} | version {stats['version']:>9,} | lag {lag if lag is not None else 0:4.1f}")
+    return line if eta is None else f"{line} | eta {format_duration(eta)}"
 
+
+def eta_s(elapsed: float, env_steps: int, fps: float, total_env_steps: int,
+          time_limit_s: Optional[float]) -> Optional[float]:
+    """Seconds until the first budget runs out: the env steps left at the current rate, or the time limit's
+    rest; None while the rate is unknown and no time limit is set."""
+    candidates = [max(time_limit_s - elapsed, 0.0)] if time_limit_s is not None else []
+    if fps > 0:
+        candidates.append(max(total_env_steps - env_steps, 0) / fps)
+    return min(candidates) if candidates else None
+
+
+def format_duration(seconds: float) -> str:
+    """3725 -> '1h02m', 83 -> '1m23s', 9 -> '9s'."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

@@ -35,6 +35,7 @@ def train(config: ConfigSource = "cartpole", *, run_dir: Optional[str] = None, r
     Bad input raises `ray_a3c.A3CError` before anything is written or started.
     """
     from ray_a3c.cluster.launch import build_config, prepare_new, prepare_resume, run_training, use_working_directory
+    from ray_a3c.common.logs import console, has_destination
 
     use_working_directory()
     flat = _flat_overrides(overrides)
@@ -45,7 +46,10 @@ def train(config: ConfigSource = "cartpole", *, run_dir: Optional[str] = None, r
     else:
         preset = config if isinstance(config, str) else None
         prepared = prepare_new(build_config(config, flat), preset)
-    return run_training(prepared, quiet)
+    if quiet or has_destination():
+        return run_training(prepared, quiet)
+    with console():  # nothing routes the ray_a3c logger: show progress on stdout, as the CLI does
+        return run_training(prepared, quiet)
 
 
 def load_policy(run_dir: str, checkpoint: str = "best"):
