@@ -14,7 +14,7 @@ Nothing evaluates during training on any side. Sample Factory runs in its own ve
 `sf_main` below: SF's own train/enjoy entry points with its Atari env factory pointed at the v5 env.
 
     .venv/bin/python -m bench.atari [--rows pong breakout] [--frames 10000000] [--seed 0] [--sides ours,sb3,sf]
-        [--workers 2] [--envs 16] [--eval-games 30] [--ours-as-shipped] [--rows-from LOG ...] [--section atari]
+        [--workers 2] [--envs 16] [--eval-games 30] [--rows-from LOG ...] [--section atari]
         [--no-write]  (seeds: one per invocation, each printing `<row> seed N: {...}`; --rows-from merges them)
 """
 from __future__ import annotations
@@ -43,9 +43,6 @@ FRAME_SKIP, EVAL_EPISODES, EVAL_SEED = 4, 30, 11
 ROWS = {"pong": ("Pong", 18.0), "breakout": ("Breakout", 50.0)}  # row -> (ALE game, target of the training mean)
 SIDES = ("ours", "sb3", "sf")
 NAMES = {"ours": "ray-a3c", "sb3": "SB3 A2C (rl-zoo)", "sf": "Sample Factory APPO"}
-FIRE_RESET = "stable_baselines3.common.atari_wrappers:FireResetEnv"  # what SB3's AtariWrapper and SF's env use
-OUR_WRAPPERS = ("env.wrappers=[{AtariPreprocessing: {frame_skip: 4, screen_size: 84, grayscale_obs: true, "
-                f"noop_max: 30}}}}, LifeLossEnd, '{FIRE_RESET}', {{ClipReward: {{min_reward: -1, max_reward: 1}}}}]")
 SF_LAUNCH = "import sys; from bench.atari import sf_main; sys.exit(sf_main(sys.argv[1:]))"
 
 
@@ -77,14 +74,12 @@ def _result(means: list, target: float, returns: list, fps: float, frames: int) 
 
 
 # -- ray-a3c -----------------------------------------------------------------------------------------------------
-def run_ours(game: str, target: float, seed: int, frames: int, workers: int, envs: int, fire_reset: bool,
-             eval_games: int) -> dict:
+def run_ours(game: str, target: float, seed: int, frames: int, workers: int, envs: int, eval_games: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
         cmd = [A3C, "train", "atari", "--env", f"ALE/{game}-v5", "--seed", str(seed), "--num-workers", str(workers),
                "--run-dir", run_dir, "--set", "run.evaluate=false", "run.stop_return=null", "run.gif_every=0",
-               f"run.total_env_steps={frames // FRAME_SKIP}", f"env.num_envs_per_worker={envs}",
-               *([OUR_WRAPPERS] if fire_reset else [])]
+               f"run.total_env_steps={frames // FRAME_SKIP}", f"env.num_envs_per_worker={envs}"]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp)
         if out.returncode != 0:
             raise RuntimeError(f"a3c train exited {out.returncode}:\n{out.stdout[-2000:]}")
@@ -272,7 +267,7 @@ def render(rows: dict[str, dict[int, dict]], args: argparse.Namespace, command: 
              f"Machine: {machine()}. Command: `{command}`. Each side: ALE/<Game>-v5 (sticky actions 0.25, minimal "
              "actions) made with frameskip=1; 30 no-ops, frame skip 4 (max of the last two), FIRE at reset, 84x84 "
              "gray, 4 stacked frames; life loss and reward clipping in training only; CPU; one side at a time. "
-             f"ray-a3c: preset `atari` ({args.workers} workers x {args.envs} envs, async){_our_note(args)}. SB3: "
+             f"ray-a3c: preset `atari` ({args.workers} workers x {args.envs} envs, async) as shipped. SB3: "
              "rl-zoo's A2C `atari` entry (16 envs, n_steps 5, ent 0.01, vf 0.25, RMSpropTFLike alpha 0.99 eps 1e-5, "
              "clip 0.5), learning rate 7e-4 decaying linearly as ours (the zoo keeps it constant). SF: its Atari "
              f"example's defaults (APPO: PPO clip 0.1, rollout 128, 4 epochs, Adam 2.5e-4 linear, normalized inputs "
@@ -311,12 +306,6 @@ def render(rows: dict[str, dict[int, dict]], args: argparse.Namespace, command: 
     return "\n".join(lines)
 
 
-def _our_note(args: argparse.Namespace) -> str:
-    if args.ours_as_shipped:
-        return ", as shipped: no FIRE at reset (SB3's and SF's wrappers press it)"
-    return f", plus `{FIRE_RESET}` after LifeLossEnd (`--set env.wrappers=...`) for the others' FIRE at reset"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
@@ -327,7 +316,6 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=16, help="ours and SF: envs per worker (SB3: the zoo's 16)")
     parser.add_argument("--eval-games", type=int, default=EVAL_EPISODES, help="whole games in the final "
                         "evaluation (the issue asks for >= 30; fewer only for smoke runs)")
-    parser.add_argument("--ours-as-shipped", action="store_true", help="no FIRE-at-reset wrapper on our side")
     parser.add_argument("--rows-from", nargs="+", default=[], metavar="LOG",
                         help="merge the per-seed rows earlier invocations printed (a side run now replaces its row)")
     parser.add_argument("--section", default="atari", help="the BENCHMARKS.md section these rows replace")
@@ -344,7 +332,6 @@ def main() -> None:
     command = (f".venv/bin/python -m bench.atari --rows {' '.join(args.rows)} --frames {args.frames} --seed "
                f"{args.seed} --sides {','.join(sides)} --workers {args.workers} --envs {args.envs}"
                + (f" --eval-games {args.eval_games}" if args.eval_games != EVAL_EPISODES else "")
-               + (" --ours-as-shipped" if args.ours_as_shipped else "")
                + (" --rows-from " + " ".join(os.path.basename(p) for p in args.rows_from) if args.rows_from else "")
                + ("" if args.section == "atari" else f" --section {args.section}"))
     rows: dict[str, dict[int, dict]] = {}
@@ -360,7 +347,7 @@ def main() -> None:
                 mine[side] = run_sb3(game, target, args.seed, args.frames, args.eval_games)
             elif side == "ours":
                 mine[side] = run_ours(game, target, args.seed, args.frames, args.workers, args.envs,
-                                      not args.ours_as_shipped, args.eval_games)
+                                      args.eval_games)
             else:
                 mine[side] = run_sf(game, target, args.seed, args.frames, args.workers, args.envs, args.eval_games)
             print(f"{row} seed {args.seed}: {mine}", flush=True)

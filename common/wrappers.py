@@ -46,6 +46,26 @@ class LifeLossEnd(gym.Wrapper):
         return obs, reward, terminated or life_lost, truncated, info
 
 
+class FireReset(gym.Wrapper):
+    """After every reset (a lost life's too, behind LifeLossEnd) press FIRE once, for games that wait for it to
+    serve (Breakout): a policy that never learnt to press it would stall the game to its time limit. A no-op for
+    envs whose action meanings have no FIRE."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        meanings = getattr(env.unwrapped, "get_action_meanings", lambda: [])()
+        self._fire = meanings.index("FIRE") if "FIRE" in meanings else None
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        if self._fire is None:
+            return obs, info
+        obs, _, terminated, truncated, info = self.env.step(self._fire)
+        if terminated or truncated:  # rare: the serve ended the episode; start over without firing again
+            obs, info = self.env.reset(**kwargs)
+        return obs, info
+
+
 class GameStatistics(gym.Wrapper):
     """Innermost wrapper: when the game itself ends, `info` carries its own return and length
     (`GAME_RETURN`, `GAME_LENGTH`), whatever training-only wrappers (clipped rewards, lives as episodes) make
@@ -69,7 +89,7 @@ class GameStatistics(gym.Wrapper):
 
 
 GAME_RETURN, GAME_LENGTH = "game_return", "game_length"  # info keys set by GameStatistics
-OWN_WRAPPERS = {"LifeLossEnd": LifeLossEnd}
+OWN_WRAPPERS = {"LifeLossEnd": LifeLossEnd, "FireReset": FireReset}
 # gymnasium and own wrappers that change rewards or episode ends: never in an evaluation
 TRAINING_ONLY = frozenset({"ClipReward", "TransformReward", "NormalizeReward", "LifeLossEnd"})
 

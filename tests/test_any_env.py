@@ -197,7 +197,7 @@ def test_an_atari_id_takes_the_whole_atari_preset():
     cfg, family = build_family_config({"env.id": "ALE/Breakout-v5"})
     assert family is Family.ATARI and cfg.env.frame_stack == 4
     assert [spec.name for spec in parse_wrappers(cfg.env.wrappers)] == ["AtariPreprocessing", "LifeLossEnd",
-                                                                        "ClipReward"]
+                                                                        "FireReset", "ClipReward"]
     assert probe_spaces(cfg.env).image_shape == (4, 84, 84)
 
 
@@ -220,3 +220,15 @@ def test_a_wrappers_own_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch
     with user_module_runtime_env("CartPole-v1", [{"mywrappers:Shaping": {"bonus": 1}}, "ClipReward"]) as runtime_env:
         assert runtime_env == {"py_modules": [str(tmp_path / "mywrappers")]}
 
+
+
+def test_fire_reset_serves_after_each_reset_where_the_game_has_fire():
+    pytest.importorskip("ale_py")
+    cfg = validate(from_flat({"env.id": "ALE/Breakout-v5", "env.kwargs": {"frameskip": 1},
+                              "env.wrappers": ["FireReset"]}, Config()))
+    env = make_env(cfg.env)
+    _, info = env.reset(seed=0)
+    assert info["episode_frame_number"] == 1  # one step (FIRE) taken inside the reset
+    catch = make_env(EnvConfig(id=CATCH, wrappers=["FireReset"]))  # no FIRE among its actions: untouched
+    _, info = catch.reset(seed=0)
+    assert catch.unwrapped._ball_row == 0
