@@ -30,9 +30,9 @@ class EnvConfig:
     kwargs: dict = _f({}, "keyword arguments passed to gymnasium.make / your env class")
     wrappers: list = _f([], "gymnasium wrappers in front of the env, in order: `Name`, `{Name: {kwargs}}` or "
                             "`{wrapper: Name, kwargs: {...}, training_only: bool}`; Name is a class of "
-                            "gymnasium.wrappers, LifeLossEnd, FireReset, or module:Class; reward- and episode-changing ones "
-                            "(ClipReward, TransformReward, NormalizeReward, LifeLossEnd) are training-only: "
-                            "evaluations score the game's own return")
+                            "gymnasium.wrappers, LifeLossEnd, FireReset, or module:Class; reward- and "
+                            "episode-changing ones (ClipReward, TransformReward, NormalizeReward, LifeLossEnd) are "
+                            "training-only: evaluations score the game's own return")
     dataset: Optional[str] = _f(None, "train from this recorded .npz, or `minari:<dataset_id>` from the local "
                                       "Minari data path, instead of stepping env.id (the evaluator plays it live)")
     num_envs_per_worker: int = _f(8, "env copies per worker, stepped as one gymnasium vector env")
