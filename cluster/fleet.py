@@ -17,6 +17,7 @@ from ray_a3c.cluster.remote import (
     RemoteParameterServer,
     RemoteWorker,
 )
+from ray_a3c.cluster.reservation import Reservation
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
@@ -46,11 +47,12 @@ class Fleet:
         self._worker_nodes: dict[int, str] = {}  # rank -> node id, learnt at the first synchronous round
         self.loops = WorkerLoops(self, config.cluster.worker_timeout_s, config.cluster.max_worker_failures, say)
         self.placement = PlacementWatch(config.cluster.start_timeout_s, say)
+        self.reservation: Optional[Reservation] = None  # the run's placement group, made by spawn_all
         self.run_tag = run_tag(os.path.dirname(os.path.abspath(ckpt_dir)))
 
     # -- actor options ---------------------------------------------------------------------------------
     def _options(self, name: str, num_cpus: float, num_gpus: float = 0.0, restarts: int = 0,
-                 spread: bool = False) -> dict:
+                 spread: bool = False, role: Optional[str] = None) -> dict:
         # No runtime_env: CPU actors hide the GPUs themselves (remote.hide_gpus, first thing in their constructor).
         # With one, Ray starts a fresh process per actor instead of taking a Python worker it prestarted.
         # No task events: the PS serves hundreds of calls a second, and the GCS would keep an event for each
@@ -58,7 +60,10 @@ class Fleet:
         opts: dict = {"name": name, "namespace": self.config.cluster.namespace, "num_cpus": num_cpus,
                       "num_gpus": num_gpus, "max_restarts": restarts, "max_task_retries": 0,
                       "enable_task_events": False}
-        if spread:
+        reserved = self.reservation.strategy(role) if self.reservation is not None and role else None
+        if reserved is not None:
+            opts["scheduling_strategy"] = reserved  # the role's bundle of the run's placement group
+        elif spread:
             opts["scheduling_strategy"] = "SPREAD"
         return opts
 
@@ -70,7 +75,7 @@ class Fleet:
         c, learner = self.config.cluster, self.config.learner
         actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
         self.ps = actor_class.options(**self._options(
-            self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus)).remote(self.config, self.spaces)
+            self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus, role="ps")).remote(self.config, self.spaces)
         self.placement.watch("ps", self.ps, {"CPU": c.ps_num_cpus, "GPU": learner.num_gpus})
         self.placement.device = self.ps.get_counters.remote()
         if self.clock_start is not None:
@@ -91,14 +96,14 @@ class Fleet:
         self._worker_nodes.pop(rank, None)  # a replacement may land on another node
         self.workers[rank] = _create(RemoteWorker, self._options(
             self.actor_name(f"worker-{rank}"), c.worker_num_cpus, restarts=c.max_restarts,
-            spread=c.placement == "spread"), self.config, rank)
+            spread=c.placement == "spread", role=f"worker-{rank}"), self.config, rank)
         self.placement.watch(f"worker-{rank}", self.workers[rank], {"CPU": c.worker_num_cpus})
         return self.workers[rank]
 
     def spawn_evaluator(self) -> Any:
         c = self.config.cluster
         self.evaluator = _create(RemoteEvaluator, self._options(
-            self.actor_name("eval"), c.eval_num_cpus, restarts=c.max_restarts), self.config)
+            self.actor_name("eval"), c.eval_num_cpus, restarts=c.max_restarts, role="eval"), self.config)
         self.placement.watch("eval", self.evaluator, {"CPU": c.eval_num_cpus})
         return self.evaluator
 
@@ -135,6 +140,8 @@ class Fleet:
         """Ask Ray for the PS and the workers and return at once: calls queue behind each actor's constructor,
         so each worker starts as soon as it is ready. The evaluator is not started here (`spawn_evaluator`,
         once training runs): on a small machine it would compete with the workers' start-up for the CPU."""
+        self.reservation = Reservation(self.config, self.config.run.num_workers, f"a3c:{self.run_tag}")
+        self.reservation.wait(self.config.cluster.start_timeout_s)
         self.spawn_ps(resume_state)
         if self.config.cluster.aggregate == "node":
             self.spawn_aggregators()
@@ -223,6 +230,8 @@ class Fleet:
         for actor in [self.ps, *self.workers.values(), self.evaluator, *self.aggregators.values()]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
+        if self.reservation is not None:
+            self.reservation.release()  # a shared Ray (a notebook's, a cluster) gets the resources back
 
 
 def _create(actor_class: Any, options: dict, *args: Any, wait_s: float = 10.0) -> Any:

@@ -1,0 +1,73 @@
+"""The run's resources reserved as one placement group: a bundle for the parameter server, one per worker and
+one for the evaluator, placed together or not at all. A cluster that cannot hold them ends the run after
+`cluster.start_timeout_s` with one error naming what each actor asks and what is free; a replacement (a worker,
+the evaluator, a recreated PS) goes back into its role's bundle."""
+from __future__ import annotations
+
+from typing import Optional
+
+import ray
+from ray.util.placement_group import get_current_placement_group, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from ray_a3c.common.config import Config
+from ray_a3c.common.errors import A3CError
+
+STRATEGIES = {"spread": "SPREAD", "default": "PACK"}  # cluster.placement -> the group's strategy
+
+
+def role_resources(config: Config, num_workers: int) -> dict[str, dict]:
+    """What each actor of the run asks for, in bundle order: ps, worker-0.., eval (when the run evaluates)."""
+    c = config.cluster
+    roles = {"ps": {"CPU": c.ps_num_cpus, "GPU": config.learner.num_gpus}}
+    roles.update({f"worker-{rank}": {"CPU": c.worker_num_cpus} for rank in range(num_workers)})
+    if config.run.evaluate:
+        roles["eval"] = {"CPU": c.eval_num_cpus}
+    return {role: {k: float(v) for k, v in res.items() if v} for role, res in roles.items()}
+
+
+def describe(resources: dict) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items()) if v) + "}"
+
+
+class Reservation:
+    """One placement group for the run. Roles that ask for nothing (0 CPUs, no GPU) take no bundle. Inside a
+    placement group already (a Tune trial's), the run uses that one and reserves nothing of its own."""
+
+    def __init__(self, config: Config, num_workers: int, name: str):
+        self.roles = role_resources(config, num_workers)
+        self.index = {role: i for i, role in enumerate(r for r, res in self.roles.items() if res)}
+        self.group = None
+        if self.index and get_current_placement_group() is None:
+            bundles = [self.roles[role] for role in self.index]
+            self.group = placement_group(bundles, strategy=STRATEGIES[config.cluster.placement], name=name)
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until the group is placed; else remove it and raise the one error that says why."""
+        if self.group is None:
+            return
+        ready, _ = ray.wait([self.group.ready()], timeout=timeout_s)
+        if ready:
+            return
+        remove_placement_group(self.group)
+        self.group = None
+        free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+        total: dict = {}
+        for res in self.roles.values():
+            for key, value in res.items():
+                total[key] = total.get(key, 0.0) + value
+        asks = "; ".join(f"{role} waits for {describe(res)}" for role, res in self.roles.items() if res)
+        raise A3CError(f"after {timeout_s:g}s the cluster cannot hold the run's actors together ({asks}; "
+                       f"{describe(total)} in all); it has {describe(free) or 'nothing'} free: add nodes or lower "
+                       "run.num_workers / cluster.*_num_cpus / learner.num_gpus")
+
+    def strategy(self, role: str) -> Optional[PlacementGroupSchedulingStrategy]:
+        """Where `role`'s actor goes: its bundle (a replacement reuses it), or None outside the group."""
+        if self.group is None or role not in self.index:
+            return None
+        return PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=self.index[role])
+
+    def release(self) -> None:
+        if self.group is not None:
+            remove_placement_group(self.group)
+            self.group = None
