@@ -116,5 +116,5 @@ def save_weights(spaces: EnvSpaces, config: Config, taken: dict, path: str, extr
     model = build_model(spaces, config.model)
     set_flat_weights(model, taken["weights"])
     state = {"model": model.state_dict(), "counters": {"version": taken["version"], "env_steps": taken["env_steps"]},
-             **extra}
+             **({"spaces": spaces.env_spaces} if spaces.env_spaces else {}), **extra}
     checkpoint.save_atomic(state, path)

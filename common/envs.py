@@ -12,7 +12,15 @@ from ray_a3c.common.config import EnvConfig
 from ray_a3c.common.env_ids import VIZDOOM_PREFIX, EnvIdKind, env_builder, missing_package_hint, parse_env_id
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.observations import EnvSpaces, describe_spaces
-from ray_a3c.common.wrappers import GameStatistics, ImagesFirst, apply_wrappers, needs_layout, parse_wrappers
+from ray_a3c.common.spaces_io import space_to_data
+from ray_a3c.common.wrappers import (
+    GameStatistics,
+    ImagesFirst,
+    apply_wrappers,
+    images_first_space,
+    needs_layout,
+    parse_wrappers,
+)
 
 VIZDOOM_FRAME_SKIP = 4  # game tics per action when env.frame_skip is not set
 
@@ -84,8 +92,11 @@ def scalar_channels(cfg: EnvConfig) -> tuple:
 
 
 def make_policy_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
-    """One env as the policy sees it: `make_env` plus action rescaling when configured."""
-    env = make_env(cfg, render_mode)
+    """One env as the policy sees it: `make_env`, images as [C, H, W], actions rescaled when configured."""
+    return _policy_wrap(make_env(cfg, render_mode), cfg)
+
+
+def _policy_wrap(env: gym.Env, cfg: EnvConfig) -> gym.Env:
     if needs_layout(env.observation_space):
         env = ImagesFirst(env)
     if cfg.rescale_actions and isinstance(env.action_space, gym.spaces.Box):
@@ -97,6 +108,18 @@ def make_policy_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.En
         ones = np.ones(space.shape, np.float32)  # float32 bounds: no precision-loss warnings
         env = gym.wrappers.RescaleAction(env, -ones, ones)
     return env
+
+
+def spaces_from_env(obs: gym.Space, act: gym.Space, cfg: EnvConfig) -> EnvSpaces:
+    """What the model needs, from the spaces `make_env` gives (no env built): the policy's view of them
+    (`_policy_wrap`'s: images [C, H, W], actions in [-1, 1] when rescaled), and the env's own, as plain data
+    (`EnvSpaces.env_spaces`, stored in checkpoints so that `load_policy` builds no env)."""
+    policy_act = act
+    if cfg.rescale_actions and isinstance(act, gym.spaces.Box):
+        policy_act = gym.spaces.Box(-1.0, 1.0, act.shape, np.float32)
+    spaces = describe_spaces(images_first_space(obs), policy_act, scalar_channels(cfg))
+    spaces.env_spaces = {"observation": space_to_data(obs), "action": space_to_data(act)}
+    return spaces
 
 
 def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
@@ -117,11 +140,10 @@ def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
 
 
 def _probe_live(cfg: EnvConfig) -> EnvSpaces:
-    env = make_policy_env(cfg)
-    try:
-        return describe_spaces(env.observation_space, env.action_space, scalar_channels(cfg))
-    finally:
-        env.close()
+    env = make_env(cfg)
+    obs, act = env.observation_space, env.action_space
+    _policy_wrap(env, cfg).close()  # refuses what the policy's view cannot hold (unbounded actions rescaled)
+    return spaces_from_env(obs, act, cfg)
 
 
 class RandomWarmup(gym.Wrapper):

@@ -37,6 +37,7 @@ class EnvSpaces:
     image_shape: Optional[tuple] = None  # (C, H, W) for uint8 image observations, kept as uint8
     scalar_channels: tuple = ()  # image channels that each carry one number (env.observe_variables)
     parts: tuple = ()  # ObsPart per entry of a Dict observation, in key order; () otherwise
+    env_spaces: Optional[dict] = None  # the env's own spaces as plain data (spaces_io), when built from an env
 
     @property
     def has_images(self) -> bool:

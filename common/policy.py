@@ -15,11 +15,12 @@ from torch import nn
 
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config, load_run_config
-from ray_a3c.common.envs import make_env, probe_spaces
+from ray_a3c.common.envs import make_env, probe_spaces, spaces_from_env
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS
 from ray_a3c.common.models import ActorCritic, build_model
 from ray_a3c.common.observations import EnvSpaces
+from ray_a3c.common.spaces_io import space_from_data
 from ray_a3c.common.wrappers import image_plan, to_chw
 
 
@@ -109,15 +110,21 @@ class Policy:
     """A run's trained policy for one env copy: `act(obs, state) -> (action, state)` with the greedy (most
     likely) action, no Ray involved."""
 
-    def __init__(self, config: Config, state_dict: dict):
+    def __init__(self, config: Config, state_dict: dict, env_spaces: Optional[dict] = None):
+        """`env_spaces`: the env's spaces as a checkpoint stores them (no env is built); None builds one."""
         self.config = config
-        self.spaces = probe_spaces(config.env)
+        if env_spaces:
+            self.env_obs_space = space_from_data(env_spaces["observation"])
+            self.env_action_space = space_from_data(env_spaces["action"])
+            self.spaces = spaces_from_env(self.env_obs_space, self.env_action_space, config.env)
+        else:  # a checkpoint from before the spaces were stored
+            self.spaces = probe_spaces(config.env)
+            self.env_obs_space, self.env_action_space = _env_spaces(config)
         model = build_model(self.spaces, config.model)
         try:
             model.load_state_dict(state_dict)
         except (RuntimeError, KeyError) as exc:
             raise A3CError(f"checkpoint does not match the run's model: {str(exc).splitlines()[0]}") from None
-        self.env_obs_space, self.env_action_space = _env_spaces(config)
         self.graph = PolicyGraph(model, self.spaces, self.env_obs_space, self.env_action_space)
 
     @property
@@ -222,4 +229,4 @@ def load_policy(run_dir: str, checkpoint_name: str = "best") -> Policy:
     """`run_dir`'s policy from its `best` (else latest) checkpoint, `latest`, or a checkpoint path."""
     config = load_run_config(run_dir)
     state = checkpoint.load(checkpoint.resolve(run_dir, checkpoint_name))
-    return Policy(config, state["model"])
+    return Policy(config, state["model"], state.get("spaces"))

@@ -217,11 +217,9 @@ class ImagesFirst(gym.ObservationWrapper):
         space = env.observation_space
         if isinstance(space, gym.spaces.Dict):
             self.plans = {k: image_plan(s) for k, s in space.spaces.items()}
-            self.observation_space = gym.spaces.Dict({k: _chw_space(s, self.plans[k])
-                                                      for k, s in space.spaces.items()})
         else:
             self.plans = {None: image_plan(space)}
-            self.observation_space = _chw_space(space, self.plans[None])
+        self.observation_space = images_first_space(space)
 
     def observation(self, obs):
         if None in self.plans:
@@ -231,7 +229,11 @@ class ImagesFirst(gym.ObservationWrapper):
                 for k, v in obs.items()}
 
 
-def _chw_space(space: gym.Space, plan: Optional[tuple]) -> gym.Space:
+def images_first_space(space: gym.Space) -> gym.Space:
+    """The space `ImagesFirst` gives for `space`: images (alone or Dict entries) as uint8 [C, H, W]."""
+    if isinstance(space, gym.spaces.Dict):
+        return gym.spaces.Dict({k: images_first_space(s) for k, s in space.spaces.items()})
+    plan = image_plan(space)
     return space if plan is None else gym.spaces.Box(0, 255, plan[1], np.uint8)
 
 

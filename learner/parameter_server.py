@@ -88,6 +88,7 @@ class ParameterServer:
         torch.set_num_threads(1)
         torch.manual_seed(config.run.seed)
         self.config = config
+        self.env_spaces = spaces.env_spaces  # saved with the weights: load_policy then builds no env
         self.device = resolve_device(config.learner.device)
         self.model = build_model(spaces, config.model).to(self.device)
         self.flat = FlatParameters(self.model, parameter_groups(self.model))  # the model now views its buffer
@@ -324,7 +325,8 @@ class ParameterServer:
         """Everything a resume needs, as plain tensors and numbers (weights_only-loadable)."""
         return _to_cpu({"model": self.model.state_dict(),
                         "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-                        "counters": dict(self.counters), "config_yaml": yaml.safe_dump(self.config.to_dict())})
+                        "counters": dict(self.counters), "config_yaml": yaml.safe_dump(self.config.to_dict()),
+                        **({"spaces": self.env_spaces} if self.env_spaces else {})})
 
     def raise_counters(self, counter_floor: dict) -> None:
         """Counter floors without weights (a PS recreated before any checkpoint existed)."""

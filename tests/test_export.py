@@ -159,3 +159,36 @@ def test_act_takes_a_batch_and_samples_when_asked(tmp_path):
     lstm = load_policy(make_run(str(tmp_path), "lstm", **CASES["lstm"]))
     actions, state = lstm.act(observations[:3])
     assert actions.shape == (3,) and state[0].shape == (3, 8)
+
+
+def test_a_policy_loads_from_its_checkpoint_without_building_the_env(tmp_path, monkeypatch):
+    """The checkpoint stores the env's spaces: loading a ViZDoom policy starts no game, and it acts as the
+    policy built beside a live env does."""
+    run = make_run(str(tmp_path), "cnn", **CASES["cnn"])
+    frame = np.random.default_rng(0).integers(0, 255, (1, 84, 84), dtype=np.uint8)
+    expected, _ = load_policy(run).act(frame)
+
+    def no_env(*args, **kwargs):
+        raise AssertionError("load_policy built an env")
+
+    import ray_a3c.common.envs as envs
+    import ray_a3c.common.policy as policy_module
+
+    monkeypatch.setattr(envs, "make_env", no_env)
+    monkeypatch.setattr(policy_module, "make_env", no_env)
+    policy = load_policy(run)
+    assert policy.env_obs_space.shape == (1, 84, 84) and policy.act(frame)[0] == expected
+
+
+def test_spaces_survive_a_round_trip_through_plain_data():
+    import gymnasium as gym
+
+    from ray_a3c.common.spaces_io import space_from_data, space_to_data
+
+    spaces = [gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
+              gym.spaces.Box(np.array([-1.0, -2.0]), np.array([1.0, 3.0])), gym.spaces.Discrete(5, start=-2),
+              gym.spaces.Dict({"camera": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8), "n": gym.spaces.Discrete(3)})]
+    for space in spaces:
+        data = space_to_data(space)
+        assert space_from_data(data) == space, space
+        assert "array" not in repr(data)  # plain lists and numbers: weights_only-loadable
