@@ -34,7 +34,17 @@ import threading
 import time
 from collections import deque
 
-from bench.common import fail, fmt, machine, median, median_reached, today, update_section
+from bench.common import (
+    fail,
+    first_crossing,
+    fmt,
+    machine,
+    median,
+    median_reached,
+    running_means,
+    today,
+    update_section,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SF_PYTHON = os.path.join(ROOT, "bench", ".sf-venv", "bin", "python")
@@ -46,24 +56,9 @@ NAMES = {"ours": "ray-a3c", "sb3": "SB3 A2C (rl-zoo)", "sf": "Sample Factory APP
 SF_LAUNCH = "import sys; from bench.atari import sf_main; sys.exit(sf_main(sys.argv[1:]))"
 
 
-def running_means(games: list[tuple[float, float]], window: int = 100) -> list[tuple[float, float]]:
-    """(time, return) per game, in time order -> (time, mean of the last `window`) from the `window`-th game on."""
-    last: deque = deque(maxlen=window)
-    out = []
-    for t, ret in games:
-        last.append(ret)
-        if len(last) == window:
-            out.append((t, sum(last) / window))
-    return out
-
-
 def _num(value, spec: str) -> str:
     """A number, or '-' for none (a median over no values is nan)."""
     return "-" if value is None or value != value else format(value, spec)
-
-
-def first_crossing(points: list[tuple[float, float]], target: float):
-    return next((t for t, mean in points if mean >= target), None)
 
 
 def _result(means: list, target: float, returns: list, fps: float, frames: int) -> dict:

@@ -9,6 +9,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from typing import Callable, NoReturn, Optional
 
 EVAL_SEED = 100_000  # evaluation episode i is seeded EVAL_SEED + i, on every side
@@ -169,3 +170,21 @@ def sb3_time_to_target(model, eval_env, budget: int, snapshot_every: int, episod
     taken, wall = sb3_snapshots(model, budget, snapshot_every, vec_normalize)
     return {**first_solving(taken, sb3_evaluator(model, eval_env, episodes), target),
             "fps": model.num_timesteps / max(wall, 1e-9), "snapshots": len(taken)}
+
+
+def first_crossing(points: list[tuple[float, float]], target: Optional[float]) -> Optional[float]:
+    """The first time whose running mean reaches `target` (None: no target); `points` are (time, running mean)
+    in time order."""
+    return None if target is None else next((t for t, mean in points if mean >= target), None)
+
+
+def running_means(rows: list[tuple[float, float]], window: int = 100) -> list[tuple[float, float]]:
+    """(time, return) per episode -> (time, mean of the last `window` returns) after each episode, from the
+    `window`-th episode on (a mean of the first few lucky episodes is no result)."""
+    last: deque = deque(maxlen=window)
+    out = []
+    for t, ret in rows:
+        last.append(ret)
+        if len(last) == window:
+            out.append((t, sum(last) / window))
+    return out

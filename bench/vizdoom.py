@@ -26,10 +26,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections import deque
 from typing import Optional
 
-from bench.common import fail, fmt, machine, today, update_section
+from bench.common import fail, first_crossing, fmt, machine, running_means, today, update_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SF_PYTHON = os.path.join(ROOT, "bench", ".sf-venv", "bin", "python")
@@ -59,24 +58,6 @@ def our_settings(row: str) -> list[str]:
     if not found:
         fail("Sample Factory's health_gathering.cfg is not in bench/.sf-venv; run `make bench-sf-venv`")
     return [f"env.id=vizdoom:{found[0]}", "env.reward_scale=1.0", "env.medkit_bonus=1.0"]
-
-
-def first_crossing(points: list[tuple[float, float]], target: Optional[float]) -> Optional[float]:
-    """The first time whose running mean reaches `target` (None: no target); `points` are (time, running mean)
-    in time order."""
-    return None if target is None else next((t for t, mean in points if mean >= target), None)
-
-
-def running_means(rows: list[tuple[float, float]], window: int = 100) -> list[tuple[float, float]]:
-    """(time, return) per episode -> (time, mean of the last `window` returns) after each episode, from the
-    `window`-th episode on (a mean of the first few lucky episodes is no result)."""
-    last: deque = deque(maxlen=window)
-    out = []
-    for t, ret in rows:
-        last.append(ret)
-        if len(last) == window:
-            out.append((t, sum(last) / window))
-    return out
 
 
 def run_ours(row: str, seconds: float, workers: int, envs: int) -> dict:
