@@ -1,12 +1,12 @@
 """Evaluator: greedy, sampled or random-policy episodes with given weights, several envs batched."""
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
 import torch
 
+from ray_a3c.common.atomic import atomic_write
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import make_policy_env, probe_spaces, scoring_env_config
 from ray_a3c.common.flat import set_flat_weights
@@ -103,11 +103,9 @@ class Evaluator:
             env.close()
         images = [Image.fromarray(_distinct(np.asarray(f, np.uint8).squeeze(), i)) for i, f in enumerate(frames)]
         path = path.replace("{return}", f"{round(total, 1):g}")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        partial = f"{path}.partial"  # a run that stops mid-write must not leave a truncated .gif behind
-        images[0].save(partial, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps),
-                       loop=0)
-        os.replace(partial, path)
+        with atomic_write(path, makedirs=True) as tmp:  # a run stopped mid-write leaves no truncated .gif
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps),
+                           loop=0)
         return len(images), total
 
     def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:

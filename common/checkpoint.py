@@ -4,33 +4,22 @@ from __future__ import annotations
 import glob
 import os
 import re
-import tempfile
 import time
 from typing import Any
 
 import torch
 
+from ray_a3c.common.atomic import TMP_PREFIX, atomic_write
 from ray_a3c.common.errors import A3CError
 
 CKPT_PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
 
 
 def save_atomic(state: dict, path: str) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make checkpoints the one unreadable file of the run dir
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write to a temp file in the same directory, fsync, then rename over `path` (readable by all: mkstemp's
+    0600 would make checkpoints the one unreadable file of the run dir)."""
+    with atomic_write(path, suffix=".pt", fsync=True, makedirs=True) as tmp:
+        torch.save(state, tmp)
 
 
 def load(path: str) -> dict[str, Any]:
@@ -85,7 +74,7 @@ def save_versioned(state: dict, ckpt_dir: str, version: int, keep: int) -> str:
 def remove_stale_temp_files(directory: str, older_than_s: float = STALE_TMP_S) -> int:
     """Delete `.tmp-*` files that a killed process left behind; returns how many."""
     now, removed = time.time(), 0
-    for tmp in glob.glob(os.path.join(directory, ".tmp-*")):
+    for tmp in glob.glob(os.path.join(directory, TMP_PREFIX + "*")):
         try:
             if now - os.path.getmtime(tmp) > older_than_s:
                 os.unlink(tmp)
