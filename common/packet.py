@@ -2,9 +2,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 import numpy as np
+
+
+class Rejection(str, Enum):
+    """Why a gradient was not applied; an accepted packet's reason is "" (so `not reason` means accepted). A
+    str, so it compares equal to its value and travels in a packet as plain text does."""
+
+    STALE = "stale"  # computed from a version more than algo.max_policy_lag behind
+    NONFINITE = "nonfinite"  # NaN/inf in the gradient or the observation / return moments
+    DUPLICATE = "duplicate"  # a (sender, seq) the PS has counted already (a worker's resend)
+    EMPTY = "empty"  # an aggregate whose members were all left out by its aggregator
+    ALL_REJECTED = "all rejected"  # sync mode: no packet of the round was accepted
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -25,14 +40,14 @@ class GradientPacket:
     sender: str = ""  # the sending worker process (an id per incarnation): with `seq`, how the PS spots a resend
     seq: int = 0  # the sender's packet number, from 1; 0 = not tracked
     members: Optional[list] = None  # an aggregate (cluster.aggregate=node): its packets, gradients left out
-    rejected: str = ""  # set by an aggregator that left this member out ("stale" | "nonfinite")
+    rejected: str = ""  # set by an aggregator that left this member out (Rejection.STALE | NONFINITE)
 
 
 @dataclass
 class ApplyResult:
     accepted: bool
     version: int  # PS version after this packet
-    reason: str = ""  # "stale" | "nonfinite" when rejected
+    reason: str = ""  # a Rejection when rejected
     stop: bool = False  # the driver asked workers to finish
     weights: Optional[Any] = None  # the current version's weights (an ndarray, or an ObjectRef under Ray)
     counters: Optional[dict] = None  # sync mode: the PS's counters after the step (saves the driver a call)

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ray_a3c.common.flat import decode_gradient, encode_gradient
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection
 
 
 def _finite(packet: GradientPacket) -> bool:
@@ -39,9 +39,9 @@ def reduce_packets(packets: list[GradientPacket], version: int, max_policy_lag: 
     for packet in packets:
         packet.gradient = decode_gradient(packet.gradient)
         if not _finite(packet):
-            reasons.append("nonfinite")
+            reasons.append(Rejection.NONFINITE)
         elif version - packet.version > max_policy_lag:
-            reasons.append("stale")
+            reasons.append(Rejection.STALE)
         else:
             reasons.append("")
     for critic_only in (False, True):
@@ -64,7 +64,7 @@ def member_results(reply: ApplyResult, reasons: list[str], versions: list[int],
     results = []
     for reason, version in zip(reasons, versions):
         reason = reason or ("" if reply.accepted else reply.reason)
-        needs = reason == "stale" or reply.version - version >= weight_sync_every
+        needs = reason == Rejection.STALE or reply.version - version >= weight_sync_every
         results.append(ApplyResult(accepted=not reason, version=reply.version, reason=reason, stop=reply.stop,
                                    weights=reply.weights if needs else None))
     return results

@@ -15,7 +15,7 @@ from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import finite_norm, gradient_tensor
 from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection
 from ray_a3c.learner.flat_params import (
     FlatParameters,
     build_optimizer,
@@ -25,6 +25,7 @@ from ray_a3c.learner.flat_params import (
 )
 
 COUNTERS = ("version", "env_steps", "episodes", "rejected_stale", "rejected_nonfinite")
+REJECTION_COUNTERS = {Rejection.STALE: "rejected_stale", Rejection.NONFINITE: "rejected_nonfinite"}
 
 
 def build_optimizers(flat: FlatParameters, config: Config) -> dict[str, torch.optim.Optimizer]:
@@ -129,7 +130,8 @@ class ParameterServer:
         every = self.config.algo.weight_sync_every
         # a sender whose weights are fewer than weight_sync_every versions old gets none (fewer bytes out)
         return [ApplyResult(accepted=not reason, version=self.version, reason=reason, stop=self.stop_requested,
-                            weights=weights if reason == "stale" or self.version - packet.version >= every else None)
+                            weights=weights if reason == Rejection.STALE or self.version - packet.version >= every
+                            else None)
                 for packet, reason in zip(packets, reasons)]
 
     def apply_mean_gradients(self, *packets: GradientPacket) -> ApplyResult:
@@ -139,7 +141,7 @@ class ParameterServer:
         kept = [not reason for reason in self._step_on_mean(list(packets))]
         weights = self._current_weights()
         self.busy_s += time.perf_counter() - started
-        return ApplyResult(accepted=any(kept), version=self.version, reason="" if any(kept) else "all rejected",
+        return ApplyResult(accepted=any(kept), version=self.version, reason="" if any(kept) else Rejection.ALL_REJECTED,
                            stop=self.stop_requested, weights=weights, counters=self.get_counters())
 
     def _step_on_mean(self, packets: list[GradientPacket]) -> list[str]:
@@ -151,7 +153,7 @@ class ParameterServer:
         for packet in packets:
             grad = gradient_tensor(packet.gradient)  # the transport dtype, no copy: converted in the step's copy
             if packet.members is None and not self._first_sight(packet):
-                reasons.append("duplicate")  # a resend of a packet already counted: its aggregator forwarded it
+                reasons.append(Rejection.DUPLICATE)  # a resend of a packet already counted: its aggregator forwarded it
                 weights.append(0)
                 grads.append((grad, 0.0))
                 continue
@@ -183,7 +185,7 @@ class ParameterServer:
             return [(packet, reason)]
         for member in packet.members:
             if member.rejected:
-                self.counters["rejected_" + member.rejected] += 1
+                self.counters[REJECTION_COUNTERS[member.rejected]] += 1
         return [(m, m.rejected or reason) for m in packet.members]
 
     def _first_sight(self, packet: GradientPacket) -> bool:
@@ -205,14 +207,14 @@ class ParameterServer:
         is judged by its oldest accepted member, and its rejection is counted once per such member."""
         members = [m for m in packet.members if not m.rejected] if packet.members is not None else [packet]
         if not members:
-            return "empty"
+            return Rejection.EMPTY
         if not (math.isfinite(grad_norm) and all(
                 _finite_moments(m.obs_moments) and _finite_moments(m.return_moments) for m in members)):
-            self.counters["rejected_nonfinite"] += len(members)
-            return "nonfinite"
+            self.counters[REJECTION_COUNTERS[Rejection.NONFINITE]] += len(members)
+            return Rejection.NONFINITE
         if self.version - min(m.version for m in members) > self.config.algo.max_policy_lag:
-            self.counters["rejected_stale"] += len(members)
-            return "stale"
+            self.counters[REJECTION_COUNTERS[Rejection.STALE]] += len(members)
+            return Rejection.STALE
         return ""
 
     def _step(self, kept: list[tuple[torch.Tensor, float, int]], critic_only: bool = False) -> None:
