@@ -19,6 +19,7 @@ from ray_a3c.cluster.runtime import resolve_num_workers, session_dir, start_ray
 from ray_a3c.cluster.summary import RunSummary, process_age_s, progress_line
 from ray_a3c.common import checkpoint, metrics
 from ray_a3c.common.config import Config, from_dict
+from ray_a3c.common.counters import PSCounters, PSStatus
 from ray_a3c.common.envs import EnvSpaces
 
 POLL_S = 0.1
@@ -41,15 +42,15 @@ class Trainer:
         self.fleet: Optional[Fleet] = None
         self.writer: Optional[metrics.ScalarWriter] = None
         self.ray_metrics: Optional[RayMetrics] = None
-        self._last_counters: dict = dict((resume_state or {}).get("counters", {}))
-        self._first_version = int(self._last_counters.get("version", 0))
+        self._last_counters = PSStatus.from_dict((resume_state or {}).get("counters"))
+        self._first_version = self._last_counters.version
         self.t0: Optional[float] = None  # when the workers were started
         self._t0_epoch = 0.0  # the same moment on the wall clock (the PS stamps snapshots with it)
         self._last_log = self._last_ckpt = 0.0
         self._log_state: Optional[tuple] = None  # (time, counters) of the last progress line
         self.evals: Optional[EvalCycle] = None
         self._queued_round: Optional[tuple] = None
-        self._saved_counters: dict = {"version": -1}  # of the newest checkpoint this driver wrote
+        self._saved_counters = PSCounters(version=-1)  # of the newest checkpoint this driver wrote
         self._dataset_steps = _dataset_steps(self.config)
         self._last_100: collections.deque = collections.deque(maxlen=100)  # training episodes' returns
 
@@ -114,14 +115,14 @@ class Trainer:
         treated as dead (the loop checks it and recreates it from the newest checkpoint)."""
         return ray.get(getattr(self.ps, method).remote(*args), timeout=PS_TIMEOUT_S)
 
-    def _counters(self) -> dict:
+    def _counters(self) -> PSStatus:
         counters = self._ps_call("get_counters")
         self._note_counters(counters)
         return counters
 
-    def _note_counters(self, counters: dict) -> None:
+    def _note_counters(self, counters: PSStatus) -> None:
         self._last_counters = counters
-        if self.summary.first_gradient_s is None and counters["version"] > self._first_version:
+        if self.summary.first_gradient_s is None and counters.version > self._first_version:
             self.summary.first_gradient_s = process_age_s()
             self._say(f"first gradient applied {self.summary.first_gradient_s:.1f}s after the command started")
             if self.config.run.evaluate:
@@ -134,7 +135,7 @@ class Trainer:
         else:
             time.sleep(POLL_S)
             counters = self._counters()
-            self.fleet.check_loops(counters["packets"])
+            self.fleet.check_loops(counters.packets)
         now = time.perf_counter()
         self.fleet.poll_placement()
         self.evals.poll(self.fleet, self.t0, now)
@@ -146,7 +147,7 @@ class Trainer:
             self._last_ckpt = now
         return self._stop_reason(now, counters)
 
-    def _sync_step(self) -> dict:
+    def _sync_step(self) -> PSStatus:
         """Waits for one synchronous round while the next is already queued behind it (the PS runs calls in
         order), so workers start the next round as soon as the PS has stepped, not after this loop's
         bookkeeping. Returns the PS's counters after the finished round."""
@@ -202,11 +203,11 @@ class Trainer:
             result = self.ps.apply_mean_gradients.remote(*self.fleet.reduce_round(packets))
         return result, first
 
-    def _stop_reason(self, now: float, counters: dict) -> str:
+    def _stop_reason(self, now: float, counters: PSCounters) -> str:
         run = self.config.run
         if self.summary.solved_at_s is not None:
             return "solved"
-        if counters["env_steps"] >= run.total_env_steps:
+        if counters.env_steps >= run.total_env_steps:
             return "env_steps"
         if run.time_limit_s is not None and now - self.t0 >= run.time_limit_s:
             return "time_limit"
@@ -217,30 +218,30 @@ class Trainer:
         stats = self._ps_call("pull_stats")
         t_prev, c_prev = self._log_state
         dt = max(now - t_prev, 1e-9)
-        fps = (stats["env_steps"] - c_prev["env_steps"]) / dt
-        ups = (stats["version"] - c_prev["version"]) / dt
-        self._log_state = (now, {k: stats[k] for k in ("env_steps", "version")})
-        rets, lens = stats["episode_returns"], stats["episode_lengths"]
+        fps = (stats.env_steps - c_prev.env_steps) / dt
+        ups = (stats.version - c_prev.version) / dt
+        self._log_state = (now, stats.totals())
+        rets, lens = stats.episode_returns, stats.episode_lengths
         mean_ret = sum(rets) / len(rets) if rets else None
-        self._record_episodes(now - self.t0, stats["env_steps"], rets, lens)
+        self._record_episodes(now - self.t0, stats.env_steps, rets, lens)
         self.writer.write({
             metrics.EPISODE_RETURN: mean_ret, metrics.EPISODE_LENGTH: sum(lens) / len(lens) if lens else None,
-            **metrics.packet_scalars(stats["losses"]),
-            metrics.GRAD_NORM: stats["grad_norm_mean"], metrics.WEIGHT_NORM: stats["weight_norm"],
-            metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats["comm_fraction"],
-            metrics.PS_VERSION: stats["version"], metrics.POLICY_LAG: stats["policy_lag_mean"],
-            metrics.LR_FRACTION: stats["lr_fraction"], metrics.REJECTED_STALE: stats["rejected_stale"],
-            metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
-        }, stats["env_steps"])
+            **metrics.packet_scalars(stats.losses),
+            metrics.GRAD_NORM: stats.grad_norm_mean, metrics.WEIGHT_NORM: stats.weight_norm,
+            metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats.comm_fraction,
+            metrics.PS_VERSION: stats.version, metrics.POLICY_LAG: stats.policy_lag_mean,
+            metrics.LR_FRACTION: stats.lr_fraction, metrics.REJECTED_STALE: stats.rejected_stale,
+            metrics.REJECTED_NONFINITE: stats.rejected_nonfinite,
+        }, stats.env_steps)
         if self._dataset_steps:
-            self.writer.write({metrics.OFFLINE_EPOCHS: stats["env_steps"] / self._dataset_steps}, stats["env_steps"])
+            self.writer.write({metrics.OFFLINE_EPOCHS: stats.env_steps / self._dataset_steps}, stats.env_steps)
         self.ray_metrics.update({metrics.ENV_STEPS_PER_S: fps, metrics.EPISODE_RETURN: mean_ret,
-                                 metrics.EVAL_RETURN: self.summary.last_eval, metrics.PS_VERSION: stats["version"],
-                                 metrics.POLICY_LAG: stats["policy_lag_mean"], metrics.UPDATES_PER_S: ups,
-                                 metrics.REJECTED_STALE: stats["rejected_stale"],
-                                 metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
-                                 metrics.COMM_FRACTION: stats["comm_fraction"], ENV_STEPS: stats["env_steps"],
-                                 ENV_RECREATIONS: self._last_counters.get("env_recreations", 0)},
+                                 metrics.EVAL_RETURN: self.summary.last_eval, metrics.PS_VERSION: stats.version,
+                                 metrics.POLICY_LAG: stats.policy_lag_mean, metrics.UPDATES_PER_S: ups,
+                                 metrics.REJECTED_STALE: stats.rejected_stale,
+                                 metrics.REJECTED_NONFINITE: stats.rejected_nonfinite,
+                                 metrics.COMM_FRACTION: stats.comm_fraction, ENV_STEPS: stats.env_steps,
+                                 ENV_RECREATIONS: self._last_counters.env_recreations},
                                 self.fleet.restarts)
         self._say(progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval))
 
@@ -265,8 +266,8 @@ class Trainer:
     def _save_checkpoint(self) -> Optional[str]:
         state = self._ps_call("state_dict")
         state["best_eval_return"] = self.summary.best_eval
-        self._saved_counters = dict(state["counters"])
-        return checkpoint.save_versioned(state, self.ckpt_dir, state["counters"]["version"],
+        self._saved_counters = PSCounters.from_dict(state["counters"])
+        return checkpoint.save_versioned(state, self.ckpt_dir, self._saved_counters.version,
                                          self.config.run.keep_checkpoints)
 
     def _write_snapshots(self) -> None:
@@ -314,15 +315,15 @@ class Trainer:
         if self._log_state is not None:
             self._log(time.perf_counter())  # a last tick, so even short runs log every tag
         counters = self._ps_call("get_counters")
-        if counters["version"] != self._saved_counters["version"]:
+        if counters.version != self._saved_counters.version:
             path = self._save_checkpoint()  # the pushes that landed while the loops finished
             # An interrupted run does not wait for its loops, so pushes can land between the two calls: the
             # summary reports what the checkpoint holds, not the earlier reading.
-            counters = dict(counters, **self._saved_counters)
-        s.env_steps, s.version, s.episodes = counters["env_steps"], counters["version"], counters["episodes"]
-        s.rejected_stale, s.rejected_nonfinite = counters["rejected_stale"], counters["rejected_nonfinite"]
+            counters = dataclasses.replace(counters, **dataclasses.asdict(self._saved_counters))
+        s.env_steps, s.version, s.episodes = counters.env_steps, counters.version, counters.episodes
+        s.rejected_stale, s.rejected_nonfinite = counters.rejected_stale, counters.rejected_nonfinite
         s.restarts = dict(self.fleet.restarts)
-        s.env_recreations = counters.get("env_recreations", 0)
+        s.env_recreations = counters.env_recreations
         if self._dataset_steps:
             s.dataset_passes = s.env_steps / self._dataset_steps
         self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "

@@ -286,7 +286,7 @@ def test_the_defend_preset_as_shipped_passes_twice_observes_and_anneals():
         assert all("clip_fraction" in p.losses for p in seen[1::2])
         # full rates for the first half of the budget, then a linear fall to 0 at its end
         assert ps.lr_fraction() == 1.0
-        ps.counters["env_steps"] = int(0.75 * cfg.run.total_env_steps)
+        ps.counters.env_steps = int(0.75 * cfg.run.total_env_steps)
         assert ps.lr_fraction() == pytest.approx(0.5)
     finally:
         worker.close()
