@@ -21,6 +21,7 @@ from ray_a3c.common.config_reference import reference_table
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS
+from ray_a3c.common.keys import CKPT_COUNTERS, CKPT_MODEL
 
 DEFAULT_PRESET = "cartpole"
 
@@ -172,10 +173,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         path = checkpoint.resolve(args.run_dir, args.checkpoint)
         state = checkpoint.load(path)
         try:
-            evaluator.load_state_dict(state["model"])
+            evaluator.load_state_dict(state[CKPT_MODEL])
         except (RuntimeError, KeyError) as exc:
             raise A3CError(f"checkpoint '{path}' does not match the run's model: {str(exc).splitlines()[0]}") from None
-        label = f"{path} (version {state.get('counters', {}).get('version', '?')}, {cfg.run.eval_policy} actions)"
+        label = f"{path} (version {state.get(CKPT_COUNTERS, {}).get('version', '?')}, {cfg.run.eval_policy} actions)"
         result = _report(evaluator, args, cfg, label, random_policy=False)
         if args.gif:
             frames, episode_return = evaluator.record_gif(args.gif, args.seed)
@@ -250,7 +251,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
         evaluator = Evaluator(run_cfg)
         path = checkpoint.resolve(args.policy, "best")
-        evaluator.load_state_dict(checkpoint.load(path)["model"])
+        evaluator.load_state_dict(checkpoint.load(path)[CKPT_MODEL])
         model, label = evaluator.model, f"{path}" + (f" epsilon-greedy {args.epsilon}" if args.epsilon is not None
                                                      else " (sampled)")
     probe_spaces(env_cfg)

@@ -21,6 +21,7 @@ from ray_a3c.common import checkpoint, metrics
 from ray_a3c.common.config import Config, from_dict
 from ray_a3c.common.counters import PSCounters, PSStatus
 from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.keys import CKPT_BEST_EVAL_RETURN, CKPT_COUNTERS, CKPT_TRAIN_S
 
 POLL_S = 0.1
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
@@ -38,11 +39,11 @@ class Trainer:
         self.config = from_dict(config.to_dict())  # a copy: resolving `auto` must not change the caller's
         self.spaces, self.run_dir, self.resume_state, self.quiet = spaces, run_dir, resume_state, quiet
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
-        self.summary = RunSummary(run_dir=run_dir, best_eval=(resume_state or {}).get("best_eval_return"))
+        self.summary = RunSummary(run_dir=run_dir, best_eval=(resume_state or {}).get(CKPT_BEST_EVAL_RETURN))
         self.fleet: Optional[Fleet] = None
         self.writer: Optional[metrics.ScalarWriter] = None
         self.ray_metrics: Optional[RayMetrics] = None
-        self._last_counters = PSStatus.from_dict((resume_state or {}).get("counters"))
+        self._last_counters = PSStatus.from_dict((resume_state or {}).get(CKPT_COUNTERS))
         self._first_version = self._last_counters.version
         self.t0: Optional[float] = None  # when the workers were started
         self._t0_epoch = 0.0  # the same moment on the wall clock (the PS stamps snapshots with it)
@@ -265,8 +266,8 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Optional[str]:
         state = self._ps_call("state_dict")
-        state["best_eval_return"] = self.summary.best_eval
-        self._saved_counters = PSCounters.from_dict(state["counters"])
+        state[CKPT_BEST_EVAL_RETURN] = self.summary.best_eval
+        self._saved_counters = PSCounters.from_dict(state[CKPT_COUNTERS])
         return checkpoint.save_versioned(state, self.ckpt_dir, self._saved_counters.version,
                                          self.config.run.keep_checkpoints)
 
@@ -274,7 +275,7 @@ class Trainer:
         if not self.config.run.snapshot_every_env_steps:
             return
         for snap in self._ps_call("pop_snapshots"):
-            extra = {"train_s": snap["time"] - self._t0_epoch}
+            extra = {CKPT_TRAIN_S: snap["time"] - self._t0_epoch}
             path = os.path.join(self.run_dir, "snapshots", f"{snap['env_steps']}.pt")
             save_weights(self.spaces, self.config, snap, path, extra)
 

@@ -15,6 +15,15 @@ from ray_a3c.common import checkpoint, metrics
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import set_flat_weights
+from ray_a3c.common.keys import (
+    CKPT_BEST_EVAL_RETURN,
+    CKPT_COUNTERS,
+    CKPT_EVAL_EPISODES,
+    CKPT_EVAL_RETURN_MEAN,
+    CKPT_EVAL_RETURN_STD,
+    CKPT_EVAL_SEED,
+    CKPT_MODEL,
+)
 from ray_a3c.common.models import build_model
 from ray_a3c.common.selection import EvalJudge, episode_stats
 
@@ -105,8 +114,8 @@ class EvalCycle:
         self.writer.write({metrics.EVAL_RETURN: result["mean_return"]}, result["env_steps"])
 
     def _save_best(self, result: dict, stats: Any) -> None:
-        extra = {"eval_return_mean": stats.mean, "eval_return_std": stats.std, "eval_episodes": stats.episodes,
-                 "eval_seed": self.seed, "best_eval_return": stats.mean}
+        extra = {CKPT_EVAL_RETURN_MEAN: stats.mean, CKPT_EVAL_RETURN_STD: stats.std, CKPT_EVAL_EPISODES: stats.episodes,
+                 CKPT_EVAL_SEED: self.seed, CKPT_BEST_EVAL_RETURN: stats.mean}
         save_weights(self.spaces, self.config, result, os.path.join(self.run_dir, "checkpoints", "best.pt"), extra)
 
 
@@ -115,6 +124,6 @@ def save_weights(spaces: EnvSpaces, config: Config, taken: dict, path: str, extr
     `taken` holds weights, version and env_steps."""
     model = build_model(spaces, config.model)
     set_flat_weights(model, taken["weights"])
-    state = {"model": model.state_dict(), "counters": {"version": taken["version"], "env_steps": taken["env_steps"]},
-             **extra}
+    counters = {"version": taken["version"], "env_steps": taken["env_steps"]}
+    state = {CKPT_MODEL: model.state_dict(), CKPT_COUNTERS: counters, **extra}
     checkpoint.save_atomic(state, path)

@@ -22,6 +22,7 @@ from ray_a3c.common.config import Config
 from ray_a3c.common.counters import PSCounters
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.keys import CKPT_COUNTERS
 
 
 def run_tag(run_dir: str) -> str:
@@ -199,7 +200,7 @@ class Fleet:
         ray.kill(self.ps, no_restart=True)
         found = checkpoint.list_checkpoints(self.ckpt_dir)
         state = checkpoint.load(found[-1]) if found else None
-        saved_version = state["counters"]["version"] if state else 0
+        saved_version = PSCounters.from_dict(state[CKPT_COUNTERS]).version if state else 0
         self.lost_updates += max(0, last_counters.version - saved_version)
         self.spawn_ps(state, last_counters.totals())
         self.say(f"parameter server died: recreated from {found[-1] if found else 'fresh weights'} "

@@ -11,6 +11,7 @@ import torch
 
 from ray_a3c.common.atomic import TMP_PREFIX, atomic_write
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS, CKPT_MODEL, CKPT_OPTIMIZERS
 
 CKPT_PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
 
@@ -29,7 +30,7 @@ def load(path: str) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated / foreign files
         raise A3CError(f"checkpoint '{path}' is unreadable or corrupt ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state:
+    if not isinstance(state, dict) or CKPT_MODEL not in state:
         raise A3CError(f"checkpoint '{path}' is not a ray-a3c checkpoint (no model weights)")
     problem = _type_problem(state)
     if problem:
@@ -38,17 +39,17 @@ def load(path: str) -> dict[str, Any]:
 
 
 def _type_problem(state: dict) -> str:
-    model = state["model"]
+    model = state[CKPT_MODEL]
     if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in model.items()):
         return "'model' must map parameter names to tensors"
-    counters = state.get("counters", {})
+    counters = state.get(CKPT_COUNTERS, {})
     if not isinstance(counters, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  for v in counters.values()):
         return "'counters' must map names to numbers"
-    if "optimizers" in state and not isinstance(state["optimizers"], dict):
+    if CKPT_OPTIMIZERS in state and not isinstance(state[CKPT_OPTIMIZERS], dict):
         return "'optimizers' must be a mapping"
-    if not isinstance(state.get("config_yaml", ""), str):
+    if not isinstance(state.get(CKPT_CONFIG_YAML, ""), str):
         return "'config_yaml' must be text"
     return ""
 

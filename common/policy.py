@@ -18,6 +18,7 @@ from ray_a3c.common.config import Config, load_run_config
 from ray_a3c.common.envs import make_env, probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS
+from ray_a3c.common.keys import CKPT_MODEL
 from ray_a3c.common.models import ActorCritic, build_model
 from ray_a3c.common.observations import EnvSpaces
 from ray_a3c.common.wrappers import image_plan, to_chw
@@ -222,4 +223,4 @@ def load_policy(run_dir: str, checkpoint_name: str = "best") -> Policy:
     """`run_dir`'s policy from its `best` (else latest) checkpoint, `latest`, or a checkpoint path."""
     config = load_run_config(run_dir)
     state = checkpoint.load(checkpoint.resolve(run_dir, checkpoint_name))
-    return Policy(config, state["model"])
+    return Policy(config, state[CKPT_MODEL])

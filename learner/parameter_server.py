@@ -16,6 +16,7 @@ from ray_a3c.common.config import Config
 from ray_a3c.common.counters import PSCounters, PSStatus, WindowStats
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import finite_norm, gradient_tensor
+from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS, CKPT_MODEL, CKPT_OPTIMIZERS
 from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection
 from ray_a3c.learner.flat_params import (
@@ -322,9 +323,10 @@ class ParameterServer:
 
     def state_dict(self) -> dict:
         """Everything a resume needs, as plain tensors and numbers (weights_only-loadable)."""
-        return _to_cpu({"model": self.model.state_dict(),
-                        "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-                        "counters": self.counters.to_dict(), "config_yaml": yaml.safe_dump(self.config.to_dict())})
+        return _to_cpu({CKPT_MODEL: self.model.state_dict(),
+                        CKPT_OPTIMIZERS: {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                        CKPT_COUNTERS: self.counters.to_dict(),
+                        CKPT_CONFIG_YAML: yaml.safe_dump(self.config.to_dict())})
 
     def raise_counters(self, counter_floor: PSCounters) -> None:
         """Counter floors without weights (a PS recreated before any checkpoint existed)."""
@@ -334,10 +336,10 @@ class ParameterServer:
         """Restore weights, optimizer state and counters. `counter_floor` (the last counters seen before a crash) keeps
         counters from going backwards: env steps really taken stay counted, and the version jumps past every
         version handed out before, so no packet from the lost weights can pass as fresh."""
-        self.model.load_state_dict(state["model"])  # copies into the flat buffer's views
+        self.model.load_state_dict(state[CKPT_MODEL])  # copies into the flat buffer's views
         for name, opt in self.optimizers.items():
-            load_optimizer_state(opt, state["optimizers"][name], name)  # per-tensor states (older) are joined
-        self.counters = PSCounters.from_dict(state["counters"])
+            load_optimizer_state(opt, state[CKPT_OPTIMIZERS][name], name)  # per-tensor states (older) are joined
+        self.counters = PSCounters.from_dict(state[CKPT_COUNTERS])
         if counter_floor is not None:
             self.raise_counters(counter_floor)
         self._published = (-1, None)
