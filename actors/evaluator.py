@@ -1,7 +1,8 @@
 """Evaluator: greedy, sampled or random-policy episodes with given weights, several envs batched."""
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass, fields
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ class Evaluator:
         return self._envs[:n]
 
     @torch.no_grad()
-    def run_episodes(self, episodes: int, seed: int, random_policy: bool = False) -> dict:
+    def run_episodes(self, episodes: int, seed: int, random_policy: bool = False) -> EvalResult:
         """Episode i is seeded with seed + i; sampled actions draw from torch's generator seeded with `seed`.
         Returns raw-reward statistics and the per-episode lists."""
         torch.manual_seed(seed)
@@ -108,19 +109,19 @@ class Evaluator:
                            loop=0)
         return len(images), total
 
-    def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:
+    def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> EvalResult:
         """Pull the PS's current weights and evaluate them; the result carries the version and weights.
         With `gif_path` (`{env_steps}` and `{return}` are filled in), one more episode is recorded as a GIF."""
         version, weights, env_steps = ps.get_weights()
         self.set_weights(weights)
         result = self.run_episodes(episodes, seed)
-        result.update(version=version, env_steps=env_steps, weights=weights)
+        result.version, result.env_steps, result.weights = version, env_steps, weights
         if gif_path:
-            result["gif_frames"], result["gif_return"] = self.record_gif(
+            result.gif_frames, result.gif_return = self.record_gif(
                 gif_path.replace("{env_steps}", str(env_steps)), seed)
         return result
 
-    def evaluate_weights(self, weights: np.ndarray, episodes: int, seed: int) -> dict:
+    def evaluate_weights(self, weights: np.ndarray, episodes: int, seed: int) -> EvalResult:
         """Episodes of the given weights (the extension of a screening: same weights, the next seeds)."""
         self.set_weights(weights)
         return self.run_episodes(episodes, seed)
@@ -139,9 +140,37 @@ def _distinct(frame: np.ndarray, index: int) -> np.ndarray:
     return frame
 
 
-def summarize(returns: np.ndarray, lengths: np.ndarray) -> dict:
+@dataclass
+class EvalResult:
+    """An evaluation: raw-reward statistics over its episodes and the returns themselves; `evaluate_latest`
+    adds which weights were scored (and the GIF it recorded)."""
+
+    mean_return: float
+    std_return: float
+    ci95_return: float
+    min_return: float
+    max_return: float
+    episodes: int
+    mean_length: float
+    returns: list  # per episode, in seed order
+    version: Optional[int] = None  # evaluate_latest: the PS version evaluated...
+    env_steps: Optional[int] = None  # ...its env-step count...
+    weights: Any = None  # ...and its flat weights (an extension evaluates them again)
+    gif_frames: Optional[int] = None
+    gif_return: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        """The statistics and returns, the JSON form `a3c evaluate` prints from."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _STATISTICS}
+
+
+_STATISTICS = ("mean_return", "std_return", "ci95_return", "min_return", "max_return", "episodes", "mean_length",
+               "returns")
+
+
+def summarize(returns: np.ndarray, lengths: np.ndarray) -> EvalResult:
     stats = episode_stats([float(r) for r in returns])
-    return {"mean_return": stats.mean, "std_return": stats.std, "ci95_return": stats.ci95,
-            "min_return": float(np.min(returns)), "max_return": float(np.max(returns)),
-            "episodes": int(len(returns)), "mean_length": float(np.mean(lengths)),
-            "returns": [float(r) for r in returns]}
+    return EvalResult(mean_return=stats.mean, std_return=stats.std, ci95_return=stats.ci95,
+                      min_return=float(np.min(returns)), max_return=float(np.max(returns)),
+                      episodes=int(len(returns)), mean_length=float(np.mean(lengths)),
+                      returns=[float(r) for r in returns])

@@ -91,14 +91,14 @@ def run_ours(preset: str, seed: int, budget: int, target: float, snapshot_every:
         def evaluate(path: str) -> tuple[float, float, int]:
             state = checkpoint.load(path)
             evaluator.load_state_dict(state[CKPT_MODEL])
-            mean = evaluator.run_episodes(eval_episodes, EVAL_SEED)["mean_return"]
+            mean = evaluator.run_episodes(eval_episodes, EVAL_SEED).mean_return
             return mean, state[CKPT_TRAIN_S], state[CKPT_COUNTERS]["env_steps"]
 
         solved = first_solving(paths, evaluate, target)
         if final_episodes and paths:
             evaluator.load_state_dict(checkpoint.load(paths[-1])[CKPT_MODEL])
             final = evaluator.run_episodes(final_episodes, FINAL_SEED)
-            solved.update(final_mean=final["mean_return"], final_std=final["std_return"])
+            solved.update(final_mean=final.mean_return, final_std=final.std_return)
         evaluator.close()
     return {**solved, "fps": s.env_steps / max(s.train_s, 1e-9), "spawn_s": s.spawn_s,
             "first_gradient_s": s.first_gradient_s, "snapshots": len(paths)}

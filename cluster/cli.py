@@ -212,10 +212,10 @@ def _check_new_file(path: str, suffix: str, flag: str, overwrite: bool = True) -
 def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random_policy: bool) -> dict:
     result = evaluator.run_episodes(args.episodes, args.seed, random_policy=random_policy)
     print(f"{cfg.env.id}: {label}")
-    print(f"  {result['episodes']} episodes (seeds {args.seed}..{args.seed + result['episodes'] - 1}), return "
-          f"{result['mean_return']:.2f} +- {result['ci95_return']:.2f} (95% CI; std {result['std_return']:.2f}, "
-          f"min {result['min_return']:.2f}, max {result['max_return']:.2f}), mean length {result['mean_length']:.1f}")
-    return result
+    print(f"  {result.episodes} episodes (seeds {args.seed}..{args.seed + result.episodes - 1}), return "
+          f"{result.mean_return:.2f} +- {result.ci95_return:.2f} (95% CI; std {result.std_return:.2f}, "
+          f"min {result.min_return:.2f}, max {result.max_return:.2f}), mean length {result.mean_length:.1f}")
+    return result.to_dict()
 
 
 def cmd_record(args: argparse.Namespace) -> int:

@@ -158,7 +158,8 @@ class Evaluator(ActorIdentity, evaluator.Evaluator):
         hide_gpus()
         super().__init__(config, **kwargs)
 
-    def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:
+    def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int,
+                        gif_path: Optional[str] = None) -> evaluator.EvalResult:
         return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed, gif_path)
 
 

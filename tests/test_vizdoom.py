@@ -81,7 +81,7 @@ def test_screen_size_sets_the_frames_the_network_and_the_evaluator_see():
     assert worker.runner.venv.envs[0].unwrapped.observation_space.shape == (1, 72, 128)
     evaluator = Evaluator(cfg)
     evaluator.load_state_dict(worker.model.state_dict())  # same shapes: the CNN was built for 128x72 on both
-    assert np.isfinite(evaluator.run_episodes(1, seed=5)["mean_return"])
+    assert np.isfinite(evaluator.run_episodes(1, seed=5).mean_return)
     evaluator.close()
     wide, narrow = VizdoomEnv("basic", screen_size=(128, 72)), VizdoomEnv("basic")
     try:
