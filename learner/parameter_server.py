@@ -18,7 +18,7 @@ from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import finite_norm, gradient_tensor
 from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS, CKPT_MODEL, CKPT_OPTIMIZERS
 from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection
+from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection, needs_weights, rejection
 from ray_a3c.learner.flat_params import (
     FlatParameters,
     build_optimizer,
@@ -76,13 +76,6 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
-def _finite_moments(moments: Optional[tuple]) -> bool:
-    if moments is None or not moments[0]:
-        return True
-    _, mean, var = moments
-    return bool(np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(np.asarray(var) >= 0))
-
-
 class ParameterServer:
     def __init__(self, config: Config, spaces: EnvSpaces,
                  publish: Optional[Callable[[np.ndarray], Any]] = None):
@@ -128,10 +121,8 @@ class ParameterServer:
         weights = self._current_weights()
         self.busy_s += time.perf_counter() - started
         every = self.config.algo.weight_sync_every
-        # a sender whose weights are fewer than weight_sync_every versions old gets none (fewer bytes out)
         return [ApplyResult(accepted=not reason, version=self.version, reason=reason, stop=self.stop_requested,
-                            weights=weights if reason == Rejection.STALE or self.version - packet.version >= every
-                            else None)
+                            weights=weights if needs_weights(reason, self.version, packet.version, every) else None)
                 for packet, reason in zip(packets, reasons)]
 
     def apply_mean_gradients(self, *packets: GradientPacket) -> ApplyResult:
@@ -208,14 +199,9 @@ class ParameterServer:
         members = [m for m in packet.members if not m.rejected] if packet.members is not None else [packet]
         if not members:
             return Rejection.EMPTY
-        if not (math.isfinite(grad_norm) and all(
-                _finite_moments(m.obs_moments) and _finite_moments(m.return_moments) for m in members)):
-            self.counters.count_rejected(Rejection.NONFINITE, len(members))
-            return Rejection.NONFINITE
-        if self.version - min(m.version for m in members) > self.config.algo.max_policy_lag:
-            self.counters.count_rejected(Rejection.STALE, len(members))
-            return Rejection.STALE
-        return ""
+        reason = rejection(members, math.isfinite(grad_norm), self.version, self.config.algo.max_policy_lag)
+        self.counters.count_rejected(reason, len(members))
+        return reason
 
     def _step(self, kept: list[tuple[torch.Tensor, float, int]], critic_only: bool = False) -> None:
         """One optimizer step on the mean of `kept` (gradient, its norm, its weight), clipped by global norm."""
