@@ -12,6 +12,7 @@ from typing import Optional
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from ray_a3c.actors.worker import passes
 from ray_a3c.cluster.evaluation import EvalCycle, save_weights
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics, install_dashboard
@@ -193,13 +194,10 @@ class Trainer:
         Extra policy epochs repeat that with clipped-surrogate gradients, extra critic epochs with value-only
         ones. The data never passes through here: the weights and the packets go between the actors as object
         references. Returns (the PS's answer for the round, {rank: the first epoch's packet}) ."""
-        algo = self.config.algo
-        methods = ["sync_gradient"] + ["sync_surrogate_gradient"] * (algo.policy_epochs - 1) + \
-            ["sync_critic_gradient"] * (algo.critic_epochs - 1)
         result, first = None, {}
-        for method in methods:
+        for which in passes(self.config.algo):
             published = self.ps.get_weights.remote()  # runs after the previous step: one caller, in order
-            packets = {rank: getattr(w, method).remote(published) for rank, w in self.fleet.workers.items()}
+            packets = {rank: w.sync_gradient.remote(published, which) for rank, w in self.fleet.workers.items()}
             first = first or packets
             result = self.ps.apply_mean_gradients.remote(*self.fleet.reduce_round(packets))
         return result, first
