@@ -175,9 +175,9 @@ class Trainer:
                 try:
                     ray.get(ref)
                 except RayError as exc:
-                    self.fleet.restarts["worker"] += 1
+                    restart = self.fleet.count_restart("worker")
                     self._say(f"worker-{rank} failed in a synchronous round ({type(exc).__name__}); "
-                              f"restart #{self.fleet.restarts['worker']}")
+                              f"restart #{restart}")
 
     def _kill_hung(self, packets: dict) -> None:
         """A round that outlived worker_timeout_s: the workers whose packets are not in are hung (stopped,
@@ -187,7 +187,7 @@ class Trainer:
                 self._say(f"worker-{rank} gave no gradient for {self.config.cluster.worker_timeout_s:g}s in a "
                           "synchronous round: killing it for a restart")
                 ray.kill(self.fleet.workers[rank], no_restart=False)
-                self.fleet.restarts["worker"] += 1
+                self.fleet.count_restart("worker")
 
     def _sync_round(self) -> tuple:
         """A2C: every worker computes a gradient from the same published weights; the PS averages them.

@@ -165,7 +165,12 @@ class Fleet:
 
     def check_loops(self, packets: dict) -> None:
         self.loops.check(packets)
-        self.restarts["worker"] = self.loops.restarts
+
+    def count_restart(self, role: str) -> int:
+        """The one count of restarts and replacements by role (worker | evaluator | ps), whoever noticed the
+        failure (the loop supervision, a failed synchronous round, evaluation, PS recovery). -> the new count."""
+        self.restarts[role] += 1
+        return self.restarts[role]
 
     def ensure_worker(self, rank: int) -> None:
         """Wait for Ray to restart the worker; if it is dead for good (restarts spent, node lost), replace it.
@@ -178,7 +183,7 @@ class Fleet:
             self.spawn_worker(rank)
 
     def ensure_evaluator(self) -> None:
-        self.restarts["evaluator"] += 1
+        self.count_restart("evaluator")
         try:
             ray.get(self.evaluator.node_id.remote(), timeout=RESTART_WAIT_S)
         except (RayActorError, GetTimeoutError):
@@ -196,7 +201,7 @@ class Fleet:
 
     def recover_ps(self, last_counters: PSCounters) -> None:
         """Recreate the PS from the newest checkpoint; counters continue and never go backwards."""
-        self.restarts["ps"] += 1
+        restart = self.count_restart("ps")
         ray.kill(self.ps, no_restart=True)
         found = checkpoint.list_checkpoints(self.ckpt_dir)
         state = checkpoint.load(found[-1]) if found else None
@@ -205,7 +210,7 @@ class Fleet:
         self.spawn_ps(state, last_counters.totals())
         self.say(f"parameter server died: recreated from {found[-1] if found else 'fresh weights'} "
                  f"(version {saved_version}; {last_counters.version - saved_version} updates lost); "
-                 f"restart #{self.restarts['ps']}")
+                 f"restart #{restart}")
         self.loops.relaunch_all()  # their loops fail on the dead PS; relaunch them on the new one
 
     # -- sync mode ---------------------------------------------------------------------------------------
