@@ -1,12 +1,13 @@
 """Evaluator: greedy, sampled or random-policy episodes with given weights, several envs batched."""
 from __future__ import annotations
 
-import os
-from typing import Callable, Optional
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
+from ray_a3c.common.atomic import atomic_write
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import make_policy_env, probe_spaces, scoring_env_config
 from ray_a3c.common.flat import set_flat_weights
@@ -38,7 +39,7 @@ class Evaluator:
 
     @torch.no_grad()
     def run_episodes(self, episodes: int, seed: int, random_policy: bool = False,
-                     on_episode: Optional[Callable[[int, int], None]] = None) -> dict:
+                     on_episode: Optional[Callable[[int, int], None]] = None) -> EvalResult:
         """Episode i is seeded with seed + i; sampled actions draw from torch's generator seeded with `seed`.
         Returns raw-reward statistics and the per-episode lists. `on_episode(done, episodes)` after each one."""
         torch.manual_seed(seed)
@@ -107,26 +108,24 @@ class Evaluator:
             env.close()
         images = [Image.fromarray(_distinct(np.asarray(f, np.uint8).squeeze(), i)) for i, f in enumerate(frames)]
         path = path.replace("{return}", f"{round(total, 1):g}")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        partial = f"{path}.partial"  # a run that stops mid-write must not leave a truncated .gif behind
-        images[0].save(partial, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps),
-                       loop=0)
-        os.replace(partial, path)
+        with atomic_write(path, makedirs=True) as tmp:  # a run stopped mid-write leaves no truncated .gif
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps),
+                           loop=0)
         return len(images), total
 
-    def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:
+    def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> EvalResult:
         """Pull the PS's current weights and evaluate them; the result carries the version and weights.
         With `gif_path` (`{env_steps}` and `{return}` are filled in), one more episode is recorded as a GIF."""
         version, weights, env_steps = ps.get_weights()
         self.set_weights(weights)
         result = self.run_episodes(episodes, seed)
-        result.update(version=version, env_steps=env_steps, weights=weights)
+        result.version, result.env_steps, result.weights = version, env_steps, weights
         if gif_path:
-            result["gif_frames"], result["gif_return"] = self.record_gif(
+            result.gif_frames, result.gif_return = self.record_gif(
                 gif_path.replace("{env_steps}", str(env_steps)), seed)
         return result
 
-    def evaluate_weights(self, weights: np.ndarray, episodes: int, seed: int) -> dict:
+    def evaluate_weights(self, weights: np.ndarray, episodes: int, seed: int) -> EvalResult:
         """Episodes of the given weights (the extension of a screening: same weights, the next seeds)."""
         self.set_weights(weights)
         return self.run_episodes(episodes, seed)
@@ -145,9 +144,37 @@ def _distinct(frame: np.ndarray, index: int) -> np.ndarray:
     return frame
 
 
-def summarize(returns: np.ndarray, lengths: np.ndarray) -> dict:
+@dataclass
+class EvalResult:
+    """An evaluation: raw-reward statistics over its episodes and the returns themselves; `evaluate_latest`
+    adds which weights were scored (and the GIF it recorded)."""
+
+    mean_return: float
+    std_return: float
+    ci95_return: float
+    min_return: float
+    max_return: float
+    episodes: int
+    mean_length: float
+    returns: list  # per episode, in seed order
+    version: Optional[int] = None  # evaluate_latest: the PS version evaluated...
+    env_steps: Optional[int] = None  # ...its env-step count...
+    weights: Any = None  # ...and its flat weights (an extension evaluates them again)
+    gif_frames: Optional[int] = None
+    gif_return: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        """The statistics and returns, the JSON form `a3c evaluate` prints from."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _STATISTICS}
+
+
+_STATISTICS = ("mean_return", "std_return", "ci95_return", "min_return", "max_return", "episodes", "mean_length",
+               "returns")
+
+
+def summarize(returns: np.ndarray, lengths: np.ndarray) -> EvalResult:
     stats = episode_stats([float(r) for r in returns])
-    return {"mean_return": stats.mean, "std_return": stats.std, "ci95_return": stats.ci95,
-            "min_return": float(np.min(returns)), "max_return": float(np.max(returns)),
-            "episodes": int(len(returns)), "mean_length": float(np.mean(lengths)),
-            "returns": [float(r) for r in returns]}
+    return EvalResult(mean_return=stats.mean, std_return=stats.std, ci95_return=stats.ci95,
+                      min_return=float(np.min(returns)), max_return=float(np.max(returns)),
+                      episodes=int(len(returns)), mean_length=float(np.mean(lengths)),
+                      returns=[float(r) for r in returns])

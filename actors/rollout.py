@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from ray_a3c.common.keys import INFO_LOG_PROB, INFO_LOGGED_ACTION
 from ray_a3c.common.models import ActorCritic
 from ray_a3c.common.observations import EnvSpaces, encode_batch
 from ray_a3c.common.wrappers import GAME_LENGTH, GAME_RETURN
@@ -102,16 +103,15 @@ def _logged(info: dict, n: int, previous: Optional[np.ndarray] = None, previous_
     """(logged actions [N, ...], behaviour log-probs [N] or None) from a vector env's info, or (None, None)
     when the envs are live. Envs without one this step (all about to autoreset: their next action is
     ignored) keep their previous values."""
-    if "logged_action" not in info:
+    if INFO_LOGGED_ACTION not in info:
         return previous, previous_blp
-    has = info["_logged_action"]
-    actions = np.stack([np.asarray(a) for a in info["logged_action"]]) if info["logged_action"].dtype == object \
-        else np.asarray(info["logged_action"])
+    has, logged = info["_" + INFO_LOGGED_ACTION], info[INFO_LOGGED_ACTION]
+    actions = np.stack([np.asarray(a) for a in logged]) if logged.dtype == object else np.asarray(logged)
     if previous is not None:
         actions = np.where(has.reshape((-1,) + (1,) * (actions.ndim - 1)), actions, previous)
     blp = None
-    if "behaviour_log_prob" in info:
-        blp = np.where(info["_behaviour_log_prob"], info["behaviour_log_prob"], 0.0).astype(np.float32)
+    if INFO_LOG_PROB in info:
+        blp = np.where(info["_" + INFO_LOG_PROB], info[INFO_LOG_PROB], 0.0).astype(np.float32)
     return actions, blp
 
 

@@ -5,13 +5,14 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
+from enum import Enum
 from typing import Optional, Protocol
 
 import numpy as np
 import torch
 
 from ray_a3c.actors.rollout import Rollout, VectorEnvRunner, collect_rollout
-from ray_a3c.common.config import Config
+from ray_a3c.common.config import AlgoConfig, Config
 from ray_a3c.common.envs import describe_spaces, make_vector_env, scalar_channels
 from ray_a3c.common.flat import encode_gradient, get_flat_grads, set_flat_weights
 from ray_a3c.common.losses import a3c_loss, critic_loss, mean_weights
@@ -29,6 +30,20 @@ from ray_a3c.common.metrics import (
 from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import ApplyResult, GradientPacket
 from ray_a3c.common.returns import awr_weights, discounted_return_trace, gae, importance_weights, vtrace
+
+
+class Pass(str, Enum):
+    """One gradient computed for a rollout."""
+
+    ROLLOUT = "rollout"  # collect a rollout and differentiate the A3C loss (V-trace, AWR offline) on it
+    SURROGATE = "surrogate"  # an extra policy epoch on the last rollout: PPO's clipped surrogate
+    CRITIC = "critic"  # an extra critic epoch on the last rollout: value-only
+
+
+def passes(algo: AlgoConfig) -> list[Pass]:
+    """The gradients of one rollout, in order, each pushed (async) or averaged (sync) on its own: the rollout's,
+    then algo.policy_epochs - 1 surrogate passes, then algo.critic_epochs - 1 value-only passes."""
+    return [Pass.ROLLOUT] + [Pass.SURROGATE] * (algo.policy_epochs - 1) + [Pass.CRITIC] * (algo.critic_epochs - 1)
 
 
 class PendingApply(Protocol):
@@ -212,24 +227,24 @@ class RolloutWorker:
                                             worker_rank=self.rank, critic_only=True,
                                             losses=packet_losses({VALUE_REFIT: float(value.detach())})))
 
+    def compute(self, which: Pass) -> GradientPacket:
+        """One pass's gradient with the current weights."""
+        if which == Pass.SURROGATE:
+            return self.compute_surrogate_gradient()
+        if which == Pass.CRITIC:
+            return self.compute_critic_gradient()
+        return self.compute_gradient()
+
     # -- synchronous mode: the driver hands everyone the same weights -------------------------------------
-    def gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:
-        """`fetch_s`: seconds the caller spent fetching `weights` (counted as communication)."""
-        return self._timed_sync(self.compute_gradient, version, weights, fetch_s)
-
-    def surrogate_gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:
-        return self._timed_sync(self.compute_surrogate_gradient, version, weights, fetch_s)
-
-    def critic_gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0) -> GradientPacket:
-        return self._timed_sync(self.compute_critic_gradient, version, weights, fetch_s)
-
-    def _timed_sync(self, compute, version: int, weights: np.ndarray, fetch_s: float) -> GradientPacket:
-        """Communication in sync mode = fetching the weights + the time since the previous gradient left
+    def gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0,
+                    which: Pass = Pass.ROLLOUT) -> GradientPacket:
+        """One pass's gradient on the given weights. `fetch_s`: seconds the caller spent fetching `weights`.
+        Communication in sync mode = fetching the weights + the time since the previous gradient left
         (the packet's trip to the PS, the wait for the slowest worker, the PS's step, the next call)."""
         t0 = time.perf_counter()
         waited = t0 - fetch_s - self._sync_done_at if self._sync_done_at is not None else 0.0
         self.set_weights(weights, version)
-        packet = compute()
+        packet = self.compute(which)
         self._sync_done_at = time.perf_counter()
         packet.compute_s, packet.comm_s = self._sync_done_at - t0, max(waited, 0.0) + fetch_s
         return packet
@@ -243,15 +258,15 @@ class RolloutWorker:
         (clipped surrogate), then extra critic epochs, are pushed one at a time, each on the weights the
         previous push returned.
         """
-        algo = self.config.algo
-        overlap = algo.overlap_push and algo.critic_epochs == 1 and algo.policy_epochs == 1
+        plan = passes(self.config.algo)
+        overlap = self.config.algo.overlap_push and len(plan) == 1
         version, weights, _ = ps.get_weights()
         self.set_weights(weights, version)
         pushed, pending, stop = 0, None, False
         compute_s = comm_s = 0.0
         while not stop and (max_updates is None or pushed < max_updates):
             t0 = time.perf_counter()
-            packet = self.compute_gradient()
+            packet = self.compute(plan[0])
             packet.compute_s, packet.comm_s = compute_s, comm_s
             t1 = time.perf_counter()
             if pending is not None:
@@ -262,10 +277,8 @@ class RolloutWorker:
             pushed += 1
             if not overlap:
                 stop, pending = self._settle(pending), None
-                extra = [self.compute_surrogate_gradient] * (algo.policy_epochs - 1) + \
-                    [self.compute_critic_gradient] * (algo.critic_epochs - 1)
-                for compute in extra:
-                    stop = stop or self._settle((ps.submit(compute()), 0))
+                for which in plan[1:]:
+                    stop = stop or self._settle((ps.submit(self.compute(which)), 0))
             compute_s, comm_s = t1 - t0, time.perf_counter() - t1
         if pending is not None:
             self._settle(pending)

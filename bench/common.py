@@ -78,6 +78,7 @@ def run_ours(preset: str, seed: int, budget: int, target: float, snapshot_every:
     import ray_a3c
     from ray_a3c.actors.evaluator import Evaluator
     from ray_a3c.common import checkpoint
+    from ray_a3c.common.keys import CKPT_COUNTERS, CKPT_MODEL, CKPT_TRAIN_S
 
     cfg = ray_a3c.make_config(preset, overrides=overrides, **{
         "run.seed": seed, "run.total_env_steps": budget, "run.stop_return": None, "run.evaluate": False,
@@ -90,15 +91,15 @@ def run_ours(preset: str, seed: int, budget: int, target: float, snapshot_every:
 
         def evaluate(path: str) -> tuple[float, float, int]:
             state = checkpoint.load(path)
-            evaluator.load_state_dict(state["model"])
-            mean = evaluator.run_episodes(eval_episodes, EVAL_SEED)["mean_return"]
-            return mean, state["train_s"], state["counters"]["env_steps"]
+            evaluator.load_state_dict(state[CKPT_MODEL])
+            mean = evaluator.run_episodes(eval_episodes, EVAL_SEED).mean_return
+            return mean, state[CKPT_TRAIN_S], state[CKPT_COUNTERS]["env_steps"]
 
         solved = first_solving(paths, evaluate, target)
         if final_episodes and paths:
-            evaluator.load_state_dict(checkpoint.load(paths[-1])["model"])
+            evaluator.load_state_dict(checkpoint.load(paths[-1])[CKPT_MODEL])
             final = evaluator.run_episodes(final_episodes, FINAL_SEED)
-            solved.update(final_mean=final["mean_return"], final_std=final["std_return"])
+            solved.update(final_mean=final.mean_return, final_std=final.std_return)
         evaluator.close()
     return {**solved, "fps": s.env_steps / max(s.train_s, 1e-9), "spawn_s": s.spawn_s,
             "first_gradient_s": s.first_gradient_s, "snapshots": len(paths)}

@@ -102,10 +102,10 @@ def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
         ray.kill(a)
     packets_s = len(lags) / elapsed
     arrivals_s = forwarded / elapsed if aggregators else packets_s  # what reaches the PS
-    steps_s = (after["version"] - before["version"]) / elapsed
+    steps_s = (after.version - before.version) / elapsed
     inline = weights_bytes <= 100 * 1024  # small weights ride each reply; large ones are put once per version
     return {"packets_s": packets_s, "steps_s": steps_s, "lag_mean": float(np.mean(lags)),
-            "lag_p99": float(np.percentile(lags, 99)), "busy": (after["busy_s"] - before["busy_s"]) / elapsed,
+            "lag_p99": float(np.percentile(lags, 99)), "busy": (after.busy_s - before.busy_s) / elapsed,
             "in_bytes_s": arrivals_s * packet.gradient.nbytes,
             "out_bytes_s": (arrivals_s if inline else steps_s) * weights_bytes, "ps_arrivals_s": arrivals_s}
 

@@ -22,6 +22,7 @@ from ray_a3c.common.config_reference import reference_table
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS
+from ray_a3c.common.keys import CKPT_COUNTERS, CKPT_MODEL
 from ray_a3c.common.logs import LEVELS, console, terminal_progress
 
 DEFAULT_PRESET = "cartpole"
@@ -181,10 +182,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         path = checkpoint.resolve(args.run_dir, args.checkpoint)
         state = checkpoint.load(path)
         try:
-            evaluator.load_state_dict(state["model"])
+            evaluator.load_state_dict(state[CKPT_MODEL])
         except (RuntimeError, KeyError) as exc:
             raise A3CError(f"checkpoint '{path}' does not match the run's model: {str(exc).splitlines()[0]}") from None
-        label = f"{path} (version {state.get('counters', {}).get('version', '?')}, {cfg.run.eval_policy} actions)"
+        label = f"{path} (version {state.get(CKPT_COUNTERS, {}).get('version', '?')}, {cfg.run.eval_policy} actions)"
         result = _report(evaluator, args, cfg, label, random_policy=False)
         if args.gif:
             frames, episode_return = evaluator.record_gif(args.gif, args.seed)
@@ -221,10 +222,10 @@ def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random
     result = evaluator.run_episodes(args.episodes, args.seed, random_policy=random_policy,
                                     on_episode=terminal_progress("evaluating"))
     print(f"{cfg.env.id}: {label}")
-    print(f"  {result['episodes']} episodes (seeds {args.seed}..{args.seed + result['episodes'] - 1}), return "
-          f"{result['mean_return']:.2f} +- {result['ci95_return']:.2f} (95% CI; std {result['std_return']:.2f}, "
-          f"min {result['min_return']:.2f}, max {result['max_return']:.2f}), mean length {result['mean_length']:.1f}")
-    return result
+    print(f"  {result.episodes} episodes (seeds {args.seed}..{args.seed + result.episodes - 1}), return "
+          f"{result.mean_return:.2f} +- {result.ci95_return:.2f} (95% CI; std {result.std_return:.2f}, "
+          f"min {result.min_return:.2f}, max {result.max_return:.2f}), mean length {result.mean_length:.1f}")
+    return result.to_dict()
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -260,7 +261,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
         evaluator = Evaluator(run_cfg)
         path = checkpoint.resolve(args.policy, "best")
-        evaluator.load_state_dict(checkpoint.load(path)["model"])
+        evaluator.load_state_dict(checkpoint.load(path)[CKPT_MODEL])
         model, label = evaluator.model, f"{path}" + (f" epsilon-greedy {args.epsilon}" if args.epsilon is not None
                                                      else " (sampled)")
     probe_spaces(env_cfg)

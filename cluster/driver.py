@@ -12,6 +12,7 @@ from typing import Optional
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
+from ray_a3c.actors.worker import passes
 from ray_a3c.cluster.evaluation import EvalCycle, save_weights
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics, install_dashboard
@@ -19,7 +20,9 @@ from ray_a3c.cluster.runtime import resolve_num_workers, session_dir, start_ray
 from ray_a3c.cluster.summary import RunSummary, eta_s, process_age_s, progress_line
 from ray_a3c.common import checkpoint, metrics
 from ray_a3c.common.config import Config, from_dict
+from ray_a3c.common.counters import PSCounters, PSStatus
 from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.keys import CKPT_BEST_EVAL_RETURN, CKPT_COUNTERS, CKPT_TRAIN_S
 from ray_a3c.common.logs import log
 
 POLL_S = 0.1
@@ -38,19 +41,19 @@ class Trainer:
         self.config = from_dict(config.to_dict())  # a copy: resolving `auto` must not change the caller's
         self.spaces, self.run_dir, self.resume_state, self.quiet = spaces, run_dir, resume_state, quiet
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
-        self.summary = RunSummary(run_dir=run_dir, best_eval=(resume_state or {}).get("best_eval_return"))
+        self.summary = RunSummary(run_dir=run_dir, best_eval=(resume_state or {}).get(CKPT_BEST_EVAL_RETURN))
         self.fleet: Optional[Fleet] = None
         self.writer: Optional[metrics.ScalarWriter] = None
         self.ray_metrics: Optional[RayMetrics] = None
-        self._last_counters: dict = dict((resume_state or {}).get("counters", {}))
-        self._first_version = int(self._last_counters.get("version", 0))
+        self._last_counters = PSStatus.from_dict((resume_state or {}).get(CKPT_COUNTERS))
+        self._first_version = self._last_counters.version
         self.t0: Optional[float] = None  # when the workers were started
         self._t0_epoch = 0.0  # the same moment on the wall clock (the PS stamps snapshots with it)
         self._last_log = self._last_ckpt = 0.0
         self._log_state: Optional[tuple] = None  # (time, counters) of the last progress line
         self.evals: Optional[EvalCycle] = None
         self._queued_round: Optional[tuple] = None
-        self._saved_counters: dict = {"version": -1}  # of the newest checkpoint this driver wrote
+        self._saved_counters = PSCounters(version=-1)  # of the newest checkpoint this driver wrote
         self._dataset_steps = _dataset_steps(self.config)
         self._last_100: collections.deque = collections.deque(maxlen=100)  # training episodes' returns
 
@@ -115,14 +118,14 @@ class Trainer:
         treated as dead (the loop checks it and recreates it from the newest checkpoint)."""
         return ray.get(getattr(self.ps, method).remote(*args), timeout=PS_TIMEOUT_S)
 
-    def _counters(self) -> dict:
+    def _counters(self) -> PSStatus:
         counters = self._ps_call("get_counters")
         self._note_counters(counters)
         return counters
 
-    def _note_counters(self, counters: dict) -> None:
+    def _note_counters(self, counters: PSStatus) -> None:
         self._last_counters = counters
-        if self.summary.first_gradient_s is None and counters["version"] > self._first_version:
+        if self.summary.first_gradient_s is None and counters.version > self._first_version:
             self.summary.first_gradient_s = process_age_s()
             self._say(f"first gradient applied {self.summary.first_gradient_s:.1f}s after the command started")
             if self.config.run.evaluate:
@@ -135,7 +138,7 @@ class Trainer:
         else:
             time.sleep(POLL_S)
             counters = self._counters()
-            self.fleet.check_loops(counters["packets"])
+            self.fleet.check_loops(counters.packets)
         now = time.perf_counter()
         self.fleet.poll_placement()
         self.evals.poll(self.fleet, self.t0, now)
@@ -147,7 +150,7 @@ class Trainer:
             self._last_ckpt = now
         return self._stop_reason(now, counters)
 
-    def _sync_step(self) -> dict:
+    def _sync_step(self) -> PSStatus:
         """Waits for one synchronous round while the next is already queued behind it (the PS runs calls in
         order), so workers start the next round as soon as the PS has stepped, not after this loop's
         bookkeeping. Returns the PS's counters after the finished round."""
@@ -173,9 +176,9 @@ class Trainer:
                 try:
                     ray.get(ref)
                 except RayError as exc:
-                    self.fleet.restarts["worker"] += 1
+                    restart = self.fleet.count_restart("worker")
                     self._say(f"worker-{rank} failed in a synchronous round ({type(exc).__name__}); "
-                              f"restart #{self.fleet.restarts['worker']}")
+                              f"restart #{restart}")
 
     def _kill_hung(self, packets: dict) -> None:
         """A round that outlived worker_timeout_s: the workers whose packets are not in are hung (stopped,
@@ -185,29 +188,26 @@ class Trainer:
                 self._say(f"worker-{rank} gave no gradient for {self.config.cluster.worker_timeout_s:g}s in a "
                           "synchronous round: killing it for a restart")
                 ray.kill(self.fleet.workers[rank], no_restart=False)
-                self.fleet.restarts["worker"] += 1
+                self.fleet.count_restart("worker")
 
     def _sync_round(self) -> tuple:
         """A2C: every worker computes a gradient from the same published weights; the PS averages them.
         Extra policy epochs repeat that with clipped-surrogate gradients, extra critic epochs with value-only
         ones. The data never passes through here: the weights and the packets go between the actors as object
         references. Returns (the PS's answer for the round, {rank: the first epoch's packet}) ."""
-        algo = self.config.algo
-        methods = ["sync_gradient"] + ["sync_surrogate_gradient"] * (algo.policy_epochs - 1) + \
-            ["sync_critic_gradient"] * (algo.critic_epochs - 1)
         result, first = None, {}
-        for method in methods:
+        for which in passes(self.config.algo):
             published = self.ps.get_weights.remote()  # runs after the previous step: one caller, in order
-            packets = {rank: getattr(w, method).remote(published) for rank, w in self.fleet.workers.items()}
+            packets = {rank: w.sync_gradient.remote(published, which) for rank, w in self.fleet.workers.items()}
             first = first or packets
             result = self.ps.apply_mean_gradients.remote(*self.fleet.reduce_round(packets))
         return result, first
 
-    def _stop_reason(self, now: float, counters: dict) -> str:
+    def _stop_reason(self, now: float, counters: PSCounters) -> str:
         run = self.config.run
         if self.summary.solved_at_s is not None:
             return "solved"
-        if counters["env_steps"] >= run.total_env_steps:
+        if counters.env_steps >= run.total_env_steps:
             return "env_steps"
         if run.time_limit_s is not None and now - self.t0 >= run.time_limit_s:
             return "time_limit"
@@ -218,33 +218,33 @@ class Trainer:
         stats = self._ps_call("pull_stats")
         t_prev, c_prev = self._log_state
         dt = max(now - t_prev, 1e-9)
-        fps = (stats["env_steps"] - c_prev["env_steps"]) / dt
-        ups = (stats["version"] - c_prev["version"]) / dt
-        self._log_state = (now, {k: stats[k] for k in ("env_steps", "version")})
-        rets, lens = stats["episode_returns"], stats["episode_lengths"]
+        fps = (stats.env_steps - c_prev.env_steps) / dt
+        ups = (stats.version - c_prev.version) / dt
+        self._log_state = (now, stats.totals())
+        rets, lens = stats.episode_returns, stats.episode_lengths
         mean_ret = sum(rets) / len(rets) if rets else None
-        self._record_episodes(now - self.t0, stats["env_steps"], rets, lens)
+        self._record_episodes(now - self.t0, stats.env_steps, rets, lens)
         self.writer.write({
             metrics.EPISODE_RETURN: mean_ret, metrics.EPISODE_LENGTH: sum(lens) / len(lens) if lens else None,
-            **metrics.packet_scalars(stats["losses"]),
-            metrics.GRAD_NORM: stats["grad_norm_mean"], metrics.WEIGHT_NORM: stats["weight_norm"],
-            metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats["comm_fraction"],
-            metrics.PS_VERSION: stats["version"], metrics.POLICY_LAG: stats["policy_lag_mean"],
-            metrics.LR_FRACTION: stats["lr_fraction"], metrics.REJECTED_STALE: stats["rejected_stale"],
-            metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
-        }, stats["env_steps"])
+            **metrics.packet_scalars(stats.losses),
+            metrics.GRAD_NORM: stats.grad_norm_mean, metrics.WEIGHT_NORM: stats.weight_norm,
+            metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats.comm_fraction,
+            metrics.PS_VERSION: stats.version, metrics.POLICY_LAG: stats.policy_lag_mean,
+            metrics.LR_FRACTION: stats.lr_fraction, metrics.REJECTED_STALE: stats.rejected_stale,
+            metrics.REJECTED_NONFINITE: stats.rejected_nonfinite,
+        }, stats.env_steps)
         if self._dataset_steps:
-            self.writer.write({metrics.OFFLINE_EPOCHS: stats["env_steps"] / self._dataset_steps}, stats["env_steps"])
+            self.writer.write({metrics.OFFLINE_EPOCHS: stats.env_steps / self._dataset_steps}, stats.env_steps)
         self.ray_metrics.update({metrics.ENV_STEPS_PER_S: fps, metrics.EPISODE_RETURN: mean_ret,
-                                 metrics.EVAL_RETURN: self.summary.last_eval, metrics.PS_VERSION: stats["version"],
-                                 metrics.POLICY_LAG: stats["policy_lag_mean"], metrics.UPDATES_PER_S: ups,
-                                 metrics.REJECTED_STALE: stats["rejected_stale"],
-                                 metrics.REJECTED_NONFINITE: stats["rejected_nonfinite"],
-                                 metrics.COMM_FRACTION: stats["comm_fraction"], ENV_STEPS: stats["env_steps"],
-                                 ENV_RECREATIONS: self._last_counters.get("env_recreations", 0)},
+                                 metrics.EVAL_RETURN: self.summary.last_eval, metrics.PS_VERSION: stats.version,
+                                 metrics.POLICY_LAG: stats.policy_lag_mean, metrics.UPDATES_PER_S: ups,
+                                 metrics.REJECTED_STALE: stats.rejected_stale,
+                                 metrics.REJECTED_NONFINITE: stats.rejected_nonfinite,
+                                 metrics.COMM_FRACTION: stats.comm_fraction, ENV_STEPS: stats.env_steps,
+                                 ENV_RECREATIONS: self._last_counters.env_recreations},
                                 self.fleet.restarts)
         run = self.config.run
-        eta = eta_s(now - self.t0, stats["env_steps"], fps, run.total_env_steps, run.time_limit_s)
+        eta = eta_s(now - self.t0, stats.env_steps, fps, run.total_env_steps, run.time_limit_s)
         self._say(progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval, eta))
 
     def _record_episodes(self, train_s: float, env_steps: int, returns: list, lengths: list) -> None:
@@ -267,16 +267,16 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Optional[str]:
         state = self._ps_call("state_dict")
-        state["best_eval_return"] = self.summary.best_eval
-        self._saved_counters = dict(state["counters"])
-        return checkpoint.save_versioned(state, self.ckpt_dir, state["counters"]["version"],
+        state[CKPT_BEST_EVAL_RETURN] = self.summary.best_eval
+        self._saved_counters = PSCounters.from_dict(state[CKPT_COUNTERS])
+        return checkpoint.save_versioned(state, self.ckpt_dir, self._saved_counters.version,
                                          self.config.run.keep_checkpoints)
 
     def _write_snapshots(self) -> None:
         if not self.config.run.snapshot_every_env_steps:
             return
         for snap in self._ps_call("pop_snapshots"):
-            extra = {"train_s": snap["time"] - self._t0_epoch}
+            extra = {CKPT_TRAIN_S: snap["time"] - self._t0_epoch}
             path = os.path.join(self.run_dir, "snapshots", f"{snap['env_steps']}.pt")
             save_weights(self.spaces, self.config, snap, path, extra)
 
@@ -317,15 +317,15 @@ class Trainer:
         if self._log_state is not None:
             self._log(time.perf_counter())  # a last tick, so even short runs log every tag
         counters = self._ps_call("get_counters")
-        if counters["version"] != self._saved_counters["version"]:
+        if counters.version != self._saved_counters.version:
             path = self._save_checkpoint()  # the pushes that landed while the loops finished
             # An interrupted run does not wait for its loops, so pushes can land between the two calls: the
             # summary reports what the checkpoint holds, not the earlier reading.
-            counters = dict(counters, **self._saved_counters)
-        s.env_steps, s.version, s.episodes = counters["env_steps"], counters["version"], counters["episodes"]
-        s.rejected_stale, s.rejected_nonfinite = counters["rejected_stale"], counters["rejected_nonfinite"]
+            counters = dataclasses.replace(counters, **dataclasses.asdict(self._saved_counters))
+        s.env_steps, s.version, s.episodes = counters.env_steps, counters.version, counters.episodes
+        s.rejected_stale, s.rejected_nonfinite = counters.rejected_stale, counters.rejected_nonfinite
         s.restarts = dict(self.fleet.restarts)
-        s.env_recreations = counters.get("env_recreations", 0)
+        s.env_recreations = counters.env_recreations
         if self._dataset_steps:
             s.dataset_passes = s.env_steps / self._dataset_steps
         self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "

@@ -2,6 +2,7 @@
 `run.confirm_episodes` when they could be the best or solve the run, best.pt, and the solved moment."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Callable, Optional
@@ -9,12 +10,23 @@ from typing import Any, Callable, Optional
 import ray
 from ray.exceptions import RayActorError, RayError
 
+from ray_a3c.actors.evaluator import EvalResult
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.summary import RunSummary
 from ray_a3c.common import checkpoint, metrics
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import set_flat_weights
+from ray_a3c.common.keys import (
+    CKPT_BEST_EVAL_RETURN,
+    CKPT_COUNTERS,
+    CKPT_EVAL_EPISODES,
+    CKPT_EVAL_RETURN_MEAN,
+    CKPT_EVAL_RETURN_STD,
+    CKPT_EVAL_SEED,
+    CKPT_MODEL,
+    CKPT_SPACES,
+)
 from ray_a3c.common.models import build_model
 from ray_a3c.common.selection import EvalJudge, episode_stats
 
@@ -29,7 +41,7 @@ class EvalCycle:
         self.judge = EvalJudge(config.run.confirm_episodes, config.run.stop_return, summary.best_eval)
         self.seed = config.run.seed + EVAL_SEED_OFFSET
         self._ref: Optional[ray.ObjectRef] = None
-        self._candidate: Optional[dict] = None  # the screening being extended on its own weights
+        self._candidate: Optional[EvalResult] = None  # the screening being extended on its own weights
         self._taken_at = 0.0  # training time when the weights under evaluation were taken
         self._last_start, self._screenings = -1e9, 0
         self._request_start = 0.0
@@ -72,42 +84,43 @@ class EvalCycle:
             except RayError:
                 return  # the evaluator or the PS failed at the very end: the run's checkpoint still follows
 
-    def _on_result(self, result: dict, fleet: Fleet) -> None:
+    def _on_result(self, result: EvalResult, fleet: Fleet) -> None:
         if self._candidate is None:
             self._on_screening(result)
         else:
-            result = {**self._candidate, "returns": self._candidate["returns"] + result["returns"]}
-        verdict = self.judge.judge(result["returns"])
+            result = dataclasses.replace(self._candidate, returns=self._candidate.returns + result.returns)
+        verdict = self.judge.judge(result.returns)
         if verdict.more_episodes:
             self._candidate, self._request_start = result, time.perf_counter()
             self._ref = fleet.evaluator.evaluate_weights.remote(
-                result["weights"], verdict.more_episodes, self.seed + len(result["returns"]))
+                result.weights, verdict.more_episodes, self.seed + len(result.returns))
             return
         self._candidate = None
-        if len(result["returns"]) < self.config.run.confirm_episodes:
+        if len(result.returns) < self.config.run.confirm_episodes:
             return  # not a candidate: decided on the screening
-        stats = episode_stats(result["returns"])
-        self.writer.write({metrics.EVAL_CONFIRMED_RETURN: stats.mean}, result["env_steps"])
+        stats = episode_stats(result.returns)
+        self.writer.write({metrics.EVAL_CONFIRMED_RETURN: stats.mean}, result.env_steps)
         s = self.summary
         if verdict.best:
             s.best_eval, s.best_eval_std, s.best_eval_episodes = stats.mean, stats.std, stats.episodes
-            s.best_eval_env_steps = result["env_steps"]
+            s.best_eval_env_steps = result.env_steps
             self._save_best(result, stats)
         if verdict.solved and s.solved_at_s is None:
-            s.solved_at_s, s.solved_at_env_steps = self._taken_at, result["env_steps"]
+            s.solved_at_s, s.solved_at_env_steps = self._taken_at, result.env_steps
             self.say(f"solved: mean {stats.mean:.1f} +- {stats.ci95:.1f} (95% CI) over {stats.episodes} episodes "
-                     f">= {self.config.run.stop_return} at {result['env_steps']:,} env steps")
+                     f">= {self.config.run.stop_return} at {result.env_steps:,} env steps")
 
-    def _on_screening(self, result: dict) -> None:
+    def _on_screening(self, result: EvalResult) -> None:
         s = self.summary
-        s.last_eval = result["mean_return"]
-        s.evals.append((result["env_steps"], result["mean_return"]))
-        self.writer.write({metrics.EVAL_RETURN: result["mean_return"]}, result["env_steps"])
+        s.last_eval = result.mean_return
+        s.evals.append((result.env_steps, result.mean_return))
+        self.writer.write({metrics.EVAL_RETURN: result.mean_return}, result.env_steps)
 
-    def _save_best(self, result: dict, stats: Any) -> None:
-        extra = {"eval_return_mean": stats.mean, "eval_return_std": stats.std, "eval_episodes": stats.episodes,
-                 "eval_seed": self.seed, "best_eval_return": stats.mean}
-        save_weights(self.spaces, self.config, result, os.path.join(self.run_dir, "checkpoints", "best.pt"), extra)
+    def _save_best(self, result: EvalResult, stats: Any) -> None:
+        extra = {CKPT_EVAL_RETURN_MEAN: stats.mean, CKPT_EVAL_RETURN_STD: stats.std, CKPT_EVAL_EPISODES: stats.episodes,
+                 CKPT_EVAL_SEED: self.seed, CKPT_BEST_EVAL_RETURN: stats.mean}
+        path = os.path.join(self.run_dir, "checkpoints", "best.pt")
+        save_weights(self.spaces, self.config, vars(result), path, extra)
 
 
 def save_weights(spaces: EnvSpaces, config: Config, taken: dict, path: str, extra: dict) -> None:
@@ -115,6 +128,7 @@ def save_weights(spaces: EnvSpaces, config: Config, taken: dict, path: str, extr
     `taken` holds weights, version and env_steps."""
     model = build_model(spaces, config.model)
     set_flat_weights(model, taken["weights"])
-    state = {"model": model.state_dict(), "counters": {"version": taken["version"], "env_steps": taken["env_steps"]},
-             **({"spaces": spaces.env_spaces} if spaces.env_spaces else {}), **extra}
+    counters = {"version": taken["version"], "env_steps": taken["env_steps"]}
+    state = {CKPT_MODEL: model.state_dict(), CKPT_COUNTERS: counters,
+             **({CKPT_SPACES: spaces.env_spaces} if spaces.env_spaces else {}), **extra}
     checkpoint.save_atomic(state, path)

@@ -20,8 +20,10 @@ from ray_a3c.cluster.remote import (
 from ray_a3c.cluster.reservation import Reservation
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config
+from ray_a3c.common.counters import PSCounters
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.keys import CKPT_COUNTERS
 
 
 def run_tag(run_dir: str) -> str:
@@ -71,7 +73,7 @@ class Fleet:
         """Per-run names (`a3c:<run>:ps`), so that runs share a cluster and the dashboard tells them apart."""
         return f"a3c:{self.run_tag}:{role}"
 
-    def spawn_ps(self, state: Optional[dict] = None, counter_floor: Optional[dict] = None) -> Any:
+    def spawn_ps(self, state: Optional[dict] = None, counter_floor: Optional[PSCounters] = None) -> Any:
         c, learner = self.config.cluster, self.config.learner
         actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
         self.ps = actor_class.options(**self._options(
@@ -80,7 +82,7 @@ class Fleet:
         self.placement.device = self.ps.get_counters.remote()
         if self.clock_start is not None:
             self.ps.start_clock.remote(self.clock_start)  # a recreated PS keeps the run's time budget
-        if state is not None or counter_floor:
+        if state is not None or counter_floor is not None:
             ref = (self.ps.load_state_dict.remote(state, counter_floor) if state is not None
                    else self.ps.raise_counters.remote(counter_floor))
             try:
@@ -170,7 +172,12 @@ class Fleet:
 
     def check_loops(self, packets: dict) -> None:
         self.loops.check(packets)
-        self.restarts["worker"] = self.loops.restarts
+
+    def count_restart(self, role: str) -> int:
+        """The one count of restarts and replacements by role (worker | evaluator | ps), whoever noticed the
+        failure (the loop supervision, a failed synchronous round, evaluation, PS recovery). -> the new count."""
+        self.restarts[role] += 1
+        return self.restarts[role]
 
     def ensure_worker(self, rank: int) -> None:
         """Wait for Ray to restart the worker; if it is dead for good (restarts spent, node lost), replace it.
@@ -183,7 +190,7 @@ class Fleet:
             self.spawn_worker(rank)
 
     def ensure_evaluator(self) -> None:
-        self.restarts["evaluator"] += 1
+        self.count_restart("evaluator")
         try:
             ray.get(self.evaluator.node_id.remote(), timeout=RESTART_WAIT_S)
         except (RayActorError, GetTimeoutError):
@@ -199,24 +206,22 @@ class Fleet:
         except (RayActorError, GetTimeoutError):
             return False
 
-    def recover_ps(self, last_counters: dict) -> None:
+    def recover_ps(self, last_counters: PSCounters) -> None:
         """Recreate the PS from the newest checkpoint; counters continue and never go backwards."""
-        self.restarts["ps"] += 1
+        restart = self.count_restart("ps")
         ray.kill(self.ps, no_restart=True)
         found = checkpoint.list_checkpoints(self.ckpt_dir)
         state = checkpoint.load(found[-1]) if found else None
-        saved_version = state["counters"]["version"] if state else 0
-        self.lost_updates += max(0, last_counters.get("version", 0) - saved_version)
-        floor = {k: last_counters[k] for k in ("version", "env_steps", "episodes", "rejected_stale",
-                                                "rejected_nonfinite") if k in last_counters}
-        self.spawn_ps(state, floor)
+        saved_version = PSCounters.from_dict(state[CKPT_COUNTERS]).version if state else 0
+        self.lost_updates += max(0, last_counters.version - saved_version)
+        self.spawn_ps(state, last_counters.totals())
         self.say(f"parameter server died: recreated from {found[-1] if found else 'fresh weights'} "
-                 f"(version {saved_version}; {last_counters.get('version', 0) - saved_version} updates lost); "
-                 f"restart #{self.restarts['ps']}")
+                 f"(version {saved_version}; {last_counters.version - saved_version} updates lost); "
+                 f"restart #{restart}")
         self.loops.relaunch_all()  # their loops fail on the dead PS; relaunch them on the new one
 
     # -- sync mode ---------------------------------------------------------------------------------------
-    def repair_after_sync_failure(self, last_counters: dict) -> None:
+    def repair_after_sync_failure(self, last_counters: PSCounters) -> None:
         if not self.ps_alive():
             self.recover_ps(last_counters)
         for rank in list(self.workers):

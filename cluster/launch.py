@@ -16,6 +16,7 @@ import yaml
 from ray_a3c.common.config import Config, from_dict, from_flat, from_saved, load_yaml, preset_names, save_yaml, validate
 from ray_a3c.common.envs import EnvSpaces, probe_spaces
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS
 from ray_a3c.common.minari_io import is_minari
 from ray_a3c.common.minari_io import resolve as resolve_minari
 
@@ -206,7 +207,7 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
     accepted = config_changes(stored, cfg)
     if accepted:
         with open(os.path.join(run_dir, RESUME_LOG), "a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resume at version {state['counters'].get('version')}: "
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resume at version {state[CKPT_COUNTERS].get('version')}: "
                      + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(accepted.items())) + "\n")
         save_yaml(cfg, config_path)
     return PreparedRun(cfg, spaces, run_dir, state)
@@ -214,7 +215,7 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
 
 def _checkpoint_config(state: dict, fallback: Config) -> Config:
     """The config the checkpoint was trained with (stored in it by the PS), else the run dir's."""
-    text = state.get("config_yaml")
+    text = state.get(CKPT_CONFIG_YAML)
     if not isinstance(text, str):
         return fallback
     try:

@@ -47,7 +47,6 @@ class WorkerLoops:
         self.fleet, self.timeout_s, self.max_failures, self.say, self.clock = fleet, timeout_s, max_failures, say, clock
         self.loops: dict[int, _Loop] = {}
         self.given_up: dict[int, str] = {}  # rank -> the failure that ended it
-        self.restarts = 0
 
     def start(self, ranks) -> None:
         for rank in ranks:
@@ -91,7 +90,7 @@ class WorkerLoops:
     def _on_failure(self, rank: int, loop: _Loop, cause: str, now: float) -> None:
         loop.ref = None
         loop.failures += 1
-        self.restarts += 1
+        restart = self.fleet.count_restart("worker")
         if loop.failures > self.max_failures:
             self.say(f"worker-{rank} failed {loop.failures} times in a row, last: {cause}; giving it up")
             self.given_up[rank] = cause
@@ -100,7 +99,7 @@ class WorkerLoops:
                 raise A3CError(f"no worker can run: worker-{rank} failed {loop.failures} times in a row: {cause}")
             return
         delay = min(BACKOFF_BASE_S * 2 ** (loop.failures - 1), BACKOFF_MAX_S)
-        self.say(f"worker-{rank} failed: {cause}; restart #{self.restarts} in {delay:.0f}s")
+        self.say(f"worker-{rank} failed: {cause}; restart #{restart} in {delay:.0f}s")
         loop.relaunch_at = now + delay
 
     def _advance_relaunch(self, rank: int, loop: _Loop, now: float) -> None:

@@ -52,7 +52,7 @@ class PlacementWatch:
     def _report(self) -> None:
         self.reported = True
         addresses = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes()}
-        device = ray.get(self.device)["device"] if self.device is not None else "?"
+        device = ray.get(self.device).device if self.device is not None else "?"
         self.say("placement: " + ", ".join(f"{name}@{addresses.get(node, '?')}/{node[:8]}"
                                             for name, node in self.nodes.items()) + f"; learner on {device}")
 

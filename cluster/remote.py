@@ -135,22 +135,13 @@ class RolloutWorker(ActorIdentity, worker.RolloutWorker):
                 client = AggregatedClient(ps_handle, aggregator, self.config.cluster.aggregate_retry_s)
         return self.run(client)
 
-    def sync_gradient(self, published: tuple) -> GradientPacket:
-        """Sync mode: `published` is the PS's (version, weights, env_steps), shared by every worker."""
-        return self._sync(self.gradient_at, published)
-
-    def sync_surrogate_gradient(self, published: tuple) -> GradientPacket:
-        return self._sync(self.surrogate_gradient_at, published)
-
-    def sync_critic_gradient(self, published: tuple) -> GradientPacket:
-        return self._sync(self.critic_gradient_at, published)
-
-    @staticmethod
-    def _sync(gradient_at: Any, published: tuple) -> GradientPacket:
+    def sync_gradient(self, published: tuple, which: worker.Pass = worker.Pass.ROLLOUT) -> GradientPacket:
+        """Sync mode: one pass's gradient; `published` is the PS's (version, weights, env_steps), shared by
+        every worker."""
         version, weights, _ = published
         t0 = time.perf_counter()
         weights = _resolve(weights)
-        return gradient_at(version, weights, fetch_s=time.perf_counter() - t0)
+        return self.gradient_at(version, weights, fetch_s=time.perf_counter() - t0, which=which)
 
 
 class Evaluator(ActorIdentity, evaluator.Evaluator):
@@ -158,7 +149,8 @@ class Evaluator(ActorIdentity, evaluator.Evaluator):
         hide_gpus()
         super().__init__(config, **kwargs)
 
-    def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int, gif_path: Optional[str] = None) -> dict:
+    def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int,
+                        gif_path: Optional[str] = None) -> evaluator.EvalResult:
         return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed, gif_path)
 
 

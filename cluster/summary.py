@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ray_a3c.common.counters import WindowStats
+
 
 @dataclass
 class RunSummary:
@@ -56,13 +58,13 @@ def process_age_s() -> float:
     return time.time() - psutil.Process().create_time()
 
 
-def progress_line(elapsed: float, stats: dict, fps: float, mean_ret: Optional[float],
+def progress_line(elapsed: float, stats: WindowStats, fps: float, mean_ret: Optional[float],
                   last_eval: Optional[float], eta: Optional[float] = None) -> str:
     ret = f"{mean_ret:8.1f}" if mean_ret is not None else "       -"
     ev = f"{last_eval:8.1f}" if last_eval is not None else "       -"
-    lag = stats["policy_lag_mean"]
-    line = (f"[{elapsed:7.1f}s] steps {stats['env_steps']:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
-            f"eval {ev} | version {stats['version']:>9,} | lag {lag if lag is not None else 0:4.1f}")
+    lag = stats.policy_lag_mean
+    line = (f"[{elapsed:7.1f}s] steps {stats.env_steps:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
+            f"eval {ev} | version {stats.version:>9,} | lag {lag if lag is not None else 0:4.1f}")
     return line if eta is None else f"{line} | eta {format_duration(eta)}"
 
 

@@ -4,33 +4,23 @@ from __future__ import annotations
 import glob
 import os
 import re
-import tempfile
 import time
 from typing import Any
 
 import torch
 
+from ray_a3c.common.atomic import TMP_PREFIX, atomic_write
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS, CKPT_MODEL, CKPT_OPTIMIZERS
 
 CKPT_PATTERN = re.compile(r"ckpt-(\d+)\.pt$")
 
 
 def save_atomic(state: dict, path: str) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make checkpoints the one unreadable file of the run dir
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write to a temp file in the same directory, fsync, then rename over `path` (readable by all: mkstemp's
+    0600 would make checkpoints the one unreadable file of the run dir)."""
+    with atomic_write(path, suffix=".pt", fsync=True, makedirs=True) as tmp:
+        torch.save(state, tmp)
 
 
 def load(path: str) -> dict[str, Any]:
@@ -40,7 +30,7 @@ def load(path: str) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated / foreign files
         raise A3CError(f"checkpoint '{path}' is unreadable or corrupt ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or "model" not in state:
+    if not isinstance(state, dict) or CKPT_MODEL not in state:
         raise A3CError(f"checkpoint '{path}' is not a ray-a3c checkpoint (no model weights)")
     problem = _type_problem(state)
     if problem:
@@ -49,17 +39,17 @@ def load(path: str) -> dict[str, Any]:
 
 
 def _type_problem(state: dict) -> str:
-    model = state["model"]
+    model = state[CKPT_MODEL]
     if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in model.items()):
         return "'model' must map parameter names to tensors"
-    counters = state.get("counters", {})
+    counters = state.get(CKPT_COUNTERS, {})
     if not isinstance(counters, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  for v in counters.values()):
         return "'counters' must map names to numbers"
-    if "optimizers" in state and not isinstance(state["optimizers"], dict):
+    if CKPT_OPTIMIZERS in state and not isinstance(state[CKPT_OPTIMIZERS], dict):
         return "'optimizers' must be a mapping"
-    if not isinstance(state.get("config_yaml", ""), str):
+    if not isinstance(state.get(CKPT_CONFIG_YAML, ""), str):
         return "'config_yaml' must be text"
     return ""
 
@@ -85,7 +75,7 @@ def save_versioned(state: dict, ckpt_dir: str, version: int, keep: int) -> str:
 def remove_stale_temp_files(directory: str, older_than_s: float = STALE_TMP_S) -> int:
     """Delete `.tmp-*` files that a killed process left behind; returns how many."""
     now, removed = time.time(), 0
-    for tmp in glob.glob(os.path.join(directory, ".tmp-*")):
+    for tmp in glob.glob(os.path.join(directory, TMP_PREFIX + "*")):
         try:
             if now - os.path.getmtime(tmp) > older_than_s:
                 os.unlink(tmp)

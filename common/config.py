@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -11,6 +10,7 @@ from typing import Any, Optional
 
 import yaml
 
+from ray_a3c.common.atomic import atomic_write
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.validation import validate
 
@@ -306,16 +306,8 @@ def load_yaml(path_or_preset: str) -> dict:
 
 def save_yaml(cfg: Config, path: str) -> None:
     """Write beside `path`, then rename over it: a reader never sees half a config."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, suffix=".yaml") as tmp, open(tmp, "w") as fh:
+        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
 
 
 def load_run_config(run_dir: str) -> Config:

@@ -14,8 +14,6 @@ Schema version 1, arrays indexed by step i (N steps, episodes stored contiguousl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -23,6 +21,7 @@ from typing import Any, Optional
 import gymnasium as gym
 import numpy as np
 
+from ray_a3c.common.atomic import atomic_write
 from ray_a3c.common.errors import A3CError
 
 SCHEMA_VERSION = 1
@@ -91,16 +90,9 @@ def save_dataset(path: str, observations: np.ndarray, next_observations: np.ndar
     arrays = {name: getattr(ds, name) for name in REQUIRED}
     if ds.behaviour_log_probs is not None:
         arrays["behaviour_log_probs"] = ds.behaviour_log_probs
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:  # written beside the target, then renamed: an interrupted recording leaves no half file
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, metadata=np.array(json.dumps(meta)), **arrays)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # written beside the target, then renamed: an interrupted recording leaves no half file
+    with atomic_write(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, metadata=np.array(json.dumps(meta)), **arrays)
     return ds
 
 

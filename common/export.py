@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ContextManager
 
+from ray_a3c.common.atomic import atomic_write
 from ray_a3c.common.errors import A3CError
 
 if TYPE_CHECKING:
@@ -16,14 +16,13 @@ if TYPE_CHECKING:
 EXPORT_FORMATS = ("onnx", "pt2")
 
 
-def _atomic_target(path: str) -> tuple[str, str]:
-    """A temp file beside `path` (same suffix: torch's writers check it), renamed over it once complete."""
+def _atomic_target(path: str) -> ContextManager[str]:
+    """A temp file beside `path` (same suffix: torch's writers check it; mkstemp's permissions kept), renamed
+    over it once complete."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise A3CError(f"cannot write '{path}': directory '{directory}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-export-", suffix=os.path.splitext(path)[1], dir=directory)
-    os.close(fd)
-    return directory, tmp
+    return atomic_write(path, mode=None, prefix=".tmp-export-")
 
 
 def export_onnx(graph: "torch.nn.Module", inputs: tuple, path: str, input_names: list[str],
@@ -36,23 +35,20 @@ def export_onnx(graph: "torch.nn.Module", inputs: tuple, path: str, input_names:
         raise A3CError(f"ONNX export needs the export extra: pip install 'ray-a3c[export]' ({exc})") from None
     import torch
 
-    _, tmp = _atomic_target(path)
+    target = _atomic_target(path)
     batch = torch.export.Dim("batch", min=1)
     shapes = (tuple({0: batch} for _ in input_names),)  # the graph takes its inputs as one *args
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
     onnx_log.setLevel(logging.ERROR)  # it announces every torchvision op it cannot register
     try:
-        with warnings.catch_warnings():
+        with target as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(graph, inputs, dynamo=True, input_names=input_names,
                                         output_names=output_names, dynamic_shapes=shapes, verbose=False)
             program.save(tmp, external_data=False)
-        os.replace(tmp, path)
     finally:
         onnx_log.setLevel(level)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -64,11 +60,6 @@ def export_pt2(graph: "torch.nn.Module", inputs: tuple, path: str, input_names: 
     batch = torch.export.Dim("batch", min=1)
     shapes = (tuple({0: batch} for _ in input_names),)  # the graph takes its inputs as one *args
     program = torch.export.export(graph, inputs, dynamic_shapes=shapes, strict=False)
-    _, tmp = _atomic_target(path)
-    try:
+    with _atomic_target(path) as tmp:
         torch.export.save(program, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

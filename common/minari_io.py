@@ -16,9 +16,9 @@ import numpy as np
 
 from ray_a3c.common.dataset import Dataset, validate_dataset
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.keys import INFO_LOG_PROB
 
 PREFIX = "minari:"
-LOG_PROB_INFO = "behaviour_log_prob"
 
 
 def is_minari(ref: Optional[str]) -> bool:
@@ -96,7 +96,7 @@ def _to_dataset(data, ref: str) -> Dataset:
         terminated = np.asarray(episode.terminations, bool)
         if not (terminated[-1] or truncated[-1]):
             truncated[-1] = True  # an episode cut off by the recording ends where the data ends
-        log_probs = (episode.infos or {}).get(LOG_PROB_INFO)
+        log_probs = (episode.infos or {}).get(INFO_LOG_PROB)
         has_log_probs = has_log_probs and log_probs is not None and len(log_probs) == n + 1
         for key, value in (("observations", obs[:-1]), ("next_observations", obs[1:]),
                            ("actions", np.asarray(episode.actions)), ("rewards", np.asarray(episode.rewards)),
@@ -144,7 +144,7 @@ def save_minari(dataset_id: str, arrays: dict, env_id: str, description: str) ->
         obs = np.concatenate([arrays["observations"][start:end], arrays["next_observations"][end - 1:end]])
         infos = {}
         if log_probs is not None:
-            infos[LOG_PROB_INFO] = np.append(log_probs[start:end], np.nan).astype(np.float32)
+            infos[INFO_LOG_PROB] = np.append(log_probs[start:end], np.nan).astype(np.float32)
         buffers.append(EpisodeBuffer(id=int(arrays["episode_ids"][start]), observations=obs,
                                      actions=actions[start:end], rewards=arrays["rewards"][start:end],
                                      terminations=arrays["terminated"][start:end],

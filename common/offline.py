@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from ray_a3c.common.dataset import Dataset, load_dataset
+from ray_a3c.common.keys import INFO_LOG_PROB, INFO_LOGGED_ACTION
 from ray_a3c.common.minari_io import is_minari, load_minari
 
 
@@ -60,9 +61,9 @@ class OfflineEnv(gym.Env):
     def _info(self) -> dict[str, Any]:
         if self._step is None or self._step >= self._end:
             return {}
-        info = {"logged_action": self.data.actions[self._step]}
+        info = {INFO_LOGGED_ACTION: self.data.actions[self._step]}
         if self.data.behaviour_log_probs is not None:
-            info["behaviour_log_prob"] = float(self.data.behaviour_log_probs[self._step])
+            info[INFO_LOG_PROB] = float(self.data.behaviour_log_probs[self._step])
         return info
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):

@@ -2,9 +2,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 import numpy as np
+
+
+class Rejection(str, Enum):
+    """Why a gradient was not applied; an accepted packet's reason is "" (so `not reason` means accepted). A
+    str, so it compares equal to its value and travels in a packet as plain text does."""
+
+    STALE = "stale"  # computed from a version more than algo.max_policy_lag behind
+    NONFINITE = "nonfinite"  # NaN/inf in the gradient or the observation / return moments
+    DUPLICATE = "duplicate"  # a (sender, seq) the PS has counted already (a worker's resend)
+    EMPTY = "empty"  # an aggregate whose members were all left out by its aggregator
+    ALL_REJECTED = "all rejected"  # sync mode: no packet of the round was accepted
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -25,14 +40,41 @@ class GradientPacket:
     sender: str = ""  # the sending worker process (an id per incarnation): with `seq`, how the PS spots a resend
     seq: int = 0  # the sender's packet number, from 1; 0 = not tracked
     members: Optional[list] = None  # an aggregate (cluster.aggregate=node): its packets, gradients left out
-    rejected: str = ""  # set by an aggregator that left this member out ("stale" | "nonfinite")
+    rejected: str = ""  # set by an aggregator that left this member out (Rejection.STALE | NONFINITE)
 
 
 @dataclass
 class ApplyResult:
     accepted: bool
     version: int  # PS version after this packet
-    reason: str = ""  # "stale" | "nonfinite" when rejected
+    reason: str = ""  # a Rejection when rejected
     stop: bool = False  # the driver asked workers to finish
     weights: Optional[Any] = None  # the current version's weights (an ndarray, or an ObjectRef under Ray)
     counters: Optional[dict] = None  # sync mode: the PS's counters after the step (saves the driver a call)
+
+
+# -- the rules the parameter server and a node aggregator both apply ----------------------------------------------
+def finite_moments(moments: Optional[tuple]) -> bool:
+    """(count, mean, var) moments are usable: none, empty, or finite with a non-negative variance."""
+    if moments is None or not moments[0]:
+        return True
+    _, mean, var = moments
+    return bool(np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(np.asarray(var) >= 0))
+
+
+def rejection(members: list[GradientPacket], gradient_finite: bool, version: int, max_policy_lag: int) -> str:
+    """Why a gradient standing for `members` (a packet: itself) is refused at `version`, "" if it is not:
+    non-finite (gradient or any member's moments), else stale (its oldest member more than max_policy_lag
+    versions behind)."""
+    if not (gradient_finite and all(finite_moments(m.obs_moments) and finite_moments(m.return_moments)
+                                    for m in members)):
+        return Rejection.NONFINITE
+    if version - min(m.version for m in members) > max_policy_lag:
+        return Rejection.STALE
+    return ""
+
+
+def needs_weights(reason: str, version: int, sent_from: int, weight_sync_every: int) -> bool:
+    """Whether a reply carries the weights of `version` to a sender whose gradient came from `sent_from`: a
+    stale sender always needs them; others only once weight_sync_every versions behind (fewer bytes out)."""
+    return reason == Rejection.STALE or version - sent_from >= weight_sync_every

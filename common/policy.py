@@ -18,6 +18,7 @@ from ray_a3c.common.config import Config, load_run_config
 from ray_a3c.common.envs import make_env, probe_spaces, spaces_from_env
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS
+from ray_a3c.common.keys import CKPT_MODEL, CKPT_SPACES
 from ray_a3c.common.models import ActorCritic, build_model
 from ray_a3c.common.observations import EnvSpaces
 from ray_a3c.common.spaces_io import space_from_data
@@ -229,4 +230,4 @@ def load_policy(run_dir: str, checkpoint_name: str = "best") -> Policy:
     """`run_dir`'s policy from its `best` (else latest) checkpoint, `latest`, or a checkpoint path."""
     config = load_run_config(run_dir)
     state = checkpoint.load(checkpoint.resolve(run_dir, checkpoint_name))
-    return Policy(config, state["model"], state.get("spaces"))
+    return Policy(config, state[CKPT_MODEL], state.get(CKPT_SPACES))

@@ -9,16 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ray_a3c.common.flat import decode_gradient, encode_gradient
-from ray_a3c.common.packet import ApplyResult, GradientPacket
-
-
-def _finite(packet: GradientPacket) -> bool:
-    for moments in (packet.obs_moments, packet.return_moments):
-        if moments is not None and moments[0]:
-            if not (np.all(np.isfinite(moments[1])) and np.all(np.isfinite(moments[2]))
-                    and np.all(np.asarray(moments[2]) >= 0)):
-                return False
-    return bool(np.all(np.isfinite(packet.gradient)))
+from ray_a3c.common.packet import ApplyResult, GradientPacket, needs_weights, rejection
 
 
 def member_of(packet: GradientPacket, rejected: str = "") -> GradientPacket:
@@ -38,12 +29,7 @@ def reduce_packets(packets: list[GradientPacket], version: int, max_policy_lag: 
     reasons, aggregates = [], []
     for packet in packets:
         packet.gradient = decode_gradient(packet.gradient)
-        if not _finite(packet):
-            reasons.append("nonfinite")
-        elif version - packet.version > max_policy_lag:
-            reasons.append("stale")
-        else:
-            reasons.append("")
+        reasons.append(rejection([packet], bool(np.all(np.isfinite(packet.gradient))), version, max_policy_lag))
     for critic_only in (False, True):
         group = [(p, r) for p, r in zip(packets, reasons) if p.critic_only == critic_only]
         if not group:
@@ -64,7 +50,7 @@ def member_results(reply: ApplyResult, reasons: list[str], versions: list[int],
     results = []
     for reason, version in zip(reasons, versions):
         reason = reason or ("" if reply.accepted else reply.reason)
-        needs = reason == "stale" or reply.version - version >= weight_sync_every
+        needs = needs_weights(reason, reply.version, version, weight_sync_every)
         results.append(ApplyResult(accepted=not reason, version=reply.version, reason=reason, stop=reply.stop,
                                    weights=reply.weights if needs else None))
     return results

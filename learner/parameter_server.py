@@ -2,6 +2,7 @@
 checkpoint state."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -12,10 +13,12 @@ import torch
 import yaml
 
 from ray_a3c.common.config import Config
+from ray_a3c.common.counters import PSCounters, PSStatus, WindowStats
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import finite_norm, gradient_tensor
+from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS, CKPT_MODEL, CKPT_OPTIMIZERS, CKPT_SPACES
 from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection, needs_weights, rejection
 from ray_a3c.learner.flat_params import (
     FlatParameters,
     build_optimizer,
@@ -23,8 +26,6 @@ from ray_a3c.learner.flat_params import (
     parameter_groups,
     step,
 )
-
-COUNTERS = ("version", "env_steps", "episodes", "rejected_stale", "rejected_nonfinite")
 
 
 def build_optimizers(flat: FlatParameters, config: Config) -> dict[str, torch.optim.Optimizer]:
@@ -75,13 +76,6 @@ def _to_cpu(value: Any) -> Any:
     return value
 
 
-def _finite_moments(moments: Optional[tuple]) -> bool:
-    if moments is None or not moments[0]:
-        return True
-    _, mean, var = moments
-    return bool(np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(np.asarray(var) >= 0))
-
-
 class ParameterServer:
     def __init__(self, config: Config, spaces: EnvSpaces,
                  publish: Optional[Callable[[np.ndarray], Any]] = None):
@@ -96,7 +90,7 @@ class ParameterServer:
         self._base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self._publish = publish  # given a live read-only view of the weights: it copies what it keeps (ray.put)
         self._published: tuple[int, Any] = (-1, None)
-        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.counters = PSCounters()
         self.stop_requested = False
         self._window = _Window()
         self.packets_from: dict[int, int] = {}  # worker rank -> packets received (liveness, on the reader's clock)
@@ -110,7 +104,7 @@ class ParameterServer:
 
     @property
     def version(self) -> int:
-        return self.counters["version"]
+        return self.counters.version
 
     def apply_gradients(self, packet: GradientPacket) -> ApplyResult:
         """Apply one worker gradient (serially), or reject it as stale / non-finite. Always answers
@@ -128,9 +122,8 @@ class ParameterServer:
         weights = self._current_weights()
         self.busy_s += time.perf_counter() - started
         every = self.config.algo.weight_sync_every
-        # a sender whose weights are fewer than weight_sync_every versions old gets none (fewer bytes out)
         return [ApplyResult(accepted=not reason, version=self.version, reason=reason, stop=self.stop_requested,
-                            weights=weights if reason == "stale" or self.version - packet.version >= every else None)
+                            weights=weights if needs_weights(reason, self.version, packet.version, every) else None)
                 for packet, reason in zip(packets, reasons)]
 
     def apply_mean_gradients(self, *packets: GradientPacket) -> ApplyResult:
@@ -140,7 +133,7 @@ class ParameterServer:
         kept = [not reason for reason in self._step_on_mean(list(packets))]
         weights = self._current_weights()
         self.busy_s += time.perf_counter() - started
-        return ApplyResult(accepted=any(kept), version=self.version, reason="" if any(kept) else "all rejected",
+        return ApplyResult(accepted=any(kept), version=self.version, reason="" if any(kept) else Rejection.ALL_REJECTED,
                            stop=self.stop_requested, weights=weights, counters=self.get_counters())
 
     def _step_on_mean(self, packets: list[GradientPacket]) -> list[str]:
@@ -152,7 +145,7 @@ class ParameterServer:
         for packet in packets:
             grad = gradient_tensor(packet.gradient)  # the transport dtype, no copy: converted in the step's copy
             if packet.members is None and not self._first_sight(packet):
-                reasons.append("duplicate")  # a resend of a packet already counted: its aggregator forwarded it
+                reasons.append(Rejection.DUPLICATE)  # a resend of a packet already counted: its aggregator forwarded it
                 weights.append(0)
                 grads.append((grad, 0.0))
                 continue
@@ -184,7 +177,7 @@ class ParameterServer:
             return [(packet, reason)]
         for member in packet.members:
             if member.rejected:
-                self.counters["rejected_" + member.rejected] += 1
+                self.counters.count_rejected(member.rejected)
         return [(m, m.rejected or reason) for m in packet.members]
 
     def _first_sight(self, packet: GradientPacket) -> bool:
@@ -206,15 +199,10 @@ class ParameterServer:
         is judged by its oldest accepted member, and its rejection is counted once per such member."""
         members = [m for m in packet.members if not m.rejected] if packet.members is not None else [packet]
         if not members:
-            return "empty"
-        if not (math.isfinite(grad_norm) and all(
-                _finite_moments(m.obs_moments) and _finite_moments(m.return_moments) for m in members)):
-            self.counters["rejected_nonfinite"] += len(members)
-            return "nonfinite"
-        if self.version - min(m.version for m in members) > self.config.algo.max_policy_lag:
-            self.counters["rejected_stale"] += len(members)
-            return "stale"
-        return ""
+            return Rejection.EMPTY
+        reason = rejection(members, math.isfinite(grad_norm), self.version, self.config.algo.max_policy_lag)
+        self.counters.count_rejected(reason, len(members))
+        return reason
 
     def _step(self, kept: list[tuple[torch.Tensor, float, int]], critic_only: bool = False) -> None:
         """One optimizer step on the mean of `kept` (gradient, its norm, its weight), clipped by global norm."""
@@ -227,7 +215,7 @@ class ParameterServer:
                 for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
                     group["lr"] = base * fraction
                 step(optimizer)
-        self.counters["version"] += 1
+        self.counters.version += 1
         self._window.grad_norms.append(norm)
         self._window.applied += 1
 
@@ -240,7 +228,7 @@ class ParameterServer:
         """The share of the run's budget spent: env steps over run.total_env_steps or, once the clock is started
         and run.time_limit_s set, seconds over it, whichever is further along."""
         run = self.config.run
-        used = self.counters["env_steps"] / run.total_env_steps
+        used = self.counters.env_steps / run.total_env_steps
         if run.time_limit_s is not None and self._clock_start is not None:
             used = max(used, (time.time() - self._clock_start) / run.time_limit_s)
         return used
@@ -258,11 +246,11 @@ class ParameterServer:
         """Keep the weights when env steps pass the next multiple of run.snapshot_every_env_steps (benchmarks
         evaluate them after training, so evaluation never competes with training for the CPU)."""
         n = self._snapshot_every
-        if not n or self.counters["env_steps"] // n <= self._last_snapshot_steps // n:
+        if not n or self.counters.env_steps // n <= self._last_snapshot_steps // n:
             return
-        self._snapshots.append({"env_steps": self.counters["env_steps"], "version": self.version,
+        self._snapshots.append({"env_steps": self.counters.env_steps, "version": self.version,
                                 "time": time.time(), "weights": self.flat.weights()})
-        self._last_snapshot_steps = self.counters["env_steps"]
+        self._last_snapshot_steps = self.counters.env_steps
 
     def pop_snapshots(self) -> list[dict]:
         """The snapshots kept since the previous call: {env_steps, version, time (epoch s), weights}."""
@@ -273,8 +261,8 @@ class ParameterServer:
         self.packets_from[packet.worker_rank] = self.packets_from.get(packet.worker_rank, 0) + 1
         self._recreations[packet.worker_rank] = packet.env_recreations
         w = self._window
-        self.counters["env_steps"] += packet.env_steps
-        self.counters["episodes"] += len(packet.episode_returns)
+        self.counters.env_steps += packet.env_steps
+        self.counters.episodes += len(packet.episode_returns)
         w.returns += [r for r in packet.episode_returns if np.isfinite(r)]
         w.lengths += packet.episode_lengths
         for key, value in packet.losses.items():
@@ -296,51 +284,50 @@ class ParameterServer:
 
     def get_weights(self) -> tuple[int, Any, int]:
         """(version, weights, env_steps)."""
-        return self.version, self._current_weights(), self.counters["env_steps"]
+        return self.version, self._current_weights(), self.counters.env_steps
 
-    def get_counters(self) -> dict:
+    def get_counters(self) -> PSStatus:
         """The cumulative counters plus each worker's packet count (cheap; polled by the driver)."""
-        return dict(self.counters, packets=dict(self.packets_from), device=str(self.device), busy_s=self.busy_s,
-                    env_recreations=sum(self._recreations.values()))
+        return PSStatus(**dataclasses.asdict(self.counters), packets=dict(self.packets_from), device=str(self.device),
+                        busy_s=self.busy_s, env_recreations=sum(self._recreations.values()))
 
     def request_stop(self) -> None:
         self.stop_requested = True
 
-    def pull_stats(self) -> dict:
+    def pull_stats(self) -> WindowStats:
         """Counters plus means over everything received since the previous call."""
         w, self._window = self._window, _Window()
         busy = w.compute_s + w.comm_s
-        stats: dict = dict(self.counters)
-        stats.update(
-            episode_returns=w.returns, episode_lengths=w.lengths, applied=w.applied,
+        return WindowStats(
+            **dataclasses.asdict(self.counters), episode_returns=w.returns, episode_lengths=w.lengths,
+            applied=w.applied,
             losses={k: float(np.mean(v)) for k, v in w.losses.items()},
             policy_lag_mean=float(np.mean(w.lags)) if w.lags else None,
             grad_norm_mean=float(np.mean(w.grad_norms)) if w.grad_norms else None,
             lr_fraction=self.lr_fraction(),
             weight_norm=self.flat.param_norm(),
             comm_fraction=w.comm_s / busy if busy > 0 else None)
-        return stats
 
     def state_dict(self) -> dict:
         """Everything a resume needs, as plain tensors and numbers (weights_only-loadable)."""
-        return _to_cpu({"model": self.model.state_dict(),
-                        "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-                        "counters": dict(self.counters), "config_yaml": yaml.safe_dump(self.config.to_dict()),
-                        **({"spaces": self.env_spaces} if self.env_spaces else {})})
+        return _to_cpu({CKPT_MODEL: self.model.state_dict(),
+                        CKPT_OPTIMIZERS: {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                        CKPT_COUNTERS: self.counters.to_dict(),
+                        CKPT_CONFIG_YAML: yaml.safe_dump(self.config.to_dict()),
+                        **({CKPT_SPACES: self.env_spaces} if self.env_spaces else {})})
 
-    def raise_counters(self, counter_floor: dict) -> None:
+    def raise_counters(self, counter_floor: PSCounters) -> None:
         """Counter floors without weights (a PS recreated before any checkpoint existed)."""
-        for key, floor in counter_floor.items():
-            if key in self.counters:
-                self.counters[key] = max(self.counters[key], int(floor) + (1 if key == "version" else 0))
+        self.counters.raise_to(counter_floor)
 
-    def load_state_dict(self, state: dict, counter_floor: Optional[dict] = None) -> None:
+    def load_state_dict(self, state: dict, counter_floor: Optional[PSCounters] = None) -> None:
         """Restore weights, optimizer state and counters. `counter_floor` (the last counters seen before a crash) keeps
         counters from going backwards: env steps really taken stay counted, and the version jumps past every
         version handed out before, so no packet from the lost weights can pass as fresh."""
-        self.model.load_state_dict(state["model"])  # copies into the flat buffer's views
+        self.model.load_state_dict(state[CKPT_MODEL])  # copies into the flat buffer's views
         for name, opt in self.optimizers.items():
-            load_optimizer_state(opt, state["optimizers"][name], name)  # per-tensor states (older) are joined
-        self.counters.update({k: int(v) for k, v in state["counters"].items() if k in self.counters})
-        self.raise_counters(counter_floor or {})
+            load_optimizer_state(opt, state[CKPT_OPTIMIZERS][name], name)  # per-tensor states (older) are joined
+        self.counters = PSCounters.from_dict(state[CKPT_COUNTERS])
+        if counter_floor is not None:
+            self.raise_counters(counter_floor)
         self._published = (-1, None)

@@ -1,6 +1,7 @@
 """Node aggregation without Ray: what an aggregator forwards, what the PS makes of it (the same step and the
 same counts as the packets sent one by one), resends counted once, and what each member is told."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ def test_aggregates_give_the_step_and_counts_of_the_packets_sent_as_one_batch(sp
     np.testing.assert_allclose(get_flat_weights(via.model), get_flat_weights(direct.model), atol=1e-6)
     assert via.counters == direct.counters and via.packets_from == direct.packets_from
     a, b = via.pull_stats(), direct.pull_stats()
-    assert a["episode_returns"] == b["episode_returns"] and a["policy_lag_mean"] == b["policy_lag_mean"]
+    assert a.episode_returns == b.episode_returns and a.policy_lag_mean == b.policy_lag_mean
 
 
 def test_members_left_out_by_the_aggregator_are_counted_as_rejected_by_the_ps():
@@ -80,8 +81,8 @@ def test_members_left_out_by_the_aggregator_are_counted_as_rejected_by_the_ps():
     before = get_flat_weights(ps.model).copy()
     (result,) = ps.apply_batch([aggregate])
     assert result.accepted and ps.version == 1 and not np.allclose(get_flat_weights(ps.model), before)
-    assert ps.counters["rejected_nonfinite"] == 1 and ps.counters["env_steps"] == 10 + 11 + 12
-    assert ps.counters["episodes"] == 3 and sum(ps.packets_from.values()) == 3
+    assert ps.counters.rejected_nonfinite == 1 and ps.counters.env_steps == 10 + 11 + 12
+    assert ps.counters.episodes == 3 and sum(ps.packets_from.values()) == 3
 
 
 def test_an_aggregate_whose_oldest_accepted_member_is_stale_at_the_ps_is_rejected_whole():
@@ -93,7 +94,7 @@ def test_an_aggregate_whose_oldest_accepted_member_is_stale_at_the_ps_is_rejecte
     assert reasons == ["", "", ""]  # the aggregator had not yet seen the PS move
     before = get_flat_weights(ps.model).copy()
     (result,) = ps.apply_batch([aggregate])
-    assert result.reason == "stale" and result.weights is not None and ps.counters["rejected_stale"] == 3
+    assert result.reason == "stale" and result.weights is not None and ps.counters.rejected_stale == 3
     np.testing.assert_array_equal(get_flat_weights(ps.model), before)
 
 
@@ -102,14 +103,14 @@ def test_a_packet_resent_directly_after_its_aggregator_forwarded_it_is_counted_o
     packets = packets_for(ps, 2)
     (aggregate,), _ = reduce_packets(copy.deepcopy(packets), ps.version, 5)
     ps.apply_batch([aggregate])
-    counters, weights = dict(ps.counters), get_flat_weights(ps.model).copy()
+    counters, weights = dataclasses.replace(ps.counters), get_flat_weights(ps.model).copy()
     result = ps.apply_gradients(copy.deepcopy(packets[1]))  # the worker thought the aggregator had died
     assert not result.accepted and result.reason == "duplicate"
     assert ps.counters == counters
     np.testing.assert_array_equal(get_flat_weights(ps.model), weights)
     fresh = copy.deepcopy(packets[1])
     fresh.seq += 1  # the worker's next packet is new
-    assert ps.apply_gradients(fresh).accepted and ps.counters["env_steps"] == counters["env_steps"] + 11
+    assert ps.apply_gradients(fresh).accepted and ps.counters.env_steps == counters.env_steps + 11
 
 
 def test_each_member_hears_its_own_verdict_and_gets_weights_where_it_needs_them():

@@ -208,7 +208,7 @@ def test_the_evaluator_scores_a_dict_env_with_its_own_reward():
     result = evaluator.run_episodes(40, seed=0, random_policy=True)
     evaluator.close()
     # unclipped: a catch scores 5 (random play catches some of 40 balls), a miss -1
-    assert result["max_return"] == 5.0 and result["min_return"] == -1.0
+    assert result.max_return == 5.0 and result.min_return == -1.0
 
 
 def test_a_wrappers_own_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch):

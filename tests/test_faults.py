@@ -60,7 +60,7 @@ def test_a_packet_with_nan_observations_changes_nothing_and_is_counted():
                                                               np.ones(dim, np.float32)))
     result = ps.apply_gradients(bad)
     assert not result.accepted and result.reason == "nonfinite"
-    assert ps.counters["rejected_nonfinite"] == 1 and ps.counters["env_steps"] == 5 and ps.version == 0
+    assert ps.counters.rejected_nonfinite == 1 and ps.counters.env_steps == 5 and ps.version == 0
     for key, value in ps.model.state_dict().items():
         assert torch.equal(value, before[key]), key
 
@@ -68,9 +68,9 @@ def test_a_packet_with_nan_observations_changes_nothing_and_is_counted():
 def test_weight_norm_counts_parameters_not_normaliser_statistics():
     cfg = validate(from_flat({"model.normalize_obs": True, "model.hidden_sizes": [8]}, Config()))
     ps = ParameterServer(cfg, probe_spaces(cfg.env))
-    norm = ps.pull_stats()["weight_norm"]
+    norm = ps.pull_stats().weight_norm
     ps.model.obs_norm.merge(1e6, np.zeros(4, np.float32), np.full(4, 1e6, np.float32))
-    assert ps.pull_stats()["weight_norm"] == pytest.approx(norm)
+    assert ps.pull_stats().weight_norm == pytest.approx(norm)
 
 
 @pytest.mark.parametrize("key, value", [("algo.learning_rate", float("inf")), ("algo.entropy_coef", float("inf")),
@@ -276,8 +276,8 @@ def test_an_interrupted_runs_summary_reports_the_versions_its_checkpoint_holds(t
 
     class PushesLanding:  # every call to the PS finds one more applied gradient
         def __getattr__(self, method):
-            ps.counters["version"] += 1
-            ps.counters["env_steps"] += 40
+            ps.counters.version += 1
+            ps.counters.env_steps += 40
             return getattr(ps, method)
 
     fleet = type("Fleet", (), {"ps": PushesLanding(), "restarts": {}})()

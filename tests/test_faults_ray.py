@@ -114,7 +114,7 @@ def pid_of(run_dir: str, role: str, timeout: float = 60.0) -> int:
 
 def wait_for_version(ps, at_least: int, timeout: float = 60.0) -> int:
     deadline = time.time() + timeout
-    while (version := ray.get(ps.get_counters.remote())["version"]) < at_least:
+    while (version := ray.get(ps.get_counters.remote()).version) < at_least:
         assert time.time() < deadline, f"version stuck at {version}"
         time.sleep(0.2)
     return version

@@ -96,7 +96,7 @@ def test_some_steps_were_clipped_and_the_norm_is_the_float64_one():
         ps.apply_gradients(packet(ps, grad))
         norms.append(clip_by_global_norm(grad, 0.0)[1])
     assert norms[0] < 0.5 < norms[1]
-    np.testing.assert_allclose(ps.pull_stats()["grad_norm_mean"], np.mean(norms), rtol=1e-5)
+    np.testing.assert_allclose(ps.pull_stats().grad_norm_mean, np.mean(norms), rtol=1e-5)
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -135,7 +135,7 @@ def test_half_precision_packets_step_like_their_float32_decoding(dtype, scale):
     wire.gradient = data
     assert ps.apply_gradients(wire).accepted
     assert ref.apply_gradients(packet(ref, decode_gradient(data))).accepted
-    assert (ps.pull_stats()["grad_norm_mean"] > 0.5) == (scale == 0.1)
+    assert (ps.pull_stats().grad_norm_mean > 0.5) == (scale == 0.1)
     np.testing.assert_array_equal(get_flat_weights(ps.model), get_flat_weights(ref.model))
     np.testing.assert_array_equal(ps.flat.grad.numpy(), ref.flat.grad.numpy())  # decoded in the one copy
 
@@ -146,7 +146,7 @@ def test_a_huge_but_finite_gradient_is_clipped_not_rejected():
     grad = np.full(num_params(ps.model), 1e20, np.float32)
     assert ps.apply_gradients(packet(ps, grad)).accepted
     assert np.isfinite(get_flat_weights(ps.model)).all()
-    assert ps.pull_stats()["grad_norm_mean"] == pytest.approx(1e20 * np.sqrt(grad.size), rel=1e-6)
+    assert ps.pull_stats().grad_norm_mean == pytest.approx(1e20 * np.sqrt(grad.size), rel=1e-6)
     grad[3] = np.nan
     assert ps.apply_gradients(packet(ps, grad)).reason == "nonfinite"
 

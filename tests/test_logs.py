@@ -7,6 +7,7 @@ import pytest
 
 from ray_a3c.cluster.cli import main
 from ray_a3c.cluster.summary import eta_s, format_duration, progress_line
+from ray_a3c.common.counters import WindowStats
 from ray_a3c.common.logs import ProgressBar, console, log
 
 
@@ -47,7 +48,7 @@ def test_eta_is_the_first_budget_to_run_out(elapsed, steps, fps, total, limit, e
 
 
 def test_the_progress_line_shows_the_eta():
-    stats = {"env_steps": 1200, "version": 7, "policy_lag_mean": 1.0}
+    stats = WindowStats(env_steps=1200, version=7, policy_lag_mean=1.0)
     assert progress_line(3.0, stats, 400.0, None, None, 83.0).endswith("| eta 1m23s")
     assert "eta" not in progress_line(3.0, stats, 400.0, None, None)
     assert [format_duration(s) for s in (9, 83, 3725)] == ["9s", "1m23s", "1h02m"]

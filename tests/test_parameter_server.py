@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ray_a3c.common import checkpoint
+from ray_a3c.common.counters import PSCounters
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.flat import get_flat_weights, num_params, set_flat_grads
@@ -70,7 +71,7 @@ def test_nonfinite_gradient_is_rejected_counted_and_harmless():
     grad[3] = np.inf
     ps.apply_gradients(packet(ps, grad))
     assert not result.accepted and result.reason == "nonfinite"
-    assert ps.counters["rejected_nonfinite"] == 2 and ps.version == 0
+    assert ps.counters.rejected_nonfinite == 2 and ps.version == 0
     np.testing.assert_array_equal(get_flat_weights(ps.model), before)
 
 
@@ -84,11 +85,11 @@ def test_stale_gradient_is_rejected_counted_and_harmless():
     before = get_flat_weights(ps.model).copy()
     result = ps.apply_gradients(packet(ps, grad, version=0))  # lag 4 > 2
     assert not result.accepted and result.reason == "stale"
-    assert ps.counters["rejected_stale"] == 1 and ps.version == 4
+    assert ps.counters.rejected_stale == 1 and ps.version == 4
     np.testing.assert_array_equal(get_flat_weights(ps.model), before)
     stats = ps.pull_stats()
-    assert stats["policy_lag_mean"] == pytest.approx(np.mean([0, 0, 0, 2]))
-    assert stats["env_steps"] == 50, "env steps count even for rejected packets: they were really taken"
+    assert stats.policy_lag_mean == pytest.approx(np.mean([0, 0, 0, 2]))
+    assert stats.env_steps == 50, "env steps count even for rejected packets: they were really taken"
 
 
 def test_each_version_is_published_once():
@@ -129,7 +130,7 @@ def test_sync_average_equals_one_adam_step_on_the_mean_gradient():
     reference.apply_gradients(packet(reference, np.mean(grads, axis=0)))
     assert result.accepted and ps.version == 1
     np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference.model), atol=1e-6)
-    assert ps.counters["env_steps"] == 30 and ps.counters["episodes"] == 3
+    assert ps.counters.env_steps == 30 and ps.counters.episodes == 3
 
 
 def test_sync_average_leaves_out_nonfinite_packets():
@@ -139,7 +140,7 @@ def test_sync_average_leaves_out_nonfinite_packets():
     bad[0] = np.nan
     ps.apply_mean_gradients(packet(ps, good), packet(ps, bad))
     reference.apply_gradients(packet(reference, good))
-    assert ps.counters["rejected_nonfinite"] == 1
+    assert ps.counters.rejected_nonfinite == 1
     np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference.model), atol=1e-7)
 
 
@@ -184,11 +185,11 @@ def test_restore_with_counter_floor_never_goes_backwards(tmp_path):
         ps.apply_gradients(packet(ps, grad))
     last_seen = ps.get_counters()
     restored = make_ps()
-    restored.load_state_dict(saved, counter_floor={k: last_seen[k] for k in ("version", "env_steps")})
-    assert restored.version == last_seen["version"] + 1
-    assert restored.counters["env_steps"] == last_seen["env_steps"]
+    restored.load_state_dict(saved, counter_floor=PSCounters(version=last_seen.version, env_steps=last_seen.env_steps))
+    assert restored.version == last_seen.version + 1
+    assert restored.counters.env_steps == last_seen.env_steps
     np.testing.assert_array_equal(get_flat_weights(restored.model), get_flat_weights(_model_from(saved)))
-    stale = packet(restored, grad, version=last_seen["version"] - 1)
+    stale = packet(restored, grad, version=last_seen.version - 1)
     assert restored.apply_gradients(stale).accepted  # lag 2: within max_policy_lag, not mistaken as fresh
 
 
@@ -206,7 +207,7 @@ def test_cuda_request_without_a_gpu_falls_back_to_cpu_with_a_warning(monkeypatch
         assert resolve_device("cuda").type == "cpu"
     assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
     ps = make_ps(**{"learner.device": "auto"})
-    assert ps.get_counters()["device"] == "cpu"
+    assert ps.get_counters().device == "cpu"
 
 
 def test_linear_lr_schedule_equals_adam_at_the_decayed_rate():
@@ -281,7 +282,7 @@ def test_a_batch_is_one_adam_step_on_the_mean_of_its_accepted_packets():
     assert [r.accepted for r in results] == [True, False, False]
     assert [r.reason for r in results] == ["", "nonfinite", "stale"]
     assert ps.version == 4 and all(r.version == 4 for r in results) and results[0].weights is results[2].weights
-    assert ps.counters["env_steps"] == 60 and ps.counters["rejected_stale"] == 1  # all counted
+    assert ps.counters.env_steps == 60 and ps.counters.rejected_stale == 1  # all counted
     set_flat_grads(reference, grads[1])  # the rejected ones leave the step unchanged
     adam.step()
     np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference), atol=1e-6)
@@ -291,7 +292,7 @@ def test_a_batch_is_one_adam_step_on_the_mean_of_its_accepted_packets():
     set_flat_grads(reference, (grads[2] + grads[3]) / 2)
     adam.step()
     np.testing.assert_allclose(get_flat_weights(ps.model), get_flat_weights(reference), atol=1e-6)
-    assert ps.version == 5 and ps.pull_stats()["policy_lag_mean"] == 0.5
+    assert ps.version == 5 and ps.pull_stats().policy_lag_mean == 0.5
 
 
 def test_bfloat16_packets_are_decoded_before_the_checks_and_the_step():

@@ -94,9 +94,9 @@ def test_evaluation_does_not_depend_on_the_reward_statistics():
     ps, cfg = make_ps()
     evaluator = Evaluator(cfg)
     evaluator.set_weights(get_flat_weights(ps.model))
-    before = evaluator.run_episodes(3, seed=5)["returns"]
+    before = evaluator.run_episodes(3, seed=5).returns
     ps.model.reward_norm.var.fill_(1e6)
     evaluator.set_weights(get_flat_weights(ps.model))
-    assert evaluator.run_episodes(3, seed=5)["returns"] == before
+    assert evaluator.run_episodes(3, seed=5).returns == before
     assert torch.equal(evaluator.model.reward_norm.var, torch.tensor([1e6]))
     evaluator.close()

@@ -81,7 +81,7 @@ def test_screen_size_sets_the_frames_the_network_and_the_evaluator_see():
     assert worker.runner.venv.envs[0].unwrapped.observation_space.shape == (1, 72, 128)
     evaluator = Evaluator(cfg)
     evaluator.load_state_dict(worker.model.state_dict())  # same shapes: the CNN was built for 128x72 on both
-    assert np.isfinite(evaluator.run_episodes(1, seed=5)["mean_return"])
+    assert np.isfinite(evaluator.run_episodes(1, seed=5).mean_return)
     evaluator.close()
     wide, narrow = VizdoomEnv("basic", screen_size=(128, 72)), VizdoomEnv("basic")
     try:
@@ -286,7 +286,7 @@ def test_the_defend_preset_as_shipped_passes_twice_observes_and_anneals():
         assert all("clip_fraction" in p.losses for p in seen[1::2])
         # full rates for the first half of the budget, then a linear fall to 0 at its end
         assert ps.lr_fraction() == 1.0
-        ps.counters["env_steps"] = int(0.75 * cfg.run.total_env_steps)
+        ps.counters.env_steps = int(0.75 * cfg.run.total_env_steps)
         assert ps.lr_fraction() == pytest.approx(0.5)
     finally:
         worker.close()

@@ -42,7 +42,7 @@ def test_async_loop_pushes_and_adopts_weights():
     worker = RolloutWorker(cfg, rank=0)
     out = worker.run(LocalClient(ps), max_updates=6)
     assert out["pushed"] == 6 and ps.version == 6 and worker.version == 6
-    assert ps.counters["env_steps"] == worker.total_env_steps > 0
+    assert ps.counters.env_steps == worker.total_env_steps > 0
     ps.request_stop()
     assert worker.run(LocalClient(ps))["pushed"] == 1  # a stop request ends the loop at the next push
 
@@ -63,7 +63,7 @@ def test_extra_policy_epochs_push_clipped_surrogates_on_the_returned_weights():
     assert len(extra) == 8 and all(set(p.losses) == {"clip_fraction"} for p in extra)
     # a large rate moves the policy past the 10% range within a rollout's passes
     assert max(p.losses["clip_fraction"] for p in extra) > 0
-    assert ps.counters["env_steps"] == worker.total_env_steps - packet.env_steps
+    assert ps.counters.env_steps == worker.total_env_steps - packet.env_steps
 
 
 def test_cartpole_learns_in_process_within_a_step_budget():
@@ -73,14 +73,14 @@ def test_cartpole_learns_in_process_within_a_step_budget():
     client = LocalClient(ps)
     workers = [RolloutWorker(cfg, rank) for rank in range(2)]
     evaluator = Evaluator(cfg)
-    random_mean = evaluator.run_episodes(10, seed=7, random_policy=True)["mean_return"]
+    random_mean = evaluator.run_episodes(10, seed=7, random_policy=True).mean_return
     best = 0.0
-    while ps.counters["env_steps"] < 120_000 and best < 300:
+    while ps.counters.env_steps < 120_000 and best < 300:
         for worker in workers:
             worker.run(client, max_updates=50)
-        best = max(best, evaluator.evaluate_latest(ps, 10, seed=7)["mean_return"])
+        best = max(best, evaluator.evaluate_latest(ps, 10, seed=7).mean_return)
     assert random_mean < 40
-    assert best >= 300, f"eval mean {best} after {ps.counters['env_steps']} env steps"
+    assert best >= 300, f"eval mean {best} after {ps.counters.env_steps} env steps"
 
 
 def test_sampled_evaluation_is_seeded_and_differs_from_greedy():
@@ -90,10 +90,10 @@ def test_sampled_evaluation_is_seeded_and_differs_from_greedy():
     with torch.no_grad():  # a sure policy: greedy always pushes right and fails fast; sampling hesitates
         greedy.model.policy_head.bias.copy_(torch.tensor([-1.0, 1.0]))
         sampled.model.policy_head.bias.copy_(torch.tensor([-1.0, 1.0]))
-    first, again = sampled.run_episodes(6, seed=5)["returns"], sampled.run_episodes(6, seed=5)["returns"]
+    first, again = sampled.run_episodes(6, seed=5).returns, sampled.run_episodes(6, seed=5).returns
     assert first == again
-    assert first != sampled.run_episodes(6, seed=6)["returns"]
-    assert greedy.run_episodes(6, seed=5)["returns"] != first
+    assert first != sampled.run_episodes(6, seed=6).returns
+    assert greedy.run_episodes(6, seed=5).returns != first
 
 
 def test_sync_gradients_count_the_wait_between_rounds_as_communication():
