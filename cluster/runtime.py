@@ -68,7 +68,9 @@ def local_init_options(config: Config) -> dict:
     extra = {"_metrics_export_port": c.metrics_export_port} if c.metrics_export_port else {}
     # Ray prestarts Python workers while it starts; importing our actors' modules there (torch: ~2 s of CPU
     # each) overlaps Ray's own start-up instead of following it
-    return dict(num_cpus=num_cpus, namespace=c.namespace, include_dashboard=c.include_dashboard,
+    # address "local": always a Ray of our own, even where `ray start` left a cluster running on this machine
+    # (ray.init would join that one, and refuse num_cpus there)
+    return dict(address="local", num_cpus=num_cpus, namespace=c.namespace, include_dashboard=c.include_dashboard,
                 dashboard_host=c.dashboard_host, logging_level=logging.WARNING,
                 _system_config={"preload_python_modules": [ACTOR_MODULES]}, **extra)
 

@@ -67,6 +67,8 @@ def scoring_env_config(cfg: EnvConfig) -> EnvConfig:
 
 def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
     try:
+        import vizdoom  # noqa: F401 - vizdoom_env imports it only when a game starts
+
         from ray_a3c.common.vizdoom_env import VizdoomEnv
     except ImportError as exc:
         raise A3CError(f"ViZDoom envs need the vizdoom package: pip install 'ray-a3c[doom]' ({exc})") from None
