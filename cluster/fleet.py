@@ -29,6 +29,24 @@ def run_tag(run_dir: str) -> str:
     return f"{os.path.basename(run_dir)}-{hashlib.sha1(run_dir.encode()).hexdigest()[:6]}"
 
 
+def run_bundles(config: Config) -> list[dict]:
+    """A run's resources as placement-group bundles, in the order the fleet takes them when it runs inside a
+    group laid out so (a Tune trial's): the PS, each worker by rank, the evaluator."""
+    c, learner = config.cluster, config.learner
+    bundles = [{"CPU": c.ps_num_cpus, **({"GPU": learner.num_gpus} if learner.num_gpus else {})}]
+    bundles += [{"CPU": c.worker_num_cpus} for _ in range(config.run.num_workers)]
+    return bundles + ([{"CPU": c.eval_num_cpus}] if config.run.evaluate else [])
+
+
+def _own_group(config: Config) -> Any:
+    """The placement group this process runs in when its bundles are `run_bundles(config)`, else None."""
+    group = ray.util.get_current_placement_group()
+    if group is None:
+        return None
+    wanted = [{k: float(v) for k, v in b.items()} for b in run_bundles(config)]
+    return group if [{k: float(v) for k, v in b.items()} for b in group.bundle_specs] == wanted else None
+
+
 class Fleet:
     """Spawns the parameter server, the workers and the evaluator as named actors, keeps the asynchronous
     worker loops running (relaunching them after a crash, replacing dead or hung workers), and recreates a
@@ -47,10 +65,11 @@ class Fleet:
         self.loops = WorkerLoops(self, config.cluster.worker_timeout_s, config.cluster.max_worker_failures, say)
         self.placement = PlacementWatch(config.cluster.start_timeout_s, say)
         self.run_tag = run_tag(os.path.dirname(os.path.abspath(ckpt_dir)))
+        self.group = _own_group(config)  # inside a Tune trial's group each actor takes its own bundle
 
     # -- actor options ---------------------------------------------------------------------------------
     def _options(self, name: str, num_cpus: float, num_gpus: float = 0.0, restarts: int = 0,
-                 spread: bool = False) -> dict:
+                 spread: bool = False, bundle: Optional[int] = None) -> dict:
         # No runtime_env: CPU actors hide the GPUs themselves (remote.hide_gpus, first thing in their constructor).
         # With one, Ray starts a fresh process per actor instead of taking a Python worker it prestarted.
         # No task events: the PS serves hundreds of calls a second, and the GCS would keep an event for each
@@ -58,7 +77,11 @@ class Fleet:
         opts: dict = {"name": name, "namespace": self.config.cluster.namespace, "num_cpus": num_cpus,
                       "num_gpus": num_gpus, "max_restarts": restarts, "max_task_retries": 0,
                       "enable_task_events": False}
-        if spread:
+        if self.group is not None and bundle is not None:  # the group's own strategy spreads or packs
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(self.group, bundle)
+        elif spread:
             opts["scheduling_strategy"] = "SPREAD"
         return opts
 
@@ -70,7 +93,7 @@ class Fleet:
         c, learner = self.config.cluster, self.config.learner
         actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
         self.ps = actor_class.options(**self._options(
-            self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus)).remote(self.config, self.spaces)
+            self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus, bundle=0)).remote(self.config, self.spaces)
         self.placement.watch("ps", self.ps, {"CPU": c.ps_num_cpus, "GPU": learner.num_gpus})
         self.placement.device = self.ps.get_counters.remote()
         if self.clock_start is not None:
@@ -91,14 +114,15 @@ class Fleet:
         self._worker_nodes.pop(rank, None)  # a replacement may land on another node
         self.workers[rank] = _create(RemoteWorker, self._options(
             self.actor_name(f"worker-{rank}"), c.worker_num_cpus, restarts=c.max_restarts,
-            spread=c.placement == "spread"), self.config, rank)
+            spread=c.placement == "spread", bundle=1 + rank), self.config, rank)
         self.placement.watch(f"worker-{rank}", self.workers[rank], {"CPU": c.worker_num_cpus})
         return self.workers[rank]
 
     def spawn_evaluator(self) -> Any:
         c = self.config.cluster
         self.evaluator = _create(RemoteEvaluator, self._options(
-            self.actor_name("eval"), c.eval_num_cpus, restarts=c.max_restarts), self.config)
+            self.actor_name("eval"), c.eval_num_cpus, restarts=c.max_restarts,
+            bundle=1 + self.config.run.num_workers), self.config)
         self.placement.watch("eval", self.evaluator, {"CPU": c.eval_num_cpus})
         return self.evaluator
 
