@@ -5,6 +5,7 @@ checkpoint (PBT's exploit, a paused trial) continues it through the resume path.
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import math
 import os
@@ -16,6 +17,8 @@ from ray_a3c.cluster.tune_spec import CKPT_FILE, TIME_ATTR, TuneSpec, trial_conf
 from ray_a3c.common.config import from_dict
 from ray_a3c.common.errors import A3CError
 
+METRICS_FILE = "metrics.json"
+REASONS = {"env_steps": "step budget spent", "time_limit": "time limit reached"}
 
 # -- the sweep ------------------------------------------------------------------------------------------------
 def run_sweep(spec: TuneSpec, quiet: bool = False):
@@ -108,7 +111,8 @@ def best_trial(results, spec: TuneSpec) -> dict:
     if not ranked:
         raise A3CError(f"no trial reported an evaluation ({len(results.errors)} of {len(results)} failed; "
                        f"see {results.experiment_path})")
-    best = max(ranked, key=lambda r: (1 if spec.mode == "max" else -1) * r.metrics["best_eval_return"])
+    best = max(ranked, key=lambda r: ((1 if spec.mode == "max" else -1) * r.metrics["best_eval_return"],
+                                      -r.metrics.get("env_steps", 0)))  # a tie: the one that got there first
     runs = sorted(glob.glob(os.path.join(best.path, "run-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
     keep = ("eval_return_mean", "best_eval_return", "env_steps", "train_s", "solved", "reason")
     return {"trial": os.path.basename(best.path), "config": {k: best.config[k] for k in sorted(best.config)},
@@ -141,10 +145,11 @@ def run_trial(params: dict, base: dict, experiment_dir: str) -> None:
     run_dir = os.path.join(trial_dir, f"run-{len(glob.glob(os.path.join(trial_dir, 'run-*')))}")
     cfg = build_config(base, {**params, "run.run_dir": run_dir})  # run dir: the actors' names follow it
     restored = tune.get_checkpoint()
-    state, changes = None, {}
+    state, changes, reported = None, {}, {}
     if restored is not None:
         with restored.as_directory() as directory:
             state = checkpoint.load(os.path.join(directory, CKPT_FILE))
+            reported = _read_metrics(directory)  # what was reported with it
         changes = check_resume_fits(state, cfg, cfg)
     prepared = prepare_new(cfg)
     if state is not None:
@@ -155,10 +160,11 @@ def run_trial(params: dict, base: dict, experiment_dir: str) -> None:
                      + ("; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items())) or "no change")
                      + "\n")
     summary = run_training(prepared, quiet=True, on_eval=_Reporter(run_dir))
-    if summary.last_eval is None:
-        return  # no evaluation since it (re)started (Tune wants the metric in every report): its last one stands
+    last_eval = summary.last_eval if summary.last_eval is not None else reported.get("eval_return_mean")
+    if last_eval is None:
+        return  # never evaluated (Tune wants the metric in every report)
     found = checkpoint.list_checkpoints(os.path.join(run_dir, "checkpoints"))
-    final = {"eval_return_mean": summary.last_eval, "best_eval_return": summary.best_eval,
+    final = {"eval_return_mean": last_eval, "best_eval_return": summary.best_eval,
              "env_steps": summary.env_steps, "version": summary.version, "train_s": summary.train_s,
              "solved": summary.reason == "solved", "reason": summary.reason}
     _Reporter(run_dir)(final, found[-1] if found else None)
@@ -179,17 +185,29 @@ class _Reporter:
             tune.report(metrics)
             return
         try:
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(copy_for_tune(path, self.directory)))
+            directory = copy_for_tune(path, self.directory, metrics)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def copy_for_tune(path: str, directory: str) -> str:
-    """A directory holding the checkpoint file as Tune reports it (Tune copies it into the trial's storage)."""
+def copy_for_tune(path: str, directory: str, metrics: dict) -> str:
+    """A directory holding the checkpoint file as Tune reports it (Tune copies it into the trial's storage),
+    and the metrics reported with it (a run restored from it that ends before evaluating reports them)."""
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
     shutil.copyfile(path, os.path.join(directory, CKPT_FILE))
+    with open(os.path.join(directory, METRICS_FILE), "w") as fh:
+        json.dump(metrics, fh)
     return directory
+
+
+def _read_metrics(directory: str) -> dict:
+    try:
+        with open(os.path.join(directory, METRICS_FILE)) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
 
 
 def progress_callback(spec: TuneSpec):
@@ -198,10 +216,11 @@ def progress_callback(spec: TuneSpec):
 
     class TrialLines(tune.Callback):
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            m = trial.last_result or {}
+            m = trial.last_result or {}  # a run that ended on its own reported its reason last
             values = ", ".join(f"{k}={_short(trial.config[k])}" for k in sorted(trial.config))
             last, best = m.get("eval_return_mean"), m.get("best_eval_return")
-            print(f"trial {trial.trial_id} ({values}): {m.get('reason') or 'stopped by the scheduler'} at "
+            reason = REASONS.get(m.get("reason"), m.get("reason") or "stopped by the scheduler")
+            print(f"trial {trial.trial_id} ({values}): {reason} at "
                   f"{m.get('env_steps', 0):,} env steps; eval {_short(last)}, best confirmed {_short(best)}",
                   flush=True)
 

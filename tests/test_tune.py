@@ -144,6 +144,15 @@ def test_bad_specs_are_refused_before_ray(change, message, tmp_path):
         load_spec(spec)
 
 
+def test_the_example_specs_are_valid(tmp_path):
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "tune")
+    found = sorted(glob.glob(os.path.join(root, "*.yaml")))
+    assert len(found) >= 4
+    for path in found:
+        spec = load_spec(path, storage_path=str(tmp_path))
+        assert spec.search and spec.scheduler in ("asha", "pbt"), path
+
+
 def test_the_cli_prints_one_error_line_exits_2_and_never_imports_ray(tmp_path):
     specs = {"unknown_key.yaml": {"config": "cartpole", "schedular": "asha"},
              "bad_distribution.yaml": {"config": "cartpole", "search": {"algo.entropy_coef": {"normal": [0, 1]}}}}
