@@ -1,4 +1,4 @@
-"""The `a3c` command: train, evaluate, config."""
+"""The `a3c` command: train, tune, evaluate, record, export, plot, config, submit."""
 from __future__ import annotations
 
 import argparse
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
                    help="config override section.key=value (repeatable)")
+    u = sub.add_parser("tune", help="a Ray Tune sweep of runs (ASHA, PBT) from a spec YAML (examples/tune/)",
+                       parents=[logging_flags])
+    u.add_argument("spec", help="the sweep spec: config, search, scheduler, num_samples, metric, stop, ...")
+    u.add_argument("--name", help="the experiment's name (default: the config, scheduler and time)")
+    u.add_argument("--storage-path", help="where experiments are written (default runs/tune)")
+    u.add_argument("--num-samples", type=int, help="trials sampled from the search space")
     e = sub.add_parser("evaluate", help="evaluate a run's checkpoint (no Ray needed)", parents=[logging_flags])
     e.add_argument("run_dir")
     e.add_argument("--checkpoint", default="best", help="latest | best | PATH (default best, else latest)")
@@ -157,6 +163,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = run_training(prepared)  # Ray starts only once the input is known to be good
     print(json.dumps(summary.result()))
     return 130 if summary.reason == "interrupted" else 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ray_a3c.cluster.launch import use_working_directory
+    from ray_a3c.cluster.tune_spec import load_spec
+
+    use_working_directory()
+    spec = load_spec(args.spec, name=args.name, storage_path=args.storage_path, num_samples=args.num_samples)
+    print(f"experiment: {os.path.join(spec.storage_path, spec.name)} ({spec.scheduler}, {spec.num_samples} "
+          f"sample(s), metric {spec.metric} {spec.mode})", flush=True)
+    from ray_a3c.cluster.tune import best_trial, run_sweep  # Ray starts only once the spec is known to be good
+
+    best = best_trial(run_sweep(spec), spec)
+    print(f"best trial {best['trial']}: {best['config']}, best confirmed {best.get('best_eval_return')}, last "
+          f"{spec.metric} {best.get(spec.metric)} at {best.get('env_steps')} env steps; run dir {best['run_dir']}")
+    print(json.dumps(best))
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -354,8 +377,8 @@ def _log_level(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "plot": cmd_plot, "record": cmd_record,
-                "export": cmd_export, "config": cmd_config}
+    commands = {"train": cmd_train, "tune": cmd_tune, "evaluate": cmd_evaluate, "plot": cmd_plot,
+                "record": cmd_record, "export": cmd_export, "config": cmd_config}
     return commands[args.command](args)
 
 

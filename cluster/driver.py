@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
@@ -37,9 +37,13 @@ class Trainer:
     """Drives one run; `train()` returns a RunSummary. Usable from the CLI or from Python."""
 
     def __init__(self, config: Config, spaces: EnvSpaces, run_dir: str,
-                 resume_state: Optional[dict] = None, quiet: bool = False):
+                 resume_state: Optional[dict] = None, quiet: bool = False,
+                 on_eval: Optional[Callable[[dict, str], None]] = None):
         self.config = from_dict(config.to_dict())  # a copy: resolving `auto` must not change the caller's
         self.spaces, self.run_dir, self.resume_state, self.quiet = spaces, run_dir, resume_state, quiet
+        # Called with each decided evaluation (plus counters and times) and a checkpoint written for it, in the
+        # driver's thread: how a caller reports on the way (cluster/tune.py reports them to Ray Tune).
+        self.on_eval = on_eval
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         self.summary = RunSummary(run_dir=run_dir, best_eval=(resume_state or {}).get(CKPT_BEST_EVAL_RETURN))
         self.fleet: Optional[Fleet] = None
@@ -92,6 +96,11 @@ class Trainer:
     def _loop(self) -> None:
         sync = self.config.algo.mode == "sync"
         self.fleet.wait_for_ps()
+        if self.resume_state is not None and not checkpoint.list_checkpoints(self.ckpt_dir):
+            # a run dir of its own continuing another's state (a Tune trial restored from another trial's
+            # checkpoint): the state it starts from is its first checkpoint, so a PS lost before the next one
+            # is recreated from it and not from fresh weights
+            self._save_checkpoint()
         self.t0, self._t0_epoch = time.perf_counter(), time.time()
         self.fleet.start_clock(self._t0_epoch)
         self.summary.train_start_s = process_age_s()
@@ -142,6 +151,8 @@ class Trainer:
         now = time.perf_counter()
         self.fleet.poll_placement()
         self.evals.poll(self.fleet, self.t0, now)
+        if self.on_eval is not None:
+            self._report_evaluations(now)
         if now - self._last_log >= run.log_interval_s:
             self._log(now)
             self._last_log = now
@@ -263,6 +274,17 @@ class Trainer:
                 fh.write("train_s,env_steps,return,length\n")
             for ret, length in zip(returns, lengths):
                 fh.write(f"{train_s:.3f},{env_steps},{ret:.6g},{length}\n")
+
+    def _report_evaluations(self, now: float) -> None:
+        """Hands each decided evaluation to the on_eval hook with a checkpoint written for it (the PS's newest
+        state: weights, optimizers, observation statistics, counters)."""
+        for decided in self.evals.take_decided():
+            path = self._save_checkpoint()
+            self._last_ckpt = now
+            s, counters = self.summary, self._saved_counters
+            self.on_eval({**decided, "env_steps": counters["env_steps"], "version": counters["version"],
+                          "train_s": now - self.t0, "best_eval_return": s.best_eval,
+                          "solved": s.solved_at_s is not None}, path)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Optional[str]:

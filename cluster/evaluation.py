@@ -45,6 +45,7 @@ class EvalCycle:
         self._taken_at = 0.0  # training time when the weights under evaluation were taken
         self._last_start, self._screenings = -1e9, 0
         self._request_start = 0.0
+        self.decided: list[dict] = []  # evaluations decided since the driver last took them (its on_eval hook)
 
     def poll(self, fleet: Fleet, t0: float, now: float, start_next: bool = True) -> None:
         """Collect a finished evaluation (extending it if it is a candidate), and start the next screening
@@ -96,9 +97,12 @@ class EvalCycle:
                 result.weights, verdict.more_episodes, self.seed + len(result.returns))
             return
         self._candidate = None
+        decided = {"eval_return_mean": result.mean_return, "eval_env_steps": result.env_steps}
+        self.decided.append(decided)
         if len(result.returns) < self.config.run.confirm_episodes:
             return  # not a candidate: decided on the screening
         stats = episode_stats(result.returns)
+        decided["eval_confirmed_return_mean"] = stats.mean
         self.writer.write({metrics.EVAL_CONFIRMED_RETURN: stats.mean}, result.env_steps)
         s = self.summary
         if verdict.best:
@@ -109,6 +113,12 @@ class EvalCycle:
             s.solved_at_s, s.solved_at_env_steps = self._taken_at, result.env_steps
             self.say(f"solved: mean {stats.mean:.1f} +- {stats.ci95:.1f} (95% CI) over {stats.episodes} episodes "
                      f">= {self.config.run.stop_return} at {result.env_steps:,} env steps")
+
+    def take_decided(self) -> list[dict]:
+        """The evaluations decided since the last call: the screening's mean, the pooled mean when it was
+        extended to run.confirm_episodes, and the env steps of the weights evaluated."""
+        decided, self.decided = self.decided, []
+        return decided
 
     def _on_screening(self, result: EvalResult) -> None:
         s = self.summary

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -40,8 +40,9 @@ class PreparedRun:
     resume_state: Optional[dict] = None
 
 
-def run_training(prepared: PreparedRun, quiet: bool = False):
-    """Start (or join) Ray and train; returns the driver's RunSummary."""
+def run_training(prepared: PreparedRun, quiet: bool = False, on_eval: Optional[Callable[[dict, str], None]] = None):
+    """Start (or join) Ray and train; returns the driver's RunSummary. `on_eval` is the driver's hook (called with
+    each decided evaluation and the checkpoint written for it: cluster/tune.py reports them to Ray Tune)."""
     from ray_a3c.cluster.runtime import start_ray  # Ray loads only once the input is known to be good
 
     # A local Ray first, torch after: the driver's own torch import then overlaps the prestarted workers' start
@@ -53,7 +54,7 @@ def run_training(prepared: PreparedRun, quiet: bool = False):
     from ray_a3c.cluster.driver import Trainer
 
     return Trainer(prepared.config, prepared.spaces, prepared.run_dir, resume_state=prepared.resume_state,
-                   quiet=quiet).train(ray_start)
+                   quiet=quiet, on_eval=on_eval).train(ray_start)
 
 
 def use_working_directory() -> None:
@@ -172,7 +173,8 @@ def config_changes(old: Config, new: Config) -> dict[str, tuple]:
     return {f"{s}.{k}": (a[s][k], b[s][k]) for s in a for k in a[s] if a[s][k] != b[s][k]}
 
 
-def _refused(key: str) -> bool:
+def resume_refuses(key: str) -> bool:
+    """Whether a resume (or a Tune trial restored from another's checkpoint) refuses a change of "section.key"."""
     section, _, name = key.partition(".")
     if section == "algo":
         return name not in RESUMABLE_ALGO_KEYS
@@ -194,14 +196,8 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
     from ray_a3c.common import checkpoint  # torch: only a resume needs it before Ray starts
 
     state = checkpoint.load(checkpoint.resolve(run_dir, "latest"))
-    trained = resolve_paths(_checkpoint_config(state, stored))
     cfg = resolve_paths(validate(from_flat({**overrides, "run.run_dir": run_dir}, stored)))
-    changes = config_changes(trained, cfg)
-    refused = sorted(k for k in changes if _refused(k) and k != "run.run_dir")
-    if refused:
-        raise A3CError("cannot resume with a changed " + ", ".join(
-            f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
-            + ": it does not fit the checkpoint; start a new run instead")
+    check_resume_fits(state, cfg, stored)
     check_local_size(cfg)
     spaces = model_spaces(cfg)
     accepted = config_changes(stored, cfg)
@@ -211,6 +207,20 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
                      + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(accepted.items())) + "\n")
         save_yaml(cfg, config_path)
     return PreparedRun(cfg, spaces, run_dir, state)
+
+
+def check_resume_fits(state: dict, cfg: Config, fallback: Config) -> dict[str, tuple]:
+    """Refuses (A3CError) a config that does not fit the checkpoint state it would continue (env, model, mode,
+    seed); returns the accepted changes {"section.key": (trained, new)}. `fallback`: the config to compare with
+    when the checkpoint holds none. Shared by `--resume` and a Tune trial restored from a checkpoint."""
+    trained = resolve_paths(_checkpoint_config(state, fallback))
+    changes = config_changes(trained, cfg)
+    refused = sorted(k for k in changes if resume_refuses(k) and k != "run.run_dir")
+    if refused:
+        raise A3CError("cannot resume with a changed " + ", ".join(
+            f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
+            + ": it does not fit the checkpoint; start a new run instead")
+    return {k: v for k, v in changes.items() if k != "run.run_dir"}
 
 
 def _checkpoint_config(state: dict, fallback: Config) -> Config:

@@ -1,13 +1,20 @@
 """The run's resources reserved as one placement group: a bundle for the parameter server, one per worker and
-one for the evaluator, placed together or not at all. A cluster that cannot hold them ends the run after
-`cluster.start_timeout_s` with one error naming what each actor asks and what is free; a replacement (a worker,
-the evaluator, a recreated PS) goes back into its role's bundle."""
+one for the evaluator, placed together or not at all (inside a Tune trial, the trial's group laid out so). A
+cluster that cannot hold them ends the run after `cluster.start_timeout_s` with one error naming what each
+actor asks and what is free; a replacement (a worker, the evaluator, a recreated PS) goes back into its role's
+bundle."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import ray
-from ray.util.placement_group import get_current_placement_group, placement_group, remove_placement_group
+from ray.util.placement_group import (
+    PlacementGroup,
+    get_current_placement_group,
+    placement_group,
+    remove_placement_group,
+)
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ray_a3c.common.config import Config
@@ -26,6 +33,22 @@ def role_resources(config: Config, num_workers: int) -> dict[str, dict]:
     return {role: {k: float(v) for k, v in res.items() if v} for role, res in roles.items()}
 
 
+def run_bundles(config: Config) -> list[dict]:
+    """The run's placement-group bundles in role order (ps, workers by rank, eval), roles asking nothing left
+    out: what a Tune trial reserves for its run (cluster/tune.py) and what `Reservation` finds there."""
+    return [res for res in role_resources(config, config.run.num_workers).values() if res]
+
+
+def current_run_group(config: Config) -> Optional[PlacementGroup]:
+    """The placement group this process runs in when it is laid out as `run_bundles(config)` (a Tune trial's),
+    else None."""
+    group = get_current_placement_group()
+    if group is None:
+        return None
+    specs = [{k: float(v) for k, v in bundle.items() if v} for bundle in group.bundle_specs]
+    return group if specs == run_bundles(config) else None
+
+
 def describe(resources: dict) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items()) if v) + "}"
 
@@ -37,14 +60,20 @@ class Reservation:
     def __init__(self, config: Config, num_workers: int, name: str):
         self.roles = role_resources(config, num_workers)
         self.index = {role: i for i, role in enumerate(r for r, res in self.roles.items() if res)}
-        self.group = None
-        if self.index and get_current_placement_group() is None:
-            bundles = [self.roles[role] for role in self.index]
-            self.group = placement_group(bundles, strategy=STRATEGIES[config.cluster.placement], name=name)
+        self.group, self.owned = None, False
+        if not self.index:
+            return
+        if get_current_placement_group() is not None:  # a Tune trial's: its bundles are ours when laid out so
+            self.group = current_run_group(dataclasses.replace(config, run=dataclasses.replace(
+                config.run, num_workers=num_workers)))
+            return
+        bundles = [self.roles[role] for role in self.index]
+        self.group = placement_group(bundles, strategy=STRATEGIES[config.cluster.placement], name=name)
+        self.owned = True
 
     def wait(self, timeout_s: float) -> None:
         """Block until the group is placed; else remove it and raise the one error that says why."""
-        if self.group is None:
+        if not self.owned:
             return
         ready, _ = ray.wait([self.group.ready()], timeout=timeout_s)
         if ready:
@@ -68,6 +97,6 @@ class Reservation:
         return PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=self.index[role])
 
     def release(self) -> None:
-        if self.group is not None:
+        if self.owned and self.group is not None:
             remove_placement_group(self.group)
             self.group = None

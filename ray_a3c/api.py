@@ -52,6 +52,25 @@ def train(config: ConfigSource = "cartpole", *, run_dir: Optional[str] = None, r
         return run_training(prepared, quiet)
 
 
+def tune(spec: Union[str, dict], *, quiet: bool = False, **spec_overrides: Any):
+    """A Ray Tune sweep of runs, as `a3c tune SPEC.yaml`; returns Tune's `ResultGrid`.
+
+    `spec` is a YAML path or a mapping: `config` (a preset name, a YAML path or a {section: {key: value}}
+    mapping), `search` ({"section.key": {loguniform | uniform | randint: [low, high]} | {choice | grid: [...]} |
+    a fixed value}), `scheduler` (asha, pbt or fifo, with options), `num_samples`, `max_concurrent_trials`,
+    `metric` (default eval_return_mean, `mode` max), `stop` ({env_steps: N}), `storage_path`, `name`, `seed`;
+    `spec_overrides` replace top-level keys. Checked before Ray starts (bad input raises `A3CError`); reuses an
+    initialised Ray and leaves it running. Each trial is one run with PS, workers and evaluator reserved as one
+    placement group, reporting each evaluation with a checkpoint; see docs/design.md#tune.
+    """
+    from ray_a3c.cluster.launch import use_working_directory
+    from ray_a3c.cluster.tune import run_sweep
+    from ray_a3c.cluster.tune_spec import load_spec
+
+    use_working_directory()
+    return run_sweep(load_spec(spec, **spec_overrides), quiet)
+
+
 def load_policy(run_dir: str, checkpoint: str = "best"):
     """The run's policy (`best`, `latest` or a checkpoint path) as an object with
     `act(obs, state=None) -> (action, state)`; runs in this process, without Ray."""
