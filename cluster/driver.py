@@ -282,7 +282,7 @@ class Trainer:
             path = self._save_checkpoint()
             self._last_ckpt = now
             s, counters = self.summary, self._saved_counters
-            self.on_eval({**decided, "env_steps": counters["env_steps"], "version": counters["version"],
+            self.on_eval({**decided, "env_steps": counters.env_steps, "version": counters.version,
                           "train_s": now - self.t0, "best_eval_return": s.best_eval,
                           "solved": s.solved_at_s is not None}, path)
 
