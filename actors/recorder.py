@@ -1,7 +1,7 @@
 """Record episodes from a live env with a random or trained policy, with the behaviour log-probabilities."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -64,8 +64,10 @@ def _numpy_action(action: torch.Tensor, discrete: bool):
     return int(action) if discrete else action.numpy().astype(np.float32)
 
 
-def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, seed: int) -> dict:
-    """Play `episodes` episodes (episode i seeded seed + i) and return the dataset arrays."""
+def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, seed: int,
+                    on_episode: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Play `episodes` episodes (episode i seeded seed + i) and return the dataset arrays;
+    `on_episode(done, episodes)` after each one."""
     env = make_policy_env(env_cfg)
     spaces = probe_spaces(env_cfg)
     cols: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards",
@@ -85,6 +87,8 @@ def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, 
             total += float(reward)
             obs, done = next_obs, term or trunc
         returns.append(total)
+        if on_episode is not None:
+            on_episode(ep + 1, episodes)
     env.close()
     arrays = {k: np.asarray(v) for k, v in cols.items()}
     if isinstance(env.observation_space, gym.spaces.Box):

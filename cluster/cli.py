@@ -289,7 +289,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                                                      else " (sampled)")
     probe_spaces(env_cfg)
     policy = BehaviourPolicy(probe_spaces(env_cfg).action_space, model, args.epsilon, rng)
-    data = record_episodes(env_cfg, policy, args.episodes, args.seed)
+    data = record_episodes(env_cfg, policy, args.episodes, args.seed, on_episode=terminal_progress("recording"))
     returns = data.pop("returns")
     if args.format == "minari":
         from ray_a3c.common.minari_io import save_minari

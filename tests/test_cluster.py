@@ -243,3 +243,19 @@ def test_a_registered_pixel_env_of_the_users_package_trains_on_the_cluster(clust
     summary = run.finish()
     assert summary["env_steps"] >= 4000 and summary["episodes"] > 100, summary
     assert any("defaults: the pixels family (image observations)" in line for line in run.lines[:3]), run.lines[:5]
+
+
+def test_a_run_the_two_nodes_cannot_hold_ends_with_one_error_in_time(cluster, tmp_path):
+    """8 workers, the PS and the evaluator ask for 9.5 CPUs of the cluster's 6: the reservation is refused as a
+    whole, before any actor trains, within cluster.start_timeout_s + 30 s."""
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "train", "--address", cluster["address"], "--run-dir",
+           str(tmp_path / "run"), "--num-workers", "8", "--set", "cluster.start_timeout_s=10"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "cannot hold the run's actors together" in errors[0] and "{CPU: 9.5} in all" in \
+        errors[0], proc.stderr[-2000:]
+    assert "steps/s" not in proc.stdout
+    assert time.time() - t0 < 10 + 30
