@@ -246,8 +246,9 @@ def test_a_registered_pixel_env_of_the_users_package_trains_on_the_cluster(clust
 
 
 def test_a_run_the_two_nodes_cannot_hold_ends_with_one_error_in_time(cluster, tmp_path):
-    """8 workers, the PS and the evaluator ask for 9.5 CPUs of the cluster's 6: the reservation is refused as a
-    whole, before any actor trains, within cluster.start_timeout_s + 30 s."""
+    """8 workers, the PS and the evaluator ask for 9.5 CPUs, more than the nodes have (6 at the start, 8 after
+    the node tests): the reservation is refused as a whole, before any actor trains, within
+    cluster.start_timeout_s + 30 s."""
     t0 = time.time()
     cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "train", "--address", cluster["address"], "--run-dir",
            str(tmp_path / "run"), "--num-workers", "8", "--set", "cluster.start_timeout_s=10"]
