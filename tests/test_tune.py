@@ -47,17 +47,18 @@ def test_an_asha_sweep_ends_with_its_best_trial_solving_cartpole(ray_session, tm
         assert {"model", "optimizers", "counters", "config_yaml"} <= set(state)
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # an exploit needs both trials' reports at a perturbation: on a loaded machine reports thin
+@pytest.mark.integration  # out and a short budget can end with none (seen once in the fast suite)
 def test_a_pbt_exploit_restores_the_donors_state_with_the_mutated_learning_rate(ray_session, tmp_path):
     """Sync mode here (the example spec runs async). Two trials, a good and a hopeless learning rate,
-    quantile 0.5: at the second perturbation one of them exploits the other."""
+    quantile 0.5: at a perturbation one of them exploits the other."""
     import ray_a3c
 
     spec = {"config": "cartpole", "search": {"algo.learning_rate": {"grid": [1e-3, 1e-5]}, "algo.mode": "sync",
                                              "run.stop_return": None, "run.keep_checkpoints": 1000, **SMALL},
             "scheduler": {"type": "pbt", "perturbation_interval": 4000, "quantile_fraction": 0.5,
                           "hyperparam_mutations": {"algo.learning_rate": {"loguniform": [1e-4, 3e-3]}}},
-            "stop": {"env_steps": 9000}, "keep_checkpoints": 100, "storage_path": str(tmp_path), "name": "pbt"}
+            "stop": {"env_steps": 20000}, "keep_checkpoints": 100, "storage_path": str(tmp_path), "name": "pbt"}
     results = ray_a3c.tune(spec, quiet=True)
     assert len(results) == 2 and not results.errors
     with open(os.path.join(results.experiment_path, "pbt_global.txt")) as fh:
