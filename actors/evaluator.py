@@ -1,4 +1,5 @@
 """Evaluator: greedy, sampled or random-policy episodes with given weights, several envs batched."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -38,8 +39,13 @@ class Evaluator:
         return self._envs[:n]
 
     @torch.no_grad()
-    def run_episodes(self, episodes: int, seed: int, random_policy: bool = False,
-                     on_episode: Optional[Callable[[int, int], None]] = None) -> EvalResult:
+    def run_episodes(
+        self,
+        episodes: int,
+        seed: int,
+        random_policy: bool = False,
+        on_episode: Optional[Callable[[int, int], None]] = None,
+    ) -> EvalResult:
         """Episode i is seeded with seed + i; sampled actions draw from torch's generator seeded with `seed`.
         Returns raw-reward statistics and the per-episode lists. `on_episode(done, episodes)` after each one."""
         torch.manual_seed(seed)
@@ -79,8 +85,7 @@ class Evaluator:
         """Actions for every slot (finished slots too: batching them is cheaper than gathering)."""
         if random_policy:
             return [env.action_space.sample() for env in envs], state
-        dist, _, state = self.model.unroll(torch.as_tensor(np.stack(obs))[None], state,
-                                           torch.as_tensor(starts)[None])
+        dist, _, state = self.model.unroll(torch.as_tensor(np.stack(obs))[None], state, torch.as_tensor(starts)[None])
         return list(self.model.env_actions(self._choose(dist))), state
 
     def _choose(self, dist) -> torch.Tensor:
@@ -99,8 +104,9 @@ class Evaluator:
             ob, _ = env.reset(seed=seed)
             frames, state, start, done, total = [env.render()], self.model.initial_state(1), True, False, 0.0
             while not done:
-                dist, _, state = self.model.unroll(torch.as_tensor(encode_obs(ob, self.spaces))[None, None], state,
-                                                   torch.tensor([[start]]))
+                dist, _, state = self.model.unroll(
+                    torch.as_tensor(encode_obs(ob, self.spaces))[None, None], state, torch.tensor([[start]])
+                )
                 ob, reward, term, trunc, _ = env.step(self.model.env_actions(self._choose(dist))[0])
                 frames.append(env.render())
                 start, done, total = False, term or trunc, total + float(reward)
@@ -109,8 +115,7 @@ class Evaluator:
         images = [Image.fromarray(_distinct(np.asarray(f, np.uint8).squeeze(), i)) for i, f in enumerate(frames)]
         path = path.replace("{return}", f"{round(total, 1):g}")
         with atomic_write(path, makedirs=True) as tmp:  # a run stopped mid-write leaves no truncated .gif
-            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps),
-                           loop=0)
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
         return len(images), total
 
     def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> EvalResult:
@@ -122,7 +127,8 @@ class Evaluator:
         result.version, result.env_steps, result.weights = version, env_steps, weights
         if gif_path:
             result.gif_frames, result.gif_return = self.record_gif(
-                gif_path.replace("{env_steps}", str(env_steps)), seed)
+                gif_path.replace("{env_steps}", str(env_steps)), seed
+            )
         return result
 
     def evaluate_weights(self, weights: np.ndarray, episodes: int, seed: int) -> EvalResult:
@@ -168,13 +174,27 @@ class EvalResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _STATISTICS}
 
 
-_STATISTICS = ("mean_return", "std_return", "ci95_return", "min_return", "max_return", "episodes", "mean_length",
-               "returns")
+_STATISTICS = (
+    "mean_return",
+    "std_return",
+    "ci95_return",
+    "min_return",
+    "max_return",
+    "episodes",
+    "mean_length",
+    "returns",
+)
 
 
 def summarize(returns: np.ndarray, lengths: np.ndarray) -> EvalResult:
     stats = episode_stats([float(r) for r in returns])
-    return EvalResult(mean_return=stats.mean, std_return=stats.std, ci95_return=stats.ci95,
-                      min_return=float(np.min(returns)), max_return=float(np.max(returns)),
-                      episodes=int(len(returns)), mean_length=float(np.mean(lengths)),
-                      returns=[float(r) for r in returns])
+    return EvalResult(
+        mean_return=stats.mean,
+        std_return=stats.std,
+        ci95_return=stats.ci95,
+        min_return=float(np.min(returns)),
+        max_return=float(np.max(returns)),
+        episodes=int(len(returns)),
+        mean_length=float(np.mean(lengths)),
+        returns=[float(r) for r in returns],
+    )

@@ -1,4 +1,5 @@
 """Record episodes from a live env with a random or trained policy, with the behaviour log-probabilities."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -16,8 +17,9 @@ from ray_a3c.common.observations import encode_obs
 class BehaviourPolicy:
     """Uniform random, the trained policy's own samples, or epsilon-greedy around its mode action."""
 
-    def __init__(self, action_space: gym.Space, model: Optional[ActorCritic], epsilon: Optional[float],
-                 rng: np.random.Generator):
+    def __init__(
+        self, action_space: gym.Space, model: Optional[ActorCritic], epsilon: Optional[float], rng: np.random.Generator
+    ):
         self.space, self.model, self.epsilon, self.rng = action_space, model, epsilon, rng
         self.state, self.starting = None, True  # recurrent state; call `new_episode` at each reset
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
@@ -45,8 +47,9 @@ class BehaviourPolicy:
         action: unclipped, so that pi/mu ratios computed from it are right on steps the env clips."""
         if self.model is None:
             return self._uniform()
-        dist, _, self.state = self.model.unroll(torch.as_tensor(obs)[None, None], self.state,
-                                                torch.tensor([[self.starting]]))
+        dist, _, self.state = self.model.unroll(
+            torch.as_tensor(obs)[None, None], self.state, torch.tensor([[self.starting]])
+        )
         self.starting = False
         if self.epsilon is None:
             action = dist.sample()
@@ -64,14 +67,30 @@ def _numpy_action(action: torch.Tensor, discrete: bool):
     return int(action) if discrete else action.numpy().astype(np.float32)
 
 
-def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, seed: int,
-                    on_episode: Optional[Callable[[int, int], None]] = None) -> dict:
+def record_episodes(
+    env_cfg: EnvConfig,
+    policy: BehaviourPolicy,
+    episodes: int,
+    seed: int,
+    on_episode: Optional[Callable[[int, int], None]] = None,
+) -> dict:
     """Play `episodes` episodes (episode i seeded seed + i) and return the dataset arrays;
     `on_episode(done, episodes)` after each one."""
     env = make_policy_env(env_cfg)
     spaces = probe_spaces(env_cfg)
-    cols: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards",
-                                             "terminated", "truncated", "episode_ids", "behaviour_log_probs")}
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "observations",
+            "next_observations",
+            "actions",
+            "rewards",
+            "terminated",
+            "truncated",
+            "episode_ids",
+            "behaviour_log_probs",
+        )
+    }
     returns = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
@@ -80,9 +99,16 @@ def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, 
         while not done:
             action, logp = policy.act(encode_obs(obs, spaces))
             next_obs, reward, term, trunc, _ = env.step(policy.to_env(action))
-            for key, value in (("observations", obs), ("next_observations", next_obs), ("actions", action),
-                               ("rewards", reward), ("terminated", term), ("truncated", trunc),
-                               ("episode_ids", ep), ("behaviour_log_probs", logp)):
+            for key, value in (
+                ("observations", obs),
+                ("next_observations", next_obs),
+                ("actions", action),
+                ("rewards", reward),
+                ("terminated", term),
+                ("truncated", trunc),
+                ("episode_ids", ep),
+                ("behaviour_log_probs", logp),
+            ):
                 cols[key].append(value)
             total += float(reward)
             obs, done = next_obs, term or trunc
@@ -96,6 +122,5 @@ def record_episodes(env_cfg: EnvConfig, policy: BehaviourPolicy, episodes: int, 
         arrays["next_observations"] = arrays["next_observations"].astype(np.float32)
     if not policy.has_log_probs:
         arrays.pop("behaviour_log_probs")
-    arrays.update(observation_space=env.observation_space, action_space=env.action_space,
-                  returns=np.asarray(returns))
+    arrays.update(observation_space=env.observation_space, action_space=env.action_space, returns=np.asarray(returns))
     return arrays

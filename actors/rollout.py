@@ -5,6 +5,7 @@ gymnasium 1.x vector envs autoreset on the NEXT step: after env i ends at step t
 loss ignores it. In exchange the observation after the ending step is the episode's real final observation,
 so V(s_{t+1}) for a truncated episode is simply `values[t+1]`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -71,18 +72,23 @@ class VectorEnvRunner:
         self.ep_length += valid
         done = term | trunc
         # live envs report whole games (common.envs wraps each in GameStatistics); a dataset's episodes are its own
-        finished = [(float(self.ep_return[i]), int(self.ep_length[i])) for i in np.flatnonzero(done)] \
-            if self.replaying else _finished_games(info)
+        finished = (
+            [(float(self.ep_return[i]), int(self.ep_length[i])) for i in np.flatnonzero(done)]
+            if self.replaying
+            else _finished_games(info)
+        )
         self.ep_return[done], self.ep_length[done] = 0.0, 0
         self.resetting = done
         self.starting = ~valid  # after an autoreset step the observation is a new episode's first
         self.obs = encode_batch(obs, self.spaces)
         if "env_recreations" in info:
-            self.recreations = np.maximum(self.recreations, np.where(info["_env_recreations"],
-                                                                     info["env_recreations"], 0))
+            self.recreations = np.maximum(
+                self.recreations, np.where(info["_env_recreations"], info["env_recreations"], 0)
+            )
         if self.replaying:
-            self.logged_actions, self.behaviour_log_probs = _logged(info, len(valid), self.logged_actions,
-                                                                    self.behaviour_log_probs)
+            self.logged_actions, self.behaviour_log_probs = _logged(
+                info, len(valid), self.logged_actions, self.behaviour_log_probs
+            )
         return rewards, term, trunc, valid, finished
 
     def close(self) -> None:
@@ -98,8 +104,12 @@ def _finished_games(info: dict) -> list:
     return [(float(info[GAME_RETURN][i]), int(info[GAME_LENGTH][i])) for i in ended]
 
 
-def _logged(info: dict, n: int, previous: Optional[np.ndarray] = None, previous_blp: Optional[np.ndarray] = None,
-            ) -> tuple:
+def _logged(
+    info: dict,
+    n: int,
+    previous: Optional[np.ndarray] = None,
+    previous_blp: Optional[np.ndarray] = None,
+) -> tuple:
     """(logged actions [N, ...], behaviour log-probs [N] or None) from a vector env's info, or (None, None)
     when the envs are live. Envs without one this step (all about to autoreset: their next action is
     ignored) keep their previous values."""
@@ -123,8 +133,9 @@ def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, rew
     noise = None
     for t in range(steps):
         obs, starts = runner.obs, runner.starting.copy()
-        dist, values, runner.state = model.unroll(torch.as_tensor(obs)[None], runner.state,
-                                                  torch.as_tensor(starts)[None])
+        dist, values, runner.state = model.unroll(
+            torch.as_tensor(obs)[None], runner.state, torch.as_tensor(starts)[None]
+        )
         if runner.replaying:  # the dataset decides what was done; the policy only learns from it
             actions = torch.as_tensor(runner.logged_actions).to(dist.sample().dtype)
             blps.append(runner.behaviour_log_probs)
@@ -147,9 +158,21 @@ def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, rew
     values = np.stack(vals).astype(np.float32)
     next_values = np.empty_like(values)
     next_values[:-1] = values[1:]
-    next_values[-1] = model.unroll(torch.as_tensor(runner.obs)[None], runner.state,
-                                   torch.as_tensor(runner.starting)[None])[1].numpy()
+    next_values[-1] = model.unroll(
+        torch.as_tensor(runner.obs)[None], runner.state, torch.as_tensor(runner.starting)[None]
+    )[1].numpy()
     behaviour = np.stack(blps) if blps and all(b is not None for b in blps) else None
-    return Rollout(np.stack(obs_buf), np.stack(act_buf), np.stack(rew).astype(np.float32), np.stack(term),
-                   np.stack(trunc), np.stack(valid), values, next_values, finished, behaviour,
-                   np.stack(starts_buf), initial_state)
+    return Rollout(
+        np.stack(obs_buf),
+        np.stack(act_buf),
+        np.stack(rew).astype(np.float32),
+        np.stack(term),
+        np.stack(trunc),
+        np.stack(valid),
+        values,
+        next_values,
+        finished,
+        behaviour,
+        np.stack(starts_buf),
+        initial_state,
+    )

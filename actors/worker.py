@@ -1,4 +1,5 @@
 """RolloutWorker: a vector env + a local network -> one flat gradient per rollout."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -100,10 +101,10 @@ class RolloutWorker:
         self.config, self.rank = config, rank
         seed = config.run.seed + rank
         torch.manual_seed(seed)
-        venv = make_vector_env(config.env, config.env.num_envs_per_worker, seed * 1000,
-                               shard=rank, num_shards=config.run.num_workers)
-        spaces = describe_spaces(venv.single_observation_space, venv.single_action_space,
-                                 scalar_channels(config.env))
+        venv = make_vector_env(
+            config.env, config.env.num_envs_per_worker, seed * 1000, shard=rank, num_shards=config.run.num_workers
+        )
+        spaces = describe_spaces(venv.single_observation_space, venv.single_action_space, scalar_channels(config.env))
         self.model = build_model(spaces, config.model)
         self.runner = VectorEnvRunner(venv, spaces, seed * 1000, self.model.initial_state(venv.num_envs))
         self.version = -1
@@ -132,28 +133,54 @@ class RolloutWorker:
         actions = torch.as_tensor(ro.actions.reshape((batch,) + ro.actions.shape[2:]))
         log_probs = dist.log_prob(actions)
         advantages, returns = self._targets(ro, log_probs.detach().numpy().reshape(ro.rewards.shape))
-        terms = a3c_loss(log_probs=log_probs, entropy=dist.entropy(), values=values,
-                         advantages=torch.as_tensor(advantages.reshape(-1)),
-                         returns=torch.as_tensor(returns.reshape(-1)), entropy_coef=algo.entropy_coef,
-                         value_coef=algo.value_coef, value_loss=algo.value_loss, mask=mask)
+        terms = a3c_loss(
+            log_probs=log_probs,
+            entropy=dist.entropy(),
+            values=values,
+            advantages=torch.as_tensor(advantages.reshape(-1)),
+            returns=torch.as_tensor(returns.reshape(-1)),
+            entropy_coef=algo.entropy_coef,
+            value_coef=algo.value_coef,
+            value_loss=algo.value_loss,
+            mask=mask,
+        )
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
         self.total_env_steps += ro.num_steps
-        self._last_batch = _LastBatch(obs, starts, ro.initial_state, actions, torch.as_tensor(advantages.reshape(-1)),
-                                      torch.as_tensor(returns.reshape(-1)), mask, log_probs.detach())
+        self._last_batch = _LastBatch(
+            obs,
+            starts,
+            ro.initial_state,
+            actions,
+            torch.as_tensor(advantages.reshape(-1)),
+            torch.as_tensor(returns.reshape(-1)),
+            mask,
+            log_probs.detach(),
+        )
         valid = ro.valid
-        scalars = {LOSS_POLICY: terms.policy, LOSS_VALUE: terms.value, LOSS_ENTROPY: terms.entropy,
-                   VALUE_MEAN: float(ro.values[valid].mean()) if valid.any() else 0.0,
-                   ADVANTAGE_MEAN: float(advantages[valid].mean()) if valid.any() else 0.0}
+        scalars = {
+            LOSS_POLICY: terms.policy,
+            LOSS_VALUE: terms.value,
+            LOSS_ENTROPY: terms.entropy,
+            VALUE_MEAN: float(ro.values[valid].mean()) if valid.any() else 0.0,
+            ADVANTAGE_MEAN: float(advantages[valid].mean()) if valid.any() else 0.0,
+        }
         if self.model.continuous:
             scalars[ACTION_ABS_MAX] = float(np.abs(ro.actions[valid]).max()) if valid.any() else 0.0
-        return self._stamped(GradientPacket(
-            gradient=self._flat_grads(), version=self.version, env_steps=ro.num_steps,
-            worker_rank=self.rank, episode_returns=[r for r, _ in ro.finished],
-            episode_lengths=[n for _, n in ro.finished], losses=packet_losses(scalars),
-            env_recreations=int(self.runner.recreations.sum()),
-            obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None,
-            return_moments=return_moments))
+        return self._stamped(
+            GradientPacket(
+                gradient=self._flat_grads(),
+                version=self.version,
+                env_steps=ro.num_steps,
+                worker_rank=self.rank,
+                episode_returns=[r for r, _ in ro.finished],
+                episode_lengths=[n for _, n in ro.finished],
+                losses=packet_losses(scalars),
+                env_recreations=int(self.runner.recreations.sum()),
+                obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None,
+                return_moments=return_moments,
+            )
+        )
 
     def _stamped(self, packet: GradientPacket) -> GradientPacket:
         self._seq += 1
@@ -169,8 +196,9 @@ class RolloutWorker:
         norm = self.model.reward_norm
         if norm is None:
             return ro, None
-        trace, self._return_acc = discounted_return_trace(ro.rewards, ro.terminated | ro.truncated, ro.valid,
-                                                          self._return_acc, self.config.algo.gamma)
+        trace, self._return_acc = discounted_return_trace(
+            ro.rewards, ro.terminated | ro.truncated, ro.valid, self._return_acc, self.config.algo.gamma
+        )
         moments = _moments(trace[ro.valid].reshape(-1, 1))
         scale = float(torch.sqrt(norm.var + 1e-8))
         return dataclasses.replace(ro, rewards=np.clip(ro.rewards / scale, -10.0, 10.0).astype(np.float32)), moments
@@ -181,19 +209,30 @@ class RolloutWorker:
         AWR weights on the logged data's GAE advantages with algo.offline_update=awr."""
         algo = self.config.algo
         if self.runner.replaying and algo.offline_update == "awr":
-            advantages, returns = gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
-                                      algo.gamma, algo.gae_lambda)
+            advantages, returns = gae(
+                ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated, algo.gamma, algo.gae_lambda
+            )
             return awr_weights(advantages, algo.awr_temperature, algo.awr_max_weight), returns
         if ro.behaviour_log_probs is not None:
             rhos = np.where(ro.valid, importance_weights(log_probs, ro.behaviour_log_probs, algo.is_clip), 0.0)
-            returns, advantages = vtrace(rewards=ro.rewards, values=ro.values, next_values=ro.next_values,
-                                         terminated=ro.terminated, truncated=ro.truncated,
-                                         rhos=rhos.astype(np.float32), cs=rhos.astype(np.float32), gamma=algo.gamma)
+            returns, advantages = vtrace(
+                rewards=ro.rewards,
+                values=ro.values,
+                next_values=ro.next_values,
+                terminated=ro.terminated,
+                truncated=ro.truncated,
+                rhos=rhos.astype(np.float32),
+                cs=rhos.astype(np.float32),
+                gamma=algo.gamma,
+            )
             return advantages, returns
         if self.runner.replaying and not self._said_no_correction:
             self._said_no_correction = True
-            print(f"worker {self.rank}: the dataset has no behaviour log-probs: plain A3C update on the logged "
-                  "actions, no importance correction", flush=True)
+            print(
+                f"worker {self.rank}: the dataset has no behaviour log-probs: plain A3C update on the logged "
+                "actions, no importance correction",
+                flush=True,
+            )
         return gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated, algo.gamma, algo.gae_lambda)
 
     def compute_surrogate_gradient(self) -> GradientPacket:
@@ -201,15 +240,30 @@ class RolloutWorker:
         policy that acted (one extra policy epoch): the trust region bounds how far the passes move it."""
         b, algo = self._batch(), self.config.algo
         dist, values, _ = self.model.unroll(b.obs, b.initial_state, b.starts)
-        terms = a3c_loss(log_probs=dist.log_prob(b.actions), entropy=dist.entropy(), values=values,
-                         advantages=b.advantages, returns=b.returns, entropy_coef=algo.entropy_coef,
-                         value_coef=algo.value_coef, value_loss=algo.value_loss, mask=b.mask,
-                         old_log_probs=b.old_log_probs, clip_range=algo.clip_range)
+        terms = a3c_loss(
+            log_probs=dist.log_prob(b.actions),
+            entropy=dist.entropy(),
+            values=values,
+            advantages=b.advantages,
+            returns=b.returns,
+            entropy_coef=algo.entropy_coef,
+            value_coef=algo.value_coef,
+            value_loss=algo.value_loss,
+            mask=b.mask,
+            old_log_probs=b.old_log_probs,
+            clip_range=algo.clip_range,
+        )
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
-        return self._stamped(GradientPacket(gradient=self._flat_grads(), version=self.version, env_steps=0,
-                                            worker_rank=self.rank,
-                                            losses=packet_losses({CLIP_FRACTION: terms.clip_fraction})))
+        return self._stamped(
+            GradientPacket(
+                gradient=self._flat_grads(),
+                version=self.version,
+                env_steps=0,
+                worker_rank=self.rank,
+                losses=packet_losses({CLIP_FRACTION: terms.clip_fraction}),
+            )
+        )
 
     def _batch(self) -> _LastBatch:
         if self._last_batch is None:
@@ -223,9 +277,16 @@ class RolloutWorker:
         value = critic_loss(values, b.returns, self.config.algo.value_loss, mean_weights(b.returns, b.mask))
         self.model.zero_grad(set_to_none=True)
         (self.config.algo.value_coef * value).backward()
-        return self._stamped(GradientPacket(gradient=self._flat_grads(), version=self.version, env_steps=0,
-                                            worker_rank=self.rank, critic_only=True,
-                                            losses=packet_losses({VALUE_REFIT: float(value.detach())})))
+        return self._stamped(
+            GradientPacket(
+                gradient=self._flat_grads(),
+                version=self.version,
+                env_steps=0,
+                worker_rank=self.rank,
+                critic_only=True,
+                losses=packet_losses({VALUE_REFIT: float(value.detach())}),
+            )
+        )
 
     def compute(self, which: Pass) -> GradientPacket:
         """One pass's gradient with the current weights."""
@@ -236,8 +297,9 @@ class RolloutWorker:
         return self.compute_gradient()
 
     # -- synchronous mode: the driver hands everyone the same weights -------------------------------------
-    def gradient_at(self, version: int, weights: np.ndarray, fetch_s: float = 0.0,
-                    which: Pass = Pass.ROLLOUT) -> GradientPacket:
+    def gradient_at(
+        self, version: int, weights: np.ndarray, fetch_s: float = 0.0, which: Pass = Pass.ROLLOUT
+    ) -> GradientPacket:
         """One pass's gradient on the given weights. `fetch_s`: seconds the caller spent fetching `weights`.
         Communication in sync mode = fetching the weights + the time since the previous gradient left
         (the packet's trip to the PS, the wait for the slowest worker, the PS's step, the next call)."""

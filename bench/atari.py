@@ -17,6 +17,7 @@ Nothing evaluates during training on any side. Sample Factory runs in its own ve
         [--workers 2] [--envs 16] [--eval-games 30] [--rows-from LOG ...] [--section atari]
         [--no-write]  (seeds: one per invocation, each printing `<row> seed N: {...}`; --rows-from merges them)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,19 +63,40 @@ def _num(value, spec: str) -> str:
 
 
 def _result(means: list, target: float, returns: list, fps: float, frames: int) -> dict:
-    return {"time_s": first_crossing(means, target), "final_mean100": means[-1][1] if means else None,
-            "eval_mean": statistics.fmean(returns) if returns else None,
-            "eval_std": statistics.pstdev(returns) if returns else None, "eval_games": len(returns),
-            "fps": fps, "frames": frames}
+    return {
+        "time_s": first_crossing(means, target),
+        "final_mean100": means[-1][1] if means else None,
+        "eval_mean": statistics.fmean(returns) if returns else None,
+        "eval_std": statistics.pstdev(returns) if returns else None,
+        "eval_games": len(returns),
+        "fps": fps,
+        "frames": frames,
+    }
 
 
 # -- ray-a3c -----------------------------------------------------------------------------------------------------
 def run_ours(game: str, target: float, seed: int, frames: int, workers: int, envs: int, eval_games: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
-        cmd = [A3C, "train", "atari", "--env", f"ALE/{game}-v5", "--seed", str(seed), "--num-workers", str(workers),
-               "--run-dir", run_dir, "--set", "run.evaluate=false", "run.stop_return=null", "run.gif_every=0",
-               f"run.total_env_steps={frames // FRAME_SKIP}", f"env.num_envs_per_worker={envs}"]
+        cmd = [
+            A3C,
+            "train",
+            "atari",
+            "--env",
+            f"ALE/{game}-v5",
+            "--seed",
+            str(seed),
+            "--num-workers",
+            str(workers),
+            "--run-dir",
+            run_dir,
+            "--set",
+            "run.evaluate=false",
+            "run.stop_return=null",
+            "run.gif_every=0",
+            f"run.total_env_steps={frames // FRAME_SKIP}",
+            f"env.num_envs_per_worker={envs}",
+        ]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp)
         if out.returncode != 0:
             raise RuntimeError(f"a3c train exited {out.returncode}:\n{out.stdout[-2000:]}")
@@ -82,16 +104,37 @@ def run_ours(game: str, target: float, seed: int, frames: int, workers: int, env
         games, path = [], os.path.join(run_dir, "episodes.csv")  # absent until a first game ends
         if os.path.exists(path):
             with open(path) as fh:
-                games = [(summary["train_start_s"] + float(r["train_s"]), float(r["return"]))
-                         for r in csv.DictReader(fh)]
-        ev = subprocess.run([A3C, "evaluate", run_dir, "--checkpoint", "latest", "--episodes", str(eval_games),
-                             "--seed", str(EVAL_SEED), "--policy", "sample"], capture_output=True, text=True,
-                            cwd=tmp, check=True).stdout
+                games = [
+                    (summary["train_start_s"] + float(r["train_s"]), float(r["return"])) for r in csv.DictReader(fh)
+                ]
+        ev = subprocess.run(
+            [
+                A3C,
+                "evaluate",
+                run_dir,
+                "--checkpoint",
+                "latest",
+                "--episodes",
+                str(eval_games),
+                "--seed",
+                str(EVAL_SEED),
+                "--policy",
+                "sample",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+            check=True,
+        ).stdout
         evaluation = json.loads(ev.strip().splitlines()[-1])
     frames_done = FRAME_SKIP * summary["env_steps"]
     result = _result(running_means(games), target, [], frames_done / max(summary["train_s"], 1e-9), frames_done)
-    return {**result, "eval_mean": evaluation["mean_return"], "eval_std": evaluation.get("std_return"),
-            "eval_games": evaluation.get("episodes", eval_games)}
+    return {
+        **result,
+        "eval_mean": evaluation["mean_return"],
+        "eval_std": evaluation.get("std_return"),
+        "eval_games": evaluation.get("episodes", eval_games),
+    }
 
 
 # -- Stable-Baselines3 -------------------------------------------------------------------------------------------
@@ -111,41 +154,82 @@ def run_sb3(game: str, target: float, seed: int, frames: int, eval_games: int) -
     gym.register_envs(ale_py)
     env_id, base = f"ALE/{game}-v5", {"frameskip": 1}
     env = VecFrameStack(make_atari_env(env_id, n_envs=16, seed=seed, env_kwargs=base), n_stack=4)
-    model = A2C("CnnPolicy", env, n_steps=5, ent_coef=0.01, vf_coef=0.25, max_grad_norm=0.5,
-                learning_rate=lambda progress: progress * 7e-4, seed=seed, device="cpu", verbose=0,
-                policy_kwargs=dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(alpha=0.99, eps=1e-5)))
+    model = A2C(
+        "CnnPolicy",
+        env,
+        n_steps=5,
+        ent_coef=0.01,
+        vf_coef=0.25,
+        max_grad_norm=0.5,
+        learning_rate=lambda progress: progress * 7e-4,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+        policy_kwargs=dict(optimizer_class=RMSpropTFLike, optimizer_kwargs=dict(alpha=0.99, eps=1e-5)),
+    )
     games: list[tuple[float, float]] = []
 
     class Games(BaseCallback):  # Monitor sits inside AtariWrapper: its "episode" is a whole game, unclipped
         def _on_step(self) -> bool:
-            games.extend((time.perf_counter() - t0, float(i["episode"]["r"])) for i in self.locals["infos"]
-                         if "episode" in i)
+            games.extend(
+                (time.perf_counter() - t0, float(i["episode"]["r"])) for i in self.locals["infos"] if "episode" in i
+            )
             return True
 
     t1 = time.perf_counter()
     model.learn(total_timesteps=frames // FRAME_SKIP, callback=Games())
     wall = time.perf_counter() - t1
-    eval_env = VecFrameStack(make_atari_env(env_id, n_envs=1, seed=EVAL_SEED, env_kwargs=base, wrapper_kwargs=dict(
-        terminal_on_life_loss=False, clip_reward=False)), n_stack=4)
-    returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_games, deterministic=False,
-                                 return_episode_rewards=True)
+    eval_env = VecFrameStack(
+        make_atari_env(
+            env_id,
+            n_envs=1,
+            seed=EVAL_SEED,
+            env_kwargs=base,
+            wrapper_kwargs=dict(terminal_on_life_loss=False, clip_reward=False),
+        ),
+        n_stack=4,
+    )
+    returns, _ = evaluate_policy(
+        model, eval_env, n_eval_episodes=eval_games, deterministic=False, return_episode_rewards=True
+    )
     env.close()
     eval_env.close()
-    return _result(running_means(games), target, [float(r) for r in returns],
-                   FRAME_SKIP * model.num_timesteps / max(wall, 1e-9), FRAME_SKIP * model.num_timesteps)
+    return _result(
+        running_means(games),
+        target,
+        [float(r) for r in returns],
+        FRAME_SKIP * model.num_timesteps / max(wall, 1e-9),
+        FRAME_SKIP * model.num_timesteps,
+    )
 
 
 # -- Sample Factory ----------------------------------------------------------------------------------------------
 def run_sf(game: str, target: float, seed: int, frames: int, workers: int, envs: int, eval_games: int) -> dict:
     with tempfile.TemporaryDirectory() as train_dir:
         common = [f"--env=atari_{game.lower()}", "--experiment=bench", f"--train_dir={train_dir}", "--device=cpu"]
-        cmd = [SF_PYTHON, "-c", SF_LAUNCH, "train", *common, f"--num_workers={workers}",
-               f"--num_envs_per_worker={envs}", f"--train_for_env_steps={frames}", f"--seed={seed}",
-               "--save_every_sec=120"]
+        cmd = [
+            SF_PYTHON,
+            "-c",
+            SF_LAUNCH,
+            "train",
+            *common,
+            f"--num_workers={workers}",
+            f"--num_envs_per_worker={envs}",
+            f"--train_for_env_steps={frames}",
+            f"--seed={seed}",
+            "--save_every_sec=120",
+        ]
         env = dict(os.environ, PYTHONPATH=ROOT, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=train_dir,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=train_dir,
+            env=env,
+            start_new_session=True,
+        )
         means, fps, total, tail, timers = [], [], 0, deque(maxlen=40), []
         for line in proc.stdout:
             tail.append(line)
@@ -154,8 +238,10 @@ def run_sf(game: str, target: float, seed: int, frames: int, workers: int, envs:
             if m := re.search(r"Total num frames: (\d+)", line):
                 total = int(m.group(1))
                 if total >= frames and not timers:  # past the budget: give it 90 s to stop, then stop it
-                    timers = [threading.Timer(90, os.killpg, (proc.pid, signal.SIGTERM)),
-                              threading.Timer(150, os.killpg, (proc.pid, signal.SIGKILL))]
+                    timers = [
+                        threading.Timer(90, os.killpg, (proc.pid, signal.SIGTERM)),
+                        threading.Timer(150, os.killpg, (proc.pid, signal.SIGKILL)),
+                    ]
                     for timer in timers:
                         timer.start()
             if (m := re.search(r"BENCH games (\d+) mean (-?[\d.]+)", line)) and int(m.group(1)) >= 100:
@@ -163,13 +249,27 @@ def run_sf(game: str, target: float, seed: int, frames: int, workers: int, envs:
         proc.wait()
         for timer in timers:
             timer.cancel()
-        ev = subprocess.run([SF_PYTHON, "-c", SF_LAUNCH, "enjoy", *common, "--no_render", "--eval_deterministic=False",
-                             f"--max_num_episodes={eval_games}", f"--seed={EVAL_SEED}"],
-                            capture_output=True, text=True, cwd=train_dir, env=env)
+        ev = subprocess.run(
+            [
+                SF_PYTHON,
+                "-c",
+                SF_LAUNCH,
+                "enjoy",
+                *common,
+                "--no_render",
+                "--eval_deterministic=False",
+                f"--max_num_episodes={eval_games}",
+                f"--seed={EVAL_SEED}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=train_dir,
+            env=env,
+        )
         returns = [float(r) for r in re.findall(r"BENCH game (-?[\d.]+)", ev.stdout + ev.stderr)][:eval_games]
         if not returns:
             raise RuntimeError(f"SF's enjoy reported no game:\n{''.join(tail)}\n{(ev.stdout + ev.stderr)[-2000:]}")
-    steady = fps[len(fps) // 4:] or fps  # its first readings include start-up
+    steady = fps[len(fps) // 4 :] or fps  # its first readings include start-up
     return _result(means, target, returns, sum(steady) / max(len(steady), 1), total)
 
 
@@ -258,26 +358,30 @@ def earlier_rows(log_path: str, row: str) -> dict[int, dict]:
 
 
 def render(rows: dict[str, dict[int, dict]], args: argparse.Namespace, command: str) -> str:
-    lines = [f"## Atari: ray-a3c vs SB3 A2C vs Sample Factory 2.1.1, {args.frames:,} frames ({today()})", "",
-             f"Machine: {machine()}. Command: `{command}`. Each side: ALE/<Game>-v5 (sticky actions 0.25, minimal "
-             "actions) made with frameskip=1; 30 no-ops, frame skip 4 (max of the last two), FIRE at reset, 84x84 "
-             "gray, 4 stacked frames; life loss and reward clipping in training only; CPU; one side at a time. "
-             f"ray-a3c: preset `atari` ({args.workers} workers x {args.envs} envs, async) as shipped. SB3: "
-             "rl-zoo's A2C `atari` entry (16 envs, n_steps 5, ent 0.01, vf 0.25, RMSpropTFLike alpha 0.99 eps 1e-5, "
-             "clip 0.5), learning rate 7e-4 decaying linearly as ours (the zoo keeps it constant). SF: its Atari "
-             f"example's defaults (APPO: PPO clip 0.1, rollout 128, 4 epochs, Adam 2.5e-4 linear, normalized inputs "
-             f"and returns), {args.workers} workers x {args.envs} envs; its factory builds the v5 env instead of its "
-             "<Game>NoFrameskip-v4 (no sticky actions), wrappers unchanged. Differences left: SF resizes before "
-             "converting to gray (ours and SB3 the other way round); each side its own model and algorithm. "
-             "Time = from launch (start-up included) until the mean of the last 100 training games (whole games, "
-             "the game's own reward, sampled actions) reaches the target: ours from episodes.csv, SB3 from its "
-             "Monitor, SF from its RecordEpisodeStatistics window (read at its ~5 s reports); no side evaluates "
-             f"during training. Eval = the final policy, {args.eval_games} fresh whole games, sampled actions, seed "
-             f"{EVAL_SEED} (ours: game i seeded {EVAL_SEED}+i; SB3 and SF: the env seeded once, games follow on), "
-             "no life loss, unclipped. Medians over seeds; a seed that never reached the target counts as never.", "",
-             "| game (target) | side | seeds reaching target | median time to target (s) | median last 100-game "
-             "training mean | median eval mean | median frames/s | time ratio ours / side |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## Atari: ray-a3c vs SB3 A2C vs Sample Factory 2.1.1, {args.frames:,} frames ({today()})",
+        "",
+        f"Machine: {machine()}. Command: `{command}`. Each side: ALE/<Game>-v5 (sticky actions 0.25, minimal "
+        "actions) made with frameskip=1; 30 no-ops, frame skip 4 (max of the last two), FIRE at reset, 84x84 "
+        "gray, 4 stacked frames; life loss and reward clipping in training only; CPU; one side at a time. "
+        f"ray-a3c: preset `atari` ({args.workers} workers x {args.envs} envs, async) as shipped. SB3: "
+        "rl-zoo's A2C `atari` entry (16 envs, n_steps 5, ent 0.01, vf 0.25, RMSpropTFLike alpha 0.99 eps 1e-5, "
+        "clip 0.5), learning rate 7e-4 decaying linearly as ours (the zoo keeps it constant). SF: its Atari "
+        f"example's defaults (APPO: PPO clip 0.1, rollout 128, 4 epochs, Adam 2.5e-4 linear, normalized inputs "
+        f"and returns), {args.workers} workers x {args.envs} envs; its factory builds the v5 env instead of its "
+        "<Game>NoFrameskip-v4 (no sticky actions), wrappers unchanged. Differences left: SF resizes before "
+        "converting to gray (ours and SB3 the other way round); each side its own model and algorithm. "
+        "Time = from launch (start-up included) until the mean of the last 100 training games (whole games, "
+        "the game's own reward, sampled actions) reaches the target: ours from episodes.csv, SB3 from its "
+        "Monitor, SF from its RecordEpisodeStatistics window (read at its ~5 s reports); no side evaluates "
+        f"during training. Eval = the final policy, {args.eval_games} fresh whole games, sampled actions, seed "
+        f"{EVAL_SEED} (ours: game i seeded {EVAL_SEED}+i; SB3 and SF: the env seeded once, games follow on), "
+        "no life loss, unclipped. Medians over seeds; a seed that never reached the target counts as never.",
+        "",
+        "| game (target) | side | seeds reaching target | median time to target (s) | median last 100-game "
+        "training mean | median eval mean | median frames/s | time ratio ours / side |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row, seeds in rows.items():
         target = ROWS[row][1]
         ours_t = median_reached([s["ours"]["time_s"] for s in seeds.values() if "ours" in s])
@@ -287,16 +391,21 @@ def render(rows: dict[str, dict[int, dict]], args: argparse.Namespace, command: 
                 continue
             t = median_reached([r["time_s"] for r in res])
             ratio = "1" if side == "ours" else (f"{ours_t / t:.2f}" if ours_t and t else "-")
-            lines.append(f"| {ROWS[row][0]} ({target:g}) | {NAMES[side]} | {sum(r['time_s'] is not None for r in res)}"
-                         f"/{len(res)} | {fmt(t, '.0f')} | {_num(median([r['final_mean100'] for r in res]), '.1f')} | "
-                         f"{_num(median([r['eval_mean'] for r in res]), '.1f')} | "
-                         f"{median([r['fps'] for r in res]):,.0f} | {ratio} |")
+            lines.append(
+                f"| {ROWS[row][0]} ({target:g}) | {NAMES[side]} | {sum(r['time_s'] is not None for r in res)}"
+                f"/{len(res)} | {fmt(t, '.0f')} | {_num(median([r['final_mean100'] for r in res]), '.1f')} | "
+                f"{_num(median([r['eval_mean'] for r in res]), '.1f')} | "
+                f"{median([r['fps'] for r in res]):,.0f} | {ratio} |"
+            )
     lines += ["", "Per seed (time to target s; last 100-game training mean; eval mean +- std):", ""]
     for row, seeds in rows.items():
         for seed, sides in sorted(seeds.items()):
-            cells = [f"{NAMES[s]} {fmt(r['time_s'], '.0f')}; {_num(r['final_mean100'], '.1f')}; "
-                     f"{_num(r['eval_mean'], '.1f')} +- {_num(r['eval_std'], '.1f')}"
-                     for s in SIDES if (r := sides.get(s))]
+            cells = [
+                f"{NAMES[s]} {fmt(r['time_s'], '.0f')}; {_num(r['final_mean100'], '.1f')}; "
+                f"{_num(r['eval_mean'], '.1f')} +- {_num(r['eval_std'], '.1f')}"
+                for s in SIDES
+                if (r := sides.get(s))
+            ]
             lines.append(f"- {ROWS[row][0]} seed {seed}: " + " | ".join(cells))
     return "\n".join(lines)
 
@@ -309,10 +418,19 @@ def main() -> None:
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset of " + ",".join(SIDES))
     parser.add_argument("--workers", type=int, default=2, help="ours and SF: worker processes")
     parser.add_argument("--envs", type=int, default=16, help="ours and SF: envs per worker (SB3: the zoo's 16)")
-    parser.add_argument("--eval-games", type=int, default=EVAL_EPISODES, help="whole games in the final "
-                        "evaluation (the issue asks for >= 30; fewer only for smoke runs)")
-    parser.add_argument("--rows-from", nargs="+", default=[], metavar="LOG",
-                        help="merge the per-seed rows earlier invocations printed (a side run now replaces its row)")
+    parser.add_argument(
+        "--eval-games",
+        type=int,
+        default=EVAL_EPISODES,
+        help="whole games in the final evaluation (the issue asks for >= 30; fewer only for smoke runs)",
+    )
+    parser.add_argument(
+        "--rows-from",
+        nargs="+",
+        default=[],
+        metavar="LOG",
+        help="merge the per-seed rows earlier invocations printed (a side run now replaces its row)",
+    )
     parser.add_argument("--section", default="atari", help="the BENCHMARKS.md section these rows replace")
     parser.add_argument("--no-write", action="store_true", help="print the section only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
@@ -324,11 +442,13 @@ def main() -> None:
     for log_path in args.rows_from:
         if not os.path.isfile(log_path):
             fail(f"--rows-from: no such file: {log_path}")
-    command = (f".venv/bin/python -m bench.atari --rows {' '.join(args.rows)} --frames {args.frames} --seed "
-               f"{args.seed} --sides {','.join(sides)} --workers {args.workers} --envs {args.envs}"
-               + (f" --eval-games {args.eval_games}" if args.eval_games != EVAL_EPISODES else "")
-               + (" --rows-from " + " ".join(os.path.basename(p) for p in args.rows_from) if args.rows_from else "")
-               + ("" if args.section == "atari" else f" --section {args.section}"))
+    command = (
+        f".venv/bin/python -m bench.atari --rows {' '.join(args.rows)} --frames {args.frames} --seed "
+        f"{args.seed} --sides {','.join(sides)} --workers {args.workers} --envs {args.envs}"
+        + (f" --eval-games {args.eval_games}" if args.eval_games != EVAL_EPISODES else "")
+        + (" --rows-from " + " ".join(os.path.basename(p) for p in args.rows_from) if args.rows_from else "")
+        + ("" if args.section == "atari" else f" --section {args.section}")
+    )
     rows: dict[str, dict[int, dict]] = {}
     for row in args.rows:
         game, target = ROWS[row]
@@ -341,8 +461,7 @@ def main() -> None:
             if side == "sb3":
                 mine[side] = run_sb3(game, target, args.seed, args.frames, args.eval_games)
             elif side == "ours":
-                mine[side] = run_ours(game, target, args.seed, args.frames, args.workers, args.envs,
-                                      args.eval_games)
+                mine[side] = run_ours(game, target, args.seed, args.frames, args.workers, args.envs, args.eval_games)
             else:
                 mine[side] = run_sf(game, target, args.seed, args.frames, args.workers, args.envs, args.eval_games)
             print(f"{row} seed {args.seed}: {mine}", flush=True)

@@ -7,6 +7,7 @@ start-up and actor spawning are reported separately.
 
     .venv/bin/python -m bench.cartpole [--seeds 5] [--budget 100000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,40 +68,56 @@ def main() -> None:
 
 
 def render(rows: list, ray_start_s: float, args: argparse.Namespace) -> str:
-    lines = [f"## CartPole-v1: time to solve, ray-a3c vs Stable-Baselines3 A2C ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.cartpole --seeds {args.seeds} "
-             f"--budget {args.budget} --snapshot-every {args.snapshot_every}`.",
-             f"Both sides train {args.budget:,} env steps with nothing else running and keep their weights every "
-             f"{args.snapshot_every:,} env steps; the snapshots are evaluated afterwards, in order "
-             f"({EVAL_EPISODES} greedy episodes from seed {EVAL_SEED} on both sides). Time to solve = training wall "
-             f"time at the first snapshot with mean >= {TARGET:.0f} (no evaluation ran during training, so nothing "
-             "is subtracted). ray-a3c: preset `cartpole` (2 async workers x 8 envs, no evaluator actor); "
-             "SB3 A2C: rl-zoo hyperparameters (8 envs, ent_coef 0).",
-             "", "| seed | ray-a3c steps | ray-a3c s | ray-a3c steps/s | SB3 steps | SB3 s | SB3 steps/s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## CartPole-v1: time to solve, ray-a3c vs Stable-Baselines3 A2C ({today()})",
+        "",
+        f"Machine: {machine()}. Command: `.venv/bin/python -m bench.cartpole --seeds {args.seeds} "
+        f"--budget {args.budget} --snapshot-every {args.snapshot_every}`.",
+        f"Both sides train {args.budget:,} env steps with nothing else running and keep their weights every "
+        f"{args.snapshot_every:,} env steps; the snapshots are evaluated afterwards, in order "
+        f"({EVAL_EPISODES} greedy episodes from seed {EVAL_SEED} on both sides). Time to solve = training wall "
+        f"time at the first snapshot with mean >= {TARGET:.0f} (no evaluation ran during training, so nothing "
+        "is subtracted). ray-a3c: preset `cartpole` (2 async workers x 8 envs, no evaluator actor); "
+        "SB3 A2C: rl-zoo hyperparameters (8 envs, ent_coef 0).",
+        "",
+        "| seed | ray-a3c steps | ray-a3c s | ray-a3c steps/s | SB3 steps | SB3 s | SB3 steps/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for seed, ours, sb3 in rows:
-        lines.append(f"| {seed} | {fmt(ours['env_steps'], ',')} | {fmt(ours['time_s'], '.1f')} | {ours['fps']:,.0f} | "
-                     f"{fmt(sb3['env_steps'], ',')} | {fmt(sb3['time_s'], '.1f')} | {sb3['fps']:,.0f} |")
-    med = {side: {"env_steps": median_reached([r[i]["env_steps"] for r in rows]),
-                  "time_s": median_reached([r[i]["time_s"] for r in rows]), "fps": median([r[i]["fps"] for r in rows])}
-           for i, side in ((1, "ours"), (2, "sb3"))}
+        lines.append(
+            f"| {seed} | {fmt(ours['env_steps'], ',')} | {fmt(ours['time_s'], '.1f')} | {ours['fps']:,.0f} | "
+            f"{fmt(sb3['env_steps'], ',')} | {fmt(sb3['time_s'], '.1f')} | {sb3['fps']:,.0f} |"
+        )
+    med = {
+        side: {
+            "env_steps": median_reached([r[i]["env_steps"] for r in rows]),
+            "time_s": median_reached([r[i]["time_s"] for r in rows]),
+            "fps": median([r[i]["fps"] for r in rows]),
+        }
+        for i, side in ((1, "ours"), (2, "sb3"))
+    }
     solved = {side: sum(r[i]["solved"] for r in rows) for i, side in ((1, "ours"), (2, "sb3"))}
 
     def ratio(key: str) -> str:
         ours, sb3 = med["ours"][key], med["sb3"][key]
         return f"{ours / sb3:.2f}" if ours and sb3 else "-"
 
-    cells = [f"{fmt(m['env_steps'], ',.0f')} | {fmt(m['time_s'], '.1f')} | {m['fps']:,.0f}"
-             for m in (med["ours"], med["sb3"])]
-    lines += [f"| **median** | {cells[0]} | {cells[1]} |", "",
-              f"- Solved: ray-a3c {solved['ours']}/{len(rows)}, SB3 {solved['sb3']}/{len(rows)} "
-              "(medians over all seeds, an unsolved seed counting as never).",
-              f"- Ratio ray-a3c / SB3, median time to solve: **{ratio('time_s')}** "
-              f"(goal <= 1.0); median env steps: {ratio('env_steps')}.",
-              f"- Throughput ratio ray-a3c / SB3 (env steps/s over the whole budget): "
-              f"{med['ours']['fps'] / med['sb3']['fps']:.2f}.",
-              f"- Not in the times: Ray start-up {ray_start_s:.1f}s (once per bench), spawning the PS and workers "
-              f"median {median([r[1]['spawn_s'] for r in rows]):.2f}s."]
+    cells = [
+        f"{fmt(m['env_steps'], ',.0f')} | {fmt(m['time_s'], '.1f')} | {m['fps']:,.0f}"
+        for m in (med["ours"], med["sb3"])
+    ]
+    lines += [
+        f"| **median** | {cells[0]} | {cells[1]} |",
+        "",
+        f"- Solved: ray-a3c {solved['ours']}/{len(rows)}, SB3 {solved['sb3']}/{len(rows)} "
+        "(medians over all seeds, an unsolved seed counting as never).",
+        f"- Ratio ray-a3c / SB3, median time to solve: **{ratio('time_s')}** "
+        f"(goal <= 1.0); median env steps: {ratio('env_steps')}.",
+        f"- Throughput ratio ray-a3c / SB3 (env steps/s over the whole budget): "
+        f"{med['ours']['fps'] / med['sb3']['fps']:.2f}.",
+        f"- Not in the times: Ray start-up {ray_start_s:.1f}s (once per bench), spawning the PS and workers "
+        f"median {median([r[1]['spawn_s'] for r in rows]):.2f}s.",
+    ]
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: machine description and BENCHMARKS.md section updates."""
+
 from __future__ import annotations
 
 import glob
@@ -69,8 +70,17 @@ def update_section(name: str, body: str) -> None:
         fh.write(text)
 
 
-def run_ours(preset: str, seed: int, budget: int, target: float, snapshot_every: int, eval_episodes: int,
-             overrides: list[str], settings: Optional[dict] = None, final_episodes: int = 0) -> dict:
+def run_ours(
+    preset: str,
+    seed: int,
+    budget: int,
+    target: float,
+    snapshot_every: int,
+    eval_episodes: int,
+    overrides: list[str],
+    settings: Optional[dict] = None,
+    final_episodes: int = 0,
+) -> dict:
     """One ray-a3c training run on an already-started Ray, without the evaluator (nothing but training uses the
     CPU); the PS keeps its weights every `snapshot_every` env steps, evaluated afterwards. Time to solve is the
     training wall time (from the workers' start) of the first snapshot whose greedy `eval_episodes`-episode
@@ -80,9 +90,18 @@ def run_ours(preset: str, seed: int, budget: int, target: float, snapshot_every:
     from ray_a3c.common import checkpoint
     from ray_a3c.common.keys import CKPT_COUNTERS, CKPT_MODEL, CKPT_TRAIN_S
 
-    cfg = ray_a3c.make_config(preset, overrides=overrides, **{
-        "run.seed": seed, "run.total_env_steps": budget, "run.stop_return": None, "run.evaluate": False,
-        "run.snapshot_every_env_steps": snapshot_every, **(settings or {})})
+    cfg = ray_a3c.make_config(
+        preset,
+        overrides=overrides,
+        **{
+            "run.seed": seed,
+            "run.total_env_steps": budget,
+            "run.stop_return": None,
+            "run.evaluate": False,
+            "run.snapshot_every_env_steps": snapshot_every,
+            **(settings or {}),
+        },
+    )
     with tempfile.TemporaryDirectory() as run_dir:
         s = ray_a3c.train(cfg, run_dir=run_dir, quiet=True)
         folder = os.path.join(run_dir, "snapshots")
@@ -101,8 +120,13 @@ def run_ours(preset: str, seed: int, budget: int, target: float, snapshot_every:
             final = evaluator.run_episodes(final_episodes, FINAL_SEED)
             solved.update(final_mean=final.mean_return, final_std=final.std_return)
         evaluator.close()
-    return {**solved, "fps": s.env_steps / max(s.train_s, 1e-9), "spawn_s": s.spawn_s,
-            "first_gradient_s": s.first_gradient_s, "snapshots": len(paths)}
+    return {
+        **solved,
+        "fps": s.env_steps / max(s.train_s, 1e-9),
+        "spawn_s": s.spawn_s,
+        "first_gradient_s": s.first_gradient_s,
+        "snapshots": len(paths),
+    }
 
 
 def first_solving(snapshots: list, evaluate: Callable, target: float) -> dict:
@@ -138,8 +162,14 @@ def sb3_snapshots(model, budget: int, snapshot_every: int, vec_normalize=None) -
             if self.num_timesteps >= self.next:
                 self.next += snapshot_every
                 rms = copy.deepcopy(vec_normalize.obs_rms) if vec_normalize is not None else None
-                self.taken.append((self.num_timesteps, time.perf_counter() - self.t0,
-                                   copy.deepcopy(self.model.policy.state_dict()), rms))
+                self.taken.append(
+                    (
+                        self.num_timesteps,
+                        time.perf_counter() - self.t0,
+                        copy.deepcopy(self.model.policy.state_dict()),
+                        rms,
+                    )
+                )
             return True
 
     snapshots = Snapshots()
@@ -164,13 +194,17 @@ def sb3_evaluator(model, eval_env, episodes: int, seed: int = EVAL_SEED) -> Call
     return evaluate
 
 
-def sb3_time_to_target(model, eval_env, budget: int, snapshot_every: int, episodes: int, target: float,
-                       vec_normalize=None) -> dict:
+def sb3_time_to_target(
+    model, eval_env, budget: int, snapshot_every: int, episodes: int, target: float, vec_normalize=None
+) -> dict:
     """Train an SB3 model for `budget` env steps with snapshots; then evaluate the snapshots in order with
     `episodes` deterministic episodes. Time to solve is the training wall time at the first solving snapshot."""
     taken, wall = sb3_snapshots(model, budget, snapshot_every, vec_normalize)
-    return {**first_solving(taken, sb3_evaluator(model, eval_env, episodes), target),
-            "fps": model.num_timesteps / max(wall, 1e-9), "snapshots": len(taken)}
+    return {
+        **first_solving(taken, sb3_evaluator(model, eval_env, episodes), target),
+        "fps": model.num_timesteps / max(wall, 1e-9),
+        "snapshots": len(taken),
+    }
 
 
 def first_crossing(points: list[tuple[float, float]], target: Optional[float]) -> Optional[float]:

@@ -14,6 +14,7 @@ RMSprop, linear lr 7e-4). A2C Ant: the zoo has no MuJoCo A2C entry; its AntBulle
 
     .venv/bin/python -m bench.continuous [--tasks pendulum ant] [--seeds 3] [--sides ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,12 @@ from bench.common import (
 
 FINAL_EPISODES = 20
 SIDES = ("ours_sync", "ours_async", "sb3_a2c", "sb3_ppo")
-NAMES = {"ours_sync": "ray-a3c sync", "ours_async": "ray-a3c async", "sb3_a2c": "SB3 A2C (rl-zoo)",
-         "sb3_ppo": "SB3 PPO (rl-zoo, reference)"}
+NAMES = {
+    "ours_sync": "ray-a3c sync",
+    "ours_async": "ray-a3c async",
+    "sb3_a2c": "SB3 A2C (rl-zoo)",
+    "sb3_ppo": "SB3 PPO (rl-zoo, reference)",
+}
 
 
 @dataclass
@@ -56,8 +61,10 @@ class Task:
     ppo_budget: int  # the reference row trains the zoo's own n_timesteps
 
 
-TASKS = {"pendulum": Task("Pendulum-v1", "pendulum", 1_000_000, 10_000, 20, -250.0, 100_000),
-         "ant": Task("Ant-v5", "ant", 2_000_000, 50_000, 5, None, 1_000_000)}
+TASKS = {
+    "pendulum": Task("Pendulum-v1", "pendulum", 1_000_000, 10_000, 20, -250.0, 100_000),
+    "ant": Task("Ant-v5", "ant", 2_000_000, 50_000, 5, None, 1_000_000),
+}
 
 
 def _linear(start: float):
@@ -80,13 +87,39 @@ def sb3_model(side: str, task: Task, seed: int):
         env = VecNormalize(env, gamma=gamma)
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     if side == "sb3_a2c":
-        model = A2C("MlpPolicy", env, ent_coef=0.0, max_grad_norm=0.5, n_steps=8, gae_lambda=0.9, vf_coef=0.4,
-                    gamma=gamma, use_rms_prop=True, normalize_advantage=False,
-                    learning_rate=_linear(7e-4 if pendulum else 9.6e-4), use_sde=True,
-                    policy_kwargs=dict(log_std_init=-2, ortho_init=False), seed=seed, verbose=0)
+        model = A2C(
+            "MlpPolicy",
+            env,
+            ent_coef=0.0,
+            max_grad_norm=0.5,
+            n_steps=8,
+            gae_lambda=0.9,
+            vf_coef=0.4,
+            gamma=gamma,
+            use_rms_prop=True,
+            normalize_advantage=False,
+            learning_rate=_linear(7e-4 if pendulum else 9.6e-4),
+            use_sde=True,
+            policy_kwargs=dict(log_std_init=-2, ortho_init=False),
+            seed=seed,
+            verbose=0,
+        )
     elif pendulum:
-        model = PPO("MlpPolicy", env, n_steps=1024, gae_lambda=0.95, gamma=gamma, n_epochs=10, ent_coef=0.0,
-                    learning_rate=1e-3, clip_range=0.2, use_sde=True, sde_sample_freq=4, seed=seed, verbose=0)
+        model = PPO(
+            "MlpPolicy",
+            env,
+            n_steps=1024,
+            gae_lambda=0.95,
+            gamma=gamma,
+            n_epochs=10,
+            ent_coef=0.0,
+            learning_rate=1e-3,
+            clip_range=0.2,
+            use_sde=True,
+            sde_sample_freq=4,
+            seed=seed,
+            verbose=0,
+        )
     else:
         model = PPO("MlpPolicy", env, seed=seed, verbose=0)  # the zoo's Ant-v3: PPO defaults + VecNormalize
     return model, env, eval_env
@@ -102,12 +135,18 @@ def run_sb3(side: str, task: Task, seed: int, target: Optional[float]) -> dict:
     final_mean = sb3_evaluator(model, eval_env, FINAL_EPISODES, FINAL_SEED)(taken[-1])[0]
     goal = final_mean if target is None else target
     solved = first_solving(taken, sb3_evaluator(model, eval_env, task.scan_episodes), goal)
-    return {**solved, "final_mean": final_mean, "target": goal, "fps": model.num_timesteps / max(wall, 1e-9),
-            "budget": budget}
+    return {
+        **solved,
+        "final_mean": final_mean,
+        "target": goal,
+        "fps": model.num_timesteps / max(wall, 1e-9),
+        "budget": budget,
+    }
 
 
-def run_task(name: str, task: Task, seeds: list[int], sides: list[str], overrides: list[str],
-             earlier: dict[int, dict]) -> list[dict]:
+def run_task(
+    name: str, task: Task, seeds: list[int], sides: list[str], overrides: list[str], earlier: dict[int, dict]
+) -> list[dict]:
     """One dict per seed: side -> result, merged over `earlier` (seed -> an earlier invocation's row): a side run
     now replaces the earlier one. SB3 first (before Ray's daemons exist), then ours."""
     rows = {seed: {**row, "seed": seed} for seed, row in earlier.items()}
@@ -127,9 +166,17 @@ def run_task(name: str, task: Task, seeds: list[int], sides: list[str], override
     for seed in seeds:
         for side, mode in (("ours_sync", "sync"), ("ours_async", "async")):
             if side in sides:
-                rows[seed][side] = run_ours(task.preset, seed, task.budget, rows[seed]["target"], task.snapshot_every,
-                                            task.scan_episodes, overrides, {"algo.mode": mode},
-                                            final_episodes=FINAL_EPISODES)
+                rows[seed][side] = run_ours(
+                    task.preset,
+                    seed,
+                    task.budget,
+                    rows[seed]["target"],
+                    task.snapshot_every,
+                    task.scan_episodes,
+                    overrides,
+                    {"algo.mode": mode},
+                    final_episodes=FINAL_EPISODES,
+                )
                 print(f"{name} seed {seed}: {_plain(rows[seed])}", flush=True)
     return [rows[seed] for seed in sorted(rows)]
 
@@ -157,31 +204,48 @@ def earlier_rows(log_path: str, name: str) -> dict[int, dict]:
     return found
 
 
-def render(name: str, task: Task, rows: list[dict], sides: list[str], command: str,
-           overrides: list[str], earlier_note: str = "") -> str:
+def render(
+    name: str,
+    task: Task,
+    rows: list[dict],
+    sides: list[str],
+    command: str,
+    overrides: list[str],
+    earlier_note: str = "",
+) -> str:
     overridden = " with " + ", ".join(f"`{o}`" for o in overrides) if overrides else ""
     target = f"{task.target:.0f}" if task.target is not None else "SB3 A2C's final return (per seed)"
     peers = "SB3 A2C and PPO" if "sb3_ppo" in sides else "SB3 A2C"
-    reference = (f" SB3 PPO, a reference row, trains the zoo's own budget ({task.ppo_budget:,} env steps; snapshots "
-                 "every 1%)." if "sb3_ppo" in sides else "")
-    lines = [f"## {task.env_id}: ray-a3c vs {peers}, time to {target} and final return ({today()})", "",
-             f"Machine: {machine()}. Command: `{command}`. Budget {task.budget:,} env steps per side; snapshots "
-             f"every {task.snapshot_every:,}, scanned with {task.scan_episodes} greedy episodes (seeds from "
-             f"{EVAL_SEED}); final = the last snapshot, {FINAL_EPISODES} fresh greedy episodes (seeds from "
-             f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`{overridden}, `algo.mode` sync and async, evaluator "
-             f"off.{reference}{earlier_note} Medians over all seeds: a seed that never reached the target counts as "
-             "never (\"not solved\" where the median seed did not get there).", "",
-             "| side | solved | median env steps | median train s | median final return | env steps/s | "
-             "ratio time / SB3 A2C |", "|---|---|---|---|---|---|---|"]
+    reference = (
+        f" SB3 PPO, a reference row, trains the zoo's own budget ({task.ppo_budget:,} env steps; snapshots every 1%)."
+        if "sb3_ppo" in sides
+        else ""
+    )
+    lines = [
+        f"## {task.env_id}: ray-a3c vs {peers}, time to {target} and final return ({today()})",
+        "",
+        f"Machine: {machine()}. Command: `{command}`. Budget {task.budget:,} env steps per side; snapshots "
+        f"every {task.snapshot_every:,}, scanned with {task.scan_episodes} greedy episodes (seeds from "
+        f"{EVAL_SEED}); final = the last snapshot, {FINAL_EPISODES} fresh greedy episodes (seeds from "
+        f"{FINAL_SEED}). ray-a3c: preset `{task.preset}`{overridden}, `algo.mode` sync and async, evaluator "
+        f"off.{reference}{earlier_note} Medians over all seeds: a seed that never reached the target counts as "
+        'never ("not solved" where the median seed did not get there).',
+        "",
+        "| side | solved | median env steps | median train s | median final return | env steps/s | "
+        "ratio time / SB3 A2C |",
+        "|---|---|---|---|---|---|---|",
+    ]
     base = median_reached([r["sb3_a2c"]["time_s"] for r in rows]) if "sb3_a2c" in rows[0] else None
     for side in sides:
         res = [r[side] for r in rows if side in r]
         t = median_reached([x["time_s"] for x in res])
         ratio = f"{t / base:.2f}" if base and t else "-"
-        lines.append(f"| {NAMES[side]} | {sum(x['solved'] for x in res)}/{len(res)} | "
-                     f"{fmt(median_reached([x['env_steps'] for x in res]), ',.0f')} | {fmt(t, '.1f')} | "
-                     f"{median([x['final_mean'] for x in res]):.1f} | {median([x['fps'] for x in res]):,.0f} | "
-                     f"{ratio} |")
+        lines.append(
+            f"| {NAMES[side]} | {sum(x['solved'] for x in res)}/{len(res)} | "
+            f"{fmt(median_reached([x['env_steps'] for x in res]), ',.0f')} | {fmt(t, '.1f')} | "
+            f"{median([x['final_mean'] for x in res]):.1f} | {median([x['fps'] for x in res]):,.0f} | "
+            f"{ratio} |"
+        )
     lines += ["", "Per seed (final return; time to target s):", ""]
     for row in rows:
         seed = row["seed"]
@@ -196,12 +260,21 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     parser.add_argument("--seeds", type=int, default=3, help="how many seeds to run")
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
-    parser.add_argument("--rows-from", nargs="+", default=[], metavar="LOG",
-                        help="merge the per-seed rows earlier invocations printed (their logs) into this report")
+    parser.add_argument(
+        "--rows-from",
+        nargs="+",
+        default=[],
+        metavar="LOG",
+        help="merge the per-seed rows earlier invocations printed (their logs) into this report",
+    )
     parser.add_argument("--budget", type=int, help="env steps per side (default: the task's)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="config overrides for our sides (an experiment: written to BENCHMARKS.md only with "
-                             "--section)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for our sides (an experiment: written to BENCHMARKS.md only with --section)",
+    )
     parser.add_argument("--section", help="the BENCHMARKS.md section to write (default continuous_<task>)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
@@ -212,11 +285,18 @@ def main() -> None:
             parser.error(f"--rows-from: no such file: {log_path}")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     logs = [os.path.basename(p) for p in args.rows_from]
-    command = ".venv/bin/python -m bench.continuous --tasks " + " ".join(args.tasks) + \
-        f" --seeds {args.seeds}" + (f" --first-seed {args.first_seed}" if args.first_seed else "") + \
-        " --sides " + " ".join(args.sides) + (f" --budget {args.budget}" if args.budget else "") \
-        + (" --set " + " ".join(args.set) if args.set else "") \
-        + (f" --section {args.section}" if args.section else "") + (" --rows-from " + " ".join(logs) if logs else "")
+    command = (
+        ".venv/bin/python -m bench.continuous --tasks "
+        + " ".join(args.tasks)
+        + f" --seeds {args.seeds}"
+        + (f" --first-seed {args.first_seed}" if args.first_seed else "")
+        + " --sides "
+        + " ".join(args.sides)
+        + (f" --budget {args.budget}" if args.budget else "")
+        + (" --set " + " ".join(args.set) if args.set else "")
+        + (f" --section {args.section}" if args.section else "")
+        + (" --rows-from " + " ".join(logs) if logs else "")
+    )
     for name in args.tasks:
         task = TASKS[name]
         if args.budget:
@@ -243,8 +323,10 @@ def _earlier_note(earlier: dict[int, dict], seeds: list[int], sides: list[str], 
             kept.append(f"seed {seed}: " + ", ".join(names))
     if not kept:
         return ""
-    return (f" Rows trained by an earlier invocation of this bench on the same machine "
-            f"({', '.join(logs)}): " + "; ".join(kept) + ".")
+    return (
+        f" Rows trained by an earlier invocation of this bench on the same machine "
+        f"({', '.join(logs)}): " + "; ".join(kept) + "."
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ per-packet cost breakdown and, from those constants, a model of an N-node cluste
     .venv/bin/python -m bench.ps_capacity --cluster-nodes 3 --pushers 8   # node aggregation, real Ray nodes
     .venv/bin/python -m bench.ps_capacity --in-process [--seconds 4]        # no Ray: one JSON line per workload
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,15 @@ def make_config(workload: str, mode: str):
     import ray_a3c
 
     k, dtype, aggregate = NODE_MODES[mode] if mode in NODE_MODES else (*MODES[mode], "none")
-    return ray_a3c.make_config(WORKLOADS[workload], **{"learner.max_batch_packets": k, "learner.grad_dtype": dtype,
-                                                       "algo.max_policy_lag": 10**6, "cluster.aggregate": aggregate})
+    return ray_a3c.make_config(
+        WORKLOADS[workload],
+        **{
+            "learner.max_batch_packets": k,
+            "learner.grad_dtype": dtype,
+            "algo.max_policy_lag": 10**6,
+            "cluster.aggregate": aggregate,
+        },
+    )
 
 
 def ready_packet(cfg):
@@ -51,8 +59,13 @@ def ready_packet(cfg):
 
     model = build_model(probe_spaces(cfg.env), cfg.model)
     grad = np.random.default_rng(0).normal(0, 1e-3, num_params(model)).astype(np.float32)
-    return GradientPacket(encode_gradient(grad, cfg.learner.grad_dtype), version=0, env_steps=80,
-                          episode_returns=[1.0], episode_lengths=[10])
+    return GradientPacket(
+        encode_gradient(grad, cfg.learner.grad_dtype),
+        version=0,
+        env_steps=80,
+        episode_returns=[1.0],
+        episode_lengths=[10],
+    )
 
 
 def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
@@ -85,11 +98,17 @@ def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
     ps = actor.options(num_cpus=0, name=prefix + "ps", namespace=namespace).remote(cfg, probe_spaces(cfg.env))
     aggregators = {}
     if cfg.cluster.aggregate == "node":
-        aggregators = spawn_aggregators(cfg, prefix, lambda name, num_cpus: {
-            "name": name, "namespace": namespace, "num_cpus": num_cpus, "max_task_retries": 0})
+        aggregators = spawn_aggregators(
+            cfg,
+            prefix,
+            lambda name, num_cpus: {"name": name, "namespace": namespace, "num_cpus": num_cpus, "max_task_retries": 0},
+        )
     actors = [Pusher.remote() for _ in range(pushers)]
-    ray.get([ps.ping.remote()] + [a.ping.remote() for a in aggregators.values()]
-            + [a.__ray_ready__.remote() for a in actors])
+    ray.get(
+        [ps.ping.remote()]
+        + [a.ping.remote() for a in aggregators.values()]
+        + [a.__ray_ready__.remote() for a in actors]
+    )
     before, t0 = ray.get(ps.get_counters.remote()), time.perf_counter()
     lags = sum(ray.get([a.push.remote(ps, packet, seconds, bool(aggregators)) for a in actors]), [])
     elapsed = time.perf_counter() - t0
@@ -104,10 +123,16 @@ def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
     arrivals_s = forwarded / elapsed if aggregators else packets_s  # what reaches the PS
     steps_s = (after.version - before.version) / elapsed
     inline = weights_bytes <= 100 * 1024  # small weights ride each reply; large ones are put once per version
-    return {"packets_s": packets_s, "steps_s": steps_s, "lag_mean": float(np.mean(lags)),
-            "lag_p99": float(np.percentile(lags, 99)), "busy": (after.busy_s - before.busy_s) / elapsed,
-            "in_bytes_s": arrivals_s * packet.gradient.nbytes,
-            "out_bytes_s": (arrivals_s if inline else steps_s) * weights_bytes, "ps_arrivals_s": arrivals_s}
+    return {
+        "packets_s": packets_s,
+        "steps_s": steps_s,
+        "lag_mean": float(np.mean(lags)),
+        "lag_p99": float(np.percentile(lags, 99)),
+        "busy": (after.busy_s - before.busy_s) / elapsed,
+        "in_bytes_s": arrivals_s * packet.gradient.nbytes,
+        "out_bytes_s": (arrivals_s if inline else steps_s) * weights_bytes,
+        "ps_arrivals_s": arrivals_s,
+    }
 
 
 def _nbytes(weights) -> int:
@@ -176,13 +201,27 @@ def in_process(workload: str, dtype: str, seconds: float, blocks: int = 5) -> di
     per_block = max(1, int(seconds / blocks / 0.2))
     costs = sorted(apply(n * per_block) / (n * per_block) for _ in range(blocks))
     ms = costs[len(costs) // 2] * 1e3
-    return {"workload": workload, "params": num_params(ps.model), "grad_dtype": dtype,
-            "optimizer": cfg.algo.optimizer, "ms_per_packet": round(ms, 4), "ms_best": round(costs[0] * 1e3, 4),
-            "packets_s": round(1e3 / ms, 1)}
+    return {
+        "workload": workload,
+        "params": num_params(ps.model),
+        "grad_dtype": dtype,
+        "optimizer": cfg.algo.optimizer,
+        "ms_per_packet": round(ms, 4),
+        "ms_best": round(costs[0] * 1e3, 4),
+        "packets_s": round(1e3 / ms, 1),
+    }
 
 
-def cluster_model(costs: dict, grad_bytes: int, weight_bytes: int, packets_per_worker_s: float, nodes: int,
-                  cores: int, k: int, aggregate_s: float = 0.0) -> dict:
+def cluster_model(
+    costs: dict,
+    grad_bytes: int,
+    weight_bytes: int,
+    packets_per_worker_s: float,
+    nodes: int,
+    cores: int,
+    k: int,
+    aggregate_s: float = 0.0,
+) -> dict:
     """PS busy fraction and NIC bytes/s for `nodes` x `cores` workers. Per packet the PS pays receive + checks;
     clip + Adam + flatten + publish once per step, i.e. per k packets when batched. With node aggregation
     (`aggregate_s` > 0) each node forwards one pre-reduced packet per interval. Weights leave the PS once per
@@ -219,12 +258,24 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=16)
     parser.add_argument("--rows", help="JSON file of pusher measurements: read if it exists, else written")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--cluster-nodes", type=int, default=0,
-                        help="measure node aggregation on a ray.cluster_utils.Cluster of this many nodes instead")
-    parser.add_argument("--in-process", action="store_true",
-                        help="no Ray: the plain PS applies one ready packet repeatedly; one JSON line per workload")
-    parser.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float16", "bfloat16"],
-                        help="--in-process: the gradient transport dtypes to measure")
+    parser.add_argument(
+        "--cluster-nodes",
+        type=int,
+        default=0,
+        help="measure node aggregation on a ray.cluster_utils.Cluster of this many nodes instead",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no Ray: the plain PS applies one ready packet repeatedly; one JSON line per workload",
+    )
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32"],
+        choices=["float32", "float16", "bfloat16"],
+        help="--in-process: the gradient transport dtypes to measure",
+    )
     args = parser.parse_args()
     if args.in_process:
         for w in WORKLOADS:
@@ -273,21 +324,28 @@ def node_run(args: argparse.Namespace) -> None:
     finally:
         ray.shutdown()
         cluster.shutdown()
-    lines = [f"## Node aggregation on {args.cluster_nodes} Ray nodes ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_capacity --cluster-nodes "
-             f"{args.cluster_nodes} --pushers {' '.join(map(str, args.pushers))} --seconds {args.seconds:g}`. "
-             f"A `ray.cluster_utils.Cluster` of {args.cluster_nodes} nodes on this one machine (they share its 2 "
-             "cores); pushers spread over the nodes replay one ready packet; with aggregation each pushes to its "
-             "node's aggregator. PS arrivals/s = packets (or aggregates) that reach the PS.", "",
-             "| workload | mode | pushers | packets/s | vs serial | PS arrivals/s | Adam steps/s | lag mean | lag p99 "
-             "| PS busy | MB/s into PS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## Node aggregation on {args.cluster_nodes} Ray nodes ({today()})",
+        "",
+        f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_capacity --cluster-nodes "
+        f"{args.cluster_nodes} --pushers {' '.join(map(str, args.pushers))} --seconds {args.seconds:g}`. "
+        f"A `ray.cluster_utils.Cluster` of {args.cluster_nodes} nodes on this one machine (they share its 2 "
+        "cores); pushers spread over the nodes replay one ready packet; with aggregation each pushes to its "
+        "node's aggregator. PS arrivals/s = packets (or aggregates) that reach the PS.",
+        "",
+        "| workload | mode | pushers | packets/s | vs serial | PS arrivals/s | Adam steps/s | lag mean | lag p99 "
+        "| PS busy | MB/s into PS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for w in WORKLOADS:
         for m in NODE_MODES:
             for k in args.pushers:
                 r, base = rows[(w, m, k)], rows[(w, "serial", k)]
-                lines.append(f"| {w} | {m} | {k} | {r['packets_s']:,.0f} | {r['packets_s'] / base['packets_s']:.2f}x "
-                             f"| {r['ps_arrivals_s']:,.0f} | {r['steps_s']:,.0f} | {r['lag_mean']:.1f} | "
-                             f"{r['lag_p99']:.0f} | {r['busy']:.0%} | {r['in_bytes_s'] / 1e6:,.1f} |")
+                lines.append(
+                    f"| {w} | {m} | {k} | {r['packets_s']:,.0f} | {r['packets_s'] / base['packets_s']:.2f}x "
+                    f"| {r['ps_arrivals_s']:,.0f} | {r['steps_s']:,.0f} | {r['lag_mean']:.1f} | "
+                    f"{r['lag_p99']:.0f} | {r['busy']:.0%} | {r['in_bytes_s'] / 1e6:,.1f} |"
+                )
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
@@ -296,47 +354,74 @@ def node_run(args: argparse.Namespace) -> None:
 
 def render(rows: dict, costs: dict, rates: dict, args: argparse.Namespace) -> str:
     sizes = {w: ready_packet(make_config(w, "serial")).gradient.nbytes for w in WORKLOADS}
-    lines = [f"## Parameter-server capacity ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_capacity --pushers "
-             f"{' '.join(map(str, args.pushers))} --seconds {args.seconds:g}`. K pusher actors replay one ready "
-             "packet (no env, no forward pass) as fast as Ray carries it; PS and pushers share the 2 cores, so "
-             "rows past 2 pushers measure a PS under contention.", ""]
+    lines = [
+        f"## Parameter-server capacity ({today()})",
+        "",
+        f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_capacity --pushers "
+        f"{' '.join(map(str, args.pushers))} --seconds {args.seconds:g}`. K pusher actors replay one ready "
+        "packet (no env, no forward pass) as fast as Ray carries it; PS and pushers share the 2 cores, so "
+        "rows past 2 pushers measure a PS under contention.",
+        "",
+    ]
     for w in WORKLOADS:
-        lines += [f"**{w}** (gradient {sizes[w] / 1e6:.2f} MB float32)", "",
-                  "| mode | pushers | packets/s | Adam steps/s | lag mean | lag p99 | PS busy | MB/s in | MB/s out "
-                  "| packets/s vs serial |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{w}** (gradient {sizes[w] / 1e6:.2f} MB float32)",
+            "",
+            "| mode | pushers | packets/s | Adam steps/s | lag mean | lag p99 | PS busy | MB/s in | MB/s out "
+            "| packets/s vs serial |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for m in MODES:
             for k in args.pushers:
                 r, base = rows[(w, m, k)], rows[(w, "serial", k)]
-                lines.append(f"| {m} | {k} | {r['packets_s']:,.0f} | {r['steps_s']:,.0f} | {r['lag_mean']:.1f} | "
-                             f"{r['lag_p99']:.0f} | {r['busy']:.0%} | {r['in_bytes_s'] / 1e6:,.1f} | "
-                             f"{r['out_bytes_s'] / 1e6:,.1f} | {r['packets_s'] / base['packets_s']:.2f}x |")
+                lines.append(
+                    f"| {m} | {k} | {r['packets_s']:,.0f} | {r['steps_s']:,.0f} | {r['lag_mean']:.1f} | "
+                    f"{r['lag_p99']:.0f} | {r['busy']:.0%} | {r['in_bytes_s'] / 1e6:,.1f} | "
+                    f"{r['out_bytes_s'] / 1e6:,.1f} | {r['packets_s'] / base['packets_s']:.2f}x |"
+                )
         lines.append("")
-    lines += ["Per-packet cost of each PS phase (ms, this machine, one thread):", "",
-              "| workload | transport | receive | checks | clip | Adam | flatten | publish |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "Per-packet cost of each PS phase (ms, this machine, one thread):",
+        "",
+        "| workload | transport | receive | checks | clip | Adam | flatten | publish |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (w, d), c in costs.items():
-        lines.append(f"| {w} | {d} | " + " | ".join(f"{c[p] * 1e3:.3f}" for p in
-                                                    ("receive", "checks", "clip", "adam", "flatten", "publish")) + " |")
+        lines.append(
+            f"| {w} | {d} | "
+            + " | ".join(f"{c[p] * 1e3:.3f}" for p in ("receive", "checks", "clip", "adam", "flatten", "publish"))
+            + " |"
+        )
     lines += ["", model_section(costs, rates, args.nodes, args.cores)]
     return "\n".join(lines)
 
 
 MODEL_MODES = [  # (transport, k, node aggregation interval in s; 0 = workers push directly)
-    ("float32", 1, 0.0), ("float32", 8, 0.0), ("bfloat16", 32, 0.0),
-    ("bfloat16", 8, 0.05), ("bfloat16", 16, 0.1), ("bfloat16", 64, 0.5), ("bfloat16", 100, 1.0)]
+    ("float32", 1, 0.0),
+    ("float32", 8, 0.0),
+    ("bfloat16", 32, 0.0),
+    ("bfloat16", 8, 0.05),
+    ("bfloat16", 16, 0.1),
+    ("bfloat16", 64, 0.5),
+    ("bfloat16", 100, 1.0),
+]
 
 
 def model_section(costs: dict, rates: dict, nodes: int, cores: int) -> str:
-    lines = [f"### A model of {nodes} nodes x {cores} cores, from the constants above", "",
-             "Offered packets/s = nodes x cores x one worker's packets/s (measured here on one core), or with node "
-             "aggregation nodes / interval. PS busy = offered x (receive + checks) + Adam steps/s x (clip + Adam + "
-             "flatten + publish), steps = offered / k. NIC in = offered x gradient bytes; NIC out = steps x weight "
-             "bytes x nodes (one fetch per version per node; conservative). Targets: busy < 50%, each NIC < 50% of "
-             "10 Gb/s. Node aggregation (`cluster.aggregate: node`) is modelled as one forward per node per "
-             "interval; measured on real Ray nodes in the next section.", "",
-             "| workload | worker packets/s | k | transport | node aggregation | offered packets/s | PS busy | NIC in "
-             "| NIC out | meets both |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### A model of {nodes} nodes x {cores} cores, from the constants above",
+        "",
+        "Offered packets/s = nodes x cores x one worker's packets/s (measured here on one core), or with node "
+        "aggregation nodes / interval. PS busy = offered x (receive + checks) + Adam steps/s x (clip + Adam + "
+        "flatten + publish), steps = offered / k. NIC in = offered x gradient bytes; NIC out = steps x weight "
+        "bytes x nodes (one fetch per version per node; conservative). Targets: busy < 50%, each NIC < 50% of "
+        "10 Gb/s. Node aggregation (`cluster.aggregate: node`) is modelled as one forward per node per "
+        "interval; measured on real Ray nodes in the next section.",
+        "",
+        "| workload | worker packets/s | k | transport | node aggregation | offered packets/s | PS busy | NIC in "
+        "| NIC out | meets both |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for w, rate in rates.items():
         weight_bytes = ready_packet(make_config(w, "serial")).gradient.nbytes
         for dtype, k, interval in MODEL_MODES:
@@ -344,8 +429,10 @@ def model_section(costs: dict, rates: dict, nodes: int, cores: int) -> str:
             m = cluster_model(costs[(w, dtype)], grad_bytes, weight_bytes, rate, nodes, cores, k, interval)
             ok = m["busy"] < 0.5 and max(m["in"], m["out"]) < 0.5 * NIC_BYTES_S
             agg = f"every {interval * 1e3:g} ms" if interval else "none"
-            lines.append(f"| {w} | {rate:,.1f} | {k} | {dtype} | {agg} | {m['offered']:,.0f} | {m['busy']:.0%} | "
-                         f"{m['in'] / NIC_BYTES_S:.0%} | {m['out'] / NIC_BYTES_S:.0%} | {'yes' if ok else 'no'} |")
+            lines.append(
+                f"| {w} | {rate:,.1f} | {k} | {dtype} | {agg} | {m['offered']:,.0f} | {m['busy']:.0%} | "
+                f"{m['in'] / NIC_BYTES_S:.0%} | {m['out'] / NIC_BYTES_S:.0%} | {'yes' if ok else 'no'} |"
+            )
     return "\n".join(lines)
 
 

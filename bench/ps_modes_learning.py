@@ -4,6 +4,7 @@ PS). Snapshots are evaluated afterwards (20 greedy episodes); the time to 475 is
 
     .venv/bin/python -m bench.ps_modes_learning [--seeds 5] [--budget 100000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def main() -> None:
     for seed in range(args.seeds):  # seeds outermost: slow drift of the machine hits every arm alike
         for arm in args.arms:
             settings = ARMS[arm]
-            row = run_ours("cartpole", seed, args.budget, TARGET, args.snapshot_every, EVAL_EPISODES, [],
-                           {**COMMON, **settings})
+            row = run_ours(
+                "cartpole", seed, args.budget, TARGET, args.snapshot_every, EVAL_EPISODES, [], {**COMMON, **settings}
+            )
             results[arm].append(row)
             print(f"seed {seed} {arm}: {row}", flush=True)
     report = render(results, args)
@@ -48,23 +50,29 @@ def main() -> None:
 
 
 def render(results: dict, args: argparse.Namespace) -> str:
-    lines = [f"## PS modes and learning: CartPole-v1, 4 workers on 2 cores ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_modes_learning --seeds {args.seeds} "
-             f"--budget {args.budget} --snapshot-every {args.snapshot_every}"
-             + (f" --arms {' '.join(repr(a) for a in args.arms)}" if args.arms != list(ARMS) else "")
-             + "`. Preset `cartpole` with 4 async workers (0.5 CPU each) so that packets queue at the PS; seeds 0.."
-             f"{args.seeds - 1} in every arm; snapshots every {args.snapshot_every:,} env steps evaluated afterwards "
-             f"({EVAL_EPISODES} greedy episodes from seed {EVAL_SEED}); time = training wall time at the first "
-             f"snapshot >= {TARGET:.0f}.", "",
-             "| mode | solved | median env steps | median s | env steps per seed | median env steps/s |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"## PS modes and learning: CartPole-v1, 4 workers on 2 cores ({today()})",
+        "",
+        f"Machine: {machine()}. Command: `.venv/bin/python -m bench.ps_modes_learning --seeds {args.seeds} "
+        f"--budget {args.budget} --snapshot-every {args.snapshot_every}"
+        + (f" --arms {' '.join(repr(a) for a in args.arms)}" if args.arms != list(ARMS) else "")
+        + "`. Preset `cartpole` with 4 async workers (0.5 CPU each) so that packets queue at the PS; seeds 0.."
+        f"{args.seeds - 1} in every arm; snapshots every {args.snapshot_every:,} env steps evaluated afterwards "
+        f"({EVAL_EPISODES} greedy episodes from seed {EVAL_SEED}); time = training wall time at the first "
+        f"snapshot >= {TARGET:.0f}.",
+        "",
+        "| mode | solved | median env steps | median s | env steps per seed | median env steps/s |",
+        "|---|---|---|---|---|---|",
+    ]
     for arm, rows in results.items():
         solved = [r for r in rows if r["solved"]]
         steps = median([r["env_steps"] for r in rows])
         secs = median([r["time_s"] for r in rows])
         per_seed = ", ".join(fmt(r["env_steps"], ",") for r in rows)
-        lines.append(f"| {arm} | {len(solved)}/{len(rows)} | {fmt(steps, ',.0f')} | {fmt(secs, '.1f')} | {per_seed} | "
-                     f"{median([r['fps'] for r in rows]):,.0f} |")
+        lines.append(
+            f"| {arm} | {len(solved)}/{len(rows)} | {fmt(steps, ',.0f')} | {fmt(secs, '.1f')} | {per_seed} | "
+            f"{median([r['fps'] for r in rows]):,.0f} |"
+        )
     return "\n".join(lines)
 
 

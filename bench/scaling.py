@@ -3,6 +3,7 @@ server's own ceiling in updates/s (pushers replaying a ready-made packet: no env
 
     .venv/bin/python -m bench.scaling [--workers 1 2 4] [--seconds 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,16 @@ from bench.common import machine, today, update_section
 def throughput(workers: int, seconds: float) -> dict:
     import ray_a3c
 
-    cfg = ray_a3c.make_config("cartpole", **{"run.stop_return": None, "run.eval_interval_s": 1000,
-                                             "run.num_workers": workers, "run.time_limit_s": seconds,
-                                             "run.total_env_steps": 10**12})
+    cfg = ray_a3c.make_config(
+        "cartpole",
+        **{
+            "run.stop_return": None,
+            "run.eval_interval_s": 1000,
+            "run.num_workers": workers,
+            "run.time_limit_s": seconds,
+            "run.total_env_steps": 10**12,
+        },
+    )
     with tempfile.TemporaryDirectory() as run_dir:
         s = ray_a3c.train(cfg, run_dir=run_dir, quiet=True)
     return {"fps": s.env_steps / s.train_s, "ups": s.version / s.train_s}
@@ -84,22 +92,30 @@ def render(rows: list, ceiling: dict, args: argparse.Namespace) -> str:
     per_worker_ups = rows[0][1]["ups"] / rows[0][0]
     best = max(ceiling.values())
     saturate = best / per_worker_ups
-    lines = [f"## Scaling: async CartPole throughput by worker count ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.scaling --workers "
-             f"{' '.join(map(str, args.workers))} --seconds {args.seconds:.0f}`. Preset `cartpole` (8 envs and "
-             "5-step rollouts per worker: 40 env steps per gradient); PS, evaluator and driver share the machine.",
-             "", "| workers | env steps/s | PS updates/s | efficiency vs linear |", "|---|---|---|---|"]
+    lines = [
+        f"## Scaling: async CartPole throughput by worker count ({today()})",
+        "",
+        f"Machine: {machine()}. Command: `.venv/bin/python -m bench.scaling --workers "
+        f"{' '.join(map(str, args.workers))} --seconds {args.seconds:.0f}`. Preset `cartpole` (8 envs and "
+        "5-step rollouts per worker: 40 env steps per gradient); PS, evaluator and driver share the machine.",
+        "",
+        "| workers | env steps/s | PS updates/s | efficiency vs linear |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {n} | {r['fps']:,.0f} | {r['ups']:,.0f} | {r['fps'] / (n * base):.0%} |" for n, r in rows]
-    lines += ["", "- Parameter-server ceiling (pushers replaying a ready packet, no envs): "
-              + ", ".join(f"{k} pusher{'s' if k > 1 else ''}: {v:,.0f} updates/s" for k, v in ceiling.items()) + ".",
-              f"- One worker here produces {per_worker_ups:,.0f} updates/s, so one PS saturates at about "
-              f"**{saturate:,.0f} workers** of this kind ({best:,.0f} / {per_worker_ups:,.0f}).",
-              f"- On paper, 100 nodes x 16 cores = 1,600 CartPole workers would offer ~{1600 * per_worker_ups:,.0f} "
-              f"updates/s, {1600 * per_worker_ups / best:,.0f}x one PS's ceiling: at that size use longer rollouts "
-              "or more envs per worker (fewer, larger gradients), sync mode (one averaged step per round), or "
-              "shard the PS. Heavier envs (ViZDoom) produce far fewer updates per worker and saturate later.",
-              "- Beyond 2 workers this 2-core machine is oversubscribed: the extra rows measure contention, "
-              "not scaling."]
+    lines += [
+        "",
+        "- Parameter-server ceiling (pushers replaying a ready packet, no envs): "
+        + ", ".join(f"{k} pusher{'s' if k > 1 else ''}: {v:,.0f} updates/s" for k, v in ceiling.items())
+        + ".",
+        f"- One worker here produces {per_worker_ups:,.0f} updates/s, so one PS saturates at about "
+        f"**{saturate:,.0f} workers** of this kind ({best:,.0f} / {per_worker_ups:,.0f}).",
+        f"- On paper, 100 nodes x 16 cores = 1,600 CartPole workers would offer ~{1600 * per_worker_ups:,.0f} "
+        f"updates/s, {1600 * per_worker_ups / best:,.0f}x one PS's ceiling: at that size use longer rollouts "
+        "or more envs per worker (fewer, larger gradients), sync mode (one averaged step per round), or "
+        "shard the PS. Heavier envs (ViZDoom) produce far fewer updates per worker and saturate later.",
+        "- Beyond 2 workers this 2-core machine is oversubscribed: the extra rows measure contention, not scaling.",
+    ]
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@ processes and the object store's used bytes; reports growth from minute 5 to the
 
     .venv/bin/python -m bench.soak [--minutes 30]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,9 +64,16 @@ def main() -> None:
     import ray_a3c
     from ray_a3c.cluster.runtime import start_ray
 
-    cfg = ray_a3c.make_config("cartpole", **{"run.stop_return": None, "run.log_interval_s": 30,
-                                             "run.checkpoint_interval_s": 60, "run.time_limit_s": args.minutes * 60.0,
-                                             "run.total_env_steps": 10**12})
+    cfg = ray_a3c.make_config(
+        "cartpole",
+        **{
+            "run.stop_return": None,
+            "run.log_interval_s": 30,
+            "run.checkpoint_interval_s": 60,
+            "run.time_limit_s": args.minutes * 60.0,
+            "run.total_env_steps": 10**12,
+        },
+    )
     start_ray(cfg)
     session = ray._private.worker.global_worker.node.session_name
     address = ray.get_runtime_context().gcs_address
@@ -76,13 +84,15 @@ def main() -> None:
         t0 = time.time()
         while not done.wait(timeout=60 - (time.time() - t0) % 60):
             try:
-                samples.append(((time.time() - t0) / 60, session_rss_bytes(session),
-                                object_store_used_bytes(address)))
+                samples.append(((time.time() - t0) / 60, session_rss_bytes(session), object_store_used_bytes(address)))
             except Exception as exc:  # noqa: BLE001 - a failed sample must not end the soak silently
                 print(f"sample failed: {exc!r}", flush=True)
                 continue
-            print(f"minute {samples[-1][0]:.0f}: rss {samples[-1][1] / 2**20:,.0f} MiB, "
-                  f"object store {samples[-1][2] / 2**20:,.1f} MiB", flush=True)
+            print(
+                f"minute {samples[-1][0]:.0f}: rss {samples[-1][1] / 2**20:,.0f} MiB, "
+                f"object store {samples[-1][2] / 2**20:,.1f} MiB",
+                flush=True,
+            )
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -99,13 +109,21 @@ def render(samples: list, summary, args: argparse.Namespace) -> str:
     base = next((s for s in samples if s[0] >= 5), samples[0])
     last = samples[-1]
     growth = (last[1] - base[1]) / base[1] * 100
-    lines = [f"## Soak: {args.minutes}-minute CartPole async run, 2 workers ({today()})", "",
-             f"Machine: {machine()}. Command: `.venv/bin/python -m bench.soak --minutes {args.minutes}`. "
-             f"{summary.env_steps:,} env steps, {summary.version:,} PS versions.", "",
-             "| minute | RSS of Ray's processes (MiB) | object store used (MiB) |", "|---|---|---|"]
+    lines = [
+        f"## Soak: {args.minutes}-minute CartPole async run, 2 workers ({today()})",
+        "",
+        f"Machine: {machine()}. Command: `.venv/bin/python -m bench.soak --minutes {args.minutes}`. "
+        f"{summary.env_steps:,} env steps, {summary.version:,} PS versions.",
+        "",
+        "| minute | RSS of Ray's processes (MiB) | object store used (MiB) |",
+        "|---|---|---|",
+    ]
     lines += [f"| {m:.0f} | {rss / 2**20:,.1f} | {obj / 2**20:,.2f} |" for m, rss, obj in samples]
-    lines += ["", f"- RSS growth from minute {base[0]:.0f} to minute {last[0]:.0f}: **{growth:+.2f}%** (goal < 5%); "
-                  f"object store {base[2] / 2**20:,.2f} -> {last[2] / 2**20:,.2f} MiB."]
+    lines += [
+        "",
+        f"- RSS growth from minute {base[0]:.0f} to minute {last[0]:.0f}: **{growth:+.2f}%** (goal < 5%); "
+        f"object store {base[2] / 2**20:,.2f} -> {last[2] / 2**20:,.2f} MiB.",
+    ]
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ shots or dies with bullets left).
 Prints one JSON line: means over the episodes (return, length, kills, shots = ammo spent, hit share = kills per
 shot, ammo left, episodes that ended with no ammo, health on the last step before the end, button shares).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,8 @@ def play(run_dir: str, checkpoint: str, episodes: int, seed: int, policy_kind: s
                 state = None if state is None else tuple(torch.as_tensor(np.asarray(t)) for t in state)
                 with torch.no_grad():
                     logits, _, state = policy.graph.model.head_outputs(
-                        torch.as_tensor(encode_obs(obs, policy.spaces))[None, None], state, None)
+                        torch.as_tensor(encode_obs(obs, policy.spaces))[None, None], state, None
+                    )
                 action = int(torch.multinomial(torch.softmax(logits.reshape(-1), 0), 1, generator=generator))
             presses[int(action)] += 1
             obs, reward, terminated, truncated, _ = env.step(action)
@@ -56,12 +58,22 @@ def play(run_dir: str, checkpoint: str, episodes: int, seed: int, policy_kind: s
     env.close()
     mean = np.asarray(rows, np.float64).mean(0)
     shots = mean[3]
-    return {"run_dir": run_dir, "checkpoint": checkpoint, "policy": policy_kind, "episodes": episodes,
-            "seed": seed, "return": round(mean[0], 2), "length": round(mean[1], 1), "kills": round(mean[2], 2),
-            "shots": round(shots, 2), "hit_share": round(mean[2] / shots, 3) if shots else None,
-            "ammo_left": round(mean[4], 2), "out_of_ammo_share": round(mean[5], 3),
-            "health_before_end": round(mean[6], 1),
-            "button_shares": {b.name: round(s, 3) for b, s in zip(game.get_available_buttons(), mean[7:])}}
+    return {
+        "run_dir": run_dir,
+        "checkpoint": checkpoint,
+        "policy": policy_kind,
+        "episodes": episodes,
+        "seed": seed,
+        "return": round(mean[0], 2),
+        "length": round(mean[1], 1),
+        "kills": round(mean[2], 2),
+        "shots": round(shots, 2),
+        "hit_share": round(mean[2] / shots, 3) if shots else None,
+        "ammo_left": round(mean[4], 2),
+        "out_of_ammo_share": round(mean[5], 3),
+        "health_before_end": round(mean[6], 1),
+        "button_shares": {b.name: round(s, 3) for b, s in zip(game.get_available_buttons(), mean[7:])},
+    }
 
 
 def main() -> None:

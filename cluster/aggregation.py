@@ -2,6 +2,7 @@
 and forwards one packet to the parameter server; the PS's reply, weights included, goes back through it. A
 worker whose aggregator fails pushes to the PS directly until Ray has restarted it; the PS counts a resent
 packet once (sender, seq)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -92,8 +93,9 @@ class NodeAggregator(ActorIdentity):
     def reduce_round(self, *packets: GradientPacket) -> GradientPacket:
         """Sync mode: this node's packets of one round (all from the same version) as one aggregate."""
         version = max(p.version for p in packets)
-        (aggregate,), _ = reduce_packets(list(packets), version, self.config.algo.max_policy_lag,
-                                         self.config.learner.grad_dtype)
+        (aggregate,), _ = reduce_packets(
+            list(packets), version, self.config.algo.max_policy_lag, self.config.learner.grad_dtype
+        )
         return aggregate
 
 
@@ -105,8 +107,7 @@ class AggregatedClient(RemoteParameterServerClient):
     to the PS directly (the PS drops it if the aggregator had forwarded it already) and the worker pushes
     directly for `retry_s`, then tries the aggregator again."""
 
-    def __init__(self, ps_handle: Any, aggregator: Any, retry_s: float,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, ps_handle: Any, aggregator: Any, retry_s: float, clock: Callable[[], float] = time.monotonic):
         super().__init__(ps_handle)
         self.aggregator, self.retry_s, self.clock = aggregator, retry_s, clock
         self.down_until = 0.0

@@ -1,4 +1,5 @@
 """The `a3c` command: train, tune, evaluate, record, export, plot, config, submit."""
+
 from __future__ import annotations
 
 import argparse
@@ -52,14 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="a3c", description="Distributed A3C on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     logging_flags = argparse.ArgumentParser(add_help=False)
-    logging_flags.add_argument("--log-level", choices=list(LEVELS), help="messages of the ray_a3c logger shown "
-                                                                         "(default info: progress lines)")
+    logging_flags.add_argument(
+        "--log-level", choices=list(LEVELS), help="messages of the ray_a3c logger shown (default info: progress lines)"
+    )
     logging_flags.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     logging_flags.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     t = sub.add_parser("train", help="train a policy (local Ray by default)", parents=[logging_flags])
     t.add_argument("preset", nargs="?", help=f"preset name ({', '.join(preset_names())}) or a YAML file")
-    t.add_argument("--env", help="env.id: a gymnasium id (ALE/Pong-v5), module:EnvId, module:ClassName or "
-                                 "vizdoom:<scenario>; without a preset, the defaults of its family")
+    t.add_argument(
+        "--env",
+        help="env.id: a gymnasium id (ALE/Pong-v5), module:EnvId, module:ClassName or "
+        "vizdoom:<scenario>; without a preset, the defaults of its family",
+    )
     t.add_argument("--mode", choices=["async", "sync"], help="async A3C or synchronous A2C (algo.mode)")
     t.add_argument("--num-workers", type=_workers, help="rollout workers, or auto (run.num_workers)")
     t.add_argument("--total-env-steps", type=int, help="env-step budget (run.total_env_steps)")
@@ -69,10 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="run directory (run.run_dir)")
     t.add_argument("--address", help="join this Ray cluster instead of starting one (cluster.address)")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
-    t.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V",
-                   help="config override section.key=value (repeatable)")
-    u = sub.add_parser("tune", help="a Ray Tune sweep of runs (ASHA, PBT) from a spec YAML (examples/tune/)",
-                       parents=[logging_flags])
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="K=V",
+        help="config override section.key=value (repeatable)",
+    )
+    u = sub.add_parser(
+        "tune", help="a Ray Tune sweep of runs (ASHA, PBT) from a spec YAML (examples/tune/)", parents=[logging_flags]
+    )
     u.add_argument("spec", help="the sweep spec: config, search, scheduler, num_samples, metric, stop, ...")
     u.add_argument("--name", help="the experiment's name (default: the config, scheduler and time)")
     u.add_argument("--storage-path", help="where experiments are written (default runs/tune)")
@@ -86,30 +99,41 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     e.add_argument("--env", help="evaluate in this live env instead of the run's env.id (offline-trained runs)")
     e.add_argument("--gif", help="also record one episode to this .gif")
-    e.add_argument("--policy", choices=("greedy", "sample"), help="how actions are chosen (default: the run's "
-                                                                  "run.eval_policy)")
+    e.add_argument(
+        "--policy", choices=("greedy", "sample"), help="how actions are chosen (default: the run's run.eval_policy)"
+    )
     r = sub.add_parser("record", help="record episodes from a live env into a dataset .npz", parents=[logging_flags])
     r.add_argument("--env", required=True, help="gymnasium id or package.module:ClassName")
     r.add_argument("--policy", default="random", help="random | RUN_DIR (its best checkpoint, else latest)")
     r.add_argument("--epsilon", type=float, help="epsilon-greedy around the policy's mode action")
     r.add_argument("--episodes", type=int, required=True)
-    r.add_argument("--out", required=True, help="the .npz to write, or with --format minari the new dataset id "
-                                                "(never overwritten)")
-    r.add_argument("--format", default="npz", choices=("npz", "minari"),
-                   help="npz (this tool's schema) | minari (a local Minari dataset, `minari` extra)")
+    r.add_argument(
+        "--out", required=True, help="the .npz to write, or with --format minari the new dataset id (never overwritten)"
+    )
+    r.add_argument(
+        "--format",
+        default="npz",
+        choices=("npz", "minari"),
+        help="npz (this tool's schema) | minari (a local Minari dataset, `minari` extra)",
+    )
     r.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     j = sub.add_parser("submit", help="run `a3c train [train args]` as a job on a Ray cluster (Jobs API)")
     j.add_argument("--address", required=True, help="the cluster's dashboard, e.g. http://HEAD:8265")
-    j.add_argument("--working-dir", help="directory shipped to the cluster, where the job runs: your env modules, "
-                                         "datasets and YAML files (default: the current directory)")
+    j.add_argument(
+        "--working-dir",
+        help="directory shipped to the cluster, where the job runs: your env modules, "
+        "datasets and YAML files (default: the current directory)",
+    )
     j.add_argument("--pip", nargs="+", default=[], help="pip packages the job installs")
     j.add_argument("--no-follow", action="store_true", help="print the job id and return")
-    p = sub.add_parser("plot", help="six training panels from a run's TensorBoard data, as a PNG",
-                       parents=[logging_flags])
+    p = sub.add_parser(
+        "plot", help="six training panels from a run's TensorBoard data, as a PNG", parents=[logging_flags]
+    )
     p.add_argument("run_dir")
     p.add_argument("--out", help="PNG path (default RUN_DIR/plots/training.png)")
-    x = sub.add_parser("export", help="write a run's policy as a self-contained ONNX or torch.export file",
-                       parents=[logging_flags])
+    x = sub.add_parser(
+        "export", help="write a run's policy as a self-contained ONNX or torch.export file", parents=[logging_flags]
+    )
     x.add_argument("run_dir")
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="onnx (onnxruntime) | pt2 (torch)")
     x.add_argument("--out", required=True, help="the file to write (never overwritten)")
@@ -121,10 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-FLAG_KEYS = {"env": "env.id", "mode": "algo.mode", "num_workers": "run.num_workers",
-             "total_env_steps": "run.total_env_steps",
-             "time_limit": "run.time_limit_s", "stop_return": "run.stop_return", "seed": "run.seed",
-             "run_dir": "run.run_dir", "address": "cluster.address"}
+FLAG_KEYS = {
+    "env": "env.id",
+    "mode": "algo.mode",
+    "num_workers": "run.num_workers",
+    "total_env_steps": "run.total_env_steps",
+    "time_limit": "run.time_limit_s",
+    "stop_return": "run.stop_return",
+    "seed": "run.seed",
+    "run_dir": "run.run_dir",
+    "address": "cluster.address",
+}
 
 
 def resolve_config(base: dict, overrides: list[str], flags: Optional[dict] = None, source: str = "") -> Config:
@@ -171,13 +202,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     use_working_directory()
     spec = load_spec(args.spec, name=args.name, storage_path=args.storage_path, num_samples=args.num_samples)
-    print(f"experiment: {os.path.join(spec.storage_path, spec.name)} ({spec.scheduler}, {spec.num_samples} "
-          f"sample(s), metric {spec.metric} {spec.mode})", flush=True)
+    print(
+        f"experiment: {os.path.join(spec.storage_path, spec.name)} ({spec.scheduler}, {spec.num_samples} "
+        f"sample(s), metric {spec.metric} {spec.mode})",
+        flush=True,
+    )
     from ray_a3c.cluster.tune import best_trial, run_sweep  # Ray starts only once the spec is known to be good
 
     best = best_trial(run_sweep(spec), spec)
-    print(f"best trial {best['trial']}: {best['config']}, best confirmed {best.get('best_eval_return')}, last "
-          f"{spec.metric} {best.get(spec.metric)} at {best.get('env_steps')} env steps; run dir {best['run_dir']}")
+    print(
+        f"best trial {best['trial']}: {best['config']}, best confirmed {best.get('best_eval_return')}, last "
+        f"{spec.metric} {best.get(spec.metric)} at {best.get('env_steps')} env steps; run dir {best['run_dir']}"
+    )
     print(json.dumps(best))
     return 0
 
@@ -215,12 +251,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {args.gif}: {frames} frames, return {episode_return:g}")
         if args.vs_random:
             baseline = _report(evaluator, args, cfg, "uniform random policy", random_policy=True)
-            result.update(random_mean_return=baseline["mean_return"],
-                          difference=result["mean_return"] - baseline["mean_return"])
+            result.update(
+                random_mean_return=baseline["mean_return"], difference=result["mean_return"] - baseline["mean_return"]
+            )
             print(f"  trained - random: {result['difference']:+.2f}")
     evaluator.close()
-    keys = ["mean_return", "std_return", "ci95_return", "min_return", "max_return", "episodes", "seed",
-            "random_mean_return", "difference"]
+    keys = [
+        "mean_return",
+        "std_return",
+        "ci95_return",
+        "min_return",
+        "max_return",
+        "episodes",
+        "seed",
+        "random_mean_return",
+        "difference",
+    ]
     result["seed"] = args.seed
     print(json.dumps({k: result[k] for k in keys if k in result}))
     return 0
@@ -242,12 +288,15 @@ def _check_new_file(path: str, suffix: str, flag: str, overwrite: bool = True) -
 
 
 def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random_policy: bool) -> dict:
-    result = evaluator.run_episodes(args.episodes, args.seed, random_policy=random_policy,
-                                    on_episode=terminal_progress("evaluating"))
+    result = evaluator.run_episodes(
+        args.episodes, args.seed, random_policy=random_policy, on_episode=terminal_progress("evaluating")
+    )
     print(f"{cfg.env.id}: {label}")
-    print(f"  {result.episodes} episodes (seeds {args.seed}..{args.seed + result.episodes - 1}), return "
-          f"{result.mean_return:.2f} +- {result.ci95_return:.2f} (95% CI; std {result.std_return:.2f}, "
-          f"min {result.min_return:.2f}, max {result.max_return:.2f}), mean length {result.mean_length:.1f}")
+    print(
+        f"  {result.episodes} episodes (seeds {args.seed}..{args.seed + result.episodes - 1}), return "
+        f"{result.mean_return:.2f} +- {result.ci95_return:.2f} (95% CI; std {result.std_return:.2f}, "
+        f"min {result.min_return:.2f}, max {result.max_return:.2f}), mean length {result.mean_length:.1f}"
+    )
     return result.to_dict()
 
 
@@ -267,8 +316,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         from ray_a3c.common.minari_io import dataset_dir
 
         if os.path.exists(dataset_dir(args.out)):
-            raise A3CError(f"Minari dataset '{args.out}' exists; choose another --out (datasets are never "
-                           "overwritten)")
+            raise A3CError(f"Minari dataset '{args.out}' exists; choose another --out (datasets are never overwritten)")
     elif os.path.exists(args.out):
         raise A3CError(f"'{args.out}' exists; choose another --out (datasets are never overwritten)")
     elif not args.out.endswith(".npz"):
@@ -285,8 +333,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         evaluator = Evaluator(run_cfg)
         path = checkpoint.resolve(args.policy, "best")
         evaluator.load_state_dict(checkpoint.load(path)[CKPT_MODEL])
-        model, label = evaluator.model, f"{path}" + (f" epsilon-greedy {args.epsilon}" if args.epsilon is not None
-                                                     else " (sampled)")
+        model, label = (
+            evaluator.model,
+            f"{path}" + (f" epsilon-greedy {args.epsilon}" if args.epsilon is not None else " (sampled)"),
+        )
     probe_spaces(env_cfg)
     policy = BehaviourPolicy(probe_spaces(env_cfg).action_space, model, args.epsilon, rng)
     data = record_episodes(env_cfg, policy, args.episodes, args.seed, on_episode=terminal_progress("recording"))
@@ -298,10 +348,20 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"Minari dataset {args.out} at {where}; train with env.dataset=minari:{args.out}")
     else:
         save_dataset(args.out, source=f"{args.env} {label}", **data)
-    print(f"{args.out}: {args.episodes} episodes, {len(data['rewards']):,} steps from {label}; "
-          f"behaviour log-probs {'stored' if 'behaviour_log_probs' in data else 'not stored'}")
-    print(json.dumps({"mean_return": float(returns.mean()), "std_return": float(returns.std()),
-                      "episodes": int(len(returns)), "steps": int(len(data["rewards"]))}))
+    print(
+        f"{args.out}: {args.episodes} episodes, {len(data['rewards']):,} steps from {label}; "
+        f"behaviour log-probs {'stored' if 'behaviour_log_probs' in data else 'not stored'}"
+    )
+    print(
+        json.dumps(
+            {
+                "mean_return": float(returns.mean()),
+                "std_return": float(returns.std()),
+                "episodes": int(len(returns)),
+                "steps": int(len(data["rewards"])),
+            }
+        )
+    )
     return 0
 
 
@@ -377,8 +437,15 @@ def _log_level(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    commands = {"train": cmd_train, "tune": cmd_tune, "evaluate": cmd_evaluate, "plot": cmd_plot,
-                "record": cmd_record, "export": cmd_export, "config": cmd_config}
+    commands = {
+        "train": cmd_train,
+        "tune": cmd_tune,
+        "evaluate": cmd_evaluate,
+        "plot": cmd_plot,
+        "record": cmd_record,
+        "export": cmd_export,
+        "config": cmd_config,
+    }
     return commands[args.command](args)
 
 

@@ -1,4 +1,5 @@
 """The training driver: spawns and wires the actors, monitors, logs, checkpoints, evaluates, stops."""
+
 from __future__ import annotations
 
 import collections
@@ -36,9 +37,15 @@ EPISODES_CSV = "episodes.csv"
 class Trainer:
     """Drives one run; `train()` returns a RunSummary. Usable from the CLI or from Python."""
 
-    def __init__(self, config: Config, spaces: EnvSpaces, run_dir: str,
-                 resume_state: Optional[dict] = None, quiet: bool = False,
-                 on_eval: Optional[Callable[[dict, str], None]] = None):
+    def __init__(
+        self,
+        config: Config,
+        spaces: EnvSpaces,
+        run_dir: str,
+        resume_state: Optional[dict] = None,
+        quiet: bool = False,
+        on_eval: Optional[Callable[[dict, str], None]] = None,
+    ):
         self.config = from_dict(config.to_dict())  # a copy: resolving `auto` must not change the caller's
         self.spaces, self.run_dir, self.resume_state, self.quiet = spaces, run_dir, resume_state, quiet
         # Called with each decided evaluation (plus counters and times) and a checkpoint written for it, in the
@@ -66,15 +73,18 @@ class Trainer:
         """Train to the end; `ray_start` is `start_ray`'s answer when the caller already started Ray."""
         started, self.summary.ray_start_s, dashboard = ray_start or start_ray(self.config)
         _catch_stop_signals()
-        self._say(f"ray ready in {self.summary.ray_start_s:.1f}s; dashboard {dashboard} "
-                  "(token: ~/.ray/auth_token, see README)")
+        self._say(
+            f"ray ready in {self.summary.ray_start_s:.1f}s; dashboard {dashboard} "
+            "(token: ~/.ray/auth_token, see README)"
+        )
         if started and session_dir():
             install_dashboard(session_dir())  # our Grafana dashboard beside Ray's own
         self.writer = metrics.ScalarWriter(self.run_dir)
         self.evals = EvalCycle(self.config, self.spaces, self.run_dir, self.summary, self.writer, self._say)
         try:
             self.config = dataclasses.replace(
-                self.config, run=dataclasses.replace(self.config.run, num_workers=resolve_num_workers(self.config)))
+                self.config, run=dataclasses.replace(self.config.run, num_workers=resolve_num_workers(self.config))
+            )
             self.ray_metrics = RayMetrics(os.path.basename(os.path.abspath(self.run_dir)))
             t_spawn = time.perf_counter()
             self.fleet = Fleet(self.config, self.spaces, self.ckpt_dir, self._say)
@@ -188,16 +198,17 @@ class Trainer:
                     ray.get(ref)
                 except RayError as exc:
                     restart = self.fleet.count_restart("worker")
-                    self._say(f"worker-{rank} failed in a synchronous round ({type(exc).__name__}); "
-                              f"restart #{restart}")
+                    self._say(f"worker-{rank} failed in a synchronous round ({type(exc).__name__}); restart #{restart}")
 
     def _kill_hung(self, packets: dict) -> None:
         """A round that outlived worker_timeout_s: the workers whose packets are not in are hung (stopped,
         stuck in their env); kill them so that Ray restarts them, and the next round goes on."""
         for rank, ref in packets.items():
             if not ray.wait([ref], timeout=0)[0]:
-                self._say(f"worker-{rank} gave no gradient for {self.config.cluster.worker_timeout_s:g}s in a "
-                          "synchronous round: killing it for a restart")
+                self._say(
+                    f"worker-{rank} gave no gradient for {self.config.cluster.worker_timeout_s:g}s in a "
+                    "synchronous round: killing it for a restart"
+                )
                 ray.kill(self.fleet.workers[rank], no_restart=False)
                 self.fleet.count_restart("worker")
 
@@ -235,25 +246,42 @@ class Trainer:
         rets, lens = stats.episode_returns, stats.episode_lengths
         mean_ret = sum(rets) / len(rets) if rets else None
         self._record_episodes(now - self.t0, stats.env_steps, rets, lens)
-        self.writer.write({
-            metrics.EPISODE_RETURN: mean_ret, metrics.EPISODE_LENGTH: sum(lens) / len(lens) if lens else None,
-            **metrics.packet_scalars(stats.losses),
-            metrics.GRAD_NORM: stats.grad_norm_mean, metrics.WEIGHT_NORM: stats.weight_norm,
-            metrics.ENV_STEPS_PER_S: fps, metrics.UPDATES_PER_S: ups, metrics.COMM_FRACTION: stats.comm_fraction,
-            metrics.PS_VERSION: stats.version, metrics.POLICY_LAG: stats.policy_lag_mean,
-            metrics.LR_FRACTION: stats.lr_fraction, metrics.REJECTED_STALE: stats.rejected_stale,
-            metrics.REJECTED_NONFINITE: stats.rejected_nonfinite,
-        }, stats.env_steps)
+        self.writer.write(
+            {
+                metrics.EPISODE_RETURN: mean_ret,
+                metrics.EPISODE_LENGTH: sum(lens) / len(lens) if lens else None,
+                **metrics.packet_scalars(stats.losses),
+                metrics.GRAD_NORM: stats.grad_norm_mean,
+                metrics.WEIGHT_NORM: stats.weight_norm,
+                metrics.ENV_STEPS_PER_S: fps,
+                metrics.UPDATES_PER_S: ups,
+                metrics.COMM_FRACTION: stats.comm_fraction,
+                metrics.PS_VERSION: stats.version,
+                metrics.POLICY_LAG: stats.policy_lag_mean,
+                metrics.LR_FRACTION: stats.lr_fraction,
+                metrics.REJECTED_STALE: stats.rejected_stale,
+                metrics.REJECTED_NONFINITE: stats.rejected_nonfinite,
+            },
+            stats.env_steps,
+        )
         if self._dataset_steps:
             self.writer.write({metrics.OFFLINE_EPOCHS: stats.env_steps / self._dataset_steps}, stats.env_steps)
-        self.ray_metrics.update({metrics.ENV_STEPS_PER_S: fps, metrics.EPISODE_RETURN: mean_ret,
-                                 metrics.EVAL_RETURN: self.summary.last_eval, metrics.PS_VERSION: stats.version,
-                                 metrics.POLICY_LAG: stats.policy_lag_mean, metrics.UPDATES_PER_S: ups,
-                                 metrics.REJECTED_STALE: stats.rejected_stale,
-                                 metrics.REJECTED_NONFINITE: stats.rejected_nonfinite,
-                                 metrics.COMM_FRACTION: stats.comm_fraction, ENV_STEPS: stats.env_steps,
-                                 ENV_RECREATIONS: self._last_counters.env_recreations},
-                                self.fleet.restarts)
+        self.ray_metrics.update(
+            {
+                metrics.ENV_STEPS_PER_S: fps,
+                metrics.EPISODE_RETURN: mean_ret,
+                metrics.EVAL_RETURN: self.summary.last_eval,
+                metrics.PS_VERSION: stats.version,
+                metrics.POLICY_LAG: stats.policy_lag_mean,
+                metrics.UPDATES_PER_S: ups,
+                metrics.REJECTED_STALE: stats.rejected_stale,
+                metrics.REJECTED_NONFINITE: stats.rejected_nonfinite,
+                metrics.COMM_FRACTION: stats.comm_fraction,
+                ENV_STEPS: stats.env_steps,
+                ENV_RECREATIONS: self._last_counters.env_recreations,
+            },
+            self.fleet.restarts,
+        )
         run = self.config.run
         eta = eta_s(now - self.t0, stats.env_steps, fps, run.total_env_steps, run.time_limit_s)
         self._say(progress_line(now - self.t0, stats, fps, mean_ret, self.summary.last_eval, eta))
@@ -282,17 +310,26 @@ class Trainer:
             path = self._save_checkpoint()
             self._last_ckpt = now
             s, counters = self.summary, self._saved_counters
-            self.on_eval({**decided, "env_steps": counters.env_steps, "version": counters.version,
-                          "train_s": now - self.t0, "best_eval_return": s.best_eval,
-                          "solved": s.solved_at_s is not None}, path)
+            self.on_eval(
+                {
+                    **decided,
+                    "env_steps": counters.env_steps,
+                    "version": counters.version,
+                    "train_s": now - self.t0,
+                    "best_eval_return": s.best_eval,
+                    "solved": s.solved_at_s is not None,
+                },
+                path,
+            )
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Optional[str]:
         state = self._ps_call("state_dict")
         state[CKPT_BEST_EVAL_RETURN] = self.summary.best_eval
         self._saved_counters = PSCounters.from_dict(state[CKPT_COUNTERS])
-        return checkpoint.save_versioned(state, self.ckpt_dir, self._saved_counters.version,
-                                         self.config.run.keep_checkpoints)
+        return checkpoint.save_versioned(
+            state, self.ckpt_dir, self._saved_counters.version, self.config.run.keep_checkpoints
+        )
 
     def _write_snapshots(self) -> None:
         if not self.config.run.snapshot_every_env_steps:
@@ -350,8 +387,9 @@ class Trainer:
         s.env_recreations = counters.env_recreations
         if self._dataset_steps:
             s.dataset_passes = s.env_steps / self._dataset_steps
-        self._say(f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "
-                  f"checkpoint {path}")
+        self._say(
+            f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; checkpoint {path}"
+        )
 
     def _say(self, text: str) -> None:
         if not self.quiet:

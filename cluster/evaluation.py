@@ -1,5 +1,6 @@
 """The evaluator beside training: screenings every `run.eval_interval_s`, their extension to
 `run.confirm_episodes` when they could be the best or solve the run, best.pt, and the solved moment."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,15 @@ EVAL_SEED_OFFSET = 100_000
 
 
 class EvalCycle:
-    def __init__(self, config: Config, spaces: EnvSpaces, run_dir: str, summary: RunSummary,
-                 writer: metrics.ScalarWriter, say: Callable[[str], None]):
+    def __init__(
+        self,
+        config: Config,
+        spaces: EnvSpaces,
+        run_dir: str,
+        summary: RunSummary,
+        writer: metrics.ScalarWriter,
+        say: Callable[[str], None],
+    ):
         self.config, self.spaces, self.run_dir, self.summary = config, spaces, run_dir, summary
         self.writer, self.say = writer, say
         self.judge = EvalJudge(config.run.confirm_episodes, config.run.stop_return, summary.best_eval)
@@ -69,8 +77,11 @@ class EvalCycle:
         if self._ref is None and start_next and now - self._last_start >= run.eval_interval_s:
             self._last_start, self._taken_at = now, now - t0
             self._screenings += 1
-            gif = (os.path.join(os.path.abspath(self.run_dir), "gifs", "{env_steps}_{return}.gif")
-                   if run.gif_every and self._screenings % run.gif_every == 0 else None)
+            gif = (
+                os.path.join(os.path.abspath(self.run_dir), "gifs", "{env_steps}_{return}.gif")
+                if run.gif_every and self._screenings % run.gif_every == 0
+                else None
+            )
             self._request_start = now
             self._ref = fleet.evaluator.evaluate_remote.remote(fleet.ps, run.eval_episodes, self.seed, gif)
 
@@ -94,7 +105,8 @@ class EvalCycle:
         if verdict.more_episodes:
             self._candidate, self._request_start = result, time.perf_counter()
             self._ref = fleet.evaluator.evaluate_weights.remote(
-                result.weights, verdict.more_episodes, self.seed + len(result.returns))
+                result.weights, verdict.more_episodes, self.seed + len(result.returns)
+            )
             return
         self._candidate = None
         decided = {"eval_return_mean": result.mean_return, "eval_env_steps": result.env_steps}
@@ -111,8 +123,10 @@ class EvalCycle:
             self._save_best(result, stats)
         if verdict.solved and s.solved_at_s is None:
             s.solved_at_s, s.solved_at_env_steps = self._taken_at, result.env_steps
-            self.say(f"solved: mean {stats.mean:.1f} +- {stats.ci95:.1f} (95% CI) over {stats.episodes} episodes "
-                     f">= {self.config.run.stop_return} at {result.env_steps:,} env steps")
+            self.say(
+                f"solved: mean {stats.mean:.1f} +- {stats.ci95:.1f} (95% CI) over {stats.episodes} episodes "
+                f">= {self.config.run.stop_return} at {result.env_steps:,} env steps"
+            )
 
     def take_decided(self) -> list[dict]:
         """The evaluations decided since the last call: the screening's mean, the pooled mean when it was
@@ -127,8 +141,13 @@ class EvalCycle:
         self.writer.write({metrics.EVAL_RETURN: result.mean_return}, result.env_steps)
 
     def _save_best(self, result: EvalResult, stats: Any) -> None:
-        extra = {CKPT_EVAL_RETURN_MEAN: stats.mean, CKPT_EVAL_RETURN_STD: stats.std, CKPT_EVAL_EPISODES: stats.episodes,
-                 CKPT_EVAL_SEED: self.seed, CKPT_BEST_EVAL_RETURN: stats.mean}
+        extra = {
+            CKPT_EVAL_RETURN_MEAN: stats.mean,
+            CKPT_EVAL_RETURN_STD: stats.std,
+            CKPT_EVAL_EPISODES: stats.episodes,
+            CKPT_EVAL_SEED: self.seed,
+            CKPT_BEST_EVAL_RETURN: stats.mean,
+        }
         path = os.path.join(self.run_dir, "checkpoints", "best.pt")
         save_weights(self.spaces, self.config, vars(result), path, extra)
 
@@ -139,6 +158,10 @@ def save_weights(spaces: EnvSpaces, config: Config, taken: dict, path: str, extr
     model = build_model(spaces, config.model)
     set_flat_weights(model, taken["weights"])
     counters = {"version": taken["version"], "env_steps": taken["env_steps"]}
-    state = {CKPT_MODEL: model.state_dict(), CKPT_COUNTERS: counters,
-             **({CKPT_SPACES: spaces.env_spaces} if spaces.env_spaces else {}), **extra}
+    state = {
+        CKPT_MODEL: model.state_dict(),
+        CKPT_COUNTERS: counters,
+        **({CKPT_SPACES: spaces.env_spaces} if spaces.env_spaces else {}),
+        **extra,
+    }
     checkpoint.save_atomic(state, path)

@@ -1,4 +1,5 @@
 """The run's actors and their lifecycle: placement, restarts, replacement, and PS recovery from checkpoints."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,15 +54,28 @@ class Fleet:
         self.run_tag = run_tag(os.path.dirname(os.path.abspath(ckpt_dir)))
 
     # -- actor options ---------------------------------------------------------------------------------
-    def _options(self, name: str, num_cpus: float, num_gpus: float = 0.0, restarts: int = 0,
-                 spread: bool = False, role: Optional[str] = None) -> dict:
+    def _options(
+        self,
+        name: str,
+        num_cpus: float,
+        num_gpus: float = 0.0,
+        restarts: int = 0,
+        spread: bool = False,
+        role: Optional[str] = None,
+    ) -> dict:
         # No runtime_env: CPU actors hide the GPUs themselves (remote.hide_gpus, first thing in their constructor).
         # With one, Ray starts a fresh process per actor instead of taking a Python worker it prestarted.
         # No task events: the PS serves hundreds of calls a second, and the GCS would keep an event for each
         # (it grew ~17 MB/min in the soak); the dashboard's actor and metrics views are unaffected.
-        opts: dict = {"name": name, "namespace": self.config.cluster.namespace, "num_cpus": num_cpus,
-                      "num_gpus": num_gpus, "max_restarts": restarts, "max_task_retries": 0,
-                      "enable_task_events": False}
+        opts: dict = {
+            "name": name,
+            "namespace": self.config.cluster.namespace,
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
+            "max_restarts": restarts,
+            "max_task_retries": 0,
+            "enable_task_events": False,
+        }
         reserved = self.reservation.strategy(role) if self.reservation is not None and role else None
         if reserved is not None:
             opts["scheduling_strategy"] = reserved  # the role's bundle of the run's placement group
@@ -76,36 +90,54 @@ class Fleet:
     def spawn_ps(self, state: Optional[dict] = None, counter_floor: Optional[PSCounters] = None) -> Any:
         c, learner = self.config.cluster, self.config.learner
         actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
-        self.ps = actor_class.options(**self._options(
-            self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus, role="ps")).remote(self.config, self.spaces)
+        self.ps = actor_class.options(
+            **self._options(self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus, role="ps")
+        ).remote(self.config, self.spaces)
         self.placement.watch("ps", self.ps, {"CPU": c.ps_num_cpus, "GPU": learner.num_gpus})
         self.placement.device = self.ps.get_counters.remote()
         if self.clock_start is not None:
             self.ps.start_clock.remote(self.clock_start)  # a recreated PS keeps the run's time budget
         if state is not None or counter_floor is not None:
-            ref = (self.ps.load_state_dict.remote(state, counter_floor) if state is not None
-                   else self.ps.raise_counters.remote(counter_floor))
+            ref = (
+                self.ps.load_state_dict.remote(state, counter_floor)
+                if state is not None
+                else self.ps.raise_counters.remote(counter_floor)
+            )
             try:
                 ray.get(ref, timeout=c.start_timeout_s)
             except GetTimeoutError:
-                raise A3CError(f"the parameter server was not placed within {c.start_timeout_s:g}s: it waits for "
-                               f"CPU {c.ps_num_cpus:g}, GPU {learner.num_gpus:g}; the cluster has "
-                               f"{ray.available_resources()} free") from None
+                raise A3CError(
+                    f"the parameter server was not placed within {c.start_timeout_s:g}s: it waits for "
+                    f"CPU {c.ps_num_cpus:g}, GPU {learner.num_gpus:g}; the cluster has "
+                    f"{ray.available_resources()} free"
+                ) from None
         return self.ps
 
     def spawn_worker(self, rank: int) -> Any:
         c = self.config.cluster
         self._worker_nodes.pop(rank, None)  # a replacement may land on another node
-        self.workers[rank] = _create(RemoteWorker, self._options(
-            self.actor_name(f"worker-{rank}"), c.worker_num_cpus, restarts=c.max_restarts,
-            spread=c.placement == "spread", role=f"worker-{rank}"), self.config, rank)
+        self.workers[rank] = _create(
+            RemoteWorker,
+            self._options(
+                self.actor_name(f"worker-{rank}"),
+                c.worker_num_cpus,
+                restarts=c.max_restarts,
+                spread=c.placement == "spread",
+                role=f"worker-{rank}",
+            ),
+            self.config,
+            rank,
+        )
         self.placement.watch(f"worker-{rank}", self.workers[rank], {"CPU": c.worker_num_cpus})
         return self.workers[rank]
 
     def spawn_evaluator(self) -> Any:
         c = self.config.cluster
-        self.evaluator = _create(RemoteEvaluator, self._options(
-            self.actor_name("eval"), c.eval_num_cpus, restarts=c.max_restarts, role="eval"), self.config)
+        self.evaluator = _create(
+            RemoteEvaluator,
+            self._options(self.actor_name("eval"), c.eval_num_cpus, restarts=c.max_restarts, role="eval"),
+            self.config,
+        )
         self.placement.watch("eval", self.evaluator, {"CPU": c.eval_num_cpus})
         return self.evaluator
 
@@ -215,9 +247,11 @@ class Fleet:
         saved_version = PSCounters.from_dict(state[CKPT_COUNTERS]).version if state else 0
         self.lost_updates += max(0, last_counters.version - saved_version)
         self.spawn_ps(state, last_counters.totals())
-        self.say(f"parameter server died: recreated from {found[-1] if found else 'fresh weights'} "
-                 f"(version {saved_version}; {last_counters.version - saved_version} updates lost); "
-                 f"restart #{restart}")
+        self.say(
+            f"parameter server died: recreated from {found[-1] if found else 'fresh weights'} "
+            f"(version {saved_version}; {last_counters.version - saved_version} updates lost); "
+            f"restart #{restart}"
+        )
         self.loops.relaunch_all()  # their loops fail on the dead PS; relaunch them on the new one
 
     # -- sync mode ---------------------------------------------------------------------------------------

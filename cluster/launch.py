@@ -1,6 +1,7 @@
 """Preparing a run before Ray starts, shared by the CLI and the Python API: the config resolved and checked,
 the run dir claimed, a resume checked against the checkpoint it continues. Nothing is written until every
 check has passed."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,16 @@ if TYPE_CHECKING:
 # Keys a resume may change: budgets, clocks, logging, optimiser settings. Anything else (the env, the model,
 # the mode, the seed, the cluster's shape) would not fit the checkpoint or would silently mix two runs.
 RESUMABLE_SECTIONS = {"run", "cluster", "learner"}
-RESUMABLE_ALGO_KEYS = {"learning_rate", "critic_learning_rate", "adam_eps", "entropy_coef", "value_coef",
-                       "max_grad_norm", "max_policy_lag", "is_clip"}
+RESUMABLE_ALGO_KEYS = {
+    "learning_rate",
+    "critic_learning_rate",
+    "adam_eps",
+    "entropy_coef",
+    "value_coef",
+    "max_grad_norm",
+    "max_policy_lag",
+    "is_clip",
+}
 FIXED_RUN_KEYS = {"seed"}
 RESUME_LOG = "resume.log"
 
@@ -53,8 +62,14 @@ def run_training(prepared: PreparedRun, quiet: bool = False, on_eval: Optional[C
     ray_start = start_ray(prepared.config)
     from ray_a3c.cluster.driver import Trainer
 
-    return Trainer(prepared.config, prepared.spaces, prepared.run_dir, resume_state=prepared.resume_state,
-                   quiet=quiet, on_eval=on_eval).train(ray_start)
+    return Trainer(
+        prepared.config,
+        prepared.spaces,
+        prepared.run_dir,
+        resume_state=prepared.resume_state,
+        quiet=quiet,
+        on_eval=on_eval,
+    ).train(ray_start)
 
 
 def use_working_directory() -> None:
@@ -138,9 +153,11 @@ def check_local_size(cfg: Config) -> None:
 
     cores = os.cpu_count() or 1
     if required_cpus(cfg) > LOCAL_CPU_OVERCOMMIT * cores:
-        raise A3CError(f"{cfg.run.num_workers} workers need {required_cpus(cfg):g} CPUs: more than a local Ray on "
-                       f"this {cores}-core machine should start ({LOCAL_CPU_OVERCOMMIT * cores}); use fewer workers "
-                       "or a cluster (--address)")
+        raise A3CError(
+            f"{cfg.run.num_workers} workers need {required_cpus(cfg):g} CPUs: more than a local Ray on "
+            f"this {cores}-core machine should start ({LOCAL_CPU_OVERCOMMIT * cores}); use fewer workers "
+            "or a cluster (--address)"
+        )
 
 
 def model_spaces(cfg: Config) -> EnvSpaces:
@@ -149,8 +166,10 @@ def model_spaces(cfg: Config) -> EnvSpaces:
     if cfg.model.gsde and not isinstance(spaces.action_space, gym.spaces.Box):
         raise A3CError(f"model.gsde needs continuous (Box) actions; '{cfg.env.id}' has {spaces.action_space}")
     if cfg.model.normalize_obs and spaces.has_images:
-        raise A3CError(f"model.normalize_obs applies to vector observations; '{cfg.env.id}' gives images (the CNN "
-                       "scales them): set model.normalize_obs=false")
+        raise A3CError(
+            f"model.normalize_obs applies to vector observations; '{cfg.env.id}' gives images (the CNN "
+            "scales them): set model.normalize_obs=false"
+        )
     return spaces
 
 
@@ -203,8 +222,11 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
     accepted = config_changes(stored, cfg)
     if accepted:
         with open(os.path.join(run_dir, RESUME_LOG), "a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resume at version {state[CKPT_COUNTERS].get('version')}: "
-                     + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(accepted.items())) + "\n")
+            fh.write(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S')} resume at version {state[CKPT_COUNTERS].get('version')}: "
+                + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(accepted.items()))
+                + "\n"
+            )
         save_yaml(cfg, config_path)
     return PreparedRun(cfg, spaces, run_dir, state)
 
@@ -217,9 +239,11 @@ def check_resume_fits(state: dict, cfg: Config, fallback: Config) -> dict[str, t
     changes = config_changes(trained, cfg)
     refused = sorted(k for k in changes if resume_refuses(k) and k != "run.run_dir")
     if refused:
-        raise A3CError("cannot resume with a changed " + ", ".join(
-            f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
-            + ": it does not fit the checkpoint; start a new run instead")
+        raise A3CError(
+            "cannot resume with a changed "
+            + ", ".join(f"{k} ({changes[k][0]!r} -> {changes[k][1]!r})" for k in refused)
+            + ": it does not fit the checkpoint; start a new run instead"
+        )
     return {k: v for k, v in changes.items() if k != "run.run_dir"}
 
 

@@ -2,6 +2,7 @@
 after too many failures in a row, replace workers that are gone, kill workers that went silent. Every wait
 is non-blocking: the driver's loop keeps logging, evaluating, checkpointing and checking stops meanwhile.
 Liveness is judged on the driver's own clock (the PS only counts packets), never across two machines."""
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,14 @@ class _Loop:
 
 
 class WorkerLoops:
-    def __init__(self, fleet: Any, timeout_s: float, max_failures: int, say: Callable[[str], None],
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        fleet: Any,
+        timeout_s: float,
+        max_failures: int,
+        say: Callable[[str], None],
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.fleet, self.timeout_s, self.max_failures, self.say, self.clock = fleet, timeout_s, max_failures, say, clock
         self.loops: dict[int, _Loop] = {}
         self.given_up: dict[int, str] = {}  # rank -> the failure that ended it

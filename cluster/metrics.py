@@ -1,6 +1,7 @@
 """Application metrics through ray.util.metrics, so they reach Prometheus and the dashboard's metrics view:
 running totals as Counters, rates and levels as Gauges, each tagged with the run name. `reference_table` and
 `grafana_dashboard` are generated from the same list (`make docs`: docs/metrics.md and the dashboard JSON)."""
+
 from __future__ import annotations
 
 import enum
@@ -16,8 +17,7 @@ RESTARTS = "a3c/restarts"  # tagged by role: worker | evaluator | ps
 ENV_RECREATIONS = "a3c/env_recreations"
 ENV_STEPS = "a3c/env_steps"  # a Counter: Prometheus reads it as ray_a3c_env_steps_total
 RUN_TAG, ROLE_TAG = "run", "role"
-DASHBOARD_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deploy", "grafana",
-                              "ray_a3c_dashboard.json")
+DASHBOARD_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deploy", "grafana", "ray_a3c_dashboard.json")
 
 
 class Kind(enum.Enum):
@@ -90,8 +90,10 @@ class RayMetrics:
 def reference_table() -> str:
     """docs/metrics.md's table: every Ray metric with its Prometheus name, kind, tags and meaning."""
     rows = ["| Prometheus name | kind | tags | name in the code (TensorBoard tag) | meaning |", "|---|---|---|---|---|"]
-    rows += [f"| `{m.prometheus_name}` | {m.kind.value} | {', '.join(m.tag_keys)} | `{m.tag}` | {m.meaning} |"
-             for m in RAY_METRICS]
+    rows += [
+        f"| `{m.prometheus_name}` | {m.kind.value} | {', '.join(m.tag_keys)} | `{m.tag}` | {m.meaning} |"
+        for m in RAY_METRICS
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -102,19 +104,42 @@ def grafana_dashboard() -> dict:
         expr = f'sum by ({", ".join(m.tag_keys)}) ({m.prometheus_name}{{run=~"$run"}})'
         if m.kind is Kind.COUNTER:
             expr = f'sum by ({", ".join(m.tag_keys)}) (rate({m.prometheus_name}{{run=~"$run"}}[1m]))'
-        panels.append({"id": i + 1, "type": "timeseries", "title": m.tag + (" (per s)" if m.kind is Kind.COUNTER
-                                                                            else ""),
-                       "description": m.meaning, "datasource": {"type": "prometheus", "uid": "${datasource}"},
-                       "gridPos": {"x": (i % 3) * 8, "y": (i // 3) * 8, "w": 8, "h": 8},
-                       "targets": [{"expr": expr, "legendFormat": "{{" + "}} {{".join(m.tag_keys) + "}}",
-                                    "refId": "A"}]})
+        panels.append(
+            {
+                "id": i + 1,
+                "type": "timeseries",
+                "title": m.tag + (" (per s)" if m.kind is Kind.COUNTER else ""),
+                "description": m.meaning,
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "gridPos": {"x": (i % 3) * 8, "y": (i // 3) * 8, "w": 8, "h": 8},
+                "targets": [{"expr": expr, "legendFormat": "{{" + "}} {{".join(m.tag_keys) + "}}", "refId": "A"}],
+            }
+        )
     run_query = f"label_values({RAY_METRICS[0].prometheus_name}, run)"
-    return {"title": "ray-a3c run", "uid": "ray-a3c-run", "schemaVersion": 39, "refresh": "10s",
-            "time": {"from": "now-1h", "to": "now"}, "tags": ["ray-a3c"], "panels": panels,
-            "templating": {"list": [
+    return {
+        "title": "ray-a3c run",
+        "uid": "ray-a3c-run",
+        "schemaVersion": 39,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "tags": ["ray-a3c"],
+        "panels": panels,
+        "templating": {
+            "list": [
                 {"name": "datasource", "type": "datasource", "query": "prometheus"},
-                {"name": "run", "type": "query", "datasource": {"type": "prometheus", "uid": "${datasource}"},
-                 "query": run_query, "definition": run_query, "includeAll": True, "multi": True, "refresh": 2}]}}
+                {
+                    "name": "run",
+                    "type": "query",
+                    "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                    "query": run_query,
+                    "definition": run_query,
+                    "includeAll": True,
+                    "multi": True,
+                    "refresh": 2,
+                },
+            ]
+        },
+    }
 
 
 def dashboard_json() -> str:

@@ -5,6 +5,7 @@ the run reserved nothing of its own (inside a Tune trial's placement group) an a
 `cluster.start_timeout_s` the run names each waiting actor and what it asks for: without the parameter server
 or without any worker it ends with that error; a missing worker or evaluator is reported and training goes on
 with what runs (the late actor joins whenever it can be placed)."""
+
 from __future__ import annotations
 
 import time
@@ -53,8 +54,11 @@ class PlacementWatch:
         self.reported = True
         addresses = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in ray.nodes()}
         device = ray.get(self.device).device if self.device is not None else "?"
-        self.say("placement: " + ", ".join(f"{name}@{addresses.get(node, '?')}/{node[:8]}"
-                                            for name, node in self.nodes.items()) + f"; learner on {device}")
+        self.say(
+            "placement: "
+            + ", ".join(f"{name}@{addresses.get(node, '?')}/{node[:8]}" for name, node in self.nodes.items())
+            + f"; learner on {device}"
+        )
 
     def _warn(self) -> None:
         self.warned = True

@@ -1,4 +1,5 @@
 """`a3c plot`: six smoothed training panels from a run's TensorBoard files, as one PNG."""
+
 from __future__ import annotations
 
 import glob
@@ -39,11 +40,19 @@ def smooth(values: np.ndarray, weight: float = 0.8) -> np.ndarray:
 
 def panels(data: dict) -> list[tuple[str, str]]:
     """The six (tag, title) panels; the fourth is max |action| for continuous runs, entropy otherwise."""
-    fourth = ((metrics.ACTION_ABS_MAX, "max |action|") if metrics.ACTION_ABS_MAX in data
-              else (metrics.LOSS_ENTROPY, "action entropy"))
-    return [(metrics.EPISODE_RETURN, "episode return"), (metrics.LOSS_POLICY, "policy loss"),
-            (metrics.LOSS_VALUE, "value loss"), fourth, (metrics.ADVANTAGE_MEAN, "mean advantage"),
-            (metrics.VALUE_MEAN, "mean value")]
+    fourth = (
+        (metrics.ACTION_ABS_MAX, "max |action|")
+        if metrics.ACTION_ABS_MAX in data
+        else (metrics.LOSS_ENTROPY, "action entropy")
+    )
+    return [
+        (metrics.EPISODE_RETURN, "episode return"),
+        (metrics.LOSS_POLICY, "policy loss"),
+        (metrics.LOSS_VALUE, "value loss"),
+        fourth,
+        (metrics.ADVANTAGE_MEAN, "mean advantage"),
+        (metrics.VALUE_MEAN, "mean value"),
+    ]
 
 
 def plot_run(run_dir: str, out: str) -> list[str]:

@@ -1,4 +1,5 @@
 """Ray remote versions of the plain classes, and the client that lets a worker call a remote PS."""
+
 from __future__ import annotations
 
 import asyncio
@@ -149,8 +150,9 @@ class Evaluator(ActorIdentity, evaluator.Evaluator):
         hide_gpus()
         super().__init__(config, **kwargs)
 
-    def evaluate_remote(self, ps_handle: Any, episodes: int, seed: int,
-                        gif_path: Optional[str] = None) -> evaluator.EvalResult:
+    def evaluate_remote(
+        self, ps_handle: Any, episodes: int, seed: int, gif_path: Optional[str] = None
+    ) -> evaluator.EvalResult:
         return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed, gif_path)
 
 

@@ -3,6 +3,7 @@ one for the evaluator, placed together or not at all (inside a Tune trial, the t
 cluster that cannot hold them ends the run after `cluster.start_timeout_s` with one error naming what each
 actor asks and what is free; a replacement (a worker, the evaluator, a recreated PS) goes back into its role's
 bundle."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,9 @@ class Reservation:
         if not self.index:
             return
         if get_current_placement_group() is not None:  # a Tune trial's: its bundles are ours when laid out so
-            self.group = current_run_group(dataclasses.replace(config, run=dataclasses.replace(
-                config.run, num_workers=num_workers)))
+            self.group = current_run_group(
+                dataclasses.replace(config, run=dataclasses.replace(config.run, num_workers=num_workers))
+            )
             return
         bundles = [self.roles[role] for role in self.index]
         self.group = placement_group(bundles, strategy=STRATEGIES[config.cluster.placement], name=name)
@@ -86,9 +88,11 @@ class Reservation:
             for key, value in res.items():
                 total[key] = total.get(key, 0.0) + value
         asks = "; ".join(f"{role} waits for {describe(res)}" for role, res in self.roles.items() if res)
-        raise A3CError(f"after {timeout_s:g}s the cluster cannot hold the run's actors together ({asks}; "
-                       f"{describe(total)} in all); it has {describe(free) or 'nothing'} free: add nodes or lower "
-                       "run.num_workers / cluster.*_num_cpus / learner.num_gpus")
+        raise A3CError(
+            f"after {timeout_s:g}s the cluster cannot hold the run's actors together ({asks}; "
+            f"{describe(total)} in all); it has {describe(free) or 'nothing'} free: add nodes or lower "
+            "run.num_workers / cluster.*_num_cpus / learner.num_gpus"
+        )
 
     def strategy(self, role: str) -> Optional[PlacementGroupSchedulingStrategy]:
         """Where `role`'s actor goes: its bundle (a replacement reuses it), or None outside the group."""

@@ -1,4 +1,5 @@
 """Starting or joining Ray, and the resource options of each actor role."""
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,13 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
     address = c.join_address()
     if address:
         with user_module_runtime_env(config.env.id, config.env.wrappers) as runtime_env:
-            ctx = ray.init(address=address, namespace=c.namespace, log_to_driver=True,
-                           logging_level=logging.WARNING, runtime_env=runtime_env)
+            ctx = ray.init(
+                address=address,
+                namespace=c.namespace,
+                log_to_driver=True,
+                logging_level=logging.WARNING,
+                runtime_env=runtime_env,
+            )
     else:
         ctx = ray.init(**local_init_options(config), log_to_driver=True)
     url = getattr(ctx, "dashboard_url", None)
@@ -70,9 +76,16 @@ def local_init_options(config: Config) -> dict:
     # each) overlaps Ray's own start-up instead of following it
     # address "local": always a Ray of our own, even where `ray start` left a cluster running on this machine
     # (ray.init would join that one, and refuse num_cpus there)
-    return dict(address="local", num_cpus=num_cpus, namespace=c.namespace, include_dashboard=c.include_dashboard,
-                dashboard_host=c.dashboard_host, logging_level=logging.WARNING,
-                _system_config={"preload_python_modules": [ACTOR_MODULES]}, **extra)
+    return dict(
+        address="local",
+        num_cpus=num_cpus,
+        namespace=c.namespace,
+        include_dashboard=c.include_dashboard,
+        dashboard_host=c.dashboard_host,
+        logging_level=logging.WARNING,
+        _system_config={"preload_python_modules": [ACTOR_MODULES]},
+        **extra,
+    )
 
 
 def user_module_path(module_name: str) -> Optional[str]:
@@ -83,8 +96,10 @@ def user_module_path(module_name: str) -> Optional[str]:
     if spec is None or spec.origin in (None, "built-in", "frozen"):
         return None
     path = os.path.dirname(spec.origin) if spec.submodule_search_locations else spec.origin
-    installed = {os.path.realpath(p) for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-                                               sys.base_prefix)}
+    installed = {
+        os.path.realpath(p)
+        for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], sys.base_prefix)
+    }
     if any(os.path.realpath(path).startswith(root + os.sep) for root in installed):
         return None
     return path

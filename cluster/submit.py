@@ -1,4 +1,5 @@
 """`a3c submit`: run `a3c train` as a Ray job on a cluster, through the Jobs API, and follow its logs."""
+
 from __future__ import annotations
 
 import shlex
@@ -12,8 +13,14 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 EXCLUDES = [".venv", ".git", "runs", "*.npz", "__pycache__", "*.egg-info", ".pytest_cache", "bench/out"]
 
 
-def submit(address: str, train_args: list[str], working_dir: Optional[str], pip: list[str],
-           follow: bool = True, poll_s: float = 1.0) -> int:
+def submit(
+    address: str,
+    train_args: list[str],
+    working_dir: Optional[str],
+    pip: list[str],
+    follow: bool = True,
+    poll_s: float = 1.0,
+) -> int:
     """Submit, print the job id, stream the logs until the job ends; exit 0 only if it SUCCEEDED."""
     from ray.job_submission import JobSubmissionClient
 
@@ -35,12 +42,17 @@ def submit(address: str, train_args: list[str], working_dir: Optional[str], pip:
     try:
         return _follow(client, job_id, poll_s)
     except KeyboardInterrupt:
-        print(f"\nstopped following; job {job_id} keeps running. Follow it: ray job logs -f {job_id} "
-              f"--address {address}; stop it: ray job stop {job_id} --address {address}", flush=True)
+        print(
+            f"\nstopped following; job {job_id} keeps running. Follow it: ray job logs -f {job_id} "
+            f"--address {address}; stop it: ray job stop {job_id} --address {address}",
+            flush=True,
+        )
         return 130
     except Exception as exc:  # noqa: BLE001 - the connection can fail in many ways over days
-        raise A3CError(f"lost the Jobs API while following job {job_id} ({type(exc).__name__}); it may still run: "
-                       f"ray job status {job_id} --address {address}") from None
+        raise A3CError(
+            f"lost the Jobs API while following job {job_id} ({type(exc).__name__}); it may still run: "
+            f"ray job status {job_id} --address {address}"
+        ) from None
 
 
 SUBMIT_TRIES, SUBMIT_RETRY_S = 6, 5.0

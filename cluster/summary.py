@@ -1,4 +1,5 @@
 """What a run reports: its summary (the CLI's JSON line) and its progress lines."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,18 +59,27 @@ def process_age_s() -> float:
     return time.time() - psutil.Process().create_time()
 
 
-def progress_line(elapsed: float, stats: WindowStats, fps: float, mean_ret: Optional[float],
-                  last_eval: Optional[float], eta: Optional[float] = None) -> str:
+def progress_line(
+    elapsed: float,
+    stats: WindowStats,
+    fps: float,
+    mean_ret: Optional[float],
+    last_eval: Optional[float],
+    eta: Optional[float] = None,
+) -> str:
     ret = f"{mean_ret:8.1f}" if mean_ret is not None else "       -"
     ev = f"{last_eval:8.1f}" if last_eval is not None else "       -"
     lag = stats.policy_lag_mean
-    line = (f"[{elapsed:7.1f}s] steps {stats.env_steps:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
-            f"eval {ev} | version {stats.version:>9,} | lag {lag if lag is not None else 0:4.1f}")
+    line = (
+        f"[{elapsed:7.1f}s] steps {stats.env_steps:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
+        f"eval {ev} | version {stats.version:>9,} | lag {lag if lag is not None else 0:4.1f}"
+    )
     return line if eta is None else f"{line} | eta {format_duration(eta)}"
 
 
-def eta_s(elapsed: float, env_steps: int, fps: float, total_env_steps: int,
-          time_limit_s: Optional[float]) -> Optional[float]:
+def eta_s(
+    elapsed: float, env_steps: int, fps: float, total_env_steps: int, time_limit_s: Optional[float]
+) -> Optional[float]:
     """Seconds until the first budget runs out: the env steps left at the current rate, or the time limit's
     rest; None while the rate is unknown and no time limit is set."""
     candidates = [max(time_limit_s - elapsed, 0.0)] if time_limit_s is not None else []

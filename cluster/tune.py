@@ -2,6 +2,7 @@
 Each trial is one run (the driver's Trainer, as `a3c train`) whose PS, workers and evaluator are one placement
 group; the driver's on_eval hook reports every decided evaluation with a checkpoint, and a trial restored from a
 checkpoint (PBT's exploit, a paused trial) continues it through the resume path. The spec: cluster/tune_spec.py."""
+
 from __future__ import annotations
 
 import glob
@@ -19,6 +20,7 @@ from ray_a3c.common.errors import A3CError
 
 METRICS_FILE = "metrics.json"
 REASONS = {"env_steps": "step budget spent", "time_limit": "time limit reached"}
+
 
 # -- the sweep ------------------------------------------------------------------------------------------------
 def run_sweep(spec: TuneSpec, quiet: bool = False):
@@ -48,23 +50,35 @@ def run_sweep(spec: TuneSpec, quiet: bool = False):
     try:
         per_trial = required_cpus(base)
         if ray.cluster_resources().get("CPU", 0.0) < per_trial:
-            raise A3CError(f"a trial needs {per_trial:g} CPUs (PS, {base.run.num_workers} worker(s), evaluator); "
-                           f"the cluster has {ray.cluster_resources().get('CPU', 0.0):g}")
+            raise A3CError(
+                f"a trial needs {per_trial:g} CPUs (PS, {base.run.num_workers} worker(s), evaluator); "
+                f"the cluster has {ray.cluster_resources().get('CPU', 0.0):g}"
+            )
         strategy = "SPREAD" if base.cluster.placement == "spread" else "PACK"
 
         def resources(params: dict) -> tune.PlacementGroupFactory:  # an empty head: the trial's driver takes none
             return tune.PlacementGroupFactory([{}] + run_bundles(trial_config(spec.base, params)), strategy=strategy)
 
-        trainable = tune.with_resources(a3c_trial_fn(spec.base, os.path.join(spec.storage_path, spec.name)),
-                                        resources)
-        tuner = tune.Tuner(trainable, param_space=_space(spec.search),
-                           tune_config=tune.TuneConfig(
-                               metric=spec.metric, mode=spec.mode, scheduler=_make_scheduler(spec),
-                               num_samples=spec.num_samples, reuse_actors=False, search_alg=_searcher(spec)),
-                           run_config=tune.RunConfig(
-                               name=spec.name, storage_path=spec.storage_path, verbose=0,
-                               checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-                               callbacks=[] if quiet else [progress_callback(spec)]))
+        trainable = tune.with_resources(a3c_trial_fn(spec.base, os.path.join(spec.storage_path, spec.name)), resources)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_space(spec.search),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                scheduler=_make_scheduler(spec),
+                num_samples=spec.num_samples,
+                reuse_actors=False,
+                search_alg=_searcher(spec),
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=spec.storage_path,
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+                callbacks=[] if quiet else [progress_callback(spec)],
+            ),
+        )
         return tuner.fit()
     finally:
         if started:
@@ -97,8 +111,10 @@ def _make_scheduler(spec: TuneSpec):
     if spec.scheduler == "asha":
         return ASHAScheduler(time_attr=TIME_ATTR, max_t=from_dict(spec.base).run.total_env_steps, **options)
     if spec.scheduler == "pbt":
-        mutations = {k: (args if name == "choice" else _domain((name, args)))
-                     for k, (name, args) in options.pop("hyperparam_mutations").items()}
+        mutations = {
+            k: (args if name == "choice" else _domain((name, args)))
+            for k, (name, args) in options.pop("hyperparam_mutations").items()
+        }
         return PopulationBasedTraining(time_attr=TIME_ATTR, hyperparam_mutations=mutations, **options)
     return FIFOScheduler()
 
@@ -109,21 +125,35 @@ def best_trial(results, spec: TuneSpec) -> dict:
     evaluate RUN_DIR` plays its best.pt)."""
     ranked = [r for r in results if r.error is None and "best_eval_return" in (r.metrics or {})]
     if not ranked:
-        raise A3CError(f"no trial reported an evaluation ({len(results.errors)} of {len(results)} failed; "
-                       f"see {results.experiment_path})")
-    best = max(ranked, key=lambda r: ((1 if spec.mode == "max" else -1) * r.metrics["best_eval_return"],
-                                      -r.metrics.get("env_steps", 0)))  # a tie: the one that got there first
+        raise A3CError(
+            f"no trial reported an evaluation ({len(results.errors)} of {len(results)} failed; "
+            f"see {results.experiment_path})"
+        )
+    best = max(
+        ranked,
+        key=lambda r: (
+            (1 if spec.mode == "max" else -1) * r.metrics["best_eval_return"],
+            -r.metrics.get("env_steps", 0),
+        ),
+    )  # a tie: the one that got there first
     runs = sorted(glob.glob(os.path.join(best.path, "run-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
     keep = ("eval_return_mean", "best_eval_return", "env_steps", "train_s", "solved", "reason")
-    return {"trial": os.path.basename(best.path), "config": {k: best.config[k] for k in sorted(best.config)},
-            **{k: best.metrics[k] for k in keep if k in best.metrics}, "run_dir": runs[-1] if runs else None,
-            "checkpoint": best.checkpoint.path if best.checkpoint else None, "trials": len(results),
-            "errors": len(results.errors), "experiment": results.experiment_path}
+    return {
+        "trial": os.path.basename(best.path),
+        "config": {k: best.config[k] for k in sorted(best.config)},
+        **{k: best.metrics[k] for k in keep if k in best.metrics},
+        "run_dir": runs[-1] if runs else None,
+        "checkpoint": best.checkpoint.path if best.checkpoint else None,
+        "trials": len(results),
+        "errors": len(results.errors),
+        "experiment": results.experiment_path,
+    }
 
 
 # -- one trial: one run -------------------------------------------------------------------------------------
 def a3c_trial_fn(base: dict, experiment_dir: str):
     """The trainable: a function of the trial's sampled values, the spec's base config bound in."""
+
     def a3c_trial(params: dict) -> None:
         run_trial(params, base, experiment_dir)
 
@@ -155,18 +185,26 @@ def run_trial(params: dict, base: dict, experiment_dir: str) -> None:
     if state is not None:
         prepared.resume_state = state
         with open(os.path.join(run_dir, RESUME_LOG), "a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} restored from {restored.path} at version "
-                     f"{state['counters'].get('version')}, env steps {state['counters'].get('env_steps')}: "
-                     + ("; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items())) or "no change")
-                     + "\n")
+            fh.write(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S')} restored from {restored.path} at version "
+                f"{state['counters'].get('version')}, env steps {state['counters'].get('env_steps')}: "
+                + ("; ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changes.items())) or "no change")
+                + "\n"
+            )
     summary = run_training(prepared, quiet=True, on_eval=_Reporter(run_dir))
     last_eval = summary.last_eval if summary.last_eval is not None else reported.get("eval_return_mean")
     if last_eval is None:
         return  # never evaluated (Tune wants the metric in every report)
     found = checkpoint.list_checkpoints(os.path.join(run_dir, "checkpoints"))
-    final = {"eval_return_mean": last_eval, "best_eval_return": summary.best_eval,
-             "env_steps": summary.env_steps, "version": summary.version, "train_s": summary.train_s,
-             "solved": summary.reason == "solved", "reason": summary.reason}
+    final = {
+        "eval_return_mean": last_eval,
+        "best_eval_return": summary.best_eval,
+        "env_steps": summary.env_steps,
+        "version": summary.version,
+        "train_s": summary.train_s,
+        "solved": summary.reason == "solved",
+        "reason": summary.reason,
+    }
     _Reporter(run_dir)(final, found[-1] if found else None)
 
 
@@ -220,9 +258,11 @@ def progress_callback(spec: TuneSpec):
             values = ", ".join(f"{k}={_short(trial.config[k])}" for k in sorted(trial.config))
             last, best = m.get("eval_return_mean"), m.get("best_eval_return")
             reason = REASONS.get(m.get("reason"), m.get("reason") or "stopped by the scheduler")
-            print(f"trial {trial.trial_id} ({values}): {reason} at "
-                  f"{m.get('env_steps', 0):,} env steps; eval {_short(last)}, best confirmed {_short(best)}",
-                  flush=True)
+            print(
+                f"trial {trial.trial_id} ({values}): {reason} at "
+                f"{m.get('env_steps', 0):,} env steps; eval {_short(last)}, best confirmed {_short(best)}",
+                flush=True,
+            )
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             print(f"trial {trial.trial_id} failed: see {trial.path}", flush=True)

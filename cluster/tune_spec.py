@@ -1,5 +1,6 @@
 """A Tune sweep's spec (`a3c tune SPEC.yaml`, `ray_a3c.tune`), checked whole before Ray starts: no Ray import
 here. cluster/tune.py runs it."""
+
 from __future__ import annotations
 
 import math
@@ -11,12 +12,33 @@ from typing import Any, Optional, Union
 from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, preset_names
 from ray_a3c.common.errors import A3CError
 
-SPEC_KEYS = ("config", "search", "scheduler", "num_samples", "max_concurrent_trials", "metric", "mode", "stop",
-             "storage_path", "name", "seed", "keep_checkpoints")
+SPEC_KEYS = (
+    "config",
+    "search",
+    "scheduler",
+    "num_samples",
+    "max_concurrent_trials",
+    "metric",
+    "mode",
+    "stop",
+    "storage_path",
+    "name",
+    "seed",
+    "keep_checkpoints",
+)
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint", "grid")
-SCHEDULER_OPTIONS = {"fifo": (), "asha": ("grace_period", "reduction_factor", "brackets"),
-                     "pbt": ("perturbation_interval", "hyperparam_mutations", "quantile_fraction",
-                             "resample_probability", "burn_in_period", "synch")}
+SCHEDULER_OPTIONS = {
+    "fifo": (),
+    "asha": ("grace_period", "reduction_factor", "brackets"),
+    "pbt": (
+        "perturbation_interval",
+        "hyperparam_mutations",
+        "quantile_fraction",
+        "resample_probability",
+        "burn_in_period",
+        "synch",
+    ),
+}
 STOP_KEYS = {"env_steps": "run.total_env_steps", "time_limit_s": "run.time_limit_s"}
 # what a trial may be scheduled on (present in every report): the last screening's mean (run.eval_episodes
 # episodes of the newest weights), or the best confirmed mean (run.confirm_episodes episodes: best.pt's)
@@ -57,8 +79,10 @@ def load_spec(source: Union[str, dict], **overrides: Any) -> TuneSpec:
     if unknown:
         raise A3CError(f"unknown key '{unknown[0]}' in the tune spec; keys are {', '.join(SPEC_KEYS)}")
     if "config" not in data:
-        raise A3CError(f"the tune spec needs `config`: a preset ({', '.join(preset_names())}), a YAML path or a "
-                       "{section: {key: value}} mapping")
+        raise A3CError(
+            f"the tune spec needs `config`: a preset ({', '.join(preset_names())}), a YAML path or a "
+            "{section: {key: value}} mapping"
+        )
     from ray_a3c.cluster.launch import build_config
 
     search_in = _mapping(data.get("search", {}), "search")
@@ -77,8 +101,9 @@ def load_spec(source: Union[str, dict], **overrides: Any) -> TuneSpec:
     spec.num_samples = _int(data.get("num_samples", 1), "num_samples", 1)
     if data.get("max_concurrent_trials") is not None:
         spec.max_concurrent_trials = _int(data["max_concurrent_trials"], "max_concurrent_trials", 1)
-    spec.keep_checkpoints = _int(data.get("keep_checkpoints", 4), "keep_checkpoints", 1 if spec.scheduler != "pbt"
-                                 else 3)
+    spec.keep_checkpoints = _int(
+        data.get("keep_checkpoints", 4), "keep_checkpoints", 1 if spec.scheduler != "pbt" else 3
+    )
     if data.get("seed") is not None:
         spec.seed = _int(data["seed"], "seed", 0)
     spec.metric = str(data.get("metric", METRICS[0]))
@@ -113,7 +138,7 @@ def _distribution(key: str, value: Any) -> Optional[tuple[str, Any]]:
     """(name, arguments) for `{loguniform: [low, high]}` and the like; None for a fixed value."""
     if not (isinstance(value, dict) and len(value) == 1):
         return None
-    (name, args), = value.items()
+    ((name, args),) = value.items()
     if name not in DISTRIBUTIONS:
         section, _, attr = key.partition(".")
         if isinstance(getattr(getattr(Config(), section, None), attr, None), dict):
@@ -154,8 +179,10 @@ def _check_run(cfg: Config) -> None:
     if not cfg.run.evaluate:
         raise A3CError("trials are scored by their evaluations: run.evaluate must be true")
     if min(c.ps_num_cpus, c.worker_num_cpus, c.eval_num_cpus) <= 0:
-        raise A3CError("each of a trial's actors has a bundle of its own: cluster.ps_num_cpus, worker_num_cpus "
-                       "and eval_num_cpus must be > 0")
+        raise A3CError(
+            "each of a trial's actors has a bundle of its own: cluster.ps_num_cpus, worker_num_cpus "
+            "and eval_num_cpus must be > 0"
+        )
 
 
 def _scheduler(value: Any, base: Config, search: dict) -> tuple[str, dict]:
@@ -190,8 +217,10 @@ def _scheduler(value: Any, base: Config, search: dict) -> tuple[str, dict]:
         for key, spec in mutations.items():
             section, _, name = key.partition(".")
             if section != "algo" or name not in RESUMABLE_ALGO_KEYS:
-                raise A3CError(f"pbt cannot mutate '{key}': a restored trial may change only "
-                               + ", ".join(f"algo.{k}" for k in sorted(RESUMABLE_ALGO_KEYS)))
+                raise A3CError(
+                    f"pbt cannot mutate '{key}': a restored trial may change only "
+                    + ", ".join(f"algo.{k}" for k in sorted(RESUMABLE_ALGO_KEYS))
+                )
             parsed[key] = _distribution(key, {"choice": spec} if isinstance(spec, list) else spec)
             if parsed[key] is None or parsed[key][0] == "grid":
                 raise A3CError(f"scheduler.hyperparam_mutations.{key}: a distribution or a list of values")
@@ -199,8 +228,10 @@ def _scheduler(value: Any, base: Config, search: dict) -> tuple[str, dict]:
         value["hyperparam_mutations"] = parsed
         fixed = [k for k in search if resume_refuses(k)]
         if fixed:
-            raise A3CError(f"pbt trials take each other's checkpoints, so they cannot differ in {fixed[0]}: search "
-                           "only keys a resume may change")
+            raise A3CError(
+                f"pbt trials take each other's checkpoints, so they cannot differ in {fixed[0]}: search "
+                "only keys a resume may change"
+            )
         for key in ("quantile_fraction", "resample_probability"):
             if key in value and not (isinstance(value[key], (int, float)) and 0 <= value[key] <= 1):
                 raise A3CError(f"scheduler.{key} must be in [0, 1], got {value[key]!r}")

@@ -1,5 +1,6 @@
 """Writing a file whole or not at all: a temp file beside the target, renamed over it once complete. No torch
 import: the config and dataset writers use it too."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,8 +12,14 @@ TMP_PREFIX = ".tmp-"  # checkpoint.remove_stale_temp_files clears what a killed 
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, suffix: Optional[str] = None, mode: Optional[int] = 0o644, prefix: str = TMP_PREFIX,
-                 fsync: bool = False, makedirs: bool = False) -> Iterator[str]:
+def atomic_write(
+    path: str,
+    suffix: Optional[str] = None,
+    mode: Optional[int] = 0o644,
+    prefix: str = TMP_PREFIX,
+    fsync: bool = False,
+    makedirs: bool = False,
+) -> Iterator[str]:
     """Yields a temp file's path in `path`'s directory for the caller to write; once the block ends normally
     the file is renamed over `path` (a reader never sees half a file), else removed.
 
@@ -22,8 +29,9 @@ def atomic_write(path: str, suffix: Optional[str] = None, mode: Optional[int] = 
     directory = os.path.dirname(os.path.abspath(path))
     if makedirs:
         os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=os.path.splitext(path)[1] if suffix is None else suffix,
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix=prefix, suffix=os.path.splitext(path)[1] if suffix is None else suffix, dir=directory
+    )
     os.close(fd)
     try:
         yield tmp

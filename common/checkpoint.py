@@ -1,4 +1,5 @@
 """Checkpoints: plain tensors and numbers, written atomically, loaded with weights_only=True."""
+
 from __future__ import annotations
 
 import glob
@@ -40,12 +41,14 @@ def load(path: str) -> dict[str, Any]:
 
 def _type_problem(state: dict) -> str:
     model = state[CKPT_MODEL]
-    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in model.items()):
+    if not isinstance(model, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()
+    ):
         return "'model' must map parameter names to tensors"
     counters = state.get(CKPT_COUNTERS, {})
-    if not isinstance(counters, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                 for v in counters.values()):
+    if not isinstance(counters, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in counters.values()
+    ):
         return "'counters' must map names to numbers"
     if CKPT_OPTIMIZERS in state and not isinstance(state[CKPT_OPTIMIZERS], dict):
         return "'optimizers' must be a mapping"

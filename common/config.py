@@ -1,4 +1,5 @@
 """Typed run configuration: dataclasses, YAML presets, `section.key=value` overrides, validation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,37 +25,59 @@ def _f(default: Any, doc: str) -> Any:
 
 @dataclass
 class EnvConfig:
-    id: str = _f("CartPole-v1", "a registered gymnasium id (`ALE/Pong-v5` imports ale_py), `module:EnvId` (import "
-                                "the module, then make the id it registers), `module:ClassName` of your own "
-                                "gymnasium.Env, or `vizdoom:<scenario>` / `vizdoom:<path.cfg>`")
+    id: str = _f(
+        "CartPole-v1",
+        "a registered gymnasium id (`ALE/Pong-v5` imports ale_py), `module:EnvId` (import "
+        "the module, then make the id it registers), `module:ClassName` of your own "
+        "gymnasium.Env, or `vizdoom:<scenario>` / `vizdoom:<path.cfg>`",
+    )
     kwargs: dict = _f({}, "keyword arguments passed to gymnasium.make / your env class")
-    wrappers: list = _f([], "gymnasium wrappers in front of the env, in order: `Name`, `{Name: {kwargs}}` or "
-                            "`{wrapper: Name, kwargs: {...}, training_only: bool}`; Name is a class of "
-                            "gymnasium.wrappers, LifeLossEnd, FireReset, or module:Class; reward- and "
-                            "episode-changing ones (ClipReward, TransformReward, NormalizeReward, LifeLossEnd) are "
-                            "training-only: evaluations score the game's own return")
-    dataset: Optional[str] = _f(None, "train from this recorded .npz, or `minari:<dataset_id>` from the local "
-                                      "Minari data path, instead of stepping env.id (the evaluator plays it live)")
+    wrappers: list = _f(
+        [],
+        "gymnasium wrappers in front of the env, in order: `Name`, `{Name: {kwargs}}` or "
+        "`{wrapper: Name, kwargs: {...}, training_only: bool}`; Name is a class of "
+        "gymnasium.wrappers, LifeLossEnd, FireReset, or module:Class; reward- and "
+        "episode-changing ones (ClipReward, TransformReward, NormalizeReward, LifeLossEnd) are "
+        "training-only: evaluations score the game's own return",
+    )
+    dataset: Optional[str] = _f(
+        None,
+        "train from this recorded .npz, or `minari:<dataset_id>` from the local "
+        "Minari data path, instead of stepping env.id (the evaluator plays it live)",
+    )
     num_envs_per_worker: int = _f(8, "env copies per worker, stepped as one gymnasium vector env")
     vector_mode: str = _f("sync", "sync (SyncVectorEnv, one process) | async (AsyncVectorEnv, a process per env)")
     warmup_steps: int = _f(0, "up to this many random steps per env at start, to desynchronise episodes")
     rescale_actions: bool = _f(False, "the policy acts in [-1, 1], rescaled to the Box bounds")
     max_episode_steps: Optional[int] = _f(None, "override the env's time limit (truncation); null keeps it")
     reward_scale: float = _f(1.0, "rewards are multiplied by this for learning; logged returns stay raw")
-    frame_skip: Optional[int] = _f(None, "ViZDoom: game tics per action (null = 4); other envs take theirs from "
-                                         "env.kwargs or a wrapper")
+    frame_skip: Optional[int] = _f(
+        None, "ViZDoom: game tics per action (null = 4); other envs take theirs from env.kwargs or a wrapper"
+    )
     frame_stack: int = _f(1, "stack this many last observations (after env.wrappers; images as channels); 1 = none")
-    screen_size: list = _f([84, 84], "ViZDoom: observation [width, height]: the 160x120 gray screen less 10 rows "
-                                     "top and bottom, resized (the Doom notebook's 84x84; Sample Factory's 128x72)")
-    medkit_bonus: float = _f(0.0, "ViZDoom: raw reward added on each step the player's health rises (a medkit; "
-                                  "Sample Factory's health_gathering shaping uses 1.0); training envs only: "
-                                  "evaluations score the scenario's own reward; 0 = off")
-    variable_rewards: dict = _f({}, "ViZDoom: raw reward per unit change of a game variable, e.g. {AMMO2: 0.1} costs "
-                                    "0.1 a shot (Sample Factory's delta shaping); training envs only, like "
-                                    "medkit_bonus; {} = off")
-    observe_variables: dict = _f({}, "ViZDoom: game variables the network sees, {name: full scale}, e.g. {AMMO2: 26}: "
-                                     "one extra channel each, value / full scale (clipped to [0, 1]) x 255, read by "
-                                     "the CNN's fc layer as a number (the frame has no HUD); {} = none")
+    screen_size: list = _f(
+        [84, 84],
+        "ViZDoom: observation [width, height]: the 160x120 gray screen less 10 rows "
+        "top and bottom, resized (the Doom notebook's 84x84; Sample Factory's 128x72)",
+    )
+    medkit_bonus: float = _f(
+        0.0,
+        "ViZDoom: raw reward added on each step the player's health rises (a medkit; "
+        "Sample Factory's health_gathering shaping uses 1.0); training envs only: "
+        "evaluations score the scenario's own reward; 0 = off",
+    )
+    variable_rewards: dict = _f(
+        {},
+        "ViZDoom: raw reward per unit change of a game variable, e.g. {AMMO2: 0.1} costs "
+        "0.1 a shot (Sample Factory's delta shaping); training envs only, like "
+        "medkit_bonus; {} = off",
+    )
+    observe_variables: dict = _f(
+        {},
+        "ViZDoom: game variables the network sees, {name: full scale}, e.g. {AMMO2: 26}: "
+        "one extra channel each, value / full scale (clipped to [0, 1]) x 255, read by "
+        "the CNN's fc layer as a number (the frame has no HUD); {} = none",
+    )
 
 
 @dataclass
@@ -64,21 +87,36 @@ class ModelConfig:
     conv_channels: list = _f([16, 32], "CNN encoder: channels of the 8x8/4 and 4x4/2 convolutions")
     cnn_fc_size: int = _f(256, "CNN encoder: width of the fully connected layer after the convolutions")
     lstm_size: int = _f(0, "LSTM core between encoder and heads (256 is the Doom notebook's); 0 = none")
-    lstm_input_norm: bool = _f(True, "LayerNorm on the LSTM's input: the CNN's features start ~0.04 and grow "
-                                     "without bound, leaving the gates blind to the input or saturated")
-    lstm_skip: bool = _f(False, "the heads read the LSTM's output concatenated with the encoder's features: a "
-                                "feed-forward path beside the memory")
+    lstm_input_norm: bool = _f(
+        True,
+        "LayerNorm on the LSTM's input: the CNN's features start ~0.04 and grow "
+        "without bound, leaving the gates blind to the input or saturated",
+    )
+    lstm_skip: bool = _f(
+        False,
+        "the heads read the LSTM's output concatenated with the encoder's features: a "
+        "feed-forward path beside the memory",
+    )
     activation: str = _f("tanh", "tanh | relu | elu")
-    shared_trunk: bool = _f(False, "one trunk for policy and value; false = separate actor and critic nets "
-                                   "(with an LSTM the critic is feed-forward: the core is the actor's)")
+    shared_trunk: bool = _f(
+        False,
+        "one trunk for policy and value; false = separate actor and critic nets "
+        "(with an LSTM the critic is feed-forward: the core is the actor's)",
+    )
     init_log_std: float = _f(0.0, "initial log-std of the Gaussian head (continuous actions)")
-    gsde: bool = _f(False, "continuous actions: state-dependent exploration (gSDE): the noise is the policy's "
-                           "features times a random matrix, so it varies smoothly with the state")
+    gsde: bool = _f(
+        False,
+        "continuous actions: state-dependent exploration (gSDE): the noise is the policy's "
+        "features times a random matrix, so it varies smoothly with the state",
+    )
     gsde_sample_every: int = _f(0, "gSDE: rollout steps between fresh noise matrices; 0 = one per rollout")
     normalize_obs: bool = _f(False, "normalise observations by running mean/std merged on the PS (clip +-10)")
-    normalize_rewards: bool = _f(False, "divide learning rewards by the running std of the discounted return "
-                                        "(merged on the PS, saved with the weights; clip +-10); evaluation "
-                                        "and logged returns never see it")
+    normalize_rewards: bool = _f(
+        False,
+        "divide learning rewards by the running std of the discounted return "
+        "(merged on the PS, saved with the weights; clip +-10); evaluation "
+        "and logged returns never see it",
+    )
 
 
 @dataclass
@@ -93,39 +131,58 @@ class AlgoConfig:
     optimizer: str = _f("adam", "adam | rmsprop (as the A3C paper and SB3's A2C; without momentum, not centred)")
     rmsprop_alpha: float = _f(0.99, "rmsprop: decay of the running average of squared gradients")
     rmsprop_eps: float = _f(1e-5, "rmsprop: epsilon (SB3's A2C: 1e-5; the A3C paper's: 0.1)")
-    lr_schedule: str = _f("constant", "constant | linear: the learning rates fall linearly to 0 at the end of "
-                                      "the run's budget: run.total_env_steps (the PS's count) or "
-                                      "run.time_limit_s, whichever comes first")
-    lr_decay_start: float = _f(0.0, "linear schedule: the share of the budget trained at the full rates before "
-                                    "the fall begins (0: from the start; 0.7: the last 30% anneal)")
+    lr_schedule: str = _f(
+        "constant",
+        "constant | linear: the learning rates fall linearly to 0 at the end of "
+        "the run's budget: run.total_env_steps (the PS's count) or "
+        "run.time_limit_s, whichever comes first",
+    )
+    lr_decay_start: float = _f(
+        0.0,
+        "linear schedule: the share of the budget trained at the full rates before "
+        "the fall begins (0: from the start; 0.7: the last 30% anneal)",
+    )
     entropy_coef: float = _f(0.01, "weight of the entropy bonus")
     value_coef: float = _f(0.5, "weight of the value loss")
     critic_epochs: int = _f(1, "critic steps per batch (extra ones are value-only; needs shared_trunk false)")
-    policy_epochs: int = _f(1, "full steps per batch: extra ones (a trust-region option) push PPO's clipped "
-                               "surrogate against the acting policy, each on the weights the previous push returned")
+    policy_epochs: int = _f(
+        1,
+        "full steps per batch: extra ones (a trust-region option) push PPO's clipped "
+        "surrogate against the acting policy, each on the weights the previous push returned",
+    )
     clip_range: float = _f(0.2, "policy_epochs > 1: the ratio pi/mu is clipped to 1 +- this")
     value_loss: str = _f("mse", "mse | smooth_l1")
     max_grad_norm: float = _f(0.5, "clip gradients to this global norm on the PS; 0 disables")
     overlap_push: bool = _f(True, "push a gradient while collecting the next rollout (acts one update behind)")
     is_clip: float = _f(1.0, "clip of the importance weights (V-trace rho/c bar) when training from a dataset")
-    offline_update: str = _f("vtrace", "training from a dataset: vtrace (importance-corrected actor-critic; "
-                                       "plain A3C when the file has no log-probs) | awr (advantage-weighted "
-                                       "regression on the logged actions: weights exp(A / awr_temperature) >= 0)")
+    offline_update: str = _f(
+        "vtrace",
+        "training from a dataset: vtrace (importance-corrected actor-critic; "
+        "plain A3C when the file has no log-probs) | awr (advantage-weighted "
+        "regression on the logged actions: weights exp(A / awr_temperature) >= 0)",
+    )
     awr_temperature: float = _f(1.0, "awr: the advantage scale of the weights (in scaled-reward units)")
     awr_max_weight: float = _f(20.0, "awr: weights are clipped to this")
     max_policy_lag: int = _f(50, "reject gradients computed on weights older than this many versions")
-    weight_sync_every: int = _f(1, "async: a push's reply carries the weights only when the PS moved at least "
-                                   "this many versions past the packet's (fewer bytes out of the PS)")
+    weight_sync_every: int = _f(
+        1,
+        "async: a push's reply carries the weights only when the PS moved at least "
+        "this many versions past the packet's (fewer bytes out of the PS)",
+    )
 
 
 @dataclass
 class LearnerConfig:
     device: str = _f("cpu", "where the parameter server trains: cpu | cuda | auto (cuda when present)")
     num_gpus: float = _f(0.0, "GPUs reserved for the parameter server actor (1 with device cuda on a cluster)")
-    max_batch_packets: int = _f(1, "the PS applies up to this many waiting packets as one Adam step on their "
-                                   "mean gradient (each still checked and counted alone); 1 = serial A3C")
-    grad_dtype: str = _f("float32", "gradient transport: float32 | float16 | bfloat16 (half the bytes; the PS "
-                                    "computes in float32)")
+    max_batch_packets: int = _f(
+        1,
+        "the PS applies up to this many waiting packets as one Adam step on their "
+        "mean gradient (each still checked and counted alone); 1 = serial A3C",
+    )
+    grad_dtype: str = _f(
+        "float32", "gradient transport: float32 | float16 | bfloat16 (half the bytes; the PS computes in float32)"
+    )
 
 
 @dataclass
@@ -135,22 +192,38 @@ class RunConfig:
     num_workers: int = _f(2, "rollout worker actors; 0 = auto: the cluster's free CPUs less the PS's and evaluator's")
     total_env_steps: int = _f(1_000_000, "stop after this many env steps")
     time_limit_s: Optional[float] = _f(None, "stop after this many seconds of training; null = none")
-    stop_return: Optional[float] = _f(None, "stop when one version's mean over confirm_episodes evaluation "
-                                            "episodes reaches this; null = none")
+    stop_return: Optional[float] = _f(
+        None, "stop when one version's mean over confirm_episodes evaluation episodes reaches this; null = none"
+    )
     eval_interval_s: float = _f(5.0, "seconds between screenings (short evaluations of the PS's latest weights)")
     eval_episodes: int = _f(10, "episodes per screening")
-    confirm_episodes: int = _f(100, "episodes behind best.pt and the stop: a screening that beats the best or "
-                                    "reaches stop_return is extended on the same weights (next seeds) to this "
-                                    "many, and decided on their mean; <= eval_episodes: the screening decides")
-    eval_policy: str = _f("greedy", "evaluation actions: greedy (the most likely action) | sample (drawn from the "
-                                    "policy, as in training; breaks the loops a greedy pixel policy can fall into)")
-    gif_every: int = _f(0, "write RUN_DIR/gifs/<env steps>_<return>.gif of one episode every N screenings (ViZDoom: "
-                           "the 320x240 colour screen); 0 = never")
-    evaluate: bool = _f(True, "run the evaluator beside training (screenings, best.pt, stop_return); off for "
-                              "benchmarks that evaluate snapshots afterwards, so no evaluation takes CPU")
-    snapshot_every_env_steps: int = _f(0, "the PS keeps its weights each time env steps pass a multiple of N; "
-                                          "written to RUN_DIR/snapshots/<env steps>.pt with the training wall "
-                                          "time; 0 = never")
+    confirm_episodes: int = _f(
+        100,
+        "episodes behind best.pt and the stop: a screening that beats the best or "
+        "reaches stop_return is extended on the same weights (next seeds) to this "
+        "many, and decided on their mean; <= eval_episodes: the screening decides",
+    )
+    eval_policy: str = _f(
+        "greedy",
+        "evaluation actions: greedy (the most likely action) | sample (drawn from the "
+        "policy, as in training; breaks the loops a greedy pixel policy can fall into)",
+    )
+    gif_every: int = _f(
+        0,
+        "write RUN_DIR/gifs/<env steps>_<return>.gif of one episode every N screenings (ViZDoom: "
+        "the 320x240 colour screen); 0 = never",
+    )
+    evaluate: bool = _f(
+        True,
+        "run the evaluator beside training (screenings, best.pt, stop_return); off for "
+        "benchmarks that evaluate snapshots afterwards, so no evaluation takes CPU",
+    )
+    snapshot_every_env_steps: int = _f(
+        0,
+        "the PS keeps its weights each time env steps pass a multiple of N; "
+        "written to RUN_DIR/snapshots/<env steps>.pt with the training wall "
+        "time; 0 = never",
+    )
     checkpoint_interval_s: float = _f(60.0, "seconds between checkpoints")
     keep_checkpoints: int = _f(3, "keep the last K ckpt-<version>.pt files")
     log_interval_s: float = _f(2.0, "seconds between progress lines and TensorBoard scalars")
@@ -160,8 +233,11 @@ class RunConfig:
 class ClusterConfig:
     address: Optional[str] = _f(None, "Ray address to join (`auto`, `ray://...`, `HOST:6379`); null = local Ray")
     namespace: str = _f("a3c", "Ray namespace of the named actors a3c:<run>:ps, a3c:<run>:worker-N, a3c:<run>:eval")
-    start_timeout_s: float = _f(60.0, "actors not placed by then are named with the resources they wait for; "
-                                      "without the PS or any worker the run ends with that error")
+    start_timeout_s: float = _f(
+        60.0,
+        "actors not placed by then are named with the resources they wait for; "
+        "without the PS or any worker the run ends with that error",
+    )
     num_cpus: Optional[int] = _f(None, "logical CPUs of a local Ray; null = what the actors ask for")
     worker_num_cpus: float = _f(1.0, "CPUs reserved per rollout worker")
     ps_num_cpus: float = _f(1.0, "CPUs reserved for the parameter server")
@@ -169,14 +245,23 @@ class ClusterConfig:
     placement: str = _f("spread", "worker scheduling: spread (across nodes) | default (Ray packs them)")
     max_restarts: int = _f(3, "Ray restarts of a crashed worker or evaluator before it is replaced")
     worker_timeout_s: float = _f(60.0, "a worker with no gradient for this long is killed and replaced")
-    max_worker_failures: int = _f(5, "a worker whose loop fails this many times in a row (no gradient in between) "
-                                     "is given up; the run ends with the cause once no worker is left")
-    aggregate: str = _f("none", "none (workers push to the PS) | node (one aggregator actor per node averages its "
-                                "workers' packets and forwards one; weights come back through it)")
+    max_worker_failures: int = _f(
+        5,
+        "a worker whose loop fails this many times in a row (no gradient in between) "
+        "is given up; the run ends with the cause once no worker is left",
+    )
+    aggregate: str = _f(
+        "none",
+        "none (workers push to the PS) | node (one aggregator actor per node averages its "
+        "workers' packets and forwards one; weights come back through it)",
+    )
     aggregate_packets: int = _f(8, "aggregate=node: forward once this many packets wait...")
     aggregate_interval_s: float = _f(0.005, "...or once the oldest waited this long")
-    aggregate_retry_s: float = _f(5.0, "a worker whose aggregator failed pushes to the PS directly this long, then "
-                                       "tries the aggregator (restarted by Ray) again")
+    aggregate_retry_s: float = _f(
+        5.0,
+        "a worker whose aggregator failed pushes to the PS directly this long, then "
+        "tries the aggregator (restarted by Ray) again",
+    )
     metrics_export_port: Optional[int] = _f(None, "Prometheus port of a local Ray's metrics; null = Ray picks")
     include_dashboard: bool = _f(True, "start the Ray dashboard with a local Ray")
     dashboard_host: str = _f("127.0.0.1", "interface the local dashboard binds to")

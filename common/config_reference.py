@@ -13,8 +13,13 @@ def reference_rows() -> list[tuple[str, str, str]]:
     for section, cls in section_types().items():
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            rows.append((f"{section}.{f.name}", yaml.safe_dump(default, default_flow_style=True).strip()
-                         .removesuffix("\n...").removesuffix(" ..."), f.metadata["doc"]))
+            rows.append(
+                (
+                    f"{section}.{f.name}",
+                    yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("\n...").removesuffix(" ..."),
+                    f.metadata["doc"],
+                )
+            )
     return rows
 
 

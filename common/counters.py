@@ -1,6 +1,7 @@
 """What the parameter server reports: its running totals (PSCounters, saved in checkpoints), the status the
 driver polls (PSStatus) and the statistics of one log window (WindowStats). Plain dataclasses, no Ray or torch
 import: the PS, the driver, the fleet and the tests read the same fields."""
+
 from __future__ import annotations
 
 import dataclasses

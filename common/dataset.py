@@ -11,6 +11,7 @@ Schema version 1, arrays indexed by step i (N steps, episodes stored contiguousl
   behaviour_log_probs [N] float32      optional: log mu(a_i | s_i) of the policy that acted
   metadata           0-d str           JSON: schema_version, observation_space, action_space, source
 """
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,13 @@ def space_to_json(space: gym.Space) -> dict:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n)}
     if isinstance(space, gym.spaces.Box):
-        return {"type": "Box", "shape": list(space.shape), "low": space.low.tolist(), "high": space.high.tolist(),
-                "dtype": str(space.dtype)}
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+            "dtype": str(space.dtype),
+        }
     raise A3CError(f"cannot store space {space} in a dataset (Box or Discrete)")
 
 
@@ -68,25 +74,52 @@ def space_from_json(data: Any) -> gym.Space:
         if data["type"] == "Discrete":
             return gym.spaces.Discrete(int(data["n"]))
         if data["type"] == "Box":
-            return gym.spaces.Box(np.array(data["low"], data["dtype"]), np.array(data["high"], data["dtype"]),
-                                  tuple(data["shape"]), dtype=data["dtype"])
+            return gym.spaces.Box(
+                np.array(data["low"], data["dtype"]),
+                np.array(data["high"], data["dtype"]),
+                tuple(data["shape"]),
+                dtype=data["dtype"],
+            )
     except (KeyError, TypeError, ValueError) as exc:
         raise A3CError(f"dataset metadata has a malformed space ({exc})") from None
     raise A3CError(f"dataset metadata names an unsupported space type {data.get('type')!r}")
 
 
-def save_dataset(path: str, observations: np.ndarray, next_observations: np.ndarray, actions: np.ndarray,
-                 rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, episode_ids: np.ndarray,
-                 observation_space: gym.Space, action_space: gym.Space, source: str = "",
-                 behaviour_log_probs: Optional[np.ndarray] = None) -> Dataset:
+def save_dataset(
+    path: str,
+    observations: np.ndarray,
+    next_observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    episode_ids: np.ndarray,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    source: str = "",
+    behaviour_log_probs: Optional[np.ndarray] = None,
+) -> Dataset:
     """Validate the arrays against the spaces and write them; the file never needs pickle to read."""
-    ds = Dataset(np.asarray(observations), np.asarray(next_observations), np.asarray(actions),
-                 np.asarray(rewards, np.float32), np.asarray(terminated, bool), np.asarray(truncated, bool),
-                 np.asarray(episode_ids, np.int64), observation_space, action_space, source,
-                 None if behaviour_log_probs is None else np.asarray(behaviour_log_probs, np.float32))
+    ds = Dataset(
+        np.asarray(observations),
+        np.asarray(next_observations),
+        np.asarray(actions),
+        np.asarray(rewards, np.float32),
+        np.asarray(terminated, bool),
+        np.asarray(truncated, bool),
+        np.asarray(episode_ids, np.int64),
+        observation_space,
+        action_space,
+        source,
+        None if behaviour_log_probs is None else np.asarray(behaviour_log_probs, np.float32),
+    )
     validate_dataset(ds, path)
-    meta = {"schema_version": SCHEMA_VERSION, "observation_space": space_to_json(observation_space),
-            "action_space": space_to_json(action_space), "source": source}
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "observation_space": space_to_json(observation_space),
+        "action_space": space_to_json(action_space),
+        "source": source,
+    }
     arrays = {name: getattr(ds, name) for name in REQUIRED}
     if ds.behaviour_log_probs is not None:
         arrays["behaviour_log_probs"] = ds.behaviour_log_probs
@@ -116,9 +149,13 @@ def load_dataset(path: str) -> Dataset:
         except ValueError:
             raise A3CError(f"dataset '{path}' holds object arrays, which would need pickle; store numbers") from None
     meta = _metadata(arrays.pop("metadata"), path)
-    ds = Dataset(observation_space=space_from_json(meta["observation_space"]),
-                 action_space=space_from_json(meta["action_space"]), source=str(meta.get("source", "")),
-                 behaviour_log_probs=arrays.pop("behaviour_log_probs", None), **arrays)
+    ds = Dataset(
+        observation_space=space_from_json(meta["observation_space"]),
+        action_space=space_from_json(meta["action_space"]),
+        source=str(meta.get("source", "")),
+        behaviour_log_probs=arrays.pop("behaviour_log_probs", None),
+        **arrays,
+    )
     validate_dataset(ds, path)
     return ds
 
@@ -153,15 +190,19 @@ def validate_dataset(ds: Dataset, path: str) -> None:
     obs_shape = tuple(ds.observation_space.shape or ())
     for name in ("observations", "next_observations"):
         if arrays[name].shape[1:] != obs_shape:
-            raise A3CError(f"dataset '{path}': '{name}' rows have shape {arrays[name].shape[1:]}, "
-                           f"the metadata's observation space says {obs_shape}")
+            raise A3CError(
+                f"dataset '{path}': '{name}' rows have shape {arrays[name].shape[1:]}, "
+                f"the metadata's observation space says {obs_shape}"
+            )
     act_shape = tuple(ds.action_space.shape or ())
     if ds.actions.shape[1:] != act_shape:
-        raise A3CError(f"dataset '{path}': 'actions' rows have shape {ds.actions.shape[1:]}, "
-                       f"the metadata's action space says {act_shape}")
+        raise A3CError(
+            f"dataset '{path}': 'actions' rows have shape {ds.actions.shape[1:]}, "
+            f"the metadata's action space says {act_shape}"
+        )
     if isinstance(ds.action_space, gym.spaces.Discrete) and (
-            not np.issubdtype(ds.actions.dtype, np.integer) or ds.actions.min() < 0
-            or ds.actions.max() >= ds.action_space.n):
+        not np.issubdtype(ds.actions.dtype, np.integer) or ds.actions.min() < 0 or ds.actions.max() >= ds.action_space.n
+    ):
         raise A3CError(f"dataset '{path}': discrete actions must be integers in [0, {ds.action_space.n})")
     _check_episodes(ds, path)
 

@@ -8,6 +8,7 @@ Forms (one rule, `parse_env_id`, that every caller uses):
   ids only then);
 - any other string: an id already in gymnasium's registry (`CartPole-v1`).
 """
+
 from __future__ import annotations
 
 import enum
@@ -59,8 +60,15 @@ def parse_env_id(env_id: str) -> EnvId:
 
 
 # words in a missing dependency's message -> the ray-a3c extra that installs it
-EXTRA_HINTS = {"box2d": "box2d", "mujoco": "mujoco", "opencv": "atari", "cv2": "atari", "ale_py": "atari",
-               "ale-py": "atari", "vizdoom": "doom"}
+EXTRA_HINTS = {
+    "box2d": "box2d",
+    "mujoco": "mujoco",
+    "opencv": "atari",
+    "cv2": "atari",
+    "ale_py": "atari",
+    "ale-py": "atari",
+    "vizdoom": "doom",
+}
 
 
 def missing_package_hint(exc: BaseException) -> str:
@@ -105,8 +113,10 @@ def env_builder(env_id: str) -> tuple[Callable[..., gym.Env], bool]:
             if cls is not None:
                 # A run dir's config must not be able to call arbitrary code (`os:system`): only env classes.
                 if not (isinstance(cls, type) and issubclass(cls, gym.Env)):
-                    raise A3CError(f"'{env_id}' is not a gymnasium.Env subclass; env.id names an env class or "
-                                   "an env id the module registers")
+                    raise A3CError(
+                        f"'{env_id}' is not a gymnasium.Env subclass; env.id names an env class or "
+                        "an env id the module registers"
+                    )
                 return cls, False
     _check_registered(parsed, env_id)
     return (lambda **kwargs: gym.make(parsed.name, **kwargs)), True
@@ -117,10 +127,14 @@ def _check_registered(parsed: EnvId, env_id: str) -> None:
         gym.spec(parsed.name)
     except gym.error.Error as exc:
         if parsed.kind is EnvIdKind.MODULE:
-            raise A3CError(f"module '{parsed.module}' has no env class '{parsed.name}' and registers no env id "
-                           f"'{parsed.name}' ({exc})".rstrip(".")) from None
-        raise A3CError(f"unknown env id '{env_id}': {exc}".rstrip(".") + " (see gymnasium.pprint_registry(); "
-                       "an id your package registers on import: env.id=yourpkg:YourEnv-v0)") from None
+            raise A3CError(
+                f"module '{parsed.module}' has no env class '{parsed.name}' and registers no env id "
+                f"'{parsed.name}' ({exc})".rstrip(".")
+            ) from None
+        raise A3CError(
+            f"unknown env id '{env_id}': {exc}".rstrip(".") + " (see gymnasium.pprint_registry(); "
+            "an id your package registers on import: env.id=yourpkg:YourEnv-v0)"
+        ) from None
 
 
 def user_module_names(env_id: str, wrapper_names: list[str]) -> list[str]:

@@ -1,5 +1,6 @@
 """Environment construction (any env.id form, the wrapper pipeline, the image layout) and a lockstep batch of
 env copies."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -105,8 +106,9 @@ def _policy_wrap(env: gym.Env, cfg: EnvConfig) -> gym.Env:
         space = env.action_space
         if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
             env.close()
-            raise A3CError(f"env.rescale_actions needs finite action bounds; '{cfg.id}' has {space}: "
-                           "set env.rescale_actions=false")
+            raise A3CError(
+                f"env.rescale_actions needs finite action bounds; '{cfg.id}' has {space}: set env.rescale_actions=false"
+            )
         ones = np.ones(space.shape, np.float32)  # float32 bounds: no precision-loss warnings
         env = gym.wrappers.RescaleAction(env, -ones, ones)
     return env
@@ -135,8 +137,10 @@ def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
         if cfg.id:
             live = _probe_live(cfg)
             if (live.obs_dim, str(live.action_space)) != (spaces.obs_dim, str(spaces.action_space)):
-                raise A3CError(f"dataset '{cfg.dataset}' spaces ({data.observation_space}, {data.action_space}) "
-                               f"differ from env '{cfg.id}' ({live.action_space}); fix env.id or the dataset")
+                raise A3CError(
+                    f"dataset '{cfg.dataset}' spaces ({data.observation_space}, {data.action_space}) "
+                    f"differ from env '{cfg.id}' ({live.action_space}); fix env.id or the dataset"
+                )
         return spaces
     return _probe_live(cfg)
 
@@ -172,6 +176,7 @@ def _env_factory(cfg: EnvConfig, warmup: int, seed: int):
     def build() -> gym.Env:
         env = make_policy_env(cfg)
         return RandomWarmup(env, warmup, seed) if warmup else env
+
     return build
 
 
@@ -180,11 +185,13 @@ def _offline_factory(cfg: EnvConfig, shard: int, num_shards: int, copy: int, num
         from ray_a3c.common.offline import OfflineEnv
 
         return OfflineEnv(cfg.dataset, shard, num_shards, copy, num_copies)
+
     return build
 
 
-def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0,
-                    num_shards: int = 1) -> gym.vector.VectorEnv:
+def make_vector_env(
+    cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0, num_shards: int = 1
+) -> gym.vector.VectorEnv:
     """gymnasium vector env of `num_envs` copies, autoreset on the NEXT step (gymnasium 1.x default).
 
     Env i is seeded with seed + i and, with `warmup_steps`, first takes a random number of random steps.
@@ -198,6 +205,5 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0,
     else:
         fns = [_env_factory(cfg, int(w), seed + i) for i, w in enumerate(warmups)]
     if cfg.vector_mode == "async":
-        return gym.vector.AsyncVectorEnv(fns, context="spawn",
-                                         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+        return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)

@@ -1,5 +1,6 @@
 """Writers for self-contained policy files: ONNX (runs with onnxruntime alone) and torch.export's .pt2.
 torch is imported inside the writers: the CLI lists the formats without paying for it."""
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,9 @@ def _atomic_target(path: str) -> ContextManager[str]:
     return atomic_write(path, mode=None, prefix=".tmp-export-")
 
 
-def export_onnx(graph: "torch.nn.Module", inputs: tuple, path: str, input_names: list[str],
-                output_names: list[str]) -> str:
+def export_onnx(
+    graph: "torch.nn.Module", inputs: tuple, path: str, input_names: list[str], output_names: list[str]
+) -> str:
     """One ONNX file (weights embedded), a batch dimension of any size on every input and output."""
     try:
         import onnx  # noqa: F401  (the exporter needs it; a clear message beats its ImportError)
@@ -44,16 +46,24 @@ def export_onnx(graph: "torch.nn.Module", inputs: tuple, path: str, input_names:
     try:
         with target as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(graph, inputs, dynamo=True, input_names=input_names,
-                                        output_names=output_names, dynamic_shapes=shapes, verbose=False)
+            program = torch.onnx.export(
+                graph,
+                inputs,
+                dynamo=True,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=shapes,
+                verbose=False,
+            )
             program.save(tmp, external_data=False)
     finally:
         onnx_log.setLevel(level)
     return path
 
 
-def export_pt2(graph: "torch.nn.Module", inputs: tuple, path: str, input_names: list[str],
-               output_names: list[str]) -> str:
+def export_pt2(
+    graph: "torch.nn.Module", inputs: tuple, path: str, input_names: list[str], output_names: list[str]
+) -> str:
     """A torch.export ExportedProgram (`torch.export.load(path).module()(*inputs)`), batch size free."""
     import torch
 

@@ -1,6 +1,7 @@
 """Defaults by family: what `a3c train --env X` uses when no preset names the settings. The env's spaces
 decide (image observations: pixels; Box actions: continuous; otherwise classic control), and an ALE id takes
 the whole `atari` preset (its wrappers included)."""
+
 from __future__ import annotations
 
 import enum
@@ -20,8 +21,12 @@ class Family(enum.Enum):
     ATARI = "atari"
 
 
-WHY = {Family.CLASSIC: "vector observations, discrete actions", Family.CONTINUOUS: "Box actions",
-       Family.PIXELS: "image observations", Family.ATARI: "an ALE game"}
+WHY = {
+    Family.CLASSIC: "vector observations, discrete actions",
+    Family.CONTINUOUS: "Box actions",
+    Family.PIXELS: "image observations",
+    Family.ATARI: "an ALE game",
+}
 
 
 def family_source(family: Family) -> str:

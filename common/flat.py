@@ -3,6 +3,7 @@
 The weight vector holds every parameter and then every buffer (observation-normaliser statistics), so one
 vector carries the whole policy; the gradient vector holds parameters only.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,14 +30,16 @@ def set_flat_weights(module: torch.nn.Module, flat: np.ndarray) -> None:
         offset = 0
         for t in _state_tensors(module):
             n = t.numel()
-            t.copy_(source[offset:offset + n].view_as(t))
+            t.copy_(source[offset : offset + n].view_as(t))
             offset += n
 
 
 def get_flat_grads(module: torch.nn.Module) -> np.ndarray:
     """Gradients in parameter order as float32 [P]; a parameter without a gradient contributes zeros."""
-    parts = [torch.zeros(p.numel()) if p.grad is None else p.grad.detach().reshape(-1).float().cpu()
-             for p in module.parameters()]
+    parts = [
+        torch.zeros(p.numel()) if p.grad is None else p.grad.detach().reshape(-1).float().cpu()
+        for p in module.parameters()
+    ]
     return torch.cat(parts).numpy()
 
 
@@ -46,7 +49,7 @@ def set_flat_grads(module: torch.nn.Module, flat: np.ndarray) -> None:
     offset = 0
     for p in module.parameters():
         n = p.numel()
-        p.grad = source[offset:offset + n].to(dtype=p.dtype, device=p.device).view_as(p).clone()
+        p.grad = source[offset : offset + n].to(dtype=p.dtype, device=p.device).view_as(p).clone()
         offset += n
 
 

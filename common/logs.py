@@ -1,5 +1,6 @@
 """The `ray_a3c` logger: progress and run messages at INFO, so a program embedding `ray_a3c.train` can route,
 filter or silence them with Python's logging; the CLI prints them to stdout (`--log-level`, `-q`, `-v`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,10 @@ class ProgressBar:
 
     def __call__(self, done: int, total: int) -> None:
         filled = self.width * done // max(total, 1)
-        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done:>{len(str(total))}}"
-                          f"/{total}" + ("\n" if done >= total else ""))
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done:>{len(str(total))}}"
+            f"/{total}" + ("\n" if done >= total else "")
+        )
         self.stream.flush()
 
 

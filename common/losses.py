@@ -1,4 +1,5 @@
 """The A3C loss (with an optional clipped surrogate for extra passes) and global-norm clipping."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,10 +19,19 @@ class LossTerms:
     clip_fraction: float = 0.0  # clipped surrogate only: the weighted share of steps outside the clip range
 
 
-def a3c_loss(log_probs: torch.Tensor, entropy: torch.Tensor, values: torch.Tensor, advantages: torch.Tensor,
-             returns: torch.Tensor, entropy_coef: float, value_coef: float, value_loss: str = "mse",
-             mask: Optional[torch.Tensor] = None, old_log_probs: Optional[torch.Tensor] = None,
-             clip_range: float = 0.2) -> LossTerms:
+def a3c_loss(
+    log_probs: torch.Tensor,
+    entropy: torch.Tensor,
+    values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    entropy_coef: float,
+    value_coef: float,
+    value_loss: str = "mse",
+    mask: Optional[torch.Tensor] = None,
+    old_log_probs: Optional[torch.Tensor] = None,
+    clip_range: float = 0.2,
+) -> LossTerms:
     """Policy gradient + value regression - entropy bonus, each a mean over the batch's valid steps.
 
     All inputs are [B] (flatten [T, N] first). `advantages` and `returns` are constants (detached);
@@ -45,8 +55,13 @@ def a3c_loss(log_probs: torch.Tensor, entropy: torch.Tensor, values: torch.Tenso
     return LossTerms(total, float(policy.detach()), float(value.detach()), float(ent.detach()), clip_fraction)
 
 
-def clipped_surrogate(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
-                      clip_range: float, weights: torch.Tensor) -> tuple[torch.Tensor, float]:
+def clipped_surrogate(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float,
+    weights: torch.Tensor,
+) -> tuple[torch.Tensor, float]:
     """PPO's clipped policy objective, negated: (sum(w * -min(r A, clip(r) A)), weighted share of clipped steps).
     All [B]; `weights` sum to 1 over the valid steps; r = exp(log_probs - old_log_probs)."""
     ratio = torch.exp(log_probs - old_log_probs.detach())

@@ -1,4 +1,5 @@
 """Metric names (docs/design.md) and a tensorboardX writer keyed by total env steps."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -18,8 +19,16 @@ LOSS_VALUE = "losses/value"
 LOSS_ENTROPY = "losses/entropy"
 CLIP_FRACTION = "losses/clip_fraction"  # algo.policy_epochs > 1 only: steps outside the surrogate's clip range
 VALUE_REFIT = "losses/value_refit"  # algo.critic_epochs > 1 only: losses/value of the extra value-only steps
-PACKET_TAGS = (VALUE_MEAN, ADVANTAGE_MEAN, ACTION_ABS_MAX, LOSS_POLICY, LOSS_VALUE, LOSS_ENTROPY, CLIP_FRACTION,
-               VALUE_REFIT)
+PACKET_TAGS = (
+    VALUE_MEAN,
+    ADVANTAGE_MEAN,
+    ACTION_ABS_MAX,
+    LOSS_POLICY,
+    LOSS_VALUE,
+    LOSS_ENTROPY,
+    CLIP_FRACTION,
+    VALUE_REFIT,
+)
 GRAD_NORM = "grads/global_norm"
 WEIGHT_NORM = "weights/global_norm"
 ENV_STEPS_PER_S = "perf/env_steps_per_s"
@@ -32,9 +41,27 @@ REJECTED_STALE = "ps/grads_rejected_stale"
 REJECTED_NONFINITE = "ps/grads_rejected_nonfinite"
 OFFLINE_EPOCHS = "offline/epochs"  # runs on a dataset only: transitions replayed / transitions in the dataset
 
-ALL_TAGS = [EPISODE_RETURN, EPISODE_RETURN_100, EPISODE_LENGTH, VALUE_MEAN, ADVANTAGE_MEAN, EVAL_RETURN,
-            LOSS_POLICY, LOSS_VALUE, LOSS_ENTROPY, GRAD_NORM, WEIGHT_NORM, ENV_STEPS_PER_S, UPDATES_PER_S,
-            COMM_FRACTION, PS_VERSION, POLICY_LAG, LR_FRACTION, REJECTED_STALE, REJECTED_NONFINITE]
+ALL_TAGS = [
+    EPISODE_RETURN,
+    EPISODE_RETURN_100,
+    EPISODE_LENGTH,
+    VALUE_MEAN,
+    ADVANTAGE_MEAN,
+    EVAL_RETURN,
+    LOSS_POLICY,
+    LOSS_VALUE,
+    LOSS_ENTROPY,
+    GRAD_NORM,
+    WEIGHT_NORM,
+    ENV_STEPS_PER_S,
+    UPDATES_PER_S,
+    COMM_FRACTION,
+    PS_VERSION,
+    POLICY_LAG,
+    LR_FRACTION,
+    REJECTED_STALE,
+    REJECTED_NONFINITE,
+]
 
 
 def ray_metric_name(tag: str) -> str:

@@ -5,6 +5,7 @@ Minari stores an episode of n steps as n + 1 observations (the reset one first),
 an `infos` dict. Our behaviour log-probabilities ride in `infos["behaviour_log_prob"]`, n + 1 entries aligned
 with the observations (entry i is log mu(a_i | o_i); the last, after the final observation, is NaN and unused).
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,9 @@ def dataset_dir(dataset_id: str) -> str:
     try:
         parse_dataset_id(dataset_id)
     except ValueError:
-        raise A3CError(f"'{dataset_id}' is not a Minari dataset id ((namespace/)name-v<version>, "
-                       "e.g. cartpole/expert-v0)") from None
+        raise A3CError(
+            f"'{dataset_id}' is not a Minari dataset id ((namespace/)name-v<version>, e.g. cartpole/expert-v0)"
+        ) from None
     return str(get_dataset_path(dataset_id))
 
 
@@ -62,8 +64,10 @@ def resolve(ref: str) -> str:
 def _check_present(directory: str, name: str) -> None:
     if not os.path.isdir(os.path.join(directory, "data")):
         where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
-        raise A3CError(f"Minari dataset '{name}' is not in the local data path ({where}); create it or set "
-                       "MINARI_DATASETS_PATH (nothing is downloaded)")
+        raise A3CError(
+            f"Minari dataset '{name}' is not in the local data path ({where}); create it or set "
+            "MINARI_DATASETS_PATH (nothing is downloaded)"
+        )
 
 
 def load_minari(ref: str) -> Dataset:
@@ -84,8 +88,19 @@ def _to_dataset(data, ref: str) -> Dataset:
     for space in (obs_space, act_space):
         if not isinstance(space, (gym.spaces.Box, gym.spaces.Discrete)):
             raise A3CError(f"Minari dataset '{ref}' has a {type(space).__name__} space; Box or Discrete only")
-    cols: dict[str, list] = {k: [] for k in ("observations", "next_observations", "actions", "rewards",
-                                             "terminated", "truncated", "episode_ids", "log_probs")}
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "observations",
+            "next_observations",
+            "actions",
+            "rewards",
+            "terminated",
+            "truncated",
+            "episode_ids",
+            "log_probs",
+        )
+    }
     has_log_probs = True
     for episode in data.iterate_episodes():
         n = len(episode.rewards)
@@ -98,11 +113,16 @@ def _to_dataset(data, ref: str) -> Dataset:
             truncated[-1] = True  # an episode cut off by the recording ends where the data ends
         log_probs = (episode.infos or {}).get(INFO_LOG_PROB)
         has_log_probs = has_log_probs and log_probs is not None and len(log_probs) == n + 1
-        for key, value in (("observations", obs[:-1]), ("next_observations", obs[1:]),
-                           ("actions", np.asarray(episode.actions)), ("rewards", np.asarray(episode.rewards)),
-                           ("terminated", terminated), ("truncated", truncated),
-                           ("episode_ids", np.full(n, int(episode.id))),
-                           ("log_probs", np.asarray(log_probs)[:n] if has_log_probs else np.zeros(n))):
+        for key, value in (
+            ("observations", obs[:-1]),
+            ("next_observations", obs[1:]),
+            ("actions", np.asarray(episode.actions)),
+            ("rewards", np.asarray(episode.rewards)),
+            ("terminated", terminated),
+            ("truncated", truncated),
+            ("episode_ids", np.full(n, int(episode.id))),
+            ("log_probs", np.asarray(log_probs)[:n] if has_log_probs else np.zeros(n)),
+        ):
             cols[key].append(value)
     if not cols["rewards"]:
         raise A3CError(f"Minari dataset '{ref}' holds no steps")
@@ -116,11 +136,17 @@ def _to_dataset(data, ref: str) -> Dataset:
     else:
         arrays["actions"] = arrays["actions"].astype(np.float32)
     log_probs = arrays.pop("log_probs")
-    ds = Dataset(**{k: arrays[k] for k in ("observations", "next_observations", "actions")},
-                 rewards=arrays["rewards"].astype(np.float32), terminated=arrays["terminated"],
-                 truncated=arrays["truncated"], episode_ids=arrays["episode_ids"].astype(np.int64),
-                 observation_space=obs_space, action_space=act_space, source=f"minari {ref.removeprefix(PREFIX)}",
-                 behaviour_log_probs=log_probs.astype(np.float32) if has_log_probs else None)
+    ds = Dataset(
+        **{k: arrays[k] for k in ("observations", "next_observations", "actions")},
+        rewards=arrays["rewards"].astype(np.float32),
+        terminated=arrays["terminated"],
+        truncated=arrays["truncated"],
+        episode_ids=arrays["episode_ids"].astype(np.int64),
+        observation_space=obs_space,
+        action_space=act_space,
+        source=f"minari {ref.removeprefix(PREFIX)}",
+        behaviour_log_probs=log_probs.astype(np.float32) if has_log_probs else None,
+    )
     validate_dataset(ds, ref)
     return ds
 
@@ -141,18 +167,31 @@ def save_minari(dataset_id: str, arrays: dict, env_id: str, description: str) ->
     buffers = []
     ends = np.flatnonzero(arrays["terminated"] | arrays["truncated"]) + 1
     for start, end in zip(np.concatenate([[0], ends[:-1]]), ends):
-        obs = np.concatenate([arrays["observations"][start:end], arrays["next_observations"][end - 1:end]])
+        obs = np.concatenate([arrays["observations"][start:end], arrays["next_observations"][end - 1 : end]])
         infos = {}
         if log_probs is not None:
             infos[INFO_LOG_PROB] = np.append(log_probs[start:end], np.nan).astype(np.float32)
-        buffers.append(EpisodeBuffer(id=int(arrays["episode_ids"][start]), observations=obs,
-                                     actions=actions[start:end], rewards=arrays["rewards"][start:end],
-                                     terminations=arrays["terminated"][start:end],
-                                     truncations=arrays["truncated"][start:end], infos=infos))
+        buffers.append(
+            EpisodeBuffer(
+                id=int(arrays["episode_ids"][start]),
+                observations=obs,
+                actions=actions[start:end],
+                rewards=arrays["rewards"][start:end],
+                terminations=arrays["terminated"][start:end],
+                truncations=arrays["truncated"][start:end],
+                infos=infos,
+            )
+        )
     env = env_id if env_id in gym.registry else None
     with warnings.catch_warnings():  # Minari warns about every unset provenance field
         warnings.simplefilter("ignore", UserWarning)
         minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env, algorithm_name="ray-a3c record", description=description,
-            observation_space=arrays["observation_space"], action_space=arrays["action_space"])
+            dataset_id,
+            buffers,
+            env=env,
+            algorithm_name="ray-a3c record",
+            description=description,
+            observation_space=arrays["observation_space"],
+            action_space=arrays["action_space"],
+        )
     return directory

@@ -1,4 +1,5 @@
 """Actor-critic networks: MLP encoder(s), Categorical or Gaussian policy head, value head."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -85,7 +86,7 @@ class StateDependentGaussian(DiagGaussian):
 
     def __init__(self, mean: torch.Tensor, latent: torch.Tensor, log_std: torch.Tensor):
         self.latent = latent.detach()
-        variance = (self.latent ** 2) @ (2 * log_std).exp()
+        variance = (self.latent**2) @ (2 * log_std).exp()
         self.dist = Normal(mean, (variance + 1e-6).sqrt())
         self.mean = mean
 
@@ -139,8 +140,13 @@ class ConvEncoder(nn.Module):
         self.image_index, self.scalar_index = [i for i in range(c) if i not in scalars], sorted(scalars)
         image_c = c - len(scalars)
         (k1, s1), (k2, s2) = conv_geometry(h, w)
-        self.convs = nn.Sequential(nn.Conv2d(image_c, channels[0], k1, stride=s1), nn.ELU(),
-                                   nn.Conv2d(channels[0], channels[1], k2, stride=s2), nn.ELU(), nn.Flatten())
+        self.convs = nn.Sequential(
+            nn.Conv2d(image_c, channels[0], k1, stride=s1),
+            nn.ELU(),
+            nn.Conv2d(channels[0], channels[1], k2, stride=s2),
+            nn.ELU(),
+            nn.Flatten(),
+        )
         with torch.no_grad():
             flat = self.convs(torch.zeros(1, image_c, h, w)).shape[1]
         self.fc = nn.Sequential(nn.Linear(flat + len(scalars), fc_size), nn.ELU())
@@ -171,8 +177,10 @@ class DictEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         batch = obs.shape[0]
-        features = [cnn(obs[:, start:end].reshape((batch,) + shape))
-                    for cnn, (start, end, shape) in zip(self.cnns, self.image_slices)]
+        features = [
+            cnn(obs[:, start:end].reshape((batch,) + shape))
+            for cnn, (start, end, shape) in zip(self.cnns, self.image_slices)
+        ]
         if self.mlp is not None:
             features.append(self.mlp(obs[:, self.vector_index]))
         return torch.cat(features, dim=1)

@@ -4,6 +4,7 @@ Vectors and Discrete observations become float32 [obs_dim] (Discrete one-hot); a
 (the CNN scales it); a Dict becomes one float32 vector, its entries side by side in key order (`ObsPart`
 says where each lies), which the model splits again: one CNN per image entry, one MLP for the rest.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """OfflineEnv: a gymnasium env that replays a recorded dataset, one shard of episodes per worker."""
+
 from __future__ import annotations
 
 import functools
@@ -81,5 +82,10 @@ class OfflineEnv(gym.Env):
         i = self._step
         self._step += 1
         d = self.data
-        return (d.next_observations[i].copy(), float(d.rewards[i]), bool(d.terminated[i]), bool(d.truncated[i]),
-                self._info())
+        return (
+            d.next_observations[i].copy(),
+            float(d.rewards[i]),
+            bool(d.terminated[i]),
+            bool(d.truncated[i]),
+            self._info(),
+        )

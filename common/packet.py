@@ -1,4 +1,5 @@
 """What a worker sends the parameter server, and what it gets back."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,8 +67,9 @@ def rejection(members: list[GradientPacket], gradient_finite: bool, version: int
     """Why a gradient standing for `members` (a packet: itself) is refused at `version`, "" if it is not:
     non-finite (gradient or any member's moments), else stale (its oldest member more than max_policy_lag
     versions behind)."""
-    if not (gradient_finite and all(finite_moments(m.obs_moments) and finite_moments(m.return_moments)
-                                    for m in members)):
+    if not (
+        gradient_finite and all(finite_moments(m.obs_moments) and finite_moments(m.return_moments) for m in members)
+    ):
         return Rejection.NONFINITE
     if version - min(m.version for m in members) > max_policy_lag:
         return Rejection.STALE

@@ -4,6 +4,7 @@
 exactly as `load_policy` does: observation encoding and normalisation, the network, the greedy action, and
 the map back to the env's own action bounds all happen inside it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -68,10 +69,13 @@ class PolicyGraph(nn.Module):
         return (action, *new_state) if self.recurrent else action
 
     def _network_inputs(self, inputs: tuple) -> tuple:
-        obs, state = inputs[:len(self.obs_keys)], inputs[len(self.obs_keys):]
+        obs, state = inputs[: len(self.obs_keys)], inputs[len(self.obs_keys) :]
         parts = [_encode(x, encoding) for x, encoding in zip(obs, self.encodings)]
-        x = parts[0] if len(parts) == 1 and self.encodings[0][0] == IMAGE else torch.cat(
-            [p.float().reshape(p.shape[0], -1) for p in parts], dim=1)
+        x = (
+            parts[0]
+            if len(parts) == 1 and self.encodings[0][0] == IMAGE
+            else torch.cat([p.float().reshape(p.shape[0], -1) for p in parts], dim=1)
+        )
         return x, (tuple(state) if self.recurrent else None)
 
     def _env_action(self, action: torch.Tensor) -> torch.Tensor:
@@ -169,8 +173,9 @@ class Policy:
     def obs_inputs(self, obs: Any, batched: bool = False) -> tuple:
         """One env observation (or a batch) -> the graph's observation inputs, each with a batch axis."""
         if self.spaces.parts:
-            return tuple(_as_input(np.asarray(obs[key]), self.env_obs_space[key], batched=batched)
-                         for key in self.graph.obs_keys)
+            return tuple(
+                _as_input(np.asarray(obs[key]), self.env_obs_space[key], batched=batched) for key in self.graph.obs_keys
+            )
         return (_as_input(np.asarray(obs), self.env_obs_space, self.spaces.discrete_obs is not None, batched),)
 
     def example_inputs(self, obs: Optional[Any] = None) -> tuple:

@@ -7,13 +7,21 @@ Conventions for every array of shape [T, N] (T steps of N envs):
 - `terminated[t]`: the MDP ended (no bootstrap). `truncated[t]`: cut by a time limit (bootstrap from V(s_{t+1})).
 Either flag stops the recursion: nothing flows across an episode boundary.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
-        truncated: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+def gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """GAE(lambda) advantages and returns (= advantages + values), both [T, N] float32.
 
     lam = 1 gives the n-step bootstrapped discounted return minus V(s_t).
@@ -29,8 +37,9 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, termin
     return advantages, (advantages + values).astype(np.float32)
 
 
-def nstep_returns(rewards: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
-                  truncated: np.ndarray, gamma: float) -> np.ndarray:
+def nstep_returns(
+    rewards: np.ndarray, next_values: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, gamma: float
+) -> np.ndarray:
     """n-step bootstrapped discounted returns [T, N]: R_t = r_t + gamma * (R_{t+1} or V(s_{t+1})).
 
     The bootstrap V(s_{t+1}) is used at the rollout's end and at truncation; termination adds nothing.
@@ -58,8 +67,16 @@ def awr_weights(advantages: np.ndarray, temperature: float, max_weight: float) -
     return np.exp(np.minimum(advantages / temperature, np.log(max_weight))).astype(np.float32)
 
 
-def vtrace(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
-           truncated: np.ndarray, rhos: np.ndarray, cs: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+def vtrace(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    rhos: np.ndarray,
+    cs: np.ndarray,
+    gamma: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """V-trace (Espeholt et al. 2018) with truncated weights `rhos` and trace cutting `cs`, all [T, N].
 
     vs_t = V_t + rho_t * delta_t + gamma * c_t * (vs_{t+1} - V_{t+1}), delta_t = r_t + gamma * V(s_{t+1}) - V_t,
@@ -82,8 +99,9 @@ def vtrace(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, ter
     return vs.astype(np.float32), advantages.astype(np.float32)
 
 
-def discounted_return_trace(rewards: np.ndarray, done: np.ndarray, valid: np.ndarray, carry: np.ndarray,
-                            gamma: float) -> tuple[np.ndarray, np.ndarray]:
+def discounted_return_trace(
+    rewards: np.ndarray, done: np.ndarray, valid: np.ndarray, carry: np.ndarray, gamma: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The running discounted return of each env, forwards in time, for reward normalisation: at every valid
     step acc = gamma * acc + r_t, recorded, then reset to 0 where the episode ended.
 

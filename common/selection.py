@@ -6,6 +6,7 @@ A short *screening* evaluation runs every `run.eval_interval_s`. Only a screenin
 `run.confirm_episodes` episodes are in; best.pt and the stop are decided on that pooled mean. Every episode of
 the pool comes from one version, so the figure is an evaluation of that checkpoint, not of a moving average.
 """
+
 from __future__ import annotations
 
 import math

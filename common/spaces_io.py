@@ -1,5 +1,6 @@
 """gymnasium spaces as plain data (dicts of lists and numbers) and back, so a checkpoint can say what its policy
 reads and returns without building the env (torch.load(weights_only=True) reads plain data)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,13 @@ from ray_a3c.common.errors import A3CError
 def space_to_data(space: gym.Space) -> dict:
     """Box, Discrete and Dict (of those) -> plain data; other spaces raise A3CError."""
     if isinstance(space, gym.spaces.Box):
-        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
-                "low": _bound(space.low), "high": _bound(space.high)}
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+            "low": _bound(space.low),
+            "high": _bound(space.high),
+        }
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, gym.spaces.Dict):
@@ -34,8 +40,11 @@ def space_from_data(data: dict) -> gym.Space:
     kind = data.get("type")
     if kind == "Box":
         dtype = np.dtype(data["dtype"])
-        return gym.spaces.Box(np.broadcast_to(np.asarray(data["low"], dtype), data["shape"]).copy(),
-                              np.broadcast_to(np.asarray(data["high"], dtype), data["shape"]).copy(), dtype=dtype)
+        return gym.spaces.Box(
+            np.broadcast_to(np.asarray(data["low"], dtype), data["shape"]).copy(),
+            np.broadcast_to(np.asarray(data["high"], dtype), data["shape"]).copy(),
+            dtype=dtype,
+        )
     if kind == "Discrete":
         return gym.spaces.Discrete(int(data["n"]), start=int(data["start"]))
     if kind == "Dict":

@@ -1,5 +1,6 @@
 """Config validation: every value that cannot work is refused with one clear message before any process or file
 is created."""
+
 from __future__ import annotations
 
 import math
@@ -17,6 +18,7 @@ def _game_variables_check(key: str, values: dict, positive: bool = False) -> tup
     """(ok, message) for a map of ViZDoom game variable names to finite (optionally positive) numbers."""
     try:
         from vizdoom import GameVariable
+
         known = set(GameVariable.__members__)
     except ImportError:  # the env itself reports the missing package
         known = None
@@ -24,8 +26,12 @@ def _game_variables_check(key: str, values: dict, positive: bool = False) -> tup
     for name, value in values.items():
         if known is not None and name not in known:
             return False, f"{key}: unknown ViZDoom game variable '{name}' (e.g. AMMO2, HEALTH)"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or (positive and value <= 0):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or (positive and value <= 0)
+        ):
             return False, f"{key}: {name} must map to {kind}, got {value!r}"
     return True, ""
 
@@ -44,8 +50,12 @@ def _wrappers_check(entries: list) -> tuple[bool, str]:
 def validate(cfg: Config) -> Config:
     """Reject values that cannot work, before any process or file is created."""
     e, m, a, r, c = cfg.env, cfg.model, cfg.algo, cfg.run, cfg.cluster
-    numbers = {f"{s}.{k}": v for s, sec in cfg.to_dict().items() for k, v in sec.items()
-               if isinstance(v, float) and k != "stop_return"}
+    numbers = {
+        f"{s}.{k}": v
+        for s, sec in cfg.to_dict().items()
+        for k, v in sec.items()
+        if isinstance(v, float) and k != "stop_return"
+    }
     checks = [
         *((math.isfinite(v), f"{k} must be a finite number, got {v}") for k, v in numbers.items()),
         (r.stop_return is None or math.isfinite(r.stop_return), f"run.stop_return must be finite, got {r.stop_return}"),
@@ -59,17 +69,25 @@ def validate(cfg: Config) -> Config:
         _game_variables_check("env.variable_rewards", e.variable_rewards),
         (not e.observe_variables or e.id.startswith("vizdoom:"), "env.observe_variables applies to vizdoom: envs only"),
         _game_variables_check("env.observe_variables", e.observe_variables, positive=True),
-        (len(e.screen_size) == 2 and all(isinstance(n, int) and not isinstance(n, bool) for n in e.screen_size)
-         and 36 <= e.screen_size[0] <= 160 and 36 <= e.screen_size[1] <= 100,
-         "env.screen_size must be [width, height] within [36..160, 36..100] (the cropped 160x100 screen)"),
+        (
+            len(e.screen_size) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in e.screen_size)
+            and 36 <= e.screen_size[0] <= 160
+            and 36 <= e.screen_size[1] <= 100,
+            "env.screen_size must be [width, height] within [36..160, 36..100] (the cropped 160x100 screen)",
+        ),
         (e.screen_size == [84, 84] or e.id.startswith("vizdoom:"), "env.screen_size applies to vizdoom: envs only"),
         (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
         (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
-        ((e.frame_skip is None or e.frame_skip >= 1) and e.frame_stack >= 1,
-         "env.frame_skip and env.frame_stack must be >= 1"),
-        (e.frame_skip is None or e.id.startswith("vizdoom:"),
-         "env.frame_skip applies to vizdoom: envs only; other envs take theirs from env.kwargs (ALE: frameskip) "
-         "or a wrapper (AtariPreprocessing: frame_skip)"),
+        (
+            (e.frame_skip is None or e.frame_skip >= 1) and e.frame_stack >= 1,
+            "env.frame_skip and env.frame_stack must be >= 1",
+        ),
+        (
+            e.frame_skip is None or e.id.startswith("vizdoom:"),
+            "env.frame_skip applies to vizdoom: envs only; other envs take theirs from env.kwargs (ALE: frameskip) "
+            "or a wrapper (AtariPreprocessing: frame_skip)",
+        ),
         _wrappers_check(e.wrappers),
         (a.mode in ("async", "sync"), "algo.mode must be async or sync"),
         (a.critic_epochs >= 1, "algo.critic_epochs must be >= 1"),
@@ -78,21 +96,27 @@ def validate(cfg: Config) -> Config:
         (0 < a.clip_range < 1, "algo.clip_range must be in (0, 1)"),
         (e.max_episode_steps is None or e.max_episode_steps >= 1, "env.max_episode_steps must be >= 1 or null"),
         (math.isfinite(e.reward_scale) and e.reward_scale > 0, "env.reward_scale must be > 0"),
-        (len(m.hidden_sizes) >= 1 and all(isinstance(h, int) and h > 0 for h in m.hidden_sizes),
-         "model.hidden_sizes must be a non-empty list of positive ints"),
+        (
+            len(m.hidden_sizes) >= 1 and all(isinstance(h, int) and h > 0 for h in m.hidden_sizes),
+            "model.hidden_sizes must be a non-empty list of positive ints",
+        ),
         (m.activation in ("tanh", "relu", "elu"), "model.activation must be tanh, relu or elu"),
         (m.gsde_sample_every >= 0, "model.gsde_sample_every must be >= 0"),
         (m.encoder in ("auto", "mlp", "cnn"), "model.encoder must be auto, mlp or cnn"),
-        (len(m.conv_channels) == 2 and all(isinstance(c, int) and c > 0 for c in m.conv_channels),
-         "model.conv_channels must be two positive ints"),
+        (
+            len(m.conv_channels) == 2 and all(isinstance(c, int) and c > 0 for c in m.conv_channels),
+            "model.conv_channels must be two positive ints",
+        ),
         (m.cnn_fc_size >= 1 and m.lstm_size >= 0, "model.cnn_fc_size must be >= 1 and model.lstm_size >= 0"),
         (a.rollout_steps >= 1, "algo.rollout_steps must be >= 1"),
         (0.0 < a.gamma <= 1.0, "algo.gamma must be in (0, 1]"),
         (0.0 <= a.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
         (a.learning_rate > 0, f"algo.learning_rate must be > 0, got {a.learning_rate}"),
         (a.critic_learning_rate is None or a.critic_learning_rate > 0, "algo.critic_learning_rate must be > 0"),
-        (a.critic_learning_rate is None or not m.shared_trunk,
-         "algo.critic_learning_rate needs model.shared_trunk=false (a shared trunk has one learning rate)"),
+        (
+            a.critic_learning_rate is None or not m.shared_trunk,
+            "algo.critic_learning_rate needs model.shared_trunk=false (a shared trunk has one learning rate)",
+        ),
         (a.adam_eps > 0, "algo.adam_eps must be > 0"),
         (a.optimizer in ("adam", "rmsprop"), "algo.optimizer must be adam or rmsprop"),
         (0 < a.rmsprop_alpha < 1, "algo.rmsprop_alpha must be in (0, 1)"),
@@ -102,9 +126,11 @@ def validate(cfg: Config) -> Config:
         (a.value_loss in ("mse", "smooth_l1"), "algo.value_loss must be mse or smooth_l1"),
         (a.max_grad_norm >= 0, "algo.max_grad_norm must be >= 0 (0 disables clipping)"),
         (a.max_policy_lag >= 0, "algo.max_policy_lag must be >= 0"),
-        (a.max_policy_lag >= 1 or not a.overlap_push or a.mode == "sync",
-         "algo.max_policy_lag=0 with algo.overlap_push=true rejects every other gradient (an overlapped push is "
-         "one version behind): set max_policy_lag >= 1 or overlap_push=false"),
+        (
+            a.max_policy_lag >= 1 or not a.overlap_push or a.mode == "sync",
+            "algo.max_policy_lag=0 with algo.overlap_push=true rejects every other gradient (an overlapped push is "
+            "one version behind): set max_policy_lag >= 1 or overlap_push=false",
+        ),
         (a.is_clip > 0, "algo.is_clip must be > 0"),
         (a.offline_update in ("vtrace", "awr"), "algo.offline_update must be vtrace or awr"),
         (a.awr_temperature > 0 and a.awr_max_weight > 0, "algo.awr_temperature and awr_max_weight must be > 0"),
@@ -117,8 +143,10 @@ def validate(cfg: Config) -> Config:
         (c.max_restarts >= 0, "cluster.max_restarts must be >= 0"),
         (c.aggregate in ("none", "node"), "cluster.aggregate must be none or node"),
         (c.aggregate_packets >= 1, "cluster.aggregate_packets must be >= 1"),
-        (c.aggregate_interval_s >= 0 and c.aggregate_retry_s >= 0,
-         "cluster.aggregate_interval_s and aggregate_retry_s must be >= 0"),
+        (
+            c.aggregate_interval_s >= 0 and c.aggregate_retry_s >= 0,
+            "cluster.aggregate_interval_s and aggregate_retry_s must be >= 0",
+        ),
         (c.worker_timeout_s > 0, "cluster.worker_timeout_s must be > 0"),
         (c.max_worker_failures >= 1, "cluster.max_worker_failures must be >= 1"),
         (c.start_timeout_s > 0, "cluster.start_timeout_s must be > 0"),

@@ -1,4 +1,5 @@
 """ViZDoom scenarios as a gymnasium env: headless, frame skip, small gray frames, a process that survives crashes."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,17 @@ import numpy as np
 
 from ray_a3c.common.errors import A3CError
 
-SCENARIOS = ("basic", "defend_the_center", "defend_the_line", "health_gathering", "health_gathering_supreme",
-             "my_way_home", "deadly_corridor", "predict_position", "take_cover")
+SCENARIOS = (
+    "basic",
+    "defend_the_center",
+    "defend_the_line",
+    "health_gathering",
+    "health_gathering_supreme",
+    "my_way_home",
+    "deadly_corridor",
+    "predict_position",
+    "take_cover",
+)
 PREFIX = "vizdoom:"
 BT709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
@@ -48,9 +58,17 @@ class VizdoomEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
 
-    def __init__(self, scenario: str = "basic", frame_skip: int = 4, render_mode: Optional[str] = None,
-                 seed: Optional[int] = None, health_bonus: float = 0.0, screen_size: tuple = (84, 84),
-                 variable_rewards: Optional[dict] = None, observe_variables: Optional[dict] = None):
+    def __init__(
+        self,
+        scenario: str = "basic",
+        frame_skip: int = 4,
+        render_mode: Optional[str] = None,
+        seed: Optional[int] = None,
+        health_bonus: float = 0.0,
+        screen_size: tuple = (84, 84),
+        variable_rewards: Optional[dict] = None,
+        observe_variables: Optional[dict] = None,
+    ):
         self.config_path = scenario_path(scenario)
         self.frame_skip, self.render_mode = frame_skip, render_mode
         self._colour: Optional[np.ndarray] = None  # the last colour screen, when rendering
@@ -198,5 +216,10 @@ def _game_variables(values: dict) -> list:
 def _crashes() -> tuple:
     import vizdoom
 
-    return (vizdoom.ViZDoomUnexpectedExitException, vizdoom.ViZDoomIsNotRunningException,
-            vizdoom.ViZDoomErrorException, vizdoom.MessageQueueException, vizdoom.SharedMemoryException)
+    return (
+        vizdoom.ViZDoomUnexpectedExitException,
+        vizdoom.ViZDoomIsNotRunningException,
+        vizdoom.ViZDoomErrorException,
+        vizdoom.MessageQueueException,
+        vizdoom.SharedMemoryException,
+    )

@@ -6,6 +6,7 @@ An entry is a name (a class of `gymnasium.wrappers`, one of ours in `OWN_WRAPPER
 rewards or episode ends is training-only (`TRAINING_ONLY`, or `training_only: true`): evaluations leave it
 out, so they score the game's own return over whole games.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -121,8 +122,10 @@ def _parse_entry(entry: Any, index: int) -> WrapperSpec:
         (name, kwargs), training_only = next(iter(entry.items())), None
         kwargs = kwargs or {}
     else:
-        raise A3CError(f"{where} must be a name, {{Name: {{kwargs}}}} or {{wrapper: Name, kwargs: ..., "
-                       f"training_only: ...}}, got {entry!r}")
+        raise A3CError(
+            f"{where} must be a name, {{Name: {{kwargs}}}} or {{wrapper: Name, kwargs: ..., "
+            f"training_only: ...}}, got {entry!r}"
+        )
     if not isinstance(name, str) or not name:
         raise A3CError(f"{where}: the wrapper's name must be a string, got {name!r}")
     if not isinstance(kwargs, dict):
@@ -130,8 +133,10 @@ def _parse_entry(entry: Any, index: int) -> WrapperSpec:
     if training_only is not None and not isinstance(training_only, bool):
         raise A3CError(f"{where} ({name}): training_only must be true or false, got {training_only!r}")
     if name == "AtariPreprocessing" and kwargs.get("terminal_on_life_loss"):
-        raise A3CError(f"{where}: AtariPreprocessing's terminal_on_life_loss would end evaluation games at a "
-                       "lost life too; add the training-only LifeLossEnd wrapper instead")
+        raise A3CError(
+            f"{where}: AtariPreprocessing's terminal_on_life_loss would end evaluation games at a "
+            "lost life too; add the training-only LifeLossEnd wrapper instead"
+        )
     short = name.rpartition(":")[2]
     return WrapperSpec(name, dict(kwargs), short in TRAINING_ONLY if training_only is None else training_only)
 
@@ -144,8 +149,10 @@ def wrapper_class(name: str) -> type:
     else:
         cls = OWN_WRAPPERS.get(name) or getattr(gym.wrappers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, gym.Wrapper)):
-        raise A3CError(f"env.wrappers: '{name}' is not a gymnasium wrapper (a class of gymnasium.wrappers, "
-                       f"{', '.join(OWN_WRAPPERS)}, or module:Class of a gymnasium.Wrapper subclass)")
+        raise A3CError(
+            f"env.wrappers: '{name}' is not a gymnasium wrapper (a class of gymnasium.wrappers, "
+            f"{', '.join(OWN_WRAPPERS)}, or module:Class of a gymnasium.Wrapper subclass)"
+        )
     return cls
 
 
@@ -163,9 +170,10 @@ def apply_wrappers(env: gym.Env, specs: list[WrapperSpec], training: bool) -> gy
             raise A3CError(f"env.wrappers: {spec.name} needs an extra package: {missing_package_hint(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - any failure of a wrapper is reported the same way
             env.close()
-            raise A3CError(f"env.wrappers: {spec.name}({_kwargs_text(spec.kwargs)}) failed: "
-                           f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-                           ) from None
+            raise A3CError(
+                f"env.wrappers: {spec.name}({_kwargs_text(spec.kwargs)}) failed: "
+                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            ) from None
     return env
 
 
@@ -225,8 +233,10 @@ class ImagesFirst(gym.ObservationWrapper):
         if None in self.plans:
             plan = self.plans[None]
             return obs if plan is None else np.ascontiguousarray(to_chw(np.asarray(obs), plan))
-        return {k: v if self.plans[k] is None else np.ascontiguousarray(to_chw(np.asarray(v), self.plans[k]))
-                for k, v in obs.items()}
+        return {
+            k: v if self.plans[k] is None else np.ascontiguousarray(to_chw(np.asarray(v), self.plans[k]))
+            for k, v in obs.items()
+        }
 
 
 def images_first_space(space: gym.Space) -> gym.Space:

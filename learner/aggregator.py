@@ -1,6 +1,7 @@
 """Node-level aggregation (cluster.aggregate=node): one aggregator per node pre-reduces its workers' packets
 into one packet for the parameter server, so the PS receives, decodes and steps once per node and interval
 instead of once per worker push. Plain functions and a plain class: the Ray actor lives in cluster/remote.py."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,9 @@ def member_of(packet: GradientPacket, rejected: str = "") -> GradientPacket:
     return dataclasses.replace(packet, gradient=np.zeros(0, np.float32), members=None, rejected=rejected)
 
 
-def reduce_packets(packets: list[GradientPacket], version: int, max_policy_lag: int,
-                   grad_dtype: str = "float32") -> tuple[list[GradientPacket], list[str]]:
+def reduce_packets(
+    packets: list[GradientPacket], version: int, max_policy_lag: int, grad_dtype: str = "float32"
+) -> tuple[list[GradientPacket], list[str]]:
     """Pre-reduce one node's packets. Each is checked as the PS would (non-finite, and stale against
     `version`, the newest PS version this aggregator has seen: a lower bound, so the PS checks again).
     Returns (aggregates, each input's rejection reason here). One aggregate per kind (policy+value, value-only)
@@ -36,23 +38,37 @@ def reduce_packets(packets: list[GradientPacket], version: int, max_policy_lag: 
             continue
         kept = [p.gradient for p, r in group if not r]
         mean = np.mean(kept, axis=0, dtype=np.float32) if kept else np.zeros_like(group[0][0].gradient)
-        aggregates.append(GradientPacket(
-            gradient=encode_gradient(mean, grad_dtype), version=min(p.version for p, _ in group),
-            env_steps=sum(p.env_steps for p, _ in group), worker_rank=-1, critic_only=critic_only,
-            members=[member_of(p, r) for p, r in group]))
+        aggregates.append(
+            GradientPacket(
+                gradient=encode_gradient(mean, grad_dtype),
+                version=min(p.version for p, _ in group),
+                env_steps=sum(p.env_steps for p, _ in group),
+                worker_rank=-1,
+                critic_only=critic_only,
+                members=[member_of(p, r) for p, r in group],
+            )
+        )
     return aggregates, reasons
 
 
-def member_results(reply: ApplyResult, reasons: list[str], versions: list[int],
-                   weight_sync_every: int) -> list[ApplyResult]:
+def member_results(
+    reply: ApplyResult, reasons: list[str], versions: list[int], weight_sync_every: int
+) -> list[ApplyResult]:
     """The PS's answer to an aggregate, told to each member: its own acceptance (a member left out here is
     rejected whatever the PS said), the PS's version, stop and weights (sent where the member needs them)."""
     results = []
     for reason, version in zip(reasons, versions):
         reason = reason or ("" if reply.accepted else reply.reason)
         needs = needs_weights(reason, reply.version, version, weight_sync_every)
-        results.append(ApplyResult(accepted=not reason, version=reply.version, reason=reason, stop=reply.stop,
-                                   weights=reply.weights if needs else None))
+        results.append(
+            ApplyResult(
+                accepted=not reason,
+                version=reply.version,
+                reason=reason,
+                stop=reply.stop,
+                weights=reply.weights if needs else None,
+            )
+        )
     return results
 
 
@@ -70,8 +86,7 @@ class Window:
         self.waiting.append(item)
 
     def due(self, now: float) -> bool:
-        return bool(self.waiting) and (len(self.waiting) >= self.max_packets
-                                       or now - self.opened_at >= self.interval_s)
+        return bool(self.waiting) and (len(self.waiting) >= self.max_packets or now - self.opened_at >= self.interval_s)
 
     def take(self) -> list:
         taken, self.waiting, self.opened_at = self.waiting, [], None

@@ -9,6 +9,7 @@ The wire order (common/flat.py: parameters in module order, then buffers) differ
 the critic's parameters are not contiguous in module order; `chunks` map one to the other, and decoding a
 gradient or publishing the weights copies chunk by chunk: still one pass over memory.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,8 +39,12 @@ class FlatParameters:
 
     def __init__(self, model: torch.nn.Module, groups: dict[str, list[torch.nn.Parameter]]):
         params = list(model.parameters())
-        owners = [(module, name, buf) for module in model.modules()
-                  for name, buf in module._buffers.items() if buf is not None]
+        owners = [
+            (module, name, buf)
+            for module in model.modules()
+            for name, buf in module._buffers.items()
+            if buf is not None
+        ]
         listed = [p for group in groups.values() for p in group]
         if sorted(map(id, listed)) != sorted(map(id, params)):
             raise ValueError("the optimizer groups must hold every parameter of the model exactly once")
@@ -61,22 +66,22 @@ class FlatParameters:
                 start = at
                 for p in group:
                     n = p.numel()
-                    self.flat[at:at + n].copy_(p.detach().reshape(-1))
-                    p.data = self.flat[at:at + n].view_as(p)
-                    p.grad = self.grad[at:at + n].view_as(p)
+                    self.flat[at : at + n].copy_(p.detach().reshape(-1))
+                    p.data = self.flat[at : at + n].view_as(p)
+                    p.grad = self.grad[at : at + n].view_as(p)
                     _append(chunks, wire_at[id(p)], at, n)
                     at += n
                 self.slices[name] = (start, at)
             self.grad_chunks = list(chunks)
-            self._grad_parts = [(wire, n, self.grad[at:at + n]) for wire, at, n in sorted(chunks)]
+            self._grad_parts = [(wire, n, self.grad[at : at + n]) for wire, at, n in sorted(chunks)]
             for module, name, buf in owners:
                 n = buf.numel()
-                self.flat[at:at + n].copy_(buf.reshape(-1))
-                module._buffers[name] = self.flat[at:at + n].view_as(buf)
+                self.flat[at : at + n].copy_(buf.reshape(-1))
+                module._buffers[name] = self.flat[at : at + n].view_as(buf)
                 _append(chunks, at, at, n)  # buffers keep the wire order, after every parameter
                 at += n
         self.weight_chunks = sorted(chunks)  # in wire order, as the published vector is built
-        self._weight_parts = [self.flat[at:at + n] for _, at, n in self.weight_chunks]
+        self._weight_parts = [self.flat[at : at + n] for _, at, n in self.weight_chunks]
         self.tensors = {name: self._leaf(a, b) for name, (a, b) in self.slices.items()}
 
     def _leaf(self, start: int, end: int) -> torch.Tensor:
@@ -84,8 +89,9 @@ class FlatParameters:
         tensor.grad = self.grad[start:end]
         return tensor
 
-    def set_gradient(self, parts: list[tuple[torch.Tensor, float]], max_norm: float,
-                     norm: float | None = None) -> float:
+    def set_gradient(
+        self, parts: list[tuple[torch.Tensor, float]], max_norm: float, norm: float | None = None
+    ) -> float:
         """grad <- sum(weight * part) over wire-order gradients (any float dtype, any device; weights summing to
         1), clipped to global norm `max_norm` (0: no clipping) by max_norm / (norm + 1e-6) as
         losses.clip_by_global_norm does. One part is converted and scaled in the same copy; `norm`, when given,
@@ -111,7 +117,7 @@ class FlatParameters:
         one_pass = source.device == self.device and source.dtype == torch.float32
         same_device = source.device == self.device
         for wire, n, target in self._grad_parts:
-            part = source[wire:wire + n]
+            part = source[wire : wire + n]
             if accumulate:
                 target.add_(part if same_device else part.to(self.device), alpha=scale)
             elif scale == 1.0:
@@ -136,7 +142,7 @@ class FlatParameters:
         return array
 
     def param_norm(self) -> float:
-        return float(torch.linalg.vector_norm(self.flat[:self.num_params]))
+        return float(torch.linalg.vector_norm(self.flat[: self.num_params]))
 
 
 class FlatAdam(torch.optim.Adam):
@@ -152,11 +158,25 @@ class FlatAdam(torch.optim.Adam):
         if not state or group["amsgrad"] or len(self.param_groups) != 1:
             self.step()
             return
-        adam([param], [param.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],
-             foreach=group["foreach"], fused=group["fused"], capturable=group["capturable"],
-             decoupled_weight_decay=group.get("decoupled_weight_decay", False), amsgrad=False,
-             beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"], weight_decay=group["weight_decay"],
-             eps=group["eps"], maximize=group["maximize"])
+        adam(
+            [param],
+            [param.grad],
+            [state["exp_avg"]],
+            [state["exp_avg_sq"]],
+            [],
+            [state["step"]],
+            foreach=group["foreach"],
+            fused=group["fused"],
+            capturable=group["capturable"],
+            decoupled_weight_decay=group.get("decoupled_weight_decay", False),
+            amsgrad=False,
+            beta1=group["betas"][0],
+            beta2=group["betas"][1],
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+        )
 
 
 def step(optimizer: torch.optim.Optimizer) -> None:
@@ -197,15 +217,25 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, name: st
         merged = {}
         if present:
             first = state[ids[0]]
-            merged = {key: (value if not isinstance(value, torch.Tensor) else value.clone() if value.dim() == 0
-                            else torch.cat([state[i][key].reshape(-1) for i in ids])) for key, value in first.items()}
+            merged = {
+                key: (
+                    value
+                    if not isinstance(value, torch.Tensor)
+                    else value.clone()
+                    if value.dim() == 0
+                    else torch.cat([state[i][key].reshape(-1) for i in ids])
+                )
+                for key, value in first.items()
+            }
         state = {0: merged} if merged else {}
     size = optimizer.param_groups[0]["params"][0].numel()
     for values in state.values():
         for key, value in values.items():
             if isinstance(value, torch.Tensor) and value.dim() > 0 and value.numel() != size:
-                raise A3CError(f"the '{name}' optimizer state's {key} has {value.numel()} values, the model "
-                               f"{size}: the checkpoint belongs to another network")
+                raise A3CError(
+                    f"the '{name}' optimizer state's {key} has {value.numel()} values, the model "
+                    f"{size}: the checkpoint belongs to another network"
+                )
     group = dict(groups[0], params=[0])
     group.update({k: optimizer.defaults[k] for k in IMPLEMENTATION_KEYS if k in optimizer.defaults})
     optimizer.load_state_dict({"state": {0: state[next(iter(state))]} if state else {}, "param_groups": [group]})
@@ -217,5 +247,7 @@ def parameter_groups(model: Any) -> dict[str, list[torch.nn.Parameter]]:
     critic_ids = model.critic_parameter_ids()
     if not critic_ids:
         return {"all": list(model.parameters())}
-    return {"actor": [p for p in model.parameters() if id(p) not in critic_ids],
-            "critic": [p for p in model.parameters() if id(p) in critic_ids]}
+    return {
+        "actor": [p for p in model.parameters() if id(p) not in critic_ids],
+        "critic": [p for p in model.parameters() if id(p) in critic_ids],
+    }

@@ -1,5 +1,6 @@
 """ParameterServer: the global network, one optimizer (Adam or RMSprop), versions, staleness and NaN guards,
 checkpoint state."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,8 +37,10 @@ def build_optimizers(flat: FlatParameters, config: Config) -> dict[str, torch.op
     if "all" in flat.tensors:
         return {"all": build_optimizer(flat.tensors["all"], algo.learning_rate, algo)}
     critic_lr = algo.critic_learning_rate or algo.learning_rate
-    return {"actor": build_optimizer(flat.tensors["actor"], algo.learning_rate, algo),
-            "critic": build_optimizer(flat.tensors["critic"], critic_lr, algo)}
+    return {
+        "actor": build_optimizer(flat.tensors["actor"], algo.learning_rate, algo),
+        "critic": build_optimizer(flat.tensors["critic"], critic_lr, algo),
+    }
 
 
 class _Window:
@@ -77,8 +80,7 @@ def _to_cpu(value: Any) -> Any:
 
 
 class ParameterServer:
-    def __init__(self, config: Config, spaces: EnvSpaces,
-                 publish: Optional[Callable[[np.ndarray], Any]] = None):
+    def __init__(self, config: Config, spaces: EnvSpaces, publish: Optional[Callable[[np.ndarray], Any]] = None):
         torch.set_num_threads(1)
         torch.manual_seed(config.run.seed)
         self.config = config
@@ -122,9 +124,16 @@ class ParameterServer:
         weights = self._current_weights()
         self.busy_s += time.perf_counter() - started
         every = self.config.algo.weight_sync_every
-        return [ApplyResult(accepted=not reason, version=self.version, reason=reason, stop=self.stop_requested,
-                            weights=weights if needs_weights(reason, self.version, packet.version, every) else None)
-                for packet, reason in zip(packets, reasons)]
+        return [
+            ApplyResult(
+                accepted=not reason,
+                version=self.version,
+                reason=reason,
+                stop=self.stop_requested,
+                weights=weights if needs_weights(reason, self.version, packet.version, every) else None,
+            )
+            for packet, reason in zip(packets, reasons)
+        ]
 
     def apply_mean_gradients(self, *packets: GradientPacket) -> ApplyResult:
         """Synchronous mode: one optimizer step on the mean of the packets' gradients (all computed from the
@@ -133,8 +142,14 @@ class ParameterServer:
         kept = [not reason for reason in self._step_on_mean(list(packets))]
         weights = self._current_weights()
         self.busy_s += time.perf_counter() - started
-        return ApplyResult(accepted=any(kept), version=self.version, reason="" if any(kept) else Rejection.ALL_REJECTED,
-                           stop=self.stop_requested, weights=weights, counters=self.get_counters())
+        return ApplyResult(
+            accepted=any(kept),
+            version=self.version,
+            reason="" if any(kept) else Rejection.ALL_REJECTED,
+            stop=self.stop_requested,
+            weights=weights,
+            counters=self.get_counters(),
+        )
 
     def _step_on_mean(self, packets: list[GradientPacket]) -> list[str]:
         """Check and count every packet, then one optimizer step per kind (policy+value, value-only) on the mean
@@ -163,8 +178,11 @@ class ParameterServer:
             weights.append(accepted)
             grads.append((grad, norm))
         for critic_only in (False, True):
-            kept = [(g, n, w) for (g, n), p, r, w in zip(grads, packets, reasons, weights)
-                    if not r and w and p.critic_only == critic_only]
+            kept = [
+                (g, n, w)
+                for (g, n), p, r, w in zip(grads, packets, reasons, weights)
+                if not r and w and p.critic_only == critic_only
+            ]
             if kept:
                 self._step(kept, critic_only)
         self._maybe_snapshot()
@@ -207,8 +225,11 @@ class ParameterServer:
     def _step(self, kept: list[tuple[torch.Tensor, float, int]], critic_only: bool = False) -> None:
         """One optimizer step on the mean of `kept` (gradient, its norm, its weight), clipped by global norm."""
         total = sum(w for _, _, w in kept)
-        norm = self.flat.set_gradient([(g, w / total) for g, _, w in kept], self.config.algo.max_grad_norm,
-                                      norm=kept[0][1] if len(kept) == 1 else None)
+        norm = self.flat.set_gradient(
+            [(g, w / total) for g, _, w in kept],
+            self.config.algo.max_grad_norm,
+            norm=kept[0][1] if len(kept) == 1 else None,
+        )
         fraction = self.lr_fraction()
         for name, optimizer in self.optimizers.items():
             if name == "critic" or not critic_only:
@@ -248,8 +269,14 @@ class ParameterServer:
         n = self._snapshot_every
         if not n or self.counters.env_steps // n <= self._last_snapshot_steps // n:
             return
-        self._snapshots.append({"env_steps": self.counters.env_steps, "version": self.version,
-                                "time": time.time(), "weights": self.flat.weights()})
+        self._snapshots.append(
+            {
+                "env_steps": self.counters.env_steps,
+                "version": self.version,
+                "time": time.time(),
+                "weights": self.flat.weights(),
+            }
+        )
         self._last_snapshot_steps = self.counters.env_steps
 
     def pop_snapshots(self) -> list[dict]:
@@ -288,8 +315,13 @@ class ParameterServer:
 
     def get_counters(self) -> PSStatus:
         """The cumulative counters plus each worker's packet count (cheap; polled by the driver)."""
-        return PSStatus(**dataclasses.asdict(self.counters), packets=dict(self.packets_from), device=str(self.device),
-                        busy_s=self.busy_s, env_recreations=sum(self._recreations.values()))
+        return PSStatus(
+            **dataclasses.asdict(self.counters),
+            packets=dict(self.packets_from),
+            device=str(self.device),
+            busy_s=self.busy_s,
+            env_recreations=sum(self._recreations.values()),
+        )
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -299,22 +331,29 @@ class ParameterServer:
         w, self._window = self._window, _Window()
         busy = w.compute_s + w.comm_s
         return WindowStats(
-            **dataclasses.asdict(self.counters), episode_returns=w.returns, episode_lengths=w.lengths,
+            **dataclasses.asdict(self.counters),
+            episode_returns=w.returns,
+            episode_lengths=w.lengths,
             applied=w.applied,
             losses={k: float(np.mean(v)) for k, v in w.losses.items()},
             policy_lag_mean=float(np.mean(w.lags)) if w.lags else None,
             grad_norm_mean=float(np.mean(w.grad_norms)) if w.grad_norms else None,
             lr_fraction=self.lr_fraction(),
             weight_norm=self.flat.param_norm(),
-            comm_fraction=w.comm_s / busy if busy > 0 else None)
+            comm_fraction=w.comm_s / busy if busy > 0 else None,
+        )
 
     def state_dict(self) -> dict:
         """Everything a resume needs, as plain tensors and numbers (weights_only-loadable)."""
-        return _to_cpu({CKPT_MODEL: self.model.state_dict(),
-                        CKPT_OPTIMIZERS: {name: opt.state_dict() for name, opt in self.optimizers.items()},
-                        CKPT_COUNTERS: self.counters.to_dict(),
-                        CKPT_CONFIG_YAML: yaml.safe_dump(self.config.to_dict()),
-                        **({CKPT_SPACES: self.env_spaces} if self.env_spaces else {})})
+        return _to_cpu(
+            {
+                CKPT_MODEL: self.model.state_dict(),
+                CKPT_OPTIMIZERS: {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                CKPT_COUNTERS: self.counters.to_dict(),
+                CKPT_CONFIG_YAML: yaml.safe_dump(self.config.to_dict()),
+                **({CKPT_SPACES: self.env_spaces} if self.env_spaces else {}),
+            }
+        )
 
     def raise_counters(self, counter_floor: PSCounters) -> None:
         """Counter floors without weights (a PS recreated before any checkpoint existed)."""

@@ -1,4 +1,5 @@
 """The Python API: the same runs as the `a3c` command, from code."""
+
 from __future__ import annotations
 
 from typing import Any, Optional, Union
@@ -24,8 +25,14 @@ def make_config(config: ConfigSource = "cartpole", **overrides: Any) -> Config:
     return build_config(config, {**dict(parse_override(t) for t in texts), **_flat_overrides(overrides)})
 
 
-def train(config: ConfigSource = "cartpole", *, run_dir: Optional[str] = None, resume: bool = False,
-          quiet: bool = False, **overrides: Any):
+def train(
+    config: ConfigSource = "cartpole",
+    *,
+    run_dir: Optional[str] = None,
+    resume: bool = False,
+    quiet: bool = False,
+    **overrides: Any,
+):
     """Train one run and return its `RunSummary` (`.result()` gives the CLI's JSON fields).
 
     `config` is a preset name, a YAML path, a {section: {key: value}} mapping or a `Config`; overrides are

@@ -8,8 +8,9 @@ def ray_session():
     from ray_a3c.cluster.runtime import local_init_options
     from ray_a3c.common.config import Config, from_flat
 
-    config = from_flat({"cluster.num_cpus": 4, "cluster.include_dashboard": False, "cluster.namespace": "a3c-tests"},
-                       Config())
+    config = from_flat(
+        {"cluster.num_cpus": 4, "cluster.include_dashboard": False, "cluster.namespace": "a3c-tests"}, Config()
+    )
     ray.init(**local_init_options(config), log_to_driver=False)  # the options `a3c train` starts Ray with
     yield ray
     ray.shutdown()

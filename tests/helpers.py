@@ -1,6 +1,7 @@
 """Plain functions the test modules share (test modules never import each other): small configs, synthetic
 rollouts, a run directory as training leaves it, file listings. Imports stay light: torch loads only with
 make_run."""
+
 import os
 
 import numpy as np

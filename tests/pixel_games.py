@@ -3,6 +3,7 @@
 Importing this module registers `PixelCatch-v0` and `DictCatch-v0` (used as `tests.pixel_games:PixelCatch-v0`,
 the `module:EnvId` form); the classes work as `tests.pixel_games:PixelCatch` too.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -52,7 +53,7 @@ class PixelCatch(gym.Env):
     def _frame(self) -> np.ndarray:
         frame = np.zeros((SIZE, SIZE, 3), np.uint8)
         frame[self._ball_row, self._ball_col] = (255, 64, 0)
-        frame[SIZE - 1, self._left:self._left + 3] = (0, 128, 255)
+        frame[SIZE - 1, self._left : self._left + 3] = (0, 128, 255)
         return frame
 
     def render(self):
@@ -65,14 +66,20 @@ class DictCatch(PixelCatch):
 
     def __init__(self, lives: int = 1, catch_reward: float = 1.0, render_mode: Optional[str] = None):
         super().__init__(lives, catch_reward, render_mode)
-        self.observation_space = gym.spaces.Dict({
-            "camera": gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8),
-            "paddle": gym.spaces.Box(0.0, 1.0, (1,), np.float32),
-            "lives": gym.spaces.Discrete(lives + 1)})
+        self.observation_space = gym.spaces.Dict(
+            {
+                "camera": gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8),
+                "paddle": gym.spaces.Box(0.0, 1.0, (1,), np.float32),
+                "lives": gym.spaces.Discrete(lives + 1),
+            }
+        )
 
     def _frame(self):
-        return {"camera": super()._frame(), "paddle": np.array([self._left / SIZE], np.float32),
-                "lives": self._lives_left}
+        return {
+            "camera": super()._frame(),
+            "paddle": np.array([self._left / SIZE], np.float32),
+            "lives": self._lives_left,
+        }
 
     def render(self):
         return np.kron(super()._frame(), np.ones((8, 8, 1), np.uint8))

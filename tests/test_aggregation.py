@@ -1,5 +1,6 @@
 """Node aggregation without Ray: what an aggregator forwards, what the PS makes of it (the same step and the
 same counts as the packets sent one by one), resends counted once, and what each member is told."""
+
 import copy
 import dataclasses
 
@@ -21,11 +22,20 @@ def make_ps(**overrides):
 
 def packets_for(ps, n, seed=0, version=None, critic_only=False):
     rng = np.random.default_rng(seed)
-    return [GradientPacket(gradient=rng.normal(size=num_params(ps.model)).astype(np.float32),
-                           version=ps.version if version is None else version, env_steps=10 + i, worker_rank=i,
-                           episode_returns=[float(i)], episode_lengths=[i + 1], critic_only=critic_only,
-                           sender=f"w{i}", seq=seed * 100 + 1)
-            for i in range(n)]
+    return [
+        GradientPacket(
+            gradient=rng.normal(size=num_params(ps.model)).astype(np.float32),
+            version=ps.version if version is None else version,
+            env_steps=10 + i,
+            worker_rank=i,
+            episode_returns=[float(i)],
+            episode_lengths=[i + 1],
+            critic_only=critic_only,
+            sender=f"w{i}",
+            seq=seed * 100 + 1,
+        )
+        for i in range(n)
+    ]
 
 
 def test_reduce_averages_the_accepted_and_keeps_every_member_for_counting():
@@ -49,8 +59,9 @@ def test_reduce_keeps_policy_and_critic_packets_apart_and_encodes_bf16():
     assert [a.critic_only for a in aggregates] == [False, True]
     for aggregate, group in zip(aggregates, (packets[:2], packets[2:])):
         assert aggregate.gradient.dtype == np.uint16
-        np.testing.assert_allclose(decode_gradient(aggregate.gradient), np.mean([p.gradient for p in group], 0),
-                                   rtol=1e-2, atol=1e-2)
+        np.testing.assert_allclose(
+            decode_gradient(aggregate.gradient), np.mean([p.gradient for p in group], 0), rtol=1e-2, atol=1e-2
+        )
 
 
 @pytest.mark.parametrize("split", [(4,), (1, 3), (2, 2)])
@@ -62,7 +73,7 @@ def test_aggregates_give_the_step_and_counts_of_the_packets_sent_as_one_batch(sp
     direct.apply_batch(copy.deepcopy(packets))
     aggregates, start = [], 0
     for size in split:
-        (aggregate,), _ = reduce_packets(copy.deepcopy(packets[start:start + size]), via.version, 5)
+        (aggregate,), _ = reduce_packets(copy.deepcopy(packets[start : start + size]), via.version, 5)
         aggregates.append(aggregate)
         start += size
     results = via.apply_batch(aggregates)
@@ -119,8 +130,12 @@ def test_each_member_hears_its_own_verdict_and_gets_weights_where_it_needs_them(
     assert [r.accepted for r in results] == [True, False, True]
     assert [r.weights for r in results] == [None, "W", "W"]  # 12-11 < 3: the fresh one keeps its weights
     assert all(r.stop and r.version == 12 for r in results)
-    rejected = member_results(ApplyResult(accepted=False, version=12, reason="stale", weights="W"), ["", ""],
-                              versions=[1, 1], weight_sync_every=1)
+    rejected = member_results(
+        ApplyResult(accepted=False, version=12, reason="stale", weights="W"),
+        ["", ""],
+        versions=[1, 1],
+        weight_sync_every=1,
+    )
     assert [r.reason for r in rejected] == ["stale", "stale"]
 
 

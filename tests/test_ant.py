@@ -1,4 +1,5 @@
 """The `ant` preset on MuJoCo Ant-v5 (the A2C-GAE notebook's spider robot): a short real run end to end."""
+
 import json
 import math
 
@@ -28,8 +29,22 @@ def test_ant_preset_is_the_notebook_recipe():
 def test_ant_trains_checkpoints_its_statistics_and_evaluates(ray_session, tmp_path, capsys):
     _require_mujoco()
     run_dir = str(tmp_path / "run")
-    assert main(["train", "ant", "--total-env-steps", "4000", "--run-dir", run_dir, "--set",
-                 "env.num_envs_per_worker=2", "run.evaluate=false"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "ant",
+                "--total-env-steps",
+                "4000",
+                "--run-dir",
+                run_dir,
+                "--set",
+                "env.num_envs_per_worker=2",
+                "run.evaluate=false",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["reason"] == "env_steps" and summary["env_steps"] >= 4000 and summary["version"] > 0
     state = checkpoint.load(checkpoint.resolve(run_dir, "latest"))["model"]

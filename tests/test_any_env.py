@@ -1,5 +1,6 @@
 """Any env a user brings (no Ray): every env.id form, the wrapper pipeline with training-only wrappers,
 image layouts, Dict observations, and the defaults by family."""
+
 import sys
 
 import gymnasium as gym
@@ -76,15 +77,23 @@ def test_bad_ids_and_a_missing_ale_py_name_what_to_do(monkeypatch):
 
 
 def test_wrapper_entries_in_every_form_and_what_is_training_only():
-    specs = parse_wrappers(["LifeLossEnd", {"ClipReward": {"min_reward": -1, "max_reward": 1}},
-                            {"wrapper": "GrayscaleObservation", "kwargs": {"keep_dim": True}},
-                            {"wrapper": "tests.pixel_games_wrappers:Shaping", "training_only": True},
-                            {"ResizeObservation": {"shape": [8, 8]}}])
+    specs = parse_wrappers(
+        [
+            "LifeLossEnd",
+            {"ClipReward": {"min_reward": -1, "max_reward": 1}},
+            {"wrapper": "GrayscaleObservation", "kwargs": {"keep_dim": True}},
+            {"wrapper": "tests.pixel_games_wrappers:Shaping", "training_only": True},
+            {"ResizeObservation": {"shape": [8, 8]}},
+        ]
+    )
     assert [s.training_only for s in specs] == [True, True, False, True, False]
     assert specs[2].kwargs == {"keep_dim": True}
-    for bad, message in [([{"ClipReward": 1}], "kwargs must be a mapping"), ([3], "must be a name"),
-                         ([{"wrapper": "ClipReward", "kw": {}}], "unknown keys"),
-                         ([{"AtariPreprocessing": {"terminal_on_life_loss": True}}], "LifeLossEnd")]:
+    for bad, message in [
+        ([{"ClipReward": 1}], "kwargs must be a mapping"),
+        ([3], "must be a name"),
+        ([{"wrapper": "ClipReward", "kw": {}}], "unknown keys"),
+        ([{"AtariPreprocessing": {"terminal_on_life_loss": True}}], "LifeLossEnd"),
+    ]:
         with pytest.raises(A3CError, match=message):
             validate(from_flat({"env.wrappers": bad}, Config()))
     with pytest.raises(A3CError, match="'NoSuchWrapper' is not a gymnasium wrapper"):
@@ -101,8 +110,11 @@ def test_keys_that_do_not_apply_are_refused():
 def test_training_only_wrappers_shape_training_and_evaluations_score_whole_games():
     """Each catch pays 5 and a game has 3 balls: training sees clipped rewards and a lost ball as an episode
     end; the scoring env plays the whole game at the game's own reward."""
-    cfg = EnvConfig(id=CATCH, kwargs={"lives": 3, "catch_reward": 5.0},
-                    wrappers=["LifeLossEnd", {"ClipReward": {"min_reward": -1, "max_reward": 1}}])
+    cfg = EnvConfig(
+        id=CATCH,
+        kwargs={"lives": 3, "catch_reward": 5.0},
+        wrappers=["LifeLossEnd", {"ClipReward": {"min_reward": -1, "max_reward": 1}}],
+    )
     training = make_env(cfg)
     rewards, infos = catch_optimally(training, seed=0)
     assert rewards[-1] == 1.0 and sum(rewards) == 1.0  # one ball: an episode; its reward clipped
@@ -119,9 +131,16 @@ def test_training_only_wrappers_shape_training_and_evaluations_score_whole_games
 
 
 def test_training_statistics_count_whole_games_at_their_own_reward():
-    cfg = validate(from_flat({"env.id": CATCH, "env.kwargs": {"lives": 2, "catch_reward": 5.0},
-                              "env.wrappers": ["LifeLossEnd", {"ClipReward": {"min_reward": -1, "max_reward": 1}}]},
-                             Config()))
+    cfg = validate(
+        from_flat(
+            {
+                "env.id": CATCH,
+                "env.kwargs": {"lives": 2, "catch_reward": 5.0},
+                "env.wrappers": ["LifeLossEnd", {"ClipReward": {"min_reward": -1, "max_reward": 1}}],
+            },
+            Config(),
+        )
+    )
     venv = make_vector_env(cfg.env, 2, seed=0)
     spaces = describe_spaces(venv.single_observation_space, venv.single_action_space)
     runner = VectorEnvRunner(venv, spaces, seed=0)
@@ -133,24 +152,33 @@ def test_training_statistics_count_whole_games_at_their_own_reward():
     runner.close()
 
 
-@pytest.mark.parametrize("shape, layout", [((6, 9), "hw"), ((9, 10, 3), "hwc"), ((2, 9, 10), "chw"),
-                                           ((4, 9, 10, 3), "khwc"), ((4, 2, 9, 10), "kchw")])
+@pytest.mark.parametrize(
+    "shape, layout",
+    [((6, 9), "hw"), ((9, 10, 3), "hwc"), ((2, 9, 10), "chw"), ((4, 9, 10, 3), "khwc"), ((4, 2, 9, 10), "kchw")],
+)
 def test_image_layouts_become_one_chw_frame_as_numpy_would(shape, layout):
     if layout == "hw":
         assert chw_plan(shape) is None  # 6 rows: a board of numbers, not a picture
         shape = (9, 10)
     frames = np.random.default_rng(0).integers(0, 255, (5, *shape), dtype=np.uint8)
-    expected = {"hw": lambda f: f[:, None], "hwc": lambda f: f.transpose(0, 3, 1, 2), "chw": lambda f: f,
-                "khwc": lambda f: f.transpose(0, 1, 4, 2, 3).reshape(5, -1, 9, 10),
-                "kchw": lambda f: f.reshape(5, -1, 9, 10)}[layout](frames)
+    expected = {
+        "hw": lambda f: f[:, None],
+        "hwc": lambda f: f.transpose(0, 3, 1, 2),
+        "chw": lambda f: f,
+        "khwc": lambda f: f.transpose(0, 1, 4, 2, 3).reshape(5, -1, 9, 10),
+        "kchw": lambda f: f.reshape(5, -1, 9, 10),
+    }[layout](frames)
     plan = chw_plan(shape)
     np.testing.assert_array_equal(to_chw(frames, plan, batch_dims=1), expected)
     np.testing.assert_array_equal(to_chw(torch.as_tensor(frames), plan, batch_dims=1).numpy(), expected)
 
 
 def test_gray_frames_and_stacks_reach_the_cnn():
-    for wrappers, stack, channels in [([{"GrayscaleObservation": {}}], 1, 1), ([{"GrayscaleObservation": {}}], 4, 4),
-                                      ([], 2, 6)]:
+    for wrappers, stack, channels in [
+        ([{"GrayscaleObservation": {}}], 1, 1),
+        ([{"GrayscaleObservation": {}}], 4, 4),
+        ([], 2, 6),
+    ]:
         cfg = validate(from_flat({"env.id": CATCH, "env.wrappers": wrappers, "env.frame_stack": stack}, Config()))
         spaces = probe_spaces(cfg.env)
         assert spaces.image_shape == (channels, SIZE, SIZE)
@@ -164,8 +192,11 @@ def test_gray_frames_and_stacks_reach_the_cnn():
 def test_dict_observations_are_encoded_side_by_side_and_split_by_the_model():
     cfg = validate(from_flat({"env.id": "tests.pixel_games:DictCatch", "env.kwargs": {"lives": 2}}, Config()))
     spaces = probe_spaces(cfg.env)
-    assert [(p.key, p.image_shape) for p in spaces.parts] == [("camera", (3, SIZE, SIZE)), ("lives", None),
-                                                              ("paddle", None)]
+    assert [(p.key, p.image_shape) for p in spaces.parts] == [
+        ("camera", (3, SIZE, SIZE)),
+        ("lives", None),
+        ("paddle", None),
+    ]
     env = make_policy_env(cfg.env)
     obs, _ = env.reset(seed=0)
     encoded = encode_batch({k: np.asarray(v)[None] for k, v in obs.items()}, spaces)
@@ -182,8 +213,15 @@ def test_normalize_obs_is_refused_for_images():
         model_spaces(build_family_config({"env.id": CATCH, "model.normalize_obs": True})[0])
 
 
-@pytest.mark.parametrize("env_id, family", [(CATCH, Family.PIXELS), ("tests.pixel_games:DictCatch", Family.PIXELS),
-                                            ("Pendulum-v1", Family.CONTINUOUS), ("CartPole-v1", Family.CLASSIC)])
+@pytest.mark.parametrize(
+    "env_id, family",
+    [
+        (CATCH, Family.PIXELS),
+        ("tests.pixel_games:DictCatch", Family.PIXELS),
+        ("Pendulum-v1", Family.CONTINUOUS),
+        ("CartPole-v1", Family.CLASSIC),
+    ],
+)
 def test_an_env_without_a_preset_takes_its_familys_defaults(env_id, family):
     cfg, chosen = build_family_config({"env.id": env_id, "run.seed": 3})
     assert chosen is family and cfg.env.id == env_id and cfg.run.seed == 3
@@ -196,14 +234,26 @@ def test_an_atari_id_takes_the_whole_atari_preset():
     pytest.importorskip("ale_py")
     cfg, family = build_family_config({"env.id": "ALE/Breakout-v5"})
     assert family is Family.ATARI and cfg.env.frame_stack == 4
-    assert [spec.name for spec in parse_wrappers(cfg.env.wrappers)] == ["AtariPreprocessing", "LifeLossEnd",
-                                                                        "FireReset", "ClipReward"]
+    assert [spec.name for spec in parse_wrappers(cfg.env.wrappers)] == [
+        "AtariPreprocessing",
+        "LifeLossEnd",
+        "FireReset",
+        "ClipReward",
+    ]
     assert probe_spaces(cfg.env).image_shape == (4, 84, 84)
 
 
 def test_the_evaluator_scores_a_dict_env_with_its_own_reward():
-    cfg = validate(from_flat({"env.id": "tests.pixel_games:DictCatch", "env.kwargs": {"catch_reward": 5.0},
-                              "env.wrappers": [{"ClipReward": {"min_reward": -1, "max_reward": 1}}]}, Config()))
+    cfg = validate(
+        from_flat(
+            {
+                "env.id": "tests.pixel_games:DictCatch",
+                "env.kwargs": {"catch_reward": 5.0},
+                "env.wrappers": [{"ClipReward": {"min_reward": -1, "max_reward": 1}}],
+            },
+            Config(),
+        )
+    )
     evaluator = Evaluator(cfg)
     result = evaluator.run_episodes(40, seed=0, random_policy=True)
     evaluator.close()
@@ -221,11 +271,13 @@ def test_a_wrappers_own_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch
         assert runtime_env == {"py_modules": [str(tmp_path / "mywrappers")]}
 
 
-
 def test_fire_reset_serves_after_each_reset_where_the_game_has_fire():
     pytest.importorskip("ale_py")
-    cfg = validate(from_flat({"env.id": "ALE/Breakout-v5", "env.kwargs": {"frameskip": 1},
-                              "env.wrappers": ["FireReset"]}, Config()))
+    cfg = validate(
+        from_flat(
+            {"env.id": "ALE/Breakout-v5", "env.kwargs": {"frameskip": 1}, "env.wrappers": ["FireReset"]}, Config()
+        )
+    )
     env = make_env(cfg.env)
     _, info = env.reset(seed=0)
     assert info["episode_frame_number"] == 1  # one step (FIRE) taken inside the reset

@@ -1,5 +1,6 @@
 """A user's own envs through the CLI on the session's real Ray: every env.id form, a Dict-observation env
 trained, evaluated and exported, and a Pong smoke run with the `atari` preset."""
+
 import json
 
 import numpy as np
@@ -22,8 +23,17 @@ def train(capsys, run_dir: str, *args: str) -> tuple[dict, str]:
 
 @pytest.mark.parametrize("env_id", ["tests.pixel_games:PixelCatch-v0", "tests.pixel_games:PixelCatch"])
 def test_module_env_ids_and_classes_train_with_their_familys_defaults(ray_session, tmp_path, capsys, env_id):
-    summary, out = train(capsys, str(tmp_path / "run"), "--env", env_id, "--total-env-steps", "3000",
-                         "--set", *SMALL, "env.kwargs={lives: 2}")
+    summary, out = train(
+        capsys,
+        str(tmp_path / "run"),
+        "--env",
+        env_id,
+        "--total-env-steps",
+        "3000",
+        "--set",
+        *SMALL,
+        "env.kwargs={lives: 2}",
+    )
     assert out.splitlines()[0] == "defaults: the pixels family (image observations); a preset or --set overrides them"
     assert summary["env_steps"] >= 3000 and summary["episodes"] > 50  # games of 2 balls: 22 steps each
 
@@ -31,8 +41,9 @@ def test_module_env_ids_and_classes_train_with_their_familys_defaults(ray_sessio
 def test_a_dict_observation_env_trains_evaluates_and_exports(ray_session, tmp_path, capsys):
     onnxruntime = pytest.importorskip("onnxruntime")
     run_dir = str(tmp_path / "dict")
-    summary, _ = train(capsys, run_dir, "--env", "tests.pixel_games:DictCatch", "--total-env-steps", "3000",
-                       "--set", *SMALL)
+    summary, _ = train(
+        capsys, run_dir, "--env", "tests.pixel_games:DictCatch", "--total-env-steps", "3000", "--set", *SMALL
+    )
     assert summary["env_steps"] >= 3000
     assert main(["evaluate", run_dir, "--checkpoint", "latest", "--episodes", "5"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -45,8 +56,11 @@ def test_a_dict_observation_env_trains_evaluates_and_exports(ray_session, tmp_pa
     obs, _ = env.reset(seed=1)
     for _ in range(15):
         expected, _ = policy.act(obs)
-        feeds = {"camera": obs["camera"][None], "lives": np.asarray([obs["lives"]], np.int64),
-                 "paddle": obs["paddle"][None].astype(np.float32)}
+        feeds = {
+            "camera": obs["camera"][None],
+            "lives": np.asarray([obs["lives"]], np.int64),
+            "paddle": obs["paddle"][None].astype(np.float32),
+        }
         assert int(session.run(None, feeds)[0][0]) == expected
         obs, _, terminated, truncated, _ = env.step(expected)
         if terminated or truncated:
@@ -56,8 +70,16 @@ def test_a_dict_observation_env_trains_evaluates_and_exports(ray_session, tmp_pa
 def test_pong_smoke_with_the_atari_preset(ray_session, tmp_path, capsys):
     pytest.importorskip("ale_py")
     run_dir = str(tmp_path / "pong")
-    summary, _ = train(capsys, run_dir, "atari", "--total-env-steps", "2000",
-                       "--set", "env.num_envs_per_worker=4", "run.evaluate=false")
+    summary, _ = train(
+        capsys,
+        run_dir,
+        "atari",
+        "--total-env-steps",
+        "2000",
+        "--set",
+        "env.num_envs_per_worker=4",
+        "run.evaluate=false",
+    )
     assert summary["env_steps"] >= 2000
     assert main(["evaluate", run_dir, "--checkpoint", "latest", "--episodes", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
 """The Python API: ray_a3c.train returns the run summary, load_policy acts without Ray, Config builds runs."""
+
 import os
 
 import gymnasium as gym
@@ -14,8 +15,9 @@ def test_train_then_load_policy(ray_session, tmp_path):
     cfg = ray_a3c.Config()
     cfg.env.num_envs_per_worker, cfg.model.hidden_sizes = 4, [32, 32]
     run_dir = str(tmp_path / "run")
-    summary = ray_a3c.train(cfg, run_dir=run_dir, quiet=True, run__seed=1, run__total_env_steps=6000,
-                            **{"run.eval_interval_s": 1.0})
+    summary = ray_a3c.train(
+        cfg, run_dir=run_dir, quiet=True, run__seed=1, run__total_env_steps=6000, **{"run.eval_interval_s": 1.0}
+    )
     assert summary.reason == "env_steps" and summary.env_steps >= 6000
     assert summary.run_dir == run_dir and summary.result()["first_gradient_s"] > 0
     assert cfg.run.run_dir is None  # the caller's Config is not changed by the run

@@ -1,13 +1,16 @@
 """bench.continuous merges per-seed rows printed by earlier invocations (an Ant seed of three sides takes ~1 h
 on 2 cores, so its seeds run in separate invocations); nothing here trains."""
+
 import pytest
 
 from bench.common import median_reached
 from bench.continuous import TASKS, _earlier_note, _plain, earlier_rows, render, run_task
 
-OLD_LINE = ("ant seed 0: {'sb3_a2c': {'solved': True, 'time_s': 1081.2, 'env_steps': 1550000, "
-            "'final_mean': np.float64(3675.9), 'target': np.float64(3675.9), 'fps': 1394.5}, "
-            "'target': np.float64(3675.9)}\n")
+OLD_LINE = (
+    "ant seed 0: {'sb3_a2c': {'solved': True, 'time_s': 1081.2, 'env_steps': 1550000, "
+    "'final_mean': np.float64(3675.9), 'target': np.float64(3675.9), 'fps': 1394.5}, "
+    "'target': np.float64(3675.9)}\n"
+)
 
 
 def _row(final: float, time_s: float) -> dict:
@@ -19,8 +22,12 @@ def test_rows_printed_by_an_earlier_invocation_read_back_the_last_line_per_seed_
 
     later = {"sb3_a2c": _row(3675.9, 1081.2), "target": 3675.9, "ours_sync": _row(np.float64(3837.1), 625.5)}
     log = tmp_path / "ant.log"
-    log.write_text(OLD_LINE + "2026-11-22 WARNING something Ray printed\n" + f"ant seed 0: {_plain(later)}\n"
-                   + "pendulum seed 0: {'target': -250.0}\n")
+    log.write_text(
+        OLD_LINE
+        + "2026-11-22 WARNING something Ray printed\n"
+        + f"ant seed 0: {_plain(later)}\n"
+        + "pendulum seed 0: {'target': -250.0}\n"
+    )
     rows = earlier_rows(str(log), "ant")
     assert list(rows) == [0]
     assert rows[0]["ours_sync"]["final_mean"] == pytest.approx(3837.1)
@@ -38,8 +45,10 @@ def test_a_log_without_rows_for_the_task_is_one_error_line_and_exit_2(tmp_path, 
 
 
 def test_earlier_seeds_join_the_report_in_seed_order_with_their_source_named():
-    earlier = {2: {"sb3_a2c": _row(3000.0, 900.0), "target": 3000.0, "ours_sync": _row(3100.0, 450.0)},
-               0: {"sb3_a2c": _row(3675.9, 1081.2), "target": 3675.9, "ours_sync": _row(3837.1, 625.5)}}
+    earlier = {
+        2: {"sb3_a2c": _row(3000.0, 900.0), "target": 3000.0, "ours_sync": _row(3100.0, 450.0)},
+        0: {"sb3_a2c": _row(3675.9, 1081.2), "target": 3675.9, "ours_sync": _row(3837.1, 625.5)},
+    }
     rows = run_task("ant", TASKS["ant"], [], ["ours_sync"], [], earlier)  # no seed to run: no Ray, no training
     assert [row["seed"] for row in rows] == [0, 2]
     note = _earlier_note(earlier, [], ["ours_sync"], ["ant_s0.log"])
@@ -66,9 +75,14 @@ def test_a_seed_that_never_reached_the_target_counts_as_never_in_the_median():
 
 
 def test_a_side_solving_one_seed_of_two_gets_no_time_ratio():
-    earlier = {0: {"sb3_a2c": _row(3675.9, 1081.2), "target": 3675.9, "ours_sync": _row(3837.1, 625.5)},
-               1: {"sb3_a2c": _row(4607.9, 1709.9), "target": 4607.9,
-                   "ours_sync": {**_row(4349.2, 0.0), "solved": False, "time_s": None, "env_steps": None}}}
+    earlier = {
+        0: {"sb3_a2c": _row(3675.9, 1081.2), "target": 3675.9, "ours_sync": _row(3837.1, 625.5)},
+        1: {
+            "sb3_a2c": _row(4607.9, 1709.9),
+            "target": 4607.9,
+            "ours_sync": {**_row(4349.2, 0.0), "solved": False, "time_s": None, "env_steps": None},
+        },
+    }
     rows = run_task("ant", TASKS["ant"], [], [], [], earlier)
     report = render("ant", TASKS["ant"], rows, ["ours_sync", "sb3_a2c"], "cmd", [])
     assert "| ray-a3c sync | 1/2 | not solved | not solved | 4093.1 | 1,500 | - |" in report
@@ -82,8 +96,11 @@ def test_cartpoles_report_counts_an_unsolved_seed_as_never():
     def side(steps, time_s):
         return {"solved": steps is not None, "env_steps": steps, "time_s": time_s, "fps": 9000.0, "spawn_s": 0.1}
 
-    rows = [(0, side(8000, 0.9), side(10000, 1.6)), (1, side(None, None), side(8000, 1.2)),
-            (2, side(50000, 5.4), side(32000, 4.8))]
+    rows = [
+        (0, side(8000, 0.9), side(10000, 1.6)),
+        (1, side(None, None), side(8000, 1.2)),
+        (2, side(50000, 5.4), side(32000, 4.8)),
+    ]
     report = render_cartpole(rows, 5.0, argparse.Namespace(seeds=3, budget=100000, snapshot_every=2000))
     assert "| **median** | 50,000 | 5.4 | 9,000 | 10,000 | 1.6 | 9,000 |" in report  # not 8,000 / 0.9
     assert "median time to solve: **3.38**" in report
@@ -97,6 +114,8 @@ def test_atari_running_mean_starts_at_the_100th_game_and_later_log_lines_win(tmp
     assert means[0] == (99.0, 0.0) and len(means) == 101
     assert first_crossing(means, 18.0) == 189.0 and first_crossing(means, 21.0) is None
     log = tmp_path / "pong.log"
-    log.write_text("pong seed 1: {'sb3': {'time_s': 9.0}}\nnoise\npong seed 1: {'ours': {'time_s': 5.0}}\n"
-                   "pong seed 1: {'sb3': {'time_s': 7.0}}\nbreakout seed 1: {'ours': {}}\n")
+    log.write_text(
+        "pong seed 1: {'sb3': {'time_s': 9.0}}\nnoise\npong seed 1: {'ours': {'time_s': 5.0}}\n"
+        "pong seed 1: {'sb3': {'time_s': 7.0}}\nbreakout seed 1: {'ours': {}}\n"
+    )
     assert earlier_rows(str(log), "pong") == {1: {"sb3": {"time_s": 7.0}, "ours": {"time_s": 5.0}}}

@@ -1,4 +1,5 @@
 """Bad input: one `error:` line on stderr, exit code 2, nothing created or overwritten (real subprocesses)."""
+
 import json
 import os
 import subprocess
@@ -18,8 +19,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def a3c(*args, cwd):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "ray_a3c.cluster.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ray_a3c.cluster.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_one_error_line(proc):
@@ -41,15 +48,18 @@ def fake_run(tmp_path):
     return run
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["train", "--env", "NoSuchEnv-v9"], "unknown env id 'NoSuchEnv-v9'"),
-    (["train", "--set", "algo.learning_rate=-0.001"], "algo.learning_rate must be > 0"),
-    (["train", "--set", "algo.no_such_key=1"], "unknown config key 'algo.no_such_key'"),
-    (["train", "--set", "algo.policy_epochs=2", "algo.clip_range=1.5"], "algo.clip_range must be in (0, 1)"),
-    (["train", "list.yaml"], "must be a YAML mapping"),
-    (["train", "--num-workers", "two"], "invalid int value"),
-    (["evaluate", "no/such/run"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "--env", "NoSuchEnv-v9"], "unknown env id 'NoSuchEnv-v9'"),
+        (["train", "--set", "algo.learning_rate=-0.001"], "algo.learning_rate must be > 0"),
+        (["train", "--set", "algo.no_such_key=1"], "unknown config key 'algo.no_such_key'"),
+        (["train", "--set", "algo.policy_epochs=2", "algo.clip_range=1.5"], "algo.clip_range must be in (0, 1)"),
+        (["train", "list.yaml"], "must be a YAML mapping"),
+        (["train", "--num-workers", "two"], "invalid int value"),
+        (["evaluate", "no/such/run"], "does not exist"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle):
     (tmp_path / "list.yaml").write_text("- env\n- model\n")
     before = listing(tmp_path)
@@ -82,7 +92,7 @@ def test_evaluate_a_checkpoint_and_random_baseline(fake_run):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result) == {"mean_return", "std_return", "ci95_return", "min_return", "max_return", "episodes", "seed"}
     assert result["episodes"] == 3 and 5 < result["mean_return"] < 100 and result["seed"] == 0
-    assert result["ci95_return"] == pytest.approx(1.959964 * result["std_return"] / 3 ** 0.5)
+    assert result["ci95_return"] == pytest.approx(1.959964 * result["std_return"] / 3**0.5)
     proc = a3c("evaluate", str(fake_run), "--episodes", "2", cwd=fake_run.parent)
     assert proc.returncode == 0 and json.loads(proc.stdout.strip().splitlines()[-1])["episodes"] == 2
     assert np.isfinite(json.loads(proc.stdout.strip().splitlines()[-1])["mean_return"])

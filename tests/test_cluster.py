@@ -3,6 +3,7 @@
 The cluster lives in a helper process (tests/cluster_helper.py); every training run is a real
 `a3c train --address ...` subprocess, inspected through the State API and the node's Prometheus endpoint.
 """
+
 import json
 import os
 import re
@@ -24,9 +25,14 @@ PROGRESS = re.compile(r"steps\s+([\d,]+) \|.*version\s+([\d,]+)")
 @pytest.fixture(scope="module")
 def cluster():
     env = dict(os.environ, PYTHONPATH=ROOT, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    helper = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "cluster_helper.py"),
-                               str(DASHBOARD_PORT), str(METRICS_PORT)], cwd=ROOT, env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    helper = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "tests", "cluster_helper.py"), str(DASHBOARD_PORT), str(METRICS_PORT)],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     info = json.loads(helper.stdout.readline())
     info["helper"] = helper
     yield info
@@ -41,10 +47,29 @@ class Run:
 
     def __init__(self, cluster, tmp_path, *args, pythonpath: str = ROOT):
         self.run_dir = str(tmp_path / "run")
-        cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "train", "--address", cluster["address"], "--run-dir",
-               self.run_dir, "--seed", "0", "--set", "run.log_interval_s=0.5", *args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=pythonpath), text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "ray_a3c.cluster.cli",
+            "train",
+            "--address",
+            cluster["address"],
+            "--run-dir",
+            self.run_dir,
+            "--seed",
+            "0",
+            "--set",
+            "run.log_interval_s=0.5",
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=pythonpath),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
         self._reader.start()
@@ -105,8 +130,9 @@ def test_prometheus_endpoint_serves_the_project_metrics(cluster, tmp_path):
     # The first export can carry a start-up reading of the throughput (a log window that began before the
     # workers ran); wait for a steady one as well as for the PS's version.
     deadline, text = time.time() + 60, ""
-    while time.time() < deadline and not (metric(text, "ray_ps_version") > 0
-                                           and metric(text, "ray_perf_env_steps_per_s") > 100):
+    while time.time() < deadline and not (
+        metric(text, "ray_ps_version") > 0 and metric(text, "ray_perf_env_steps_per_s") > 100
+    ):
         time.sleep(2)
         text = scrape()
     assert metric(text, "ray_ps_version") > 0, text[-2000:]
@@ -125,11 +151,21 @@ def test_a_single_file_env_module_only_the_driver_has_trains_on_the_cluster(clus
     own = tmp_path / "own"
     own.mkdir()
     (own / "shipped_pole.py").write_text(
-        "from gymnasium.envs.classic_control import CartPoleEnv\n\n\nclass ShippedPole(CartPoleEnv):\n    pass\n")
+        "from gymnasium.envs.classic_control import CartPoleEnv\n\n\nclass ShippedPole(CartPoleEnv):\n    pass\n"
+    )
     staging_before = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("a3c-modules-")}
     # 20k steps: enough for two progress lines (0.5 s apart) on a fast machine; 3k once ended after one
-    run = Run(cluster, tmp_path, "--env", "shipped_pole:ShippedPole", "--total-env-steps", "20000",
-              "--set", "run.stop_return=null", pythonpath=ROOT + os.pathsep + str(own))
+    run = Run(
+        cluster,
+        tmp_path,
+        "--env",
+        "shipped_pole:ShippedPole",
+        "--total-env-steps",
+        "20000",
+        "--set",
+        "run.stop_return=null",
+        pythonpath=ROOT + os.pathsep + str(own),
+    )
     summary = run.finish()
     assert summary["env_steps"] >= 20000
     staging_after = {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("a3c-modules-")}
@@ -137,10 +173,21 @@ def test_a_single_file_env_module_only_the_driver_has_trains_on_the_cluster(clus
 
 
 def test_submit_runs_a_job_that_succeeds(cluster, tmp_path):
-    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "submit", "--address", cluster["dashboard"],
-           "--total-env-steps", "5000", "--run-dir", str(tmp_path / "job")]
-    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray_a3c.cluster.cli",
+        "submit",
+        "--address",
+        cluster["dashboard"],
+        "--total-env-steps",
+        "5000",
+        "--run-dir",
+        str(tmp_path / "job"),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"submitted job \S+", proc.stdout) and proc.stdout.strip().endswith("SUCCEEDED")
     assert os.path.isdir(tmp_path / "job" / "checkpoints")
@@ -161,8 +208,16 @@ def test_killed_worker_is_restarted_and_the_run_solves(cluster, tmp_path):
 
 def test_hung_worker_is_replaced_and_crashed_evaluator_restarts(cluster, tmp_path):
     # A fixed time, not a stop return: the other worker alone may solve CartPole before the timeout fires.
-    run = Run(cluster, tmp_path, "--time-limit", "25", "--set", "run.stop_return=null",
-              "cluster.worker_timeout_s=3", "run.eval_interval_s=1")
+    run = Run(
+        cluster,
+        tmp_path,
+        "--time-limit",
+        "25",
+        "--set",
+        "run.stop_return=null",
+        "cluster.worker_timeout_s=3",
+        "run.eval_interval_s=1",
+    )
     run.wait_for("placement:")
     named = actors(cluster)
     os.kill(named["a3c:worker-0"].pid, signal.SIGSTOP)  # alive but silent: only the timeout can tell
@@ -176,25 +231,39 @@ def test_hung_worker_is_replaced_and_crashed_evaluator_restarts(cluster, tmp_pat
 
 def test_killed_parameter_server_is_recreated_from_its_checkpoint(cluster, tmp_path):
     interval = 1.5
-    run = Run(cluster, tmp_path, "--stop-return", "475", "--total-env-steps", "1500000",
-              "--set", f"run.checkpoint_interval_s={interval}", "algo.learning_rate=0.0002")
+    run = Run(
+        cluster,
+        tmp_path,
+        "--stop-return",
+        "475",
+        "--total-env-steps",
+        "1500000",
+        "--set",
+        f"run.checkpoint_interval_s={interval}",
+        "algo.learning_rate=0.0002",
+    )
     deadline = time.time() + 120
     while not os.path.isdir(os.path.join(run.run_dir, "checkpoints")) or not any(
-            f.startswith("ckpt-") for f in os.listdir(os.path.join(run.run_dir, "checkpoints"))):
+        f.startswith("ckpt-") for f in os.listdir(os.path.join(run.run_dir, "checkpoints"))
+    ):
         assert time.time() < deadline and run.proc.poll() is None, "".join(run.lines)
         time.sleep(0.1)
     os.kill(pid_of(cluster, "a3c:ps"), signal.SIGKILL)
     summary = run.finish()
     assert summary["reason"] == "solved" and summary["restarts"]["ps"] == 1, summary
-    versions = [(float(re.search(r"\[\s*([\d.]+)s\]", line).group(1)), int(m.group(2).replace(",", "")))
-                for line in run.lines if (m := PROGRESS.search(line))]
+    versions = [
+        (float(re.search(r"\[\s*([\d.]+)s\]", line).group(1)), int(m.group(2).replace(",", "")))
+        for line in run.lines
+        if (m := PROGRESS.search(line))
+    ]
     fastest = max((v1 - v0) / max(t1 - t0, 1e-3) for (t0, v0), (t1, v1) in zip(versions, versions[1:]))
     assert summary["lost_updates"] <= fastest * interval * 1.5 + 20, (summary, fastest)
 
 
 def test_removed_node_takes_its_workers_down_and_the_run_still_solves(cluster, tmp_path):
-    run = Run(cluster, tmp_path, "--stop-return", "475", "--total-env-steps", "1500000",
-              "--set", "algo.learning_rate=0.0002")
+    run = Run(
+        cluster, tmp_path, "--stop-return", "475", "--total-env-steps", "1500000", "--set", "algo.learning_rate=0.0002"
+    )
     run.wait_for("steps/s")
     on_node = [n for n, a in actors(cluster).items() if a.node_id == cluster["worker_node_id"]]
     assert any(n.startswith("a3c:worker-") for n in on_node), on_node
@@ -214,8 +283,19 @@ def test_node_aggregation_on_three_nodes_survives_a_killed_aggregator(cluster, t
         cluster["helper"].stdin.write("add\n")
         cluster["helper"].stdin.flush()
         cluster["helper"].stdout.readline()
-    run = Run(cluster, tmp_path, "--num-workers", "3", "--stop-return", "475", "--total-env-steps", "1500000",
-              "--set", "cluster.aggregate=node", "algo.learning_rate=0.0002")
+    run = Run(
+        cluster,
+        tmp_path,
+        "--num-workers",
+        "3",
+        "--stop-return",
+        "475",
+        "--total-env-steps",
+        "1500000",
+        "--set",
+        "cluster.aggregate=node",
+        "algo.learning_rate=0.0002",
+    )
     run.wait_for("steps/s")
     named = actors(cluster)
     aggregators = {n: a for n, a in named.items() if n.startswith("a3c:agg-")}
@@ -223,8 +303,9 @@ def test_node_aggregation_on_three_nodes_survives_a_killed_aggregator(cluster, t
     agg_nodes = [a.node_id for a in aggregators.values()]
     assert len(set(agg_nodes)) == len(agg_nodes) >= 3, aggregators  # one per alive node
     assert len(worker_nodes) == 3 and worker_nodes <= set(agg_nodes)  # spread, each beside an aggregator
-    victim_name, victim = next((n, a) for n, a in aggregators.items()
-                               if a.node_id in worker_nodes and a.node_id != named["a3c:ps"].node_id)
+    victim_name, victim = next(
+        (n, a) for n, a in aggregators.items() if a.node_id in worker_nodes and a.node_id != named["a3c:ps"].node_id
+    )
     os.kill(victim.pid, signal.SIGKILL)
     deadline = time.time() + 60
     while (now := actors(cluster).get(victim_name)) is None or now.pid == victim.pid:
@@ -238,8 +319,17 @@ def test_node_aggregation_on_three_nodes_survives_a_killed_aggregator(cluster, t
 
 def test_a_registered_pixel_env_of_the_users_package_trains_on_the_cluster(cluster, tmp_path):
     """`module:EnvId`: the nodes import the tests' package, which registers the id; no preset: the pixel family."""
-    run = Run(cluster, tmp_path, "--env", "tests.pixel_games:PixelCatch-v0", "--total-env-steps", "4000",
-              "--set", "env.num_envs_per_worker=4", "run.evaluate=false")
+    run = Run(
+        cluster,
+        tmp_path,
+        "--env",
+        "tests.pixel_games:PixelCatch-v0",
+        "--total-env-steps",
+        "4000",
+        "--set",
+        "env.num_envs_per_worker=4",
+        "run.evaluate=false",
+    )
     summary = run.finish()
     assert summary["env_steps"] >= 4000 and summary["episodes"] > 100, summary
     assert any("defaults: the pixels family (image observations)" in line for line in run.lines[:3]), run.lines[:5]
@@ -250,13 +340,27 @@ def test_a_run_the_two_nodes_cannot_hold_ends_with_one_error_in_time(cluster, tm
     the node tests): the reservation is refused as a whole, before any actor trains, within
     cluster.start_timeout_s + 30 s."""
     t0 = time.time()
-    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "train", "--address", cluster["address"], "--run-dir",
-           str(tmp_path / "run"), "--num-workers", "8", "--set", "cluster.start_timeout_s=10"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
-                          timeout=120)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray_a3c.cluster.cli",
+        "train",
+        "--address",
+        cluster["address"],
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--num-workers",
+        "8",
+        "--set",
+        "cluster.start_timeout_s=10",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "cannot hold the run's actors together" in errors[0] and "{CPU: 9.5} in all" in \
-        errors[0], proc.stderr[-2000:]
+    assert (
+        len(errors) == 1 and "cannot hold the run's actors together" in errors[0] and "{CPU: 9.5} in all" in errors[0]
+    ), proc.stderr[-2000:]
     assert "steps/s" not in proc.stdout
     assert time.time() - t0 < 10 + 30

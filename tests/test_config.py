@@ -19,8 +19,17 @@ ROOT = os.path.dirname(os.path.dirname(__file__))
 
 
 def test_override_types_are_parsed_and_checked():
-    cfg = from_flat(dict([parse_override("algo.gamma=0.9"), parse_override("model.hidden_sizes=[32, 8]"),
-                          parse_override("run.time_limit_s=null"), parse_override("run.num_workers=3")]), Config())
+    cfg = from_flat(
+        dict(
+            [
+                parse_override("algo.gamma=0.9"),
+                parse_override("model.hidden_sizes=[32, 8]"),
+                parse_override("run.time_limit_s=null"),
+                parse_override("run.num_workers=3"),
+            ]
+        ),
+        Config(),
+    )
     assert cfg.algo.gamma == 0.9 and cfg.model.hidden_sizes == [32, 8] and cfg.run.num_workers == 3
     assert cfg.run.time_limit_s is None
     with pytest.raises(A3CError, match="run.num_workers must be int"):
@@ -32,11 +41,16 @@ def test_override_types_are_parsed_and_checked():
 
 
 def test_validation_rejects_bad_values():
-    for key, value, message in [("algo.learning_rate", -1e-3, "learning_rate"), ("algo.gamma", 1.5, "gamma"),
-                                ("run.num_workers", -1, "num_workers"), ("learner.device", "tpu", "learner.device"),
-                                ("model.activation", "sigmoid", "activation"),
-                                ("algo.value_loss", "huber", "value_loss"), ("algo.optimizer", "sgd", "optimizer"),
-                                ("algo.rmsprop_alpha", 1.0, "rmsprop_alpha")]:
+    for key, value, message in [
+        ("algo.learning_rate", -1e-3, "learning_rate"),
+        ("algo.gamma", 1.5, "gamma"),
+        ("run.num_workers", -1, "num_workers"),
+        ("learner.device", "tpu", "learner.device"),
+        ("model.activation", "sigmoid", "activation"),
+        ("algo.value_loss", "huber", "value_loss"),
+        ("algo.optimizer", "sgd", "optimizer"),
+        ("algo.rmsprop_alpha", 1.0, "rmsprop_alpha"),
+    ]:
         with pytest.raises(A3CError, match=message):
             validate(from_flat({key: value}, Config()))
     with pytest.raises(A3CError, match="shared_trunk"):

@@ -1,4 +1,5 @@
 """The cluster launch files parse and run the same `a3c train` entry point."""
+
 import glob
 import os
 
@@ -40,6 +41,7 @@ def test_kuberay_manifests_run_a3c_with_token_auth():
     assert cluster["kind"] == "RayCluster"
     for spec in (job["spec"]["rayClusterSpec"], cluster["spec"]):
         containers = [spec["headGroupSpec"]["template"]["spec"]["containers"][0]] + [
-            g["template"]["spec"]["containers"][0] for g in spec["workerGroupSpecs"]]
+            g["template"]["spec"]["containers"][0] for g in spec["workerGroupSpecs"]
+        ]
         for c in containers:
             assert {"name": "RAY_AUTH_MODE", "value": "token"} in c["env"]

@@ -1,5 +1,6 @@
 """load_policy and `a3c export`: exported files act exactly as load_policy does, in a process that cannot
 import ray_a3c (discrete, Gaussian with normalisation and rescaling, CNN on ViZDoom frames, LSTM)."""
+
 import json
 import subprocess
 import sys
@@ -14,13 +15,21 @@ from tests.helpers import make_run
 
 CASES = {
     "discrete": {"env.id": "CartPole-v1", "model.hidden_sizes": [16]},
-    "gaussian": {"env.id": "Pendulum-v1", "env.rescale_actions": True, "model.normalize_obs": True,
-                 "model.hidden_sizes": [16], "model.init_log_std": -1.0},
+    "gaussian": {
+        "env.id": "Pendulum-v1",
+        "env.rescale_actions": True,
+        "model.normalize_obs": True,
+        "model.hidden_sizes": [16],
+        "model.init_log_std": -1.0,
+    },
     "cnn": {"env.id": "vizdoom:basic", "model.conv_channels": [4, 8], "model.cnn_fc_size": 16},
-    "cnn_variables": {"env.id": "vizdoom:defend_the_center", "env.observe_variables": {"AMMO2": 26, "HEALTH": 100},
-                      "model.conv_channels": [4, 8], "model.cnn_fc_size": 16},
-    "lstm": {"env.id": "CartPole-v1", "model.hidden_sizes": [16], "model.lstm_size": 8,
-             "model.shared_trunk": True},
+    "cnn_variables": {
+        "env.id": "vizdoom:defend_the_center",
+        "env.observe_variables": {"AMMO2": 26, "HEALTH": 100},
+        "model.conv_channels": [4, 8],
+        "model.cnn_fc_size": 16,
+    },
+    "lstm": {"env.id": "CartPole-v1", "model.hidden_sizes": [16], "model.lstm_size": 8, "model.shared_trunk": True},
 }
 
 # Runs in a fresh interpreter where `import ray_a3c` fails: the file must stand alone.
@@ -99,8 +108,9 @@ def test_exported_policy_acts_like_load_policy_without_ray_a3c(case, tmp_path, c
     for fmt in ("onnx", "pt2"):
         out = str(tmp_path / f"{case}.{fmt}")
         assert main(["export", run, "--format", fmt, "--out", out]) == 0
-        proc = subprocess.run([sys.executable, "-c", RUNNER, fmt, out, inputs], capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", RUNNER, fmt, out, inputs], capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         assert not result["ray_a3c_imported"]
@@ -185,9 +195,12 @@ def test_spaces_survive_a_round_trip_through_plain_data():
 
     from ray_a3c.common.spaces_io import space_from_data, space_to_data
 
-    spaces = [gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
-              gym.spaces.Box(np.array([-1.0, -2.0]), np.array([1.0, 3.0])), gym.spaces.Discrete(5, start=-2),
-              gym.spaces.Dict({"camera": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8), "n": gym.spaces.Discrete(3)})]
+    spaces = [
+        gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),
+        gym.spaces.Box(np.array([-1.0, -2.0]), np.array([1.0, 3.0])),
+        gym.spaces.Discrete(5, start=-2),
+        gym.spaces.Dict({"camera": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8), "n": gym.spaces.Discrete(3)}),
+    ]
     for space in spaces:
         data = space_to_data(space)
         assert space_from_data(data) == space, space

@@ -1,5 +1,6 @@
 """Failure modes of long runs, pinned without Ray: poisoned packets, non-finite settings and data, env ids that
 are not envs, late failures turned into one `error:` line, small leaks of a long run."""
+
 import os
 import subprocess
 import sys
@@ -55,9 +56,12 @@ def test_a_packet_with_nan_observations_changes_nothing_and_is_counted():
     ps = ParameterServer(cfg, probe_spaces(cfg.env))
     before = {k: v.clone() for k, v in ps.model.state_dict().items()}
     dim = ps.model.obs_norm.mean.numel()
-    bad = GradientPacket(gradient=np.ones(sum(p.numel() for p in ps.model.parameters()), np.float32) * 0.1,
-                         version=0, env_steps=5, obs_moments=(5, np.full(dim, np.nan, np.float32),
-                                                              np.ones(dim, np.float32)))
+    bad = GradientPacket(
+        gradient=np.ones(sum(p.numel() for p in ps.model.parameters()), np.float32) * 0.1,
+        version=0,
+        env_steps=5,
+        obs_moments=(5, np.full(dim, np.nan, np.float32), np.ones(dim, np.float32)),
+    )
     result = ps.apply_gradients(bad)
     assert not result.accepted and result.reason == "nonfinite"
     assert ps.counters.rejected_nonfinite == 1 and ps.counters.env_steps == 5 and ps.version == 0
@@ -73,8 +77,15 @@ def test_weight_norm_counts_parameters_not_normaliser_statistics():
     assert ps.pull_stats().weight_norm == pytest.approx(norm)
 
 
-@pytest.mark.parametrize("key, value", [("algo.learning_rate", float("inf")), ("algo.entropy_coef", float("inf")),
-                                        ("run.stop_return", float("nan")), ("algo.gamma", float("nan"))])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("algo.learning_rate", float("inf")),
+        ("algo.entropy_coef", float("inf")),
+        ("run.stop_return", float("nan")),
+        ("algo.gamma", float("nan")),
+    ],
+)
 def test_non_finite_settings_are_refused(key, value):
     with pytest.raises(A3CError, match=key):
         validate(from_flat({key: value}, Config()))
@@ -89,9 +100,16 @@ def test_zero_lag_with_overlapped_pushes_is_refused():
 def test_datasets_with_nan_or_inf_are_refused(tmp_path):
     obs = np.zeros((4, 2), np.float32)
     obs[2, 1] = np.inf
-    args = dict(next_observations=np.zeros((4, 2), np.float32), actions=np.zeros(4, np.int64),
-                rewards=np.ones(4), terminated=[0, 0, 0, 1], truncated=[0, 0, 0, 0], episode_ids=[0, 0, 0, 0],
-                observation_space=gym.spaces.Box(-5, 5, (2,)), action_space=gym.spaces.Discrete(2))
+    args = dict(
+        next_observations=np.zeros((4, 2), np.float32),
+        actions=np.zeros(4, np.int64),
+        rewards=np.ones(4),
+        terminated=[0, 0, 0, 1],
+        truncated=[0, 0, 0, 0],
+        episode_ids=[0, 0, 0, 0],
+        observation_space=gym.spaces.Box(-5, 5, (2,)),
+        action_space=gym.spaces.Discrete(2),
+    )
     with pytest.raises(A3CError, match="NaN or inf .* step 2"):
         save_dataset(str(tmp_path / "bad.npz"), observations=obs, **args)
     assert os.listdir(tmp_path) == []
@@ -159,8 +177,14 @@ def test_root_cause_reads_through_rays_wrapper():
 
 
 def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "ray_a3c.cluster.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "ray_a3c.cluster.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
 
 
 def one_error(proc) -> str:
@@ -175,10 +199,8 @@ def test_late_failures_are_one_error_line_before_anything_starts(tmp_path):
     assert "not UTF-8" in one_error(cli("train", "latin1.yaml", cwd=tmp_path))
     (tmp_path / "afile").write_text("")
     assert "not a directory" in one_error(cli("train", "--run-dir", "afile", cwd=tmp_path))
-    assert "a cluster (--address)" in one_error(cli("train", "--num-workers", "1000", "--run-dir", "big",
-                                                    cwd=tmp_path))
-    assert "failed to start" in one_error(cli("train", "--env", "tests.test_faults:Raises", "--run-dir", "r",
-                                              cwd=ROOT))
+    assert "a cluster (--address)" in one_error(cli("train", "--num-workers", "1000", "--run-dir", "big", cwd=tmp_path))
+    assert "failed to start" in one_error(cli("train", "--env", "tests.test_faults:Raises", "--run-dir", "r", cwd=ROOT))
     assert sorted(os.listdir(tmp_path)) == ["afile", "latin1.yaml"]
     with pytest.raises(A3CError, match="not UTF-8"):
         load_yaml(str(tmp_path / "latin1.yaml"))
@@ -194,8 +216,12 @@ def test_gif_path_is_checked_before_the_episodes(tmp_path, capsys):
 class FlakyJobs:
     """A Jobs API client whose head is not ready for the first `busy` submissions."""
 
-    def __init__(self, busy: int, refusal: str = "Request failed with status code 500: No available agent "
-                                                  "to submit job, please try again later.."):
+    def __init__(
+        self,
+        busy: int,
+        refusal: str = "Request failed with status code 500: No available agent "
+        "to submit job, please try again later..",
+    ):
         self.busy, self.refusal, self.calls = busy, refusal, 0
 
     def submit_job(self, entrypoint, runtime_env):

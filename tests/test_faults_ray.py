@@ -1,5 +1,6 @@
 """Failure modes that are Ray's behaviour, on the session's real Ray (4 CPUs): a starved cluster, a worker
 that can never run, two runs side by side, and sync rounds with a stopped and a killed worker."""
+
 import os
 import signal
 import threading
@@ -38,8 +39,18 @@ def small(**extra) -> list[str]:
 
 def test_a_worker_that_can_never_run_ends_the_run_with_its_cause(ray_session, tmp_path, capsys):
     t0 = time.perf_counter()
-    code = main(["train", "--env", "tests.test_faults_ray:StepRaises", "--num-workers", "2", "--run-dir",
-                 str(tmp_path / "run"), *small(sets=["cluster.max_worker_failures=2"])])
+    code = main(
+        [
+            "train",
+            "--env",
+            "tests.test_faults_ray:StepRaises",
+            "--num-workers",
+            "2",
+            "--run-dir",
+            str(tmp_path / "run"),
+            *small(sets=["cluster.max_worker_failures=2"]),
+        ]
+    )
     elapsed = time.perf_counter() - t0
     out, err = capsys.readouterr()
     assert code == 2, out + err
@@ -52,23 +63,44 @@ def test_a_starved_cluster_ends_the_run_with_one_error_naming_what_is_missing(ra
     """The run's actors are reserved together (one placement group): an evaluator the cluster cannot hold
     beside the workers ends the run before training, instead of a run that never evaluates."""
     t0 = time.perf_counter()
-    code = main(["train", "--time-limit", "25", "--num-workers", "2", "--run-dir", str(tmp_path / "run"),
-                 *small(sets=["cluster.eval_num_cpus=3", "cluster.start_timeout_s=12"])])
+    code = main(
+        [
+            "train",
+            "--time-limit",
+            "25",
+            "--num-workers",
+            "2",
+            "--run-dir",
+            str(tmp_path / "run"),
+            *small(sets=["cluster.eval_num_cpus=3", "cluster.start_timeout_s=12"]),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 2, out + err
     (line,) = err.strip().splitlines()
-    assert line.startswith("error: after 12s the cluster cannot hold the run's actors together") and \
-        "eval waits for {CPU: 3}" in line and "{CPU: 6} in all" in line and "free" in line, line
+    assert (
+        line.startswith("error: after 12s the cluster cannot hold the run's actors together")
+        and "eval waits for {CPU: 3}" in line
+        and "{CPU: 6} in all" in line
+        and "free" in line
+    ), line
     assert "steps/s" not in out  # nothing trained
     assert time.perf_counter() - t0 < 12 + 30
     assert ray.util.placement_group_table() and all(  # the reservation was given back to the shared Ray
-        g["state"] == "REMOVED" for g in ray.util.placement_group_table().values())
+        g["state"] == "REMOVED" for g in ray.util.placement_group_table().values()
+    )
 
 
 def test_a_parameter_server_that_cannot_be_placed_is_a_named_error(ray_session, tmp_path, capsys):
     t0 = time.perf_counter()
-    code = main(["train", "--run-dir", str(tmp_path / "run"),
-                 *small(sets=["cluster.ps_num_cpus=5", "cluster.start_timeout_s=3"])])
+    code = main(
+        [
+            "train",
+            "--run-dir",
+            str(tmp_path / "run"),
+            *small(sets=["cluster.ps_num_cpus=5", "cluster.start_timeout_s=3"]),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "ps waits for {CPU: 5}" in err, err
     assert time.perf_counter() - t0 < 60
@@ -78,10 +110,18 @@ def test_two_runs_share_one_ray(ray_session, tmp_path):
     results = {}
 
     def train(name: str) -> None:
-        results[name] = ray_a3c.train("cartpole", run_dir=str(tmp_path / name), quiet=True, run__num_workers=1,
-                                      run__total_env_steps=4000, run__stop_return=None,
-                                      cluster__worker_num_cpus=0.5, cluster__ps_num_cpus=0.5,
-                                      cluster__eval_num_cpus=0.25, env__num_envs_per_worker=2)
+        results[name] = ray_a3c.train(
+            "cartpole",
+            run_dir=str(tmp_path / name),
+            quiet=True,
+            run__num_workers=1,
+            run__total_env_steps=4000,
+            run__stop_return=None,
+            cluster__worker_num_cpus=0.5,
+            cluster__ps_num_cpus=0.5,
+            cluster__eval_num_cpus=0.25,
+            env__num_envs_per_worker=2,
+        )
 
     threads = [threading.Thread(target=train, args=(name,)) for name in ("first", "second")]
     for thread in threads:
@@ -123,10 +163,21 @@ def wait_for_version(ps, at_least: int, timeout: float = 60.0) -> int:
 def test_sync_rounds_survive_a_stopped_and_a_killed_worker(ray_session, tmp_path):
     run_dir = str(tmp_path / "sync")
     out = {}
-    thread = threading.Thread(target=lambda: out.update(summary=ray_a3c.train(
-        "cartpole", run_dir=run_dir, quiet=True, algo__mode="sync", run__time_limit_s=45,
-        run__stop_return=None, run__total_env_steps=10**9, cluster__worker_timeout_s=4,
-        env__num_envs_per_worker=2)))
+    thread = threading.Thread(
+        target=lambda: out.update(
+            summary=ray_a3c.train(
+                "cartpole",
+                run_dir=run_dir,
+                quiet=True,
+                algo__mode="sync",
+                run__time_limit_s=45,
+                run__stop_return=None,
+                run__total_env_steps=10**9,
+                cluster__worker_timeout_s=4,
+                env__num_envs_per_worker=2,
+            )
+        )
+    )
     thread.start()
     ps = actor(run_dir, "ps")
     version = wait_for_version(ps, 20)

@@ -36,7 +36,7 @@ def test_wrong_size_is_refused():
         set_flat_weights(model, np.zeros(num_params(model) + 1, np.float32))
 
 
-@pytest.mark.parametrize("dtype, rel", [("float32", 0.0), ("float16", 2 ** -11), ("bfloat16", 2 ** -8)])
+@pytest.mark.parametrize("dtype, rel", [("float32", 0.0), ("float16", 2**-11), ("bfloat16", 2**-8)])
 def test_gradient_transport_round_trip_within_its_precision(dtype, rel):
     grad = np.random.default_rng(0).normal(0, 1e-3, 10_000).astype(np.float32)
     grad[:3] = [0.0, 1e-30 if dtype == "bfloat16" else 0.0, -3.5]

@@ -1,5 +1,6 @@
 """The PS's flat buffer (learner/flat_params.py), no Ray: the same weights as plain torch optimizers stepping
 each parameter tensor, views instead of copies, transport dtypes, published weights and checkpoints."""
+
 import copy
 import pickle
 
@@ -16,14 +17,26 @@ from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config
 
 STEPS, ATOL = 100, 1e-6  # every weight within ATOL of the reference's after STEPS steps
-CASES = [(env, shared, opt) for env in ("CartPole-v1", "Pendulum-v1") for shared in (True, False)
-         for opt in ("adam", "rmsprop")]
+CASES = [
+    (env, shared, opt)
+    for env in ("CartPole-v1", "Pendulum-v1")
+    for shared in (True, False)
+    for opt in ("adam", "rmsprop")
+]
 
 
 def make_ps(env_id="CartPole-v1", shared=False, optimizer="adam", **overrides):
-    cfg = small_config(**{"env.id": env_id, "model.shared_trunk": shared, "algo.optimizer": optimizer,
-                          "algo.learning_rate": 1e-3, "algo.max_grad_norm": 0.5,
-                          "algo.critic_learning_rate": None if shared else 3e-3, **overrides})
+    cfg = small_config(
+        **{
+            "env.id": env_id,
+            "model.shared_trunk": shared,
+            "algo.optimizer": optimizer,
+            "algo.learning_rate": 1e-3,
+            "algo.max_grad_norm": 0.5,
+            "algo.critic_learning_rate": None if shared else 3e-3,
+            **overrides,
+        }
+    )
     return ParameterServer(cfg, probe_spaces(cfg.env))
 
 
@@ -40,17 +53,25 @@ def reference_of(ps):
                 module._buffers[name] = buf.detach().clone()
     critic = model.critic_parameter_ids()
     algo = ps.config.algo
-    groups = {"all": list(model.parameters())} if not critic else {
-        "actor": [p for p in model.parameters() if id(p) not in critic],
-        "critic": [p for p in model.parameters() if id(p) in critic]}
+    groups = (
+        {"all": list(model.parameters())}
+        if not critic
+        else {
+            "actor": [p for p in model.parameters() if id(p) not in critic],
+            "critic": [p for p in model.parameters() if id(p) in critic],
+        }
+    )
 
     def build(params, lr):
         if algo.optimizer == "rmsprop":
             return torch.optim.RMSprop(params, lr=lr, alpha=algo.rmsprop_alpha, eps=algo.rmsprop_eps, foreach=False)
         return torch.optim.Adam(params, lr=lr, eps=algo.adam_eps, foreach=False)
 
-    lrs = {"all": algo.learning_rate, "actor": algo.learning_rate,
-           "critic": algo.critic_learning_rate or algo.learning_rate}
+    lrs = {
+        "all": algo.learning_rate,
+        "actor": algo.learning_rate,
+        "critic": algo.critic_learning_rate or algo.learning_rate,
+    }
     return model, {name: build(params, lrs[name]) for name, params in groups.items()}
 
 
@@ -64,8 +85,12 @@ def reference_step(model, optimizers, grad, max_norm, critic_only=False, fractio
 
 
 def packet(ps, grad, critic_only=False, steps=10, dtype="float32"):
-    return GradientPacket(gradient=encode_gradient(grad.astype(np.float32), dtype), version=ps.version,
-                          env_steps=steps, critic_only=critic_only)
+    return GradientPacket(
+        gradient=encode_gradient(grad.astype(np.float32), dtype),
+        version=ps.version,
+        env_steps=steps,
+        critic_only=critic_only,
+    )
 
 
 @pytest.mark.parametrize("env_id, shared, optimizer", CASES)
@@ -176,8 +201,11 @@ def test_a_checkpoint_with_per_tensor_optimizer_state_resumes_exactly(shared, op
     grads = [(rng.normal(size=num_params(model)) * 0.01).astype(np.float32) for _ in range(10)]
     for grad in grads[:5]:
         reference_step(model, optimizers, grad, 0.5, base=base)
-    old = {"model": model.state_dict(), "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
-           "counters": {"version": 5}}
+    old = {
+        "model": model.state_dict(),
+        "optimizers": {k: v.state_dict() for k, v in optimizers.items()},
+        "counters": {"version": 5},
+    }
     assert len(old["optimizers"][next(iter(optimizers))]["state"]) > 1  # the old layout
     resumed = make_ps(shared=shared, optimizer=optimizer)
     resumed.load_state_dict(old)

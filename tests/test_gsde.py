@@ -1,4 +1,5 @@
 """gSDE: state-dependent exploration for continuous actions (model.gsde)."""
+
 import numpy as np
 import pytest
 import torch
@@ -23,7 +24,7 @@ def test_log_prob_is_the_normal_whose_variance_is_the_features_squared_times_sig
     latent, log_std = rng.normal(size=(5, 7)), rng.normal(scale=0.3, size=(7, 2)) - 1.0
     mean, actions = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
     dist = StateDependentGaussian(*(torch.tensor(x, dtype=torch.float64) for x in (mean, latent, log_std)))
-    std = np.sqrt((latent ** 2) @ np.exp(2 * log_std) + 1e-6)
+    std = np.sqrt((latent**2) @ np.exp(2 * log_std) + 1e-6)
     reference = (-0.5 * ((actions - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)).sum(-1)
     np.testing.assert_allclose(dist.log_prob(torch.tensor(actions)).numpy(), reference, rtol=1e-9)
 
@@ -78,8 +79,10 @@ def test_held_noise_is_one_linear_map_of_the_features(every):
         dist, _, _ = model.unroll(torch.as_tensor(ro.obs), None, None)
     deviation = (torch.as_tensor(ro.actions).reshape(-1, 1) - dist.mean).reshape(12, 3).numpy()
     latent = dist.latent.reshape(12, 3, -1).numpy()
-    residuals = [np.abs(latent[:, e] @ np.linalg.lstsq(latent[:, e], deviation[:, e], rcond=None)[0]
-                        - deviation[:, e]).max() for e in range(3)]
+    residuals = [
+        np.abs(latent[:, e] @ np.linalg.lstsq(latent[:, e], deviation[:, e], rcond=None)[0] - deviation[:, e]).max()
+        for e in range(3)
+    ]
     assert (max(residuals) < 1e-4) == (every == 0)
 
 

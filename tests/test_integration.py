@@ -1,4 +1,5 @@
 """Real Ray, real actors: train CartPole to solved, evaluate it, read TensorBoard back, resume."""
+
 import glob
 import json
 import os
@@ -29,8 +30,25 @@ def scalars(event_file: str) -> dict:
 @pytest.fixture(scope="module")
 def solved_run(ray_session, tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("cartpole") / "run")
-    code = main(["train", "--env", "CartPole-v1", "--num-workers", "2", "--stop-return", "475", "--seed", "1",
-                 "--total-env-steps", "400000", "--run-dir", run_dir, "--set", "run.log_interval_s=1"])
+    code = main(
+        [
+            "train",
+            "--env",
+            "CartPole-v1",
+            "--num-workers",
+            "2",
+            "--stop-return",
+            "475",
+            "--seed",
+            "1",
+            "--total-env-steps",
+            "400000",
+            "--run-dir",
+            run_dir,
+            "--set",
+            "run.log_interval_s=1",
+        ]
+    )
     return code, run_dir
 
 
@@ -73,8 +91,12 @@ def test_training_episodes_are_recorded_with_their_running_mean(solved_run):
     _, run_dir = solved_run
     with open(os.path.join(run_dir, "episodes.csv")) as fh:
         rows = list(csv.DictReader(fh))
-    latest = torch.load(sorted(glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt")),
-                               key=lambda p: int(p.rsplit("-", 1)[1][:-3]))[-1], weights_only=True)
+    latest = torch.load(
+        sorted(
+            glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt")), key=lambda p: int(p.rsplit("-", 1)[1][:-3])
+        )[-1],
+        weights_only=True,
+    )
     assert len(rows) == latest["counters"]["episodes"] > 100
     times = [float(r["train_s"]) for r in rows]
     assert times == sorted(times) and all(0 < int(r["length"]) <= 500 for r in rows)
@@ -113,9 +135,25 @@ def test_sigterm_checkpoints_and_exits_cleanly_when_joining_by_address(ray_sessi
     address = ray_session.get_runtime_context().gcs_address
     run_dir = str(tmp_path / "run")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ray_a3c.cluster.cli", "train", "--address", address, "--run-dir", run_dir,
-         "--set", "run.stop_return=null", "run.log_interval_s=0.5"],
-        cwd=root, env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "ray_a3c.cluster.cli",
+            "train",
+            "--address",
+            address,
+            "--run-dir",
+            run_dir,
+            "--set",
+            "run.stop_return=null",
+            "run.log_interval_s=0.5",
+        ],
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             if "steps/s" in line:  # training is under way
@@ -135,9 +173,25 @@ def test_sigterm_checkpoints_and_exits_cleanly_when_joining_by_address(ray_sessi
 
 def test_sync_mode_smoke_then_plot_and_vs_random(ray_session, tmp_path, capsys):
     run_dir = str(tmp_path / "run")
-    assert main(["train", "--mode", "sync", "--total-env-steps", "6000", "--run-dir", run_dir,
-                 "--set", "run.log_interval_s=0.2", "run.stop_return=null", "algo.critic_epochs=2",
-                 "algo.policy_epochs=2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--mode",
+                "sync",
+                "--total-env-steps",
+                "6000",
+                "--run-dir",
+                run_dir,
+                "--set",
+                "run.log_interval_s=0.2",
+                "run.stop_return=null",
+                "algo.critic_epochs=2",
+                "algo.policy_epochs=2",
+            ]
+        )
+        == 0
+    )
     summary = last_json(capsys.readouterr().out)
     assert summary["reason"] == "env_steps" and summary["env_steps"] >= 6000
     # one averaged step per round, one more per extra policy epoch (clipped surrogate), one per extra critic epoch
@@ -166,8 +220,21 @@ def test_sync_mode_smoke_then_plot_and_vs_random(ray_session, tmp_path, capsys):
 def test_offline_smoke_from_a_recorded_random_dataset(ray_session, tmp_path, capsys):
     data, run_dir = str(tmp_path / "random.npz"), str(tmp_path / "run")
     assert main(["record", "--env", "CartPole-v1", "--episodes", "20", "--out", data]) == 0
-    assert main(["train", "offline_cartpole", "--set", f"env.dataset={data}", "--total-env-steps", "5000",
-                 "--run-dir", run_dir]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "offline_cartpole",
+                "--set",
+                f"env.dataset={data}",
+                "--total-env-steps",
+                "5000",
+                "--run-dir",
+                run_dir,
+            ]
+        )
+        == 0
+    )
     summary = last_json(capsys.readouterr().out)
     assert summary["reason"] == "env_steps" and summary["env_steps"] >= 5000
     assert summary["episodes"] >= 20, "the workers replayed whole recorded episodes"
@@ -176,9 +243,25 @@ def test_offline_smoke_from_a_recorded_random_dataset(ray_session, tmp_path, cap
 def test_vizdoom_basic_preset_smoke_with_gifs(ray_session, tmp_path, capsys):
     pytest.importorskip("vizdoom")
     run_dir = str(tmp_path / "run")
-    assert main(["train", "vizdoom_basic", "--total-env-steps", "1500", "--run-dir", run_dir, "--set",
-                 "env.num_envs_per_worker=2", "run.eval_interval_s=0.5", "run.eval_episodes=1", "run.gif_every=1",
-                 "run.stop_return=null"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "vizdoom_basic",
+                "--total-env-steps",
+                "1500",
+                "--run-dir",
+                run_dir,
+                "--set",
+                "env.num_envs_per_worker=2",
+                "run.eval_interval_s=0.5",
+                "run.eval_episodes=1",
+                "run.gif_every=1",
+                "run.stop_return=null",
+            ]
+        )
+        == 0
+    )
     summary = last_json(capsys.readouterr().out)
     assert summary["reason"] == "env_steps" and summary["version"] > 0 and summary["env_recreations"] == 0
     from PIL import Image
@@ -195,9 +278,29 @@ def test_batched_bf16_parameter_server_solves_cartpole(ray_session, tmp_path):
     """learner.max_batch_packets > 1 runs the asyncio PS; with bfloat16 gradients and 4 workers the run still
     solves, every packet is counted, and steps are fewer than packets when pushes queue up."""
     run_dir = str(tmp_path / "run")
-    assert main(["train", "--num-workers", "4", "--seed", "2", "--stop-return", "475", "--total-env-steps",
-                 "300000", "--run-dir", run_dir, "--set", "learner.max_batch_packets=4", "cluster.worker_num_cpus=0.5",
-                 "learner.grad_dtype=bfloat16", "run.confirm_episodes=20"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--num-workers",
+                "4",
+                "--seed",
+                "2",
+                "--stop-return",
+                "475",
+                "--total-env-steps",
+                "300000",
+                "--run-dir",
+                run_dir,
+                "--set",
+                "learner.max_batch_packets=4",
+                "cluster.worker_num_cpus=0.5",
+                "learner.grad_dtype=bfloat16",
+                "run.confirm_episodes=20",
+            ]
+        )
+        == 0
+    )
     best = torch.load(os.path.join(run_dir, "checkpoints", "best.pt"), weights_only=True)
     assert best["eval_return_mean"] >= 475
     newest = torch.load(list_checkpoints(os.path.join(run_dir, "checkpoints"))[-1], weights_only=True)
@@ -210,7 +313,10 @@ def test_ray_workers_start_with_the_actor_modules_imported(ray_session):
     """A local Ray preloads torch and our actor classes in every Python worker it starts, so an actor's
     first seconds are not spent importing. The probe is defined by exec: pickled by value, it imports nothing."""
     namespace: dict = {}
-    exec("def loaded():\n    import sys\n    return sorted(m for m in ('torch', 'ray_a3c.cluster.remote') "
-         "if m in sys.modules)", namespace)
+    exec(
+        "def loaded():\n    import sys\n    return sorted(m for m in ('torch', 'ray_a3c.cluster.remote') "
+        "if m in sys.modules)",
+        namespace,
+    )
     probe = ray_session.remote(num_cpus=0)(namespace["loaded"])
     assert ray_session.get(probe.remote(), timeout=60) == ["ray_a3c.cluster.remote", "torch"]

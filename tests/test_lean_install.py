@@ -1,5 +1,6 @@
 """The wheel in a fresh venv with no extras (`make test-slow`; minutes: pip installs torch, Ray and gymnasium):
 `a3c train cartpole` runs, and a ViZDoom preset is refused with an error naming the extra that brings it."""
+
 import glob
 import os
 import subprocess
@@ -29,8 +30,21 @@ def test_a_wheel_without_extras_trains_cartpole_and_names_the_doom_extra(tmp_pat
     assert installed.returncode == 0, installed.stderr[-2000:]
     listed = run([pip, "list", "--format=freeze"], str(tmp_path)).stdout.lower()
     assert "vizdoom" not in listed and "matplotlib" not in listed and "ale-py" not in listed, listed
-    trained = run([a3c, "train", "cartpole", "--total-env-steps", "3000", "--run-dir", "cp", "--set",
-                   "run.stop_return=null", "cluster.include_dashboard=false"], str(tmp_path))
+    trained = run(
+        [
+            a3c,
+            "train",
+            "cartpole",
+            "--total-env-steps",
+            "3000",
+            "--run-dir",
+            "cp",
+            "--set",
+            "run.stop_return=null",
+            "cluster.include_dashboard=false",
+        ],
+        str(tmp_path),
+    )
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
     assert '"reason": "env_steps"' in trained.stdout.strip().splitlines()[-1]
     refused = run([a3c, "train", "vizdoom_basic", "--run-dir", "doom"], str(tmp_path))

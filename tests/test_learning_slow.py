@@ -1,4 +1,5 @@
 """Seeded learning runs with env-step budgets (`make test-slow`; minutes each on 2 cores)."""
+
 import json
 import sys
 
@@ -15,23 +16,31 @@ def train_then_evaluate(ray_session, capsys, run_dir, args, episodes=20):
     assert main(["evaluate", run_dir, "--episodes", str(episodes), "--seed", "123"]) == 0
     evaluation = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # past capsys: `pytest -m slow -s` shows the figures that README and BENCHMARKS quote
-    print(f"\n{args[0]}: summary {json.dumps(summary)}\n{args[0]}: evaluation {json.dumps(evaluation)}",
-          file=sys.__stderr__)
+    print(
+        f"\n{args[0]}: summary {json.dumps(summary)}\n{args[0]}: evaluation {json.dumps(evaluation)}",
+        file=sys.__stderr__,
+    )
     return summary, evaluation
 
 
 def test_pendulum_sync_reaches_minus_300(ray_session, tmp_path, capsys):
     summary, evaluation = train_then_evaluate(
-        ray_session, capsys, str(tmp_path / "run"),
-        ["pendulum", "--mode", "sync", "--seed", "0", "--total-env-steps", "1500000", "--stop-return", "-300"])
+        ray_session,
+        capsys,
+        str(tmp_path / "run"),
+        ["pendulum", "--mode", "sync", "--seed", "0", "--total-env-steps", "1500000", "--stop-return", "-300"],
+    )
     assert summary["reason"] == "solved", summary
     assert evaluation["mean_return"] >= -300, evaluation
 
 
 def test_lunarlander_discrete_reaches_100(ray_session, tmp_path, capsys):
     summary, evaluation = train_then_evaluate(
-        ray_session, capsys, str(tmp_path / "run"),
-        ["lunarlander", "--seed", "0", "--total-env-steps", "3000000", "--stop-return", "100"])
+        ray_session,
+        capsys,
+        str(tmp_path / "run"),
+        ["lunarlander", "--seed", "0", "--total-env-steps", "3000000", "--stop-return", "100"],
+    )
     assert summary["reason"] == "solved", summary
     assert evaluation["mean_return"] >= 100, evaluation
 
@@ -41,17 +50,66 @@ def test_offline_training_from_a_recorded_cartpole_dataset(ray_session, tmp_path
     teacher, data, student = (str(tmp_path / name) for name in ("teacher", "data.npz", "student"))
     assert main(["train", "--seed", "3", "--stop-return", "150", "--run-dir", teacher]) == 0
     capsys.readouterr()
-    assert main(["record", "--env", "CartPole-v1", "--policy", teacher, "--epsilon", "0.1", "--episodes", "200",
-                 "--out", data]) == 0
+    assert (
+        main(
+            [
+                "record",
+                "--env",
+                "CartPole-v1",
+                "--policy",
+                teacher,
+                "--epsilon",
+                "0.1",
+                "--episodes",
+                "200",
+                "--out",
+                data,
+            ]
+        )
+        == 0
+    )
     recorded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_return"]
-    assert main(["train", "offline_cartpole", "--set", f"env.dataset={data}", "--total-env-steps", "500000",
-                 "--seed", "0", "--run-dir", student]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "offline_cartpole",
+                "--set",
+                f"env.dataset={data}",
+                "--total-env-steps",
+                "500000",
+                "--seed",
+                "0",
+                "--run-dir",
+                student,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["evaluate", student, "--env", "CartPole-v1", "--checkpoint", "latest", "--episodes", "20",
-                 "--vs-random", "--seed", "7"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                student,
+                "--env",
+                "CartPole-v1",
+                "--checkpoint",
+                "latest",
+                "--episodes",
+                "20",
+                "--vs-random",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    print(f"recording policy mean {recorded:.1f}; offline-trained mean {result['mean_return']:.1f}; "
-          f"random {result['random_mean_return']:.1f}")
+    print(
+        f"recording policy mean {recorded:.1f}; offline-trained mean {result['mean_return']:.1f}; "
+        f"random {result['random_mean_return']:.1f}"
+    )
     assert result["mean_return"] >= 0.8 * recorded
     assert result["mean_return"] >= result["random_mean_return"] + 100
 
@@ -63,18 +121,50 @@ def test_offline_pendulum_from_a_recorded_dataset(ray_session, tmp_path, capsys)
     teacher, data, student = (str(tmp_path / name) for name in ("teacher", "data.npz", "student"))
     assert main(["train", "pendulum", "--seed", "0", "--stop-return", "-250", "--run-dir", teacher]) == 0
     capsys.readouterr()
-    assert main(["record", "--env", "Pendulum-v1", "--policy", teacher, "--episodes", "200", "--seed", "1000",
-                 "--out", data]) == 0
+    assert (
+        main(
+            [
+                "record",
+                "--env",
+                "Pendulum-v1",
+                "--policy",
+                teacher,
+                "--episodes",
+                "200",
+                "--seed",
+                "1000",
+                "--out",
+                data,
+            ]
+        )
+        == 0
+    )
     recorded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_return"]
-    assert main(["train", "offline_pendulum", "--set", f"env.dataset={data}", "--total-env-steps", "400000",
-                 "--seed", "0", "--run-dir", student]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "offline_pendulum",
+                "--set",
+                f"env.dataset={data}",
+                "--total-env-steps",
+                "400000",
+                "--seed",
+                "0",
+                "--run-dir",
+                student,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["evaluate", student, "--checkpoint", "best", "--episodes", "100", "--vs-random", "--seed",
-                 "7"]) == 0
+    assert main(["evaluate", student, "--checkpoint", "best", "--episodes", "100", "--vs-random", "--seed", "7"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     score = (result["mean_return"] - result["random_mean_return"]) / (recorded - result["random_mean_return"])
-    print(f"recording policy {recorded:.1f}; offline-trained {result['mean_return']:.1f}; random "
-          f"{result['random_mean_return']:.1f}; normalised score {score:.2f}")
+    print(
+        f"recording policy {recorded:.1f}; offline-trained {result['mean_return']:.1f}; random "
+        f"{result['random_mean_return']:.1f}; normalised score {score:.2f}"
+    )
     assert score >= 0.8
 
 
@@ -106,11 +196,42 @@ def test_offline_cartpole_from_a_minari_datacollector_dataset(ray_session, tmp_p
         env.create_dataset(dataset_id="cartpole/teacher-v0", algorithm_name="epsilon-greedy 0.1")
     recorded = float(np.mean(returns))
     capsys.readouterr()
-    assert main(["train", "offline_cartpole", "--set", "env.dataset=minari:cartpole/teacher-v0",
-                 "--total-env-steps", "500000", "--seed", "0", "--run-dir", student]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "offline_cartpole",
+                "--set",
+                "env.dataset=minari:cartpole/teacher-v0",
+                "--total-env-steps",
+                "500000",
+                "--seed",
+                "0",
+                "--run-dir",
+                student,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["evaluate", student, "--env", "CartPole-v1", "--checkpoint", "latest", "--episodes", "20",
-                 "--vs-random", "--seed", "7"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                student,
+                "--env",
+                "CartPole-v1",
+                "--checkpoint",
+                "latest",
+                "--episodes",
+                "20",
+                "--vs-random",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     print(f"recording policy mean {recorded:.1f}; offline-trained mean {result['mean_return']:.1f}")
     assert result["mean_return"] >= 0.8 * recorded
@@ -124,15 +245,20 @@ def test_vizdoom_basic_fresh_100_episodes_reach_75(ray_session, tmp_path, capsys
     sampled actions as the preset evaluates)."""
     pytest.importorskip("vizdoom")
     summary, evaluation = train_then_evaluate(
-        ray_session, capsys, str(tmp_path / "run"),
-        [preset, "--seed", "0", "--total-env-steps", "1200000", "--stop-return", "80"], episodes=100)
+        ray_session,
+        capsys,
+        str(tmp_path / "run"),
+        [preset, "--seed", "0", "--total-env-steps", "1200000", "--stop-return", "80"],
+        episodes=100,
+    )
     assert summary["reason"] == "solved" and summary["best_eval_episodes"] == 100, summary
     assert evaluation["mean_return"] >= 75, evaluation
 
 
 def test_cartpole_lstm_solves(ray_session, tmp_path, capsys):
     summary, evaluation = train_then_evaluate(
-        ray_session, capsys, str(tmp_path / "run"), ["cartpole_lstm", "--seed", "0", "--total-env-steps", "1000000"])
+        ray_session, capsys, str(tmp_path / "run"), ["cartpole_lstm", "--seed", "0", "--total-env-steps", "1000000"]
+    )
     assert summary["reason"] == "solved", summary
     assert evaluation["mean_return"] >= 475, evaluation
 
@@ -144,7 +270,8 @@ def test_ant_walks_within_one_million_env_steps(ray_session, tmp_path, capsys):
     episodes still fall early), with the lr decaying to 0 at this 1M budget instead of the preset's 2M."""
     pytest.importorskip("mujoco", reason="mujoco is not installed (pip install 'ray-a3c[mujoco]')")
     summary, evaluation = train_then_evaluate(
-        ray_session, capsys, str(tmp_path / "run"), ["ant", "--seed", "0", "--total-env-steps", "1000000"])
+        ray_session, capsys, str(tmp_path / "run"), ["ant", "--seed", "0", "--total-env-steps", "1000000"]
+    )
     assert summary["reason"] == "env_steps" and summary["best_eval_episodes"] == 20, summary
     assert evaluation["mean_return"] >= 1200, evaluation
 
@@ -153,8 +280,22 @@ def test_a_pixel_game_nobody_tuned_for_learns_with_no_preset_and_no_set(ray_sess
     """tests.pixel_games' catch game, 12x12 RGB frames: the pixel family's defaults alone. Random play scores
     about -0.56 (a ball caught 22% of the time), optimal play 1.0. The latest weights, not the best, are scored."""
     run_dir = str(tmp_path / "catch")
-    assert main(["train", "--env", "tests.pixel_games:PixelCatch-v0", "--seed", "0", "--total-env-steps", "400000",
-                 "--run-dir", run_dir]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "tests.pixel_games:PixelCatch-v0",
+                "--seed",
+                "0",
+                "--total-env-steps",
+                "400000",
+                "--run-dir",
+                run_dir,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("defaults: the pixels family")
     assert main(["evaluate", run_dir, "--checkpoint", "latest", "--episodes", "100", "--seed", "11"]) == 0

@@ -1,5 +1,6 @@
 """Output as a program embedding ray_a3c expects: the `ray_a3c` logger, levels from the CLI, progress bars and
 the ETA on the progress line."""
+
 import io
 import logging
 
@@ -38,11 +39,15 @@ def test_a_progress_bar_redraws_in_place_and_ends_with_a_line():
     assert stream.getvalue() == "\revaluating [###.......]  3/10\revaluating [##########] 10/10\n"
 
 
-@pytest.mark.parametrize("elapsed, steps, fps, total, limit, expected", [
-    (10.0, 1000, 100.0, 5000, None, 40.0),  # the step budget at the current rate
-    (10.0, 1000, 100.0, 50000, 30.0, 20.0),  # the time limit comes first
-    (10.0, 0, 0.0, 5000, None, None),  # no rate yet, no time limit: unknown
-    (40.0, 6000, 100.0, 5000, None, 0.0)])
+@pytest.mark.parametrize(
+    "elapsed, steps, fps, total, limit, expected",
+    [
+        (10.0, 1000, 100.0, 5000, None, 40.0),  # the step budget at the current rate
+        (10.0, 1000, 100.0, 50000, 30.0, 20.0),  # the time limit comes first
+        (10.0, 0, 0.0, 5000, None, None),  # no rate yet, no time limit: unknown
+        (40.0, 6000, 100.0, 5000, None, 0.0),
+    ],
+)
 def test_eta_is_the_first_budget_to_run_out(elapsed, steps, fps, total, limit, expected):
     assert eta_s(elapsed, steps, fps, total, limit) == expected
 

@@ -1,4 +1,5 @@
 """The A3C loss's gradient against a hand computation, the clipped surrogate against numpy, global-norm clipping."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """Ray metrics as Prometheus expects them (no Ray started): counters advance by growth, gauges are set; the
 generated reference and Grafana dashboard match the code."""
+
 import json
 import os
 
@@ -56,7 +57,9 @@ def test_the_generated_reference_and_dashboard_match_the_code():
     for expr, metric in zip(exprs, ray_side.RAY_METRICS):
         assert metric.prometheus_name in expr and ("rate(" in expr) == (metric.kind is ray_side.Kind.COUNTER)
     assert {m.prometheus_name for m in ray_side.RAY_METRICS if m.kind is ray_side.Kind.COUNTER} >= {
-        "ray_a3c_env_steps_total", "ray_a3c_restarts_total"}
+        "ray_a3c_env_steps_total",
+        "ray_a3c_restarts_total",
+    }
 
 
 def test_the_dashboard_is_installed_beside_rays_own(tmp_path):

@@ -1,5 +1,6 @@
 """Minari interop: our recordings round-trip through Minari exactly; Minari's own DataCollector datasets load
 with aligned transitions; bad ids are one error line; Ray workers read the dataset the driver resolved."""
+
 import json
 import os
 import subprocess
@@ -18,8 +19,16 @@ from ray_a3c.common.minari_io import dataset_dir, save_minari
 from ray_a3c.common.offline import OfflineEnv, open_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIELDS = ("observations", "next_observations", "actions", "rewards", "terminated", "truncated", "episode_ids",
-          "behaviour_log_probs")
+FIELDS = (
+    "observations",
+    "next_observations",
+    "actions",
+    "rewards",
+    "terminated",
+    "truncated",
+    "episode_ids",
+    "behaviour_log_probs",
+)
 
 
 @pytest.fixture
@@ -85,17 +94,24 @@ def test_a_datacollector_dataset_replays_its_transitions(minari_path):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "ray_a3c.cluster.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})))
+    return subprocess.run(
+        [sys.executable, "-m", "ray_a3c.cluster.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})),
+    )
 
 
 def test_bad_minari_ids_are_one_error_line_and_nothing_is_overwritten(minari_path):
     collected_dataset("cartpole/taken-v0", episodes=2)
     directory = dataset_dir("cartpole/taken-v0")
     before = sorted((p, os.path.getmtime(os.path.join(d, p))) for d, _, files in os.walk(directory) for p in files)
-    cases = [("record", "--env", "CartPole-v1", "--episodes", "2", "--format", "minari", "--out", "cartpole/taken-v0"),
-             ("record", "--env", "CartPole-v1", "--episodes", "2", "--format", "minari", "--out", "no id.npz"),
-             ("train", "offline_cartpole", "--set", "env.dataset=minari:cartpole/absent-v0")]
+    cases = [
+        ("record", "--env", "CartPole-v1", "--episodes", "2", "--format", "minari", "--out", "cartpole/taken-v0"),
+        ("record", "--env", "CartPole-v1", "--episodes", "2", "--format", "minari", "--out", "no id.npz"),
+        ("train", "offline_cartpole", "--set", "env.dataset=minari:cartpole/absent-v0"),
+    ]
     for args in cases:
         proc = run_cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
@@ -106,8 +122,19 @@ def test_bad_minari_ids_are_one_error_line_and_nothing_is_overwritten(minari_pat
 
 
 def test_record_cli_writes_a_minari_dataset_with_log_probs(minari_path):
-    proc = run_cli("record", "--env", "CartPole-v1", "--episodes", "3", "--format", "minari", "--out",
-                   "cartpole/cli-v0", "--seed", "2")
+    proc = run_cli(
+        "record",
+        "--env",
+        "CartPole-v1",
+        "--episodes",
+        "3",
+        "--format",
+        "minari",
+        "--out",
+        "cartpole/cli-v0",
+        "--seed",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr
     steps = json.loads(proc.stdout.strip().splitlines()[-1])["steps"]
     made = minari.load_dataset("cartpole/cli-v0")  # Minari itself reads it
@@ -126,8 +153,22 @@ def test_ray_workers_train_from_the_dataset_the_driver_resolved(ray_session, min
 
     collected_dataset("cartpole/ray-v0", episodes=20)
     run_dir = str(tmp_path / "run")
-    assert main(["train", "offline_cartpole", "--run-dir", run_dir, "--total-env-steps", "3000", "--set",
-                 "env.dataset=minari:cartpole/ray-v0", "run.stop_return=null"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "offline_cartpole",
+                "--run-dir",
+                run_dir,
+                "--total-env-steps",
+                "3000",
+                "--set",
+                "env.dataset=minari:cartpole/ray-v0",
+                "run.stop_return=null",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     steps = open_dataset("minari:cartpole/ray-v0").num_steps
     assert summary["env_steps"] >= 3000 and summary["dataset_passes"] == pytest.approx(summary["env_steps"] / steps)

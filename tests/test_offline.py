@@ -1,4 +1,5 @@
 """Recorded datasets: schema round trip, malformed files, shards, exact replay, importance weights."""
+
 import json
 import os
 import subprocess
@@ -24,8 +25,19 @@ def recorded_arrays(episodes=6, seed=0):
     """Random CartPole episodes, recorded by hand (the reference the replay must reproduce)."""
     env = gym.make("CartPole-v1")
     rng = np.random.default_rng(seed)
-    cols = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminated",
-                            "truncated", "episode_ids", "behaviour_log_probs")}
+    cols = {
+        k: []
+        for k in (
+            "observations",
+            "next_observations",
+            "actions",
+            "rewards",
+            "terminated",
+            "truncated",
+            "episode_ids",
+            "behaviour_log_probs",
+        )
+    }
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         done = False
@@ -99,9 +111,23 @@ def test_each_malformed_file_is_one_error_line_and_exit_2(dataset_file, tmp_path
         with pytest.raises(A3CError, match="."):
             load_dataset(bad)
         before = listing(tmp_path)
-        proc = subprocess.run([sys.executable, "-m", "ray_a3c.cluster.cli", "train", "offline_cartpole", "--set",
-                               f"env.dataset={bad}", "--run-dir", str(tmp_path / "run")],
-                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ray_a3c.cluster.cli",
+                "train",
+                "offline_cartpole",
+                "--set",
+                f"env.dataset={bad}",
+                "--run-dir",
+                str(tmp_path / "run"),
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            capture_output=True,
+            text=True,
+        )
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (name, proc.stderr)
         assert needle in lines[0], (name, lines[0])
@@ -180,8 +206,18 @@ def test_importance_weights_and_vtrace_match_numpy(seed):
 
 def test_record_cli_writes_a_valid_dataset_and_never_overwrites(tmp_path):
     out = str(tmp_path / "rec.npz")
-    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "record", "--env", "CartPole-v1", "--episodes", "3",
-           "--out", out]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray_a3c.cluster.cli",
+        "record",
+        "--env",
+        "CartPole-v1",
+        "--episodes",
+        "3",
+        "--out",
+        out,
+    ]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -203,8 +239,9 @@ def test_recorded_continuous_actions_give_ratio_one_when_pi_is_mu_even_where_cli
     from ray_a3c.common.envs import probe_spaces
     from ray_a3c.common.models import build_model
 
-    cfg = validate(from_flat({"env.id": "Pendulum-v1", "model.hidden_sizes": [16], "model.init_log_std": 1.0},
-                             Config()))
+    cfg = validate(
+        from_flat({"env.id": "Pendulum-v1", "model.hidden_sizes": [16], "model.init_log_std": 1.0}, Config())
+    )
     spaces = probe_spaces(cfg.env)
     torch.manual_seed(0)
     model = build_model(spaces, cfg.model)
@@ -250,9 +287,24 @@ def test_offline_runs_report_dataset_passes(ray_session, dataset_file, tmp_path,
 
     path, _ = dataset_file
     run_dir = str(tmp_path / "run")
-    assert main(["train", "offline_cartpole", "--run-dir", run_dir, "--total-env-steps", "3000", "--set",
-                 f"env.dataset={path}", "run.stop_return=null", "run.log_interval_s=0.5",
-                 "env.num_envs_per_worker=3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "offline_cartpole",
+                "--run-dir",
+                run_dir,
+                "--total-env-steps",
+                "3000",
+                "--set",
+                f"env.dataset={path}",
+                "run.stop_return=null",
+                "run.log_interval_s=0.5",
+                "env.num_envs_per_worker=3",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     steps = load_dataset(path).num_steps
     assert summary["dataset_passes"] == pytest.approx(summary["env_steps"] / steps) and summary["dataset_passes"] > 1
@@ -278,13 +330,21 @@ def test_awr_worker_pulls_towards_logged_actions_with_gae_value_targets(dataset_
     from ray_a3c.common.returns import awr_weights, gae
 
     path, _ = dataset_file
-    worker = RolloutWorker(small_config(**{"env.dataset": path, "algo.offline_update": "awr",
-                                           "algo.awr_temperature": 0.7}), rank=0)
+    worker = RolloutWorker(
+        small_config(**{"env.dataset": path, "algo.offline_update": "awr", "algo.awr_temperature": 0.7}), rank=0
+    )
     ro = collect_rollout(worker.runner, worker.model, 20, 1.0)
     assert ro.behaviour_log_probs is not None  # the file has them: awr ignores them
     coefficients, returns = worker._targets(ro, np.zeros_like(ro.rewards))
-    advantages, gae_returns = gae(ro.rewards, ro.values, ro.next_values, ro.terminated, ro.truncated,
-                                  worker.config.algo.gamma, worker.config.algo.gae_lambda)
+    advantages, gae_returns = gae(
+        ro.rewards,
+        ro.values,
+        ro.next_values,
+        ro.terminated,
+        ro.truncated,
+        worker.config.algo.gamma,
+        worker.config.algo.gae_lambda,
+    )
     np.testing.assert_allclose(coefficients, awr_weights(advantages, 0.7, 20.0), rtol=1e-6)
     np.testing.assert_allclose(returns, gae_returns, rtol=1e-6)
     assert (coefficients > 0).all()

@@ -1,5 +1,6 @@
 """The installed package as a user gets it: a wheel in a fresh venv, one `ray_a3c` namespace, the user's own
 `common/` package and env module next to it, no PYTHONPATH."""
+
 import glob
 import json
 import os
@@ -45,18 +46,41 @@ def fresh_venv(tmp_path_factory):
     """A new venv holding only our wheel; the heavy dependencies come from the test venv's site-packages
     through a .pth line (its .pth files, our editable install's among them, are not processed that way)."""
     root = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(root / "dist"), ROOT], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(root / "dist"),
+            ROOT,
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     (wheel,) = glob.glob(str(root / "dist" / "ray_a3c-*.whl"))
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     with open(os.path.join(site, "deps.pth"), "w") as fh:
         fh.write(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
-                    "--no-index", wheel], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--no-index", wheel],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     return venv
 
 
@@ -69,11 +93,17 @@ def clean_env(venv) -> dict:
 def test_wheel_installs_one_namespace(fresh_venv, tmp_path):
     env = clean_env(fresh_venv)
     python = str(fresh_venv / "bin" / "python")
-    assert subprocess.run([str(fresh_venv / "bin" / "a3c"), "--help"], env=env, cwd=tmp_path, capture_output=True,
-                          timeout=60).returncode == 0
-    probe = ("import importlib.util, json, ray_a3c; print(json.dumps({'api': [ray_a3c.train.__name__, "
-             "ray_a3c.load_policy.__name__, ray_a3c.Config.__name__], 'file': ray_a3c.__file__, "
-             "'generic': [m for m in ('common', 'actors', 'learner', 'cluster') if importlib.util.find_spec(m)]}))")
+    assert (
+        subprocess.run(
+            [str(fresh_venv / "bin" / "a3c"), "--help"], env=env, cwd=tmp_path, capture_output=True, timeout=60
+        ).returncode
+        == 0
+    )
+    probe = (
+        "import importlib.util, json, ray_a3c; print(json.dumps({'api': [ray_a3c.train.__name__, "
+        "ray_a3c.load_policy.__name__, ray_a3c.Config.__name__], 'file': ray_a3c.__file__, "
+        "'generic': [m for m in ('common', 'actors', 'learner', 'cluster') if importlib.util.find_spec(m)]}))"
+    )
     proc = subprocess.run([python, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -91,9 +121,21 @@ def test_train_a_users_env_beside_their_own_common_package(fresh_venv, tmp_path)
     (project / "common" / "__init__.py").write_text("")
     (project / "common" / "config.py").write_text("Config = 'the user one'\n")
     (project / "myenvs.py").write_text(CORRIDOR)
-    cmd = [str(fresh_venv / "bin" / "a3c"), "train", "--env", "myenvs:Corridor", "--total-env-steps", "2000",
-           "--num-workers", "2", "--run-dir", "run", "--set", "cluster.include_dashboard=false",
-           "env.num_envs_per_worker=2"]
+    cmd = [
+        str(fresh_venv / "bin" / "a3c"),
+        "train",
+        "--env",
+        "myenvs:Corridor",
+        "--total-env-steps",
+        "2000",
+        "--num-workers",
+        "2",
+        "--run-dir",
+        "run",
+        "--set",
+        "cluster.include_dashboard=false",
+        "env.num_envs_per_worker=2",
+    ]
     proc = subprocess.run(cmd, cwd=project, env=clean_env(fresh_venv), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -135,8 +177,11 @@ def test_every_not_installed_error_names_an_extra_that_exists():
     parser = configparser.ConfigParser()
     parser.read(os.path.join(root, "setup.cfg"))
     extras = set(parser["options.extras_require"])
-    files = [p for pattern in ("common/*.py", "actors/*.py", "learner/*.py", "cluster/*.py", "*.md", "docs/*.md")
-             for p in glob.glob(os.path.join(root, pattern))]
+    files = [
+        p
+        for pattern in ("common/*.py", "actors/*.py", "learner/*.py", "cluster/*.py", "*.md", "docs/*.md")
+        for p in glob.glob(os.path.join(root, pattern))
+    ]
     named = {extra for path in files for extra in re.findall(r"ray-a3c\[(\w+)\]", open(path).read())}
     from ray_a3c.common.env_ids import EXTRA_HINTS
 

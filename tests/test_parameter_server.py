@@ -1,4 +1,5 @@
 """ParameterServer without Ray: Adam and RMSprop equivalence, guards, versions, state round trip."""
+
 import copy
 
 import numpy as np
@@ -21,8 +22,13 @@ def make_ps(**overrides):
 
 
 def packet(ps, grad, version=None, steps=10):
-    return GradientPacket(gradient=grad.astype(np.float32), version=ps.version if version is None else version,
-                          env_steps=steps, episode_returns=[1.0], episode_lengths=[3])
+    return GradientPacket(
+        gradient=grad.astype(np.float32),
+        version=ps.version if version is None else version,
+        env_steps=steps,
+        episode_returns=[1.0],
+        episode_lengths=[3],
+    )
 
 
 @pytest.mark.parametrize("critic_lr", [None, 3e-3])
@@ -31,8 +37,10 @@ def test_adam_step_equals_torch_adam(critic_lr):
     reference = copy.deepcopy(ps.model)
     critic_ids = {id(p) for p in list(reference.critic_trunk.parameters()) + list(reference.value_head.parameters())}
     if critic_lr:
-        groups = [{"params": [p for p in reference.parameters() if id(p) not in critic_ids], "lr": 1e-3},
-                  {"params": [p for p in reference.parameters() if id(p) in critic_ids], "lr": critic_lr}]
+        groups = [
+            {"params": [p for p in reference.parameters() if id(p) not in critic_ids], "lr": 1e-3},
+            {"params": [p for p in reference.parameters() if id(p) in critic_ids], "lr": critic_lr},
+        ]
     else:
         groups = [{"params": list(reference.parameters()), "lr": 1e-3}]
     adam = torch.optim.Adam(groups, lr=1e-3, eps=ps.config.algo.adam_eps)
@@ -49,8 +57,9 @@ def test_adam_step_equals_torch_adam(critic_lr):
 def test_rmsprop_step_equals_a_numpy_reference():
     """Not centred, no momentum: v <- alpha v + (1 - alpha) g^2; w <- w - lr g / (sqrt(v) + eps)."""
     lr, alpha, eps = 1e-3, 0.9, 0.1
-    ps = make_ps(**{"algo.optimizer": "rmsprop", "algo.learning_rate": lr, "algo.rmsprop_alpha": alpha,
-                    "algo.rmsprop_eps": eps})
+    ps = make_ps(
+        **{"algo.optimizer": "rmsprop", "algo.learning_rate": lr, "algo.rmsprop_alpha": alpha, "algo.rmsprop_eps": eps}
+    )
     weights = get_flat_weights(ps.model).astype(np.float64)
     square_avg = np.zeros_like(weights)
     rng = np.random.default_rng(0)
@@ -231,8 +240,14 @@ def test_linear_lr_schedule_equals_adam_at_the_decayed_rate():
 def test_linear_schedule_holds_until_decay_start_and_ends_at_the_time_limit(monkeypatch):
     import ray_a3c.learner.parameter_server as ps_module
 
-    ps = make_ps(**{"algo.lr_schedule": "linear", "algo.lr_decay_start": 0.5, "run.total_env_steps": 100,
-                    "run.time_limit_s": 200.0})
+    ps = make_ps(
+        **{
+            "algo.lr_schedule": "linear",
+            "algo.lr_decay_start": 0.5,
+            "run.total_env_steps": 100,
+            "run.time_limit_s": 200.0,
+        }
+    )
     ps.apply_gradients(packet(ps, np.zeros(num_params(ps.model), np.float32), steps=40))
     assert ps.lr_fraction() == 1.0  # 40% of the env-step budget, before the decay starts
     ps.apply_gradients(packet(ps, np.zeros(num_params(ps.model), np.float32), steps=35))

@@ -1,5 +1,6 @@
 """A real Prometheus (Debian's `prometheus` package) scraping a local run through the config Ray generates for
 its session, and our Grafana dashboard installed beside Ray's own (`make test-slow`; about a minute)."""
+
 import glob
 import json
 import os
@@ -49,10 +50,26 @@ def test_prometheus_reads_the_env_step_counter_rising(tmp_path):
         pytest.skip("Debian's prometheus package is not installed (apt-get install prometheus)")
     metrics_port, prom_port = free_port(), free_port()
     train = subprocess.Popen(
-        [sys.executable, "-m", "ray_a3c.cluster.cli", "train", "--time-limit", "90", "--run-dir", str(tmp_path / "run"),
-         "--set", "run.stop_return=null", "run.log_interval_s=1", f"cluster.metrics_export_port={metrics_port}",
-         "cluster.namespace=a3c-prometheus-test"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "ray_a3c.cluster.cli",
+            "train",
+            "--time-limit",
+            "90",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "run.stop_return=null",
+            "run.log_interval_s=1",
+            f"cluster.metrics_export_port={metrics_port}",
+            "cluster.namespace=a3c-prometheus-test",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(train.stdout), daemon=True).start()
     prometheus = None
@@ -60,9 +77,16 @@ def test_prometheus_reads_the_env_step_counter_rising(tmp_path):
         session = session_of(metrics_port)
         config = os.path.join(session, "metrics", "prometheus", "prometheus.yml")
         assert os.path.isfile(config), os.listdir(session)
-        prometheus = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                       f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+        prometheus = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         readings: list[float] = []
         deadline = time.time() + 75
         while time.time() < deadline and not (len(readings) >= 2 and readings[-1] > readings[0] > 0):

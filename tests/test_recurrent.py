@@ -1,5 +1,6 @@
 """The LSTM core: one long unroll equals the same sequence cut into rollouts with the state carried;
 state resets at episode starts; the worker's gradient starts from the state saved at the rollout's start."""
+
 import numpy as np
 import pytest
 import torch
@@ -59,8 +60,9 @@ def test_state_resets_at_an_episode_start():
 
 
 def test_worker_carries_state_across_rollouts_and_differentiates_from_the_saved_start():
-    cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": True, "algo.rollout_steps": 6,
-                          "env.num_envs_per_worker": 2})
+    cfg = small_config(
+        **{"model.lstm_size": 8, "model.shared_trunk": True, "algo.rollout_steps": 6, "env.num_envs_per_worker": 2}
+    )
     worker = RolloutWorker(cfg, rank=0)
     worker.compute_gradient()
     h_after_first = worker.runner.state[0].clone()
@@ -85,14 +87,16 @@ def test_lstm_input_norm_makes_the_core_blind_to_the_features_scale_not_to_their
     """A CNN's features start ~0.04 in size: an LSTM fed them raw answers the same for every input. With the
     LayerNorm the core's output is the same for features x and 100 x, and differs between two patterns."""
     normed = lstm_model()
-    raw_cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": True, "model.hidden_sizes": [16],
-                              "model.lstm_input_norm": False})
+    raw_cfg = small_config(
+        **{"model.lstm_size": 8, "model.shared_trunk": True, "model.hidden_sizes": [16], "model.lstm_input_norm": False}
+    )
     torch.manual_seed(0)
     raw = build_model(probe_spaces(raw_cfg.env), raw_cfg.model)
     x = torch.randn(1, 2, 16) * 0.04
     small_n, small_r = (m._run_core(x, None, None)[0] for m in (normed, raw))
-    torch.testing.assert_close(normed._run_core(100 * x, None, None)[0], normed._run_core(10 * x, None, None)[0],
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        normed._run_core(100 * x, None, None)[0], normed._run_core(10 * x, None, None)[0], atol=1e-4, rtol=1e-4
+    )
     assert not torch.allclose(raw._run_core(100 * x, None, None)[0], raw._run_core(10 * x, None, None)[0], atol=1e-3)
     assert (small_n[0] - small_n[1]).abs().max() > 10 * (small_r[0] - small_r[1]).abs().max()
 
@@ -120,8 +124,9 @@ def test_lstm_skip_gives_the_heads_the_current_features_beside_the_memory():
     apart only through the skip path."""
     outputs = {}
     for skip in (False, True):
-        cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": True, "model.hidden_sizes": [16],
-                              "model.lstm_skip": skip})
+        cfg = small_config(
+            **{"model.lstm_size": 8, "model.shared_trunk": True, "model.hidden_sizes": [16], "model.lstm_skip": skip}
+        )
         torch.manual_seed(0)
         model = build_model(probe_spaces(cfg.env), cfg.model)
         assert model.policy_head.in_features == (8 + 16 if skip else 8)

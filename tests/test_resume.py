@@ -1,5 +1,6 @@
 """`--resume` compares the overrides with the config the checkpoint was trained with: changes that do not fit
 are refused with nothing written; safe ones are applied and recorded."""
+
 import os
 
 import pytest
@@ -15,8 +16,10 @@ def run_dir(tmp_path):
     return make_run(str(tmp_path), "run", **{"env.id": "CartPole-v1", "model.hidden_sizes": [8]})
 
 
-@pytest.mark.parametrize("override", ["model.hidden_sizes=[16]", "env.id=CartPole-v0", "algo.mode=sync",
-                                      "run.seed=3", "algo.optimizer=rmsprop"])
+@pytest.mark.parametrize(
+    "override",
+    ["model.hidden_sizes=[16]", "env.id=CartPole-v0", "algo.mode=sync", "run.seed=3", "algo.optimizer=rmsprop"],
+)
 def test_a_change_that_does_not_fit_exits_2_and_leaves_the_run_untouched(run_dir, override, capsys):
     config_path = os.path.join(run_dir, "config.yaml")
     before = open(config_path, "rb").read()

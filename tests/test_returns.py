@@ -1,4 +1,5 @@
 """GAE and n-step returns against a plain per-episode numpy reference."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """Reward normalisation (model.normalize_rewards): the running discounted return's statistics, merged on the
 PS from every worker, travel with the weights and scale only the learning rewards."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """The stop / best.pt statistic: decided on confirm_episodes episodes of one version, never on a noisy screening."""
+
 import numpy as np
 import pytest
 
@@ -54,8 +55,12 @@ def test_confirm_episodes_up_to_the_screening_lets_the_screening_decide():
 def test_a_stop_return_confirmed_after_the_budget_ran_out_is_solved():
     from ray_a3c.cluster.summary import RunSummary
 
-    for reason, solved_at, expected in [("env_steps", 12.0, "solved"), ("time_limit", 3.0, "solved"),
-                                        ("env_steps", None, "env_steps"), ("interrupted", 5.0, "interrupted")]:
+    for reason, solved_at, expected in [
+        ("env_steps", 12.0, "solved"),
+        ("time_limit", 3.0, "solved"),
+        ("env_steps", None, "env_steps"),
+        ("interrupted", 5.0, "interrupted"),
+    ]:
         summary = RunSummary(reason=reason, solved_at_s=solved_at)
         summary.settle()
         assert summary.reason == expected

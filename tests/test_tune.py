@@ -1,5 +1,6 @@
 """Ray Tune over runs: an ASHA sweep whose best trial solves CartPole, a PBT exploit that hands the weak trial
 the donor's state with its new learning rate in effect, and specs refused before Ray starts."""
+
 import glob
 import json
 import os
@@ -13,8 +14,14 @@ import yaml
 from ray_a3c.cluster.tune_spec import load_spec
 from ray_a3c.common.errors import A3CError
 
-SMALL = {"run.num_workers": 1, "env.num_envs_per_worker": 4, "run.eval_interval_s": 1.0,  # 1 CPU a trial
-         "cluster.ps_num_cpus": 0.25, "cluster.worker_num_cpus": 0.5, "cluster.eval_num_cpus": 0.25}
+SMALL = {
+    "run.num_workers": 1,
+    "env.num_envs_per_worker": 4,
+    "run.eval_interval_s": 1.0,  # 1 CPU a trial
+    "cluster.ps_num_cpus": 0.25,
+    "cluster.worker_num_cpus": 0.5,
+    "cluster.eval_num_cpus": 0.25,
+}
 
 
 def load(path):
@@ -29,9 +36,17 @@ def test_an_asha_sweep_ends_with_its_best_trial_solving_cartpole(ray_session, tm
     from ray_a3c.cluster.tune import best_trial
 
     # 4 trials at once on the session's 4 CPUs; the cartpole preset's stop: 475 confirmed on 100 episodes
-    spec = {"config": "cartpole", "search": {"algo.learning_rate": {"loguniform": [1e-3, 3e-3]}, **SMALL},
-            "scheduler": {"type": "asha", "grace_period": 8000}, "num_samples": 4, "max_concurrent_trials": 4,
-            "stop": {"env_steps": 60000}, "seed": 0, "storage_path": str(tmp_path), "name": "asha"}
+    spec = {
+        "config": "cartpole",
+        "search": {"algo.learning_rate": {"loguniform": [1e-3, 3e-3]}, **SMALL},
+        "scheduler": {"type": "asha", "grace_period": 8000},
+        "num_samples": 4,
+        "max_concurrent_trials": 4,
+        "stop": {"env_steps": 60000},
+        "seed": 0,
+        "storage_path": str(tmp_path),
+        "name": "asha",
+    }
     results = ray_a3c.tune(spec, quiet=True)
     assert len(results) == 4 and not results.errors
     best = best_trial(results, load_spec(spec, storage_path=str(tmp_path / "unused")))
@@ -54,11 +69,26 @@ def test_a_pbt_exploit_restores_the_donors_state_with_the_mutated_learning_rate(
     quantile 0.5: at a perturbation one of them exploits the other."""
     import ray_a3c
 
-    spec = {"config": "cartpole", "search": {"algo.learning_rate": {"grid": [1e-3, 1e-5]}, "algo.mode": "sync",
-                                             "run.stop_return": None, "run.keep_checkpoints": 1000, **SMALL},
-            "scheduler": {"type": "pbt", "perturbation_interval": 4000, "quantile_fraction": 0.5,
-                          "hyperparam_mutations": {"algo.learning_rate": {"loguniform": [1e-4, 3e-3]}}},
-            "stop": {"env_steps": 20000}, "keep_checkpoints": 100, "storage_path": str(tmp_path), "name": "pbt"}
+    spec = {
+        "config": "cartpole",
+        "search": {
+            "algo.learning_rate": {"grid": [1e-3, 1e-5]},
+            "algo.mode": "sync",
+            "run.stop_return": None,
+            "run.keep_checkpoints": 1000,
+            **SMALL,
+        },
+        "scheduler": {
+            "type": "pbt",
+            "perturbation_interval": 4000,
+            "quantile_fraction": 0.5,
+            "hyperparam_mutations": {"algo.learning_rate": {"loguniform": [1e-4, 3e-3]}},
+        },
+        "stop": {"env_steps": 20000},
+        "keep_checkpoints": 100,
+        "storage_path": str(tmp_path),
+        "name": "pbt",
+    }
     results = ray_a3c.tune(spec, quiet=True)
     assert len(results) == 2 and not results.errors
     with open(os.path.join(results.experiment_path, "pbt_global.txt")) as fh:
@@ -72,8 +102,9 @@ def test_a_pbt_exploit_restores_the_donors_state_with_the_mutated_learning_rate(
     assert exploits and new_rates
     run_dir, source = exploits[0]
     donor = load(os.path.join(source, "checkpoint.pt"))
-    ckpts = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt")),
-                   key=lambda p: int(p.rsplit("-", 1)[1][:-3]))
+    ckpts = sorted(
+        glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.pt")), key=lambda p: int(p.rsplit("-", 1)[1][:-3])
+    )
     start, newest = load(ckpts[0]), load(ckpts[-1])
     assert start["counters"] == donor["counters"]
     assert all((start["model"][k] == donor["model"][k]).all() for k in donor["model"])  # the weights, the
@@ -98,8 +129,14 @@ def test_a_process_in_a_trials_group_gives_each_actor_its_own_bundle(ray_session
     from ray_a3c.cluster.reservation import run_bundles
     from tests.helpers import small_config
 
-    config = small_config(**{"run.num_workers": 2, "cluster.ps_num_cpus": 0.25, "cluster.eval_num_cpus": 0.25,
-                             "cluster.worker_num_cpus": 0.5})
+    config = small_config(
+        **{
+            "run.num_workers": 2,
+            "cluster.ps_num_cpus": 0.25,
+            "cluster.eval_num_cpus": 0.25,
+            "cluster.worker_num_cpus": 0.5,
+        }
+    )
     group = placement_group(run_bundles(config))  # as Tune makes it: the empty head bundle is dropped
     ray = ray_session
     ray.get(group.ready(), timeout=60)
@@ -119,26 +156,47 @@ def test_a_process_in_a_trials_group_gives_each_actor_its_own_bundle(ray_session
         remove_placement_group(group)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"serach": {}}, "unknown key 'serach' in the tune spec"),
-    ({"search": {"algo.learning_rate": {"logunifrom": [1e-4, 1e-3]}}}, "unknown distribution 'logunifrom'"),
-    ({"search": {"algo.learning_rate": {"loguniform": [1e-3, 1e-4]}}}, "low < high"),
-    ({"search": {"algo.learning_rate": {"uniform": [-1.0, 1e-3]}}}, "search.algo.learning_rate: "),
-    ({"search": {"algo.learnig_rate": 1e-3}}, "unknown config key 'algo.learnig_rate'"),
-    ({"search": {"algo.entropy_coef": {"choice": []}}}, "non-empty list"),
-    ({"scheduler": {"type": "hyperband"}}, "scheduler type must be one of"),
-    ({"scheduler": {"type": "asha", "grace": 5}}, "unknown asha option 'grace'"),
-    ({"scheduler": {"type": "pbt", "hyperparam_mutations": {"algo.learning_rate": [1e-3]}}}, "perturbation_interval"),
-    ({"scheduler": {"type": "pbt", "perturbation_interval": 4000, "hyperparam_mutations": {"model.hidden_sizes":
-                                                                                          [[32], [64]]}}},
-     "pbt cannot mutate 'model.hidden_sizes'"),
-    ({"search": {"run.seed": {"choice": [0, 1]}}, "scheduler": {
-        "type": "pbt", "perturbation_interval": 5000, "hyperparam_mutations": {"algo.entropy_coef": [0.0, 0.01]}}},
-     "cannot differ in run.seed"),
-    ({"search": {"run.num_workers": 0}}, "not auto"),
-    ({"metric": "reward"}, "metric 'reward' is not reported"),
-    ({"stop": {"steps": 10}}, "unknown stop 'steps'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"serach": {}}, "unknown key 'serach' in the tune spec"),
+        ({"search": {"algo.learning_rate": {"logunifrom": [1e-4, 1e-3]}}}, "unknown distribution 'logunifrom'"),
+        ({"search": {"algo.learning_rate": {"loguniform": [1e-3, 1e-4]}}}, "low < high"),
+        ({"search": {"algo.learning_rate": {"uniform": [-1.0, 1e-3]}}}, "search.algo.learning_rate: "),
+        ({"search": {"algo.learnig_rate": 1e-3}}, "unknown config key 'algo.learnig_rate'"),
+        ({"search": {"algo.entropy_coef": {"choice": []}}}, "non-empty list"),
+        ({"scheduler": {"type": "hyperband"}}, "scheduler type must be one of"),
+        ({"scheduler": {"type": "asha", "grace": 5}}, "unknown asha option 'grace'"),
+        (
+            {"scheduler": {"type": "pbt", "hyperparam_mutations": {"algo.learning_rate": [1e-3]}}},
+            "perturbation_interval",
+        ),
+        (
+            {
+                "scheduler": {
+                    "type": "pbt",
+                    "perturbation_interval": 4000,
+                    "hyperparam_mutations": {"model.hidden_sizes": [[32], [64]]},
+                }
+            },
+            "pbt cannot mutate 'model.hidden_sizes'",
+        ),
+        (
+            {
+                "search": {"run.seed": {"choice": [0, 1]}},
+                "scheduler": {
+                    "type": "pbt",
+                    "perturbation_interval": 5000,
+                    "hyperparam_mutations": {"algo.entropy_coef": [0.0, 0.01]},
+                },
+            },
+            "cannot differ in run.seed",
+        ),
+        ({"search": {"run.num_workers": 0}}, "not auto"),
+        ({"metric": "reward"}, "metric 'reward' is not reported"),
+        ({"stop": {"steps": 10}}, "unknown stop 'steps'"),
+    ],
+)
 def test_bad_specs_are_refused_before_ray(change, message, tmp_path):
     spec = {"config": "cartpole", "storage_path": str(tmp_path), **change}
     with pytest.raises(A3CError, match=re.escape(message)):
@@ -155,17 +213,26 @@ def test_the_example_specs_are_valid(tmp_path):
 
 
 def test_the_cli_prints_one_error_line_exits_2_and_never_imports_ray(tmp_path):
-    specs = {"unknown_key.yaml": {"config": "cartpole", "schedular": "asha"},
-             "bad_distribution.yaml": {"config": "cartpole", "search": {"algo.entropy_coef": {"normal": [0, 1]}}}}
+    specs = {
+        "unknown_key.yaml": {"config": "cartpole", "schedular": "asha"},
+        "bad_distribution.yaml": {"config": "cartpole", "search": {"algo.entropy_coef": {"normal": [0, 1]}}},
+    }
     for name, spec in specs.items():
         (tmp_path / name).write_text(yaml.safe_dump(spec))
-    script = ("import contextlib, io, json, sys\nfrom ray_a3c.cluster.cli import main\nout = []\n"
-              "for path in sys.argv[1:]:\n    err = io.StringIO()\n"
-              "    with contextlib.redirect_stderr(err):\n        code = main(['tune', path])\n"
-              "    out.append([code, err.getvalue()])\n"
-              "print(json.dumps({'results': out, 'ray': 'ray' in sys.modules}))\n")
-    done = subprocess.run([sys.executable, "-c", script, *(str(tmp_path / n) for n in specs)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    script = (
+        "import contextlib, io, json, sys\nfrom ray_a3c.cluster.cli import main\nout = []\n"
+        "for path in sys.argv[1:]:\n    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n        code = main(['tune', path])\n"
+        "    out.append([code, err.getvalue()])\n"
+        "print(json.dumps({'results': out, 'ray': 'ray' in sys.modules}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *(str(tmp_path / n) for n in specs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert not report["ray"], "Ray was imported for a spec that is refused"
     (code1, err1), (code2, err2) = report["results"]

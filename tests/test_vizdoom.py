@@ -1,4 +1,5 @@
 """ViZDoom from pixels: frames, rewards, flags, check_env, engine crashes, GIFs."""
+
 import os
 import signal
 
@@ -17,9 +18,17 @@ vzd = pytest.importorskip("vizdoom")
 
 
 def doom_config(scenario="basic", **extra):
-    base = {"env.id": f"vizdoom:{scenario}", "env.num_envs_per_worker": 1, "env.reward_scale": 0.01,
-            "model.encoder": "cnn", "model.shared_trunk": True, "model.lstm_size": 32,
-            "model.conv_channels": [8, 16], "model.cnn_fc_size": 32, "algo.rollout_steps": 8}
+    base = {
+        "env.id": f"vizdoom:{scenario}",
+        "env.num_envs_per_worker": 1,
+        "env.reward_scale": 0.01,
+        "model.encoder": "cnn",
+        "model.shared_trunk": True,
+        "model.lstm_size": 32,
+        "model.conv_channels": [8, 16],
+        "model.cnn_fc_size": 32,
+        "algo.rollout_steps": 8,
+    }
     base.update(extra)
     return validate(from_flat(base, Config()))
 
@@ -144,6 +153,7 @@ def test_rendering_keeps_the_observation_a_gray_84x84_frame_close_to_training():
 
 def test_an_interrupted_gif_write_leaves_no_gif(tmp_path, monkeypatch):
     evaluator = Evaluator(doom_config())
+
     def stopped_before_the_move(*_):
         raise KeyboardInterrupt
 
@@ -194,8 +204,10 @@ def test_variable_rewards_cost_each_shot_and_pay_nothing_else():
         plain.close()
 
 
-@pytest.mark.parametrize("rewards, message", [({"AMMO": 0.1}, "unknown ViZDoom game variable 'AMMO'"),
-                                              ({"AMMO2": "x"}, "AMMO2 must map to a finite number")])
+@pytest.mark.parametrize(
+    "rewards, message",
+    [({"AMMO": 0.1}, "unknown ViZDoom game variable 'AMMO'"), ({"AMMO2": "x"}, "AMMO2 must map to a finite number")],
+)
 def test_variable_rewards_with_a_wrong_name_or_value_are_refused(rewards, message):
     with pytest.raises(A3CError, match=message):
         validate(from_flat({"env.id": "vizdoom:defend_the_center", "env.variable_rewards": rewards}, Config()))
@@ -254,8 +266,10 @@ def test_observed_variables_reach_the_network_as_scalars_and_bad_ones_are_refuse
 def test_scalar_channels_follow_the_frame_stack():
     from ray_a3c.common.envs import scalar_channels
 
-    stacked = from_flat({"env.id": "vizdoom:basic", "env.frame_stack": 2,
-                         "env.observe_variables": {"AMMO2": 26, "HEALTH": 100}}, Config()).env
+    stacked = from_flat(
+        {"env.id": "vizdoom:basic", "env.frame_stack": 2, "env.observe_variables": {"AMMO2": 26, "HEALTH": 100}},
+        Config(),
+    ).env
     assert scalar_channels(stacked) == (1, 2, 4, 5)  # [picture, ammo, health] per frame, 2 frames
     assert scalar_channels(Config().env) == ()
     env = VizdoomEnv("basic", observe_variables={"AMMO2": 50})
@@ -293,9 +307,17 @@ def test_the_defend_preset_as_shipped_passes_twice_observes_and_anneals():
 
 
 def test_the_evaluator_scores_without_the_training_bonus():
-    cfg = validate(from_flat({"env.id": "vizdoom:health_gathering", "env.medkit_bonus": 1.0,
-                              "env.variable_rewards": {"HEALTH": 0.5}, "env.observe_variables": {"HEALTH": 100}},
-                             Config()))
+    cfg = validate(
+        from_flat(
+            {
+                "env.id": "vizdoom:health_gathering",
+                "env.medkit_bonus": 1.0,
+                "env.variable_rewards": {"HEALTH": 0.5},
+                "env.observe_variables": {"HEALTH": 100},
+            },
+            Config(),
+        )
+    )
     evaluator = Evaluator(cfg)
     try:
         (env,) = evaluator._env_pool(1)
@@ -310,8 +332,11 @@ def test_the_episode_diagnosis_accounts_for_every_bullet_and_press(tmp_path, pol
     from bench.vizdoom_episodes import play
     from tests.helpers import make_run
 
-    run = make_run(str(tmp_path), "defend", **{"env.id": "vizdoom:defend_the_center", "env.num_envs_per_worker": 1,
-                                               "env.variable_rewards": {"AMMO2": 5.0}})
+    run = make_run(
+        str(tmp_path),
+        "defend",
+        **{"env.id": "vizdoom:defend_the_center", "env.num_envs_per_worker": 1, "env.variable_rewards": {"AMMO2": 5.0}},
+    )
     stats = play(run, "latest", episodes=2, seed=5, policy_kind=policy_kind)
     assert -1 <= stats["return"] <= stats["kills"] + 1  # the scenario's own reward: +1 a kill, -1 at death; no shaping
     assert stats["shots"] + stats["ammo_left"] == 26  # the scenario's pistol starts with 26 bullets

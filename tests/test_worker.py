@@ -1,4 +1,5 @@
 """RolloutWorker + ParameterServer in one process (no Ray): packets, and a seeded learning run."""
+
 import time
 
 import numpy as np
@@ -25,8 +26,9 @@ def test_packet_contents():
 
 
 def test_every_reported_loss_is_logged_under_its_tag():
-    cfg = small_config(**{"env.id": "Pendulum-v1", "model.shared_trunk": False, "algo.policy_epochs": 2,
-                          "algo.critic_epochs": 2})
+    cfg = small_config(
+        **{"env.id": "Pendulum-v1", "model.shared_trunk": False, "algo.policy_epochs": 2, "algo.critic_epochs": 2}
+    )
     worker = RolloutWorker(cfg, rank=0)
     packets = [worker.compute_gradient(), worker.compute_surrogate_gradient(), worker.compute_critic_gradient()]
     reported = {key: 1.0 for p in packets for key in p.losses}
@@ -67,8 +69,15 @@ def test_extra_policy_epochs_push_clipped_surrogates_on_the_returned_weights():
 
 
 def test_cartpole_learns_in_process_within_a_step_budget():
-    cfg = small_config(**{"env.num_envs_per_worker": 8, "model.hidden_sizes": [64, 64],
-                          "algo.learning_rate": 1e-3, "algo.entropy_coef": 0.0, "run.seed": 3})
+    cfg = small_config(
+        **{
+            "env.num_envs_per_worker": 8,
+            "model.hidden_sizes": [64, 64],
+            "algo.learning_rate": 1e-3,
+            "algo.entropy_coef": 0.0,
+            "run.seed": 3,
+        }
+    )
     ps = ParameterServer(cfg, probe_spaces(cfg.env))
     client = LocalClient(ps)
     workers = [RolloutWorker(cfg, rank) for rank in range(2)]
