@@ -26,6 +26,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The Prometheus test reads a real Prometheus (Debian's package); without apt (not root) it is skipped.
 test-slow: $(STAMP)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class Evaluator:
         episodes: int,
         seed: int,
         random_policy: bool = False,
-        on_episode: Optional[Callable[[int, int], None]] = None,
+        on_episode: Callable[[int, int], None] | None = None,
     ) -> EvalResult:
         """Episode i is seeded with seed + i; sampled actions draw from torch's generator seeded with `seed`.
         Returns raw-reward statistics and the per-episode lists. `on_episode(done, episodes)` after each one."""
@@ -52,7 +53,7 @@ class Evaluator:
         envs = self._env_pool(min(episodes, self.max_parallel))
         rng = np.random.default_rng(seed)
         returns, lengths = np.zeros(episodes), np.zeros(episodes, np.int64)
-        slot_episode: list[Optional[int]] = list(range(len(envs)))
+        slot_episode: list[int | None] = list(range(len(envs)))
         obs = [encode_obs(env.reset(seed=seed + i)[0], self.spaces) for i, env in enumerate(envs)]
         starts = np.ones(len(envs), bool)
         state = self.model.initial_state(len(envs))
@@ -118,7 +119,7 @@ class Evaluator:
             images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
         return len(images), total
 
-    def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: Optional[str] = None) -> EvalResult:
+    def evaluate_latest(self, ps, episodes: int, seed: int, gif_path: str | None = None) -> EvalResult:
         """Pull the PS's current weights and evaluate them; the result carries the version and weights.
         With `gif_path` (`{env_steps}` and `{return}` are filled in), one more episode is recorded as a GIF."""
         version, weights, env_steps = ps.get_weights()
@@ -163,11 +164,11 @@ class EvalResult:
     episodes: int
     mean_length: float
     returns: list  # per episode, in seed order
-    version: Optional[int] = None  # evaluate_latest: the PS version evaluated...
-    env_steps: Optional[int] = None  # ...its env-step count...
+    version: int | None = None  # evaluate_latest: the PS version evaluated...
+    env_steps: int | None = None  # ...its env-step count...
     weights: Any = None  # ...and its flat weights (an extension evaluates them again)
-    gif_frames: Optional[int] = None
-    gif_return: Optional[float] = None
+    gif_frames: int | None = None
+    gif_return: float | None = None
 
     def to_dict(self) -> dict:
         """The statistics and returns, the JSON form `a3c evaluate` prints from."""

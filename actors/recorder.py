@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -18,7 +18,7 @@ class BehaviourPolicy:
     """Uniform random, the trained policy's own samples, or epsilon-greedy around its mode action."""
 
     def __init__(
-        self, action_space: gym.Space, model: Optional[ActorCritic], epsilon: Optional[float], rng: np.random.Generator
+        self, action_space: gym.Space, model: ActorCritic | None, epsilon: float | None, rng: np.random.Generator
     ):
         self.space, self.model, self.epsilon, self.rng = action_space, model, epsilon, rng
         self.state, self.starting = None, True  # recurrent state; call `new_episode` at each reset
@@ -72,7 +72,7 @@ def record_episodes(
     policy: BehaviourPolicy,
     episodes: int,
     seed: int,
-    on_episode: Optional[Callable[[int, int], None]] = None,
+    on_episode: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Play `episodes` episodes (episode i seeded seed + i) and return the dataset arrays;
     `on_episode(done, episodes)` after each one."""

@@ -9,7 +9,7 @@ so V(s_{t+1}) for a truncated episode is simply `values[t+1]`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -32,8 +32,8 @@ class Rollout:
     values: np.ndarray  # [T, N] V(s_t) under the acting weights
     next_values: np.ndarray  # [T, N] V(s_{t+1})
     finished: list = field(default_factory=list)  # (raw return, length) of episodes ended in the rollout
-    behaviour_log_probs: Optional[np.ndarray] = None  # [T, N] log mu(a|s) when replaying a dataset that has them
-    starts: Optional[np.ndarray] = None  # [T, N] bool: step t is the first of an episode (recurrent state reset)
+    behaviour_log_probs: np.ndarray | None = None  # [T, N] log mu(a|s) when replaying a dataset that has them
+    starts: np.ndarray | None = None  # [T, N] bool: step t is the first of an episode (recurrent state reset)
     initial_state: Any = None  # the LSTM state before step 0 (truncated BPTT starts from it), or None
 
     @property
@@ -107,8 +107,8 @@ def _finished_games(info: dict) -> list:
 def _logged(
     info: dict,
     n: int,
-    previous: Optional[np.ndarray] = None,
-    previous_blp: Optional[np.ndarray] = None,
+    previous: np.ndarray | None = None,
+    previous_blp: np.ndarray | None = None,
 ) -> tuple:
     """(logged actions [N, ...], behaviour log-probs [N] or None) from a vector env's info, or (None, None)
     when the envs are live. Envs without one this step (all about to autoreset: their next action is

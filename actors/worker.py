@@ -7,7 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from enum import Enum
-from typing import Optional, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -111,10 +111,10 @@ class RolloutWorker:
         self.total_env_steps = 0  # collected
         self.delivered_env_steps = 0  # in packets the PS (or an aggregator) answered: what the PS counted
         self.sender, self._seq = uuid.uuid4().hex, 0  # this incarnation's packets are (sender, 1), (sender, 2)...
-        self._last_batch: Optional[_LastBatch] = None
+        self._last_batch: _LastBatch | None = None
         self._return_acc = np.zeros(venv.num_envs)  # running discounted returns, for reward normalisation
         self._said_no_correction = False
-        self._sync_done_at: Optional[float] = None  # when the last synchronous gradient was handed back
+        self._sync_done_at: float | None = None  # when the last synchronous gradient was handed back
 
     def set_weights(self, flat: np.ndarray, version: int) -> None:
         set_flat_weights(self.model, flat)
@@ -190,7 +190,7 @@ class RolloutWorker:
     def _flat_grads(self) -> np.ndarray:
         return encode_gradient(get_flat_grads(self.model), self.config.learner.grad_dtype)
 
-    def _normalize_rewards(self, ro: Rollout) -> tuple[Rollout, Optional[tuple]]:
+    def _normalize_rewards(self, ro: Rollout) -> tuple[Rollout, tuple | None]:
         """model.normalize_rewards: rewards divided by the running std of the discounted return (the PS's
         statistics, as of these weights), clipped to +-10; plus this rollout's return moments for the PS."""
         norm = self.model.reward_norm
@@ -312,7 +312,7 @@ class RolloutWorker:
         return packet
 
     # -- asynchronous mode: the worker loops on its own ---------------------------------------------------
-    def run(self, ps: ParameterServerClient, max_updates: Optional[int] = None) -> dict:
+    def run(self, ps: ParameterServerClient, max_updates: int | None = None) -> dict:
         """Rollout -> gradient -> push -> adopt the PS's newer weights, until the PS says stop.
 
         With `algo.overlap_push` the push travels while the next rollout is collected, so the worker's

@@ -11,7 +11,8 @@ import sys
 import tempfile
 import time
 from collections import deque
-from typing import Callable, NoReturn, Optional
+from collections.abc import Callable
+from typing import NoReturn
 
 EVAL_SEED = 100_000  # evaluation episode i is seeded EVAL_SEED + i, on every side
 FINAL_SEED = 200_000  # the final evaluation's episodes: other seeds than the snapshots' scan
@@ -45,7 +46,7 @@ def median(values: list) -> float:
     return statistics.median(finite) if finite else float("nan")
 
 
-def median_reached(values: list[Optional[float]]) -> Optional[float]:
+def median_reached(values: list[float | None]) -> float | None:
     """The median over all seeds, a seed that never reached the target counting as never (None): with 2 of 3
     solved it is the slower solved seed's value, with 1 of 2 it is None (the median seed did not get there).
     Taking the median over solved seeds only would report a side that failed half its seeds as fast."""
@@ -78,7 +79,7 @@ def run_ours(
     snapshot_every: int,
     eval_episodes: int,
     overrides: list[str],
-    settings: Optional[dict] = None,
+    settings: dict | None = None,
     final_episodes: int = 0,
 ) -> dict:
     """One ray-a3c training run on an already-started Ray, without the evaluator (nothing but training uses the
@@ -207,7 +208,7 @@ def sb3_time_to_target(
     }
 
 
-def first_crossing(points: list[tuple[float, float]], target: Optional[float]) -> Optional[float]:
+def first_crossing(points: list[tuple[float, float]], target: float | None) -> float | None:
     """The first time whose running mean reaches `target` (None: no target); `points` are (time, running mean)
     in time order."""
     return None if target is None else next((t for t, mean in points if mean >= target), None)

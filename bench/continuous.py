@@ -22,7 +22,6 @@ import ast
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 from bench.common import (
     EVAL_SEED,
@@ -57,7 +56,7 @@ class Task:
     budget: int  # env steps every side trains
     snapshot_every: int  # env steps between kept weights
     scan_episodes: int  # episodes per snapshot when looking for the first that reaches the target
-    target: Optional[float]  # None: SB3 A2C's final return on the same seed
+    target: float | None  # None: SB3 A2C's final return on the same seed
     ppo_budget: int  # the reference row trains the zoo's own n_timesteps
 
 
@@ -125,7 +124,7 @@ def sb3_model(side: str, task: Task, seed: int):
     return model, env, eval_env
 
 
-def run_sb3(side: str, task: Task, seed: int, target: Optional[float]) -> dict:
+def run_sb3(side: str, task: Task, seed: int, target: float | None) -> dict:
     from stable_baselines3.common.vec_env import VecNormalize
 
     model, env, eval_env = sb3_model(side, task, seed)

@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Optional
 
 from bench.common import fail, first_crossing, fmt, machine, running_means, today, update_section
 
@@ -249,7 +248,7 @@ def _models(row: str) -> str:
     return f"{row}: ours {ours}, SF {theirs}"
 
 
-def _scenario_notes(rows: list[str], sf_from: Optional[str]) -> str:
+def _scenario_notes(rows: list[str], sf_from: str | None) -> str:
     notes = []
     if "health_gathering" in rows:
         notes.append(

@@ -72,7 +72,7 @@ def play(run_dir: str, checkpoint: str, episodes: int, seed: int, policy_kind: s
         "ammo_left": round(mean[4], 2),
         "out_of_ammo_share": round(mean[5], 3),
         "health_before_end": round(mean[6], 1),
-        "button_shares": {b.name: round(s, 3) for b, s in zip(game.get_available_buttons(), mean[7:])},
+        "button_shares": {b.name: round(s, 3) for b, s in zip(game.get_available_buttons(), mean[7:], strict=False)},
     }
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import ray
 from ray.exceptions import RayActorError
@@ -37,7 +38,7 @@ class NodeAggregator(ActorIdentity):
         self.version = -1  # the newest PS version seen in a reply
         self.received = self.forwarded = 0
         self._ps: Any = None
-        self._timer: Optional[asyncio.Task] = None
+        self._timer: asyncio.Task | None = None
 
     def _handle(self) -> Any:
         if self._ps is None:
@@ -87,7 +88,9 @@ class NodeAggregator(ActorIdentity):
             return
         self.version = max(self.version, reply.version)
         self.forwarded += 1
-        for (_, done), result in zip(group, member_results(reply, reasons, versions, algo.weight_sync_every)):
+        for (_, done), result in zip(
+            group, member_results(reply, reasons, versions, algo.weight_sync_every), strict=False
+        ):
             done.set_result(result)
 
     def reduce_round(self, *packets: GradientPacket) -> GradientPacket:
@@ -149,7 +152,7 @@ def spawn_aggregators(config: Config, prefix: str, options: Callable[..., dict])
     return handles
 
 
-def find_aggregator(config: Config, prefix: str) -> Optional[Any]:
+def find_aggregator(config: Config, prefix: str) -> Any | None:
     """The calling worker's node's aggregator, or None (a node that joined after the start has none)."""
     node_id = ray.get_runtime_context().get_node_id()
     try:

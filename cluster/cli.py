@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-from typing import Optional
 
 from ray_a3c.common.config import (
     Config,
@@ -158,13 +157,13 @@ FLAG_KEYS = {
 }
 
 
-def resolve_config(base: dict, overrides: list[str], flags: Optional[dict] = None, source: str = "") -> Config:
+def resolve_config(base: dict, overrides: list[str], flags: dict | None = None, source: str = "") -> Config:
     cfg = from_dict(base, source=source or "config")
     cfg = from_flat(_flat_overrides(overrides, flags), cfg)
     return validate(cfg)
 
 
-def _flat_overrides(overrides: list[str], flags: Optional[dict]) -> dict:
+def _flat_overrides(overrides: list[str], flags: dict | None) -> dict:
     """--set K=V and the named flags as one {"section.key": value} mapping (flags win)."""
     values = dict(parse_override(o) for o in overrides)
     values.update({FLAG_KEYS[k]: v for k, v in (flags or {}).items() if v is not None})
@@ -412,7 +411,7 @@ def cmd_submit(args: argparse.Namespace, train_args: list[str]) -> int:
     return submit(args.address, train_args, args.working_dir or os.getcwd(), args.pip, not args.no_follow)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
@@ -42,9 +42,9 @@ class Trainer:
         config: Config,
         spaces: EnvSpaces,
         run_dir: str,
-        resume_state: Optional[dict] = None,
+        resume_state: dict | None = None,
         quiet: bool = False,
-        on_eval: Optional[Callable[[dict, str], None]] = None,
+        on_eval: Callable[[dict, str], None] | None = None,
     ):
         self.config = from_dict(config.to_dict())  # a copy: resolving `auto` must not change the caller's
         self.spaces, self.run_dir, self.resume_state, self.quiet = spaces, run_dir, resume_state, quiet
@@ -53,23 +53,23 @@ class Trainer:
         self.on_eval = on_eval
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         self.summary = RunSummary(run_dir=run_dir, best_eval=(resume_state or {}).get(CKPT_BEST_EVAL_RETURN))
-        self.fleet: Optional[Fleet] = None
-        self.writer: Optional[metrics.ScalarWriter] = None
-        self.ray_metrics: Optional[RayMetrics] = None
+        self.fleet: Fleet | None = None
+        self.writer: metrics.ScalarWriter | None = None
+        self.ray_metrics: RayMetrics | None = None
         self._last_counters = PSStatus.from_dict((resume_state or {}).get(CKPT_COUNTERS))
         self._first_version = self._last_counters.version
-        self.t0: Optional[float] = None  # when the workers were started
+        self.t0: float | None = None  # when the workers were started
         self._t0_epoch = 0.0  # the same moment on the wall clock (the PS stamps snapshots with it)
         self._last_log = self._last_ckpt = 0.0
-        self._log_state: Optional[tuple] = None  # (time, counters) of the last progress line
-        self.evals: Optional[EvalCycle] = None
-        self._queued_round: Optional[tuple] = None
+        self._log_state: tuple | None = None  # (time, counters) of the last progress line
+        self.evals: EvalCycle | None = None
+        self._queued_round: tuple | None = None
         self._saved_counters = PSCounters(version=-1)  # of the newest checkpoint this driver wrote
         self._dataset_steps = _dataset_steps(self.config)
         self._last_100: collections.deque = collections.deque(maxlen=100)  # training episodes' returns
 
     # -- set-up ------------------------------------------------------------------------------------------
-    def train(self, ray_start: Optional[tuple[bool, float, str]] = None) -> RunSummary:
+    def train(self, ray_start: tuple[bool, float, str] | None = None) -> RunSummary:
         """Train to the end; `ray_start` is `start_ray`'s answer when the caller already started Ray."""
         started, self.summary.ray_start_s, dashboard = ray_start or start_ray(self.config)
         _catch_stop_signals()
@@ -300,7 +300,7 @@ class Trainer:
         with open(path, "a") as fh:
             if new:
                 fh.write("train_s,env_steps,return,length\n")
-            for ret, length in zip(returns, lengths):
+            for ret, length in zip(returns, lengths, strict=False):
                 fh.write(f"{train_s:.3f},{env_steps},{ret:.6g},{length}\n")
 
     def _report_evaluations(self, now: float) -> None:
@@ -323,7 +323,7 @@ class Trainer:
             )
 
     # -- checkpoints ---------------------------------------------------------------------------------------
-    def _save_checkpoint(self) -> Optional[str]:
+    def _save_checkpoint(self) -> str | None:
         state = self._ps_call("state_dict")
         state[CKPT_BEST_EVAL_RETURN] = self.summary.best_eval
         self._saved_counters = PSCounters.from_dict(state[CKPT_COUNTERS])
@@ -396,7 +396,7 @@ class Trainer:
             log.info(text)
 
 
-def _delivered_env_steps(refs: list) -> Optional[int]:
+def _delivered_env_steps(refs: list) -> int | None:
     """The env steps the workers say reached the PS, summed over loops that ended normally (None if any did
     not: a worker that crashed took its count with it)."""
     ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=0)
@@ -408,7 +408,7 @@ def _delivered_env_steps(refs: list) -> Optional[int]:
         return None
 
 
-def _dataset_steps(config: Config) -> Optional[int]:
+def _dataset_steps(config: Config) -> int | None:
     """Transitions in the run's dataset (the driver already loaded it to check it; cached per process)."""
     if not config.env.dataset:
         return None

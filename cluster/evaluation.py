@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import ray
 from ray.exceptions import RayActorError, RayError
@@ -48,8 +49,8 @@ class EvalCycle:
         self.writer, self.say = writer, say
         self.judge = EvalJudge(config.run.confirm_episodes, config.run.stop_return, summary.best_eval)
         self.seed = config.run.seed + EVAL_SEED_OFFSET
-        self._ref: Optional[ray.ObjectRef] = None
-        self._candidate: Optional[EvalResult] = None  # the screening being extended on its own weights
+        self._ref: ray.ObjectRef | None = None
+        self._candidate: EvalResult | None = None  # the screening being extended on its own weights
         self._taken_at = 0.0  # training time when the weights under evaluation were taken
         self._last_start, self._screenings = -1e9, 0
         self._request_start = 0.0

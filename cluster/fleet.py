@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
@@ -43,14 +44,14 @@ class Fleet:
         self.restarts = {"worker": 0, "evaluator": 0, "ps": 0}
         self.lost_updates = 0
         self.ps: Any = None
-        self.clock_start: Optional[float] = None  # training start (epoch s), handed to every PS spawned after it
+        self.clock_start: float | None = None  # training start (epoch s), handed to every PS spawned after it
         self.workers: dict[int, Any] = {}
         self.evaluator: Any = None
         self.aggregators: dict[str, Any] = {}  # node id -> aggregator (cluster.aggregate=node)
         self._worker_nodes: dict[int, str] = {}  # rank -> node id, learnt at the first synchronous round
         self.loops = WorkerLoops(self, config.cluster.worker_timeout_s, config.cluster.max_worker_failures, say)
         self.placement = PlacementWatch(config.cluster.start_timeout_s, say)
-        self.reservation: Optional[Reservation] = None  # the run's placement group, made by spawn_all
+        self.reservation: Reservation | None = None  # the run's placement group, made by spawn_all
         self.run_tag = run_tag(os.path.dirname(os.path.abspath(ckpt_dir)))
 
     # -- actor options ---------------------------------------------------------------------------------
@@ -61,7 +62,7 @@ class Fleet:
         num_gpus: float = 0.0,
         restarts: int = 0,
         spread: bool = False,
-        role: Optional[str] = None,
+        role: str | None = None,
     ) -> dict:
         # No runtime_env: CPU actors hide the GPUs themselves (remote.hide_gpus, first thing in their constructor).
         # With one, Ray starts a fresh process per actor instead of taking a Python worker it prestarted.
@@ -87,7 +88,7 @@ class Fleet:
         """Per-run names (`a3c:<run>:ps`), so that runs share a cluster and the dashboard tells them apart."""
         return f"a3c:{self.run_tag}:{role}"
 
-    def spawn_ps(self, state: Optional[dict] = None, counter_floor: Optional[PSCounters] = None) -> Any:
+    def spawn_ps(self, state: dict | None = None, counter_floor: PSCounters | None = None) -> Any:
         c, learner = self.config.cluster, self.config.learner
         actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
         self.ps = actor_class.options(
@@ -142,7 +143,7 @@ class Fleet:
         return self.evaluator
 
     @property
-    def aggregator_prefix(self) -> Optional[str]:
+    def aggregator_prefix(self) -> str | None:
         """What a worker needs to find its node's aggregator (None: push to the PS directly)."""
         return self.actor_name("") if self.aggregators else None
 
@@ -160,7 +161,7 @@ class Fleet:
         missing = [rank for rank in packets if rank not in self._worker_nodes]
         if missing:
             nodes = ray.get([self.workers[rank].node_id.remote() for rank in missing], timeout=RESTART_WAIT_S)
-            self._worker_nodes.update(zip(missing, nodes))
+            self._worker_nodes.update(zip(missing, nodes, strict=False))
         by_node: dict[str, list] = {}
         for rank, ref in packets.items():
             by_node.setdefault(self._worker_nodes[rank], []).append(ref)
@@ -170,7 +171,7 @@ class Fleet:
             out += [aggregator.reduce_round.remote(*refs)] if aggregator is not None else refs
         return out
 
-    def spawn_all(self, resume_state: Optional[dict]) -> None:
+    def spawn_all(self, resume_state: dict | None) -> None:
         """Ask Ray for the PS and the workers and return at once: calls queue behind each actor's constructor,
         so each worker starts as soon as it is ready. The evaluator is not started here (`spawn_evaluator`,
         once training runs): on a small machine it would compete with the workers' start-up for the CPU."""

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -46,10 +47,10 @@ class PreparedRun:
     config: Config
     spaces: EnvSpaces
     run_dir: str
-    resume_state: Optional[dict] = None
+    resume_state: dict | None = None
 
 
-def run_training(prepared: PreparedRun, quiet: bool = False, on_eval: Optional[Callable[[dict, str], None]] = None):
+def run_training(prepared: PreparedRun, quiet: bool = False, on_eval: Callable[[dict, str], None] | None = None):
     """Start (or join) Ray and train; returns the driver's RunSummary. `on_eval` is the driver's hook (called with
     each decided evaluation and the checkpoint written for it: cluster/tune.py reports them to Ray Tune)."""
     from ray_a3c.cluster.runtime import start_ray  # Ray loads only once the input is known to be good
@@ -94,7 +95,7 @@ def resolve_paths(cfg: Config) -> Config:
     return cfg
 
 
-def build_config(source: Any, overrides: Optional[dict] = None) -> Config:
+def build_config(source: Any, overrides: dict | None = None) -> Config:
     """A preset name, a YAML path, a {section: {key: value}} mapping or a Config, then {"section.key": value}
     overrides; validated."""
     if isinstance(source, Config):
@@ -108,7 +109,7 @@ def build_config(source: Any, overrides: Optional[dict] = None) -> Config:
     return resolve_paths(validate(from_flat(dict(overrides or {}), cfg)))
 
 
-def build_family_config(overrides: dict) -> tuple[Config, "Family"]:
+def build_family_config(overrides: dict) -> tuple[Config, Family]:
     """No preset named, an env given: the defaults of the env's family (common/families.py), then `overrides`;
     validated. The env is built once, before any file or process, to read its spaces."""
     from ray_a3c.common.families import Family, choose_family, family_source
@@ -124,7 +125,7 @@ def build_family_config(overrides: dict) -> tuple[Config, "Family"]:
     return build_config(yaml.safe_load(family_source(family)), overrides), family
 
 
-def _new_run_dir(cfg: Config, preset: Optional[str]) -> str:
+def _new_run_dir(cfg: Config, preset: str | None) -> str:
     name = preset if preset and preset in preset_names() else cfg.env.id.split(":")[-1].replace("/", "_")
     name = os.path.basename(name).removesuffix(".yaml").removesuffix(".cfg")
     return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -173,7 +174,7 @@ def model_spaces(cfg: Config) -> EnvSpaces:
     return spaces
 
 
-def prepare_new(cfg: Config, preset: Optional[str] = None) -> PreparedRun:
+def prepare_new(cfg: Config, preset: str | None = None) -> PreparedRun:
     check_local_size(cfg)
     spaces = model_spaces(cfg)
     run_dir = cfg.run.run_dir or _new_run_dir(cfg, preset)

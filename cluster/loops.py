@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayError
@@ -32,13 +33,13 @@ def root_cause(exc: BaseException) -> str:
 
 @dataclass
 class _Loop:
-    ref: Optional[ray.ObjectRef] = None  # the running loop's result
+    ref: ray.ObjectRef | None = None  # the running loop's result
     started: float = 0.0  # driver clock: when it was launched
     packets: int = -1  # the PS's packet count for this rank when last seen
     progress_at: float = 0.0  # driver clock: when that count last grew
     failures: int = 0  # consecutive failures without a packet in between
-    relaunch_at: Optional[float] = None  # a relaunch is due at this time...
-    ping: Optional[ray.ObjectRef] = None  # ...once this answer says the actor is up
+    relaunch_at: float | None = None  # a relaunch is due at this time...
+    ping: ray.ObjectRef | None = None  # ...once this answer says the actor is up
     ping_deadline: float = 0.0
 
 

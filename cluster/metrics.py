@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Optional
 
 from ray_a3c.common import metrics
 
@@ -68,7 +67,7 @@ class RayMetrics:
             cls = ray_metrics.Counter if m.kind is Kind.COUNTER else ray_metrics.Gauge
             self._metrics[m.tag] = (m, cls(metrics.ray_metric_name(m.tag), description=m.meaning, tag_keys=m.tag_keys))
 
-    def update(self, values: dict[str, Optional[float]], restarts: dict[str, int]) -> None:
+    def update(self, values: dict[str, float | None], restarts: dict[str, int]) -> None:
         for tag, value in values.items():
             if tag in self._metrics and value is not None:
                 self._publish(tag, float(value), self._tags)
@@ -146,7 +145,7 @@ def dashboard_json() -> str:
     return json.dumps(grafana_dashboard(), indent=2) + "\n"
 
 
-def install_dashboard(session_dir: str) -> Optional[str]:
+def install_dashboard(session_dir: str) -> str | None:
     """Copy the dashboard beside the ones Ray generates for its session (`metrics/grafana/dashboards`), where a
     Grafana started with Ray's provisioning config finds it; None when Ray generated none."""
     target = os.path.join(session_dir, "metrics", "grafana", "dashboards")

@@ -9,7 +9,7 @@ with what runs (the late actor joins whenever it can be placed)."""
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import ray
 
@@ -26,7 +26,7 @@ class PlacementWatch:
         self.started = clock()
         self.pending: dict[str, tuple[ray.ObjectRef, dict]] = {}  # name -> (node-id ref, resources asked)
         self.nodes: dict[str, str] = {}
-        self.device: Optional[ray.ObjectRef] = None
+        self.device: ray.ObjectRef | None = None
         self.reported = self.warned = False
 
     def watch(self, name: str, actor, resources: dict) -> None:

@@ -67,7 +67,7 @@ def plot_run(run_dir: str, out: str) -> list[str]:
         cfg = yaml.safe_load(fh)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     drawn = []
-    for ax, (tag, title) in zip(axes.flat, panels(data)):
+    for ax, (tag, title) in zip(axes.flat, panels(data), strict=False):
         ax.set_title(title)
         ax.set_xlabel("env steps")
         if tag in data and len(data[tag][0]):

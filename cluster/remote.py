@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import ray
@@ -85,7 +85,7 @@ class BatchingParameterServer(ParameterServer):
                 for _, done in batch:
                     done.set_exception(exc)
                 continue
-            for (_, done), result in zip(batch, results):
+            for (_, done), result in zip(batch, results, strict=False):
                 done.set_result(result)
 
 
@@ -95,7 +95,7 @@ class RemoteParameterServerClient:
     def __init__(self, handle: Any):
         self.handle = handle
 
-    def submit(self, packet: GradientPacket) -> "_PendingRemote":
+    def submit(self, packet: GradientPacket) -> _PendingRemote:
         return _PendingRemote(self.handle.apply_gradients.remote(packet))
 
     def get_weights(self) -> tuple[int, np.ndarray, int]:
@@ -125,7 +125,7 @@ class RolloutWorker(ActorIdentity, worker.RolloutWorker):
         hide_gpus()
         super().__init__(config, rank)
 
-    def run_remote(self, ps_handle: Any, aggregator_prefix: Optional[str] = None) -> dict:
+    def run_remote(self, ps_handle: Any, aggregator_prefix: str | None = None) -> dict:
         """The async loop against a PS handle; with cluster.aggregate=node, through this node's aggregator."""
         client = RemoteParameterServerClient(ps_handle)
         if aggregator_prefix is not None:
@@ -151,7 +151,7 @@ class Evaluator(ActorIdentity, evaluator.Evaluator):
         super().__init__(config, **kwargs)
 
     def evaluate_remote(
-        self, ps_handle: Any, episodes: int, seed: int, gif_path: Optional[str] = None
+        self, ps_handle: Any, episodes: int, seed: int, gif_path: str | None = None
     ) -> evaluator.EvalResult:
         return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed, gif_path)
 

@@ -7,7 +7,6 @@ bundle."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import ray
 from ray.util.placement_group import (
@@ -40,7 +39,7 @@ def run_bundles(config: Config) -> list[dict]:
     return [res for res in role_resources(config, config.run.num_workers).values() if res]
 
 
-def current_run_group(config: Config) -> Optional[PlacementGroup]:
+def current_run_group(config: Config) -> PlacementGroup | None:
     """The placement group this process runs in when it is laid out as `run_bundles(config)` (a Tune trial's),
     else None."""
     group = get_current_placement_group()
@@ -94,7 +93,7 @@ class Reservation:
             "run.num_workers / cluster.*_num_cpus / learner.num_gpus"
         )
 
-    def strategy(self, role: str) -> Optional[PlacementGroupSchedulingStrategy]:
+    def strategy(self, role: str) -> PlacementGroupSchedulingStrategy | None:
         """Where `role`'s actor goes: its bundle (a replacement reuses it), or None outside the group."""
         if self.group is None or role not in self.index:
             return None

@@ -12,7 +12,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import ray
 
@@ -57,7 +57,7 @@ def start_ray(config: Config) -> tuple[bool, float, str]:
     return True, time.perf_counter() - t0, f"http://{url}" if url else "(no dashboard)"
 
 
-def session_dir() -> Optional[str]:
+def session_dir() -> str | None:
     """The directory of the Ray session this process is connected to (where Ray writes its Grafana and
     Prometheus files), or None when Ray does not say."""
     try:
@@ -88,7 +88,7 @@ def local_init_options(config: Config) -> dict:
     )
 
 
-def user_module_path(module_name: str) -> Optional[str]:
+def user_module_path(module_name: str) -> str | None:
     """The file or package directory of a module's top-level package when it is the user's own (not
     installed in site-packages): the nodes of a cluster do not have it."""
     top = module_name.split(".")[0]
@@ -106,7 +106,7 @@ def user_module_path(module_name: str) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def user_module_runtime_env(env_id: str, wrappers: list = ()) -> Iterator[Optional[dict]]:
+def user_module_runtime_env(env_id: str, wrappers: list = ()) -> Iterator[dict | None]:
     """A runtime env that ships the user's modules, env.id's and env.wrappers' (`module:Class`), to every node
     (Ray's py_modules takes directories: a single-file module is staged as `<name>/` holding it as
     `__init__.py`). `ray.init` uploads them, so the staging directory is removed on leaving the block."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from typing import Optional
 
 from ray_a3c.common.errors import A3CError
 
@@ -16,7 +15,7 @@ EXCLUDES = [".venv", ".git", "runs", "*.npz", "__pycache__", "*.egg-info", ".pyt
 def submit(
     address: str,
     train_args: list[str],
-    working_dir: Optional[str],
+    working_dir: str | None,
     pip: list[str],
     follow: bool = True,
     poll_s: float = 1.0,
@@ -58,7 +57,7 @@ def submit(
 SUBMIT_TRIES, SUBMIT_RETRY_S = 6, 5.0
 
 
-def _submit_with_retries(client, entrypoint: str, runtime_env: Optional[dict]) -> str:
+def _submit_with_retries(client, entrypoint: str, runtime_env: dict | None) -> str:
     """A freshly started or busy head answers 'No available agent to submit job, please try again later'
     for a while: try again, a bounded number of times; any other refusal is one clear error."""
     for attempt in range(1, SUBMIT_TRIES + 1):

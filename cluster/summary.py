@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 from ray_a3c.common.counters import WindowStats
 
@@ -20,24 +19,24 @@ class RunSummary:
     train_s: float = 0.0  # wall time from the workers' start to the stop
     ray_start_s: float = 0.0
     spawn_s: float = 0.0  # asking Ray for the actors (they start in the background)
-    first_gradient_s: Optional[float] = None  # from the process's start to the PS's first applied gradient
+    first_gradient_s: float | None = None  # from the process's start to the PS's first applied gradient
     eval_s: float = 0.0  # wall time the evaluator was busy (it runs beside training: not subtracted anywhere)
-    last_eval: Optional[float] = None  # the last screening's mean (run.eval_episodes episodes)
-    best_eval: Optional[float] = None  # best.pt's mean over run.confirm_episodes episodes of its own weights
-    best_eval_std: Optional[float] = None  # those episodes' standard deviation
-    best_eval_episodes: Optional[int] = None
-    best_eval_env_steps: Optional[int] = None  # when best.pt's weights were taken
-    solved_at_s: Optional[float] = None  # training wall time (from the workers' start) when the solving weights
+    last_eval: float | None = None  # the last screening's mean (run.eval_episodes episodes)
+    best_eval: float | None = None  # best.pt's mean over run.confirm_episodes episodes of its own weights
+    best_eval_std: float | None = None  # those episodes' standard deviation
+    best_eval_episodes: int | None = None
+    best_eval_env_steps: int | None = None  # when best.pt's weights were taken
+    solved_at_s: float | None = None  # training wall time (from the workers' start) when the solving weights
     # were taken; the evaluator runs beside training, so nothing is subtracted
-    solved_at_env_steps: Optional[int] = None
+    solved_at_env_steps: int | None = None
     rejected_stale: int = 0
     rejected_nonfinite: int = 0
     restarts: dict = field(default_factory=dict)  # role -> count
     env_recreations: int = 0  # env processes (ViZDoom) restarted after crashes
-    dataset_passes: Optional[float] = None  # training on a dataset: transitions replayed / its transitions
-    train_start_s: Optional[float] = None  # process age when the workers were started (episodes.csv's train_s 0)
-    train_return_mean100: Optional[float] = None  # mean return of the last 100 training episodes (sampled actions)
-    worker_env_steps: Optional[int] = None  # env steps the async workers counted as delivered (loops that ended)
+    dataset_passes: float | None = None  # training on a dataset: transitions replayed / its transitions
+    train_start_s: float | None = None  # process age when the workers were started (episodes.csv's train_s 0)
+    train_return_mean100: float | None = None  # mean return of the last 100 training episodes (sampled actions)
+    worker_env_steps: int | None = None  # env steps the async workers counted as delivered (loops that ended)
     lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint)
     evals: list = field(default_factory=list)  # (env_steps, mean_return)
 
@@ -63,9 +62,9 @@ def progress_line(
     elapsed: float,
     stats: WindowStats,
     fps: float,
-    mean_ret: Optional[float],
-    last_eval: Optional[float],
-    eta: Optional[float] = None,
+    mean_ret: float | None,
+    last_eval: float | None,
+    eta: float | None = None,
 ) -> str:
     ret = f"{mean_ret:8.1f}" if mean_ret is not None else "       -"
     ev = f"{last_eval:8.1f}" if last_eval is not None else "       -"
@@ -77,9 +76,7 @@ def progress_line(
     return line if eta is None else f"{line} | eta {format_duration(eta)}"
 
 
-def eta_s(
-    elapsed: float, env_steps: int, fps: float, total_env_steps: int, time_limit_s: Optional[float]
-) -> Optional[float]:
+def eta_s(elapsed: float, env_steps: int, fps: float, total_env_steps: int, time_limit_s: float | None) -> float | None:
     """Seconds until the first budget runs out: the env steps left at the current rate, or the time limit's
     rest; None while the rate is unknown and no time limit is set."""
     candidates = [max(time_limit_s - elapsed, 0.0)] if time_limit_s is not None else []

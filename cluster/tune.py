@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Optional
+from typing import Any
 
 from ray_a3c.cluster.tune_spec import CKPT_FILE, TIME_ATTR, TuneSpec, trial_config
 from ray_a3c.common.config import from_dict
@@ -215,7 +215,7 @@ class _Reporter:
     def __init__(self, run_dir: str):
         self.directory = os.path.join(run_dir, "tune-checkpoint")
 
-    def __call__(self, report: dict, path: Optional[str]) -> None:
+    def __call__(self, report: dict, path: str | None) -> None:
         from ray import tune
 
         metrics = {k: v for k, v in report.items() if v is not None}

@@ -7,7 +7,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any
 
 from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, preset_names
 from ray_a3c.common.errors import A3CError
@@ -54,16 +54,16 @@ class TuneSpec:
     scheduler: str = "fifo"
     options: dict = field(default_factory=dict)  # the scheduler's, hyperparam_mutations parsed like `search`
     num_samples: int = 1
-    max_concurrent_trials: Optional[int] = None
+    max_concurrent_trials: int | None = None
     metric: str = METRICS[0]
     mode: str = "max"
     storage_path: str = ""
     name: str = ""
-    seed: Optional[int] = None
+    seed: int | None = None
     keep_checkpoints: int = 4
 
 
-def load_spec(source: Union[str, dict], **overrides: Any) -> TuneSpec:
+def load_spec(source: str | dict, **overrides: Any) -> TuneSpec:
     """A sweep spec from a YAML path or a mapping, then `overrides` of its top-level keys; checked whole
     (A3CError on the first problem) without importing Ray."""
     if isinstance(source, str):
@@ -134,7 +134,7 @@ def _int(value: Any, what: str, low: int) -> int:
     return value
 
 
-def _distribution(key: str, value: Any) -> Optional[tuple[str, Any]]:
+def _distribution(key: str, value: Any) -> tuple[str, Any] | None:
     """(name, arguments) for `{loguniform: [low, high]}` and the like; None for a fixed value."""
     if not (isinstance(value, dict) and len(value) == 1):
         return None

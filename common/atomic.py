@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 TMP_PREFIX = ".tmp-"  # checkpoint.remove_stale_temp_files clears what a killed writer left behind
 
@@ -14,8 +14,8 @@ TMP_PREFIX = ".tmp-"  # checkpoint.remove_stale_temp_files clears what a killed 
 @contextlib.contextmanager
 def atomic_write(
     path: str,
-    suffix: Optional[str] = None,
-    mode: Optional[int] = 0o644,
+    suffix: str | None = None,
+    mode: int | None = 0o644,
     prefix: str = TMP_PREFIX,
     fsync: bool = False,
     makedirs: bool = False,

@@ -7,7 +7,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -40,7 +40,7 @@ class EnvConfig:
         "episode-changing ones (ClipReward, TransformReward, NormalizeReward, LifeLossEnd) are "
         "training-only: evaluations score the game's own return",
     )
-    dataset: Optional[str] = _f(
+    dataset: str | None = _f(
         None,
         "train from this recorded .npz, or `minari:<dataset_id>` from the local "
         "Minari data path, instead of stepping env.id (the evaluator plays it live)",
@@ -49,9 +49,9 @@ class EnvConfig:
     vector_mode: str = _f("sync", "sync (SyncVectorEnv, one process) | async (AsyncVectorEnv, a process per env)")
     warmup_steps: int = _f(0, "up to this many random steps per env at start, to desynchronise episodes")
     rescale_actions: bool = _f(False, "the policy acts in [-1, 1], rescaled to the Box bounds")
-    max_episode_steps: Optional[int] = _f(None, "override the env's time limit (truncation); null keeps it")
+    max_episode_steps: int | None = _f(None, "override the env's time limit (truncation); null keeps it")
     reward_scale: float = _f(1.0, "rewards are multiplied by this for learning; logged returns stay raw")
-    frame_skip: Optional[int] = _f(
+    frame_skip: int | None = _f(
         None, "ViZDoom: game tics per action (null = 4); other envs take theirs from env.kwargs or a wrapper"
     )
     frame_stack: int = _f(1, "stack this many last observations (after env.wrappers; images as channels); 1 = none")
@@ -126,7 +126,7 @@ class AlgoConfig:
     gamma: float = _f(0.99, "discount factor")
     gae_lambda: float = _f(1.0, "GAE lambda; 1.0 gives plain n-step discounted returns")
     learning_rate: float = _f(7e-4, "learning rate of algo.optimizer (the actor's when critic_learning_rate is set)")
-    critic_learning_rate: Optional[float] = _f(None, "separate learning rate for the critic (needs shared_trunk false)")
+    critic_learning_rate: float | None = _f(None, "separate learning rate for the critic (needs shared_trunk false)")
     adam_eps: float = _f(1e-5, "Adam epsilon")
     optimizer: str = _f("adam", "adam | rmsprop (as the A3C paper and SB3's A2C; without momentum, not centred)")
     rmsprop_alpha: float = _f(0.99, "rmsprop: decay of the running average of squared gradients")
@@ -187,12 +187,12 @@ class LearnerConfig:
 
 @dataclass
 class RunConfig:
-    run_dir: Optional[str] = _f(None, "run directory; null = runs/<preset-or-env>-<timestamp>")
+    run_dir: str | None = _f(None, "run directory; null = runs/<preset-or-env>-<timestamp>")
     seed: int = _f(0, "base seed; worker r uses seed + r")
     num_workers: int = _f(2, "rollout worker actors; 0 = auto: the cluster's free CPUs less the PS's and evaluator's")
     total_env_steps: int = _f(1_000_000, "stop after this many env steps")
-    time_limit_s: Optional[float] = _f(None, "stop after this many seconds of training; null = none")
-    stop_return: Optional[float] = _f(
+    time_limit_s: float | None = _f(None, "stop after this many seconds of training; null = none")
+    stop_return: float | None = _f(
         None, "stop when one version's mean over confirm_episodes evaluation episodes reaches this; null = none"
     )
     eval_interval_s: float = _f(5.0, "seconds between screenings (short evaluations of the PS's latest weights)")
@@ -231,14 +231,14 @@ class RunConfig:
 
 @dataclass
 class ClusterConfig:
-    address: Optional[str] = _f(None, "Ray address to join (`auto`, `ray://...`, `HOST:6379`); null = local Ray")
+    address: str | None = _f(None, "Ray address to join (`auto`, `ray://...`, `HOST:6379`); null = local Ray")
     namespace: str = _f("a3c", "Ray namespace of the named actors a3c:<run>:ps, a3c:<run>:worker-N, a3c:<run>:eval")
     start_timeout_s: float = _f(
         60.0,
         "actors not placed by then are named with the resources they wait for; "
         "without the PS or any worker the run ends with that error",
     )
-    num_cpus: Optional[int] = _f(None, "logical CPUs of a local Ray; null = what the actors ask for")
+    num_cpus: int | None = _f(None, "logical CPUs of a local Ray; null = what the actors ask for")
     worker_num_cpus: float = _f(1.0, "CPUs reserved per rollout worker")
     ps_num_cpus: float = _f(1.0, "CPUs reserved for the parameter server")
     eval_num_cpus: float = _f(0.5, "CPUs reserved for the evaluator")
@@ -262,11 +262,11 @@ class ClusterConfig:
         "a worker whose aggregator failed pushes to the PS directly this long, then "
         "tries the aggregator (restarted by Ray) again",
     )
-    metrics_export_port: Optional[int] = _f(None, "Prometheus port of a local Ray's metrics; null = Ray picks")
+    metrics_export_port: int | None = _f(None, "Prometheus port of a local Ray's metrics; null = Ray picks")
     include_dashboard: bool = _f(True, "start the Ray dashboard with a local Ray")
     dashboard_host: str = _f("127.0.0.1", "interface the local dashboard binds to")
 
-    def join_address(self) -> Optional[str]:
+    def join_address(self) -> str | None:
         """The cluster to join: `address`, else RAY_ADDRESS (set inside a Ray job, `a3c submit`'s or a KubeRay
         RayJob's, so one config runs unchanged locally and as a job); None means start a local Ray."""
         return self.address or os.environ.get("RAY_ADDRESS")
@@ -313,7 +313,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise A3CError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
-def from_dict(data: Any, base: Optional[Config] = None, source: str = "config") -> Config:
+def from_dict(data: Any, base: Config | None = None, source: str = "config") -> Config:
     """Merge a nested mapping {section: {key: value}} into `base` (defaults if None)."""
     if not isinstance(data, dict):
         raise A3CError(f"{source} must be a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")

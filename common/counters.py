@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from ray_a3c.common.packet import Rejection
 
@@ -45,7 +45,7 @@ class PSCounters:
         return {f.name: int(getattr(self, f.name)) for f in dataclasses.fields(PSCounters)}
 
     @classmethod
-    def from_dict(cls, data: Optional[dict]) -> Any:
+    def from_dict(cls, data: dict | None) -> Any:
         """A checkpoint's `counters` (any version's: unknown names are ignored, missing ones are 0)."""
         names = {f.name for f in dataclasses.fields(PSCounters)}
         return cls(**{k: int(v) for k, v in (data or {}).items() if k in names})
@@ -69,8 +69,8 @@ class WindowStats(PSCounters):
     episode_lengths: list = field(default_factory=list)
     applied: int = 0  # optimizer steps in the window
     losses: dict = field(default_factory=dict)  # packet loss terms (metrics.packet_losses names) -> mean
-    policy_lag_mean: Optional[float] = None  # versions between a gradient's weights and the step applying it
-    grad_norm_mean: Optional[float] = None
+    policy_lag_mean: float | None = None  # versions between a gradient's weights and the step applying it
+    grad_norm_mean: float | None = None
     lr_fraction: float = 1.0  # the share of the configured learning rates in use (algo.lr_schedule)
     weight_norm: float = 0.0
-    comm_fraction: Optional[float] = None  # the workers' share of time spent communicating
+    comm_fraction: float | None = None  # the workers' share of time spent communicating

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -42,7 +42,7 @@ class Dataset:
     observation_space: gym.Space
     action_space: gym.Space
     source: str = ""
-    behaviour_log_probs: Optional[np.ndarray] = None
+    behaviour_log_probs: np.ndarray | None = None
 
     @property
     def num_steps(self) -> int:
@@ -52,7 +52,7 @@ class Dataset:
         """[start, end) step ranges of the episodes, in file order."""
         ends = np.flatnonzero(self.terminated | self.truncated) + 1
         starts = np.concatenate([[0], ends[:-1]])
-        return list(zip(starts.tolist(), ends.tolist()))
+        return list(zip(starts.tolist(), ends.tolist(), strict=False))
 
 
 def space_to_json(space: gym.Space) -> dict:
@@ -97,7 +97,7 @@ def save_dataset(
     observation_space: gym.Space,
     action_space: gym.Space,
     source: str = "",
-    behaviour_log_probs: Optional[np.ndarray] = None,
+    behaviour_log_probs: np.ndarray | None = None,
 ) -> Dataset:
     """Validate the arrays against the spaces and write them; the file never needs pickle to read."""
     ds = Dataset(

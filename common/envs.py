@@ -4,7 +4,6 @@ env copies."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -41,7 +40,7 @@ def _construct(what: str, build, **kwargs) -> gym.Env:
         raise A3CError(f"env '{what}' failed to start: {type(exc).__name__}: {message}") from None
 
 
-def make_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
+def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """One env from `cfg.id` (see common/env_ids.py) behind `cfg.wrappers` and the frame stack, as the env
     gives its observations (before the [C, H, W] reordering); bad ids raise A3CError."""
     kwargs = dict(cfg.kwargs)
@@ -62,7 +61,9 @@ def make_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
 
 def scoring_env_config(cfg: EnvConfig) -> EnvConfig:
     """The env as evaluations score it: the task's own reward, without training-only shaping."""
-    kept = [entry for entry, spec in zip(cfg.wrappers, parse_wrappers(cfg.wrappers)) if not spec.training_only]
+    kept = [
+        entry for entry, spec in zip(cfg.wrappers, parse_wrappers(cfg.wrappers), strict=False) if not spec.training_only
+    ]
     return replace(cfg, medkit_bonus=0.0, variable_rewards={}, wrappers=kept)
 
 
@@ -94,7 +95,7 @@ def scalar_channels(cfg: EnvConfig) -> tuple:
     return tuple(f * per_frame + 1 + v for f in range(cfg.frame_stack) for v in range(per_frame - 1))
 
 
-def make_policy_env(cfg: EnvConfig, render_mode: Optional[str] = None) -> gym.Env:
+def make_policy_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """One env as the policy sees it: `make_env`, images as [C, H, W], actions rescaled when configured."""
     return _policy_wrap(make_env(cfg, render_mode), cfg)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import TYPE_CHECKING, ContextManager
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from ray_a3c.common.atomic import atomic_write
 from ray_a3c.common.errors import A3CError
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 EXPORT_FORMATS = ("onnx", "pt2")
 
 
-def _atomic_target(path: str) -> ContextManager[str]:
+def _atomic_target(path: str) -> AbstractContextManager[str]:
     """A temp file beside `path` (same suffix: torch's writers check it; mkstemp's permissions kept), renamed
     over it once complete."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -27,7 +28,7 @@ def _atomic_target(path: str) -> ContextManager[str]:
 
 
 def export_onnx(
-    graph: "torch.nn.Module", inputs: tuple, path: str, input_names: list[str], output_names: list[str]
+    graph: torch.nn.Module, inputs: tuple, path: str, input_names: list[str], output_names: list[str]
 ) -> str:
     """One ONNX file (weights embedded), a batch dimension of any size on every input and output."""
     try:
@@ -62,7 +63,7 @@ def export_onnx(
 
 
 def export_pt2(
-    graph: "torch.nn.Module", inputs: tuple, path: str, input_names: list[str], output_names: list[str]
+    graph: torch.nn.Module, inputs: tuple, path: str, input_names: list[str], output_names: list[str]
 ) -> str:
     """A torch.export ExportedProgram (`torch.export.load(path).module()(*inputs)`), batch size free."""
     import torch

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Iterator, Optional, TextIO
+from collections.abc import Iterator
+from typing import TextIO
 
 LOGGER_NAME = "ray_a3c"
 log = logging.getLogger(LOGGER_NAME)
@@ -14,7 +15,7 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 
 
 @contextlib.contextmanager
-def console(level: int = logging.INFO, stream: Optional[TextIO] = None) -> Iterator[None]:
+def console(level: int = logging.INFO, stream: TextIO | None = None) -> Iterator[None]:
     """Within the block, the logger's records at `level` and above go to `stream` (stdout), message only."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -52,7 +53,7 @@ class ProgressBar:
         self.stream.flush()
 
 
-def terminal_progress(label: str, stream: Optional[TextIO] = None) -> Optional[ProgressBar]:
+def terminal_progress(label: str, stream: TextIO | None = None) -> ProgressBar | None:
     """A ProgressBar on stderr when it is a terminal (a log file or a pipe gets none), else None."""
     stream = stream or sys.stderr
     return ProgressBar(label, stream) if stream.isatty() else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -28,8 +27,8 @@ def a3c_loss(
     entropy_coef: float,
     value_coef: float,
     value_loss: str = "mse",
-    mask: Optional[torch.Tensor] = None,
-    old_log_probs: Optional[torch.Tensor] = None,
+    mask: torch.Tensor | None = None,
+    old_log_probs: torch.Tensor | None = None,
     clip_range: float = 0.2,
 ) -> LossTerms:
     """Policy gradient + value regression - entropy bonus, each a mean over the batch's valid steps.
@@ -71,7 +70,7 @@ def clipped_surrogate(
     return -(torch.min(unclipped, clipped) * weights).sum(), float((outside * weights).sum())
 
 
-def mean_weights(like: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+def mean_weights(like: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Per-step weights that turn a weighted sum into a mean over the valid steps."""
     weights = torch.ones_like(like) if mask is None else mask.to(like.dtype)
     return weights / weights.sum().clamp(min=1.0)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 EPISODE_RETURN = "charts/episode_return"
 EPISODE_LENGTH = "charts/episode_length"
 EPISODE_RETURN_100 = "charts/episode_return_mean100"  # running mean of the last 100 training episodes
@@ -78,7 +76,7 @@ def packet_losses(scalars: dict[str, float]) -> dict[str, float]:
     return {packet_key(tag): value for tag, value in scalars.items()}
 
 
-def packet_scalars(losses: dict[str, float]) -> dict[str, Optional[float]]:
+def packet_scalars(losses: dict[str, float]) -> dict[str, float | None]:
     """The PS's averaged packet `losses` -> {tag: value or None} for every one of PACKET_TAGS."""
     return {tag: losses.get(packet_key(tag)) for tag in PACKET_TAGS}
 
@@ -91,7 +89,7 @@ class ScalarWriter:
 
         self._writer = SummaryWriter(log_dir=log_dir, flush_secs=5)
 
-    def write(self, scalars: dict[str, Optional[float]], env_steps: int) -> None:
+    def write(self, scalars: dict[str, float | None], env_steps: int) -> None:
         for tag, value in scalars.items():
             if value is not None:
                 self._writer.add_scalar(tag, float(value), global_step=int(env_steps))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -22,7 +21,7 @@ from ray_a3c.common.keys import INFO_LOG_PROB
 PREFIX = "minari:"
 
 
-def is_minari(ref: Optional[str]) -> bool:
+def is_minari(ref: str | None) -> bool:
     return bool(ref) and ref.startswith(PREFIX)
 
 
@@ -166,7 +165,7 @@ def save_minari(dataset_id: str, arrays: dict, env_id: str, description: str) ->
         actions = actions + int(arrays["action_space"].start)
     buffers = []
     ends = np.flatnonzero(arrays["terminated"] | arrays["truncated"]) + 1
-    for start, end in zip(np.concatenate([[0], ends[:-1]]), ends):
+    for start, end in zip(np.concatenate([[0], ends[:-1]]), ends, strict=False):
         obs = np.concatenate([arrays["observations"][start:end], arrays["next_observations"][end - 1 : end]])
         infos = {}
         if log_probs is not None:

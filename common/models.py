@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import gymnasium as gym
 import numpy as np
 import torch
@@ -179,7 +177,7 @@ class DictEncoder(nn.Module):
         batch = obs.shape[0]
         features = [
             cnn(obs[:, start:end].reshape((batch,) + shape))
-            for cnn, (start, end, shape) in zip(self.cnns, self.image_slices)
+            for cnn, (start, end, shape) in zip(self.cnns, self.image_slices, strict=False)
         ]
         if self.mlp is not None:
             features.append(self.mlp(obs[:, self.vector_index]))
@@ -193,7 +191,7 @@ def _init_mlp(trunk: nn.Sequential) -> nn.Sequential:
     return trunk
 
 
-State = Optional[tuple]  # (h, c), each [N, lstm_size], or None for feed-forward models
+State = tuple | None  # (h, c), each [N, lstm_size], or None for feed-forward models
 
 
 class ActorCritic(nn.Module):
@@ -262,7 +260,7 @@ class ActorCritic(nn.Module):
             obs = self.obs_norm(obs)
         return trunk(obs)
 
-    def unroll(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None):
+    def unroll(self, obs: torch.Tensor, state: State = None, starts: torch.Tensor | None = None):
         """obs [T, N, ...], state from the step before, starts [T, N] bool (reset the state before step t)
         -> (distribution over the T*N actions, values [T*N], state after the last step)."""
         hidden, values, state = self._latent(obs, state, starts)
@@ -273,7 +271,7 @@ class ActorCritic(nn.Module):
             dist = DiagGaussian(out, self.log_std) if self.continuous else CategoricalDist(out)
         return dist, values, state
 
-    def head_outputs(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None):
+    def head_outputs(self, obs: torch.Tensor, state: State = None, starts: torch.Tensor | None = None):
         """Like `unroll`, with the policy head's raw output [T*N, A] (logits, or the Gaussian mean) in place
         of a distribution: what an exported graph computes (distributions check their arguments)."""
         hidden, values, state = self._latent(obs, state, starts)
@@ -284,7 +282,7 @@ class ActorCritic(nn.Module):
         std = self.log_std.detach().exp()
         return torch.randn((batch,) + tuple(std.shape)) * std
 
-    def _latent(self, obs: torch.Tensor, state: State, starts: Optional[torch.Tensor]):
+    def _latent(self, obs: torch.Tensor, state: State, starts: torch.Tensor | None):
         """-> (the policy head's input [T*N, F], values [T*N], state after the last step)."""
         t_len, n = obs.shape[:2]
         flat = obs.reshape((t_len * n,) + obs.shape[2:])
@@ -296,7 +294,7 @@ class ActorCritic(nn.Module):
         values = self.value_head(critic_hidden).squeeze(-1)
         return hidden, values, state
 
-    def _run_core(self, x: torch.Tensor, state: State, starts: Optional[torch.Tensor]):
+    def _run_core(self, x: torch.Tensor, state: State, starts: torch.Tensor | None):
         h, c = state if state is not None else self.initial_state(x.shape[1])
         if self.core_input_norm is not None:
             x = self.core_input_norm(x)
@@ -309,13 +307,13 @@ class ActorCritic(nn.Module):
             outputs.append(h)
         return torch.stack(outputs).reshape(x.shape[0] * x.shape[1], -1), (h, c)
 
-    def forward(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None):
+    def forward(self, obs: torch.Tensor, state: State = None, starts: torch.Tensor | None = None):
         """One step for a batch: obs [B, ...] -> (distribution, values [B]); the state is dropped. Use
         `unroll` to carry it."""
         dist, values, _ = self.unroll(obs.unsqueeze(0), state, None if starts is None else starts.unsqueeze(0))
         return dist, values
 
-    def value(self, obs: torch.Tensor, state: State = None, starts: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def value(self, obs: torch.Tensor, state: State = None, starts: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward(obs, state, starts)[1]
 
     def critic_parameter_ids(self) -> set[int]:

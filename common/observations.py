@@ -8,7 +8,7 @@ says where each lies), which the model splits again: one CNN per image entry, on
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,8 +24,8 @@ class ObsPart:
     key: str
     offset: int
     size: int
-    image_shape: Optional[tuple] = None  # (C, H, W) for an image entry, else None (a vector)
-    discrete: Optional[int] = None  # number of values of a Discrete entry (one-hot encoded)
+    image_shape: tuple | None = None  # (C, H, W) for an image entry, else None (a vector)
+    discrete: int | None = None  # number of values of a Discrete entry (one-hot encoded)
 
 
 @dataclass
@@ -33,12 +33,12 @@ class EnvSpaces:
     """What the model needs to know about an env."""
 
     obs_dim: int
-    discrete_obs: Optional[int]  # number of states when observations are Discrete (one-hot encoded)
+    discrete_obs: int | None  # number of states when observations are Discrete (one-hot encoded)
     action_space: gym.Space
-    image_shape: Optional[tuple] = None  # (C, H, W) for uint8 image observations, kept as uint8
+    image_shape: tuple | None = None  # (C, H, W) for uint8 image observations, kept as uint8
     scalar_channels: tuple = ()  # image channels that each carry one number (env.observe_variables)
     parts: tuple = ()  # ObsPart per entry of a Dict observation, in key order; () otherwise
-    env_spaces: Optional[dict] = None  # the env's own spaces as plain data (spaces_io), when built from an env
+    env_spaces: dict | None = None  # the env's own spaces as plain data (spaces_io), when built from an env
 
     @property
     def has_images(self) -> bool:

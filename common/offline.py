@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -56,7 +56,7 @@ class OfflineEnv(gym.Env):
         self.episodes = [bounds[i] for i in mine]
         self._start = (copy // len(parts)) % len(self.episodes)
         self._next_episode = self._start
-        self._step: Optional[int] = None
+        self._step: int | None = None
         self._end = 0
 
     def _info(self) -> dict[str, Any]:
@@ -67,7 +67,7 @@ class OfflineEnv(gym.Env):
             info[INFO_LOG_PROB] = float(self.data.behaviour_log_probs[self._step])
         return info
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:  # a seeded reset is deterministic: it rewinds to this copy's first episode
             self._next_episode = self._start

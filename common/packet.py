@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -33,14 +33,14 @@ class GradientPacket:
     episode_lengths: list = field(default_factory=list)
     losses: dict = field(default_factory=dict)  # rollout statistics and loss terms: metrics.packet_losses
     critic_only: bool = False  # a value-only gradient (critic epochs after the first)
-    obs_moments: Optional[tuple] = None  # (count, mean [D], var [D]) of the raw observations, for the PS
-    return_moments: Optional[tuple] = None  # (count, mean [1], var [1]) of the running discounted returns
+    obs_moments: tuple | None = None  # (count, mean [D], var [D]) of the raw observations, for the PS
+    return_moments: tuple | None = None  # (count, mean [1], var [1]) of the running discounted returns
     env_recreations: int = 0  # this worker's env processes restarted after crashes, so far
     compute_s: float = 0.0  # seconds spent collecting + differentiating (previous loop)
     comm_s: float = 0.0  # seconds spent pushing / pulling in the previous loop
     sender: str = ""  # the sending worker process (an id per incarnation): with `seq`, how the PS spots a resend
     seq: int = 0  # the sender's packet number, from 1; 0 = not tracked
-    members: Optional[list] = None  # an aggregate (cluster.aggregate=node): its packets, gradients left out
+    members: list | None = None  # an aggregate (cluster.aggregate=node): its packets, gradients left out
     rejected: str = ""  # set by an aggregator that left this member out (Rejection.STALE | NONFINITE)
 
 
@@ -50,12 +50,12 @@ class ApplyResult:
     version: int  # PS version after this packet
     reason: str = ""  # a Rejection when rejected
     stop: bool = False  # the driver asked workers to finish
-    weights: Optional[Any] = None  # the current version's weights (an ndarray, or an ObjectRef under Ray)
-    counters: Optional[dict] = None  # sync mode: the PS's counters after the step (saves the driver a call)
+    weights: Any | None = None  # the current version's weights (an ndarray, or an ObjectRef under Ray)
+    counters: dict | None = None  # sync mode: the PS's counters after the step (saves the driver a call)
 
 
 # -- the rules the parameter server and a node aggregator both apply ----------------------------------------------
-def finite_moments(moments: Optional[tuple]) -> bool:
+def finite_moments(moments: tuple | None) -> bool:
     """(count, mean, var) moments are usable: none, empty, or finite with a non-negative variance."""
     if moments is None or not moments[0]:
         return True

@@ -7,7 +7,7 @@ the map back to the env's own action bounds all happen inside it.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -70,7 +70,7 @@ class PolicyGraph(nn.Module):
 
     def _network_inputs(self, inputs: tuple) -> tuple:
         obs, state = inputs[: len(self.obs_keys)], inputs[len(self.obs_keys) :]
-        parts = [_encode(x, encoding) for x, encoding in zip(obs, self.encodings)]
+        parts = [_encode(x, encoding) for x, encoding in zip(obs, self.encodings, strict=False)]
         x = (
             parts[0]
             if len(parts) == 1 and self.encodings[0][0] == IMAGE
@@ -92,7 +92,7 @@ OBS_INPUT = "obs"  # the exported graph's observation input (one per key for a D
 IMAGE, ONE_HOT, VECTOR = "image", "one_hot", "vector"
 
 
-def _encoding(space: gym.Space, discrete: Optional[int], image: bool = True) -> tuple:
+def _encoding(space: gym.Space, discrete: int | None, image: bool = True) -> tuple:
     """How the graph turns one raw observation input into the network's: (kind, detail)."""
     if discrete is not None:
         return ONE_HOT, discrete
@@ -115,7 +115,7 @@ class Policy:
     """A run's trained policy for one env copy: `act(obs, state) -> (action, state)` with the greedy (most
     likely) action, no Ray involved."""
 
-    def __init__(self, config: Config, state_dict: dict, env_spaces: Optional[dict] = None):
+    def __init__(self, config: Config, state_dict: dict, env_spaces: dict | None = None):
         """`env_spaces`: the env's spaces as a checkpoint stores them (no env is built); None builds one."""
         self.config = config
         if env_spaces:
@@ -136,12 +136,12 @@ class Policy:
     def recurrent(self) -> bool:
         return self.graph.recurrent
 
-    def initial_state(self, batch: int = 1) -> Optional[tuple]:
+    def initial_state(self, batch: int = 1) -> tuple | None:
         state = self.graph.model.initial_state(batch)
         return None if state is None else tuple(t.numpy() for t in state)
 
     @torch.no_grad()
-    def act(self, obs: Any, state: Optional[tuple] = None, deterministic: bool = True) -> tuple[Any, Optional[tuple]]:
+    def act(self, obs: Any, state: tuple | None = None, deterministic: bool = True) -> tuple[Any, tuple | None]:
         """obs as the env returns it (a dict for a Dict space), or a batch of them (a leading axis; a dict of
         batches) -> (action for env.step, or a batch of actions; next state). `state` is None at an episode's
         start; pass back what the previous call returned. `deterministic=False` samples from the policy."""
@@ -162,7 +162,7 @@ class Policy:
             return actions, new_state
         return (actions[0] if self.graph.continuous else int(actions[0])), new_state
 
-    def _batch_size(self, obs: Any) -> Optional[int]:
+    def _batch_size(self, obs: Any) -> int | None:
         """The leading axis of a batch of observations, None for one observation."""
         key = self.graph.obs_keys[0] if self.spaces.parts else None
         value = np.asarray(obs[key]) if key is not None else np.asarray(obs)
@@ -178,7 +178,7 @@ class Policy:
             )
         return (_as_input(np.asarray(obs), self.env_obs_space, self.spaces.discrete_obs is not None, batched),)
 
-    def example_inputs(self, obs: Optional[Any] = None) -> tuple:
+    def example_inputs(self, obs: Any | None = None) -> tuple:
         """Inputs of the exported graph for one observation (a zero one by default)."""
         if obs is None:
             obs = _zero_obs(self.env_obs_space)

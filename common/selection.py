@@ -10,8 +10,8 @@ the pool comes from one version, so the figure is an evaluation of that checkpoi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 Z_95 = 1.959964  # two-sided 95% quantile of the normal distribution
 
@@ -44,7 +44,7 @@ class EvalJudge:
     """Feeds on the returns of one version's episodes (screening, then screening + extension) and says
     whether to extend, and once decided whether they are the new best and whether the run is solved."""
 
-    def __init__(self, confirm_episodes: int, stop_return: Optional[float], best: Optional[float] = None):
+    def __init__(self, confirm_episodes: int, stop_return: float | None, best: float | None = None):
         self.confirm_episodes = confirm_episodes
         self.stop_return = stop_return
         self.best = best

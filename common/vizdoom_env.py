@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -62,16 +62,16 @@ class VizdoomEnv(gym.Env):
         self,
         scenario: str = "basic",
         frame_skip: int = 4,
-        render_mode: Optional[str] = None,
-        seed: Optional[int] = None,
+        render_mode: str | None = None,
+        seed: int | None = None,
         health_bonus: float = 0.0,
         screen_size: tuple = (84, 84),
-        variable_rewards: Optional[dict] = None,
-        observe_variables: Optional[dict] = None,
+        variable_rewards: dict | None = None,
+        observe_variables: dict | None = None,
     ):
         self.config_path = scenario_path(scenario)
         self.frame_skip, self.render_mode = frame_skip, render_mode
-        self._colour: Optional[np.ndarray] = None  # the last colour screen, when rendering
+        self._colour: np.ndarray | None = None  # the last colour screen, when rendering
         self.health_bonus = health_bonus
         self._health = 0.0
         self._variable_rewards = _game_variables(variable_rewards or {})
@@ -129,7 +129,7 @@ class VizdoomEnv(gym.Env):
             self._last[channel] = np.uint8(round(float(level) * 255))
         return self._last.copy()
 
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         """The engine's process id (a child of this process), for tests that kill it."""
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -151,7 +151,7 @@ class VizdoomEnv(gym.Env):
             pass
         self.game = self._start()
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
             self.game.set_seed(int(seed) % 2**31)

@@ -10,7 +10,7 @@ out, so they score the game's own return over whole games.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -181,7 +181,7 @@ def _kwargs_text(kwargs: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
-def chw_plan(shape: tuple) -> Optional[tuple[tuple, tuple]]:
+def chw_plan(shape: tuple) -> tuple[tuple, tuple] | None:
     """How a uint8 observation of `shape` becomes one [C, H, W] image: (axis permutation, [C, H, W]), or None
     when it is not an image. (H, W): one channel; (H, W, C) with C of 1, 3 or 4: channels last; (C, H, W)
     as is; (K, H, W, C) and (K, C, H, W) (stacked frames): the K frames' channels side by side."""
@@ -201,7 +201,7 @@ def chw_plan(shape: tuple) -> Optional[tuple[tuple, tuple]]:
     return None
 
 
-def image_plan(space: gym.Space) -> Optional[tuple[tuple, tuple]]:
+def image_plan(space: gym.Space) -> tuple[tuple, tuple] | None:
     """`chw_plan` of a uint8 Box; None for anything else."""
     if isinstance(space, gym.spaces.Box) and space.dtype == np.uint8:
         return chw_plan(tuple(space.shape))

@@ -5,7 +5,6 @@ instead of once per worker push. Plain functions and a plain class: the Ray acto
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 
@@ -33,7 +32,7 @@ def reduce_packets(
         packet.gradient = decode_gradient(packet.gradient)
         reasons.append(rejection([packet], bool(np.all(np.isfinite(packet.gradient))), version, max_policy_lag))
     for critic_only in (False, True):
-        group = [(p, r) for p, r in zip(packets, reasons) if p.critic_only == critic_only]
+        group = [(p, r) for p, r in zip(packets, reasons, strict=False) if p.critic_only == critic_only]
         if not group:
             continue
         kept = [p.gradient for p, r in group if not r]
@@ -57,7 +56,7 @@ def member_results(
     """The PS's answer to an aggregate, told to each member: its own acceptance (a member left out here is
     rejected whatever the PS said), the PS's version, stop and weights (sent where the member needs them)."""
     results = []
-    for reason, version in zip(reasons, versions):
+    for reason, version in zip(reasons, versions, strict=False):
         reason = reason or ("" if reply.accepted else reply.reason)
         needs = needs_weights(reason, reply.version, version, weight_sync_every)
         results.append(
@@ -78,7 +77,7 @@ class Window:
     def __init__(self, max_packets: int, interval_s: float):
         self.max_packets, self.interval_s = max_packets, interval_s
         self.waiting: list = []
-        self.opened_at: Optional[float] = None
+        self.opened_at: float | None = None
 
     def add(self, item, now: float) -> None:
         if not self.waiting:

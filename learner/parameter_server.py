@@ -7,7 +7,8 @@ import dataclasses
 import math
 import time
 import warnings
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,9 @@ def resolve_device(requested: str) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
     if requested == "cuda":
-        warnings.warn("learner.device=cuda but no GPU is visible here: the parameter server trains on the CPU")
+        warnings.warn(
+            "learner.device=cuda but no GPU is visible here: the parameter server trains on the CPU", stacklevel=2
+        )
     return torch.device("cpu")
 
 
@@ -80,7 +83,7 @@ def _to_cpu(value: Any) -> Any:
 
 
 class ParameterServer:
-    def __init__(self, config: Config, spaces: EnvSpaces, publish: Optional[Callable[[np.ndarray], Any]] = None):
+    def __init__(self, config: Config, spaces: EnvSpaces, publish: Callable[[np.ndarray], Any] | None = None):
         torch.set_num_threads(1)
         torch.manual_seed(config.run.seed)
         self.config = config
@@ -102,7 +105,7 @@ class ParameterServer:
         self._last_snapshot_steps = 0
         self._seen: dict[str, set[int]] = {}  # sender -> recent packet numbers (resends are counted once)
         self.busy_s = 0.0  # time spent checking, stepping and publishing (not receiving), since start
-        self._clock_start: Optional[float] = None  # the run's training start (epoch s), for run.time_limit_s
+        self._clock_start: float | None = None  # the run's training start (epoch s), for run.time_limit_s
 
     @property
     def version(self) -> int:
@@ -132,7 +135,7 @@ class ParameterServer:
                 stop=self.stop_requested,
                 weights=weights if needs_weights(reason, self.version, packet.version, every) else None,
             )
-            for packet, reason in zip(packets, reasons)
+            for packet, reason in zip(packets, reasons, strict=False)
         ]
 
     def apply_mean_gradients(self, *packets: GradientPacket) -> ApplyResult:
@@ -180,7 +183,7 @@ class ParameterServer:
         for critic_only in (False, True):
             kept = [
                 (g, n, w)
-                for (g, n), p, r, w in zip(grads, packets, reasons, weights)
+                for (g, n), p, r, w in zip(grads, packets, reasons, weights, strict=False)
                 if not r and w and p.critic_only == critic_only
             ]
             if kept:
@@ -233,7 +236,7 @@ class ParameterServer:
         fraction = self.lr_fraction()
         for name, optimizer in self.optimizers.items():
             if name == "critic" or not critic_only:
-                for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
+                for group, base in zip(optimizer.param_groups, self._base_lrs[name], strict=False):
                     group["lr"] = base * fraction
                 step(optimizer)
         self.counters.version += 1
@@ -359,7 +362,7 @@ class ParameterServer:
         """Counter floors without weights (a PS recreated before any checkpoint existed)."""
         self.counters.raise_to(counter_floor)
 
-    def load_state_dict(self, state: dict, counter_floor: Optional[PSCounters] = None) -> None:
+    def load_state_dict(self, state: dict, counter_floor: PSCounters | None = None) -> None:
         """Restore weights, optimizer state and counters. `counter_floor` (the last counters seen before a crash) keeps
         counters from going backwards: env steps really taken stay counted, and the version jumps past every
         version handed out before, so no packet from the lost weights can pass as fresh."""

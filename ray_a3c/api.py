@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 from ray_a3c.common.config import Config
 
-ConfigSource = Union[str, dict, Config]
+ConfigSource = str | dict | Config
 
 
 def _flat_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def make_config(config: ConfigSource = "cartpole", **overrides: Any) -> Config:
 def train(
     config: ConfigSource = "cartpole",
     *,
-    run_dir: Optional[str] = None,
+    run_dir: str | None = None,
     resume: bool = False,
     quiet: bool = False,
     **overrides: Any,
@@ -59,7 +59,7 @@ def train(
         return run_training(prepared, quiet)
 
 
-def tune(spec: Union[str, dict], *, quiet: bool = False, **spec_overrides: Any):
+def tune(spec: str | dict, *, quiet: bool = False, **spec_overrides: Any):
     """A Ray Tune sweep of runs, as `a3c tune SPEC.yaml`; returns Tune's `ResultGrid`.
 
     `spec` is a YAML path or a mapping: `config` (a preset name, a YAML path or a {section: {key: value}}

@@ -6,8 +6,6 @@ the `module:EnvId` form); the classes work as `tests.pixel_games:PixelCatch` too
 
 from __future__ import annotations
 
-from typing import Optional
-
 import gymnasium as gym
 import numpy as np
 
@@ -22,13 +20,13 @@ class PixelCatch(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, lives: int = 1, catch_reward: float = 1.0, render_mode: Optional[str] = None):
+    def __init__(self, lives: int = 1, catch_reward: float = 1.0, render_mode: str | None = None):
         self.observation_space = gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
         self.action_space = gym.spaces.Discrete(3)
         self.lives, self.catch_reward, self.render_mode = lives, catch_reward, render_mode
         self._left = self._ball_row = self._ball_col = self._lives_left = 0
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._left, self._lives_left = SIZE // 2 - 1, self.lives
         self._drop()
@@ -64,7 +62,7 @@ class DictCatch(PixelCatch):
     """PixelCatch seen as a camera image plus numbers: {"camera": the frame, "paddle": [left edge / SIZE],
     "lives": lives left (Discrete)}."""
 
-    def __init__(self, lives: int = 1, catch_reward: float = 1.0, render_mode: Optional[str] = None):
+    def __init__(self, lives: int = 1, catch_reward: float = 1.0, render_mode: str | None = None):
         super().__init__(lives, catch_reward, render_mode)
         self.observation_space = gym.spaces.Dict(
             {

@@ -57,7 +57,7 @@ def test_reduce_keeps_policy_and_critic_packets_apart_and_encodes_bf16():
     packets = packets_for(ps, 2) + packets_for(ps, 2, seed=1, critic_only=True)
     aggregates, _ = reduce_packets(copy.deepcopy(packets), version=0, max_policy_lag=5, grad_dtype="bfloat16")
     assert [a.critic_only for a in aggregates] == [False, True]
-    for aggregate, group in zip(aggregates, (packets[:2], packets[2:])):
+    for aggregate, group in zip(aggregates, (packets[:2], packets[2:]), strict=False):
         assert aggregate.gradient.dtype == np.uint16
         np.testing.assert_allclose(
             decode_gradient(aggregate.gradient), np.mean([p.gradient for p in group], 0), rtol=1e-2, atol=1e-2

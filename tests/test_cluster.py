@@ -92,7 +92,7 @@ class Run:
     def assert_counters_never_go_backwards(self) -> None:
         points = [tuple(int(g.replace(",", "")) for g in m.groups()) for m in map(PROGRESS.search, self.lines) if m]
         assert len(points) >= 2
-        for (s0, v0), (s1, v1) in zip(points, points[1:]):
+        for (s0, v0), (s1, v1) in zip(points, points[1:], strict=False):
             assert s1 >= s0 and v1 >= v0, f"counters went backwards: {(s0, v0)} -> {(s1, v1)}"
 
 
@@ -256,7 +256,7 @@ def test_killed_parameter_server_is_recreated_from_its_checkpoint(cluster, tmp_p
         for line in run.lines
         if (m := PROGRESS.search(line))
     ]
-    fastest = max((v1 - v0) / max(t1 - t0, 1e-3) for (t0, v0), (t1, v1) in zip(versions, versions[1:]))
+    fastest = max((v1 - v0) / max(t1 - t0, 1e-3) for (t0, v0), (t1, v1) in zip(versions, versions[1:], strict=False))
     assert summary["lost_updates"] <= fastest * interval * 1.5 + 20, (summary, fastest)
 
 

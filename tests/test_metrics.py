@@ -54,7 +54,7 @@ def test_the_generated_reference_and_dashboard_match_the_code():
     dashboard = json.loads(ray_side.dashboard_json())
     exprs = [panel["targets"][0]["expr"] for panel in dashboard["panels"]]
     assert len(exprs) == len(ray_side.RAY_METRICS)
-    for expr, metric in zip(exprs, ray_side.RAY_METRICS):
+    for expr, metric in zip(exprs, ray_side.RAY_METRICS, strict=False):
         assert metric.prometheus_name in expr and ("rate(" in expr) == (metric.kind is ray_side.Kind.COUNTER)
     assert {m.prometheus_name for m in ray_side.RAY_METRICS if m.kind is ray_side.Kind.COUNTER} >= {
         "ray_a3c_env_steps_total",

@@ -79,7 +79,7 @@ def test_a_datacollector_dataset_replays_its_transitions(minari_path):
     ds = open_dataset("minari:cartpole/random-v0")
     assert ds.num_steps == made.total_steps and len(ds.episode_bounds()) == 6
     assert ds.behaviour_log_probs is None  # DataCollector records no behaviour policy
-    for (start, end), episode in zip(ds.episode_bounds(), made.iterate_episodes()):
+    for (start, end), episode in zip(ds.episode_bounds(), made.iterate_episodes(), strict=False):
         np.testing.assert_array_equal(ds.observations[start:end], episode.observations[:-1])
         np.testing.assert_array_equal(ds.next_observations[start:end], episode.observations[1:])
         np.testing.assert_array_equal(ds.actions[start:end], episode.actions)

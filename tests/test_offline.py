@@ -44,7 +44,7 @@ def recorded_arrays(episodes=6, seed=0):
         while not done:
             action = int(rng.integers(2))
             nxt, r, term, trunc, _ = env.step(action)
-            for k, v in zip(cols, (obs, nxt, action, r, term, trunc, ep, np.log(0.5))):
+            for k, v in zip(cols, (obs, nxt, action, r, term, trunc, ep, np.log(0.5)), strict=False):
                 cols[k].append(v)
             obs, done = nxt, term or trunc
     arrays = {k: np.asarray(v) for k, v in cols.items()}

@@ -41,7 +41,7 @@ def test_one_long_unroll_equals_rollouts_with_the_state_carried():
     piece_grads = loss_and_grads(model, pieces)
     torch.testing.assert_close(torch.cat([d.dist.logits for d, _ in pieces]), dist.dist.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.cat([v for _, v in pieces]), values, atol=1e-5, rtol=1e-5)
-    for g_full, g_piece in zip(full_grads, piece_grads):
+    for g_full, g_piece in zip(full_grads, piece_grads, strict=False):
         torch.testing.assert_close(g_piece, g_full, atol=1e-5, rtol=1e-5)
 
 
