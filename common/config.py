@@ -7,6 +7,7 @@ import os
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
+from types import UnionType
 from typing import Any
 
 import yaml
@@ -297,7 +298,7 @@ def section_types() -> dict[str, type]:
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check `value` against a field's type hint, converting int->float where harmless."""
     origin = typing.get_origin(hint)
-    if origin is typing.Union:
+    if origin in (typing.Union, UnionType):  # Optional[X] and X | None
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
