@@ -172,10 +172,10 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         """The statistics and returns, the JSON form `a3c evaluate` prints from."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in _STATISTICS}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in STATISTICS}
 
 
-_STATISTICS = (
+STATISTICS = (
     "mean_return",
     "std_return",
     "ci95_return",

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ray_a3c.common.config import EnvConfig
+from ray_a3c.common.dataset import OPTIONAL, REQUIRED
 from ray_a3c.common.envs import make_policy_env, probe_spaces
 from ray_a3c.common.models import ActorCritic
 from ray_a3c.common.observations import encode_obs
@@ -78,19 +79,7 @@ def record_episodes(
     `on_episode(done, episodes)` after each one."""
     env = make_policy_env(env_cfg)
     spaces = probe_spaces(env_cfg)
-    cols: dict[str, list] = {
-        k: []
-        for k in (
-            "observations",
-            "next_observations",
-            "actions",
-            "rewards",
-            "terminated",
-            "truncated",
-            "episode_ids",
-            "behaviour_log_probs",
-        )
-    }
+    cols: dict[str, list] = {k: [] for k in REQUIRED + OPTIONAL}
     returns = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)

@@ -230,7 +230,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _check_new_file(args.gif, ".gif", "--gif")
     if args.random and args.vs_random:
         raise A3CError("--random and --vs-random exclude each other")
-    from ray_a3c.actors.evaluator import Evaluator
+    from ray_a3c.actors.evaluator import STATISTICS, Evaluator
     from ray_a3c.common import checkpoint
 
     evaluator = Evaluator(cfg)
@@ -255,17 +255,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
             print(f"  trained - random: {result['difference']:+.2f}")
     evaluator.close()
-    keys = [
-        "mean_return",
-        "std_return",
-        "ci95_return",
-        "min_return",
-        "max_return",
-        "episodes",
-        "seed",
-        "random_mean_return",
-        "difference",
-    ]
+    # the statistics but the per-episode lists and the mean length, then this command's own fields
+    keys = [k for k in STATISTICS if k not in ("returns", "mean_length")]
+    keys += ["seed", "random_mean_return", "difference"]
     result["seed"] = args.seed
     print(json.dumps({k: result[k] for k in keys if k in result}))
     return 0

@@ -14,7 +14,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.dataset import Dataset, validate_dataset
+from ray_a3c.common.dataset import REQUIRED, Dataset, validate_dataset
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.keys import INFO_LOG_PROB
 
@@ -87,19 +87,7 @@ def _to_dataset(data, ref: str) -> Dataset:
     for space in (obs_space, act_space):
         if not isinstance(space, (gym.spaces.Box, gym.spaces.Discrete)):
             raise A3CError(f"Minari dataset '{ref}' has a {type(space).__name__} space; Box or Discrete only")
-    cols: dict[str, list] = {
-        k: []
-        for k in (
-            "observations",
-            "next_observations",
-            "actions",
-            "rewards",
-            "terminated",
-            "truncated",
-            "episode_ids",
-            "log_probs",
-        )
-    }
+    cols: dict[str, list] = {k: [] for k in REQUIRED + ("log_probs",)}
     has_log_probs = True
     for episode in data.iterate_episodes():
         n = len(episode.rewards)

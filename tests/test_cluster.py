@@ -340,23 +340,10 @@ def test_a_run_the_two_nodes_cannot_hold_ends_with_one_error_in_time(cluster, tm
     the node tests): the reservation is refused as a whole, before any actor trains, within
     cluster.start_timeout_s + 30 s."""
     t0 = time.time()
-    cmd = [
-        sys.executable,
-        "-m",
-        "ray_a3c.cluster.cli",
-        "train",
-        "--address",
-        cluster["address"],
-        "--run-dir",
-        str(tmp_path / "run"),
-        "--num-workers",
-        "8",
-        "--set",
-        "cluster.start_timeout_s=10",
-    ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120
-    )
+    args = ["--address", cluster["address"], "--run-dir", str(tmp_path / "run"), "--num-workers", "8"]
+    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "train", *args, "--set", "cluster.start_timeout_s=10"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert (

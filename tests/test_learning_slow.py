@@ -23,6 +23,17 @@ def train_then_evaluate(ray_session, capsys, run_dir, args, episodes=20):
     return summary, evaluation
 
 
+def offline_cartpole_played_live(capsys, dataset_setting: str, student: str) -> dict:
+    """Train `offline_cartpole` on the dataset for 500k steps (seed 0), then 20 live CartPole-v1 episodes of its
+    latest checkpoint beside a random policy: `a3c evaluate`'s JSON."""
+    args = ["offline_cartpole", "--set", dataset_setting, "--total-env-steps", "500000", "--seed", "0"]
+    assert main(["train", *args, "--run-dir", student]) == 0
+    capsys.readouterr()
+    play = ["--env", "CartPole-v1", "--checkpoint", "latest", "--episodes", "20", "--vs-random", "--seed", "7"]
+    assert main(["evaluate", student, *play]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 def test_pendulum_sync_reaches_minus_300(ray_session, tmp_path, capsys):
     summary, evaluation = train_then_evaluate(
         ray_session,
@@ -69,43 +80,7 @@ def test_offline_training_from_a_recorded_cartpole_dataset(ray_session, tmp_path
         == 0
     )
     recorded = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_return"]
-    assert (
-        main(
-            [
-                "train",
-                "offline_cartpole",
-                "--set",
-                f"env.dataset={data}",
-                "--total-env-steps",
-                "500000",
-                "--seed",
-                "0",
-                "--run-dir",
-                student,
-            ]
-        )
-        == 0
-    )
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "evaluate",
-                student,
-                "--env",
-                "CartPole-v1",
-                "--checkpoint",
-                "latest",
-                "--episodes",
-                "20",
-                "--vs-random",
-                "--seed",
-                "7",
-            ]
-        )
-        == 0
-    )
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = offline_cartpole_played_live(capsys, f"env.dataset={data}", student)
     print(
         f"recording policy mean {recorded:.1f}; offline-trained mean {result['mean_return']:.1f}; "
         f"random {result['random_mean_return']:.1f}"
@@ -196,43 +171,7 @@ def test_offline_cartpole_from_a_minari_datacollector_dataset(ray_session, tmp_p
         env.create_dataset(dataset_id="cartpole/teacher-v0", algorithm_name="epsilon-greedy 0.1")
     recorded = float(np.mean(returns))
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "train",
-                "offline_cartpole",
-                "--set",
-                "env.dataset=minari:cartpole/teacher-v0",
-                "--total-env-steps",
-                "500000",
-                "--seed",
-                "0",
-                "--run-dir",
-                student,
-            ]
-        )
-        == 0
-    )
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "evaluate",
-                student,
-                "--env",
-                "CartPole-v1",
-                "--checkpoint",
-                "latest",
-                "--episodes",
-                "20",
-                "--vs-random",
-                "--seed",
-                "7",
-            ]
-        )
-        == 0
-    )
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = offline_cartpole_played_live(capsys, "env.dataset=minari:cartpole/teacher-v0", student)
     print(f"recording policy mean {recorded:.1f}; offline-trained mean {result['mean_return']:.1f}")
     assert result["mean_return"] >= 0.8 * recorded
     assert result["mean_return"] >= result["random_mean_return"] + 100

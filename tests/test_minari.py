@@ -14,21 +14,12 @@ import pytest
 
 from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
 from ray_a3c.common.config import EnvConfig
-from ray_a3c.common.dataset import save_dataset
+from ray_a3c.common.dataset import OPTIONAL, REQUIRED, save_dataset
 from ray_a3c.common.minari_io import dataset_dir, save_minari
 from ray_a3c.common.offline import OfflineEnv, open_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIELDS = (
-    "observations",
-    "next_observations",
-    "actions",
-    "rewards",
-    "terminated",
-    "truncated",
-    "episode_ids",
-    "behaviour_log_probs",
-)
+FIELDS = REQUIRED + OPTIONAL
 
 
 @pytest.fixture

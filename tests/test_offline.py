@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
-from ray_a3c.common.dataset import load_dataset, save_dataset
+from ray_a3c.common.dataset import OPTIONAL, REQUIRED, load_dataset, save_dataset
 from ray_a3c.common.envs import describe_spaces, make_vector_env
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.models import build_model
@@ -25,19 +25,7 @@ def recorded_arrays(episodes=6, seed=0):
     """Random CartPole episodes, recorded by hand (the reference the replay must reproduce)."""
     env = gym.make("CartPole-v1")
     rng = np.random.default_rng(seed)
-    cols = {
-        k: []
-        for k in (
-            "observations",
-            "next_observations",
-            "actions",
-            "rewards",
-            "terminated",
-            "truncated",
-            "episode_ids",
-            "behaviour_log_probs",
-        )
-    }
+    cols = {k: [] for k in REQUIRED + OPTIONAL}
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         done = False
