@@ -22,34 +22,34 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
 import json
 import os
 import re
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import deque
 
 from bench.common import (
+    A3C,
     fail,
     first_crossing,
     fmt,
+    fresh_evaluation,
     machine,
     median,
     median_reached,
     running_means,
     today,
+    training_episodes,
     update_section,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SF_PYTHON = os.path.join(ROOT, "bench", ".sf-venv", "bin", "python")
-A3C = os.path.join(os.path.dirname(sys.executable), "a3c")
 FRAME_SKIP, EVAL_EPISODES, EVAL_SEED = 4, 30, 11
 ROWS = {"pong": ("Pong", 18.0), "breakout": ("Breakout", 50.0)}  # row -> (ALE game, target of the training mean)
 SIDES = ("ours", "sb3", "sf")
@@ -101,32 +101,8 @@ def run_ours(game: str, target: float, seed: int, frames: int, workers: int, env
         if out.returncode != 0:
             raise RuntimeError(f"a3c train exited {out.returncode}:\n{out.stdout[-2000:]}")
         summary = json.loads(out.stdout.strip().splitlines()[-1])
-        games, path = [], os.path.join(run_dir, "episodes.csv")  # absent until a first game ends
-        if os.path.exists(path):
-            with open(path) as fh:
-                games = [
-                    (summary["train_start_s"] + float(r["train_s"]), float(r["return"])) for r in csv.DictReader(fh)
-                ]
-        ev = subprocess.run(
-            [
-                A3C,
-                "evaluate",
-                run_dir,
-                "--checkpoint",
-                "latest",
-                "--episodes",
-                str(eval_games),
-                "--seed",
-                str(EVAL_SEED),
-                "--policy",
-                "sample",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=tmp,
-            check=True,
-        ).stdout
-        evaluation = json.loads(ev.strip().splitlines()[-1])
+        games = training_episodes(run_dir, summary["train_start_s"])
+        evaluation = fresh_evaluation(run_dir, eval_games, EVAL_SEED, tmp, "--policy", "sample")
     frames_done = FRAME_SKIP * summary["env_steps"]
     result = _result(running_means(games), target, [], frames_done / max(summary["train_s"], 1e-9), frames_done)
     return {

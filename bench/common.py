@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -224,3 +227,22 @@ def running_means(rows: list[tuple[float, float]], window: int = 100) -> list[tu
         if len(last) == window:
             out.append((t, sum(last) / window))
     return out
+
+
+A3C = os.path.join(os.path.dirname(sys.executable), "a3c")  # the CLI of this venv
+
+
+def training_episodes(run_dir: str, train_start_s: float) -> list[tuple[float, float]]:
+    """(seconds from launch, return) of each training episode in RUN_DIR/episodes.csv; [] before one ends."""
+    path = os.path.join(run_dir, "episodes.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [(train_start_s + float(r["train_s"]), float(r["return"])) for r in csv.DictReader(fh)]
+
+
+def fresh_evaluation(run_dir: str, episodes: int, seed: int, cwd: str, *extra: str) -> dict:
+    """`a3c evaluate RUN_DIR --checkpoint latest`'s JSON: a fresh evaluation of the final policy."""
+    cmd = [A3C, "evaluate", run_dir, "--checkpoint", "latest", "--episodes", str(episodes), "--seed", str(seed)]
+    out = subprocess.run([*cmd, *extra], capture_output=True, text=True, cwd=cwd, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])

@@ -16,23 +16,31 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
 import glob
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-from bench.common import fail, first_crossing, fmt, machine, running_means, today, update_section
+from bench.common import (
+    A3C,
+    fail,
+    first_crossing,
+    fmt,
+    fresh_evaluation,
+    machine,
+    running_means,
+    today,
+    training_episodes,
+    update_section,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SF_PYTHON = os.path.join(ROOT, "bench", ".sf-venv", "bin", "python")
-A3C = os.path.join(os.path.dirname(sys.executable), "a3c")
 FRAME_SKIP, EVAL_EPISODES, EVAL_SEED = 4, 100, 11
 # row -> (our preset, SF env, SF options, target of the training running mean in raw reward units (None: no
 # time target), the reward scaling SF's own env spec applies, so that its logs and evaluation are divided back to
@@ -96,27 +104,8 @@ def run_ours(row: str, seconds: float, workers: int, envs: int) -> dict:
         if proc.returncode not in (0, 130):
             raise RuntimeError(f"a3c train exited {proc.returncode}:\n{out[-2000:]}")
         summary = json.loads(out.strip().splitlines()[-1])
-        with open(os.path.join(run_dir, "episodes.csv")) as fh:
-            start = summary["train_start_s"]
-            episodes = [(start + float(r["train_s"]), float(r["return"])) for r in csv.DictReader(fh)]
-        ev = subprocess.run(
-            [
-                A3C,
-                "evaluate",
-                run_dir,
-                "--checkpoint",
-                "latest",
-                "--episodes",
-                str(EVAL_EPISODES),
-                "--seed",
-                str(EVAL_SEED),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=tmp,
-            check=True,
-        ).stdout
-        evaluation = json.loads(ev.strip().splitlines()[-1])
+        episodes = training_episodes(run_dir, summary["train_start_s"])
+        evaluation = fresh_evaluation(run_dir, EVAL_EPISODES, EVAL_SEED, tmp)
     means = running_means(episodes)
     return {
         "time_s": first_crossing(means, target),
