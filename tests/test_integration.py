@@ -79,7 +79,9 @@ def test_tensorboard_holds_the_design_tags(solved_run):
     assert not missing
     steps = [step for step, _ in data[metrics.PS_VERSION]]
     assert steps == sorted(steps) and steps[-1] > 0, "x axis is total env steps"
-    assert max(v for _, v in data[metrics.EVAL_RETURN]) >= 475
+    # the stop is decided on a screening extended to 100 episodes: that pooled mean, not every screening's
+    # 20-episode mean, is what reached 475 (a screening of 471 once led to a confirmed 475+)
+    assert max(v for _, v in data[metrics.EVAL_CONFIRMED_RETURN]) >= 475 and data[metrics.EVAL_RETURN]
     assert 0.0 <= data[metrics.COMM_FRACTION][-1][1] <= 1.0
 
 
