@@ -255,15 +255,7 @@ class RolloutWorker:
         )
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
-        return self._stamped(
-            GradientPacket(
-                gradient=self._flat_grads(),
-                version=self.version,
-                env_steps=0,
-                worker_rank=self.rank,
-                losses=packet_losses({CLIP_FRACTION: terms.clip_fraction}),
-            )
-        )
+        return self._extra_pass_packet({CLIP_FRACTION: terms.clip_fraction})
 
     def _batch(self) -> _LastBatch:
         if self._last_batch is None:
@@ -277,14 +269,18 @@ class RolloutWorker:
         value = critic_loss(values, b.returns, self.config.algo.value_loss, mean_weights(b.returns, b.mask))
         self.model.zero_grad(set_to_none=True)
         (self.config.algo.value_coef * value).backward()
+        return self._extra_pass_packet({VALUE_REFIT: float(value.detach())}, critic_only=True)
+
+    def _extra_pass_packet(self, losses: dict, critic_only: bool = False) -> GradientPacket:
+        """An extra pass's gradient (no new env steps) as a stamped packet, with the pass's own loss tags."""
         return self._stamped(
             GradientPacket(
                 gradient=self._flat_grads(),
                 version=self.version,
                 env_steps=0,
                 worker_rank=self.rank,
-                critic_only=True,
-                losses=packet_losses({VALUE_REFIT: float(value.detach())}),
+                critic_only=critic_only,
+                losses=packet_losses(losses),
             )
         )
 
