@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from bench.common import machine, today, update_section
+from bench.ps_model import model_section
 
 WORKLOADS = {"cartpole-mlp": "cartpole", "doom-cnn": "vizdoom_basic"}
 MODES = {  # name -> (learner.max_batch_packets, learner.grad_dtype)
@@ -33,7 +34,6 @@ NODE_MODES = {  # the --cluster-nodes run: name -> (max_batch_packets, grad_dtyp
     "node aggregation + batched k=8": (8, "float32", "node"),
     "node aggregation + batched k=8, bf16": (8, "bfloat16", "node"),
 }
-NIC_BYTES_S = 10e9 / 8  # a 10 Gb/s link
 
 
 def make_config(workload: str, mode: str):
@@ -212,29 +212,6 @@ def in_process(workload: str, dtype: str, seconds: float, blocks: int = 5) -> di
     }
 
 
-def cluster_model(
-    costs: dict,
-    grad_bytes: int,
-    weight_bytes: int,
-    packets_per_worker_s: float,
-    nodes: int,
-    cores: int,
-    k: int,
-    aggregate_s: float = 0.0,
-) -> dict:
-    """PS busy fraction and NIC bytes/s for `nodes` x `cores` workers. Per packet the PS pays receive + checks;
-    clip + Adam + flatten + publish once per step, i.e. per k packets when batched. With node aggregation
-    (`aggregate_s` > 0) each node forwards one pre-reduced packet per interval. Weights leave the PS once per
-    version per node (conservative: Ray may also serve a node from another node's copy)."""
-    per_node = cores * packets_per_worker_s
-    offered = nodes * (min(per_node, 1.0 / aggregate_s) if aggregate_s else per_node)
-    per_packet = costs["receive"] + costs["checks"]
-    per_step = costs["clip"] + costs["adam"] + costs["flatten"] + costs["publish"]
-    busy = offered * (per_packet + per_step / k)
-    steps = min(offered, 1.0 / (per_packet + per_step / k)) / k
-    return {"offered": offered, "busy": busy, "in": offered * grad_bytes, "out": steps * weight_bytes * nodes}
-
-
 def worker_packet_rate(preset: str, iterations: int = 6) -> float:
     """Packets/s one rollout worker produces on one core of this machine (env + forward + backward)."""
     import ray_a3c
@@ -392,47 +369,7 @@ def render(rows: dict, costs: dict, rates: dict, args: argparse.Namespace) -> st
             + " | ".join(f"{c[p] * 1e3:.3f}" for p in ("receive", "checks", "clip", "adam", "flatten", "publish"))
             + " |"
         )
-    lines += ["", model_section(costs, rates, args.nodes, args.cores)]
-    return "\n".join(lines)
-
-
-MODEL_MODES = [  # (transport, k, node aggregation interval in s; 0 = workers push directly)
-    ("float32", 1, 0.0),
-    ("float32", 8, 0.0),
-    ("bfloat16", 32, 0.0),
-    ("bfloat16", 8, 0.05),
-    ("bfloat16", 16, 0.1),
-    ("bfloat16", 64, 0.5),
-    ("bfloat16", 100, 1.0),
-]
-
-
-def model_section(costs: dict, rates: dict, nodes: int, cores: int) -> str:
-    lines = [
-        f"### A model of {nodes} nodes x {cores} cores, from the constants above",
-        "",
-        "Offered packets/s = nodes x cores x one worker's packets/s (measured here on one core), or with node "
-        "aggregation nodes / interval. PS busy = offered x (receive + checks) + Adam steps/s x (clip + Adam + "
-        "flatten + publish), steps = offered / k. NIC in = offered x gradient bytes; NIC out = steps x weight "
-        "bytes x nodes (one fetch per version per node; conservative). Targets: busy < 50%, each NIC < 50% of "
-        "10 Gb/s. Node aggregation (`cluster.aggregate: node`) is modelled as one forward per node per "
-        "interval; measured on real Ray nodes in the next section.",
-        "",
-        "| workload | worker packets/s | k | transport | node aggregation | offered packets/s | PS busy | NIC in "
-        "| NIC out | meets both |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for w, rate in rates.items():
-        weight_bytes = ready_packet(make_config(w, "serial")).gradient.nbytes
-        for dtype, k, interval in MODEL_MODES:
-            grad_bytes = weight_bytes // (2 if dtype == "bfloat16" else 1)
-            m = cluster_model(costs[(w, dtype)], grad_bytes, weight_bytes, rate, nodes, cores, k, interval)
-            ok = m["busy"] < 0.5 and max(m["in"], m["out"]) < 0.5 * NIC_BYTES_S
-            agg = f"every {interval * 1e3:g} ms" if interval else "none"
-            lines.append(
-                f"| {w} | {rate:,.1f} | {k} | {dtype} | {agg} | {m['offered']:,.0f} | {m['busy']:.0%} | "
-                f"{m['in'] / NIC_BYTES_S:.0%} | {m['out'] / NIC_BYTES_S:.0%} | {'yes' if ok else 'no'} |"
-            )
+    lines += ["", model_section(costs, rates, sizes, args.nodes, args.cores)]
     return "\n".join(lines)
 
 
