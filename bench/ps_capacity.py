@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from bench.common import machine, today, update_section
-from bench.ps_model import model_section
+from bench.ps_model import costs_table, model_section
 
 WORKLOADS = {"cartpole-mlp": "cartpole", "doom-cnn": "vizdoom_basic"}
 MODES = {  # name -> (learner.max_batch_packets, learner.grad_dtype)
@@ -357,19 +357,7 @@ def render(rows: dict, costs: dict, rates: dict, args: argparse.Namespace) -> st
                     f"{r['out_bytes_s'] / 1e6:,.1f} | {r['packets_s'] / base['packets_s']:.2f}x |"
                 )
         lines.append("")
-    lines += [
-        "Per-packet cost of each PS phase (ms, this machine, one thread):",
-        "",
-        "| workload | transport | receive | checks | clip | Adam | flatten | publish |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for (w, d), c in costs.items():
-        lines.append(
-            f"| {w} | {d} | "
-            + " | ".join(f"{c[p] * 1e3:.3f}" for p in ("receive", "checks", "clip", "adam", "flatten", "publish"))
-            + " |"
-        )
-    lines += ["", model_section(costs, rates, sizes, args.nodes, args.cores)]
+    lines += [costs_table(costs), "", model_section(costs, rates, sizes, args.nodes, args.cores)]
     return "\n".join(lines)
 
 

@@ -96,6 +96,19 @@ def finest(
     return None
 
 
+def costs_table(costs: dict) -> str:
+    """`costs[(workload, dtype)]`: seconds per PS phase, as a markdown table in ms."""
+    lines = [
+        "Per-packet cost of each PS phase (ms, this machine, one thread):",
+        "",
+        "| workload | transport | " + " | ".join(PER_PACKET + PER_STEP).replace("adam", "Adam") + " |",
+        "|---|---|" + "---|" * len(PER_PACKET + PER_STEP),
+    ]
+    for (w, d), c in costs.items():
+        lines.append(f"| {w} | {d} | " + " | ".join(f"{c[p] * 1e3:.3f}" for p in PER_PACKET + PER_STEP) + " |")
+    return "\n".join(lines)
+
+
 def model_section(costs: dict, rates: dict, weight_bytes: dict, nodes: int, cores: int) -> str:
     """`costs[(workload, dtype)]`: seconds per PS phase; `rates[workload]`: one worker's packets/s;
     `weight_bytes[workload]`: the float32 weights' bytes."""

@@ -3,6 +3,7 @@ emulated-worker bench's offered rate and knee (bench.ps_emulated). No Ray, nothi
 
 import pytest
 
+from bench.ps_emulated import knee, knee_line, offered_rate
 from bench.ps_model import NIC_BYTES_S, cluster_model, finest, mean_batch, meets, model_section
 
 MS = 1e-3
@@ -76,3 +77,31 @@ def test_the_model_section_has_a_row_per_mode_and_a_finest_line_per_shard_count(
     assert text.startswith("### A model of 100 nodes x 16 cores")
     assert text.count("\n| a | 10.0 |") == 9
     assert "| b | 8 | every" in text
+
+
+def _rows(absorbed: list[float], env_s: float = 0.1, workers=(4, 8, 16, 32), shards: int = 1) -> list[dict]:
+    return [
+        {"workers": n, "shards": shards, "offered": offered_rate(n, env_s), "absorbed": a}
+        for n, a in zip(workers, absorbed, strict=True)
+    ]
+
+
+def test_the_offered_rate_is_n_over_the_env_time():
+    assert offered_rate(64, 0.08) == pytest.approx(800.0)
+
+
+def test_the_knee_is_the_last_row_whose_step_up_the_absorbed_rate_still_follows():
+    rows = _rows([34.0, 66.0, 95.0, 100.0])  # offered 40, 80, 160, 320: +32 of +40, +29 of +80, +5 of +160
+    assert knee(rows)["workers"] == 8
+    assert knee(list(reversed(rows)))["workers"] == 8  # by offered rate, whatever the order given
+    assert knee(rows, follow=0.3)["workers"] == 16  # 29 of 80 is 36%
+    assert "up to 8 workers (offered 80/s, absorbed 66/s), not past them; the most absorbed: 100" in knee_line(rows)
+
+
+def test_a_first_row_already_past_the_knee_and_rows_that_never_saturate():
+    saturated = _rows([15.0, 16.0, 16.0, 15.0])
+    assert knee(saturated) is None
+    assert knee_line(saturated).startswith("S = 1: absorbed does not follow offered even at 4 workers (offered 40/s)")
+    linear = _rows([35.0, 70.0, 140.0, 280.0], shards=2)
+    assert knee(linear)["workers"] == 32
+    assert knee_line(linear).startswith("S = 2: absorbed follows offered up to the largest N tried")
