@@ -184,6 +184,11 @@ class LearnerConfig:
     grad_dtype: str = _f(
         "float32", "gradient transport: float32 | float16 | bfloat16 (half the bytes; the PS computes in float32)"
     )
+    num_shards: int = _f(
+        1,
+        "parameter-server shards: each an actor owning 1/S of the weights and their optimizer state, placed on "
+        "different nodes where the cluster has them; workers push each its slice (async mode)",
+    )
 
 
 @dataclass

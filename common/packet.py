@@ -42,6 +42,7 @@ class GradientPacket:
     seq: int = 0  # the sender's packet number, from 1; 0 = not tracked
     members: list | None = None  # an aggregate (cluster.aggregate=node): its packets, gradients left out
     rejected: str = ""  # set by an aggregator that left this member out (Rejection.STALE | NONFINITE)
+    grad_norm: float | None = None  # a shard's slice: the whole gradient's global norm, from the sender
 
 
 @dataclass

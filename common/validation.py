@@ -139,6 +139,8 @@ def validate(cfg: Config) -> Config:
         (cfg.learner.num_gpus >= 0, "learner.num_gpus must be >= 0"),
         (cfg.learner.max_batch_packets >= 1, "learner.max_batch_packets must be >= 1"),
         (cfg.learner.grad_dtype in GRAD_DTYPES, f"learner.grad_dtype must be one of {', '.join(GRAD_DTYPES)}"),
+        (cfg.learner.num_shards >= 1, "learner.num_shards must be >= 1"),
+        *_shard_checks(cfg),
         (c.placement in ("spread", "default"), "cluster.placement must be spread or default"),
         (c.max_restarts >= 0, "cluster.max_restarts must be >= 0"),
         (c.aggregate in ("none", "node"), "cluster.aggregate must be none or node"),
@@ -169,3 +171,29 @@ def validate(cfg: Config) -> Config:
         if not ok:
             raise A3CError(message)
     return cfg
+
+
+def _shard_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """What a sharded PS does not combine with, and why (docs/design.md, "Sharded parameter server")."""
+    if cfg.learner.num_shards == 1:
+        return []
+    return [
+        (
+            cfg.algo.mode == "async",
+            "learner.num_shards > 1 needs algo.mode=async (a synchronous round makes one step for all its workers: "
+            "the PS is not its bottleneck)",
+        ),
+        (
+            cfg.learner.max_batch_packets == 1,
+            "learner.num_shards > 1 needs learner.max_batch_packets=1 (a batch's clipping norm is that of the "
+            "mean gradient, which no shard sees whole)",
+        ),
+        (
+            cfg.cluster.aggregate == "none",
+            "learner.num_shards > 1 needs cluster.aggregate=none (aggregators push to one PS)",
+        ),
+        (
+            not cfg.run.snapshot_every_env_steps,
+            "learner.num_shards > 1 needs run.snapshot_every_env_steps=0 (a snapshot would be one shard's part)",
+        ),
+    ]

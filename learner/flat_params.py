@@ -54,6 +54,7 @@ class FlatParameters:
         for p in params:
             wire_at[id(p)], offset = offset, offset + p.numel()
         self.num_params = offset
+        self.num_grad_values = offset  # what set_gradient takes: every parameter, or a shard's part (restrict)
         self.num_weights = offset + sum(b.numel() for _, _, b in owners)
         self.device = params[0].device
         self.flat = torch.empty(self.num_weights, device=self.device)
@@ -89,6 +90,21 @@ class FlatParameters:
         tensor.grad = self.grad[start:end]
         return tensor
 
+    def restrict(self, shard: Any) -> None:
+        """Own only `shard`'s part (a learner.shards.ShardSlice) from now on: set_gradient takes the shard's
+        gradient slice (its ranges concatenated), `tensors` holds the owned part of each group (a group the
+        shard has no part of is left out), and weights() publishes the shard's pieces, then the buffers if the
+        shard owns them. The rest of the buffer keeps whatever it holds; nothing reads it."""
+        owned = [(name, lo, hi) for name, lo, hi in shard.ranges if hi > lo]
+        self._grad_parts, at = [], 0
+        for _, lo, hi in owned:
+            self._grad_parts.append((at, hi - lo, self.grad[lo:hi]))
+            at += hi - lo
+        self.num_grad_values = at
+        self.tensors = {name: self._leaf(lo, hi) for name, lo, hi in owned}
+        buffers = [self.flat[self.num_params :]] if shard.num_weight_values > at else []
+        self._weight_parts = [self.flat[lo:hi] for _, lo, hi in owned] + buffers
+
     def set_gradient(
         self, parts: list[tuple[torch.Tensor, float]], max_norm: float, norm: float | None = None
     ) -> float:
@@ -111,8 +127,8 @@ class FlatParameters:
         return norm
 
     def _copy_in(self, source: torch.Tensor, scale: float, accumulate: bool = False) -> None:
-        if source.numel() != self.num_params:
-            raise ValueError(f"flat gradient has {source.numel()} values, the model expects {self.num_params}")
+        if source.numel() != self.num_grad_values:
+            raise ValueError(f"flat gradient has {source.numel()} values, expected {self.num_grad_values}")
         # torch computes in the inputs' dtype: a half-precision source is converted before it is scaled
         one_pass = source.device == self.device and source.dtype == torch.float32
         same_device = source.device == self.device
@@ -131,8 +147,10 @@ class FlatParameters:
         """The wire-order weight vector (parameters then buffers) as float32 [W]. copy=True: an array no later
         step touches. copy=False may return a live read-only view of the buffer (one layout, on the CPU) for a
         caller that copies it at once (ray.put); otherwise it is a fresh array too."""
-        if len(self.weight_chunks) == 1:
-            out = self.flat.detach()
+        if not self._weight_parts:  # a shard of a network too small to give it anything
+            out = self.flat[:0].cpu()
+        elif len(self._weight_parts) == 1:
+            out = self._weight_parts[0].detach()
             out = out.clone() if copy and out.device.type == "cpu" else out.cpu()
         else:
             out = torch.cat(self._weight_parts).cpu()  # in wire order
@@ -142,7 +160,9 @@ class FlatParameters:
         return array
 
     def param_norm(self) -> float:
-        return float(torch.linalg.vector_norm(self.flat[: self.num_params]))
+        """The norm of the parameters this buffer steps (a shard: its own part)."""
+        parts = [t.detach().reshape(-1) for t in self.tensors.values()]
+        return float(torch.linalg.vector_norm(torch.cat(parts))) if parts else 0.0
 
 
 class FlatAdam(torch.optim.Adam):
@@ -202,10 +222,13 @@ def build_optimizer(tensor: torch.Tensor, lr: float, algo: Any) -> torch.optim.O
 IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
 
 
-def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, name: str) -> None:
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, saved: dict, name: str, part: tuple[int, int] | None = None
+) -> None:
     """Load a saved optimizer state into an optimizer over one flat tensor. A state saved per parameter tensor
     (checkpoints from before the flat buffer) is concatenated in its parameter order, which is this group's
-    flat order; the saved implementation flags (fused, foreach) are replaced by this optimizer's own."""
+    flat order; the saved implementation flags (fused, foreach) are replaced by this optimizer's own. `part`
+    (start, end): a shard's optimizer over that part of the group takes the same part of the saved state."""
     groups = saved.get("param_groups", [])
     if len(groups) != 1:
         raise A3CError(f"the '{name}' optimizer state has {len(groups)} parameter groups, expected 1")
@@ -228,6 +251,16 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict, name: st
                 for key, value in first.items()
             }
         state = {0: merged} if merged else {}
+    start, end = part if part is not None else (None, None)
+    # copies: torch's load_state_dict keeps a CPU tensor as it is given, and the caller's state must not change
+    # when this optimizer steps (several shards of one process load the same state)
+    state = {
+        key: {
+            k: (v[start:end] if v.dim() > 0 else v).clone() if isinstance(v, torch.Tensor) else v
+            for k, v in values.items()
+        }
+        for key, values in state.items()
+    }
     size = optimizer.param_groups[0]["params"][0].numel()
     for values in state.values():
         for key, value in values.items():

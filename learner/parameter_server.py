@@ -28,19 +28,18 @@ from ray_a3c.learner.flat_params import (
     parameter_groups,
     step,
 )
+from ray_a3c.learner.shards import LEAD, merge_optimizer_states, plan_from_layout, shard_range
 
 
 def build_optimizers(flat: FlatParameters, config: Config) -> dict[str, torch.optim.Optimizer]:
     """{"all": optimizer} for a shared trunk; {"actor": ..., "critic": ...} for separate networks, the critic's
     at `critic_learning_rate` (or the same lr), so a value-only step can move the critic alone. Each steps one
-    flat tensor (learner/flat_params.py)."""
+    flat tensor (learner/flat_params.py); a shard has one for each group it owns a part of."""
     algo = config.algo
-    if "all" in flat.tensors:
-        return {"all": build_optimizer(flat.tensors["all"], algo.learning_rate, algo)}
     critic_lr = algo.critic_learning_rate or algo.learning_rate
     return {
-        "actor": build_optimizer(flat.tensors["actor"], algo.learning_rate, algo),
-        "critic": build_optimizer(flat.tensors["critic"], critic_lr, algo),
+        name: build_optimizer(tensor, critic_lr if name == "critic" else algo.learning_rate, algo)
+        for name, tensor in flat.tensors.items()
     }
 
 
@@ -83,7 +82,17 @@ def _to_cpu(value: Any) -> Any:
 
 
 class ParameterServer:
-    def __init__(self, config: Config, spaces: EnvSpaces, publish: Callable[[np.ndarray], Any] | None = None):
+    """The global network and its optimizers; with learner.num_shards > 1, one shard of it (learner/shards.py):
+    it steps and publishes only its part, and shard 0 (the lead) is the one whose counters and statistics
+    the run reports."""
+
+    def __init__(
+        self,
+        config: Config,
+        spaces: EnvSpaces,
+        publish: Callable[[np.ndarray], Any] | None = None,
+        shard_index: int = LEAD,
+    ):
         torch.set_num_threads(1)
         torch.manual_seed(config.run.seed)
         self.config = config
@@ -91,6 +100,16 @@ class ParameterServer:
         self.device = resolve_device(config.learner.device)
         self.model = build_model(spaces, config.model).to(self.device)
         self.flat = FlatParameters(self.model, parameter_groups(self.model))  # the model now views its buffer
+        self.plan = plan_from_layout(
+            self.flat.slices,
+            self.flat.grad_chunks,
+            self.flat.num_params,
+            self.flat.num_weights,
+            config.learner.num_shards,
+        )
+        self.shard_index = shard_index
+        if self.plan.num_shards > 1:
+            self.flat.restrict(self.plan.shards[shard_index])
         self.optimizers = build_optimizers(self.flat, config)
         self._base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self._publish = publish  # given a live read-only view of the weights: it copies what it keeps (ray.put)
@@ -167,7 +186,8 @@ class ParameterServer:
                 weights.append(0)
                 grads.append((grad, 0.0))
                 continue
-            norm = finite_norm(grad)  # the global norm, non-finite iff an entry is: one pass for both
+            # the global norm, non-finite iff an entry is: one pass for both (a shard's slice: the sender's)
+            norm = finite_norm(grad) if packet.grad_norm is None else packet.grad_norm
             reason = self._rejection(packet, norm)
             accepted = 0
             for member, member_reason in self._members(packet, reason):
@@ -346,12 +366,34 @@ class ParameterServer:
             comm_fraction=w.comm_s / busy if busy > 0 else None,
         )
 
-    def state_dict(self) -> dict:
-        """Everything a resume needs, as plain tensors and numbers (weights_only-loadable)."""
+    def shard_state(self) -> dict:
+        """A shard's part of a checkpoint: its parameter ranges' values and its optimizers' states."""
+        return _to_cpu(
+            {
+                "index": self.shard_index,
+                "values": {name: t.detach() for name, t in self.flat.tensors.items()},
+                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            }
+        )
+
+    def state_dict(self, shard_states: tuple = ()) -> dict:
+        """Everything a resume needs, as plain tensors and numbers (weights_only-loadable). The lead of a
+        sharded PS is handed the other shards' `shard_state()`s, taken at the same cut: their values are
+        written into its buffer (parts it never reads otherwise) and the optimizer states joined, so the
+        checkpoint is the one an unsharded PS writes, loadable with any learner.num_shards."""
+        optimizers = {name: opt.state_dict() for name, opt in self.optimizers.items()}
+        if shard_states:
+            states = sorted([self.shard_state(), *shard_states], key=lambda st: st["index"])
+            with torch.no_grad():
+                for st in states[1:]:
+                    for name, lo, hi in self.plan.shards[st["index"]].ranges:
+                        if hi > lo:
+                            self.flat.flat[lo:hi].copy_(st["values"][name])
+            optimizers = merge_optimizer_states(self.plan, [st["optimizers"] for st in states])
         return _to_cpu(
             {
                 CKPT_MODEL: self.model.state_dict(),
-                CKPT_OPTIMIZERS: {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                CKPT_OPTIMIZERS: optimizers,
                 CKPT_COUNTERS: self.counters.to_dict(),
                 CKPT_CONFIG_YAML: yaml.safe_dump(self.config.to_dict()),
                 **({CKPT_SPACES: self.env_spaces} if self.env_spaces else {}),
@@ -367,8 +409,11 @@ class ParameterServer:
         counters from going backwards: env steps really taken stay counted, and the version jumps past every
         version handed out before, so no packet from the lost weights can pass as fresh."""
         self.model.load_state_dict(state[CKPT_MODEL])  # copies into the flat buffer's views
+        sharded = self.plan.num_shards > 1
         for name, opt in self.optimizers.items():
-            load_optimizer_state(opt, state[CKPT_OPTIMIZERS][name], name)  # per-tensor states (older) are joined
+            part = shard_range(self.plan, self.shard_index, name) if sharded else None
+            # per-tensor states (older checkpoints) are joined; a shard takes its part
+            load_optimizer_state(opt, state[CKPT_OPTIMIZERS][name], name, part)
         self.counters = PSCounters.from_dict(state[CKPT_COUNTERS])
         if counter_floor is not None:
             self.raise_counters(counter_floor)
