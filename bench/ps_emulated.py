@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import importlib.util
 import json
 import random
 import time
@@ -73,10 +72,12 @@ def emulated_config(workload: str, shards: int):
 async def emulated_worker(
     servers: list, plan, packet, env_s: float, begin: float, end: float, rng: random.Random
 ) -> list[float]:
-    """Sleep env_s, push (S > 1: one part per shard, each stamped with that shard's version), wait for the
+    """Sleep env_s, push (one part per shard, each stamped with that shard's version), wait for the
     replies and fetch the weights they carry, as a real worker would; until `end` (epoch s). Returns the round
     trips (s) of the pushes begun in [begin, end)."""
     import ray
+
+    from ray_a3c.learner.shards import split_packet
 
     versions, trips = [0] * len(servers), []
     await asyncio.sleep(rng.uniform(0, env_s))  # the workers do not start in step
@@ -85,12 +86,7 @@ async def emulated_worker(
         sent = time.time()
         if sent >= end:
             return trips
-        if plan is None:
-            parts = [dataclasses.replace(packet, version=versions[0])]
-        else:
-            from ray_a3c.learner.shards import split_packet
-
-            parts = split_packet(packet, plan, versions)
+        parts = split_packet(packet, plan, versions)  # S = 1: the whole packet
         replies = await asyncio.gather(*(s.apply_gradients.remote(p) for s, p in zip(servers, parts, strict=True)))
         for reply in replies:
             if isinstance(reply.weights, ray.ObjectRef):
@@ -106,9 +102,6 @@ class EmulatedHost:
     def __init__(self) -> None:  # imported now, not in the first row's window (a PS handle's arrival did)
         import ray_a3c.cluster.remote  # noqa: F401
 
-        if importlib.util.find_spec("ray_a3c.learner.shards") is not None:
-            import ray_a3c.learner.shards  # noqa: F401
-
     async def run(self, servers: list, plan, packet, ranks: list[int], env_s: float, begin: float, end: float):
         mine = [dataclasses.replace(packet, worker_rank=r) for r in ranks]
         workers = [emulated_worker(servers, plan, p, env_s, begin, end, random.Random(p.worker_rank)) for p in mine]
@@ -121,16 +114,17 @@ def measure(workload: str, shards: int, workers: int, env_s: float, seconds: flo
     import ray
 
     from ray_a3c.cluster.remote import RemoteParameterServer
+    from ray_a3c.learner.shards import plan_for
 
     cfg = emulated_config(workload, shards)
     spaces, packet = ctx["spaces"], ctx["packet"]
+    plan = plan_for(cfg, spaces)
     if shards == 1:
-        plan, servers = None, [RemoteParameterServer.options(num_cpus=0).remote(cfg, spaces)]
+        servers = [RemoteParameterServer.options(num_cpus=0).remote(cfg, spaces)]
     else:
         from ray_a3c.cluster.remote import RemoteShardServer
-        from ray_a3c.learner.shards import plan_for
 
-        plan = plan_for(cfg, spaces)
+        packet = dataclasses.replace(packet, grad_norm=ctx["grad_norm"])  # the sender's, as a real worker's
         servers = [RemoteShardServer.options(num_cpus=0).remote(cfg, spaces, s) for s in range(shards)]
 
     def read() -> tuple[list, list, float]:
@@ -210,7 +204,8 @@ def render(rows: list[dict], env_s: dict, costs: dict, rates: dict, args: argpar
         for s in dict.fromkeys(r["shards"] for r in mine):
             lines.append(f"- {knee_line([r for r in mine if r['shards'] == s])}")
         lines.append("")
-    lines += [costs_table(costs), "", model_section(costs, rates, sizes, args.nodes, args.cores)]
+    heading = "PS shards included, from this run's constants"
+    lines += [costs_table(costs), "", model_section(costs, rates, sizes, args.nodes, args.cores, heading)]
     return "\n".join(lines)
 
 
@@ -232,7 +227,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["doom-cnn"], choices=list(WORKLOADS))
     parser.add_argument("--workers", type=int, nargs="+", default=WORKERS, help="emulated worker counts N")
-    parser.add_argument("--shards", type=int, nargs="+", default=[1], help="shard counts S (S > 1: learner.shards)")
+    parser.add_argument("--shards", type=int, nargs="+", default=[1, 2], help="shard counts S (learner.num_shards)")
     parser.add_argument("--seconds", type=float, default=4.0, help="the timed window of each row")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of pushing before each window")
     parser.add_argument("--hosts", type=int, default=2, help="host actors the emulated workers are spread over")
@@ -243,13 +238,17 @@ def main() -> None:
     args = parser.parse_args()
     if any(s < 1 for s in args.shards) or min(args.workers) < 1 or args.hosts < 1:
         fail("--shards, --workers and --hosts take positive counts")
-    if max(args.shards) > 1 and importlib.util.find_spec("ray_a3c.learner.shards") is None:
-        fail("--shards above 1 needs the sharded PS (ray_a3c.learner.shards), which this checkout lacks")
     import ray
 
-    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.cluster import remote
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if max(args.shards) > 1 and not hasattr(remote, "RemoteShardServer"):
+        fail("--shards above 1 needs the shard actor (cluster/remote.py's RemoteShardServer): run with --shards 1")
+
+    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.flat import finite_norm, gradient_tensor
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a running cluster
     rates = {w: worker_packet_rate(p) for w, p in WORKLOADS.items()}  # before any pusher runs
     env_s = {w: args.env_s or 1.0 / rates[w] for w in args.workloads}
     hosts = [ray.remote(num_cpus=0)(EmulatedHost).remote() for _ in range(args.hosts)]
@@ -257,7 +256,9 @@ def main() -> None:
     rows = []
     for w in args.workloads:
         cfg = make_config(w, "serial")
-        ctx = {"spaces": probe_spaces(cfg.env), "packet": ready_packet(cfg), "warmup_s": args.warmup}
+        packet = ready_packet(cfg)
+        norm = finite_norm(gradient_tensor(packet.gradient))
+        ctx = {"spaces": probe_spaces(cfg.env), "packet": packet, "grad_norm": norm, "warmup_s": args.warmup}
         for s in args.shards:
             for n in args.workers:
                 rows.append(measure(w, s, n, env_s[w], args.seconds, hosts, ctx))

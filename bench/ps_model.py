@@ -109,11 +109,13 @@ def costs_table(costs: dict) -> str:
     return "\n".join(lines)
 
 
-def model_section(costs: dict, rates: dict, weight_bytes: dict, nodes: int, cores: int) -> str:
+def model_section(
+    costs: dict, rates: dict, weight_bytes: dict, nodes: int, cores: int, heading: str = "from the constants above"
+) -> str:
     """`costs[(workload, dtype)]`: seconds per PS phase; `rates[workload]`: one worker's packets/s;
-    `weight_bytes[workload]`: the float32 weights' bytes."""
+    `weight_bytes[workload]`: the float32 weights' bytes. `heading` ends the title (one anchor per section)."""
     lines = [
-        f"### A model of {nodes} nodes x {cores} cores, from the constants above",
+        f"### A model of {nodes} nodes x {cores} cores, {heading}",
         "",
         "Offered packets/s = nodes x cores x one worker's packets/s (measured here on one core), or with node "
         "aggregation nodes / interval. PS busy = offered x (receive + checks) + steps/s x (clip + Adam + flatten "
