@@ -216,6 +216,7 @@ def command(args: argparse.Namespace) -> str:
         f"--workers {' '.join(map(str, args.workers))}",
         f"--shards {' '.join(map(str, args.shards))}",
         f"--seconds {args.seconds:g}",
+        f"--warmup {args.warmup:g}",
         f"--hosts {args.hosts}",
     ]
     if args.env_s:
@@ -229,7 +230,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=WORKERS, help="emulated worker counts N")
     parser.add_argument("--shards", type=int, nargs="+", default=[1, 2], help="shard counts S (learner.num_shards)")
     parser.add_argument("--seconds", type=float, default=4.0, help="the timed window of each row")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of pushing before each window")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of pushing before each window")
     parser.add_argument("--hosts", type=int, default=2, help="host actors the emulated workers are spread over")
     parser.add_argument("--env-s", type=float, help="an emulated worker's seconds per packet (default: measured)")
     parser.add_argument("--nodes", type=int, default=100)
