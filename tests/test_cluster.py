@@ -274,7 +274,6 @@ def test_a_sharded_ps_spreads_over_both_nodes_and_survives_a_killed_shard(cluste
         "--set",
         "learner.num_shards=2",
         "run.checkpoint_interval_s=1.5",
-        "algo.learning_rate=0.0002",
     )
     run.wait_for("placement:")
     named = actors(cluster)
