@@ -351,7 +351,7 @@ class RolloutWorker:
 
     def _adopt(self, result: ApplyResult) -> bool:
         """Take the weights that came back with a push; True when the PS asks workers to stop."""
-        if result.weights is not None and result.version != self.version:
+        if result.weights is not None:  # a sharded PS may send one shard's newer slice under the same lead version
             self.set_weights(result.weights, result.version)
         return result.stop
 

@@ -139,6 +139,8 @@ class Trainer:
 
     def _counters(self) -> PSStatus:
         counters = self._ps_call("get_counters")
+        if self.fleet.ps_shards[1:]:
+            self.fleet.poll_shards()  # a dead shard raises here: the loop then recovers it
         self._note_counters(counters)
         return counters
 
@@ -324,7 +326,7 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def _save_checkpoint(self) -> str | None:
-        state = self._ps_call("state_dict")
+        state = self.fleet.ps_state(PS_TIMEOUT_S)
         state[CKPT_BEST_EVAL_RETURN] = self.summary.best_eval
         self._saved_counters = PSCounters.from_dict(state[CKPT_COUNTERS])
         return checkpoint.save_versioned(

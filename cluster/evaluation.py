@@ -84,7 +84,7 @@ class EvalCycle:
                 else None
             )
             self._request_start = now
-            self._ref = fleet.evaluator.evaluate_remote.remote(fleet.ps, run.eval_episodes, self.seed, gif)
+            self._ref = fleet.evaluator.evaluate_remote.remote(fleet.ps_target, run.eval_episodes, self.seed, gif)
 
     def finish(self, fleet: Fleet, t0: float, wait_s: float) -> None:
         """At a normal stop: let the evaluation in flight end, extensions included (its result may be the best,

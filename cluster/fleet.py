@@ -19,13 +19,16 @@ from ray_a3c.cluster.remote import (
     RemoteParameterServer,
     RemoteWorker,
 )
-from ray_a3c.cluster.reservation import Reservation
+from ray_a3c.cluster.reservation import Reservation, shard_role
+from ray_a3c.cluster.sharding import RemoteShardServer, ShardedTarget, take_cut
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config
 from ray_a3c.common.counters import PSCounters
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.keys import CKPT_COUNTERS
+
+PS_POLL_TIMEOUT_S = 60.0  # a shard that does not answer a poll within this is treated as dead
 
 
 def run_tag(run_dir: str) -> str:
@@ -43,7 +46,9 @@ class Fleet:
         self.config, self.spaces, self.ckpt_dir, self.say = config, spaces, ckpt_dir, say
         self.restarts = {"worker": 0, "evaluator": 0, "ps": 0}
         self.lost_updates = 0
-        self.ps: Any = None
+        self.ps: Any = None  # the PS, or a sharded PS's lead
+        self.ps_shards: list = []  # every shard, the lead first (learner.num_shards > 1)
+        self.shard_counters: dict[int, PSCounters] = {}  # each shard's counters when last polled (recovery floors)
         self.clock_start: float | None = None  # training start (epoch s), handed to every PS spawned after it
         self.workers: dict[int, Any] = {}
         self.evaluator: Any = None
@@ -88,31 +93,50 @@ class Fleet:
         """Per-run names (`a3c:<run>:ps`), so that runs share a cluster and the dashboard tells them apart."""
         return f"a3c:{self.run_tag}:{role}"
 
+    @property
+    def ps_target(self) -> Any:
+        """What workers and the evaluator are handed to reach the PS: its handle, or the sharded PS's target."""
+        if len(self.ps_shards) <= 1:
+            return self.ps
+        names = [self.actor_name(shard_role(i)) for i in range(len(self.ps_shards))]
+        return ShardedTarget(list(self.ps_shards), names, self.config.cluster.namespace)
+
     def spawn_ps(self, state: dict | None = None, counter_floor: PSCounters | None = None) -> Any:
+        """The PS (every shard of it), restored from `state` with counters no lower than `counter_floor`."""
+        shards = self.config.learner.num_shards
+        self.ps_shards = [self._spawn_shard(i, state, counter_floor) for i in range(shards)]
+        self.ps = self.ps_shards[0]
+        return self.ps
+
+    def _spawn_shard(self, index: int, state: dict | None, counter_floor: PSCounters | None) -> Any:
         c, learner = self.config.cluster, self.config.learner
-        actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
-        self.ps = actor_class.options(
-            **self._options(self.actor_name("ps"), c.ps_num_cpus, learner.num_gpus, role="ps")
-        ).remote(self.config, self.spaces)
-        self.placement.watch("ps", self.ps, {"CPU": c.ps_num_cpus, "GPU": learner.num_gpus})
-        self.placement.device = self.ps.get_counters.remote()
+        role = shard_role(index)
+        options = self._options(self.actor_name(role), c.ps_num_cpus, learner.num_gpus, role=role)
+        if learner.num_shards > 1:
+            actor = _create(RemoteShardServer, options, self.config, self.spaces, index)
+        else:
+            actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
+            actor = actor_class.options(**options).remote(self.config, self.spaces)
+        self.placement.watch(role, actor, {"CPU": c.ps_num_cpus, "GPU": learner.num_gpus})
+        if index == 0:
+            self.placement.device = actor.get_counters.remote()
         if self.clock_start is not None:
-            self.ps.start_clock.remote(self.clock_start)  # a recreated PS keeps the run's time budget
+            actor.start_clock.remote(self.clock_start)  # a recreated PS keeps the run's time budget
         if state is not None or counter_floor is not None:
             ref = (
-                self.ps.load_state_dict.remote(state, counter_floor)
+                actor.load_state_dict.remote(state, counter_floor)
                 if state is not None
-                else self.ps.raise_counters.remote(counter_floor)
+                else actor.raise_counters.remote(counter_floor)
             )
             try:
                 ray.get(ref, timeout=c.start_timeout_s)
             except GetTimeoutError:
                 raise A3CError(
-                    f"the parameter server was not placed within {c.start_timeout_s:g}s: it waits for "
+                    f"the parameter server ({role}) was not placed within {c.start_timeout_s:g}s: it waits for "
                     f"CPU {c.ps_num_cpus:g}, GPU {learner.num_gpus:g}; the cluster has "
                     f"{ray.available_resources()} free"
                 ) from None
-        return self.ps
+        return actor
 
     def spawn_worker(self, rank: int) -> Any:
         c = self.config.cluster
@@ -186,18 +210,19 @@ class Fleet:
     def start_clock(self, epoch_s: float) -> None:
         """Training starts now: the PS's linear schedule counts run.time_limit_s from here."""
         self.clock_start = epoch_s
-        self.ps.start_clock.remote(epoch_s)
+        for shard in self.ps_shards:
+            shard.start_clock.remote(epoch_s)
 
     def wait_for_ps(self, poll_s: float = 0.1) -> None:
         """Block until the PS runs; after `cluster.start_timeout_s` the placement watch raises, naming what
         the PS waits for (no PS call may wait on an actor the cluster cannot place)."""
-        while "ps" in self.placement.pending:
+        while any(shard_role(i) in self.placement.pending for i in range(len(self.ps_shards))):
             self.poll_placement()
             time.sleep(poll_s)
 
     def poll_placement(self) -> None:
         """Logs where every actor runs once all have started; names the ones the cluster cannot place."""
-        self.placement.poll(expected=len(self.workers) + 2)
+        self.placement.poll(expected=len(self.workers) + len(self.ps_shards) + 1)
 
     # -- asynchronous worker loops -----------------------------------------------------------------------
     def start_loops(self) -> None:
@@ -233,27 +258,58 @@ class Fleet:
 
     # -- parameter server recovery -----------------------------------------------------------------------
     def ps_alive(self) -> bool:
-        try:
-            ray.get(self.ps.ping.remote(), timeout=30)
-            return True
-        except (RayActorError, GetTimeoutError):
-            return False
+        return not self._dead_shards()
+
+    def _dead_shards(self) -> list[int]:
+        pings = [shard.ping.remote() for shard in self.ps_shards]
+        dead = []
+        for index, ping in enumerate(pings):
+            try:
+                ray.get(ping, timeout=30)
+            except (RayActorError, GetTimeoutError):
+                dead.append(index)
+        return dead
+
+    def poll_shards(self) -> None:
+        """Every shard but the lead (whose counters the driver polls itself) answers, and its counters are kept
+        as its floor should it be recreated; a dead one raises RayActorError."""
+        counters = ray.get([shard.get_counters.remote() for shard in self.ps_shards[1:]], timeout=PS_POLL_TIMEOUT_S)
+        self.shard_counters.update(enumerate(counters, start=1))
+
+    def ps_state(self, timeout_s: float) -> dict:
+        """The PS's checkpoint state; a sharded PS's as one consistent cut of every shard."""
+        if len(self.ps_shards) <= 1:
+            return ray.get(self.ps.state_dict.remote(), timeout=timeout_s)
+        return take_cut(self.ps_shards, timeout_s, self.say)
 
     def recover_ps(self, last_counters: PSCounters) -> None:
-        """Recreate the PS from the newest checkpoint; counters continue and never go backwards."""
+        """Recreate the PS from the newest checkpoint; counters continue and never go backwards. A sharded PS
+        whose lead lives recreates only its dead shards (each from its part of that checkpoint): the lead's
+        counters are intact and the workers find the new shards themselves. A dead lead takes every shard."""
         restart = self.count_restart("ps")
-        ray.kill(self.ps, no_restart=True)
+        dead = self._dead_shards() or [0]
+        whole = 0 in dead
         found = checkpoint.list_checkpoints(self.ckpt_dir)
         state = checkpoint.load(found[-1]) if found else None
         saved_version = PSCounters.from_dict(state[CKPT_COUNTERS]).version if state else 0
-        self.lost_updates += max(0, last_counters.version - saved_version)
-        self.spawn_ps(state, last_counters.totals())
+        for index in range(len(self.ps_shards)) if whole else dead:
+            ray.kill(self.ps_shards[index], no_restart=True)
+        if whole:
+            self.spawn_ps(state, last_counters.totals())
+            lost = last_counters.version - saved_version
+        else:
+            for index in dead:
+                floor = self.shard_counters.get(index, last_counters)
+                self.ps_shards[index] = self._spawn_shard(index, state, floor.totals())
+            lost = max(self.shard_counters.get(i, last_counters).version - saved_version for i in dead)
+        self.lost_updates += max(0, lost)
+        what = "parameter server died" if whole else f"parameter-server shard(s) {dead} died"
         self.say(
-            f"parameter server died: recreated from {found[-1] if found else 'fresh weights'} "
-            f"(version {saved_version}; {last_counters.version - saved_version} updates lost); "
-            f"restart #{restart}"
+            f"{what}: recreated from {found[-1] if found else 'fresh weights'} "
+            f"(version {saved_version}; {lost} updates lost); restart #{restart}"
         )
-        self.loops.relaunch_all()  # their loops fail on the dead PS; relaunch them on the new one
+        if whole:
+            self.loops.relaunch_all()  # their loops fail on the dead PS; relaunch them on the new one
 
     # -- sync mode ---------------------------------------------------------------------------------------
     def repair_after_sync_failure(self, last_counters: PSCounters) -> None:
@@ -267,7 +323,7 @@ class Fleet:
                 self.ensure_worker(rank)
 
     def kill_all(self) -> None:
-        for actor in [self.ps, *self.workers.values(), self.evaluator, *self.aggregators.values()]:
+        for actor in [*self.ps_shards, *self.workers.values(), self.evaluator, *self.aggregators.values()]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
         if self.reservation is not None:

@@ -66,7 +66,7 @@ class WorkerLoops:
 
     def _launch(self, rank: int) -> None:
         loop, now = self.loops[rank], self.clock()
-        loop.ref = self.fleet.workers[rank].run_remote.remote(self.fleet.ps, self.fleet.aggregator_prefix)
+        loop.ref = self.fleet.workers[rank].run_remote.remote(self.fleet.ps_target, self.fleet.aggregator_prefix)
         loop.started = loop.progress_at = now
         loop.relaunch_at = loop.ping = None
 

@@ -116,7 +116,8 @@ class _PendingRemote:
         return result
 
 
-def _resolve(weights: Any) -> np.ndarray:
+def resolve_weights(weights: Any) -> np.ndarray:
+    """Weights as a reply carries them: inline, or a reference into the object store."""
     return ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights
 
 
@@ -126,8 +127,11 @@ class RolloutWorker(ActorIdentity, worker.RolloutWorker):
         super().__init__(config, rank)
 
     def run_remote(self, ps_handle: Any, aggregator_prefix: str | None = None) -> dict:
-        """The async loop against a PS handle; with cluster.aggregate=node, through this node's aggregator."""
-        client = RemoteParameterServerClient(ps_handle)
+        """The async loop against a PS handle (or a sharded PS's target); with cluster.aggregate=node, through
+        this node's aggregator."""
+        from ray_a3c.cluster.sharding import ps_client
+
+        client = ps_client(ps_handle)
         if aggregator_prefix is not None:
             from ray_a3c.cluster.aggregation import AggregatedClient, find_aggregator
 
@@ -141,7 +145,7 @@ class RolloutWorker(ActorIdentity, worker.RolloutWorker):
         every worker."""
         version, weights, _ = published
         t0 = time.perf_counter()
-        weights = _resolve(weights)
+        weights = resolve_weights(weights)
         return self.gradient_at(version, weights, fetch_s=time.perf_counter() - t0, which=which)
 
 
@@ -153,7 +157,9 @@ class Evaluator(ActorIdentity, evaluator.Evaluator):
     def evaluate_remote(
         self, ps_handle: Any, episodes: int, seed: int, gif_path: str | None = None
     ) -> evaluator.EvalResult:
-        return self.evaluate_latest(RemoteParameterServerClient(ps_handle), episodes, seed, gif_path)
+        from ray_a3c.cluster.sharding import ps_client
+
+        return self.evaluate_latest(ps_client(ps_handle), episodes, seed, gif_path)
 
 
 RemoteParameterServer = ray.remote(ParameterServer)

@@ -23,10 +23,17 @@ from ray_a3c.common.errors import A3CError
 STRATEGIES = {"spread": "SPREAD", "default": "PACK"}  # cluster.placement -> the group's strategy
 
 
+def shard_role(index: int) -> str:
+    """A PS shard's role (its actor's name and bundle): the lead is `ps`, as an unsharded PS is."""
+    return "ps" if index == 0 else f"ps-shard-{index}"
+
+
 def role_resources(config: Config, num_workers: int) -> dict[str, dict]:
-    """What each actor of the run asks for, in bundle order: ps, worker-0.., eval (when the run evaluates)."""
+    """What each actor of the run asks for, in bundle order: ps (and its shards), worker-0.., eval (when the
+    run evaluates)."""
     c = config.cluster
-    roles = {"ps": {"CPU": c.ps_num_cpus, "GPU": config.learner.num_gpus}}
+    ps = {"CPU": c.ps_num_cpus, "GPU": config.learner.num_gpus}
+    roles = {shard_role(i): dict(ps) for i in range(config.learner.num_shards)}
     roles.update({f"worker-{rank}": {"CPU": c.worker_num_cpus} for rank in range(num_workers)})
     if config.run.evaluate:
         roles["eval"] = {"CPU": c.eval_num_cpus}
@@ -69,7 +76,9 @@ class Reservation:
             )
             return
         bundles = [self.roles[role] for role in self.index]
-        self.group = placement_group(bundles, strategy=STRATEGIES[config.cluster.placement], name=name)
+        # shards go on different nodes where the cluster has them: SPREAD is best effort, never a refusal
+        strategy = "SPREAD" if config.learner.num_shards > 1 else STRATEGIES[config.cluster.placement]
+        self.group = placement_group(bundles, strategy=strategy, name=name)
         self.owned = True
 
     def wait(self, timeout_s: float) -> None:

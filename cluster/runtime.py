@@ -25,7 +25,8 @@ ACTOR_MODULES = "ray_a3c.cluster.remote"  # the module that defines every actor 
 
 def required_cpus(config: Config) -> float:
     c = config.cluster
-    return config.run.num_workers * c.worker_num_cpus + c.ps_num_cpus + c.eval_num_cpus
+    ps_cpus = c.ps_num_cpus * config.learner.num_shards
+    return config.run.num_workers * c.worker_num_cpus + ps_cpus + c.eval_num_cpus
 
 
 def start_ray(config: Config) -> tuple[bool, float, str]:
@@ -131,10 +132,10 @@ def user_module_runtime_env(env_id: str, wrappers: list = ()) -> Iterator[dict |
 
 
 def resolve_num_workers(config: Config) -> int:
-    """`run.num_workers` 0 = auto: the cluster's free CPUs less the PS's and the evaluator's."""
+    """`run.num_workers` 0 = auto: the cluster's free CPUs less the PS's (every shard's) and the evaluator's."""
     if config.run.num_workers:
         return config.run.num_workers
     c = config.cluster
     eval_cpus = c.eval_num_cpus if config.run.evaluate else 0.0
-    free = ray.available_resources().get("CPU", 0.0) - c.ps_num_cpus - eval_cpus
+    free = ray.available_resources().get("CPU", 0.0) - c.ps_num_cpus * config.learner.num_shards - eval_cpus
     return max(1, int(free // max(c.worker_num_cpus, 1e-9)))

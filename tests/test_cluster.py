@@ -260,6 +260,36 @@ def test_killed_parameter_server_is_recreated_from_its_checkpoint(cluster, tmp_p
     assert summary["lost_updates"] <= fastest * interval * 1.5 + 20, (summary, fastest)
 
 
+def test_a_sharded_ps_spreads_over_both_nodes_and_survives_a_killed_shard(cluster, tmp_path):
+    """learner.num_shards=2: the shards land on different nodes; SIGKILL the one that is not the lead mid-run:
+    it is recreated from its part of the newest checkpoint, the workers find it again, the run solves, and the
+    env steps the lead counted are exactly the ones the workers delivered."""
+    run = Run(
+        cluster,
+        tmp_path,
+        "--stop-return",
+        "475",
+        "--total-env-steps",
+        "1500000",
+        "--set",
+        "learner.num_shards=2",
+        "run.checkpoint_interval_s=1.5",
+    )
+    run.wait_for("placement:")
+    named = actors(cluster)
+    assert named["a3c:ps"].node_id != named["a3c:ps-shard-1"].node_id, named
+    checkpoints = os.path.join(run.run_dir, "checkpoints")
+    deadline = time.time() + 120
+    while not os.path.isdir(checkpoints) or not any(f.startswith("ckpt-") for f in os.listdir(checkpoints)):
+        assert time.time() < deadline and run.proc.poll() is None, "".join(run.lines)
+        time.sleep(0.1)
+    os.kill(named["a3c:ps-shard-1"].pid, signal.SIGKILL)
+    summary = run.finish()
+    assert summary["reason"] == "solved" and summary["restarts"]["ps"] == 1, summary
+    assert summary["worker_env_steps"] == summary["env_steps"], summary
+    assert any("parameter-server shard(s) [1] died" in line for line in run.lines), "".join(run.lines)
+
+
 def test_removed_node_takes_its_workers_down_and_the_run_still_solves(cluster, tmp_path):
     run = Run(
         cluster, tmp_path, "--stop-return", "475", "--total-env-steps", "1500000", "--set", "algo.learning_rate=0.0002"

@@ -167,3 +167,20 @@ def test_cuts_are_aligned_balanced_and_cover_every_value_once():
         np.testing.assert_array_equal(rebuilt, weights)
         sizes = [s.num_grad_values for s in plan.shards]
         assert max(sizes) - min(sizes) < 2 * ALIGN * len(plan.group_ranges), sizes
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"algo.mode": "sync"}, "algo.mode=async"),
+        ({"learner.max_batch_packets": 4}, "learner.max_batch_packets=1"),
+        ({"cluster.aggregate": "node"}, "cluster.aggregate=none"),
+        ({"run.snapshot_every_env_steps": 1000}, "run.snapshot_every_env_steps=0"),
+        ({"learner.num_shards": 0}, "learner.num_shards must be >= 1"),
+    ],
+)
+def test_what_shards_do_not_combine_with_is_refused_before_ray_with_the_reason(overrides, named):
+    from ray_a3c.common.errors import A3CError
+
+    with pytest.raises(A3CError, match=named.replace(".", r"\.")):
+        small_config(**{"learner.num_shards": 2, **overrides})
