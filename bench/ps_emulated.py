@@ -101,6 +101,7 @@ class EmulatedHost:
 
     def __init__(self) -> None:  # imported now, not in the first row's window (a PS handle's arrival did)
         import ray_a3c.cluster.remote  # noqa: F401
+        import ray_a3c.cluster.sharding  # noqa: F401
 
     async def run(self, servers: list, plan, packet, ranks: list[int], env_s: float, begin: float, end: float):
         mine = [dataclasses.replace(packet, worker_rank=r) for r in ranks]
@@ -122,7 +123,7 @@ def measure(workload: str, shards: int, workers: int, env_s: float, seconds: flo
     if shards == 1:
         servers = [RemoteParameterServer.options(num_cpus=0).remote(cfg, spaces)]
     else:
-        from ray_a3c.cluster.remote import RemoteShardServer
+        from ray_a3c.cluster.sharding import RemoteShardServer
 
         packet = dataclasses.replace(packet, grad_norm=ctx["grad_norm"])  # the sender's, as a real worker's
         servers = [RemoteShardServer.options(num_cpus=0).remote(cfg, spaces, s) for s in range(shards)]
@@ -240,11 +241,6 @@ def main() -> None:
     if any(s < 1 for s in args.shards) or min(args.workers) < 1 or args.hosts < 1:
         fail("--shards, --workers and --hosts take positive counts")
     import ray
-
-    from ray_a3c.cluster import remote
-
-    if max(args.shards) > 1 and not hasattr(remote, "RemoteShardServer"):
-        fail("--shards above 1 needs the shard actor (cluster/remote.py's RemoteShardServer): run with --shards 1")
 
     from ray_a3c.common.envs import probe_spaces
     from ray_a3c.common.flat import finite_norm, gradient_tensor
