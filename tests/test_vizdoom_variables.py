@@ -109,6 +109,17 @@ def test_load_policy_and_the_onnx_export_take_the_dict(tmp_path):
     assert int(session.run(None, feeds)[0][0]) == action
 
 
+def test_a_dict_run_is_refused_by_a3c_record_before_any_episode(tmp_path, capsys):
+    from ray_a3c.cluster.cli import main
+
+    run = make_run(str(tmp_path), "dict", **{"env.id": "vizdoom:defend_the_center"}, **OBSERVED, **SMALL_CNN)
+    out = tmp_path / "data.npz"
+    args = ["record", "--policy", run, "--env", "vizdoom:defend_the_center", "--episodes", "1", "--out", str(out)]
+    assert main(args) == 2
+    assert "error: a dataset holds Box or Discrete observations" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_the_first_designs_channels_are_the_levels_x_255():
     frame = np.full((1, 84, 84), 7, np.uint8)
     planes = variable_planes(frame, np.array([1.0, 0.5, 30 / 100]))
