@@ -385,7 +385,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.run_dir, args.checkpoint)
     policy.export(args.out, args.format)
-    inputs, outputs = ("obs, h, c", "action, h_out, c_out") if policy.recurrent else ("obs", "action")
+    inputs = ", ".join(policy.graph.obs_keys + (["h", "c"] if policy.recurrent else []))  # a Dict: one per entry
+    outputs = "action, h_out, c_out" if policy.recurrent else "action"
     print(f"{args.out}: {args.format} policy, inputs ({inputs}), outputs ({outputs}), batch dimension first")
     return 0
 

@@ -86,11 +86,13 @@ def test_a_frame_stack_stacks_the_screen_and_the_variables():
         env.close()
 
 
-def test_load_policy_and_the_onnx_export_take_the_dict(tmp_path):
+def test_load_policy_and_the_onnx_export_take_the_dict(tmp_path, capsys):
+    from ray_a3c.cluster.cli import main
     from ray_a3c.common.envs import make_env
     from ray_a3c.common.policy import load_policy
 
-    policy = load_policy(make_run(str(tmp_path), "dict", **{"env.id": "vizdoom:defend_the_center"}, **OBSERVED))
+    run = make_run(str(tmp_path), "dict", **{"env.id": "vizdoom:defend_the_center"}, **OBSERVED)
+    policy = load_policy(run)
     assert policy.graph.obs_keys == ["screen", "variables"]
     env = make_env(policy.config.env)
     try:
@@ -102,7 +104,8 @@ def test_load_policy_and_the_onnx_export_take_the_dict(tmp_path):
     assert action in range(3) and list(batch) == [action, action]
     onnxruntime = pytest.importorskip("onnxruntime")
     out = str(tmp_path / "dict.onnx")
-    policy.export(out, "onnx")
+    assert main(["export", run, "--format", "onnx", "--out", out]) == 0
+    assert "inputs (screen, variables)" in capsys.readouterr().out
     session = onnxruntime.InferenceSession(out)
     assert [i.name for i in session.get_inputs()] == ["screen", "variables"]
     feeds = {"screen": obs["screen"][None], "variables": obs["variables"][None]}
