@@ -14,7 +14,7 @@ import torch
 
 from ray_a3c.actors.rollout import Rollout, VectorEnvRunner, collect_rollout
 from ray_a3c.common.config import AlgoConfig, Config
-from ray_a3c.common.envs import describe_spaces, make_vector_env, scalar_channels
+from ray_a3c.common.envs import describe_spaces, make_vector_env, variable_channels
 from ray_a3c.common.flat import encode_gradient, get_flat_grads, set_flat_weights
 from ray_a3c.common.losses import a3c_loss, critic_loss, mean_weights
 from ray_a3c.common.metrics import (
@@ -104,7 +104,7 @@ class RolloutWorker:
         venv = make_vector_env(
             config.env, config.env.num_envs_per_worker, seed * 1000, shard=rank, num_shards=config.run.num_workers
         )
-        spaces = describe_spaces(venv.single_observation_space, venv.single_action_space, scalar_channels(config.env))
+        spaces = describe_spaces(venv.single_observation_space, venv.single_action_space, variable_channels(config.env))
         self.model = build_model(spaces, config.model)
         self.runner = VectorEnvRunner(venv, spaces, seed * 1000, self.model.initial_state(venv.num_envs))
         self.version = -1

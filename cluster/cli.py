@@ -328,8 +328,13 @@ def cmd_record(args: argparse.Namespace) -> int:
             evaluator.model,
             f"{path}" + (f" epsilon-greedy {args.epsilon}" if args.epsilon is not None else " (sampled)"),
         )
-    probe_spaces(env_cfg)
-    policy = BehaviourPolicy(probe_spaces(env_cfg).action_space, model, args.epsilon, rng)
+    spaces = probe_spaces(env_cfg)
+    if spaces.parts:  # refused before playing: save_dataset would refuse the episodes only once played
+        raise A3CError(
+            f"a dataset holds Box or Discrete observations; '{args.env}' gives a Dict "
+            f"({', '.join(p.key for p in spaces.parts)})"
+        )
+    policy = BehaviourPolicy(spaces.action_space, model, args.epsilon, rng)
     data = record_episodes(env_cfg, policy, args.episodes, args.seed, on_episode=terminal_progress("recording"))
     returns = data.pop("returns")
     if args.format == "minari":
@@ -380,7 +385,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.run_dir, args.checkpoint)
     policy.export(args.out, args.format)
-    inputs, outputs = ("obs, h, c", "action, h_out, c_out") if policy.recurrent else ("obs", "action")
+    inputs = ", ".join(policy.graph.obs_keys + (["h", "c"] if policy.recurrent else []))  # a Dict: one per entry
+    outputs = "action, h_out, c_out" if policy.recurrent else "action"
     print(f"{args.out}: {args.format} policy, inputs ({inputs}), outputs ({outputs}), batch dimension first")
     return 0
 

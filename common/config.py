@@ -75,9 +75,16 @@ class EnvConfig:
     )
     observe_variables: dict = _f(
         {},
-        "ViZDoom: game variables the network sees, {name: full scale}, e.g. {AMMO2: 26}: "
-        "one extra channel each, value / full scale (clipped to [0, 1]) x 255, read by "
-        "the CNN's fc layer as a number (the frame has no HUD); {} = none",
+        "ViZDoom: game variables the network sees, {name: full scale}, e.g. {AMMO2: 26} (the "
+        "frame has no HUD): the observation becomes a Dict, {screen: the frame, variables: "
+        "value / full scale each, clipped to [0, 1]}, read by an MLP (model.hidden_sizes) beside the "
+        "CNN; env.frame_stack stacks both; {} = none",
+    )
+    observe_variables_as_channels: bool = _f(
+        False,
+        "ViZDoom: env.observe_variables as the first design had them, one extra image channel "
+        "each (level x 255) that the CNN's fc layer reads; runs saved before the Dict take true, "
+        "so their checkpoints still load",
     )
 
 
@@ -420,4 +427,6 @@ def from_saved(data: Any, source: str) -> Config:
     env = data.get("env") if isinstance(data, dict) else None
     if isinstance(env, dict) and not str(env.get("id", "")).startswith("vizdoom:"):
         env.pop("frame_skip", None)  # saved when every config carried ViZDoom's default of 4
+    if isinstance(env, dict) and env.get("observe_variables") and "observe_variables_as_channels" not in env:
+        env["observe_variables_as_channels"] = True  # saved before the Dict: its weights read variable channels
     return from_dict(data, source=source)

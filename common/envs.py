@@ -56,6 +56,9 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
         if cfg.max_episode_steps and not registered:
             env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
     env = apply_wrappers(GameStatistics(env), parse_wrappers(cfg.wrappers), training=True)
+    # A Dict observation is stacked entry by entry: ViZDoom's observed variables too, not only the latest, as
+    # the first design's channels were (one set per frame): their change over the stack (health falling: being
+    # hit now) is what one frame's values cannot say, and any Dict env stacks the same way, with no special case.
     return gym.wrappers.FrameStackObservation(env, cfg.frame_stack) if cfg.frame_stack > 1 else env
 
 
@@ -80,6 +83,7 @@ def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
         kwargs["variable_rewards"] = dict(cfg.variable_rewards)
     if cfg.observe_variables:
         kwargs["observe_variables"] = dict(cfg.observe_variables)
+        kwargs["variables_as_channels"] = cfg.observe_variables_as_channels
     kwargs.setdefault("screen_size", tuple(cfg.screen_size))
     frame_skip = cfg.frame_skip or VIZDOOM_FRAME_SKIP
     env: gym.Env = VizdoomEnv(cfg.id.removeprefix(VIZDOOM_PREFIX), frame_skip=frame_skip, **kwargs)
@@ -88,10 +92,13 @@ def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
     return env
 
 
-def scalar_channels(cfg: EnvConfig) -> tuple:
-    """The channels of a ViZDoom observation that carry env.observe_variables: after each stacked frame's
-    picture, one per variable."""
-    per_frame = 1 + len(cfg.observe_variables) if cfg.id.startswith(VIZDOOM_PREFIX) else 1
+def variable_channels(cfg: EnvConfig) -> tuple:
+    """The image channels that carry env.observe_variables in the first design's layout
+    (env.observe_variables_as_channels, kept for its checkpoints): after each stacked frame's picture, one per
+    variable. () otherwise: the variables are a Dict entry of their own."""
+    if not (cfg.observe_variables_as_channels and cfg.id.startswith(VIZDOOM_PREFIX)):
+        return ()
+    per_frame = 1 + len(cfg.observe_variables)
     return tuple(f * per_frame + 1 + v for f in range(cfg.frame_stack) for v in range(per_frame - 1))
 
 
@@ -122,7 +129,7 @@ def spaces_from_env(obs: gym.Space, act: gym.Space, cfg: EnvConfig) -> EnvSpaces
     policy_act = act
     if cfg.rescale_actions and isinstance(act, gym.spaces.Box):
         policy_act = gym.spaces.Box(-1.0, 1.0, act.shape, np.float32)
-    spaces = describe_spaces(images_first_space(obs), policy_act, scalar_channels(cfg))
+    spaces = describe_spaces(images_first_space(obs), policy_act, variable_channels(cfg))
     spaces.env_spaces = {"observation": space_to_data(obs), "action": space_to_data(act)}
     return spaces
 
@@ -134,7 +141,7 @@ def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
         from ray_a3c.common.offline import cached_dataset
 
         data = cached_dataset(cfg.dataset)
-        spaces = describe_spaces(data.observation_space, data.action_space, scalar_channels(cfg))
+        spaces = describe_spaces(data.observation_space, data.action_space, variable_channels(cfg))
         if cfg.id:
             live = _probe_live(cfg)
             if (live.obs_dim, str(live.action_space)) != (spaces.obs_dim, str(spaces.action_space)):

@@ -125,36 +125,45 @@ def conv_geometry(height: int, width: int) -> tuple[tuple[int, int], tuple[int, 
 
 class ConvEncoder(nn.Module):
     """The Doom notebook's encoder: uint8 [B, C, 84, 84] -> /255 -> conv 8x8/4 -> conv 4x4/2 -> fc, ELU.
+    `extra_inputs`: numbers the fc layer reads beside the image features (VariableChannelsEncoder's)."""
 
-    `scalar_channels` are channels that carry one number each (a constant plane, env.observe_variables): the
-    convolutions skip them and the fc layer reads their value / 255 beside the image features, so a scalar
-    enters as one input among the features, not as a bright plane under every filter."""
-
-    def __init__(self, image_shape: tuple, channels: list, fc_size: int, scalar_channels: tuple = ()):
+    def __init__(self, image_shape: tuple, channels: list, fc_size: int, extra_inputs: int = 0):
         super().__init__()
         c, h, w = image_shape
-        scalars = set(scalar_channels)
-        # plain lists, not buffers: buffers travel in the flat weight vectors
-        self.image_index, self.scalar_index = [i for i in range(c) if i not in scalars], sorted(scalars)
-        image_c = c - len(scalars)
         (k1, s1), (k2, s2) = conv_geometry(h, w)
         self.convs = nn.Sequential(
-            nn.Conv2d(image_c, channels[0], k1, stride=s1),
+            nn.Conv2d(c, channels[0], k1, stride=s1),
             nn.ELU(),
             nn.Conv2d(channels[0], channels[1], k2, stride=s2),
             nn.ELU(),
             nn.Flatten(),
         )
         with torch.no_grad():
-            flat = self.convs(torch.zeros(1, image_c, h, w)).shape[1]
-        self.fc = nn.Sequential(nn.Linear(flat + len(scalars), fc_size), nn.ELU())
+            flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(flat + extra_inputs, fc_size), nn.ELU())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(obs.float() / 255.0))
+
+
+class VariableChannelsEncoder(ConvEncoder):
+    """Compatibility: the first design of env.observe_variables (env.observe_variables_as_channels), kept so
+    that its checkpoints load (same parameter names as a ConvEncoder). Each of `variable_channels` is a constant
+    plane carrying one number: the convolutions skip them and the fc layer reads their value / 255 beside the
+    image features (as planes under every filter they swamped the convolutions' input). New runs get a Dict
+    observation instead: DictEncoder."""
+
+    def __init__(self, image_shape: tuple, channels: list, fc_size: int, variable_channels: tuple):
+        c, h, w = image_shape
+        variables = set(variable_channels)
+        super().__init__((c - len(variables), h, w), channels, fc_size, extra_inputs=len(variables))
+        # plain lists, not buffers: buffers travel in the flat weight vectors
+        self.image_index, self.variable_index = [i for i in range(c) if i not in variables], sorted(variables)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         obs = obs.float() / 255.0
-        if not self.scalar_index:
-            return self.fc(self.convs(obs))
         features = self.convs(obs[:, self.image_index])
-        return self.fc(torch.cat([features, obs[:, self.scalar_index, 0, 0]], dim=1))
+        return self.fc(torch.cat([features, obs[:, self.variable_index, 0, 0]], dim=1))
 
 
 class DictEncoder(nn.Module):
@@ -241,7 +250,12 @@ class ActorCritic(nn.Module):
         if use_cnn:
             if spaces.image_shape is None:
                 raise ValueError("model.encoder=cnn needs uint8 image observations [C, H, W]")
-            encoder = ConvEncoder(spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size, spaces.scalar_channels)
+            if spaces.variable_channels:
+                encoder = VariableChannelsEncoder(
+                    spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size, spaces.variable_channels
+                )
+            else:
+                encoder = ConvEncoder(spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size)
             return encoder, cfg.cnn_fc_size
         return _init_mlp(mlp(spaces.obs_dim, cfg.hidden_sizes, cfg.activation)), cfg.hidden_sizes[-1]
 

@@ -36,7 +36,9 @@ class EnvSpaces:
     discrete_obs: int | None  # number of states when observations are Discrete (one-hot encoded)
     action_space: gym.Space
     image_shape: tuple | None = None  # (C, H, W) for uint8 image observations, kept as uint8
-    scalar_channels: tuple = ()  # image channels that each carry one number (env.observe_variables)
+    # image channels that each carry one number: env.observe_variables in the first design's layout
+    # (env.observe_variables_as_channels, kept for its checkpoints); a Dict entry of their own otherwise
+    variable_channels: tuple = ()
     parts: tuple = ()  # ObsPart per entry of a Dict observation, in key order; () otherwise
     env_spaces: dict | None = None  # the env's own spaces as plain data (spaces_io), when built from an env
 
@@ -45,15 +47,15 @@ class EnvSpaces:
         return self.image_shape is not None or any(p.image_shape for p in self.parts)
 
 
-def describe_spaces(obs: gym.Space, act: gym.Space, scalars: tuple = ()) -> EnvSpaces:
+def describe_spaces(obs: gym.Space, act: gym.Space, variable_channels: tuple = ()) -> EnvSpaces:
     """What the model needs from the spaces (images already [C, H, W]: see wrappers.ImagesFirst);
-    `scalars` (see envs.scalar_channels) only for images."""
+    `variable_channels` (see envs.variable_channels) only for images."""
     if not isinstance(act, (gym.spaces.Discrete, gym.spaces.Box)):
         raise A3CError(f"action space {act} is not supported (Discrete or Box)")
     if isinstance(obs, gym.spaces.Discrete):
         return EnvSpaces(int(obs.n), int(obs.n), act)
     if isinstance(obs, gym.spaces.Box) and obs.dtype == np.uint8 and len(obs.shape) == 3:
-        return EnvSpaces(int(np.prod(obs.shape)), None, act, tuple(int(d) for d in obs.shape), tuple(scalars))
+        return EnvSpaces(int(np.prod(obs.shape)), None, act, tuple(int(d) for d in obs.shape), tuple(variable_channels))
     if isinstance(obs, gym.spaces.Box):
         return EnvSpaces(int(np.prod(obs.shape)), None, act)
     if isinstance(obs, gym.spaces.Dict):

@@ -70,6 +70,10 @@ def validate(cfg: Config) -> Config:
         (not e.observe_variables or e.id.startswith("vizdoom:"), "env.observe_variables applies to vizdoom: envs only"),
         _game_variables_check("env.observe_variables", e.observe_variables, positive=True),
         (
+            not e.observe_variables_as_channels or bool(e.observe_variables),
+            "env.observe_variables_as_channels needs env.observe_variables",
+        ),
+        (
             len(e.screen_size) == 2
             and all(isinstance(n, int) and not isinstance(n, bool) for n in e.screen_size)
             and 36 <= e.screen_size[0] <= 160

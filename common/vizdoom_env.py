@@ -51,10 +51,11 @@ class VizdoomEnv(gym.Env):
     resized the same way. `health_bonus` adds that raw reward on every step the player's health rises (reward
     shaping for the gathering scenarios, off by default); `variable_rewards` ({game variable name: reward per
     unit}) adds reward times each variable's change on every step, e.g. {"AMMO2": 0.1} costs 0.1 a shot.
-    `observe_variables` ({game variable name: full scale}) shows those variables to the network: one extra
-    channel per variable after the frame, filled with value / full scale (clipped to [0, 1]) x 255 (the model reads
-    each as one number: models.ConvEncoder); the frame alone has no HUD, so ammo and health are otherwise
-    invisible."""
+    `observe_variables` ({game variable name: full scale}) shows those variables to the network (the frame has no
+    HUD, so ammo and health are otherwise invisible): the observation becomes a Dict, {"screen": the frame,
+    "variables": float32 [one per variable] of value / full scale, clipped to [0, 1]}. `variables_as_channels`
+    keeps the first design's layout instead, for checkpoints trained with it: one extra uint8 channel per variable
+    after the frame, filled with that level x 255 (`variable_planes`; models.VariableChannelsEncoder reads it)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35}
 
@@ -68,6 +69,7 @@ class VizdoomEnv(gym.Env):
         screen_size: tuple = (84, 84),
         variable_rewards: dict | None = None,
         observe_variables: dict | None = None,
+        variables_as_channels: bool = False,
     ):
         self.config_path = scenario_path(scenario)
         self.frame_skip, self.render_mode = frame_skip, render_mode
@@ -77,6 +79,7 @@ class VizdoomEnv(gym.Env):
         self._variable_rewards = _game_variables(variable_rewards or {})
         self._variables = np.zeros(len(self._variable_rewards))
         self._observed = _game_variables(observe_variables or {})
+        self._as_channels = bool(variables_as_channels and self._observed)
         self.recreations = 0
         self._seed = seed
         self.game = self._start()
@@ -84,9 +87,9 @@ class VizdoomEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(self._buttons)
         self.screen_size = (int(screen_size[0]), int(screen_size[1]))  # (width, height)
         width, height = self.screen_size
-        channels = 1 + len(self._observed)
-        self.observation_space = gym.spaces.Box(0, 255, (channels, height, width), np.uint8)
-        self._last = np.zeros((channels, height, width), np.uint8)
+        self._last = np.zeros((1, height, width), np.uint8)  # the last frame: the final observation of an episode
+        self._levels = np.zeros(len(self._observed))  # the observed variables' last levels, in [0, 1]
+        self.observation_space = observation_space((1, height, width), len(self._observed), self._as_channels)
 
     def _start(self):
         import vizdoom
@@ -111,23 +114,33 @@ class VizdoomEnv(gym.Env):
         game.init()
         return game
 
-    def _frame(self) -> np.ndarray:
+    def _frame(self) -> Any:
+        """The observation now: the frame (with the observed variables' levels when there are any)."""
+        state = self.game.get_state()
+        if state is not None:  # else the episode is over: the last frame and levels are the final observation
+            self._last[0] = self._screen(state)
+            values = [self.game.get_game_variable(variable) for variable, _ in self._observed]
+            self._levels = variable_levels(values, [full_scale for _, full_scale in self._observed])
+        return self._observation()
+
+    def _observation(self) -> Any:
+        if not self._observed:
+            return self._last.copy()
+        if self._as_channels:
+            return variable_planes(self._last, self._levels)
+        return {SCREEN: self._last.copy(), VARIABLES: self._levels.astype(np.float32)}
+
+    def _screen(self, state) -> np.ndarray:
+        """The engine's screen as the network's frame: gray, cropped, resized, uint8 [H, W]."""
         from PIL import Image
 
-        state = self.game.get_state()
-        if state is None:  # the episode is over: keep the last frame as the final observation
-            return self._last.copy()
         screen = Image.fromarray(state.screen_buffer)
         if self.render_mode == "rgb_array":
             self._colour = np.asarray(state.screen_buffer, np.uint8).copy()
             gray = self._colour.astype(np.float32) @ BT709  # the weights that match the engine's GRAY8 best
             screen = Image.fromarray(gray.astype(np.uint8)).resize((160, 120), Image.BOX)
         screen = screen.crop((0, 10, 160, 110))  # rows only: the sides can hold the target
-        self._last[0] = np.asarray(screen.resize(self.screen_size, Image.BILINEAR), np.uint8)
-        for channel, (variable, full_scale) in enumerate(self._observed, start=1):
-            level = np.clip(self.game.get_game_variable(variable) / full_scale, 0.0, 1.0)
-            self._last[channel] = np.uint8(round(float(level) * 255))
-        return self._last.copy()
+        return np.asarray(screen.resize(self.screen_size, Image.BILINEAR), np.uint8)
 
     def pid(self) -> int | None:
         """The engine's process id (a child of this process), for tests that kill it."""
@@ -180,7 +193,7 @@ class VizdoomEnv(gym.Env):
             finished = self.game.is_episode_finished()
         except _crashes():
             self._recreate()  # the episode is lost; end it as truncated so the worker carries on
-            return self._last.copy(), 0.0, False, True, {"env_recreations": self.recreations}
+            return self._observation(), 0.0, False, True, {"env_recreations": self.recreations}
         obs = self._frame()
         if self.health_bonus and not finished:
             health = self._read_health()
@@ -204,6 +217,32 @@ class VizdoomEnv(gym.Env):
 
     def close(self) -> None:
         self.game.close()
+
+
+SCREEN, VARIABLES = "screen", "variables"  # the entries of the Dict observation with observe_variables
+
+
+def observation_space(frame_shape: tuple, observed: int, as_channels: bool) -> gym.Space:
+    """The frame's uint8 Box alone; with `observed` variables, the Dict of the frame and their levels, or (the
+    first design: `as_channels`) the frame with one channel per variable after it."""
+    frame = gym.spaces.Box(0, 255, frame_shape, np.uint8)
+    if not observed:
+        return frame
+    if as_channels:
+        return gym.spaces.Box(0, 255, (frame_shape[0] + observed,) + tuple(frame_shape[1:]), np.uint8)
+    return gym.spaces.Dict({SCREEN: frame, VARIABLES: gym.spaces.Box(0.0, 1.0, (observed,), np.float32)})
+
+
+def variable_levels(values: list, full_scales: list) -> np.ndarray:
+    """Game variables as the network reads them: value / full scale, clipped to [0, 1] (float64)."""
+    return np.clip(np.asarray(values, np.float64) / np.asarray(full_scales, np.float64), 0.0, 1.0)
+
+
+def variable_planes(frame: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The first design's observation: uint8 [1 + variables, H, W], the frame then one constant plane per
+    variable at round(level x 255) (kept for checkpoints trained on it: env.observe_variables_as_channels)."""
+    planes = [np.full(frame.shape[1:], round(float(level) * 255), np.uint8) for level in levels]
+    return np.concatenate([frame, np.stack(planes)]) if planes else frame.copy()
 
 
 def _game_variables(values: dict) -> list:

@@ -15,6 +15,23 @@ def small_config(**overrides) -> Config:
     return validate(from_flat(base, Config()))
 
 
+def doom_config(scenario="basic", **extra) -> Config:
+    """A small ViZDoom config: one env, a small CNN and LSTM, 8-step rollouts."""
+    base = {
+        "env.id": f"vizdoom:{scenario}",
+        "env.num_envs_per_worker": 1,
+        "env.reward_scale": 0.01,
+        "model.encoder": "cnn",
+        "model.shared_trunk": True,
+        "model.lstm_size": 32,
+        "model.conv_channels": [8, 16],
+        "model.cnn_fc_size": 32,
+        "algo.rollout_steps": 8,
+    }
+    base.update(extra)
+    return validate(from_flat(base, Config()))
+
+
 def random_rollout(seed, T=40, N=5):
     """(rewards, values, next_values, terminated, truncated), each [T, N], with episode ends at random."""
     rng = np.random.default_rng(seed)

@@ -1,5 +1,6 @@
 """load_policy and `a3c export`: exported files act exactly as load_policy does, in a process that cannot
-import ray_a3c (discrete, Gaussian with normalisation and rescaling, CNN on ViZDoom frames, LSTM)."""
+import ray_a3c (discrete, Gaussian with normalisation and rescaling, CNN on ViZDoom frames, ViZDoom's Dict of
+frame and game variables, LSTM)."""
 
 import json
 import subprocess
@@ -29,6 +30,14 @@ CASES = {
         "model.conv_channels": [4, 8],
         "model.cnn_fc_size": 16,
     },
+    # the first design's layout, which runs saved before the Dict keep (env.observe_variables_as_channels)
+    "cnn_variable_channels": {
+        "env.id": "vizdoom:defend_the_center",
+        "env.observe_variables": {"AMMO2": 26, "HEALTH": 100},
+        "env.observe_variables_as_channels": True,
+        "model.conv_channels": [4, 8],
+        "model.cnn_fc_size": 16,
+    },
     "lstm": {"env.id": "CartPole-v1", "model.hidden_sizes": [16], "model.lstm_size": 8, "model.shared_trunk": True},
 }
 
@@ -38,15 +47,16 @@ import json, sys
 sys.modules["ray_a3c"] = None
 import numpy as np
 fmt, path, data = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
-obs, recurrent = data["obs"], "h" in data
+names = [k for k in data.files if k not in ("h", "c")]  # the graph's observation inputs, in order
+steps, recurrent = len(data[names[0]]), "h" in data
 h = data["h"] if recurrent else None
 c = data["c"] if recurrent else None
 actions = []
 if fmt == "onnx":
     import onnxruntime
     session = onnxruntime.InferenceSession(path)
-    for ob in obs:
-        feeds = {"obs": ob[None]}
+    for t in range(steps):
+        feeds = {name: data[name][t][None] for name in names}
         if recurrent:
             feeds.update(h=h, c=c)
         out = session.run(None, feeds)
@@ -57,8 +67,8 @@ else:
     import torch
     policy = torch.export.load(path).module()
     state = (torch.as_tensor(h), torch.as_tensor(c)) if recurrent else ()
-    for ob in obs:
-        out = policy(torch.as_tensor(ob[None]), *state)
+    for t in range(steps):
+        out = policy(*(torch.as_tensor(data[name][t][None]) for name in names), *state)
         if recurrent:
             out, state = out[0], out[1:]
         actions.append(out[0].tolist())
@@ -67,22 +77,30 @@ print(json.dumps({"actions": actions, "ray_a3c_imported": imported}))
 """
 
 
-def recorded_observations(run_dir: str, steps: int = 12) -> np.ndarray:
+def recorded_observations(run_dir: str, steps: int = 12) -> list:
     policy = load_policy(run_dir)
     env = make_env(policy.config.env)
     obs, _ = env.reset(seed=3)
     env.action_space.seed(3)
     frames = []
     for _ in range(steps):
-        frames.append(np.asarray(obs))
+        frames.append(obs)
         obs, _, term, trunc, _ = env.step(env.action_space.sample())
         if term or trunc:
             obs, _ = env.reset()
     env.close()
-    return np.stack(frames)
+    return frames
 
 
-def reference_actions(run_dir: str, observations: np.ndarray):
+def graph_inputs(policy, observations: list) -> dict:
+    """The observations as the exported graph's inputs, by name: one array [steps, ...] per input."""
+    names = policy.graph.obs_keys
+    if not policy.spaces.parts:
+        return {names[0]: np.stack([np.asarray(ob) for ob in observations])}
+    return {name: np.stack([np.asarray(ob[name]) for ob in observations]) for name in names}
+
+
+def reference_actions(run_dir: str, observations: list):
     policy = load_policy(run_dir)
     actions, state = [], None
     for ob in observations:
@@ -100,7 +118,10 @@ def test_exported_policy_acts_like_load_policy_without_ray_a3c(case, tmp_path, c
         assert np.all(expected >= policy.env_action_space.low - 1e-6)
         assert np.all(expected <= policy.env_action_space.high + 1e-6)
         assert np.ptp(expected) > 0  # the test would pass vacuously if every action were clipped alike
-    data = {"obs": observations.astype(np.uint8 if policy.spaces.image_shape else np.float32)}
+    data = {
+        name: np.asarray(x, np.uint8 if x.dtype == np.uint8 else np.float32)
+        for name, x in graph_inputs(policy, observations).items()
+    }
     if policy.recurrent:
         data["h"], data["c"] = policy.initial_state()
     inputs = str(tmp_path / "inputs.npz")

@@ -5,7 +5,6 @@ import signal
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ray_a3c.actors.evaluator import Evaluator
@@ -13,24 +12,9 @@ from ray_a3c.actors.worker import RolloutWorker
 from ray_a3c.common.config import Config, from_flat, validate
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.vizdoom_env import VizdoomEnv
+from tests.helpers import doom_config
 
 vzd = pytest.importorskip("vizdoom")
-
-
-def doom_config(scenario="basic", **extra):
-    base = {
-        "env.id": f"vizdoom:{scenario}",
-        "env.num_envs_per_worker": 1,
-        "env.reward_scale": 0.01,
-        "model.encoder": "cnn",
-        "model.shared_trunk": True,
-        "model.lstm_size": 32,
-        "model.conv_channels": [8, 16],
-        "model.cnn_fc_size": 32,
-        "algo.rollout_steps": 8,
-    }
-    base.update(extra)
-    return validate(from_flat(base, Config()))
 
 
 def play(env, seed, policy=lambda env: env.action_space.sample(), limit=3000):
@@ -215,71 +199,6 @@ def test_variable_rewards_with_a_wrong_name_or_value_are_refused(rewards, messag
         validate(from_flat({"env.variable_rewards": {"AMMO2": 0.1}}, Config()))
 
 
-def test_observed_variables_are_channels_that_follow_ammo_and_health():
-    env = VizdoomEnv("defend_the_center", observe_variables={"AMMO2": 26, "HEALTH": 200})
-    plain = VizdoomEnv("defend_the_center")
-    try:
-        assert env.observation_space.shape == (3, 84, 84)
-        obs, _ = env.reset(seed=3)
-        plain_obs, _ = plain.reset(seed=3)
-        np.testing.assert_array_equal(obs[:1], plain_obs)  # the frame itself is unchanged
-        assert (obs[1] == 255).all() and (obs[2] == round(100 / 200 * 255)).all()  # 26 of 26 bullets, 100 health
-        for _ in range(400):
-            obs, _, term, trunc, _ = env.step(2)  # ATTACK
-            ammo = env.game.get_game_variable(vzd.GameVariable.AMMO2)
-            health = env.game.get_game_variable(vzd.GameVariable.HEALTH)
-            if term or trunc:
-                break
-            assert obs in env.observation_space
-            assert (obs[1] == round(ammo / 26 * 255)).all() and (obs[2] == round(health / 200 * 255)).all()
-        assert ammo <= 16  # at least 10 bullets spent: the channel above followed them down
-    finally:
-        env.close()
-        plain.close()
-
-
-def test_observed_variables_reach_the_network_as_scalars_and_bad_ones_are_refused():
-    cfg = doom_config("defend_the_center", **{"env.observe_variables": {"AMMO2": 26}, "model.lstm_size": 0})
-    worker = RolloutWorker(cfg, 0)
-    try:
-        convs = [m for m in worker.model.modules() if isinstance(m, torch.nn.Conv2d)]
-        assert convs[0].in_channels == 1  # the convolutions see the picture only
-        obs = torch.zeros(1, 1, 2, 84, 84, dtype=torch.uint8)
-        full = obs.clone()
-        full[:, :, 1] = 255  # only the ammo channel differs
-        with torch.no_grad():
-            (empty_dist, empty_value, _), (full_dist, full_value, _) = (worker.model.unroll(o) for o in (obs, full))
-        assert not torch.allclose(empty_value, full_value)  # the fc layer reads the ammo level
-        assert not torch.allclose(empty_dist.dist.logits, full_dist.dist.logits)
-        packet = worker.compute_gradient()
-        assert packet.env_steps == 8 and np.isfinite(packet.gradient).all()
-    finally:
-        worker.close()
-    with pytest.raises(A3CError, match="AMMO2 must map to a positive number"):
-        doom_config(**{"env.observe_variables": {"AMMO2": 0}})
-    with pytest.raises(A3CError, match="unknown ViZDoom game variable 'BULLETS'"):
-        doom_config(**{"env.observe_variables": {"BULLETS": 26}})
-    with pytest.raises(A3CError, match="observe_variables applies to vizdoom: envs only"):
-        validate(from_flat({"env.observe_variables": {"AMMO2": 26}}, Config()))
-
-
-def test_scalar_channels_follow_the_frame_stack():
-    from ray_a3c.common.envs import scalar_channels
-
-    stacked = from_flat(
-        {"env.id": "vizdoom:basic", "env.frame_stack": 2, "env.observe_variables": {"AMMO2": 26, "HEALTH": 100}},
-        Config(),
-    ).env
-    assert scalar_channels(stacked) == (1, 2, 4, 5)  # [picture, ammo, health] per frame, 2 frames
-    assert scalar_channels(Config().env) == ()
-    env = VizdoomEnv("basic", observe_variables={"AMMO2": 50})
-    try:
-        obs, _ = env.reset(seed=1)
-        assert obs.shape == (2, 84, 84) and (obs[1] == obs[1, 0, 0]).all()  # a constant plane: one number
-    finally:
-        env.close()
-
-
 def test_the_defend_preset_as_shipped_passes_twice_observes_and_anneals():
     from ray_a3c.actors.worker import LocalClient
     from ray_a3c.common.config import from_dict, load_yaml
@@ -290,7 +209,7 @@ def test_the_defend_preset_as_shipped_passes_twice_observes_and_anneals():
     ps = ParameterServer(cfg, probe_spaces(cfg.env))
     worker = RolloutWorker(cfg, rank=0)
     try:
-        assert worker.model.actor_trunk.scalar_index == [1, 2]  # ammo and health beside the picture
+        assert worker.model.actor_trunk.vector_index == [84 * 84, 84 * 84 + 1]  # ammo and health beside the frame
         seen = []
         submit = ps.apply_gradients
         ps.apply_gradients = lambda p: seen.append(p) or submit(p)
@@ -322,7 +241,7 @@ def test_the_evaluator_scores_without_the_training_bonus():
     try:
         (env,) = evaluator._env_pool(1)
         assert env.unwrapped.health_bonus == 0.0 and not env.unwrapped._variable_rewards
-        assert env.observation_space.shape == (2, 84, 84)  # what the network sees stays: only rewards go
+        assert env.observation_space["variables"].shape == (1,)  # what the network sees stays: only rewards go
     finally:
         evaluator.close()
 
