@@ -177,17 +177,21 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
     return costs
 
 
-def in_process(workload: str, dtype: str, seconds: float, blocks: int = 5) -> dict:
+def in_process(workload: str, dtype: str, seconds: float, blocks: int = 5, shards: int = 1) -> dict:
     """The plain ParameterServer in this process (no Ray, default publish) applying one ready packet over and
     over, serial mode: what one packet costs the PS itself (decode, checks, clip, optimizer step, weights
-    out). The median of `blocks` timed blocks, so a neighbour's burst on a shared machine moves it less."""
+    out). The median of `blocks` timed blocks, so a neighbour's burst on a shared machine moves it less.
+    `shards` > 1: what the lead shard of a PS in that many shards pays for its slice (the largest part)."""
     from ray_a3c.common.envs import probe_spaces
     from ray_a3c.common.flat import num_params
     from ray_a3c.learner.parameter_server import ParameterServer
+    from ray_a3c.learner.shards import split_packet
 
     cfg = make_config(workload, "serial")
     cfg.learner.grad_dtype = dtype
+    cfg.learner.num_shards = shards
     ps, packet = ParameterServer(cfg, probe_spaces(cfg.env)), ready_packet(cfg)
+    packet = split_packet(packet, ps.plan, [0] * shards)[0]  # the lead's slice, with the sender's global norm
     encoded = packet.gradient
 
     def apply(n: int) -> float:
@@ -205,6 +209,7 @@ def in_process(workload: str, dtype: str, seconds: float, blocks: int = 5) -> di
         "workload": workload,
         "params": num_params(ps.model),
         "grad_dtype": dtype,
+        "shards": shards,
         "optimizer": cfg.algo.optimizer,
         "ms_per_packet": round(ms, 4),
         "ms_best": round(costs[0] * 1e3, 4),
@@ -247,6 +252,9 @@ def main() -> None:
         help="no Ray: the plain PS applies one ready packet repeatedly; one JSON line per workload",
     )
     parser.add_argument(
+        "--shards", nargs="+", type=int, default=[1], help="--in-process: shard counts (the lead shard's cost)"
+    )
+    parser.add_argument(
         "--dtypes",
         nargs="+",
         default=["float32"],
@@ -257,7 +265,8 @@ def main() -> None:
     if args.in_process:
         for w in WORKLOADS:
             for d in args.dtypes:
-                print(json.dumps(in_process(w, d, args.seconds)), flush=True)
+                for shards in args.shards:
+                    print(json.dumps(in_process(w, d, args.seconds, shards=shards)), flush=True)
         return
     import ray
 
