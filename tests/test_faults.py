@@ -263,6 +263,7 @@ def test_a_worker_ray_is_restarting_is_waited_for_not_replaced(monkeypatch):
     class FakeFleet:
         def __init__(self):
             self.calls, self.spawned, self.ps = [], [], "ps"
+            self.ps_target = self.ps  # what the loops hand a worker: an unsharded PS
             actor = type("Actor", (), {})()
             actor.node_id, actor.run_remote = Method(self.calls, "node_id"), Method(self.calls, "run_remote")
             self.workers = {0: actor}
@@ -306,7 +307,9 @@ def test_an_interrupted_runs_summary_reports_the_versions_its_checkpoint_holds(t
             ps.counters.env_steps += 40
             return getattr(ps, method)
 
-    fleet = type("Fleet", (), {"ps": PushesLanding(), "restarts": {}})()
+    fleet = type(
+        "Fleet", (), {"ps": PushesLanding(), "restarts": {}, "ps_state": lambda self, timeout_s: self.ps.state_dict()}
+    )()
     fleet.loops = type("Loops", (), {"refs": staticmethod(lambda: [])})()
     trainer = Trainer(cfg, probe_spaces(cfg.env), str(tmp_path), quiet=True)
     trainer.fleet, trainer.summary.reason = fleet, "interrupted"
