@@ -209,7 +209,8 @@ def test_the_defend_preset_as_shipped_passes_twice_observes_and_anneals():
     ps = ParameterServer(cfg, probe_spaces(cfg.env))
     worker = RolloutWorker(cfg, rank=0)
     try:
-        assert worker.model.actor_trunk.vector_index == [84 * 84, 84 * 84 + 1]  # ammo and health beside the frame
+        # the preset keeps the measured layout: ammo and health as channels the fc layer reads beside the frame
+        assert worker.model.actor_trunk.variable_index == [1, 2]
         seen = []
         submit = ps.apply_gradients
         ps.apply_gradients = lambda p: seen.append(p) or submit(p)
