@@ -3,7 +3,9 @@
 Each shard is an asyncio actor running the plain ParameterServer over its part. A worker's `ShardedClient`
 pushes every slice of a packet at once and waits for all the replies; the lead's reply decides what the
 worker counts as delivered. A checkpoint is one consistent cut (`take_cut`): every packet is in all the
-shards' states or in none. Ray only here and in remote.py."""
+shards' states or in none. A node aggregator in front of a sharded PS (cluster/aggregation.py) forwards one
+part per shard and hands each member the shards' replies, which the member's ShardedClient joins. Ray only
+here and in remote.py."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from ray_a3c.cluster.remote import ActorIdentity, hide_gpus, publish_weights, re
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.errors import A3CError
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.packet import ApplyResult, GradientPacket, senders
 from ray_a3c.learner import parameter_server
 from ray_a3c.learner.shards import LEAD, ShardPlan, join_replies, scatter, split_packet
 
@@ -30,7 +32,8 @@ RECONNECT_S = 120.0  # how long a worker waits for a lost shard to be recreated 
 
 class ShardServer(ActorIdentity, parameter_server.ParameterServer):
     """One shard. Between `hold` and `resume` it applies only the packets a cut asks for (`cut`): the
-    others wait, as coroutines, and are applied in arrival order once the cut is taken."""
+    others wait, as coroutines, and are applied in arrival order once the cut is taken. The senders a cut
+    follows are the workers: an aggregate's members, not the aggregator (common/packet.senders)."""
 
     def __init__(self, config: Config, spaces: EnvSpaces, shard_index: int):
         if config.learner.num_gpus == 0 and config.learner.device == "cpu":
@@ -48,10 +51,13 @@ class ShardServer(ActorIdentity, parameter_server.ParameterServer):
         return self.plan
 
     async def apply_gradients(self, packet: GradientPacket) -> ApplyResult:  # type: ignore[override]
-        while self._held and packet.seq > self._release.get(packet.sender, 0):
+        tracked = senders(packet)
+        # an aggregate is applied whole: it waits while any member is past the cut
+        while self._held and any(seq > self._release.get(sender, 0) for sender, seq in tracked):
             await self._next_change()
         result = super().apply_gradients(packet)
-        self._last_seq[packet.sender] = max(self._last_seq.get(packet.sender, 0), packet.seq)
+        for sender, seq in tracked:
+            self._last_seq[sender] = max(self._last_seq.get(sender, 0), seq)
         self._notify()
         return result
 
@@ -103,8 +109,9 @@ class ShardedTarget:
 
 def take_cut(shards: list, timeout_s: float, say: Any) -> dict:
     """A checkpoint of a sharded PS as one consistent cut: hold every shard, let each apply the packets some
-    other shard had applied already (each sender has at most one packet in flight), then take every shard's
-    part and join them on the lead (an unsharded PS's checkpoint). Training resumes whatever happens."""
+    other shard had applied already (each worker has at most one packet in flight, alone or as a member of
+    one aggregate; an aggregate, applied whole, is released where all its members are), then take every
+    shard's part and join them on the lead (an unsharded PS's checkpoint). Training resumes whatever happens."""
     try:
         applied = ray.get([shard.hold.remote() for shard in shards], timeout=timeout_s)
         targets: dict[str, int] = {}

@@ -59,6 +59,12 @@ class ApplyResult:
     shard_versions: list[int] | None = None  # a sharded PS: each shard's version of `weights`, lead first
 
 
+def senders(packet: GradientPacket) -> list[tuple[str, int]]:
+    """The tracked (sender, seq) a packet stands for: its own, or an aggregate's members'. An aggregate has none
+    of its own: its members are the senders that resends and a sharded PS's checkpoint cut follow."""
+    return [(p.sender, p.seq) for p in (packet.members if packet.members is not None else [packet]) if p.seq]
+
+
 # -- the rules the parameter server and a node aggregator both apply ----------------------------------------------
 def finite_moments(moments: tuple | None) -> bool:
     """(count, mean, var) moments are usable: none, empty, or finite with a non-negative variance."""

@@ -150,6 +150,11 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
     return parts
 
 
+def shard_version(packet: GradientPacket, index: int) -> int:
+    """The version of shard `index` that the sender's weights came from (`version` when it sent none per shard)."""
+    return packet.shard_versions[index] if packet.shard_versions is not None else packet.version
+
+
 def join_replies(replies: list[ApplyResult | None]) -> ApplyResult:
     """The shards' answers to one packet (None: a shard other than the lead that failed) as the sender counts
     them: the lead's verdict and version (the lead keeps the run's counters), a stop if any shard says so. The
