@@ -108,6 +108,7 @@ class RolloutWorker:
         self.model = build_model(spaces, config.model)
         self.runner = VectorEnvRunner(venv, spaces, seed * 1000, self.model.initial_state(venv.num_envs))
         self.version = -1
+        self.shard_versions: list[int] | None = None  # a sharded PS: each shard's version of the weights held
         self.total_env_steps = 0  # collected
         self.delivered_env_steps = 0  # in packets the PS (or an aggregator) answered: what the PS counted
         self.sender, self._seq = uuid.uuid4().hex, 0  # this incarnation's packets are (sender, 1), (sender, 2)...
@@ -116,9 +117,10 @@ class RolloutWorker:
         self._said_no_correction = False
         self._sync_done_at: float | None = None  # when the last synchronous gradient was handed back
 
-    def set_weights(self, flat: np.ndarray, version: int) -> None:
+    def set_weights(self, flat: np.ndarray, version: int, shard_versions: list[int] | None = None) -> None:
+        """`shard_versions`: a sharded PS's version of each shard's part of `flat` (None: `version` is all)."""
         set_flat_weights(self.model, flat)
-        self.version = version
+        self.version, self.shard_versions = version, shard_versions
 
     def compute_gradient(self) -> GradientPacket:
         """Collect `rollout_steps` x num_envs steps and differentiate the A3C loss on the valid ones."""
@@ -185,6 +187,9 @@ class RolloutWorker:
     def _stamped(self, packet: GradientPacket) -> GradientPacket:
         self._seq += 1
         packet.sender, packet.seq = self.sender, self._seq
+        # the shard versions of the weights this gradient comes from: stamped now, as with overlapped pushes the
+        # next reply's weights are adopted before this packet leaves
+        packet.shard_versions = self.shard_versions
         return packet
 
     def _flat_grads(self) -> np.ndarray:
@@ -319,7 +324,7 @@ class RolloutWorker:
         plan = passes(self.config.algo)
         overlap = self.config.algo.overlap_push and len(plan) == 1
         version, weights, _ = ps.get_weights()
-        self.set_weights(weights, version)
+        self.set_weights(weights, version, getattr(ps, "shard_versions", None))  # a sharded PS's client has them
         pushed, pending, stop = 0, None, False
         compute_s = comm_s = 0.0
         while not stop and (max_updates is None or pushed < max_updates):
@@ -352,7 +357,7 @@ class RolloutWorker:
     def _adopt(self, result: ApplyResult) -> bool:
         """Take the weights that came back with a push; True when the PS asks workers to stop."""
         if result.weights is not None:  # a sharded PS may send one shard's newer slice under the same lead version
-            self.set_weights(result.weights, result.version)
+            self.set_weights(result.weights, result.version, result.shard_versions)
         return result.stop
 
     def close(self) -> None:

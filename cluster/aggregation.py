@@ -1,7 +1,7 @@
 """cluster.aggregate=node: one aggregator actor per node pre-reduces its workers' packets (learner/aggregator.py)
-and forwards one packet to the parameter server; the PS's reply, weights included, goes back through it. A
-worker whose aggregator fails pushes to the PS directly until Ray has restarted it; the PS counts a resent
-packet once (sender, seq)."""
+and forwards one packet to the parameter server (one part per shard to a sharded PS); the PS's reply, weights
+included, goes back through it. A worker whose aggregator fails pushes to the PS directly until Ray has
+restarted it; the PS (each shard) counts a resent packet once (sender, seq)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,19 @@ from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_a3c.cluster.remote import ActorIdentity, RemoteParameterServerClient, _PendingRemote, hide_gpus
+from ray_a3c.cluster.reservation import shard_role
+from ray_a3c.cluster.sharding import RECONNECT_S, ShardedClient
 from ray_a3c.common.config import Config
+from ray_a3c.common.errors import A3CError
 from ray_a3c.common.packet import ApplyResult, GradientPacket
-from ray_a3c.learner.aggregator import Window, member_results, reduce_packets
+from ray_a3c.learner.aggregator import (
+    Window,
+    member_results,
+    reduce_for_shards,
+    reduce_packets,
+    shard_member_results,
+)
+from ray_a3c.learner.shards import LEAD, ShardPlan, shard_version
 
 
 def aggregator_name(prefix: str, node_id: str) -> str:
@@ -28,22 +38,30 @@ def aggregator_name(prefix: str, node_id: str) -> str:
 class NodeAggregator(ActorIdentity):
     """An asyncio actor: pushes that arrive while a forward is on its way wait in a window; the window is
     forwarded as one aggregate when `cluster.aggregate_packets` wait or the oldest waited
-    `cluster.aggregate_interval_s`. The PS is looked up by name, so a PS recreated after a crash is found."""
+    `cluster.aggregate_interval_s`. The PS (each shard) is looked up by name, so a PS recreated after a crash
+    is found. With a sharded PS each member is answered with every shard's reply (its ShardedClient joins
+    them); a shard other than the lead that fails is found again before the next forward, as a worker's
+    ShardedClient finds it."""
 
-    def __init__(self, config: Config, ps_name: str):
+    def __init__(self, config: Config, ps_names: list[str]):
         hide_gpus()
-        self.config, self.ps_name = config, ps_name
+        self.config, self.ps_names = config, ps_names
         c = config.cluster
         self.window = Window(c.aggregate_packets, c.aggregate_interval_s)
-        self.version = -1  # the newest PS version seen in a reply
+        self.versions = [-1] * len(ps_names)  # the newest version of each shard seen in a reply
         self.received = self.forwarded = 0
-        self._ps: Any = None
+        self._handles: list[Any] = [None] * len(ps_names)
+        self._plan: ShardPlan | None = None
         self._timer: asyncio.Task | None = None
 
-    def _handle(self) -> Any:
-        if self._ps is None:
-            self._ps = ray.get_actor(self.ps_name, namespace=self.config.cluster.namespace)
-        return self._ps
+    @property
+    def version(self) -> int:
+        return self.versions[LEAD]
+
+    def _handle(self, index: int = LEAD) -> Any:
+        if self._handles[index] is None:
+            self._handles[index] = ray.get_actor(self.ps_names[index], namespace=self.config.cluster.namespace)
+        return self._handles[index]
 
     def ping(self) -> int:
         return self.version
@@ -75,6 +93,9 @@ class NodeAggregator(ActorIdentity):
                 await self._forward(group)
 
     async def _forward(self, group: list) -> None:
+        if len(self.ps_names) > 1:
+            await self._forward_to_shards(group)
+            return
         packets = [p for p, _ in group]
         versions = [p.version for p in packets]
         algo, c = self.config.algo, self.config
@@ -82,16 +103,66 @@ class NodeAggregator(ActorIdentity):
         try:
             reply = await self._handle().apply_gradients.remote(aggregate)
         except Exception as exc:  # noqa: BLE001 - the PS failed: every sender hears of it, as without us
-            self._ps = None
+            self._handles[LEAD] = None
             for _, done in group:
                 done.set_exception(exc)
             return
-        self.version = max(self.version, reply.version)
+        self.versions[LEAD] = max(self.version, reply.version)
         self.forwarded += 1
         for (_, done), result in zip(
             group, member_results(reply, reasons, versions, algo.weight_sync_every), strict=False
         ):
             done.set_result(result)
+
+    async def _forward_to_shards(self, group: list) -> None:
+        """learner.num_shards > 1: one part per shard, all at once; each member gets every shard's reply
+        (None from a shard other than the lead that failed: the lead counted the member, so it is delivered)."""
+        packets = [p for p, _ in group]
+        member_versions = [[shard_version(p, s) for p in packets] for s in range(len(self.ps_names))]
+        algo, c = self.config.algo, self.config
+        try:
+            for index in range(1, len(self.ps_names)):
+                if self._handles[index] is None:
+                    await self._find(index)
+            if self._plan is None:
+                self._plan = await self._handle().shard_plan.remote()
+            parts, reasons = reduce_for_shards(
+                packets, self._plan, self.versions, algo.max_policy_lag, c.learner.grad_dtype
+            )
+            refs = [self._handle(s).apply_gradients.remote(part) for s, part in enumerate(parts)]
+            replies: list[ApplyResult | None] = [await refs[LEAD]]
+        except Exception as exc:  # noqa: BLE001 - the lead failed (or a lost shard never came back): as without us
+            self._handles = [None] * len(self.ps_names)  # a dead lead takes every shard down: all are recreated
+            for _, done in group:
+                done.set_exception(exc)
+            return
+        for index, ref in enumerate(refs[1:], start=1):
+            try:
+                replies.append(await ref)
+            except RayActorError:
+                self._handles[index] = None  # the driver recreates it under its name: found before the next forward
+                replies.append(None)
+        for index, reply in enumerate(replies):
+            if reply is not None:
+                self.versions[index] = max(self.versions[index], reply.version)
+        self.forwarded += 1
+        results = shard_member_results(replies, reasons, member_versions, algo.weight_sync_every)
+        for (_, done), result in zip(group, results, strict=True):
+            done.set_result(result)
+
+    async def _find(self, index: int) -> None:
+        """A lost shard (not the lead) again under its name, once the driver has recreated it."""
+        deadline = time.monotonic() + RECONNECT_S
+        while True:
+            try:
+                handle = ray.get_actor(self.ps_names[index], namespace=self.config.cluster.namespace)
+                await asyncio.wait_for(handle.ping.remote(), timeout=10)
+                self._handles[index] = handle
+                return
+            except (ValueError, RayActorError, asyncio.TimeoutError):
+                if time.monotonic() > deadline:
+                    raise A3CError(f"PS shard {index} was not recreated within {RECONNECT_S:g}s") from None
+                await asyncio.sleep(0.5)
 
     def reduce_round(self, *packets: GradientPacket) -> GradientPacket:
         """Sync mode: this node's packets of one round (all from the same version) as one aggregate."""
@@ -105,26 +176,48 @@ class NodeAggregator(ActorIdentity):
 RemoteAggregator = ray.remote(NodeAggregator)
 
 
-class AggregatedClient(RemoteParameterServerClient):
-    """A worker's client with an aggregator in front of the PS. When the aggregator fails, the packet is resent
-    to the PS directly (the PS drops it if the aggregator had forwarded it already) and the worker pushes
-    directly for `retry_s`, then tries the aggregator again."""
+class AggregatedClient:
+    """A worker's client with an aggregator in front of the PS. `direct` is the client it would use without one
+    (one PS's, or a sharded PS's ShardedClient, which keeps the whole weights and joins the shards' replies the
+    aggregator passes on). When the aggregator fails, the packet is resent through `direct` (the PS, each shard
+    of it, drops it if the aggregator had forwarded it already) and the worker pushes directly for `retry_s`,
+    then tries the aggregator again."""
 
-    def __init__(self, ps_handle: Any, aggregator: Any, retry_s: float, clock: Callable[[], float] = time.monotonic):
-        super().__init__(ps_handle)
-        self.aggregator, self.retry_s, self.clock = aggregator, retry_s, clock
+    def __init__(
+        self,
+        direct: RemoteParameterServerClient | ShardedClient,
+        aggregator: Any,
+        retry_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.direct, self.aggregator, self.retry_s, self.clock = direct, aggregator, retry_s, clock
         self.down_until = 0.0
         self.fallbacks = 0
 
+    @property
+    def shard_versions(self) -> list[int] | None:
+        return self.direct.shard_versions if isinstance(self.direct, ShardedClient) else None
+
+    def get_weights(self) -> tuple[int, Any, int]:
+        return self.direct.get_weights()
+
     def submit(self, packet: GradientPacket) -> Any:
         if self.clock() < self.down_until:
-            return super().submit(packet)
+            return self.direct.submit(packet)
+        if isinstance(self.direct, ShardedClient) and packet.shard_versions is None:
+            packet.shard_versions = self.direct.shard_versions  # the aggregator judges it per shard
         return _ViaAggregator(self, packet, self.aggregator.apply_gradients.remote(packet))
 
     def aggregator_failed(self, packet: GradientPacket) -> ApplyResult:
         self.down_until = self.clock() + self.retry_s
         self.fallbacks += 1
-        return super().submit(packet).result()
+        return self.direct.submit(packet).result()
+
+    def joined(self, ref: ray.ObjectRef) -> ApplyResult:
+        """The aggregator's answer as the worker takes it: one PS's reply, or every shard's, joined."""
+        if isinstance(self.direct, ShardedClient):
+            return self.direct.join(ray.get(ref))
+        return _PendingRemote(ref).result()
 
 
 class _ViaAggregator:
@@ -133,7 +226,7 @@ class _ViaAggregator:
 
     def result(self) -> ApplyResult:
         try:
-            return _PendingRemote(self.ref).result()
+            return self.client.joined(self.ref)
         except RayActorError:
             return self.client.aggregator_failed(self.packet)
 
@@ -142,13 +235,14 @@ def spawn_aggregators(config: Config, prefix: str, options: Callable[..., dict])
     """One aggregator per alive node with CPUs, pinned to it (it serves that node's workers only; Ray restarts
     it there after a crash). -> {node_id: handle}."""
     handles = {}
+    ps_names = [prefix + shard_role(i) for i in range(config.learner.num_shards)]  # the lead first
     for node in ray.nodes():
         if not node.get("Alive") or not node.get("Resources", {}).get("CPU"):
             continue
         node_id = node["NodeID"]
         opts = options(aggregator_name(prefix, node_id), num_cpus=0.0)
         opts.update(max_restarts=-1, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
-        handles[node_id] = RemoteAggregator.options(**opts).remote(config, prefix + "ps")
+        handles[node_id] = RemoteAggregator.options(**opts).remote(config, ps_names)
     return handles
 
 

@@ -137,7 +137,7 @@ class RolloutWorker(ActorIdentity, worker.RolloutWorker):
 
             aggregator = find_aggregator(self.config, aggregator_prefix)
             if aggregator is not None:
-                client = AggregatedClient(ps_handle, aggregator, self.config.cluster.aggregate_retry_s)
+                client = AggregatedClient(client, aggregator, self.config.cluster.aggregate_retry_s)
         return self.run(client)
 
     def sync_gradient(self, published: tuple, which: worker.Pass = worker.Pass.ROLLOUT) -> GradientPacket:

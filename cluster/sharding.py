@@ -3,7 +3,9 @@
 Each shard is an asyncio actor running the plain ParameterServer over its part. A worker's `ShardedClient`
 pushes every slice of a packet at once and waits for all the replies; the lead's reply decides what the
 worker counts as delivered. A checkpoint is one consistent cut (`take_cut`): every packet is in all the
-shards' states or in none. Ray only here and in remote.py."""
+shards' states or in none. A node aggregator in front of a sharded PS (cluster/aggregation.py) forwards one
+part per shard and hands each member the shards' replies, which the member's ShardedClient joins. Ray only
+here and in remote.py."""
 
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ from ray_a3c.cluster.remote import ActorIdentity, hide_gpus, publish_weights, re
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.errors import A3CError
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.packet import ApplyResult, GradientPacket, senders
 from ray_a3c.learner import parameter_server
-from ray_a3c.learner.shards import LEAD, ShardPlan, scatter, split_packet
+from ray_a3c.learner.shards import LEAD, ShardPlan, join_replies, scatter, split_packet
 
 CUT_WAIT_S = 5.0  # how long a cut waits for a packet some shards applied and others have not received yet
 RECONNECT_S = 120.0  # how long a worker waits for a lost shard to be recreated by the driver
@@ -30,7 +32,8 @@ RECONNECT_S = 120.0  # how long a worker waits for a lost shard to be recreated 
 
 class ShardServer(ActorIdentity, parameter_server.ParameterServer):
     """One shard. Between `hold` and `resume` it applies only the packets a cut asks for (`cut`): the
-    others wait, as coroutines, and are applied in arrival order once the cut is taken."""
+    others wait, as coroutines, and are applied in arrival order once the cut is taken. The senders a cut
+    follows are the workers: an aggregate's members, not the aggregator (common/packet.senders)."""
 
     def __init__(self, config: Config, spaces: EnvSpaces, shard_index: int):
         if config.learner.num_gpus == 0 and config.learner.device == "cpu":
@@ -48,10 +51,13 @@ class ShardServer(ActorIdentity, parameter_server.ParameterServer):
         return self.plan
 
     async def apply_gradients(self, packet: GradientPacket) -> ApplyResult:  # type: ignore[override]
-        while self._held and packet.seq > self._release.get(packet.sender, 0):
+        tracked = senders(packet)
+        # an aggregate is applied whole: it waits while any member is past the cut
+        while self._held and any(seq > self._release.get(sender, 0) for sender, seq in tracked):
             await self._next_change()
         result = super().apply_gradients(packet)
-        self._last_seq[packet.sender] = max(self._last_seq.get(packet.sender, 0), packet.seq)
+        for sender, seq in tracked:
+            self._last_seq[sender] = max(self._last_seq.get(sender, 0), seq)
         self._notify()
         return result
 
@@ -103,8 +109,9 @@ class ShardedTarget:
 
 def take_cut(shards: list, timeout_s: float, say: Any) -> dict:
     """A checkpoint of a sharded PS as one consistent cut: hold every shard, let each apply the packets some
-    other shard had applied already (each sender has at most one packet in flight), then take every shard's
-    part and join them on the lead (an unsharded PS's checkpoint). Training resumes whatever happens."""
+    other shard had applied already (each worker has at most one packet in flight, alone or as a member of
+    one aggregate; an aggregate, applied whole, is released where all its members are), then take every
+    shard's part and join them on the lead (an unsharded PS's checkpoint). Training resumes whatever happens."""
     try:
         applied = ray.get([shard.hold.remote() for shard in shards], timeout=timeout_s)
         targets: dict[str, int] = {}
@@ -124,7 +131,9 @@ def take_cut(shards: list, timeout_s: float, say: Any) -> dict:
 
 class ShardedClient:
     """Satisfies actors.worker.ParameterServerClient over a sharded PS. Keeps the whole weight vector the
-    worker holds and, per shard, the version its slice came from."""
+    worker holds and, per shard, the version its slice came from. A packet is stamped with the shard versions
+    of the weights it was computed on (the worker's `shard_versions`, which with overlapped pushes are older
+    than the client's latest); an unstamped one with the client's."""
 
     def __init__(self, target: ShardedTarget):
         self.target = target
@@ -141,11 +150,31 @@ class ShardedClient:
             self._take(index, version, part)
         return replies[LEAD][0], self.weights, replies[LEAD][2]
 
+    @property
+    def shard_versions(self) -> list[int]:
+        """Each shard's version of the weights this client last handed out (a copy)."""
+        return list(self.versions)
+
     def submit(self, packet: GradientPacket) -> _PendingShards:
         if self.lost:
             self._reconnect()
-        parts = split_packet(packet, self.plan, self.versions)
+        versions = packet.shard_versions if packet.shard_versions is not None else self.versions
+        parts = split_packet(packet, self.plan, versions)
         return _PendingShards(self, [h.apply_gradients.remote(p) for h, p in zip(self.handles, parts, strict=True)])
+
+    def join(self, replies: list[ApplyResult | None]) -> ApplyResult:
+        """The shards' replies to one packet (None: a shard other than the lead that failed), pushed directly or
+        through an aggregator, as the worker takes them: the lead's verdict, and the whole weight vector with
+        each shard's version where any shard sent its slice."""
+        changed = False
+        for index, reply in enumerate(replies):
+            if reply is not None and reply.weights is not None:
+                self._take(index, reply.version, reply.weights)
+                changed = True
+        joined = join_replies(replies)
+        if changed:
+            joined.weights, joined.shard_versions = self.weights, self.shard_versions
+        return joined
 
     def _take(self, index: int, version: int, part: Any) -> None:
         scatter(self.weights, self.plan.shards[index].weight_chunks, resolve_weights(part))
@@ -177,25 +206,14 @@ class _PendingShards:
         """The lead's answer, with the whole weight vector if any shard sent its slice. A shard other than the
         lead that died is remembered and found again before the next push; the packet still counts (the lead
         counted it)."""
-        lead = ray.get(self.refs[LEAD])
-        replies = {LEAD: lead}
+        replies: list[ApplyResult | None] = [ray.get(self.refs[LEAD])]
         for index, ref in enumerate(self.refs[1:], start=1):
             try:
-                replies[index] = ray.get(ref)
+                replies.append(ray.get(ref))
             except RayActorError:
                 self.client.lost.add(index)
-        changed = False
-        for index, reply in replies.items():
-            if reply.weights is not None:
-                self.client._take(index, reply.version, reply.weights)
-                changed = True
-        return ApplyResult(
-            accepted=lead.accepted,
-            version=lead.version,
-            reason=lead.reason,
-            stop=any(r.stop for r in replies.values()),
-            weights=self.client.weights if changed else None,
-        )
+                replies.append(None)
+        return self.client.join(replies)
 
 
 def ps_client(target: Any) -> Any:

@@ -194,7 +194,8 @@ class LearnerConfig:
     num_shards: int = _f(
         1,
         "parameter-server shards: each an actor owning 1/S of the weights and their optimizer state, placed on "
-        "different nodes where the cluster has them; workers push each its slice (async mode)",
+        "different nodes where the cluster has them; workers (or their node's aggregator) push each its slice "
+        "(async mode)",
     )
 
 

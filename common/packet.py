@@ -43,6 +43,9 @@ class GradientPacket:
     members: list | None = None  # an aggregate (cluster.aggregate=node): its packets, gradients left out
     rejected: str = ""  # set by an aggregator that left this member out (Rejection.STALE | NONFINITE)
     grad_norm: float | None = None  # a shard's slice: the whole gradient's global norm, from the sender
+    # a sharded PS (learner.num_shards > 1): each shard's version the sender's weights came from, lead first, so
+    # that an aggregator's members are judged per shard as their own slices would be; None: `version` for all
+    shard_versions: list[int] | None = None
 
 
 @dataclass
@@ -53,6 +56,13 @@ class ApplyResult:
     stop: bool = False  # the driver asked workers to finish
     weights: Any | None = None  # the current version's weights (an ndarray, or an ObjectRef under Ray)
     counters: dict | None = None  # sync mode: the PS's counters after the step (saves the driver a call)
+    shard_versions: list[int] | None = None  # a sharded PS: each shard's version of `weights`, lead first
+
+
+def senders(packet: GradientPacket) -> list[tuple[str, int]]:
+    """The tracked (sender, seq) a packet stands for: its own, or an aggregate's members'. An aggregate has none
+    of its own: its members are the senders that resends and a sharded PS's checkpoint cut follow."""
+    return [(p.sender, p.seq) for p in (packet.members if packet.members is not None else [packet]) if p.seq]
 
 
 # -- the rules the parameter server and a node aggregator both apply ----------------------------------------------

@@ -190,11 +190,7 @@ def _shard_checks(cfg: Config) -> list[tuple[bool, str]]:
         (
             cfg.learner.max_batch_packets == 1,
             "learner.num_shards > 1 needs learner.max_batch_packets=1 (a batch's clipping norm is that of the "
-            "mean gradient, which no shard sees whole)",
-        ),
-        (
-            cfg.cluster.aggregate == "none",
-            "learner.num_shards > 1 needs cluster.aggregate=none (aggregators push to one PS)",
+            "mean gradient, which no shard sees whole; cluster.aggregate=node averages on each node instead)",
         ),
         (
             not cfg.run.snapshot_every_env_steps,

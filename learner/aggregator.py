@@ -1,6 +1,7 @@
 """Node-level aggregation (cluster.aggregate=node): one aggregator per node pre-reduces its workers' packets
 into one packet for the parameter server, so the PS receives, decodes and steps once per node and interval
-instead of once per worker push. Plain functions and a plain class: the Ray actor lives in cluster/remote.py."""
+instead of once per worker push; with a sharded PS (learner.num_shards > 1), into one packet per shard.
+Plain functions and a plain class: the Ray actor lives in cluster/aggregation.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import dataclasses
 
 import numpy as np
 
-from ray_a3c.common.flat import decode_gradient, encode_gradient
+from ray_a3c.common.flat import decode_gradient, encode_gradient, finite_norm, gradient_tensor
 from ray_a3c.common.packet import ApplyResult, GradientPacket, needs_weights, rejection
+from ray_a3c.learner.shards import LEAD, ShardPlan, gather, scatter, shard_version
 
 
 def member_of(packet: GradientPacket, rejected: str = "") -> GradientPacket:
@@ -48,6 +50,93 @@ def reduce_packets(
             )
         )
     return aggregates, reasons
+
+
+def reduce_for_shards(
+    packets: list[GradientPacket],
+    plan: ShardPlan,
+    versions: list[int],
+    max_policy_lag: int,
+    grad_dtype: str = "float32",
+) -> tuple[list[GradientPacket], list[list[str]]]:
+    """Pre-reduce one node's packets of one kind (all policy+value or all value-only) for a sharded PS: one
+    aggregate per shard, and each packet's rejection on each shard (`[shard][packet]`).
+
+    Each shard judges a member as it would the member's own slice: non-finite alike everywhere; stale on its
+    own version (`versions[s]`: the newest of shard s this aggregator has seen, a lower bound) against the
+    version of shard s the sender held (`shard_versions`). Shard s's slice is the mean of the members shard s
+    accepts, so a member stale on one shard only is left out there and nowhere else; where every shard accepts
+    the same members (shards that applied the same packets keep the same versions), the slices are one mean's,
+    bit for bit reduce_packets' gradient. Every part carries that whole aggregate's global norm (clipping and
+    the finiteness check: no shard sees the whole mean, the aggregator does), every member (the lead's with
+    their episodes and losses, the others' without, as split_packet cuts a packet) and the oldest member's
+    version on its shard. One shard: reduce_packets' aggregate, its members judged on shard 0's versions.
+    Shapes: each packet's gradient [P] (any transport dtype); part s's [len(shard s)] in `grad_dtype`."""
+    finite = []
+    for packet in packets:
+        packet.gradient = decode_gradient(packet.gradient)
+        finite.append(bool(np.all(np.isfinite(packet.gradient))))
+    reasons = [
+        [
+            rejection([dataclasses.replace(p, version=shard_version(p, s))], ok, versions[s], max_policy_lag)
+            for p, ok in zip(packets, finite, strict=True)
+        ]
+        for s in range(plan.num_shards)
+    ]
+    kept = [tuple(i for i, r in enumerate(reasons[s]) if not r) for s in range(plan.num_shards)]
+    means = {  # one mean per distinct set of accepted members (nearly always one)
+        k: np.mean([packets[i].gradient for i in k], axis=0, dtype=np.float32) if k else None for k in set(kept)
+    }
+    if len(means) == 1:
+        (mean,) = means.values()
+        mean = np.zeros_like(packets[0].gradient) if mean is None else mean
+    else:
+        mean = np.zeros_like(packets[0].gradient)
+        for shard, k in zip(plan.shards, kept, strict=True):
+            if means[k] is not None:
+                scatter(mean, shard.grad_chunks, gather(means[k], shard.grad_chunks))
+    whole = encode_gradient(mean, grad_dtype)
+    sharded = plan.num_shards > 1
+    norm = finite_norm(gradient_tensor(whole)) if sharded else None  # one PS measures the whole gradient itself
+    parts = []
+    for shard in plan.shards:
+        members = [member_on(p, shard.index, r) for p, r in zip(packets, reasons[shard.index], strict=True)]
+        parts.append(
+            GradientPacket(
+                gradient=gather(whole, shard.grad_chunks) if sharded else whole,
+                version=min(m.version for m in members),
+                env_steps=sum(p.env_steps for p in packets),
+                worker_rank=-1,
+                critic_only=packets[0].critic_only,
+                members=members,
+                grad_norm=norm,
+            )
+        )
+    return parts, reasons
+
+
+def member_on(packet: GradientPacket, index: int, rejected: str) -> GradientPacket:
+    """A member as shard `index` sees it: without its gradient, stamped with its version on that shard; only
+    the lead gets its episodes and losses (the lead reports them; every shard counts env steps and moments)."""
+    member = dataclasses.replace(member_of(packet, rejected), version=shard_version(packet, index), shard_versions=None)
+    if index != LEAD:
+        member.episode_returns, member.episode_lengths, member.losses = [], [], {}
+    return member
+
+
+def shard_member_results(
+    replies: list[ApplyResult | None], reasons: list[list[str]], versions: list[list[int]], weight_sync_every: int
+) -> list[list[ApplyResult | None]]:
+    """Each shard's reply to its part, told to each member (`[member][shard]`): per shard as member_results
+    tells it (`reasons` and `versions` are `[shard][member]`), None where a shard other than the lead failed.
+    The member's client joins them as it joins the shards' replies to a push of its own (join_replies)."""
+    per_shard = [
+        member_results(reply, reasons[s], versions[s], weight_sync_every)
+        if reply is not None
+        else [None] * len(reasons[s])
+        for s, reply in enumerate(replies)
+    ]
+    return [list(row) for row in zip(*per_shard, strict=True)]
 
 
 def member_results(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ray_a3c.common.flat import finite_norm, gradient_tensor
-from ray_a3c.common.packet import GradientPacket
+from ray_a3c.common.packet import ApplyResult, GradientPacket
 
 ALIGN = 1024  # elements: shard cuts fall on multiples of this from each group's start
 LEAD = 0  # the shard that owns the buffers and keeps the run's counters and statistics
@@ -130,7 +130,7 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
     follows them) and sees the moments (so each judges finiteness alike); only the lead gets the episodes and
     losses it reports."""
     if plan.num_shards == 1:  # an unsharded PS takes the whole gradient in wire order, and measures its norm
-        return [dataclasses.replace(packet, version=versions[0])]
+        return [dataclasses.replace(packet, version=versions[0], shard_versions=None)]
     norm = finite_norm(gradient_tensor(packet.gradient)) if packet.grad_norm is None else packet.grad_norm
     parts = []
     for shard in plan.shards:
@@ -140,6 +140,7 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
                 packet,
                 gradient=gather(packet.gradient, shard.grad_chunks),
                 version=versions[shard.index],
+                shard_versions=None,  # each part carries its own shard's version
                 grad_norm=norm,
                 episode_returns=packet.episode_returns if lead else [],
                 episode_lengths=packet.episode_lengths if lead else [],
@@ -147,6 +148,24 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
             )
         )
     return parts
+
+
+def shard_version(packet: GradientPacket, index: int) -> int:
+    """The version of shard `index` that the sender's weights came from (`version` when it sent none per shard)."""
+    return packet.shard_versions[index] if packet.shard_versions is not None else packet.version
+
+
+def join_replies(replies: list[ApplyResult | None]) -> ApplyResult:
+    """The shards' answers to one packet (None: a shard other than the lead that failed) as the sender counts
+    them: the lead's verdict and version (the lead keeps the run's counters), a stop if any shard says so. The
+    weights are left out: the caller writes each reply's slice into its whole vector (`scatter`)."""
+    lead = replies[LEAD]
+    return ApplyResult(
+        accepted=lead.accepted,
+        version=lead.version,
+        reason=lead.reason,
+        stop=any(r.stop for r in replies if r is not None),
+    )
 
 
 def shard_range(plan: ShardPlan, index: int, group: str) -> tuple[int, int]:

@@ -347,6 +347,41 @@ def test_node_aggregation_on_three_nodes_survives_a_killed_aggregator(cluster, t
     assert any(f"aggregation: one aggregator on each of {len(agg_nodes)} node(s)" in line for line in run.lines)
 
 
+def test_a_sharded_ps_behind_node_aggregators_solves_and_counts_every_step_once(cluster, tmp_path):
+    """Runs after the aggregation test, on its nodes: learner.num_shards=2 with cluster.aggregate=node. Each
+    node's aggregator forwards one part per shard and hands its workers every shard's reply; checkpoints (one
+    consistent cut over the aggregates' members) are taken every 1.5 s while aggregates are in flight. The run
+    solves and the lead counted exactly the env steps the workers delivered."""
+    run = Run(
+        cluster,
+        tmp_path,
+        "--num-workers",
+        "4",
+        "--stop-return",
+        "475",
+        "--total-env-steps",
+        "1500000",
+        "--set",
+        "learner.num_shards=2",
+        "cluster.aggregate=node",
+        "algo.learning_rate=0.0002",
+        "run.checkpoint_interval_s=1.5",
+    )
+    run.wait_for("placement:")
+    named = actors(cluster)
+    assert {"a3c:ps", "a3c:ps-shard-1"} <= set(named), named
+    worker_nodes = {a.node_id for n, a in named.items() if n.startswith("a3c:worker-")}
+    agg_nodes = {a.node_id for n, a in named.items() if n.startswith("a3c:agg-")}
+    assert worker_nodes <= agg_nodes, (worker_nodes, agg_nodes)  # every worker pushes through its node's aggregator
+    summary = run.finish()
+    assert summary["reason"] == "solved", summary
+    assert summary["worker_env_steps"] == summary["env_steps"], summary
+    assert any("aggregation: one aggregator on each of" in line for line in run.lines), "".join(run.lines)
+    assert not any("checkpoint cut:" in line for line in run.lines), "".join(run.lines)  # no packet went missing
+    checkpoints = os.listdir(os.path.join(run.run_dir, "checkpoints"))
+    assert sum(f.startswith("ckpt-") for f in checkpoints) >= 1, checkpoints
+
+
 def test_a_registered_pixel_env_of_the_users_package_trains_on_the_cluster(cluster, tmp_path):
     """`module:EnvId`: the nodes import the tests' package, which registers the id; no preset: the pixel family."""
     run = Run(

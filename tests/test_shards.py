@@ -174,7 +174,6 @@ def test_cuts_are_aligned_balanced_and_cover_every_value_once():
     [
         ({"algo.mode": "sync"}, "algo.mode=async"),
         ({"learner.max_batch_packets": 4}, "learner.max_batch_packets=1"),
-        ({"cluster.aggregate": "node"}, "cluster.aggregate=none"),
         ({"run.snapshot_every_env_steps": 1000}, "run.snapshot_every_env_steps=0"),
         ({"learner.num_shards": 0}, "learner.num_shards must be >= 1"),
     ],
@@ -184,3 +183,10 @@ def test_what_shards_do_not_combine_with_is_refused_before_ray_with_the_reason(o
 
     with pytest.raises(A3CError, match=named.replace(".", r"\.")):
         small_config(**{"learner.num_shards": 2, **overrides})
+
+
+def test_node_aggregation_combines_with_shards():
+    """The aggregator holds the whole mean gradient, so it sends every shard that mean's norm
+    (tests/test_shards_aggregation.py); PS-side batching stays refused."""
+    cfg = small_config(**{"learner.num_shards": 2, "cluster.aggregate": "node"})
+    assert cfg.learner.num_shards == 2 and cfg.cluster.aggregate == "node"

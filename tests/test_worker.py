@@ -9,7 +9,8 @@ from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.worker import LocalClient, RolloutWorker
 from ray_a3c.common import metrics
 from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.flat import num_params
+from ray_a3c.common.flat import get_flat_weights, num_params
+from ray_a3c.common.packet import ApplyResult, GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config
 
@@ -115,3 +116,40 @@ def test_sync_gradients_count_the_wait_between_rounds_as_communication():
     time.sleep(0.2)  # the other workers and the PS's step
     second = worker.gradient_at(version, weights, fetch_s=0.05)
     assert 0.2 <= second.comm_s < 0.2 + 0.05 + 0.1 and second.compute_s > 0
+
+
+class _StampingClient:
+    """A sharded PS's client as the worker sees it: every reply carries new weights and shard versions."""
+
+    def __init__(self, weights: np.ndarray):
+        self.weights, self.stamps = weights, []
+
+    @property
+    def shard_versions(self) -> list[int]:
+        return [0, 0]
+
+    def get_weights(self):
+        return 0, self.weights, 0
+
+    def submit(self, packet: GradientPacket):
+        self.stamps.append(packet.shard_versions)
+        n = len(self.stamps)
+        result = ApplyResult(accepted=True, version=n, weights=self.weights, shard_versions=[n, n + 10])
+
+        class Done:
+            def result(self):
+                return result
+
+        return Done()
+
+
+def test_a_worker_stamps_the_shard_versions_its_gradient_came_from_with_overlapped_pushes():
+    """With overlap the reply to push k is adopted after gradient k+1 was computed: push k+1 must carry the
+    versions of the weights before that reply, not the client's newest."""
+    cfg = small_config(**{"algo.rollout_steps": 5})
+    assert cfg.algo.overlap_push
+    worker = RolloutWorker(cfg, rank=0)
+    client = _StampingClient(get_flat_weights(worker.model).copy())
+    worker.run(client, max_updates=3)
+    assert client.stamps == [[0, 0], [0, 0], [1, 11]]
+    assert worker.shard_versions == [3, 13]
