@@ -92,6 +92,13 @@ def node_packets(num_params: int, round_: int, version: int) -> list[GradientPac
     ]
 
 
+def assert_same_weights(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal to the last bit or two: here the shards step in Ray actors and the reference in this process, and a
+    few elements round differently (1 ulp, ~2% of them, seen with an aggregator in front). The split itself is
+    bit for bit one PS's when both run in one process (tests/test_shards.py, tests/test_shards_aggregation.py)."""
+    np.testing.assert_allclose(actual, expected, rtol=2e-6, atol=1e-9)
+
+
 def test_an_aggregator_in_front_of_shards_gives_one_ps_weights_and_a_cut_follows_its_members(ray_session):
     """Two workers' clients push through one aggregator (window of 2) to two shards: each reply joins both
     shards' slices into one PS's weights on the same aggregates; a cut waits for an aggregate's part that
@@ -135,7 +142,7 @@ def test_an_aggregator_in_front_of_shards_gives_one_ps_weights_and_a_cut_follows
         assert all(r.accepted and r.version == reference.version for r in results), results
         for result in results:
             assert result.shard_versions == [reference.version] * 2
-            np.testing.assert_array_equal(result.weights, reference.flat.weights())
+            assert_same_weights(result.weights, reference.flat.weights())
 
     pair = node_packets(plan.num_params, 2, reference.version)  # an aggregate that reached the lead only...
     for packet in pair:
@@ -150,7 +157,7 @@ def test_an_aggregator_in_front_of_shards_gives_one_ps_weights_and_a_cut_follows
     state = take_cut(shards, 30, print)
     assert time.monotonic() - started >= 0.9  # it waited for the part in flight: its members are the senders
     expected = reference.state_dict()
-    np.testing.assert_array_equal(
+    assert_same_weights(
         np.concatenate([v.reshape(-1).numpy() for v in state["model"].values()]),
         np.concatenate([v.reshape(-1).numpy() for v in expected["model"].values()]),
     )
@@ -164,7 +171,7 @@ def test_an_aggregator_in_front_of_shards_gives_one_ps_weights_and_a_cut_follows
         result = client.submit(packet).result()
         assert result.accepted and client.fallbacks == 1
     _, weights, env_steps = clients[1].get_weights()
-    np.testing.assert_array_equal(weights, reference.flat.weights())
+    assert_same_weights(weights, reference.flat.weights())
     assert env_steps == 80
     for shard in shards:
         ray.kill(shard)
