@@ -364,7 +364,6 @@ def test_a_sharded_ps_behind_node_aggregators_solves_and_counts_every_step_once(
         "--set",
         "learner.num_shards=2",
         "cluster.aggregate=node",
-        "algo.learning_rate=0.0002",
         "run.checkpoint_interval_s=1.5",
     )
     run.wait_for("placement:")
