@@ -70,3 +70,14 @@ def make_run(root, name: str, **overrides) -> str:
 def listing(root) -> set:
     """Every file under `root`, as paths relative to it."""
     return {os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files}
+
+
+def assembled_weights(servers: list) -> np.ndarray:
+    """The whole wire weight vector of a sharded PS run in process: each shard's published part put back."""
+    from ray_a3c.learner.shards import scatter
+
+    plan = servers[0].plan
+    out = np.full(plan.num_weights, np.nan, np.float32)
+    for server in servers:
+        scatter(out, plan.shards[server.shard_index].weight_chunks, server.flat.weights())
+    return out

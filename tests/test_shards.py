@@ -12,7 +12,7 @@ from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.shards import ALIGN, cut_points, gather, plan_for, scatter, split_packet
-from tests.helpers import small_config
+from tests.helpers import assembled_weights, small_config
 
 CASES = {  # name -> config overrides
     "cartpole shared adam": {"env.id": "CartPole-v1", "model.shared_trunk": True},
@@ -82,14 +82,6 @@ def run_shards(case: str, shards: int, packets: list[GradientPacket]) -> list[Pa
         for server, part in zip(servers, parts, strict=True):
             server.apply_gradients(part)
     return servers
-
-
-def assembled_weights(servers: list[ParameterServer]) -> np.ndarray:
-    plan = servers[0].plan
-    out = np.full(plan.num_weights, np.nan, np.float32)
-    for server in servers:
-        scatter(out, plan.shards[server.shard_index].weight_chunks, server.flat.weights())
-    return out
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -14,7 +14,7 @@ from ray_a3c.common.packet import GradientPacket, senders
 from ray_a3c.learner.aggregator import reduce_for_shards, reduce_packets, shard_member_results
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.shards import gather, join_replies, scatter, split_packet
-from tests.helpers import small_config
+from tests.helpers import assembled_weights, small_config
 
 CASES = {  # name -> config overrides
     "cartpole shared adam": {"env.id": "CartPole-v1", "model.shared_trunk": True},
@@ -126,14 +126,6 @@ def run_shards(case: str, shards: int, rounds: list[list[dict]]) -> list[Paramet
     return servers
 
 
-def assembled(servers: list[ParameterServer]) -> np.ndarray:
-    plan = servers[0].plan
-    out = np.full(plan.num_weights, np.nan, np.float32)
-    for server in servers:
-        scatter(out, plan.shards[server.shard_index].weight_chunks, server.flat.weights())
-    return out
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_aggregate_cut_per_shard_moves_the_shards_exactly_as_one_ps(case):
     (probe,) = servers_for(case, 1)
@@ -144,7 +136,7 @@ def test_an_aggregate_cut_per_shard_moves_the_shards_exactly_as_one_ps(case):
     b = single.pull_stats()
     for shards in (1, 2):
         servers = run_shards(case, shards, rounds)
-        np.testing.assert_array_equal(assembled(servers), single.flat.weights())  # bit for bit
+        np.testing.assert_array_equal(assembled_weights(servers), single.flat.weights())  # bit for bit
         assert servers[0].counters == single.counters
         assert servers[0].packets_from == single.packets_from
         for server in servers[1:]:  # every shard counts the members; episodes are the lead's
