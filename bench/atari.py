@@ -51,6 +51,7 @@ from bench.common import (
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SF_PYTHON = os.path.join(ROOT, "bench", ".sf-venv", "bin", "python")
 FRAME_SKIP, EVAL_EPISODES, EVAL_SEED = 4, 30, 11
+SF_ROLLOUT, SF_BATCH = 128, 256  # Sample Factory's Atari example: rollout length and minibatch size
 ROWS = {"pong": ("Pong", 18.0), "breakout": ("Breakout", 50.0)}  # row -> (ALE game, target of the training mean)
 SIDES = ("ours", "sb3", "sf")
 NAMES = {"ours": "ray-a3c", "sb3": "SB3 A2C (rl-zoo)", "sf": "Sample Factory APPO"}
@@ -191,6 +192,9 @@ def run_sf(game: str, target: float, seed: int, frames: int, workers: int, envs:
             *common,
             f"--num_workers={workers}",
             f"--num_envs_per_worker={envs}",
+            # SF's sync mode trains on exactly what a rollout collected: its example's 8 x 1 envs x 128 steps fill
+            # 4 minibatches of 256; with these envs every rollout fills workers x envs x 128 / 256 of them
+            f"--num_batches_per_epoch={max(1, workers * envs * SF_ROLLOUT // SF_BATCH)}",
             f"--train_for_env_steps={frames}",
             f"--seed={seed}",
             "--save_every_sec=120",
@@ -344,7 +348,9 @@ def render(rows: dict[str, dict[int, dict]], args: argparse.Namespace, command: 
         "rl-zoo's A2C `atari` entry (16 envs, n_steps 5, ent 0.01, vf 0.25, RMSpropTFLike alpha 0.99 eps 1e-5, "
         "clip 0.5), learning rate 7e-4 decaying linearly as ours (the zoo keeps it constant). SF: its Atari "
         f"example's defaults (APPO: PPO clip 0.1, rollout 128, 4 epochs, Adam 2.5e-4 linear, normalized inputs "
-        f"and returns), {args.workers} workers x {args.envs} envs; its factory builds the v5 env instead of its "
+        f"and returns), {args.workers} workers x {args.envs} envs, minibatches of 256 per epoch scaled to "
+        "take every sample of a rollout (its sync mode needs it; the example's 8 x 1 envs fill 4); its factory "
+        "builds the v5 env instead of its "
         "<Game>NoFrameskip-v4 (no sticky actions), wrappers unchanged. Differences left: SF resizes before "
         "converting to gray (ours and SB3 the other way round); each side its own model and algorithm. "
         "Time = from launch (start-up included) until the mean of the last 100 training games (whole games, "
