@@ -76,7 +76,10 @@ def _result(means: list, target: float, returns: list, fps: float, frames: int) 
 
 
 # -- ray-a3c -----------------------------------------------------------------------------------------------------
-def run_ours(game: str, target: float, seed: int, frames: int, workers: int, envs: int, eval_games: int) -> dict:
+def run_ours(
+    game: str, target: float, seed: int, frames: int, workers: int, envs: int, eval_games: int, overrides=()
+) -> dict:
+    """The `atari` preset as shipped, or with `overrides` (`section.key=value` strings) on top."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
         cmd = [
@@ -97,6 +100,7 @@ def run_ours(game: str, target: float, seed: int, frames: int, workers: int, env
             "run.gif_every=0",
             f"run.total_env_steps={frames // FRAME_SKIP}",
             f"env.num_envs_per_worker={envs}",
+            *overrides,
         ]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp)
         if out.returncode != 0:

@@ -119,3 +119,14 @@ def test_atari_running_mean_starts_at_the_100th_game_and_later_log_lines_win(tmp
         "pong seed 1: {'sb3': {'time_s': 7.0}}\nbreakout seed 1: {'ours': {}}\n"
     )
     assert earlier_rows(str(log), "pong") == {1: {"sb3": {"time_s": 7.0}, "ours": {"time_s": 5.0}}}
+
+
+def test_atari_settings_candidates_are_real_keys_that_change_the_preset():
+    from bench.atari_settings import CANDIDATES
+    from ray_a3c.common.config import from_dict, from_flat, load_yaml, parse_override
+
+    preset = from_dict(load_yaml("atari"))
+    assert CANDIDATES["shipped"][1] == ()
+    for name, (_, overrides) in CANDIDATES.items():
+        changed = from_flat(dict(parse_override(o) for o in overrides), preset)  # unknown keys raise
+        assert (changed == preset) == (name == "shipped"), name

@@ -1,0 +1,118 @@
+"""The `atari` preset's learning settings, chosen by measurement: one game, one seed, one frame budget, each
+candidate in turn (one run at a time on this machine), every other setting as shipped.
+
+For each candidate: the mean of the last 100 training games (whole games, the game's own reward), a fresh
+evaluation of the final policy over 30 whole games (sampled actions, seed 11) and frames/s, exactly as
+`bench/atari.py` measures ray-a3c's side. The linear learning-rate schedule runs to 0 over the budget given here,
+so a short screen compares candidates on the same footing, not on a 20M-frame schedule.
+
+    .venv/bin/python -m bench.atari_settings [--game breakout] [--frames 2000000] [--seed 0]
+        [--candidates shipped adam ...] [--sb3] [--rows-from LOG ...] [--section atari_settings] [--no-write]
+(--sb3 adds Stable-Baselines3 A2C's row at the same budget, for scale; --rows-from merges the `name: {...}` lines
+an earlier invocation printed, so that candidates can run in separate invocations.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+
+from bench.atari import EVAL_EPISODES, ROWS, run_ours, run_sb3
+from bench.common import fail, fmt, machine, today, update_section
+
+# name -> (what it changes, the --set overrides on top of the preset)
+CANDIDATES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "shipped": ("the preset: RMSprop 7e-4, 5-step rollouts, value weight 0.25, clip 0.5", ()),
+    "adam": ("Adam 2.5e-4 (eps 1e-5) instead of RMSprop", ("algo.optimizer=adam", "algo.learning_rate=0.00025")),
+    "trust_region": (
+        "each rollout used twice, the second pass a clipped surrogate (policy_epochs 2, clip 0.1)",
+        ("algo.policy_epochs=2", "algo.clip_range=0.1"),
+    ),
+    "long_rollout": (
+        "20-step rollouts with GAE 0.95 (4x the samples per push)",
+        ("algo.rollout_steps=20", "algo.gae_lambda=0.95"),
+    ),
+    "value_half": (
+        "value weight 0.5: on our 0.5 (R - V)^2 the critic weight of SB3's vf_coef 0.25 on (R - V)^2",
+        ("algo.value_coef=0.5",),
+    ),
+}
+SB3_ROW = "sb3_reference"  # not a candidate: rl-zoo's A2C as bench/atari.py runs it, for scale
+
+
+def earlier_rows(log_path: str) -> dict[str, dict]:
+    """name -> result from the `name: {...}` lines an earlier invocation printed (later lines win)."""
+    names = "|".join(map(re.escape, [*CANDIDATES, SB3_ROW]))
+    found = {}
+    with open(log_path) as fh:
+        for line in fh:
+            if match := re.match(rf"^({names}): (\{{.*\}})$", line.strip()):
+                found[match.group(1)] = ast.literal_eval(match.group(2))
+    return found
+
+
+def render(results: dict[str, dict], args: argparse.Namespace, command: str) -> str:
+    game = ROWS[args.game][0]
+    lines = [
+        f"## Atari settings: {game}, {args.frames:,} frames per candidate ({today()})",
+        "",
+        f"Machine: {machine()}. Command: `{command}`. ray-a3c's side of `bench/atari.py` (ALE/{game}-v5, the "
+        f"`atari` preset's wrappers, {args.workers} workers x {args.envs} envs, async, evaluator off), seed "
+        f"{args.seed}, one candidate at a time; each changes only what its row says. The learning rate falls "
+        f"linearly to 0 over this budget. Eval = the final policy, {EVAL_EPISODES} fresh whole games, sampled "
+        "actions, seed 11. One seed per candidate: a screen, not a result.",
+        "",
+        "| candidate | change | last 100-game training mean | eval mean +- std | frames/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, res in results.items():
+        change = CANDIDATES[name][0] if name in CANDIDATES else "SB3 A2C, rl-zoo's Atari entry (bench/atari.py's side)"
+        lines.append(
+            f"| {name} | {change} | {fmt(res['final_mean100'], '.1f')} | "
+            f"{fmt(res['eval_mean'], '.1f')} +- {fmt(res['eval_std'], '.1f')} | {res['fps']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--game", choices=list(ROWS), default="breakout")
+    parser.add_argument("--frames", type=int, default=2_000_000, help="frame budget per candidate (4 per agent step)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--envs", type=int, default=16)
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
+    parser.add_argument("--sb3", action="store_true", help="add SB3 A2C's row (rl-zoo's Atari entry), for scale")
+    parser.add_argument("--rows-from", nargs="+", default=[], metavar="LOG", help="merge an earlier invocation's rows")
+    parser.add_argument("--section", default="atari_settings", help="the BENCHMARKS.md section this replaces")
+    parser.add_argument("--no-write", action="store_true", help="print the section only; leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    for log_path in args.rows_from:
+        if not os.path.isfile(log_path):
+            fail(f"--rows-from: no such file: {log_path}")
+    command = (
+        f".venv/bin/python -m bench.atari_settings --game {args.game} --frames {args.frames} --seed {args.seed} "
+        f"--candidates {' '.join(args.candidates)}"
+        + (" --sb3" if args.sb3 else "")
+        + (" --rows-from " + " ".join(os.path.basename(p) for p in args.rows_from) if args.rows_from else "")
+    )
+    game, target = ROWS[args.game]
+    results = {name: res for path in args.rows_from for name, res in earlier_rows(path).items()}
+    for name in args.candidates:
+        results[name] = run_ours(
+            game, target, args.seed, args.frames, args.workers, args.envs, EVAL_EPISODES, CANDIDATES[name][1]
+        )
+        print(f"{name}: {results[name]}", flush=True)
+    if args.sb3:
+        results[SB3_ROW] = run_sb3(game, target, args.seed, args.frames, EVAL_EPISODES)
+        print(f"{SB3_ROW}: {results[SB3_ROW]}", flush=True)
+    report = render(results, args, command)
+    print(report)
+    if not args.no_write:
+        update_section(args.section, report)
+
+
+if __name__ == "__main__":
+    main()
