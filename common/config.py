@@ -136,9 +136,13 @@ class AlgoConfig:
     learning_rate: float = _f(7e-4, "learning rate of algo.optimizer (the actor's when critic_learning_rate is set)")
     critic_learning_rate: float | None = _f(None, "separate learning rate for the critic (needs shared_trunk false)")
     adam_eps: float = _f(1e-5, "Adam epsilon")
-    optimizer: str = _f("adam", "adam | rmsprop (as the A3C paper and SB3's A2C; without momentum, not centred)")
-    rmsprop_alpha: float = _f(0.99, "rmsprop: decay of the running average of squared gradients")
-    rmsprop_eps: float = _f(1e-5, "rmsprop: epsilon (SB3's A2C: 1e-5; the A3C paper's: 0.1)")
+    optimizer: str = _f(
+        "adam",
+        "adam | rmsprop (torch's: mean square from 0, eps outside the root) | rmsprop_tf (TensorFlow's, as the A3C "
+        "paper and SB3's Atari A2C: mean square from 1, eps inside); RMSprop without momentum, not centred",
+    )
+    rmsprop_alpha: float = _f(0.99, "rmsprop, rmsprop_tf: decay of the running average of squared gradients")
+    rmsprop_eps: float = _f(1e-5, "rmsprop, rmsprop_tf: epsilon (SB3's A2C: 1e-5; the A3C paper's: 0.1)")
     lr_schedule: str = _f(
         "constant",
         "constant | linear: the learning rates fall linearly to 0 at the end of "

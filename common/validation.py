@@ -4,6 +4,7 @@ is created."""
 from __future__ import annotations
 
 import math
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from ray_a3c.common.errors import A3CError
@@ -12,6 +13,14 @@ if TYPE_CHECKING:
     from ray_a3c.common.config import Config
 
 GRAD_DTYPES = ("float32", "float16", "bfloat16")  # learner.grad_dtype: how gradients travel (common/flat.py)
+
+
+class Optimizer(str, Enum):
+    """algo.optimizer: the rule the parameter server steps with (learner/flat_params.py builds it)."""
+
+    ADAM = "adam"
+    RMSPROP = "rmsprop"  # torch's: mean square from 0, eps outside the root
+    RMSPROP_TF = "rmsprop_tf"  # TensorFlow's (A3C paper, Baselines, SB3's RMSpropTFLike): from 1, eps inside
 
 
 def _game_variables_check(key: str, values: dict, positive: bool = False) -> tuple[bool, str]:
@@ -122,7 +131,10 @@ def validate(cfg: Config) -> Config:
             "algo.critic_learning_rate needs model.shared_trunk=false (a shared trunk has one learning rate)",
         ),
         (a.adam_eps > 0, "algo.adam_eps must be > 0"),
-        (a.optimizer in ("adam", "rmsprop"), "algo.optimizer must be adam or rmsprop"),
+        (
+            a.optimizer in {o.value for o in Optimizer},
+            f"algo.optimizer must be one of {', '.join(o.value for o in Optimizer)}",
+        ),
         (0 < a.rmsprop_alpha < 1, "algo.rmsprop_alpha must be in (0, 1)"),
         (a.rmsprop_eps > 0, "algo.rmsprop_eps must be > 0"),
         (a.entropy_coef >= 0, "algo.entropy_coef must be >= 0"),

@@ -20,6 +20,8 @@ from torch.optim.adam import adam
 
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.flat import finite_norm
+from ray_a3c.common.validation import Optimizer
+from ray_a3c.learner.rmsprop_tf import RMSpropTF
 
 Chunk = tuple[int, int, int]  # (offset in the wire vector, offset in the flat buffer, length)
 
@@ -209,10 +211,13 @@ def step(optimizer: torch.optim.Optimizer) -> None:
 
 
 def build_optimizer(tensor: torch.Tensor, lr: float, algo: Any) -> torch.optim.Optimizer:
-    """Adam (torch's fused kernel where this device has one, else foreach) or RMSprop (no fused kernel in
-    torch; its single-tensor path, which on one tensor is as fast as foreach) over one flat tensor."""
-    if algo.optimizer == "rmsprop":
+    """Adam (torch's fused kernel where this device has one, else foreach), torch's RMSprop (no fused kernel in
+    torch; its single-tensor path, which on one tensor is as fast as foreach) or RMSprop in TensorFlow's form
+    (learner/rmsprop_tf.py) over one flat tensor."""
+    if algo.optimizer == Optimizer.RMSPROP:
         return torch.optim.RMSprop([tensor], lr=lr, alpha=algo.rmsprop_alpha, eps=algo.rmsprop_eps, foreach=False)
+    if algo.optimizer == Optimizer.RMSPROP_TF:
+        return RMSpropTF([tensor], lr=lr, alpha=algo.rmsprop_alpha, eps=algo.rmsprop_eps)
     try:
         return FlatAdam([tensor], lr=lr, eps=algo.adam_eps, fused=True)
     except RuntimeError:  # no fused Adam for this device in this torch

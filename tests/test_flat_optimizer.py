@@ -14,6 +14,7 @@ from ray_a3c.common.flat import decode_gradient, encode_gradient, get_flat_weigh
 from ray_a3c.common.losses import clip_by_global_norm
 from ray_a3c.common.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
+from ray_a3c.learner.rmsprop_tf import RMSpropTF
 from tests.helpers import small_config
 
 STEPS, ATOL = 100, 1e-6  # every weight within ATOL of the reference's after STEPS steps
@@ -21,7 +22,7 @@ CASES = [
     (env, shared, opt)
     for env in ("CartPole-v1", "Pendulum-v1")
     for shared in (True, False)
-    for opt in ("adam", "rmsprop")
+    for opt in ("adam", "rmsprop", "rmsprop_tf")
 ]
 
 
@@ -65,6 +66,8 @@ def reference_of(ps):
     def build(params, lr):
         if algo.optimizer == "rmsprop":
             return torch.optim.RMSprop(params, lr=lr, alpha=algo.rmsprop_alpha, eps=algo.rmsprop_eps, foreach=False)
+        if algo.optimizer == "rmsprop_tf":  # per tensor: the flat buffer must not change what each weight sees
+            return RMSpropTF(params, lr=lr, alpha=algo.rmsprop_alpha, eps=algo.rmsprop_eps)
         return torch.optim.Adam(params, lr=lr, eps=algo.adam_eps, foreach=False)
 
     lrs = {

@@ -71,6 +71,27 @@ def test_rmsprop_step_equals_a_numpy_reference():
     np.testing.assert_allclose(get_flat_weights(ps.model), weights, atol=1e-6)
 
 
+def test_rmsprop_tf_step_equals_a_numpy_reference():
+    """TensorFlow's form: v starts at 1 and eps is inside the root: w <- w - lr g / sqrt(v + eps). The first
+    step moves a weight by about lr * g, where torch's form (v from 0) moves it by about 10x lr."""
+    lr, alpha, eps = 1e-3, 0.99, 1e-5
+    settings = {"algo.learning_rate": lr, "algo.rmsprop_alpha": alpha, "algo.rmsprop_eps": eps}
+    ps = make_ps(**{"algo.optimizer": "rmsprop_tf", **settings})
+    weights = get_flat_weights(ps.model).astype(np.float64)
+    square_avg = np.ones_like(weights)
+    rng = np.random.default_rng(0)
+    for step in range(5):
+        grad = (rng.normal(size=weights.size) * 0.05).astype(np.float32)
+        before = get_flat_weights(ps.model).copy()
+        assert ps.apply_gradients(packet(ps, grad)).accepted
+        square_avg = alpha * square_avg + (1 - alpha) * grad.astype(np.float64) ** 2
+        weights -= lr * grad / np.sqrt(square_avg + eps)
+        if step == 0:
+            moved = np.abs(get_flat_weights(ps.model) - before)
+            assert moved.max() < 2 * lr * np.abs(grad).max()
+    np.testing.assert_allclose(get_flat_weights(ps.model), weights, atol=1e-6)
+
+
 def test_nonfinite_gradient_is_rejected_counted_and_harmless():
     ps = make_ps()
     before = get_flat_weights(ps.model).copy()
@@ -112,7 +133,7 @@ def test_each_version_is_published_once():
     assert result.weights == 2 and ps.get_weights()[1] == 2 and len(calls) == 2
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop", "rmsprop_tf"])
 def test_state_round_trip_through_a_weights_only_checkpoint(tmp_path, optimizer):
     ps = make_ps(**{"algo.optimizer": optimizer})
     rng = np.random.default_rng(1)
