@@ -63,10 +63,20 @@ def _num(value, spec: str) -> str:
     return "-" if value is None or value != value else format(value, spec)
 
 
+def curve(means: list, points: int = 4) -> list:
+    """The 100-game training mean at 1/points, 2/points, ... of the time to the last game (None before the
+    100th game): whether a side is still flat or already climbing when its budget ends."""
+    if not means:
+        return [None] * points
+    end = means[-1][0]
+    return [next((m for t, m in reversed(means) if t <= end * (i + 1) / points), None) for i in range(points)]
+
+
 def _result(means: list, target: float, returns: list, fps: float, frames: int) -> dict:
     return {
         "time_s": first_crossing(means, target),
         "final_mean100": means[-1][1] if means else None,
+        "curve": curve(means),
         "eval_mean": statistics.fmean(returns) if returns else None,
         "eval_std": statistics.pstdev(returns) if returns else None,
         "eval_games": len(returns),

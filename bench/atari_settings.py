@@ -38,6 +38,14 @@ CANDIDATES: dict[str, tuple[str, tuple[str, ...]]] = {
         "value weight 0.5: on our 0.5 (R - V)^2 the critic weight of SB3's vf_coef 0.25 on (R - V)^2",
         ("algo.value_coef=0.5",),
     ),
+    "rmsprop_tf": (
+        "RMSprop in TensorFlow's form (mean square from 1, eps inside the root), as SB3's RMSpropTFLike",
+        ("algo.optimizer=rmsprop_tf",),
+    ),
+    "zoo_rule": (
+        "rl-zoo's A2C update exactly: RMSprop in TensorFlow's form and its critic weight (value 0.5 here)",
+        ("algo.optimizer=rmsprop_tf", "algo.value_coef=0.5"),
+    ),
 }
 SB3_ROW = "sb3_reference"  # not a candidate: rl-zoo's A2C as bench/atari.py runs it, for scale
 

@@ -107,12 +107,14 @@ def test_cartpoles_report_counts_an_unsolved_seed_as_never():
 
 
 def test_atari_running_mean_starts_at_the_100th_game_and_later_log_lines_win(tmp_path):
-    from bench.atari import earlier_rows
+    from bench.atari import curve, earlier_rows
     from bench.common import first_crossing, running_means
 
     means = running_means([(float(t), 20.0 if t >= 100 else 0.0) for t in range(200)])
     assert means[0] == (99.0, 0.0) and len(means) == 101
     assert first_crossing(means, 18.0) == 189.0 and first_crossing(means, 21.0) is None
+    assert curve(means) == [None, 0.0, 10.0, 20.0]  # the last means at t <= 49.75 (none yet), 99.5, 149.25, 199
+    assert curve([]) == [None] * 4
     log = tmp_path / "pong.log"
     log.write_text(
         "pong seed 1: {'sb3': {'time_s': 9.0}}\nnoise\npong seed 1: {'ours': {'time_s': 5.0}}\n"
