@@ -46,6 +46,19 @@ CANDIDATES: dict[str, tuple[str, tuple[str, ...]]] = {
         "rl-zoo's A2C update exactly: RMSprop in TensorFlow's form and its critic weight (value 0.5 here)",
         ("algo.optimizer=rmsprop_tf", "algo.value_coef=0.5"),
     ),
+    "ppo_like": (
+        "PPO's reuse (Sample Factory's and cleanrl's Atari recipe, on our async PS): 16-step rollouts, GAE 0.95, "
+        "4 passes (3 clipped, clip 0.1), Adam 2.5e-4, value 1.0 (PPO's vf 0.5 on (R - V)^2)",
+        (
+            "algo.rollout_steps=16",
+            "algo.gae_lambda=0.95",
+            "algo.policy_epochs=4",
+            "algo.clip_range=0.1",
+            "algo.optimizer=adam",
+            "algo.learning_rate=0.00025",
+            "algo.value_coef=1.0",
+        ),
+    ),
 }
 SB3_ROW = "sb3_reference"  # not a candidate: rl-zoo's A2C as bench/atari.py runs it, for scale
 
