@@ -85,13 +85,16 @@ def render(results: dict[str, dict], args: argparse.Namespace, command: str) -> 
         f"linearly to 0 over this budget. Eval = the final policy, {EVAL_EPISODES} fresh whole games, sampled "
         "actions, seed 11. One seed per candidate: a screen, not a result.",
         "",
-        "| candidate | change | last 100-game training mean | eval mean +- std | frames/s |",
-        "|---|---|---|---|---|",
+        "| candidate | change | 100-game training mean at 1/4, 1/2, 3/4 of the run | last 100-game training mean "
+        "| eval mean +- std | frames/s |",
+        "|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
         change = CANDIDATES[name][0] if name in CANDIDATES else "SB3 A2C, rl-zoo's Atari entry (bench/atari.py's side)"
+        # None: fewer than 100 games by then; logs from before the curve was kept have none
+        climb = ", ".join("-" if m is None else f"{m:.1f}" for m in res.get("curve", [None] * 4)[:3])
         lines.append(
-            f"| {name} | {change} | {fmt(res['final_mean100'], '.1f')} | "
+            f"| {name} | {change} | {climb} | {fmt(res['final_mean100'], '.1f')} | "
             f"{fmt(res['eval_mean'], '.1f')} +- {fmt(res['eval_std'], '.1f')} | {res['fps']:,.0f} |"
         )
     return "\n".join(lines)
@@ -104,7 +107,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--envs", type=int, default=16)
-    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
+    parser.add_argument(
+        "--candidates", nargs="*", choices=list(CANDIDATES), default=list(CANDIDATES), help="none: only merge logs"
+    )
     parser.add_argument("--sb3", action="store_true", help="add SB3 A2C's row (rl-zoo's Atari entry), for scale")
     parser.add_argument("--rows-from", nargs="+", default=[], metavar="LOG", help="merge an earlier invocation's rows")
     parser.add_argument("--section", default="atari_settings", help="the BENCHMARKS.md section this replaces")
