@@ -30,7 +30,14 @@ from ray_a3c.common.metrics import (
 )
 from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import ApplyResult, GradientPacket
-from ray_a3c.common.returns import awr_weights, discounted_return_trace, gae, importance_weights, vtrace
+from ray_a3c.common.returns import (
+    awr_weights,
+    discounted_return_trace,
+    gae,
+    importance_weights,
+    standardize,
+    vtrace,
+)
 
 
 class Pass(str, Enum):
@@ -134,7 +141,9 @@ class RolloutWorker:
         dist, values, _ = self.model.unroll(obs, ro.initial_state, starts)
         actions = torch.as_tensor(ro.actions.reshape((batch,) + ro.actions.shape[2:]))
         log_probs = dist.log_prob(actions)
-        advantages, returns = self._targets(ro, log_probs.detach().numpy().reshape(ro.rewards.shape))
+        raw_advantages, returns = self._targets(ro, log_probs.detach().numpy().reshape(ro.rewards.shape))
+        # standardized before the extra passes keep them: every pass weighs the same advantages
+        advantages = standardize(raw_advantages, ro.valid) if algo.normalize_advantages else raw_advantages
         terms = a3c_loss(
             log_probs=log_probs,
             entropy=dist.entropy(),
@@ -165,7 +174,7 @@ class RolloutWorker:
             LOSS_VALUE: terms.value,
             LOSS_ENTROPY: terms.entropy,
             VALUE_MEAN: float(ro.values[valid].mean()) if valid.any() else 0.0,
-            ADVANTAGE_MEAN: float(advantages[valid].mean()) if valid.any() else 0.0,
+            ADVANTAGE_MEAN: float(raw_advantages[valid].mean()) if valid.any() else 0.0,
         }
         if self.model.continuous:
             scalars[ACTION_ABS_MAX] = float(np.abs(ro.actions[valid]).max()) if valid.any() else 0.0

@@ -133,6 +133,9 @@ class AlgoConfig:
     rollout_steps: int = _f(5, "transitions per env per gradient (n of n-step returns)")
     gamma: float = _f(0.99, "discount factor")
     gae_lambda: float = _f(1.0, "GAE lambda; 1.0 gives plain n-step discounted returns")
+    normalize_advantages: bool = _f(
+        False, "standardize each gradient's advantages (mean 0, std 1 over its valid steps), as PPO implementations do"
+    )
     learning_rate: float = _f(7e-4, "learning rate of algo.optimizer (the actor's when critic_learning_rate is set)")
     critic_learning_rate: float | None = _f(None, "separate learning rate for the critic (needs shared_trunk false)")
     adam_eps: float = _f(1e-5, "Adam epsilon")

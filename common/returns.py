@@ -54,6 +54,19 @@ def nstep_returns(
     return returns
 
 
+def standardize(advantages: np.ndarray, valid: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Advantages shifted and scaled to mean 0, std 1 over the valid steps of one batch (PPO's, Sample
+    Factory's and RLlib's default): the policy gradient's weight against the value and entropy terms no longer
+    depends on the reward scale. advantages, valid: [T, N] -> float32 [T, N], 0 where not valid; a batch of
+    fewer than two valid steps is only centred (its std is no estimate)."""
+    picked = advantages[valid].astype(np.float64)
+    if picked.size == 0:
+        return np.zeros_like(advantages, dtype=np.float32)
+    centred = advantages - picked.mean()
+    scaled = centred / (picked.std() + eps) if picked.size > 1 else centred
+    return np.where(valid, scaled, 0.0).astype(np.float32)
+
+
 def importance_weights(target_log_probs: np.ndarray, behaviour_log_probs: np.ndarray, clip: float) -> np.ndarray:
     """Truncated importance weights min(clip, pi(a|s) / mu(a|s)), any shape."""
     return np.minimum(clip, np.exp(target_log_probs - behaviour_log_probs)).astype(np.float32)

@@ -150,6 +150,11 @@ def validate(cfg: Config) -> Config:
         (a.is_clip > 0, "algo.is_clip must be > 0"),
         (a.offline_update in ("vtrace", "awr"), "algo.offline_update must be vtrace or awr"),
         (a.awr_temperature > 0 and a.awr_max_weight > 0, "algo.awr_temperature and awr_max_weight must be > 0"),
+        (
+            not (a.normalize_advantages and cfg.env.dataset and a.offline_update == "awr"),
+            "algo.normalize_advantages does not apply to algo.offline_update=awr (its weights are exp(A / "
+            "temperature), never negative): scale them with algo.awr_temperature",
+        ),
         (r.num_workers >= 0, "run.num_workers must be >= 1, or 0 for auto"),
         (cfg.learner.device in ("cpu", "cuda", "auto"), "learner.device must be cpu, cuda or auto"),
         (cfg.learner.num_gpus >= 0, "learner.num_gpus must be >= 0"),

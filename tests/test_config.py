@@ -55,6 +55,9 @@ def test_validation_rejects_bad_values():
             validate(from_flat({key: value}, Config()))
     with pytest.raises(A3CError, match="shared_trunk"):
         validate(from_flat({"algo.critic_learning_rate": 1e-3, "model.shared_trunk": True}, Config()))
+    awr = {"env.dataset": "data.npz", "algo.offline_update": "awr", "algo.normalize_advantages": True}
+    with pytest.raises(A3CError, match="normalize_advantages does not apply"):
+        validate(from_flat(awr, Config()))
 
 
 def test_yaml_must_be_a_mapping(tmp_path):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ray_a3c.common.returns import gae, nstep_returns
+from ray_a3c.common.returns import gae, nstep_returns, standardize
 from tests.helpers import random_rollout
 
 
@@ -119,3 +119,25 @@ def test_gae_on_a_vector_rollout_with_masked_resets_equals_the_per_env_reference
         ref_adv, ref_ret = reference_gae(*cols, 0.99, 0.9)
         np.testing.assert_allclose(adv[keep, n], ref_adv[:, 0], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(ret[keep, n], ref_ret[:, 0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_standardize_matches_a_reference_over_the_valid_steps_only(seed):
+    rng = np.random.default_rng(seed)
+    advantages = rng.normal(3.0, 0.2, size=(5, 4)).astype(np.float32)
+    valid = rng.random((5, 4)) > 0.3
+    advantages[~valid] = 1e6  # autoreset steps: must not move the statistics
+    picked = [float(a) for a, v in zip(advantages.ravel(), valid.ravel(), strict=True) if v]
+    mean = sum(picked) / len(picked)
+    std = (sum((a - mean) ** 2 for a in picked) / len(picked)) ** 0.5
+    expected = np.where(valid, (advantages - mean) / (std + 1e-8), 0.0)
+    out = standardize(advantages, valid)
+    assert out.dtype == np.float32 and out.shape == (5, 4)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    assert abs(out[valid].mean()) < 1e-5 and abs(out[valid].std() - 1.0) < 1e-4
+
+
+def test_standardize_of_one_or_no_valid_step_only_centres():
+    advantages = np.array([[2.0, 5.0]], np.float32)
+    np.testing.assert_array_equal(standardize(advantages, np.array([[True, False]])), [[0.0, 0.0]])
+    np.testing.assert_array_equal(standardize(advantages, np.array([[False, False]])), [[0.0, 0.0]])

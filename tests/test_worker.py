@@ -69,6 +69,22 @@ def test_extra_policy_epochs_push_clipped_surrogates_on_the_returned_weights():
     assert ps.counters.env_steps == worker.total_env_steps - packet.env_steps
 
 
+def test_normalized_advantages_weigh_the_same_rollout_with_mean_0_std_1():
+    plain = RolloutWorker(small_config(**{"algo.rollout_steps": 8}), rank=0)
+    first = plain.compute_gradient()  # before the next worker re-seeds torch: each samples from the same seed
+    normed = RolloutWorker(small_config(**{"algo.rollout_steps": 8, "algo.normalize_advantages": True}), rank=0)
+    second = normed.compute_gradient()
+    a, b = plain._last_batch, normed._last_batch  # same seed: the same rollout and value targets
+    torch.testing.assert_close(a.returns, b.returns)
+    mask = b.mask.bool()
+    assert (
+        abs(float(b.advantages[mask].mean())) < 1e-5 and abs(float(b.advantages[mask].std(unbiased=False)) - 1) < 1e-4
+    )
+    assert abs(float(a.advantages[mask].std(unbiased=False)) - 1) > 0.05  # CartPole's raw advantages are not
+    assert first.losses["advantage_mean"] == second.losses["advantage_mean"]  # logged before standardizing
+    assert not np.allclose(first.gradient, second.gradient)
+
+
 def test_cartpole_learns_in_process_within_a_step_budget():
     cfg = small_config(
         **{
