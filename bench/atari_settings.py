@@ -60,6 +60,12 @@ CANDIDATES: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
 }
+NORMALIZED = "algo.normalize_advantages=true"
+CANDIDATES["ppo_like_norm"] = (
+    "ppo_like with each gradient's advantages standardized (mean 0, std 1), as PPO and Sample Factory do",
+    (*CANDIDATES["ppo_like"][1], NORMALIZED),
+)
+CANDIDATES["zoo_rule_norm"] = ("zoo_rule with standardized advantages", (*CANDIDATES["zoo_rule"][1], NORMALIZED))
 SB3_ROW = "sb3_reference"  # not a candidate: rl-zoo's A2C as bench/atari.py runs it, for scale
 
 
