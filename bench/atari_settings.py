@@ -65,6 +65,10 @@ CANDIDATES["ppo_like_norm"] = (
     "ppo_like with each gradient's advantages standardized (mean 0, std 1), as PPO and Sample Factory do",
     (*CANDIDATES["ppo_like"][1], NORMALIZED),
 )
+CANDIDATES["ppo_like_norm_returns"] = (
+    "ppo_like_norm with rewards scaled by the running std of the return (Sample Factory's normalized returns)",
+    (*CANDIDATES["ppo_like_norm"][1], "model.normalize_rewards=true"),
+)
 CANDIDATES["zoo_rule_norm"] = ("zoo_rule with standardized advantages", (*CANDIDATES["zoo_rule"][1], NORMALIZED))
 SB3_ROW = "sb3_reference"  # not a candidate: rl-zoo's A2C as bench/atari.py runs it, for scale
 
