@@ -102,7 +102,7 @@ def render(results: dict[str, dict], args: argparse.Namespace, command: str) -> 
     for name, res in results.items():
         change = CANDIDATES[name][0] if name in CANDIDATES else "SB3 A2C, rl-zoo's Atari entry (bench/atari.py's side)"
         # None: fewer than 100 games by then; logs from before the curve was kept have none
-        climb = ", ".join("-" if m is None else f"{m:.1f}" for m in res.get("curve", [None] * 4)[:3])
+        climb = ", ".join("-" if m is None else f"{m:.1f}" for m in res["curve"][:3]) if "curve" in res else "not kept"
         lines.append(
             f"| {name} | {change} | {climb} | {fmt(res['final_mean100'], '.1f')} | "
             f"{fmt(res['eval_mean'], '.1f')} +- {fmt(res['eval_std'], '.1f')} | {res['fps']:,.0f} |"

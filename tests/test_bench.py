@@ -132,3 +132,16 @@ def test_atari_settings_candidates_are_real_keys_that_change_the_preset():
     for name, (_, overrides) in CANDIDATES.items():
         changed = from_flat(dict(parse_override(o) for o in overrides), preset)  # unknown keys raise
         assert (changed == preset) == (name == "shipped"), name
+
+
+def test_atari_settings_table_shows_each_rows_climb_and_says_when_a_log_kept_none():
+    import argparse
+
+    from bench.atari_settings import render as render_settings
+
+    row = {"final_mean100": -20.3, "eval_mean": -20.0, "eval_std": 1.1, "fps": 3811.0}
+    results = {"shipped": row, "zoo_rule": {**row, "curve": [None, -20.5, -19.0, -18.2]}}
+    args = argparse.Namespace(game="pong", frames=7_000_000, seed=0, workers=2, envs=16)
+    table = render_settings(results, args, "cmd")
+    assert "| shipped | the preset" in table and "| not kept | -20.3 | -20.0 +- 1.1 | 3,811 |" in table
+    assert "| -, -20.5, -19.0 | -20.3 |" in table  # the first quarter had fewer than 100 games
