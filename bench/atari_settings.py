@@ -1,5 +1,6 @@
 """The `atari` preset's learning settings, chosen by measurement: one game, one seed, one frame budget, each
-candidate in turn (one run at a time on this machine), every other setting as shipped.
+candidate in turn (one run at a time on this machine), its update's settings named in full and the rest (wrappers,
+model, workers) as shipped.
 
 For each candidate: the mean of the last 100 training games (whole games, the game's own reward), a fresh
 evaluation of the final policy over 30 whole games (sampled actions, seed 11) and frames/s, exactly as
@@ -7,7 +8,7 @@ evaluation of the final policy over 30 whole games (sampled actions, seed 11) an
 so a short screen compares candidates on the same footing, not on a 20M-frame schedule.
 
     .venv/bin/python -m bench.atari_settings [--game breakout] [--frames 2000000] [--seed 0]
-        [--candidates shipped adam ...] [--sb3] [--rows-from LOG ...] [--section atari_settings] [--no-write]
+        [--candidates a2c adam ...] [--sb3] [--rows-from LOG ...] [--section atari_settings] [--no-write]
 (--sb3 adds Stable-Baselines3 A2C's row at the same budget, for scale; --rows-from merges the `name: {...}` lines
 an earlier invocation printed, so that candidates can run in separate invocations.)
 """
@@ -22,34 +23,59 @@ import re
 from bench.atari import EVAL_EPISODES, ROWS, run_ours, run_sb3
 from bench.common import fail, fmt, machine, today, update_section
 
+
+def changed(base: tuple[str, ...], *overrides: str) -> tuple[str, ...]:
+    """`base` with `overrides` replacing the keys they name (the rest in base's order, new keys after)."""
+    merged = {o.split("=", 1)[0]: o for o in base}
+    merged.update({o.split("=", 1)[0]: o for o in overrides})
+    return tuple(merged.values())
+
+
+# Every candidate names all of its update's settings, so that it means the same whatever the preset ships; the
+# row equal to the preset as shipped is marked in the table.
+A2C = (
+    "algo.rollout_steps=5",
+    "algo.gae_lambda=1.0",
+    "algo.policy_epochs=1",
+    "algo.optimizer=rmsprop",
+    "algo.learning_rate=0.0007",
+    "algo.value_coef=0.25",
+    "algo.normalize_advantages=false",
+    "model.normalize_rewards=false",
+)
+NORMALIZED = "algo.normalize_advantages=true"
 # name -> (what it changes, the --set overrides on top of the preset)
 CANDIDATES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "shipped": ("the preset: RMSprop 7e-4, 5-step rollouts, value weight 0.25, clip 0.5", ()),
-    "adam": ("Adam 2.5e-4 (eps 1e-5) instead of RMSprop", ("algo.optimizer=adam", "algo.learning_rate=0.00025")),
+    "a2c": ("A2C after rl-zoo's Atari settings: RMSprop 7e-4, 5-step rollouts, value weight 0.25, clip 0.5", A2C),
+    "adam": (
+        "a2c with Adam 2.5e-4 (eps 1e-5) instead of RMSprop",
+        changed(A2C, "algo.optimizer=adam", "algo.learning_rate=0.00025"),
+    ),
     "trust_region": (
-        "each rollout used twice, the second pass a clipped surrogate (policy_epochs 2, clip 0.1)",
-        ("algo.policy_epochs=2", "algo.clip_range=0.1"),
+        "a2c with each rollout used twice, the second pass a clipped surrogate (policy_epochs 2, clip 0.1)",
+        changed(A2C, "algo.policy_epochs=2", "algo.clip_range=0.1"),
     ),
     "long_rollout": (
-        "20-step rollouts with GAE 0.95 (4x the samples per push)",
-        ("algo.rollout_steps=20", "algo.gae_lambda=0.95"),
+        "a2c with 20-step rollouts and GAE 0.95 (4x the samples per push)",
+        changed(A2C, "algo.rollout_steps=20", "algo.gae_lambda=0.95"),
     ),
     "value_half": (
-        "value weight 0.5: on our 0.5 (R - V)^2 the critic weight of SB3's vf_coef 0.25 on (R - V)^2",
-        ("algo.value_coef=0.5",),
+        "a2c with value weight 0.5: on our 0.5 (R - V)^2 the critic weight of SB3's vf_coef 0.25 on (R - V)^2",
+        changed(A2C, "algo.value_coef=0.5"),
     ),
     "rmsprop_tf": (
-        "RMSprop in TensorFlow's form (mean square from 1, eps inside the root), as SB3's RMSpropTFLike",
-        ("algo.optimizer=rmsprop_tf",),
+        "a2c with RMSprop in TensorFlow's form (mean square from 1, eps inside the root), as SB3's RMSpropTFLike",
+        changed(A2C, "algo.optimizer=rmsprop_tf"),
     ),
     "zoo_rule": (
         "rl-zoo's A2C update exactly: RMSprop in TensorFlow's form and its critic weight (value 0.5 here)",
-        ("algo.optimizer=rmsprop_tf", "algo.value_coef=0.5"),
+        changed(A2C, "algo.optimizer=rmsprop_tf", "algo.value_coef=0.5"),
     ),
     "ppo_like": (
         "PPO's reuse (Sample Factory's and cleanrl's Atari recipe, on our async PS): 16-step rollouts, GAE 0.95, "
         "4 passes (3 clipped, clip 0.1), Adam 2.5e-4, value 1.0 (PPO's vf 0.5 on (R - V)^2)",
-        (
+        changed(
+            A2C,
             "algo.rollout_steps=16",
             "algo.gae_lambda=0.95",
             "algo.policy_epochs=4",
@@ -60,16 +86,18 @@ CANDIDATES: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
 }
-NORMALIZED = "algo.normalize_advantages=true"
 CANDIDATES["ppo_like_norm"] = (
     "ppo_like with each gradient's advantages standardized (mean 0, std 1), as PPO and Sample Factory do",
-    (*CANDIDATES["ppo_like"][1], NORMALIZED),
+    changed(CANDIDATES["ppo_like"][1], NORMALIZED),
 )
 CANDIDATES["ppo_like_norm_returns"] = (
     "ppo_like_norm with rewards scaled by the running std of the return (Sample Factory's normalized returns)",
-    (*CANDIDATES["ppo_like_norm"][1], "model.normalize_rewards=true"),
+    changed(CANDIDATES["ppo_like_norm"][1], "model.normalize_rewards=true"),
 )
-CANDIDATES["zoo_rule_norm"] = ("zoo_rule with standardized advantages", (*CANDIDATES["zoo_rule"][1], NORMALIZED))
+CANDIDATES["zoo_rule_norm"] = (
+    "zoo_rule with standardized advantages",
+    changed(CANDIDATES["zoo_rule"][1], NORMALIZED),
+)
 SB3_ROW = "sb3_reference"  # not a candidate: rl-zoo's A2C as bench/atari.py runs it, for scale
 
 
@@ -84,16 +112,27 @@ def earlier_rows(log_path: str) -> dict[str, dict]:
     return found
 
 
+def shipped_candidate() -> str | None:
+    """The candidate whose settings the `atari` preset ships, if one is."""
+    from ray_a3c.common.config import from_dict, from_flat, load_yaml, parse_override
+
+    preset = from_dict(load_yaml("atari"))
+    for name, (_, overrides) in CANDIDATES.items():
+        if from_flat(dict(parse_override(o) for o in overrides), preset) == preset:
+            return name
+    return None
+
+
 def render(results: dict[str, dict], args: argparse.Namespace, command: str) -> str:
-    game = ROWS[args.game][0]
+    game, shipped = ROWS[args.game][0], shipped_candidate()
     lines = [
         f"## Atari settings: {game}, {args.frames:,} frames per candidate ({today()})",
         "",
         f"Machine: {machine()}. Command: `{command}`. ray-a3c's side of `bench/atari.py` (ALE/{game}-v5, the "
         f"`atari` preset's wrappers, {args.workers} workers x {args.envs} envs, async, evaluator off), seed "
-        f"{args.seed}, one candidate at a time; each changes only what its row says. The learning rate falls "
-        f"linearly to 0 over this budget. Eval = the final policy, {EVAL_EPISODES} fresh whole games, sampled "
-        "actions, seed 11. One seed per candidate: a screen, not a result.",
+        f"{args.seed}, one candidate at a time, each naming its whole update (the preset's marked). The learning "
+        f"rate falls linearly to 0 over this budget. Eval = the final policy, {EVAL_EPISODES} fresh whole games, "
+        "sampled actions, seed 11. One seed per candidate: a screen, not a result.",
         "",
         "| candidate | change | 100-game training mean at 1/4, 1/2, 3/4 of the run | last 100-game training mean "
         "| eval mean +- std | frames/s |",
@@ -103,8 +142,9 @@ def render(results: dict[str, dict], args: argparse.Namespace, command: str) -> 
         change = CANDIDATES[name][0] if name in CANDIDATES else "SB3 A2C, rl-zoo's Atari entry (bench/atari.py's side)"
         # None: fewer than 100 games by then; logs from before the curve was kept have none
         climb = ", ".join("-" if m is None else f"{m:.1f}" for m in res["curve"][:3]) if "curve" in res else "not kept"
+        label = f"{name} (the preset)" if name == shipped else name
         lines.append(
-            f"| {name} | {change} | {climb} | {fmt(res['final_mean100'], '.1f')} | "
+            f"| {label} | {change} | {climb} | {fmt(res['final_mean100'], '.1f')} | "
             f"{fmt(res['eval_mean'], '.1f')} +- {fmt(res['eval_std'], '.1f')} | {res['fps']:,.0f} |"
         )
     return "\n".join(lines)

@@ -123,25 +123,28 @@ def test_atari_running_mean_starts_at_the_100th_game_and_later_log_lines_win(tmp
     assert earlier_rows(str(log), "pong") == {1: {"sb3": {"time_s": 7.0}, "ours": {"time_s": 5.0}}}
 
 
-def test_atari_settings_candidates_are_real_keys_that_change_the_preset():
-    from bench.atari_settings import CANDIDATES
+def test_atari_settings_candidates_are_real_distinct_updates_and_one_is_the_preset():
+    from bench.atari_settings import CANDIDATES, shipped_candidate
     from ray_a3c.common.config import from_dict, from_flat, load_yaml, parse_override
 
     preset = from_dict(load_yaml("atari"))
-    assert CANDIDATES["shipped"][1] == ()
-    for name, (_, overrides) in CANDIDATES.items():
-        changed = from_flat(dict(parse_override(o) for o in overrides), preset)  # unknown keys raise
-        assert (changed == preset) == (name == "shipped"), name
+    configs = {name: from_flat(dict(parse_override(o) for o in ovr), preset) for name, (_, ovr) in CANDIDATES.items()}
+    for name, config in configs.items():  # unknown keys raised above; no two candidates are the same update
+        assert [other for other, c in configs.items() if c == config] == [name]
+    assert configs[shipped_candidate()] == preset  # the table marks the row the preset ships
 
 
 def test_atari_settings_table_shows_each_rows_climb_and_says_when_a_log_kept_none():
     import argparse
 
+    from bench.atari_settings import CANDIDATES, shipped_candidate
     from bench.atari_settings import render as render_settings
 
+    shipped = shipped_candidate()
     row = {"final_mean100": -20.3, "eval_mean": -20.0, "eval_std": 1.1, "fps": 3811.0}
-    results = {"shipped": row, "zoo_rule": {**row, "curve": [None, -20.5, -19.0, -18.2]}}
+    results = {shipped: row, "zoo_rule": {**row, "curve": [None, -20.5, -19.0, -18.2]}}
     args = argparse.Namespace(game="pong", frames=7_000_000, seed=0, workers=2, envs=16)
     table = render_settings(results, args, "cmd")
-    assert "| shipped | the preset" in table and "| not kept | -20.3 | -20.0 +- 1.1 | 3,811 |" in table
+    assert f"| {shipped} (the preset) | {CANDIDATES[shipped][0]} | not kept | -20.3 | -20.0 +- 1.1 | 3,811 |" in table
+    assert "| zoo_rule | rl-zoo's" in table
     assert "| -, -20.5, -19.0 | -20.3 |" in table  # the first quarter had fewer than 100 games
