@@ -1,6 +1,7 @@
 """Any env a user brings (no Ray): every env.id form, the wrapper pipeline with training-only wrappers,
 image layouts, Dict observations, and the defaults by family."""
 
+import dataclasses
 import sys
 
 import gymnasium as gym
@@ -11,7 +12,7 @@ import torch
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.cluster.launch import build_family_config, model_spaces
-from ray_a3c.common.config import Config, EnvConfig, from_flat, validate
+from ray_a3c.common.config import Config, EnvConfig, from_dict, from_flat, load_yaml, validate
 from ray_a3c.common.env_ids import EnvIdKind, parse_env_id
 from ray_a3c.common.envs import make_env, make_policy_env, make_vector_env, probe_spaces, scoring_env_config
 from ray_a3c.common.errors import A3CError
@@ -225,7 +226,11 @@ def test_normalize_obs_is_refused_for_images():
 def test_an_env_without_a_preset_takes_its_familys_defaults(env_id, family):
     cfg, chosen = build_family_config({"env.id": env_id, "run.seed": 3})
     assert chosen is family and cfg.env.id == env_id and cfg.run.seed == 3
-    assert (cfg.algo.optimizer == "rmsprop") == (family is Family.PIXELS)
+    atari = from_dict(load_yaml("atari"))
+    # the pixel family learns with the atari preset's update, less the schedule sized for a 20M-frame budget
+    atari_update = dataclasses.replace(atari.algo, lr_schedule=cfg.algo.lr_schedule)
+    same_update = cfg.algo == atari_update and cfg.model.normalize_rewards == atari.model.normalize_rewards
+    assert same_update == (family is Family.PIXELS)
     assert cfg.env.rescale_actions == (family is Family.CONTINUOUS)
     assert cfg.run.stop_return is None  # no family knows what a good return of an unknown env is
 
