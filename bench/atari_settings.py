@@ -22,12 +22,13 @@ import re
 
 from bench.atari import EVAL_EPISODES, ROWS, run_ours, run_sb3
 from bench.common import fail, fmt, machine, today, update_section
+from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, parse_override
 
 
 def changed(base: tuple[str, ...], *overrides: str) -> tuple[str, ...]:
     """`base` with `overrides` replacing the keys they name (the rest in base's order, new keys after)."""
-    merged = {o.split("=", 1)[0]: o for o in base}
-    merged.update({o.split("=", 1)[0]: o for o in overrides})
+    merged = {parse_override(o)[0]: o for o in base}
+    merged.update({parse_override(o)[0]: o for o in overrides})
     return tuple(merged.values())
 
 
@@ -112,15 +113,15 @@ def earlier_rows(log_path: str) -> dict[str, dict]:
     return found
 
 
+def candidate_config(name: str) -> Config:
+    """The config a candidate runs: the `atari` preset with its overrides (an unknown key raises)."""
+    return from_flat(dict(parse_override(o) for o in CANDIDATES[name][1]), from_dict(load_yaml("atari")))
+
+
 def shipped_candidate() -> str | None:
     """The candidate whose settings the `atari` preset ships, if one is."""
-    from ray_a3c.common.config import from_dict, from_flat, load_yaml, parse_override
-
     preset = from_dict(load_yaml("atari"))
-    for name, (_, overrides) in CANDIDATES.items():
-        if from_flat(dict(parse_override(o) for o in overrides), preset) == preset:
-            return name
-    return None
+    return next((name for name in CANDIDATES if candidate_config(name) == preset), None)
 
 
 def render(results: dict[str, dict], args: argparse.Namespace, command: str) -> str:
