@@ -48,6 +48,13 @@ class EnvConfig:
     )
     num_envs_per_worker: int = _f(8, "env copies per worker, stepped as one gymnasium vector env")
     vector_mode: str = _f("sync", "sync (SyncVectorEnv, one process) | async (AsyncVectorEnv, a process per env)")
+    ale_vector: bool = _f(
+        True,
+        "an ALE v5 id whose env.wrappers are AtariPreprocessing then any of LifeLossEnd, FireReset, "
+        "ClipReward steps through ale_py's AtariVectorEnv (the same preprocessing in C++ threads); false: "
+        "always the gymnasium wrappers",
+    )
+    ale_threads: int = _f(1, "C++ threads of each worker's AtariVectorEnv (env.ale_vector); one core per worker")
     warmup_steps: int = _f(0, "up to this many random steps per env at start, to desynchronise episodes")
     rescale_actions: bool = _f(False, "the policy acts in [-1, 1], rescaled to the Box bounds")
     max_episode_steps: int | None = _f(None, "override the env's time limit (truncation); null keeps it")

@@ -8,6 +8,7 @@ from dataclasses import replace
 import gymnasium as gym
 import numpy as np
 
+from ray_a3c.common.ale_vector import AleGame, AleVectorEnv, native_plan
 from ray_a3c.common.config import EnvConfig
 from ray_a3c.common.env_ids import VIZDOOM_PREFIX, EnvIdKind, env_builder, missing_package_hint, parse_env_id
 from ray_a3c.common.errors import A3CError
@@ -103,7 +104,11 @@ def variable_channels(cfg: EnvConfig) -> tuple:
 
 
 def make_policy_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
-    """One env as the policy sees it: `make_env`, images as [C, H, W], actions rescaled when configured."""
+    """One env as the policy sees it: `make_env`, images as [C, H, W], actions rescaled when configured; the
+    ALE's own preprocessing where it implements `cfg`'s pipeline (common/ale_vector.py)."""
+    plan = native_plan(cfg, render_mode)
+    if plan is not None:
+        return AleGame(plan)
     return _policy_wrap(make_env(cfg, render_mode), cfg)
 
 
@@ -200,12 +205,16 @@ def _offline_factory(cfg: EnvConfig, shard: int, num_shards: int, copy: int, num
 def make_vector_env(
     cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0, num_shards: int = 1
 ) -> gym.vector.VectorEnv:
-    """gymnasium vector env of `num_envs` copies, autoreset on the NEXT step (gymnasium 1.x default).
+    """gymnasium vector env of `num_envs` copies, autoreset on the NEXT step (gymnasium 1.x default); the ALE's
+    own vector env where it implements `cfg`'s pipeline (common/ale_vector.py).
 
     Env i is seeded with seed + i and, with `warmup_steps`, first takes a random number of random steps.
     With `cfg.dataset` the copies replay shard `shard` of `num_shards` of the recorded episodes instead,
     each copy its own part of that shard (see OfflineEnv).
     """
+    plan = native_plan(cfg)
+    if plan is not None:
+        return AleVectorEnv(plan, num_envs, cfg.ale_threads)
     rng = np.random.default_rng(seed)
     warmups = rng.integers(0, cfg.warmup_steps + 1, num_envs) if cfg.warmup_steps else np.zeros(num_envs, int)
     if cfg.dataset:

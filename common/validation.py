@@ -91,6 +91,10 @@ def validate(cfg: Config) -> Config:
         ),
         (e.screen_size == [84, 84] or e.id.startswith("vizdoom:"), "env.screen_size applies to vizdoom: envs only"),
         (e.vector_mode in ("sync", "async"), "env.vector_mode must be sync or async"),
+        (
+            isinstance(e.ale_threads, int) and not isinstance(e.ale_threads, bool) and e.ale_threads >= 1,
+            "env.ale_threads must be an integer >= 1",
+        ),
         (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
         (
             (e.frame_skip is None or e.frame_skip >= 1) and e.frame_stack >= 1,
