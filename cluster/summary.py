@@ -62,15 +62,17 @@ def progress_line(
     elapsed: float,
     stats: WindowStats,
     fps: float,
-    mean_ret: float | None,
+    return_mean100: float | None,
     last_eval: float | None,
     eta: float | None = None,
 ) -> str:
-    ret = f"{mean_ret:8.1f}" if mean_ret is not None else "       -"
+    """`return100`: the mean of the last 100 training episodes (the races' statistic), not of the episodes that
+    ended in this log window: where games are long and end together (Atari), most windows would have none."""
+    ret = f"{return_mean100:8.1f}" if return_mean100 is not None else "       -"
     ev = f"{last_eval:8.1f}" if last_eval is not None else "       -"
     lag = stats.policy_lag_mean
     line = (
-        f"[{elapsed:7.1f}s] steps {stats.env_steps:>11,} | {fps:>8,.0f} steps/s | return {ret} | "
+        f"[{elapsed:7.1f}s] steps {stats.env_steps:>11,} | {fps:>8,.0f} steps/s | return100 {ret} | "
         f"eval {ev} | version {stats.version:>9,} | lag {lag if lag is not None else 0:4.1f}"
     )
     return line if eta is None else f"{line} | eta {format_duration(eta)}"

@@ -57,3 +57,9 @@ def test_the_progress_line_shows_the_eta():
     assert progress_line(3.0, stats, 400.0, None, None, 83.0).endswith("| eta 1m23s")
     assert "eta" not in progress_line(3.0, stats, 400.0, None, None)
     assert [format_duration(s) for s in (9, 83, 3725)] == ["9s", "1m23s", "1h02m"]
+
+
+def test_the_progress_line_shows_the_running_100_episode_mean_not_the_windows():
+    stats = WindowStats(env_steps=1200, version=7, policy_lag_mean=1.0)
+    assert "| return100    -20.5 |" in progress_line(3.0, stats, 400.0, -20.5, None)
+    assert "| return100        - |" in progress_line(3.0, stats, 400.0, None, None)  # no episode has ended yet
