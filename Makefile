@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-slow lint bench clean docs bench-sf-venv
+.PHONY: install train test test-slow lint bench clean docs bench-sf-venv image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +56,10 @@ bench-sf-venv:
 	bench/.sf-venv/bin/pip install --quiet torch==2.13.0
 	bench/.sf-venv/bin/pip install --quiet sample-factory==2.1.1 vizdoom==1.3.2
 	bench/.sf-venv/bin/pip install --quiet ale-py==0.9.1  # bench.atari: ships its ROMs, leaves gymnasium 0.29
+
+# The image the KubeRay manifests name (the Dockerfile): `make image IMAGE=ghcr.io/you/ray-a3c:0.1.0`, then
+# `docker push` it. No venv needed; the manifests name the default.
+IMAGE ?= ghcr.io/ray-a3c/ray-a3c:0.1.0
+image:
+	@command -v docker >/dev/null || { echo "error: make image needs Docker: install it (https://docs.docker.com/engine/install/)" >&2; exit 2; }
+	docker build -t $(IMAGE) .

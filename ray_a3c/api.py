@@ -68,7 +68,7 @@ def tune(spec: str | dict, *, quiet: bool = False, **spec_overrides: Any):
     `metric` (default eval_return_mean, `mode` max), `stop` ({env_steps: N}), `storage_path`, `name`, `seed`;
     `spec_overrides` replace top-level keys. Checked before Ray starts (bad input raises `A3CError`); reuses an
     initialised Ray and leaves it running. Each trial is one run with PS, workers and evaluator reserved as one
-    placement group, reporting each evaluation with a checkpoint; see docs/design.md#tune.
+    placement group, reporting each evaluation with a checkpoint; see docs/design.md#tune-a-sweep-of-runs.
     """
     from ray_a3c.cluster.launch import use_working_directory
     from ray_a3c.cluster.tune import run_sweep

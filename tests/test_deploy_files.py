@@ -1,9 +1,15 @@
-"""The cluster launch files parse and run the same `a3c train` entry point."""
+"""The cluster launch files parse and run the same `a3c train` entry point; the KubeRay manifests name the image
+the Dockerfile builds with `make image`, on the Ray, torch and extras setup.cfg and the Makefile pin."""
 
+import configparser
 import glob
+import importlib.metadata
 import os
+import re
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,3 +51,59 @@ def test_kuberay_manifests_run_a3c_with_token_auth():
         ]
         for c in containers:
             assert {"name": "RAY_AUTH_MODE", "value": "token"} in c["env"]
+
+
+def setup_cfg():
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(ROOT, "setup.cfg"))
+    return parser
+
+
+def requirement(name: str) -> Requirement:
+    """setup.cfg's install requirement for the distribution `name`."""
+    lines = setup_cfg()["options"]["install_requires"].strip().split("\n")
+    return next(Requirement(line) for line in lines if Requirement(line).name == name)
+
+
+def images(node) -> list[str]:
+    """Every container image a manifest names, at any depth."""
+    if isinstance(node, dict):
+        own = [node["image"]] if "image" in node else []
+        return own + [image for value in node.values() for image in images(value)]
+    if isinstance(node, list):
+        return [image for value in node for image in images(value)]
+    return []
+
+
+def test_manifests_name_the_image_make_image_builds():
+    with open(os.path.join(ROOT, "Makefile")) as fh:
+        makefile = fh.read()
+    default = re.search(r"^IMAGE \?= (\S+)$", makefile, re.M)[1]
+    assert re.search(r"^image:\n(\t.*\n)*\tdocker build -t \$\(IMAGE\) \.$", makefile, re.M)
+    for name in ("kuberay-raycluster.yaml", "kuberay-rayjob.yaml"):
+        named = images(load(name))
+        assert len(named) == 2 and set(named) == {default}, (name, named)
+    assert default.rsplit(":", 1)[1] == setup_cfg()["metadata"]["version"]
+
+
+def test_dockerfile_builds_on_the_ray_and_torch_this_project_runs():
+    with open(os.path.join(ROOT, "Dockerfile")) as fh:
+        dockerfile = fh.read()
+    ray, major, minor = re.search(r"^FROM rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-cpu$", dockerfile, re.M).groups()
+    assert ray in requirement("ray").specifier and ray == importlib.metadata.version("ray")
+    assert f"{major}.{minor}" in SpecifierSet(setup_cfg()["options"]["python_requires"])
+    assert load("kuberay-raycluster.yaml")["spec"]["rayVersion"] == ray
+    assert load("kuberay-rayjob.yaml")["spec"]["rayClusterSpec"]["rayVersion"] == ray
+    torch = re.search(r"--index-url https://download\.pytorch\.org/whl/cpu torch==(\S+)$", dockerfile, re.M)[1]
+    with open(os.path.join(ROOT, "Makefile")) as fh:
+        assert f"$(BIN)/pip install --quiet torch=={torch}\n" in fh.read(), "the Dockerfile's torch is the Makefile's"
+    assert torch in requirement("torch").specifier
+
+
+def test_dockerfile_installs_extras_that_exist():
+    with open(os.path.join(ROOT, "Dockerfile")) as fh:
+        extras = re.search(r"pip install --no-cache-dir '\.\[([\w,]+)\]'", fh.read())[1].split(",")
+    assert {"doom", "atari"} <= set(extras) <= set(setup_cfg()["options.extras_require"])
+    with open(os.path.join(ROOT, ".dockerignore")) as fh:
+        ignored = set(fh.read().split("\n"))
+    assert {".git", ".venv", "runs", "**/__pycache__"} <= ignored
