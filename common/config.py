@@ -125,6 +125,11 @@ class ModelConfig:
         "features times a random matrix, so it varies smoothly with the state",
     )
     gsde_sample_every: int = _f(0, "gSDE: rollout steps between fresh noise matrices; 0 = one per rollout")
+    trunk_bf16: bool = _f(
+        False,
+        "image encoders (CNNs) compute in bfloat16 (torch autocast; weights, gradients, heads and losses "
+        "stay float32): ~1.7x faster forward + backward on CPUs with AVX512_BF16 or AMX, slower without",
+    )
     normalize_obs: bool = _f(False, "normalise observations by running mean/std merged on the PS (clip +-10)")
     normalize_rewards: bool = _f(
         False,

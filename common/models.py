@@ -241,6 +241,7 @@ class ActorCritic(nn.Module):
         self.value_head = _init_linear(nn.Linear(width if self.critic_trunk is None else trunk_width, 1), 1.0)
         self.gsde = bool(cfg.gsde and self.continuous)
         self.gsde_sample_every = int(cfg.gsde_sample_every)
+        self.bf16_trunk = bool(cfg.trunk_bf16 and (use_cnn or spaces.parts))
 
     @staticmethod
     def _trunk(spaces: EnvSpaces, cfg: ModelConfig, use_cnn: bool) -> tuple[nn.Module, int]:
@@ -272,7 +273,12 @@ class ActorCritic(nn.Module):
     def _features(self, trunk: nn.Module, obs: torch.Tensor) -> torch.Tensor:
         if self.obs_norm is not None:
             obs = self.obs_norm(obs)
-        return trunk(obs)
+        if not self.bf16_trunk or torch.onnx.is_in_onnx_export():
+            return trunk(obs)
+        # model.trunk_bf16: the convolutions and fc layers in bfloat16, their features back in float32, so the
+        # heads, the distributions and the losses keep float32 (the weights and their gradients stay float32)
+        with torch.autocast(obs.device.type, dtype=torch.bfloat16):
+            return trunk(obs).float()
 
     def unroll(self, obs: torch.Tensor, state: State = None, starts: torch.Tensor | None = None):
         """obs [T, N, ...], state from the step before, starts [T, N] bool (reset the state before step t)

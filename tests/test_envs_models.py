@@ -85,3 +85,28 @@ def test_separate_trunks_isolate_critic_parameters():
     for p in model.parameters():
         has_grad = p.grad is not None and p.grad.abs().sum() > 0
         assert has_grad == (id(p) in critic)
+
+
+def test_a_bf16_trunk_gives_float32_outputs_and_gradients_close_to_float32s():
+    from dataclasses import replace
+
+    from ray_a3c.common.config import ModelConfig
+    from ray_a3c.common.observations import EnvSpaces
+
+    spaces = describe_spaces(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
+    assert isinstance(spaces, EnvSpaces)
+    torch.manual_seed(0)
+    exact = build_model(spaces, ModelConfig(encoder="cnn"))
+    fast = build_model(spaces, replace(ModelConfig(encoder="cnn"), trunk_bf16=True))
+    fast.load_state_dict(exact.state_dict())
+    obs = torch.randint(0, 255, (1, 32, 4, 84, 84), dtype=torch.uint8)
+    grads = []
+    for model in (exact, fast):
+        dist, values, _ = model.unroll(obs)
+        assert values.dtype == torch.float32 and dist.dist.logits.dtype == torch.float32
+        model.zero_grad()
+        (values.square().mean() - dist.entropy().mean()).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+    assert torch.isfinite(grads[1]).all() and 0.98 < float(cosine) and not torch.equal(grads[0], grads[1])
