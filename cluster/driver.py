@@ -286,7 +286,9 @@ class Trainer:
         )
         run = self.config.run
         eta = eta_s(now - self.t0, stats.env_steps, fps, run.total_env_steps, run.time_limit_s)
-        self._say(progress_line(now - self.t0, stats, fps, self.summary.train_return_mean100, self.summary.last_eval, eta))
+        self._say(
+            progress_line(now - self.t0, stats, fps, self.summary.train_return_mean100, self.summary.last_eval, eta)
+        )
 
     def _record_episodes(self, train_s: float, env_steps: int, returns: list, lengths: list) -> None:
         """Training episodes as they finish, in RUN_DIR/episodes.csv (train_s, env_steps, return, length; time
