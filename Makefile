@@ -22,7 +22,7 @@ train: $(STAMP)
 	$(BIN)/a3c train cartpole
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
