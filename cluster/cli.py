@@ -237,8 +237,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.random:
         result = _report(evaluator, args, cfg, "uniform random policy", random_policy=True)
     else:
-        path = checkpoint.resolve(args.run_dir, args.checkpoint)
-        state = checkpoint.load(path)
+        path, state = checkpoint.load_from_run(args.run_dir, args.checkpoint)
         try:
             evaluator.load_state_dict(state[CKPT_MODEL])
         except (RuntimeError, KeyError) as exc:
@@ -322,8 +321,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         from ray_a3c.actors.evaluator import Evaluator
 
         evaluator = Evaluator(run_cfg)
-        path = checkpoint.resolve(args.policy, "best")
-        evaluator.load_state_dict(checkpoint.load(path)[CKPT_MODEL])
+        path, state = checkpoint.load_from_run(args.policy, checkpoint.BEST)
+        evaluator.load_state_dict(state[CKPT_MODEL])
         model, label = (
             evaluator.model,
             f"{path}" + (f" epsilon-greedy {args.epsilon}" if args.epsilon is not None else " (sampled)"),

@@ -64,7 +64,8 @@ class Trainer:
         self._log_state: tuple | None = None  # (time, counters) of the last progress line
         self.evals: EvalCycle | None = None
         self._queued_round: tuple | None = None
-        self._saved_counters = PSCounters(version=-1)  # of the newest checkpoint this driver wrote
+        self._saved_counters = PSCounters(version=-1)  # of the newest state taken for a checkpoint (written or not)
+        self._write_failures = checkpoint.WriteFailures(self.config.run.max_checkpoint_failures)
         self._dataset_steps = _dataset_steps(self.config)
         self._last_100: collections.deque = collections.deque(maxlen=100)  # training episodes' returns
 
@@ -80,7 +81,9 @@ class Trainer:
         if started and session_dir():
             install_dashboard(session_dir())  # our Grafana dashboard beside Ray's own
         self.writer = metrics.ScalarWriter(self.run_dir)
-        self.evals = EvalCycle(self.config, self.spaces, self.run_dir, self.summary, self.writer, self._say)
+        self.evals = EvalCycle(
+            self.config, self.spaces, self.run_dir, self.summary, self.writer, self._say, self._write_failures
+        )
         try:
             self.config = dataclasses.replace(
                 self.config, run=dataclasses.replace(self.config.run, num_workers=resolve_num_workers(self.config))
@@ -96,6 +99,8 @@ class Trainer:
             self._say(f"interrupted ({exc or 'SIGINT'}): writing a final checkpoint")
         finally:
             self._finish(started)
+        if self._write_failures.exhausted:  # the final checkpoint's failure, raised once the run has shut down
+            raise self._write_failures.error()
         return self.summary
 
     # -- the monitoring loop -----------------------------------------------------------------------------
@@ -327,13 +332,24 @@ class Trainer:
             )
 
     # -- checkpoints ---------------------------------------------------------------------------------------
-    def _save_checkpoint(self) -> str | None:
+    def _save_checkpoint(self, final: bool = False) -> str | None:
+        """The PS's state as ckpt-<version>.pt -> its path, or None when the write failed (the earlier checkpoints
+        kept, warned once per errno). The run.max_checkpoint_failures-th failure in a row raises A3CError; in the
+        `final` checkpoint, `train` raises it once the run has shut down."""
         state = self.fleet.ps_state(PS_TIMEOUT_S)
         state[CKPT_BEST_EVAL_RETURN] = self.summary.best_eval
         self._saved_counters = PSCounters.from_dict(state[CKPT_COUNTERS])
-        return checkpoint.save_versioned(
-            state, self.ckpt_dir, self._saved_counters.version, self.config.run.keep_checkpoints
+        path = self._write_failures.attempt(
+            self.ckpt_dir,
+            checkpoint.save_versioned,
+            state,
+            self.ckpt_dir,
+            self._saved_counters.version,
+            self.config.run.keep_checkpoints,
         )
+        if self._write_failures.exhausted and not final:
+            raise self._write_failures.error()
+        return path
 
     def _write_snapshots(self) -> None:
         if not self.config.run.snapshot_every_env_steps:
@@ -341,7 +357,7 @@ class Trainer:
         for snap in self._ps_call("pop_snapshots"):
             extra = {CKPT_TRAIN_S: snap["time"] - self._t0_epoch}
             path = os.path.join(self.run_dir, "snapshots", f"{snap['env_steps']}.pt")
-            save_weights(self.spaces, self.config, snap, path, extra)
+            self._write_failures.attempt(path, save_weights, self.spaces, self.config, snap, path, extra)
 
     # -- shutdown ------------------------------------------------------------------------------------------
     def _finish(self, started_ray: bool) -> None:
@@ -369,7 +385,7 @@ class Trainer:
         s = self.summary
         self._ps_call("request_stop")
         # Checkpoint first: `ray job stop` and SIGTERM from a scheduler follow up with SIGKILL soon.
-        path = self._save_checkpoint()
+        path = self._save_checkpoint(final=True)
         refs = self.fleet.loops.refs()
         if refs and s.reason != "interrupted":
             ray.wait(refs, num_returns=len(refs), timeout=LOOP_FINISH_WAIT_S)
@@ -381,7 +397,7 @@ class Trainer:
             self._log(time.perf_counter())  # a last tick, so even short runs log every tag
         counters = self._ps_call("get_counters")
         if counters.version != self._saved_counters.version:
-            path = self._save_checkpoint()  # the pushes that landed while the loops finished
+            path = self._save_checkpoint(final=True) or path  # the pushes that landed while the loops finished
             # An interrupted run does not wait for its loops, so pushes can land between the two calls: the
             # summary reports what the checkpoint holds, not the earlier reading.
             counters = dataclasses.replace(counters, **dataclasses.asdict(self._saved_counters))
@@ -392,7 +408,8 @@ class Trainer:
         if self._dataset_steps:
             s.dataset_passes = s.env_steps / self._dataset_steps
         self._say(
-            f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; checkpoint {path}"
+            f"stopped ({s.reason or 'error'}) at {s.env_steps:,} env steps, version {s.version:,}; "
+            f"checkpoint {path or 'not written'}"
         )
 
     def _say(self, text: str) -> None:

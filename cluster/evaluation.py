@@ -44,9 +44,12 @@ class EvalCycle:
         summary: RunSummary,
         writer: metrics.ScalarWriter,
         say: Callable[[str], None],
+        write_failures: checkpoint.WriteFailures | None = None,
     ):
         self.config, self.spaces, self.run_dir, self.summary = config, spaces, run_dir, summary
         self.writer, self.say = writer, say
+        # best.pt's failed writes (disk full) warn and count with the driver's checkpoints': training goes on
+        self.write_failures = write_failures or checkpoint.WriteFailures(config.run.max_checkpoint_failures)
         self.judge = EvalJudge(config.run.confirm_episodes, config.run.stop_return, summary.best_eval)
         self.seed = config.run.seed + EVAL_SEED_OFFSET
         self._ref: ray.ObjectRef | None = None
@@ -149,8 +152,8 @@ class EvalCycle:
             CKPT_EVAL_SEED: self.seed,
             CKPT_BEST_EVAL_RETURN: stats.mean,
         }
-        path = os.path.join(self.run_dir, "checkpoints", "best.pt")
-        save_weights(self.spaces, self.config, vars(result), path, extra)
+        path = os.path.join(self.run_dir, "checkpoints", checkpoint.BEST_FILE)
+        self.write_failures.attempt(path, save_weights, self.spaces, self.config, vars(result), path, extra)
 
 
 def save_weights(spaces: EnvSpaces, config: Config, taken: dict, path: str, extra: dict) -> None:

@@ -283,14 +283,16 @@ class Fleet:
         return take_cut(self.ps_shards, timeout_s, self.say)
 
     def recover_ps(self, last_counters: PSCounters) -> None:
-        """Recreate the PS from the newest checkpoint; counters continue and never go backwards. A sharded PS
-        whose lead lives recreates only its dead shards (each from its part of that checkpoint): the lead's
-        counters are intact and the workers find the new shards themselves. A dead lead takes every shard."""
+        """Recreate the PS from the newest readable checkpoint (an unreadable newer one is skipped with a warning;
+        fresh weights if none was written yet; A3CError if none can be read); counters continue and never go
+        backwards. A sharded PS whose lead lives recreates only its dead shards (each from its part of that
+        checkpoint): the lead's counters are intact and the workers find the new shards themselves. A dead lead
+        takes every shard."""
         restart = self.count_restart("ps")
         dead = self._dead_shards() or [0]
         whole = 0 in dead
         found = checkpoint.list_checkpoints(self.ckpt_dir)
-        state = checkpoint.load(found[-1]) if found else None
+        source, state = checkpoint.load_newest(found) if found else ("fresh weights", None)
         saved_version = PSCounters.from_dict(state[CKPT_COUNTERS]).version if state else 0
         for index in range(len(self.ps_shards)) if whole else dead:
             ray.kill(self.ps_shards[index], no_restart=True)
@@ -304,10 +306,7 @@ class Fleet:
             lost = max(self.shard_counters.get(i, last_counters).version - saved_version for i in dead)
         self.lost_updates += max(0, lost)
         what = "parameter server died" if whole else f"parameter-server shard(s) {dead} died"
-        self.say(
-            f"{what}: recreated from {found[-1] if found else 'fresh weights'} "
-            f"(version {saved_version}; {lost} updates lost); restart #{restart}"
-        )
+        self.say(f"{what}: recreated from {source} (version {saved_version}; {lost} updates lost); restart #{restart}")
         if whole:
             self.loops.relaunch_all()  # their loops fail on the dead PS; relaunch them on the new one
 

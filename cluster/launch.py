@@ -215,7 +215,7 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
     stored = validate(from_saved(load_yaml(config_path), source=config_path))
     from ray_a3c.common import checkpoint  # torch: only a resume needs it before Ray starts
 
-    state = checkpoint.load(checkpoint.resolve(run_dir, "latest"))
+    _, state = checkpoint.load_from_run(run_dir, checkpoint.LATEST)  # an unreadable newest one is skipped
     cfg = resolve_paths(validate(from_flat({**overrides, "run.run_dir": run_dir}, stored)))
     check_resume_fits(state, cfg, stored)
     check_local_size(cfg)

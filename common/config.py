@@ -259,6 +259,9 @@ class RunConfig:
     )
     checkpoint_interval_s: float = _f(60.0, "seconds between checkpoints")
     keep_checkpoints: int = _f(3, "keep the last K ckpt-<version>.pt files")
+    max_checkpoint_failures: int = _f(
+        3, "checkpoint writes that may fail in a row (disk full, read-only folder) before the run ends with an error"
+    )
     log_interval_s: float = _f(2.0, "seconds between progress lines and TensorBoard scalars")
 
 

@@ -4,6 +4,7 @@ benches) and the info keys of a replayed dataset's env (common/offline.py writes
 reads them, Minari files carry the log-probabilities). No imports: any module may read these."""
 
 # -- checkpoints (torch.load(..., weights_only=True) dicts) --------------------------------------------------
+CKPT_SCHEMA_VERSION = "schema_version"  # the layout's version (common/checkpoint.SCHEMA_VERSION); none: 1
 CKPT_MODEL = "model"  # the model's state dict (every checkpoint, best.pt and snapshots too)
 CKPT_OPTIMIZERS = "optimizers"  # {group name: optimizer state} (ckpt-<version>.pt only)
 CKPT_COUNTERS = "counters"  # common/counters.PSCounters.to_dict() (snapshots and best.pt: version, env_steps)

@@ -232,7 +232,8 @@ def _env_spaces(config: Config) -> tuple[gym.Space, gym.Space]:
 
 
 def load_policy(run_dir: str, checkpoint_name: str = "best") -> Policy:
-    """`run_dir`'s policy from its `best` (else latest) checkpoint, `latest`, or a checkpoint path."""
+    """`run_dir`'s policy from its `best` (else latest) checkpoint, `latest`, or a checkpoint path; `best` and
+    `latest` skip unreadable files for the newest readable one (common/checkpoint.load_from_run)."""
     config = load_run_config(run_dir)
-    state = checkpoint.load(checkpoint.resolve(run_dir, checkpoint_name))
+    _, state = checkpoint.load_from_run(run_dir, checkpoint_name)
     return Policy(config, state[CKPT_MODEL], state.get(CKPT_SPACES))

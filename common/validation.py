@@ -188,6 +188,7 @@ def validate(cfg: Config) -> Config:
         (r.snapshot_every_env_steps >= 0, "run.snapshot_every_env_steps must be >= 0"),
         (r.checkpoint_interval_s > 0, "run.checkpoint_interval_s must be > 0"),
         (r.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
+        (r.max_checkpoint_failures >= 1, "run.max_checkpoint_failures must be >= 1"),
         (r.log_interval_s > 0, "run.log_interval_s must be > 0"),
         (c.num_cpus is None or c.num_cpus >= 1, "cluster.num_cpus must be >= 1 or null"),
         (min(c.worker_num_cpus, c.ps_num_cpus, c.eval_num_cpus) >= 0, "cluster.*_num_cpus must be >= 0"),

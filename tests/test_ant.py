@@ -47,7 +47,7 @@ def test_ant_trains_checkpoints_its_statistics_and_evaluates(ray_session, tmp_pa
     )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["reason"] == "env_steps" and summary["env_steps"] >= 4000 and summary["version"] > 0
-    state = checkpoint.load(checkpoint.resolve(run_dir, "latest"))["model"]
+    state = checkpoint.load_from_run(run_dir, checkpoint.LATEST)[1]["model"]
     # both running statistics were merged from the workers and travel in the checkpoint
     assert float(state["obs_norm.count"]) >= 4000 * 0.9
     assert float(state["reward_norm.count"]) >= 4000 * 0.9 and float(state["reward_norm.var"]) > 0

@@ -1,6 +1,8 @@
 """Failure modes that are Ray's behaviour, on the session's real Ray (4 CPUs): a starved cluster, a worker
-that can never run, two runs side by side, and sync rounds with a stopped and a killed worker."""
+that can never run, two runs side by side, sync rounds with a stopped and a killed worker, and a disk that takes
+no checkpoint."""
 
+import errno
 import os
 import signal
 import threading
@@ -10,6 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import ray
+import torch
 
 import ray_a3c
 from ray_a3c.cluster.cli import main
@@ -57,6 +60,34 @@ def test_a_worker_that_can_never_run_ends_the_run_with_its_cause(ray_session, tm
     assert "error: no worker can run" in err and "RuntimeError: the simulator broke" in err
     assert out.count("the simulator broke") >= 4  # each failure is logged with its cause, with back-off
     assert elapsed < 90
+
+
+def test_a_disk_that_takes_no_checkpoint_ends_the_run_with_one_error(ray_session, tmp_path, monkeypatch, capsys):
+    """Every checkpoint write fails as on a full disk (the driver writes them): training goes on past the first,
+    warned once, and the run.max_checkpoint_failures-th in a row ends it with exit 2 naming the folder."""
+
+    def full_disk(obj, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    run_dir = tmp_path / "run"
+    sets = [
+        "run.checkpoint_interval_s=0.5",
+        "run.max_checkpoint_failures=2",
+        "run.evaluate=false",
+        "run.stop_return=null",
+    ]
+    t0 = time.perf_counter()
+    code = main(["train", "--num-workers", "1", "--run-dir", str(run_dir), *small(sets=sets)])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: no checkpoint could be written to '{run_dir / 'checkpoints'}' 2 times in a row")
+    assert "No space left on device (ENOSPC)" in line
+    assert out.count("checkpoint not written to") == 1  # once per errno
+    assert out.strip().splitlines()[-1].endswith("; checkpoint not written")  # the run's last line says so
+    assert not list((run_dir / "checkpoints").iterdir()) and (run_dir / "config.yaml").exists()
+    assert time.perf_counter() - t0 < 60
 
 
 def test_a_starved_cluster_ends_the_run_with_one_error_naming_what_is_missing(ray_session, tmp_path, capsys):
