@@ -61,10 +61,9 @@ def replayable_config(contents: LogContents, path: str) -> Config:
     if header.format != LOG_FORMAT:
         raise A3CError(f"{path} is in update-log format {header.format}; this version reads format {LOG_FORMAT}")
     if len(contents.headers) > 1 or contents.restored:
-        at = contents.restored[0].index if contents.restored else "?"
         raise A3CError(
             f"the run's parameter server was restored from a checkpoint (a resume or a PS recovery; "
-            f"{len(contents.headers)} PS starts, the first restore after update {at}): replay covers one PS's life"
+            f"{len(contents.headers)} PS start(s) in the log): replay covers one PS's life, from its first update"
         )
     if hashlib.sha256(header.config_yaml.encode()).hexdigest() != header.config_sha256:
         raise A3CError(f"{path}: the header's config does not match its sha256: the log was edited")
@@ -103,6 +102,7 @@ class Replayer:
         self.ps = ParameterServer(config, probe_spaces(config.env), update_log=UpdateLog(self._sink, None))
         self.init_digest = self._sink.take()[0][1].init_digest
         self._slots: dict[str, _Slot] = {}  # sender -> its worker
+        self._retired: set[str] = set()  # senders whose rank has a newer incarnation
         self._current: dict[int, str] = {}  # rank -> its latest sender
         self._active: _Slot | None = None
         self._digests: dict[int, list[tuple[RecordKind, DigestRecord]]] = {}
@@ -133,10 +133,13 @@ class Replayer:
     def _worker_for(self, record: UpdateRecord) -> RolloutWorker | str:
         """The record's worker (a fresh one for a sender never seen: a restarted worker), or what is wrong."""
         slot = self._slots.get(record.sender)
+        if record.sender in self._retired:
+            return f"sender {record.sender} pushes again after worker {record.rank} restarted"
         if slot is None:
             previous = self._current.get(record.rank)
-            if previous is not None:
-                self._slots[previous].worker.close()  # the live one's process was gone
+            if previous is not None:  # the live one's process was gone
+                self._retired.add(previous)
+                self._slots.pop(previous).worker.close()
             self._park()
             slot = _Slot(RolloutWorker(self.config, record.rank))  # seeds torch as the live worker did
             self._slots[record.sender], self._current[record.rank], self._active = slot, record.sender, slot
@@ -247,9 +250,9 @@ def _diverged(index: int, record: UpdateRecord | None, problem: str) -> ReplayOu
     return ReplayOutcome(index, False, f"diverged: first digest mismatch at update {index}{who}: {problem}", index)
 
 
-def checkpoint_target(run_dir: str, contents: LogContents) -> tuple[str, dict, int] | None:
+def checkpoint_target(run_dir: str, contents: LogContents, say: Callable[[str], None]) -> tuple[str, dict, int] | None:
     """The run's newest ckpt-<version>.pt and the update it holds (the log's checkpoint line with its
-    counters), or None when there is none or the log names none for it."""
+    counters), or None when there is none or the log names none for it (said)."""
     found = checkpoint.list_checkpoints(os.path.join(run_dir, "checkpoints"))
     if not found:
         return None
@@ -260,7 +263,10 @@ def checkpoint_target(run_dir: str, contents: LogContents) -> tuple[str, dict, i
         for kind, r in contents.digests
         if kind == RecordKind.CHECKPOINT and (r.version, r.env_steps) == (counters.version, counters.env_steps)
     ]
-    return (found[-1], state[CKPT_MODEL], held[-1].index) if held else None
+    if not held:
+        say(f"note: the log has no checkpoint line for {found[-1]} (version {counters.version}): digests only")
+        return None
+    return found[-1], state[CKPT_MODEL], held[-1].index
 
 
 def replay_run(run_dir: str, max_updates: int | None = None, say: Callable[[str], None] = print) -> ReplayOutcome:
@@ -276,7 +282,7 @@ def replay_run(run_dir: str, max_updates: int | None = None, say: Callable[[str]
     contents = read_log(path)
     config = replayable_config(contents, path)
     updates = contents.updates[:max_updates]
-    target = checkpoint_target(run_dir, contents)
+    target = checkpoint_target(run_dir, contents, say)
     if target is not None and target[2] > len(updates):
         target = None
     if target is None and not any(r.index <= len(updates) for _, r in contents.digests):

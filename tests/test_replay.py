@@ -176,6 +176,17 @@ def test_replay_refuses_what_it_does_not_cover(live_run, tmp_path, capsys):
         replay_run(str(run_dir))
 
 
+def test_a_ps_restored_from_a_checkpoint_is_marked_and_refused(tmp_path):
+    cfg = small_config(**{"run.run_dir": str(tmp_path)})
+    state = ParameterServer(cfg, probe_spaces(cfg.env)).state_dict()
+    ps = ParameterServer(cfg, probe_spaces(cfg.env), update_log=UpdateLog.open(str(tmp_path), 5))
+    ps.load_state_dict(state)  # a resume, or a PS recovery
+    ps.close_update_log()
+    assert len(read_log(str(tmp_path / LOG_FILE)).restored) == 1
+    with pytest.raises(A3CError, match="restored from a checkpoint"):
+        replay_run(str(tmp_path))
+
+
 def test_a_malformed_log_line_is_named(tmp_path):
     path = tmp_path / LOG_FILE
     path.write_text("H {}\nU 1 two\n")
