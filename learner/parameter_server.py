@@ -215,7 +215,7 @@ class ParameterServer:
             if kept:
                 self._step(kept, critic_only)
         self._maybe_snapshot()
-        if self.update_log is not None:
+        if self.update_log is not None:  # rejected packets too: their workers' envs and RNGs moved on all the same
             norms = [n for _, n in grads]
             self.update_log.judged(packets, reasons, norms, self.version, self.counters.env_steps, self.flat.flat)
         return reasons
