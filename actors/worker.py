@@ -190,12 +190,14 @@ class RolloutWorker:
                 env_recreations=int(self.runner.recreations.sum()),
                 obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None,
                 return_moments=return_moments,
-            )
+            ),
+            Pass.ROLLOUT,
         )
 
-    def _stamped(self, packet: GradientPacket) -> GradientPacket:
+    def _stamped(self, packet: GradientPacket, which: Pass) -> GradientPacket:
         self._seq += 1
         packet.sender, packet.seq = self.sender, self._seq
+        packet.pass_kind = which.value  # the PS's update log records it: `a3c replay` recomputes that pass
         # the shard versions of the weights this gradient comes from: stamped now, as with overlapped pushes the
         # next reply's weights are adopted before this packet leaves
         packet.shard_versions = self.shard_versions
@@ -269,7 +271,7 @@ class RolloutWorker:
         )
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
-        return self._extra_pass_packet({CLIP_FRACTION: terms.clip_fraction})
+        return self._extra_pass_packet({CLIP_FRACTION: terms.clip_fraction}, Pass.SURROGATE)
 
     def _batch(self) -> _LastBatch:
         if self._last_batch is None:
@@ -283,9 +285,9 @@ class RolloutWorker:
         value = critic_loss(values, b.returns, self.config.algo.value_loss, mean_weights(b.returns, b.mask))
         self.model.zero_grad(set_to_none=True)
         (self.config.algo.value_coef * value).backward()
-        return self._extra_pass_packet({VALUE_REFIT: float(value.detach())}, critic_only=True)
+        return self._extra_pass_packet({VALUE_REFIT: float(value.detach())}, Pass.CRITIC)
 
-    def _extra_pass_packet(self, losses: dict, critic_only: bool = False) -> GradientPacket:
+    def _extra_pass_packet(self, losses: dict, which: Pass) -> GradientPacket:
         """An extra pass's gradient (no new env steps) as a stamped packet, with the pass's own loss tags."""
         return self._stamped(
             GradientPacket(
@@ -293,9 +295,10 @@ class RolloutWorker:
                 version=self.version,
                 env_steps=0,
                 worker_rank=self.rank,
-                critic_only=critic_only,
+                critic_only=which == Pass.CRITIC,
                 losses=packet_losses(losses),
-            )
+            ),
+            which,
         )
 
     def compute(self, which: Pass) -> GradientPacket:

@@ -1,4 +1,4 @@
-"""The `a3c` command: train, tune, evaluate, record, export, plot, config, submit."""
+"""The `a3c` command: train, tune, evaluate, record, export, plot, replay, config, submit."""
 
 from __future__ import annotations
 
@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="onnx (onnxruntime) | pt2 (torch)")
     x.add_argument("--out", required=True, help="the file to write (never overwritten)")
     x.add_argument("--checkpoint", default="best", help="latest | best | PATH (default best, else latest)")
+    y = sub.add_parser(
+        "replay",
+        help="recompute an async run in one process from its update log; check it ends at the same weights",
+        parents=[logging_flags],
+    )
+    y.add_argument("run_dir")
+    y.add_argument("--updates", type=int, help="replay only the first N updates (default: all)")
     c = sub.add_parser("config", help="print a resolved config, or the reference of every key")
     c.add_argument("preset", nargs="?", default=DEFAULT_PRESET)
     c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="K=V")
@@ -390,6 +397,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Exit 0 when the replay ends at the run's weights bit for bit, 1 when it diverges (the line says where)."""
+    from ray_a3c.common.logs import log
+    from ray_a3c.learner.replay import replay_run
+
+    outcome = replay_run(args.run_dir, args.updates, say=log.info)
+    print(outcome.message, flush=True)
+    return 0 if outcome.identical else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
         print(reference_table(), end="")
@@ -440,6 +457,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "plot": cmd_plot,
         "record": cmd_record,
         "export": cmd_export,
+        "replay": cmd_replay,
         "config": cmd_config,
     }
     return commands[args.command](args)

@@ -371,6 +371,7 @@ class Trainer:
                     return
                 try:
                     self._final_checkpoint()
+                    self._ps_call("close_update_log")  # its last digest: the weights the run ends with
                 except (RayError, GetTimeoutError) as exc:  # keep the error that ended the run, if any
                     self._say(f"no final checkpoint: the parameter server did not answer ({type(exc).__name__})")
         finally:

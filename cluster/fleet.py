@@ -116,7 +116,8 @@ class Fleet:
             actor = _create(RemoteShardServer, options, self.config, self.spaces, index)
         else:
             actor_class = RemoteBatchingParameterServer if learner.max_batch_packets > 1 else RemoteParameterServer
-            actor = actor_class.options(**options).remote(self.config, self.spaces)
+            log_dir = os.path.dirname(os.path.abspath(self.ckpt_dir)) if self.config.run.update_log else None
+            actor = actor_class.options(**options).remote(self.config, self.spaces, log_dir)
         self.placement.watch(role, actor, {"CPU": c.ps_num_cpus, "GPU": learner.num_gpus})
         if index == 0:
             self.placement.device = actor.get_counters.remote()

@@ -15,6 +15,7 @@ from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.packet import ApplyResult, GradientPacket
 from ray_a3c.learner import parameter_server
+from ray_a3c.learner.update_log import UpdateLog
 
 INLINE_WEIGHTS_BYTES = 100 * 1024  # Ray's own limit for inlining small objects into a reply
 
@@ -44,10 +45,13 @@ class ActorIdentity:
 
 # The Ray dashboard lists actors by class name, so the Ray-side subclasses keep the roles' own names.
 class ParameterServer(ActorIdentity, parameter_server.ParameterServer):
-    def __init__(self, config: Config, spaces: EnvSpaces):
+    def __init__(self, config: Config, spaces: EnvSpaces, update_log_dir: str | None = None):
+        """`update_log_dir`: the run dir (absolute) to append the update log to, None for none."""
         if config.learner.num_gpus == 0 and config.learner.device == "cpu":
             hide_gpus()
-        super().__init__(config, spaces, publish=publish_weights)
+        digest_every = config.run.update_log_digest_every
+        update_log = UpdateLog.open(update_log_dir, digest_every) if update_log_dir else None
+        super().__init__(config, spaces, publish=publish_weights, update_log=update_log)
 
     def ping(self) -> int:
         return self.version
@@ -58,8 +62,8 @@ class BatchingParameterServer(ParameterServer):
     queue up as coroutines; the next step takes every packet waiting, up to k, as one batch (`apply_batch`).
     Its other methods stay plain: on an asyncio actor they run on the same thread, one at a time."""
 
-    def __init__(self, config: Config, spaces: EnvSpaces):
-        super().__init__(config, spaces)
+    def __init__(self, config: Config, spaces: EnvSpaces, update_log_dir: str | None = None):
+        super().__init__(config, spaces, update_log_dir)
         self._waiting: list[tuple[GradientPacket, asyncio.Future]] = []
         self._draining = False
 

@@ -257,6 +257,12 @@ class RunConfig:
         "written to RUN_DIR/snapshots/<env steps>.pt with the training wall "
         "time; 0 = never",
     )
+    update_log: bool = _f(
+        True,
+        "the parameter server appends one line per packet it judges (worker, sender, seq, version, pass, "
+        "verdict) to RUN_DIR/updates.log, with weight digests, so `a3c replay` can recompute the run",
+    )
+    update_log_digest_every: int = _f(100, "update log: updates between two digests of the PS's weights")
     checkpoint_interval_s: float = _f(60.0, "seconds between checkpoints")
     keep_checkpoints: int = _f(3, "keep the last K ckpt-<version>.pt files")
     max_checkpoint_failures: int = _f(

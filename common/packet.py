@@ -40,6 +40,7 @@ class GradientPacket:
     comm_s: float = 0.0  # seconds spent pushing / pulling in the previous loop
     sender: str = ""  # the sending worker process (an id per incarnation): with `seq`, how the PS spots a resend
     seq: int = 0  # the sender's packet number, from 1; 0 = not tracked
+    pass_kind: str = ""  # which pass of its rollout it is (an actors.worker.Pass value): the PS's update log names it
     members: list | None = None  # an aggregate (cluster.aggregate=node): its packets, gradients left out
     rejected: str = ""  # set by an aggregator that left this member out (Rejection.STALE | NONFINITE)
     grad_norm: float | None = None  # a shard's slice: the whole gradient's global norm, from the sender

@@ -186,6 +186,7 @@ def validate(cfg: Config) -> Config:
         (r.gif_every >= 0, "run.gif_every must be >= 0"),
         (r.evaluate or r.stop_return is None, "run.stop_return needs run.evaluate: true (set one of them)"),
         (r.snapshot_every_env_steps >= 0, "run.snapshot_every_env_steps must be >= 0"),
+        (r.update_log_digest_every >= 1, "run.update_log_digest_every must be >= 1"),
         (r.checkpoint_interval_s > 0, "run.checkpoint_interval_s must be > 0"),
         (r.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
         (r.max_checkpoint_failures >= 1, "run.max_checkpoint_failures must be >= 1"),

@@ -29,6 +29,7 @@ from ray_a3c.learner.flat_params import (
     step,
 )
 from ray_a3c.learner.shards import LEAD, merge_optimizer_states, plan_from_layout, shard_range
+from ray_a3c.learner.update_log import UpdateLog
 
 
 def build_optimizers(flat: FlatParameters, config: Config) -> dict[str, torch.optim.Optimizer]:
@@ -92,6 +93,7 @@ class ParameterServer:
         spaces: EnvSpaces,
         publish: Callable[[np.ndarray], Any] | None = None,
         shard_index: int = LEAD,
+        update_log: UpdateLog | None = None,
     ):
         torch.set_num_threads(1)
         torch.manual_seed(config.run.seed)
@@ -125,6 +127,10 @@ class ParameterServer:
         self._seen: dict[str, set[int]] = {}  # sender -> recent packet numbers (resends are counted once)
         self.busy_s = 0.0  # time spent checking, stepping and publishing (not receiving), since start
         self._clock_start: float | None = None  # the run's training start (epoch s), for run.time_limit_s
+        # every packet judged, in order, and digests of the weights (learner/update_log.py): what `a3c replay` reads
+        self.update_log = update_log
+        if update_log is not None:
+            update_log.start(yaml.safe_dump(config.to_dict()), config.run.seed, str(self.device), self.flat.flat)
 
     @property
     def version(self) -> int:
@@ -209,6 +215,9 @@ class ParameterServer:
             if kept:
                 self._step(kept, critic_only)
         self._maybe_snapshot()
+        if self.update_log is not None:  # rejected packets too: their workers' envs and RNGs moved on all the same
+            norms = [n for _, n in grads]
+            self.update_log.judged(packets, reasons, norms, self.version, self.counters.env_steps, self.flat.flat)
         return reasons
 
     def _members(self, packet: GradientPacket, reason: str) -> list[tuple[GradientPacket, str]]:
@@ -390,6 +399,8 @@ class ParameterServer:
                         if hi > lo:
                             self.flat.flat[lo:hi].copy_(st["values"][name])
             optimizers = merge_optimizer_states(self.plan, [st["optimizers"] for st in states])
+        if self.update_log is not None:  # which update the checkpoint holds (a replay compares its weights there)
+            self.update_log.checkpoint(self.version, self.counters.env_steps, self.flat.flat)
         return _to_cpu(
             {
                 CKPT_MODEL: self.model.state_dict(),
@@ -403,6 +414,8 @@ class ParameterServer:
     def raise_counters(self, counter_floor: PSCounters) -> None:
         """Counter floors without weights (a PS recreated before any checkpoint existed)."""
         self.counters.raise_to(counter_floor)
+        if self.update_log is not None:  # its version jumped: the log's updates no longer follow one PS
+            self.update_log.restored(self.version)
 
     def load_state_dict(self, state: dict, counter_floor: PSCounters | None = None) -> None:
         """Restore weights, optimizer state and counters. `counter_floor` (the last counters seen before a crash) keeps
@@ -416,5 +429,13 @@ class ParameterServer:
             load_optimizer_state(opt, state[CKPT_OPTIMIZERS][name], name, part)
         self.counters = PSCounters.from_dict(state[CKPT_COUNTERS])
         if counter_floor is not None:
-            self.raise_counters(counter_floor)
+            self.counters.raise_to(counter_floor)
         self._published = (-1, None)
+        if self.update_log is not None:  # the log's updates no longer start from the header's weights
+            self.update_log.restored(self.version)
+
+    def close_update_log(self) -> None:
+        """The run's end: a last digest of the weights, and the log file closed (a no-op without a log)."""
+        if self.update_log is not None:
+            self.update_log.close(self.version, self.counters.env_steps, self.flat.flat)
+            self.update_log = None
