@@ -4,6 +4,11 @@ gymnasium 1.x vector envs autoreset on the NEXT step: after env i ends at step t
 (its action is ignored, its reward is 0). That step is not a transition: `valid[t+1, i]` is False and the
 loss ignores it. In exchange the observation after the ending step is the episode's real final observation,
 so V(s_{t+1}) for a truncated episode is simply `values[t+1]`.
+
+With an env watchdog (actors/watchdog.py) a step that hangs ends every env's episode as truncated at that step,
+with no reward, the observation left at the state the step was taken from (so the cut episodes bootstrap from
+it): the vector env is rebuilt meanwhile, and the next step is every env's autoreset step, which returns the
+rebuilt envs' first observations. The invariants hold: the step after a truncation is an autoreset step.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from ray_a3c.actors.watchdog import EnvWatchdog
 from ray_a3c.common.keys import INFO_LOG_PROB, INFO_LOGGED_ACTION
 from ray_a3c.common.models import ActorCritic
 from ray_a3c.common.observations import EnvSpaces, encode_batch
+from ray_a3c.common.packet import HangReport
 from ray_a3c.common.wrappers import GAME_LENGTH, GAME_RETURN
 
 
@@ -43,17 +50,26 @@ class Rollout:
 
 class VectorEnvRunner:
     """A vector env plus what must persist between rollouts: the next observation, which envs are due
-    for their autoreset step, and the running returns of unfinished episodes."""
+    for their autoreset step, and the running returns of unfinished episodes. With a `watchdog` its steps and
+    resets are timed, and one that hangs rebuilds the vector env (the module's docstring)."""
 
-    def __init__(self, venv: gym.vector.VectorEnv, spaces: EnvSpaces, seed: int, state: Any = None):
-        self.venv, self.spaces = venv, spaces
+    def __init__(
+        self,
+        venv: gym.vector.VectorEnv,
+        spaces: EnvSpaces,
+        seed: int,
+        state: Any = None,
+        watchdog: EnvWatchdog | None = None,
+    ):
+        self.venv, self.spaces, self.seed, self.watchdog = venv, spaces, seed, watchdog
         n = venv.num_envs
         self.state = state  # the policy's recurrent state for the N envs, carried across rollouts
         self.starting = np.ones(n, bool)  # the next observation is the first of an episode
-        obs, info = venv.reset(seed=[seed + i for i in range(n)])
-        self.obs = encode_batch(obs, spaces)
         self.resetting = np.zeros(n, bool)
         self.ep_return, self.ep_length = np.zeros(n), np.zeros(n, np.int64)
+        self._rebuilt: tuple | None = None  # after a hung step: the rebuilt vector env's reset (obs, info)
+        obs, info = self._reset()
+        self.obs = encode_batch(obs, spaces)
         self.logged_actions, self.behaviour_log_probs = _logged(info, n)
         self.recreations = np.zeros(n, np.int64)  # env processes restarted after a crash (ViZDoom)
 
@@ -64,7 +80,10 @@ class VectorEnvRunner:
 
     def step(self, env_actions: np.ndarray) -> tuple:
         """-> (raw rewards, terminated, truncated, valid, finished) for this step."""
-        obs, rewards, term, trunc, info = self.venv.step(env_actions)
+        stepped = self._venv_step(env_actions)
+        if stepped is None:
+            return self._hung_step()
+        obs, rewards, term, trunc, info = stepped
         valid = ~self.resetting
         term, trunc = term & valid, trunc & valid
         rewards = np.where(valid, rewards, 0.0)
@@ -91,8 +110,56 @@ class VectorEnvRunner:
             )
         return rewards, term, trunc, valid, finished
 
+    def _reset(self) -> tuple:
+        """The vector env's reset, env i seeded seed + i; one that hangs rebuilds it (new seeds) and resets again."""
+        while True:
+            seeds = [self.seed + i for i in range(self.venv.num_envs)]
+            if self.watchdog is None:
+                return self.venv.reset(seed=seeds)
+            returned, result = self.watchdog.call(self.venv.reset, seed=seeds)
+            if returned:
+                return result
+            self._rebuild(result, episode_steps=None)
+
+    def _venv_step(self, env_actions: np.ndarray) -> tuple | None:
+        """The vector env's step; None when it hung (the vector env is rebuilt and reset by then). The step after
+        a hung one is the rebuilt envs' autoreset step: their reset's observations, no reward."""
+        if self._rebuilt is not None:
+            (obs, info), self._rebuilt = self._rebuilt, None
+            none = np.zeros(len(env_actions), bool)
+            return obs, np.zeros(len(env_actions)), none, none, info
+        if self.watchdog is None:
+            return self.venv.step(env_actions)
+        returned, result = self.watchdog.call(self.venv.step, env_actions)
+        if returned:
+            return result
+        self._rebuild(result, episode_steps=self.ep_length)
+        self._rebuilt = self._reset()
+        return None
+
+    def _rebuild(self, waited_s: float, episode_steps: np.ndarray | None) -> None:
+        """Name the hang (EnvHangError once over budget) and swap in a rebuilt vector env."""
+        self.watchdog.name_hang(self.venv.num_envs, waited_s, episode_steps)
+        self.venv = self.watchdog.rebuild(self.venv)
+        self.seed = self.watchdog.seed
+
+    def _hung_step(self) -> tuple:
+        """The step that hung: every live episode truncated, no reward, the observation unchanged, and the next
+        step every env's autoreset step. The cut episodes are no finished games: their returns are not reported."""
+        valid = ~self.resetting
+        self.ep_return[:], self.ep_length[:] = 0.0, 0
+        self.resetting = np.ones(len(valid), bool)
+        self.starting = ~valid
+        return np.zeros(len(valid)), np.zeros(len(valid), bool), valid.copy(), valid, []
+
+    def take_hang_reports(self) -> list[HangReport]:
+        """The hangs named since the previous call (none without a watchdog)."""
+        return self.watchdog.take_reports() if self.watchdog is not None else []
+
     def close(self) -> None:
         self.venv.close()
+        if self.watchdog is not None:
+            self.watchdog.close()
 
 
 def _finished_games(info: dict) -> list:

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from ray_a3c.actors.rollout import Rollout, VectorEnvRunner, collect_rollout
+from ray_a3c.actors.watchdog import worker_vector_env
 from ray_a3c.common.config import AlgoConfig, Config
-from ray_a3c.common.envs import describe_spaces, make_vector_env, variable_channels
+from ray_a3c.common.envs import describe_spaces, variable_channels
 from ray_a3c.common.flat import encode_gradient, get_flat_grads, set_flat_weights
 from ray_a3c.common.losses import a3c_loss, critic_loss, mean_weights
 from ray_a3c.common.metrics import (
@@ -108,12 +109,10 @@ class RolloutWorker:
         self.config, self.rank = config, rank
         seed = config.run.seed + rank
         torch.manual_seed(seed)
-        venv = make_vector_env(
-            config.env, config.env.num_envs_per_worker, seed * 1000, shard=rank, num_shards=config.run.num_workers
-        )
+        venv, watchdog = worker_vector_env(config, rank, seed * 1000)
         spaces = describe_spaces(venv.single_observation_space, venv.single_action_space, variable_channels(config.env))
         self.model = build_model(spaces, config.model)
-        self.runner = VectorEnvRunner(venv, spaces, seed * 1000, self.model.initial_state(venv.num_envs))
+        self.runner = VectorEnvRunner(venv, spaces, seed * 1000, self.model.initial_state(venv.num_envs), watchdog)
         self.version = -1
         self.shard_versions: list[int] | None = None  # a sharded PS: each shard's version of the weights held
         self.total_env_steps = 0  # collected
@@ -188,6 +187,7 @@ class RolloutWorker:
                 episode_lengths=[n for _, n in ro.finished],
                 losses=packet_losses(scalars),
                 env_recreations=int(self.runner.recreations.sum()),
+                env_hangs=self.runner.take_hang_reports(),
                 obs_moments=_moments(ro.obs[valid]) if self.model.obs_norm is not None else None,
                 return_moments=return_moments,
             ),

@@ -16,13 +16,15 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray_a3c.actors.worker import passes
 from ray_a3c.cluster.evaluation import EvalCycle, save_weights
 from ray_a3c.cluster.fleet import Fleet
-from ray_a3c.cluster.metrics import ENV_RECREATIONS, ENV_STEPS, RayMetrics, install_dashboard
+from ray_a3c.cluster.loops import fatal_cause
+from ray_a3c.cluster.metrics import ENV_HANGS, ENV_RECREATIONS, ENV_STEPS, RayMetrics, install_dashboard
 from ray_a3c.cluster.runtime import resolve_num_workers, session_dir, start_ray
 from ray_a3c.cluster.summary import RunSummary, eta_s, process_age_s, progress_line
 from ray_a3c.common import checkpoint, metrics
 from ray_a3c.common.config import Config, from_dict
 from ray_a3c.common.counters import PSCounters, PSStatus
 from ray_a3c.common.envs import EnvSpaces
+from ray_a3c.common.errors import A3CError
 from ray_a3c.common.keys import CKPT_BEST_EVAL_RETURN, CKPT_COUNTERS, CKPT_TRAIN_S
 from ray_a3c.common.logs import log
 
@@ -198,12 +200,15 @@ class Trainer:
         return result.counters
 
     def _count_failed(self, packets: dict) -> None:
-        """The workers whose packet of the failed round is an error: each is a restart (Ray's or ours)."""
+        """The workers whose packet of the failed round is an error: each is a restart (Ray's or ours), unless
+        the error ends the run (`fatal_cause`)."""
         for rank, ref in packets.items():
             if ray.wait([ref], timeout=0)[0]:
                 try:
                     ray.get(ref)
                 except RayError as exc:
+                    if fatal := fatal_cause(exc):
+                        raise A3CError(fatal) from None
                     restart = self.fleet.count_restart("worker")
                     self._say(f"worker-{rank} failed in a synchronous round ({type(exc).__name__}); restart #{restart}")
 
@@ -250,6 +255,8 @@ class Trainer:
         fps = (stats.env_steps - c_prev.env_steps) / dt
         ups = (stats.version - c_prev.version) / dt
         self._log_state = (now, stats.totals())
+        for report in stats.hang_reports:
+            self._say(f"{report.describe()}: its vector env was rebuilt ({report.budget_text()})")
         rets, lens = stats.episode_returns, stats.episode_lengths
         mean_ret = sum(rets) / len(rets) if rets else None
         self._record_episodes(now - self.t0, stats.env_steps, rets, lens)
@@ -286,6 +293,7 @@ class Trainer:
                 metrics.COMM_FRACTION: stats.comm_fraction,
                 ENV_STEPS: stats.env_steps,
                 ENV_RECREATIONS: self._last_counters.env_recreations,
+                ENV_HANGS: stats.env_hangs,
             },
             self.fleet.restarts,
         )
@@ -405,7 +413,7 @@ class Trainer:
         s.env_steps, s.version, s.episodes = counters.env_steps, counters.version, counters.episodes
         s.rejected_stale, s.rejected_nonfinite = counters.rejected_stale, counters.rejected_nonfinite
         s.restarts = dict(self.fleet.restarts)
-        s.env_recreations = counters.env_recreations
+        s.env_recreations, s.env_hangs = counters.env_recreations, counters.env_hangs
         if self._dataset_steps:
             s.dataset_passes = s.env_steps / self._dataset_steps
         self._say(

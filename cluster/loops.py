@@ -14,7 +14,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayError
 
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.errors import A3CError, EnvHangError
 
 BACKOFF_BASE_S, BACKOFF_MAX_S = 1.0, 60.0
 RESTART_WAIT_S = 120.0  # how long a crashed actor may take to come back before it is replaced
@@ -29,6 +29,13 @@ def root_cause(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines()]
     found = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b:?", line)]
     return found[-1] if found else type(exc).__name__
+
+
+def fatal_cause(exc: BaseException) -> str | None:
+    """The message of a failure that must end the run rather than restart its worker (an env that hung more
+    often than env.max_hang_restarts allows: EnvHangError), through Ray's wrapper; None for any other."""
+    cause = getattr(exc, "cause", None)
+    return str(cause) if isinstance(cause, EnvHangError) else None
 
 
 @dataclass
@@ -87,6 +94,8 @@ class WorkerLoops:
                 try:
                     ray.get(loop.ref)
                 except RayError as exc:
+                    if fatal := fatal_cause(exc):
+                        raise A3CError(fatal) from None
                     self._on_failure(rank, loop, root_cause(exc), now)
                     continue
             silent = now - max(loop.progress_at, loop.started)

@@ -14,6 +14,7 @@ from ray_a3c.common import metrics
 
 RESTARTS = "a3c/restarts"  # tagged by role: worker | evaluator | ps
 ENV_RECREATIONS = "a3c/env_recreations"
+ENV_HANGS = "a3c/env_hangs"
 ENV_STEPS = "a3c/env_steps"  # a Counter: Prometheus reads it as ray_a3c_env_steps_total
 RUN_TAG, ROLE_TAG = "run", "role"
 DASHBOARD_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deploy", "grafana", "ray_a3c_dashboard.json")
@@ -43,6 +44,7 @@ RAY_METRICS = (
     RayMetric(metrics.REJECTED_NONFINITE, Kind.COUNTER, "gradients rejected as non-finite"),
     RayMetric(RESTARTS, Kind.COUNTER, "actor restarts and replacements", (RUN_TAG, ROLE_TAG)),
     RayMetric(ENV_RECREATIONS, Kind.COUNTER, "env processes (ViZDoom) restarted after a crash"),
+    RayMetric(ENV_HANGS, Kind.COUNTER, "env steps or resets that hung (env.step_timeout_s): vector envs rebuilt"),
     RayMetric(metrics.ENV_STEPS_PER_S, Kind.GAUGE, "env steps per second over the last log interval"),
     RayMetric(metrics.UPDATES_PER_S, Kind.GAUGE, "parameter-server updates per second"),
     RayMetric(metrics.COMM_FRACTION, Kind.GAUGE, "share of the workers' loop spent communicating"),

@@ -33,6 +33,7 @@ class RunSummary:
     rejected_nonfinite: int = 0
     restarts: dict = field(default_factory=dict)  # role -> count
     env_recreations: int = 0  # env processes (ViZDoom) restarted after crashes
+    env_hangs: int = 0  # env steps or resets that hung past env.step_timeout_s (each rebuilt a vector env)
     dataset_passes: float | None = None  # training on a dataset: transitions replayed / its transitions
     train_start_s: float | None = None  # process age when the workers were started (episodes.csv's train_s 0)
     train_return_mean100: float | None = None  # mean return of the last 100 training episodes (sampled actions)

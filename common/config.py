@@ -56,6 +56,15 @@ class EnvConfig:
     )
     ale_threads: int = _f(1, "C++ threads of each worker's AtariVectorEnv (env.ale_vector); one core per worker")
     warmup_steps: int = _f(0, "up to this many random steps per env at start, to desynchronise episodes")
+    step_timeout_s: float = _f(
+        30.0,
+        "a vector env step or reset (autoresets and the warmup included) that has not returned after this many "
+        "seconds is named (worker, env index, seed, episode step) and the vector env rebuilt, its episodes "
+        "truncated; below cluster.worker_timeout_s; 0 = off (no watchdog thread)",
+    )
+    max_hang_restarts: int = _f(
+        3, "rebuilds allowed per env index after hangs; the next hang of that env ends the run (exit 2) naming it"
+    )
     rescale_actions: bool = _f(False, "the policy acts in [-1, 1], rescaled to the Box bounds")
     max_episode_steps: int | None = _f(None, "override the env's time limit (truncation); null keeps it")
     reward_scale: float = _f(1.0, "rewards are multiplied by this for learning; logged returns stay raw")

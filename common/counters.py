@@ -21,6 +21,7 @@ class PSCounters:
     episodes: int = 0  # episodes finished in them
     rejected_stale: int = 0  # packets (or aggregate members) rejected as Rejection.STALE
     rejected_nonfinite: int = 0  # ... as Rejection.NONFINITE
+    env_hangs: int = 0  # env steps or resets the workers reported hung (each rebuilt its vector env)
 
     def count_rejected(self, reason: str, n: int = 1) -> None:
         """Rejections of the counted kinds (stale, non-finite); the others are not totals of the run."""
@@ -67,6 +68,7 @@ class WindowStats(PSCounters):
 
     episode_returns: list = field(default_factory=list)  # finished training episodes' raw returns
     episode_lengths: list = field(default_factory=list)
+    hang_reports: list = field(default_factory=list)  # the HangReports received in the window
     applied: int = 0  # optimizer steps in the window
     losses: dict = field(default_factory=dict)  # packet loss terms (metrics.packet_losses names) -> mean
     policy_lag_mean: float | None = None  # versions between a gradient's weights and the step applying it

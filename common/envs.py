@@ -14,6 +14,7 @@ from ray_a3c.common.env_ids import VIZDOOM_PREFIX, EnvIdKind, env_builder, missi
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.observations import EnvSpaces, describe_spaces
 from ray_a3c.common.spaces_io import space_to_data
+from ray_a3c.common.step_markers import StepMarkers, marked
 from ray_a3c.common.wrappers import (
     GameStatistics,
     ImagesFirst,
@@ -203,14 +204,15 @@ def _offline_factory(cfg: EnvConfig, shard: int, num_shards: int, copy: int, num
 
 
 def make_vector_env(
-    cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0, num_shards: int = 1
+    cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0, num_shards: int = 1, markers: StepMarkers | None = None
 ) -> gym.vector.VectorEnv:
     """gymnasium vector env of `num_envs` copies, autoreset on the NEXT step (gymnasium 1.x default); the ALE's
     own vector env where it implements `cfg`'s pipeline (common/ale_vector.py).
 
     Env i is seeded with seed + i and, with `warmup_steps`, first takes a random number of random steps.
     With `cfg.dataset` the copies replay shard `shard` of `num_shards` of the recorded episodes instead,
-    each copy its own part of that shard (see OfflineEnv).
+    each copy its own part of that shard (see OfflineEnv). `markers` (for actors/watchdog.py): the copies
+    of a SyncVectorEnv (in this process) report their calls there, so that a hung one can be named.
     """
     plan = native_plan(cfg)
     if plan is not None:
@@ -223,4 +225,6 @@ def make_vector_env(
         fns = [_env_factory(cfg, int(w), seed + i) for i, w in enumerate(warmups)]
     if cfg.vector_mode == "async":
         return gym.vector.AsyncVectorEnv(fns, context="spawn", autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    if markers is not None:
+        fns = [marked(fn, markers, i) for i, fn in enumerate(fns)]
     return gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)

@@ -9,6 +9,41 @@ from typing import Any
 import numpy as np
 
 
+@dataclass
+class HangReport:
+    """A vector env's step or reset that did not return within env.step_timeout_s (actors/watchdog.py)."""
+
+    worker_rank: int
+    env_index: int  # the sub env that hung; -1: the vector env as a whole (its sub envs are out of this process)
+    seed: int  # the env's seed in the build that hung (env_index -1: the build's first env's)
+    num_envs: int
+    episode_step: int | None  # the step of its episode that hung, from 1; 0: its reset; None: not one env's
+    waited_s: float
+    hangs: int  # hangs of this env index so far, this one included
+    max_hang_restarts: int
+
+    def describe(self) -> str:
+        """One line naming what hung, where and for how long."""
+        if self.env_index < 0:
+            what = f"the vector env (envs 0-{self.num_envs - 1}, seeds {self.seed}-{self.seed + self.num_envs - 1})"
+        else:
+            what = f"env {self.env_index} (seed {self.seed})"
+        if self.episode_step is None:
+            where = "a vector step"
+        elif self.episode_step == 0:
+            where = "its reset"
+        else:
+            where = f"step {self.episode_step} of its episode"
+        return f"worker {self.worker_rank}: {what} hung in {where}: no answer after {self.waited_s:.1f}s"
+
+    def over_budget(self) -> bool:
+        return self.hangs > self.max_hang_restarts
+
+    def budget_text(self) -> str:
+        who = "the vector env" if self.env_index < 0 else f"env {self.env_index}"
+        return f"hang {self.hangs} of {who}, env.max_hang_restarts={self.max_hang_restarts}"
+
+
 class Rejection(str, Enum):
     """Why a gradient was not applied; an accepted packet's reason is "" (so `not reason` means accepted). A
     str, so it compares equal to its value and travels in a packet as plain text does."""
@@ -36,6 +71,7 @@ class GradientPacket:
     obs_moments: tuple | None = None  # (count, mean [D], var [D]) of the raw observations, for the PS
     return_moments: tuple | None = None  # (count, mean [1], var [1]) of the running discounted returns
     env_recreations: int = 0  # this worker's env processes restarted after crashes, so far
+    env_hangs: list = field(default_factory=list)  # HangReports of the hangs since this worker's previous packet
     compute_s: float = 0.0  # seconds spent collecting + differentiating (previous loop)
     comm_s: float = 0.0  # seconds spent pushing / pulling in the previous loop
     sender: str = ""  # the sending worker process (an id per incarnation): with `seq`, how the PS spots a resend

@@ -96,6 +96,13 @@ def validate(cfg: Config) -> Config:
             "env.ale_threads must be an integer >= 1",
         ),
         (e.warmup_steps >= 0, "env.warmup_steps must be >= 0"),
+        (e.step_timeout_s >= 0 and e.max_hang_restarts >= 0, "env.step_timeout_s and max_hang_restarts must be >= 0"),
+        (
+            e.step_timeout_s < cfg.cluster.worker_timeout_s,
+            f"env.step_timeout_s ({e.step_timeout_s:g}) must be below cluster.worker_timeout_s "
+            f"({cfg.cluster.worker_timeout_s:g}), so that a hung env is named and rebuilt before its worker is "
+            "killed; 0 turns the env watchdog off",
+        ),
         (
             (e.frame_skip is None or e.frame_skip >= 1) and e.frame_stack >= 1,
             "env.frame_skip and env.frame_stack must be >= 1",

@@ -50,6 +50,7 @@ class _Window:
     def __init__(self) -> None:
         self.returns: list[float] = []
         self.lengths: list[int] = []
+        self.hangs: list = []  # HangReports
         self.losses: dict[str, list[float]] = {}
         self.lags: list[int] = []
         self.grad_norms: list[float] = []
@@ -322,6 +323,8 @@ class ParameterServer:
         w = self._window
         self.counters.env_steps += packet.env_steps
         self.counters.episodes += len(packet.episode_returns)
+        self.counters.env_hangs += len(packet.env_hangs)
+        w.hangs += packet.env_hangs
         w.returns += [r for r in packet.episode_returns if np.isfinite(r)]
         w.lengths += packet.episode_lengths
         for key, value in packet.losses.items():
@@ -366,6 +369,7 @@ class ParameterServer:
             **dataclasses.asdict(self.counters),
             episode_returns=w.returns,
             episode_lengths=w.lengths,
+            hang_reports=w.hangs,
             applied=w.applied,
             losses={k: float(np.mean(v)) for k, v in w.losses.items()},
             policy_lag_mean=float(np.mean(w.lags)) if w.lags else None,

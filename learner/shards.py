@@ -127,8 +127,8 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
     """One packet per shard: shard s gets its gradient slice, stamped with versions[s] (the shard version the
     sender's weights came from) and the whole gradient's global norm (clipping and the finiteness check, which
     no shard could compute from its slice). Every shard counts the env steps (its learning-rate schedule
-    follows them) and sees the moments (so each judges finiteness alike); only the lead gets the episodes and
-    losses it reports."""
+    follows them) and sees the moments (so each judges finiteness alike); only the lead gets the episodes,
+    losses and env hangs it reports."""
     if plan.num_shards == 1:  # an unsharded PS takes the whole gradient in wire order, and measures its norm
         return [dataclasses.replace(packet, version=versions[0], shard_versions=None)]
     norm = finite_norm(gradient_tensor(packet.gradient)) if packet.grad_norm is None else packet.grad_norm
@@ -145,6 +145,7 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
                 episode_returns=packet.episode_returns if lead else [],
                 episode_lengths=packet.episode_lengths if lead else [],
                 losses=packet.losses if lead else {},
+                env_hangs=packet.env_hangs if lead else [],
             )
         )
     return parts

@@ -219,6 +219,7 @@ def test_hung_worker_is_replaced_and_crashed_evaluator_restarts(cluster, tmp_pat
         "--set",
         "run.stop_return=null",
         "cluster.worker_timeout_s=3",
+        "env.step_timeout_s=0",  # must be below the worker timeout; the env watchdog is not what this tests
         "run.eval_interval_s=1",
     )
     run.wait_for("placement:")

@@ -205,6 +205,7 @@ def test_sync_rounds_survive_a_stopped_and_a_killed_worker(ray_session, tmp_path
                 run__stop_return=None,
                 run__total_env_steps=10**9,
                 cluster__worker_timeout_s=4,
+                env__step_timeout_s=0,  # must be below the worker timeout; the env watchdog is not what this tests
                 env__num_envs_per_worker=2,
             )
         )
