@@ -5,14 +5,15 @@ gymnasium 1.x vector envs autoreset on the NEXT step: after env i ends at step t
 loss ignores it. In exchange the observation after the ending step is the episode's real final observation,
 so V(s_{t+1}) for a truncated episode is simply `values[t+1]`.
 
-With an env watchdog (actors/watchdog.py) a step that hangs ends every env's episode as truncated at that step,
-with no reward, the observation left at the state the step was taken from (so the cut episodes bootstrap from
-it): the vector env is rebuilt meanwhile, and the next step is every env's autoreset step, which returns the
-rebuilt envs' first observations. The invariants hold: the step after a truncation is an autoreset step.
+With an env watchdog (actors/watchdog.py) the rollout runs on its helper thread, each vector env call timed. One
+that hangs drops the rollout in flight (its transitions never leave the worker, its unfinished episodes are not
+reported): the vector env is rebuilt and reset, and the rollout collected again from the rebuilt envs' first
+observations, so every rollout is one the invariants above hold for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,16 +63,17 @@ class VectorEnvRunner:
         watchdog: EnvWatchdog | None = None,
     ):
         self.venv, self.spaces, self.seed, self.watchdog = venv, spaces, seed, watchdog
-        n = venv.num_envs
         self.state = state  # the policy's recurrent state for the N envs, carried across rollouts
-        self.starting = np.ones(n, bool)  # the next observation is the first of an episode
-        self.resetting = np.zeros(n, bool)
+        self.recreations = np.zeros(venv.num_envs, np.int64)  # env processes restarted after a crash (ViZDoom)
+        self._begin(*self._reset())
+
+    def _begin(self, obs: Any, info: dict) -> None:
+        """The state of freshly reset envs: each observation the first of an episode."""
+        n = self.venv.num_envs
+        self.obs = encode_batch(obs, self.spaces)
+        self.starting, self.resetting = np.ones(n, bool), np.zeros(n, bool)
         self.ep_return, self.ep_length = np.zeros(n), np.zeros(n, np.int64)
-        self._rebuilt: tuple | None = None  # after a hung step: the rebuilt vector env's reset (obs, info)
-        obs, info = self._reset()
-        self.obs = encode_batch(obs, spaces)
         self.logged_actions, self.behaviour_log_probs = _logged(info, n)
-        self.recreations = np.zeros(n, np.int64)  # env processes restarted after a crash (ViZDoom)
 
     @property
     def replaying(self) -> bool:
@@ -80,10 +82,7 @@ class VectorEnvRunner:
 
     def step(self, env_actions: np.ndarray) -> tuple:
         """-> (raw rewards, terminated, truncated, valid, finished) for this step."""
-        stepped = self._venv_step(env_actions)
-        if stepped is None:
-            return self._hung_step()
-        obs, rewards, term, trunc, info = stepped
+        obs, rewards, term, trunc, info = self._timed(self.venv.step, env_actions)
         valid = ~self.resetting
         term, trunc = term & valid, trunc & valid
         rewards = np.where(valid, rewards, 0.0)
@@ -110,47 +109,35 @@ class VectorEnvRunner:
             )
         return rewards, term, trunc, valid, finished
 
+    def _timed(self, call: Callable, *args: Any, in_reset: bool = False, **kwargs: Any) -> Any:
+        """A vector env call; with a watchdog (whose helper thread runs it) bracketed for timing."""
+        if self.watchdog is None:
+            return call(*args, **kwargs)
+        self.watchdog.enter(in_reset)
+        try:
+            return call(*args, **kwargs)
+        finally:
+            self.watchdog.leave()
+
     def _reset(self) -> tuple:
         """The vector env's reset, env i seeded seed + i; one that hangs rebuilds it (new seeds) and resets again."""
-        while True:
-            seeds = [self.seed + i for i in range(self.venv.num_envs)]
-            if self.watchdog is None:
-                return self.venv.reset(seed=seeds)
-            returned, result = self.watchdog.call(self.venv.reset, seed=seeds)
-            if returned:
-                return result
-            self._rebuild(result, episode_steps=None)
-
-    def _venv_step(self, env_actions: np.ndarray) -> tuple | None:
-        """The vector env's step; None when it hung (the vector env is rebuilt and reset by then). The step after
-        a hung one is the rebuilt envs' autoreset step: their reset's observations, no reward."""
-        if self._rebuilt is not None:
-            (obs, info), self._rebuilt = self._rebuilt, None
-            none = np.zeros(len(env_actions), bool)
-            return obs, np.zeros(len(env_actions)), none, none, info
         if self.watchdog is None:
-            return self.venv.step(env_actions)
-        returned, result = self.watchdog.call(self.venv.step, env_actions)
-        if returned:
-            return result
-        self._rebuild(result, episode_steps=self.ep_length)
-        self._rebuilt = self._reset()
-        return None
+            return self._reset_now()
+        return self.watchdog.run(self._reset_now, self._rebuild)
 
-    def _rebuild(self, waited_s: float, episode_steps: np.ndarray | None) -> None:
+    def _reset_now(self) -> tuple:
+        return self._timed(self.venv.reset, seed=[self.seed + i for i in range(self.venv.num_envs)], in_reset=True)
+
+    def _rebuild(self, waited_s: float, in_reset: bool) -> None:
         """Name the hang (EnvHangError once over budget) and swap in a rebuilt vector env."""
-        self.watchdog.name_hang(self.venv.num_envs, waited_s, episode_steps)
+        self.watchdog.name_hang(self.venv.num_envs, waited_s, None if in_reset else self.ep_length)
         self.venv = self.watchdog.rebuild(self.venv)
         self.seed = self.watchdog.seed
 
-    def _hung_step(self) -> tuple:
-        """The step that hung: every live episode truncated, no reward, the observation unchanged, and the next
-        step every env's autoreset step. The cut episodes are no finished games: their returns are not reported."""
-        valid = ~self.resetting
-        self.ep_return[:], self.ep_length[:] = 0.0, 0
-        self.resetting = np.ones(len(valid), bool)
-        self.starting = ~valid
-        return np.zeros(len(valid)), np.zeros(len(valid), bool), valid.copy(), valid, []
+    def restart_after_hang(self, waited_s: float, in_reset: bool) -> None:
+        """A rollout's env call hung: the rebuilt vector env, reset, is where the next rollout starts."""
+        self._rebuild(waited_s, in_reset)
+        self._begin(*self._reset())
 
     def take_hang_reports(self) -> list[HangReport]:
         """The hangs named since the previous call (none without a watchdog)."""
@@ -192,8 +179,20 @@ def _logged(
     return actions, blp
 
 
-@torch.no_grad()
 def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, reward_scale: float) -> Rollout:
+    """`steps` steps of every env; with the runner's watchdog on its helper thread, collected again from the
+    rebuilt envs when an env call in it hangs."""
+
+    def collect() -> Rollout:
+        return _collect(runner, model, steps, reward_scale)
+
+    if runner.watchdog is None:
+        return collect()
+    return runner.watchdog.run(collect, runner.restart_after_hang)
+
+
+@torch.no_grad()  # grad mode is per thread: set in the thread that collects
+def _collect(runner: VectorEnvRunner, model: ActorCritic, steps: int, reward_scale: float) -> Rollout:
     obs_buf, act_buf, rew, term, trunc, valid, vals, blps, starts_buf = [], [], [], [], [], [], [], [], []
     finished: list = []
     initial_state = runner.state

@@ -1,7 +1,9 @@
-"""Hung envs caught where they happen: a vector env's step or reset runs on a helper thread while the caller waits
-for it at most env.step_timeout_s. One that does not return is named (worker, env index, seed, episode step), its
-thread is left behind, and the vector env is rebuilt from its factories with fresh seeds; each env index may
-hang env.max_hang_restarts times, the next hang raises EnvHangError, which ends the run.
+"""Hung envs caught where they happen: a worker's rollout (and its first reset) runs on a helper thread while the
+worker waits, timing each vector env step and reset in it against env.step_timeout_s. One that does not return
+is named (worker, env index, seed, episode step), its thread is left behind, the vector env is rebuilt from its
+factories with fresh seeds and the rollout collected again; each env index may hang env.max_hang_restarts
+times, the next hang raises EnvHangError, which ends the run. One handoff per rollout, not per step: a handoff
+costs ~15 us idle and more across cores, which per step was 12-16% of a CartPole worker's time.
 
 Which sub env hung is known where the sub envs run in this process (SyncVectorEnv): each is wrapped in a
 MarkedEnv that writes its index into the shared StepMarkers around every call. Sub envs in other processes
@@ -36,38 +38,42 @@ def rebuild_seed(seed: int, build: int) -> int:
     return int(np.random.SeedSequence([seed, build]).generate_state(1)[0] % 2**31)
 
 
+class _Abandoned(Exception):
+    """Raised in a helper thread whose hung env call returned after the watchdog gave it up: it touches nothing."""
+
+
 class _Helper:
     """One daemon thread that runs the calls handed to it, one at a time (a queue handoff each way)."""
 
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._results: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name="env-watchdog", daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, name="env-watchdog", daemon=True)
+        self.thread.start()
 
     def _serve(self) -> None:
         while True:
             call = self._calls.get()
             if call is None:
                 return
-            self._results.put(_outcome(*call))
+            self._results.put(_outcome(call))
             del call  # an idle thread holds no reference to the vector env it stepped (it must be collectable)
 
-    def call(self, fn: Callable, args: tuple, kwargs: dict, timeout_s: float) -> Any:
-        """fn's result; its exception re-raised; queue.Empty when it has not returned after timeout_s."""
-        self._calls.put((fn, args, kwargs))
-        ok, value = self._results.get(timeout=timeout_s)
-        if not ok:
-            raise value
-        return value
+    def submit(self, fn: Callable[[], Any]) -> None:
+        self._calls.put(fn)
+
+    def result(self, timeout_s: float) -> tuple[bool, Any]:
+        """(True, the call's result) or (False, its exception); queue.Empty when none came within timeout_s."""
+        return self._results.get(timeout=timeout_s)
 
     def stop(self) -> None:
         """The thread ends after its current call (at once when idle; a hung one ends if its call ever returns)."""
         self._calls.put(None)
 
 
-def _outcome(fn: Callable, args: tuple, kwargs: dict) -> tuple[bool, Any]:
+def _outcome(fn: Callable[[], Any]) -> tuple[bool, Any]:
     try:
-        return True, fn(*args, **kwargs)
+        return True, fn()
     except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
         return False, exc
 
@@ -75,7 +81,13 @@ def _outcome(fn: Callable, args: tuple, kwargs: dict) -> tuple[bool, Any]:
 class EnvWatchdog:
     """Times a worker's vector env calls, names hangs and rebuilds the vector env. `rebuild(seed, markers)` builds
     one whose sub envs report to `markers` (`marked`) where they run in this process; `markers` are those of the
-    first build (each rebuild gets fresh ones: a hung call that returns late must not mark the new build's)."""
+    first build (each rebuild gets fresh ones: a hung call that returns late must not mark the new build's).
+
+    `run(fn, recover)` runs fn (a whole rollout: one handoff, not one per step) on the helper thread; inside it
+    every vector env call is bracketed by `enter` and `leave` (a clock read, a lock: ~1 us), and the caller,
+    waiting, times the call in progress. A call older than timeout_s is hung: its thread is given up (its
+    `leave` raises `_Abandoned` should the call ever return) and `recover(seconds, in_reset)` runs in the caller
+    (name the hang, rebuild), then fn runs again from the start on a fresh thread."""
 
     def __init__(
         self,
@@ -94,17 +106,53 @@ class EnvWatchdog:
         self.hangs_by_env: dict[int, int] = {}  # env index (-1: the vector env as a whole) -> hangs
         self._unsent: list[HangReport] = []
         self._helper = _Helper()
+        self._lock = threading.Lock()  # `leave` against the caller giving the call up
+        self._given_up: set[threading.Thread] = set()  # helper threads left in a hung call
+        self._since: float | None = None  # monotonic start of the env call in progress on the helper thread
+        self._in_reset = False  # ...and whether it is a reset
 
-    def call(self, fn: Callable, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
-        """(True, fn(*args, **kwargs)) run on the helper thread, or (False, seconds waited) when it has not
-        returned within the timeout: that thread is left to its call and a fresh one serves the next."""
-        t0 = time.monotonic()
-        try:
-            return True, self._helper.call(fn, args, kwargs, self.timeout_s)
-        except queue.Empty:
-            self._helper.stop()
-            self._helper = _Helper()
-            return False, time.monotonic() - t0
+    def run(self, fn: Callable[[], Any], recover: Callable[[float, bool], None]) -> Any:
+        """fn() run on the helper thread, its exception re-raised here; after a hung env call in it,
+        `recover(seconds waited, the call was a reset)` (EnvHangError once over budget) and fn again."""
+        while True:
+            self._since = None
+            self._helper.submit(fn)
+            outcome, waited_s = self._wait()
+            if outcome is not None:
+                ok, value = outcome
+                if not ok:
+                    raise value
+                return value
+            recover(waited_s, self._in_reset)
+
+    def _wait(self) -> tuple[tuple | None, float]:
+        """(the call's outcome, 0) once it answers; (None, seconds) when an env call in it has run longer than
+        timeout_s: its thread is given up and a fresh one serves the next call."""
+        while True:
+            since = self._since
+            wait_s = self.timeout_s if since is None else since + self.timeout_s - time.monotonic()
+            try:
+                return self._helper.result(max(wait_s, 0.0)), 0.0
+            except queue.Empty:
+                pass
+            with self._lock:  # decided while the helper cannot leave its env call
+                since = self._since
+                if since is not None and time.monotonic() - since >= self.timeout_s:
+                    self._helper.stop()
+                    self._given_up.add(self._helper.thread)
+                    self._helper = _Helper()
+                    return None, time.monotonic() - since
+
+    def enter(self, in_reset: bool = False) -> None:
+        """An env call starts on the helper thread."""
+        self._in_reset, self._since = in_reset, time.monotonic()
+
+    def leave(self) -> None:
+        """The env call returned: raises _Abandoned in a thread the caller gave up meanwhile."""
+        with self._lock:
+            if threading.current_thread() in self._given_up:
+                raise _Abandoned
+            self._since = None
 
     def name_hang(self, num_envs: int, waited_s: float, episode_steps: np.ndarray | None) -> HangReport:
         """Count and report the hang of the call that just timed out; `episode_steps`: each env's steps in its
@@ -128,8 +176,8 @@ class EnvWatchdog:
         if report.over_budget():
             raise EnvHangError(f"{report.describe()}; {report.budget_text()}: see env.step_timeout_s")
         self.say(
-            f"{report.describe()}; rebuilding its vector env ({report.budget_text()}); the other envs' episodes "
-            "end truncated too"
+            f"{report.describe()}; rebuilding its vector env ({report.budget_text()}): the rollout in flight is "
+            "collected again, every env from a new episode"
         )
         self._unsent.append(report)
         return report

@@ -59,8 +59,8 @@ class EnvConfig:
     step_timeout_s: float = _f(
         30.0,
         "a vector env step or reset (autoresets and the warmup included) that has not returned after this many "
-        "seconds is named (worker, env index, seed, episode step) and the vector env rebuilt, its episodes "
-        "truncated; below cluster.worker_timeout_s; 0 = off (no watchdog thread)",
+        "seconds is named (worker, env index, seed, episode step), the vector env rebuilt and the rollout in "
+        "flight collected again; below cluster.worker_timeout_s; 0 = off (no watchdog thread)",
     )
     max_hang_restarts: int = _f(
         3, "rebuilds allowed per env index after hangs; the next hang of that env ends the run (exit 2) naming it"

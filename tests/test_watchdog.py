@@ -39,7 +39,7 @@ def hanging_runner(rank=0, num_envs=4, **overrides):
     return runner, build_model(spaces, cfg.model), said
 
 
-def test_a_hung_step_is_named_truncated_and_the_runner_goes_on():
+def test_a_hung_step_is_named_and_its_rollout_collected_again_from_the_rebuilt_envs():
     runner, model, said = hanging_runner(rank=1, **{"env.kwargs": {"hang_at_step": 3, "hang_seeds": [2]}})
     t0 = time.perf_counter()
     ro = collect_rollout(runner, model, steps=6, reward_scale=1.0)
@@ -47,19 +47,25 @@ def test_a_hung_step_is_named_truncated_and_the_runner_goes_on():
     (line,) = said
     assert line.startswith("worker 1: env 2 (seed 2) hung in step 3 of its episode: no answer after 0.5s"), line
     assert "hang 1 of env 2, env.max_hang_restarts=3" in line
-    # step index 2 hung: every episode truncated there, no reward, the observation left as it was
-    assert ro.valid[2].all() and ro.truncated[2].all() and not ro.terminated[2].any() and not ro.rewards[2].any()
-    np.testing.assert_array_equal(ro.obs[3], ro.obs[2])
-    assert not ro.valid[3].any()  # the autoreset step: it only returns the rebuilt envs' first observations
-    assert ro.valid[4:].all() and ro.starts[4].all() and not ro.starts[5].any()
-    np.testing.assert_array_equal(ro.obs[4], np.zeros_like(ro.obs[4]))
-    assert ro.finished == []  # the cut episodes are no finished games
-    assert runner.seed == rebuild_seed(0, 1) != 0
+    # the rollout in flight was dropped: this one is whole, from the rebuilt envs' first observations
+    assert ro.valid.all() and ro.starts[0].all() and not ro.starts[1:].any() and not ro.truncated.any()
+    np.testing.assert_array_equal(ro.obs[0], np.zeros_like(ro.obs[0]))
+    np.testing.assert_array_equal(ro.rewards, np.ones_like(ro.rewards))
+    assert runner.seed == rebuild_seed(0, 1) != 0 and (runner.ep_length == 6).all()
     (report,) = runner.take_hang_reports()
     assert (report.worker_rank, report.env_index, report.seed, report.episode_step) == (1, 2, 2, 3)
     assert report.waited_s >= TIMEOUT_S and runner.take_hang_reports() == []
-    ro = collect_rollout(runner, model, steps=25, reward_scale=1.0)  # the rebuilt envs run whole episodes
-    assert len(said) == 1 and ro.valid.sum() == 4 * 24 and sorted(set(ro.finished)) == [(20.0, 20)]
+    ro = collect_rollout(runner, model, steps=16, reward_scale=1.0)  # the rebuilt envs run whole episodes
+    assert len(said) == 1 and ro.valid.sum() == 4 * 15 and sorted(set(ro.finished)) == [(20.0, 20)]
+
+
+def test_an_env_error_inside_a_timed_rollout_is_raised_in_the_worker():
+    runner, model, _ = hanging_runner(num_envs=2, **{"env.kwargs": {"hang_at_step": 0, "hang_seeds": []}})
+    runner.venv.step = lambda actions: 1 / 0  # noqa: ARG005 - a simulator that fails, not one that hangs
+    with pytest.raises(ZeroDivisionError):
+        collect_rollout(runner, model, steps=3, reward_scale=1.0)
+    del runner.venv.step
+    assert collect_rollout(runner, model, steps=3, reward_scale=1.0).valid.all()  # the next rollout is timed anew
 
 
 def test_a_hung_reset_rebuilds_before_the_first_step():
@@ -92,7 +98,7 @@ def test_sub_envs_in_other_processes_name_the_vector_env_as_a_whole():
         runner.close()
     (line,) = said
     assert line.startswith("worker 0: the vector env (envs 0-1, seeds 0-1) hung in a vector step"), line
-    assert "hang 1 of the vector env" in line and ro.truncated[1].all() and ro.valid[3].all()
+    assert "hang 1 of the vector env" in line and ro.valid.all() and ro.starts[0].all()
 
 
 def test_no_timeout_no_watchdog():
@@ -140,3 +146,18 @@ def test_a_sync_round_failed_by_a_spent_hang_budget_ends_the_run(monkeypatch):
     trainer.fleet = type("Fleet", (), {"count_restart": lambda self, role: 1})()
     with pytest.raises(A3CError, match=r"^worker 0: env 1 \(seed 1\) hung in step 3 of its episode$"):
         trainer._count_failed({0: "packet-ref"})
+
+
+def test_a_given_up_call_that_returns_late_touches_nothing():
+    """hang_s 1.5 with a 0.5 s timeout: the hung step returns a second after it was given up; its thread must
+    stop there, not go on stepping the runner the rebuilt envs now belong to."""
+    kwargs = {"hang_at_step": 2, "hang_seeds": [0], "hang_s": 1.5}
+    runner, model, said = hanging_runner(num_envs=2, **{"env.kwargs": kwargs})
+    first = collect_rollout(runner, model, steps=3, reward_scale=1.0)
+    assert len(said) == 1
+    time.sleep(1.2)  # the given-up call returns meanwhile: without the guard its rollout would step on
+    obs, length = runner.obs.copy(), runner.ep_length.copy()
+    time.sleep(0.3)
+    np.testing.assert_array_equal(runner.obs, obs)
+    np.testing.assert_array_equal(runner.ep_length, length)
+    assert first.valid.all() and (length == 3).all()
