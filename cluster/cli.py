@@ -436,8 +436,13 @@ def main(argv: list[str] | None = None) -> int:
         with console(_log_level(args)):
             return _dispatch(args)
     except A3CError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+def error_line(exc: A3CError) -> str:
+    """The message as one line: the user input or space it quotes may hold newlines of its own."""
+    return " ".join(str(exc).split())
 
 
 def _log_level(args: argparse.Namespace) -> int:

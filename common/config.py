@@ -71,7 +71,9 @@ class EnvConfig:
     frame_skip: int | None = _f(
         None, "ViZDoom: game tics per action (null = 4); other envs take theirs from env.kwargs or a wrapper"
     )
-    frame_stack: int = _f(1, "stack this many last observations (after env.wrappers; images as channels); 1 = none")
+    frame_stack: int = _f(
+        1, "stack this many last observations (after env.wrappers; images as channels); 1 = none; at most 256"
+    )
     screen_size: list = _f(
         [84, 84],
         "ViZDoom: observation [width, height]: the 160x120 gray screen less 10 rows "
@@ -230,7 +232,7 @@ class LearnerConfig:
 @dataclass
 class RunConfig:
     run_dir: str | None = _f(None, "run directory; null = runs/<preset-or-env>-<timestamp>")
-    seed: int = _f(0, "base seed; worker r uses seed + r")
+    seed: int = _f(0, "base seed, in [0, 2**63); worker r uses seed + r")
     num_workers: int = _f(2, "rollout worker actors; 0 = auto: the cluster's free CPUs less the PS's and evaluator's")
     total_env_steps: int = _f(1_000_000, "stop after this many env steps")
     time_limit_s: float | None = _f(None, "stop after this many seconds of training; null = none")
@@ -402,11 +404,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     """'algo.gamma=0.98' -> ('algo.gamma', 0.98); the value is read as YAML (numbers, null, lists)."""
     key, sep, raw = text.partition("=")
     if not sep or "." not in key:
-        raise A3CError(f"override '{text}' must look like section.key=value")
+        raise A3CError(f"override {text!r} must look like section.key=value")
     try:
         return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise A3CError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
+        raise A3CError(f"override {text!r}: value is not valid YAML ({yaml_problem(exc)})") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong, in words: a parse error says `problem`, a reader error (a control character) `reason`."""
+    return str(getattr(exc, "problem", None) or getattr(exc, "reason", None) or type(exc).__name__)
 
 
 def preset_names() -> list[str]:

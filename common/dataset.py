@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +81,7 @@ def space_from_json(data: Any) -> gym.Space:
                 tuple(data["shape"]),
                 dtype=data["dtype"],
             )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: a size of Infinity
         raise A3CError(f"dataset metadata has a malformed space ({exc})") from None
     raise A3CError(f"dataset metadata names an unsupported space type {data.get('type')!r}")
 
@@ -135,7 +136,7 @@ def load_dataset(path: str) -> Dataset:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise A3CError(f"dataset '{path}' does not exist") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except UNREADABLE as exc:
         raise A3CError(f"dataset '{path}' is not a readable .npz file ({type(exc).__name__})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise A3CError(f"dataset '{path}' is a single .npy array, not an .npz archive")
@@ -144,10 +145,7 @@ def load_dataset(path: str) -> Dataset:
         missing = [n for n in REQUIRED + ("metadata",) if n not in names]
         if missing:
             raise A3CError(f"dataset '{path}' lacks the array(s) {', '.join(missing)}")
-        try:
-            arrays = {n: archive[n] for n in REQUIRED + OPTIONAL + ("metadata",) if n in names}
-        except ValueError:
-            raise A3CError(f"dataset '{path}' holds object arrays, which would need pickle; store numbers") from None
+        arrays = {n: _read_array(archive, n, path) for n in REQUIRED + OPTIONAL + ("metadata",) if n in names}
     meta = _metadata(arrays.pop("metadata"), path)
     ds = Dataset(
         observation_space=space_from_json(meta["observation_space"]),
@@ -158,6 +156,21 @@ def load_dataset(path: str) -> Dataset:
     )
     validate_dataset(ds, path)
     return ds
+
+
+# What reading a damaged archive raises: zipfile's and zlib's errors (a bad CRC, a cut-off stream), numpy's
+# ValueError (a bad header), and NotImplementedError / RuntimeError for a member that zipfile cannot decode
+# (an unknown compression method, an encrypted entry).
+UNREADABLE = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, NotImplementedError, RuntimeError)
+
+
+def _read_array(archive: np.lib.npyio.NpzFile, name: str, path: str) -> np.ndarray:
+    try:
+        return archive[name]
+    except UNREADABLE as exc:
+        if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
+            raise A3CError(f"dataset '{path}' holds object arrays, which would need pickle; store numbers") from None
+        raise A3CError(f"dataset '{path}': array '{name}' is damaged ({type(exc).__name__}); record it again") from None
 
 
 def _metadata(raw: np.ndarray, path: str) -> dict:
@@ -174,17 +187,21 @@ def _metadata(raw: np.ndarray, path: str) -> dict:
     return meta
 
 
+# numpy dtype kinds each one-value-per-step column may hold: b bool, i/u integers, f floats
+STEP_COLUMN_KINDS = {
+    "rewards": "biuf",
+    "terminated": "b",
+    "truncated": "b",
+    "episode_ids": "iu",
+    "behaviour_log_probs": "biuf",
+}
+KIND_WORDS = {"biuf": "numbers", "b": "booleans", "iu": "integers"}
+
+
 def validate_dataset(ds: Dataset, path: str) -> None:
-    n = len(ds.rewards)
     arrays = {name: getattr(ds, name) for name in REQUIRED + OPTIONAL if getattr(ds, name) is not None}
-    for name, arr in arrays.items():
-        if arr.dtype == object:
-            raise A3CError(f"dataset '{path}': '{name}' is an object array; store numbers")
-        if len(arr) != n:
-            raise A3CError(f"dataset '{path}': '{name}' has {len(arr)} rows, 'rewards' has {n}")
-        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-            bad = int(np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))[0])
-            raise A3CError(f"dataset '{path}': '{name}' holds NaN or inf (first at step {bad}); clean the data")
+    _check_columns(arrays, path)
+    n = len(ds.rewards)
     if n == 0:
         raise A3CError(f"dataset '{path}' holds no steps")
     obs_shape = tuple(ds.observation_space.shape or ())
@@ -200,11 +217,32 @@ def validate_dataset(ds: Dataset, path: str) -> None:
             f"dataset '{path}': 'actions' rows have shape {ds.actions.shape[1:]}, "
             f"the metadata's action space says {act_shape}"
         )
-    if isinstance(ds.action_space, gym.spaces.Discrete) and (
-        not np.issubdtype(ds.actions.dtype, np.integer) or ds.actions.min() < 0 or ds.actions.max() >= ds.action_space.n
-    ):
-        raise A3CError(f"dataset '{path}': discrete actions must be integers in [0, {ds.action_space.n})")
+    for name, space in (("actions", ds.action_space), ("observations", ds.observation_space)):
+        values = arrays[name]
+        if isinstance(space, gym.spaces.Discrete) and (
+            values.dtype.kind not in "iu" or values.min() < 0 or values.max() >= space.n
+        ):
+            raise A3CError(f"dataset '{path}': discrete {name} must be integers in [0, {space.n})")
     _check_episodes(ds, path)
+
+
+def _check_columns(arrays: dict[str, np.ndarray], path: str) -> None:
+    """Each array holds numbers of its column's kind, one row per step (as many as 'rewards'), all finite."""
+    for name, arr in arrays.items():
+        kinds = STEP_COLUMN_KINDS.get(name, "biuf")
+        if arr.dtype == object:
+            raise A3CError(f"dataset '{path}': '{name}' is an object array; store numbers")
+        if arr.dtype.kind not in kinds:
+            raise A3CError(f"dataset '{path}': '{name}' holds {arr.dtype}; store {KIND_WORDS[kinds]}")
+        if arr.ndim == 0 or (name in STEP_COLUMN_KINDS and arr.ndim != 1):
+            raise A3CError(f"dataset '{path}': '{name}' has shape {arr.shape}; it needs one row per step")
+    n = len(arrays["rewards"])
+    for name, arr in arrays.items():
+        if len(arr) != n:
+            raise A3CError(f"dataset '{path}': '{name}' has {len(arr)} rows, 'rewards' has {n}")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad = int(np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))[0])
+            raise A3CError(f"dataset '{path}': '{name}' holds NaN or inf (first at step {bad}); clean the data")
 
 
 def _check_episodes(ds: Dataset, path: str) -> None:

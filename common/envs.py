@@ -27,10 +27,11 @@ from ray_a3c.common.wrappers import (
 VIZDOOM_FRAME_SKIP = 4  # game tics per action when env.frame_skip is not set
 
 
-def _construct(what: str, build, **kwargs) -> gym.Env:
-    """Call an env constructor; its failure becomes one clear error naming the env."""
+def _construct(what: str, build, kwargs: dict) -> gym.Env:
+    """Call an env constructor with `kwargs` (a dict: a user's key can clash with no parameter of this function);
+    its failure, or an env without spaces, becomes one clear error naming the env."""
     try:
-        return build(**kwargs)
+        env = build(**kwargs)
     except A3CError:
         raise
     except (gym.error.DependencyNotInstalled, ImportError) as exc:
@@ -40,6 +41,11 @@ def _construct(what: str, build, **kwargs) -> gym.Env:
     except Exception as exc:  # noqa: BLE001 - any error of the user's env is reported the same way
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise A3CError(f"env '{what}' failed to start: {type(exc).__name__}: {message}") from None
+    for name in ("observation_space", "action_space"):
+        if not isinstance(getattr(env, name, None), gym.spaces.Space):
+            env.close()
+            raise A3CError(f"env '{what}' has no {name} (a gymnasium.spaces.Space): set it in the env's __init__")
+    return env
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
@@ -54,7 +60,7 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
         build, registered = env_builder(cfg.id)
         if cfg.max_episode_steps and registered:
             kwargs["max_episode_steps"] = cfg.max_episode_steps
-        env = _construct(cfg.id, build, **kwargs)
+        env = _construct(cfg.id, build, kwargs)
         if cfg.max_episode_steps and not registered:
             env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
     env = apply_wrappers(GameStatistics(env), parse_wrappers(cfg.wrappers), training=True)
@@ -88,7 +94,9 @@ def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
         kwargs["variables_as_channels"] = cfg.observe_variables_as_channels
     kwargs.setdefault("screen_size", tuple(cfg.screen_size))
     frame_skip = cfg.frame_skip or VIZDOOM_FRAME_SKIP
-    env: gym.Env = VizdoomEnv(cfg.id.removeprefix(VIZDOOM_PREFIX), frame_skip=frame_skip, **kwargs)
+    # the engine's own exceptions (a missing WAD or map the .cfg names) become one error naming the env
+    scenario = cfg.id.removeprefix(VIZDOOM_PREFIX)
+    env = _construct(cfg.id, lambda **kw: VizdoomEnv(scenario, frame_skip=frame_skip, **kw), kwargs)
     if cfg.max_episode_steps:
         env = gym.wrappers.TimeLimit(env, cfg.max_episode_steps)
     return env

@@ -42,7 +42,7 @@ def dataset_dir(dataset_id: str) -> str:
 
     try:
         parse_dataset_id(dataset_id)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: an id whose version is not a number ('name-v', '0')
         raise A3CError(
             f"'{dataset_id}' is not a Minari dataset id ((namespace/)name-v<version>, e.g. cartpole/expert-v0)"
         ) from None
@@ -77,14 +77,19 @@ def load_minari(ref: str) -> Dataset:
     _check_present(directory, target)
     try:
         data = minari.MinariDataset(os.path.join(directory, "data"))
-    except Exception as exc:  # Minari raises plain ValueError/KeyError/OSError on damaged metadata
-        raise A3CError(f"Minari dataset '{target}' cannot be read ({type(exc).__name__}: {exc})") from None
-    return _to_dataset(data, ref)
+        columns = _episode_columns(data, ref)
+    except A3CError:
+        raise
+    except Exception as exc:  # Minari and h5py raise plain ValueError/KeyError/OSError/RuntimeError on damage
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise A3CError(f"Minari dataset '{target}' cannot be read ({type(exc).__name__}: {message})") from None
+    return _to_dataset(data, columns, ref)
 
 
-def _to_dataset(data, ref: str) -> Dataset:
-    obs_space, act_space = data.observation_space, data.action_space
-    for space in (obs_space, act_space):
+def _episode_columns(data, ref: str) -> tuple[dict[str, np.ndarray], bool]:
+    """Every episode's steps, read from the files into our columns (and `log_probs`, zeros where none were
+    recorded) -> (columns, whether log-probs were recorded). All the data is read here, so damage shows here."""
+    for space in (data.observation_space, data.action_space):
         if not isinstance(space, (gym.spaces.Box, gym.spaces.Discrete)):
             raise A3CError(f"Minari dataset '{ref}' has a {type(space).__name__} space; Box or Discrete only")
     cols: dict[str, list] = {k: [] for k in REQUIRED + ("log_probs",)}
@@ -113,7 +118,12 @@ def _to_dataset(data, ref: str) -> Dataset:
             cols[key].append(value)
     if not cols["rewards"]:
         raise A3CError(f"Minari dataset '{ref}' holds no steps")
-    arrays = {k: np.concatenate(v) for k, v in cols.items()}
+    return {k: np.concatenate(v) for k, v in cols.items()}, has_log_probs
+
+
+def _to_dataset(data, columns: tuple[dict[str, np.ndarray], bool], ref: str) -> Dataset:
+    arrays, has_log_probs = columns
+    obs_space, act_space = data.observation_space, data.action_space
     float_obs = isinstance(obs_space, gym.spaces.Box) and obs_space.dtype != np.uint8
     for key in ("observations", "next_observations"):
         arrays[key] = arrays[key].astype(np.float32 if float_obs else arrays[key].dtype)

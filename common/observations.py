@@ -47,9 +47,24 @@ class EnvSpaces:
         return self.image_shape is not None or any(p.image_shape for p in self.parts)
 
 
+# The most numbers an encoded observation may hold (64 MB as float32): Pong's 4 stacked colour frames hold 0.4M.
+# Past it, a wrapper's or the frame stack's mistake would be found by running out of memory.
+MAX_OBS_NUMBERS = 2**24
+
+
 def describe_spaces(obs: gym.Space, act: gym.Space, variable_channels: tuple = ()) -> EnvSpaces:
     """What the model needs from the spaces (images already [C, H, W]: see wrappers.ImagesFirst);
     `variable_channels` (see envs.variable_channels) only for images."""
+    spaces = _describe(obs, act, variable_channels)
+    if spaces.obs_dim > MAX_OBS_NUMBERS:
+        raise A3CError(
+            f"observations of {spaces.obs_dim:,} numbers (a {type(obs).__name__} of shape {obs.shape}) are more "
+            f"than a policy reads ({MAX_OBS_NUMBERS:,}); check env.frame_stack and env.wrappers"
+        )
+    return spaces
+
+
+def _describe(obs: gym.Space, act: gym.Space, variable_channels: tuple) -> EnvSpaces:
     if not isinstance(act, (gym.spaces.Discrete, gym.spaces.Box)):
         raise A3CError(f"action space {act} is not supported (Discrete or Box)")
     if isinstance(obs, gym.spaces.Discrete):

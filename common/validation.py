@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from ray_a3c.common.config import Config
 
 GRAD_DTYPES = ("float32", "float16", "bfloat16")  # learner.grad_dtype: how gradients travel (common/flat.py)
+# env.frame_stack: far past any recipe's 4; gymnasium builds the stacked space in memory (a billion frames
+# of CartPole would take 32 GB) before any size check could run
+MAX_FRAME_STACK = 256
+SEED_LIMIT = 2**63  # run.seed: torch.manual_seed takes 64 bits and each worker adds its rank; gymnasium needs >= 0
 
 
 class Optimizer(str, Enum):
@@ -107,6 +111,11 @@ def validate(cfg: Config) -> Config:
             (e.frame_skip is None or e.frame_skip >= 1) and e.frame_stack >= 1,
             "env.frame_skip and env.frame_stack must be >= 1",
         ),
+        (e.frame_stack <= MAX_FRAME_STACK, f"env.frame_stack must be <= {MAX_FRAME_STACK}, got {e.frame_stack}"),
+        (
+            all(isinstance(k, str) for k in e.kwargs),
+            f"env.kwargs keys must be keyword names (strings), got {[k for k in e.kwargs if not isinstance(k, str)]}",
+        ),
         (
             e.frame_skip is None or e.id.startswith("vizdoom:"),
             "env.frame_skip applies to vizdoom: envs only; other envs take theirs from env.kwargs (ALE: frameskip) "
@@ -167,6 +176,7 @@ def validate(cfg: Config) -> Config:
             "temperature), never negative): scale them with algo.awr_temperature",
         ),
         (r.num_workers >= 0, "run.num_workers must be >= 1, or 0 for auto"),
+        (0 <= r.seed < SEED_LIMIT, f"run.seed must be in [0, 2**63), got {r.seed}"),
         (cfg.learner.device in ("cpu", "cuda", "auto"), "learner.device must be cpu, cuda or auto"),
         (cfg.learner.num_gpus >= 0, "learner.num_gpus must be >= 0"),
         (cfg.learner.max_batch_packets >= 1, "learner.max_batch_packets must be >= 1"),

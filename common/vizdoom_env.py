@@ -84,6 +84,9 @@ class VizdoomEnv(gym.Env):
         self._seed = seed
         self.game = self._start()
         self._buttons = self.game.get_available_buttons_size()
+        if not self._buttons:
+            self.game.close()
+            raise A3CError(f"ViZDoom config '{self.config_path}' has no available_buttons: the agent could not act")
         self.action_space = gym.spaces.Discrete(self._buttons)
         self.screen_size = (int(screen_size[0]), int(screen_size[1]))  # (width, height)
         width, height = self.screen_size

@@ -103,6 +103,24 @@ def test_wrapper_entries_in_every_form_and_what_is_training_only():
         make_env(EnvConfig(id=CATCH, wrappers=[{"ResizeObservation": {"shape": 3}}]))
 
 
+# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback, or memory running out.
+@pytest.mark.parametrize(
+    "cfg, needle",
+    [
+        (EnvConfig(id="gymnasium:Env"), "env 'gymnasium:Env' has no observation_space"),  # was AttributeError
+        (EnvConfig(id="CartPole-v1", kwargs={"build": 1}), "rejected env.kwargs"),  # was TypeError in the call
+        (
+            EnvConfig(id="CartPole-v1", wrappers=[{"FrameStackObservation": {"stack_size": 5_000_000}}]),
+            "observations of 20,000,000 numbers",  # was a MemoryError (or gigabytes) writing the spaces as data
+        ),
+    ],
+)
+def test_envs_the_fuzzing_broke_are_refused_with_one_message(cfg, needle):
+    with pytest.raises(A3CError) as info:
+        probe_spaces(cfg)
+    assert needle in str(info.value)
+
+
 def test_keys_that_do_not_apply_are_refused():
     with pytest.raises(A3CError, match="env.frame_skip applies to vizdoom: envs only"):
         validate(from_flat({"env.id": CATCH, "env.frame_skip": 4}, Config()))

@@ -115,3 +115,29 @@ def test_local_size_check_is_skipped_when_joining(monkeypatch):
         check_local_size(cfg)
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     check_local_size(cfg)  # a cluster's size is its own: nothing to refuse here
+
+
+# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback, or a run that failed after Ray started.
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("algo.adam_eps=\x1b", "not valid YAML (special characters are not allowed)"),  # was AttributeError
+        ("env.kwargs={1: 2}", "env.kwargs keys must be keyword names (strings), got [1]"),  # was TypeError
+        ("env.frame_stack=1000000000", "env.frame_stack must be <= 256"),  # was the process killed for memory
+        ("run.seed=-1", "run.seed must be in [0, 2**63)"),  # was an error in every worker once Ray had started
+        ("run.seed=100000000000000000000000", "run.seed must be in [0, 2**63)"),  # and in the PS's torch seed
+    ],
+)
+def test_overrides_the_fuzzing_broke_are_refused_with_one_message(override, needle):
+    with pytest.raises(A3CError) as info:
+        validate(from_flat(dict([parse_override(override)]), Config()))
+    assert needle in str(info.value)
+
+
+def test_the_cli_prints_one_error_line_whatever_the_input_holds(capsys):
+    from ray_a3c.cluster.cli import main
+
+    # \x1e is a line break to str.splitlines(); the override is quoted as its repr
+    assert main(["config", "--set", "\x1e"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: override '\\x1e' must look like section.key=value"]

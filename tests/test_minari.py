@@ -8,6 +8,7 @@ import sys
 import warnings
 
 import gymnasium as gym
+import h5py
 import minari
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
 from ray_a3c.common.config import EnvConfig
 from ray_a3c.common.dataset import OPTIONAL, REQUIRED, save_dataset
+from ray_a3c.common.errors import A3CError
 from ray_a3c.common.minari_io import dataset_dir, save_minari
 from ray_a3c.common.offline import OfflineEnv, open_dataset
 
@@ -110,6 +112,18 @@ def test_bad_minari_ids_are_one_error_line_and_nothing_is_overwritten(minari_pat
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
     after = sorted((p, os.path.getmtime(os.path.join(d, p))) for d, _, files in os.walk(directory) for p in files)
     assert after == before
+
+
+# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback instead of an A3CError.
+def test_ids_and_damage_the_fuzzing_found_are_refused_with_one_message(minari_path):
+    for bad_id in ("0", "name-v", "-v0"):  # Minari's own parser raised TypeError
+        with pytest.raises(A3CError, match="is not a Minari dataset id"):
+            open_dataset(f"minari:{bad_id}")
+    collected_dataset("cartpole/damaged-v0", episodes=2)
+    with h5py.File(os.path.join(dataset_dir("cartpole/damaged-v0"), "data", "main_data.hdf5"), "a") as fh:
+        del fh["episode_1"]["rewards"]  # the metadata reads; the episode does not (was KeyError from h5py)
+    with pytest.raises(A3CError, match="cannot be read"):
+        open_dataset("minari:cartpole/damaged-v0")
 
 
 def test_record_cli_writes_a_minari_dataset_with_log_probs(minari_path):

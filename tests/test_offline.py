@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import gymnasium as gym
 import numpy as np
@@ -336,3 +337,38 @@ def test_awr_worker_pulls_towards_logged_actions_with_gae_value_targets(dataset_
     np.testing.assert_allclose(coefficients, awr_weights(advantages, 0.7, 20.0), rtol=1e-6)
     np.testing.assert_allclose(returns, gae_returns, rtol=1e-6)
     assert (coefficients > 0).all()
+
+
+def flipped_member(path, out, member="rewards.npy"):
+    """A copy of an npz whose `member` has one byte changed inside its data: its CRC no longer matches."""
+    raw = bytearray(open(path, "rb").read())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    raw[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2] ^= 0xFF
+    open(out, "wb").write(bytes(raw))
+
+
+# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback instead of an A3CError.
+def test_files_the_fuzzing_broke_are_refused_with_one_message(dataset_file, tmp_path):
+    path, arrays = dataset_file
+    n = len(arrays["rewards"])
+    with np.load(path) as src:
+        meta = json.loads(str(src["metadata"]))
+    infinite = json.dumps(meta).replace('"n": 2', '"n": Infinity')
+    variants = {
+        "scalar": (dict(rewards=np.float32(1)), "'rewards' has shape (); it needs one row per step"),  # TypeError
+        "float flags": (dict(terminated=np.ones(n)), "'terminated' holds float64; store booleans"),  # TypeError
+        "2-D flags": (dict(terminated=np.zeros((n, 2), bool)), "'terminated' has shape"),  # ValueError
+        "2-D ids": (dict(episode_ids=np.zeros((n, 2), np.int64)), "'episode_ids' has shape"),  # TypeError
+        "text obs": (dict(observations=np.full((n, 4), "a")), "'observations' holds <U1; store numbers"),  # accepted
+        "inf n": (dict(metadata=np.array(infinite)), "malformed space (cannot convert float infinity"),  # Overflow
+    }
+    for name, (changes, needle) in variants.items():
+        out = str(tmp_path / f"{name}.npz")
+        rewrite(path, out, **changes)
+        with pytest.raises(A3CError) as info:
+            load_dataset(out)
+        assert needle in str(info.value), name
+    flipped_member(path, str(tmp_path / "crc.npz"))  # was zipfile.BadZipFile (zlib.error when compressed)
+    with pytest.raises(A3CError, match="array 'rewards' is damaged"):
+        load_dataset(str(tmp_path / "crc.npz"))

@@ -9,7 +9,8 @@ from PIL import Image
 
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.worker import RolloutWorker
-from ray_a3c.common.config import Config, from_flat, validate
+from ray_a3c.common.config import Config, EnvConfig, from_flat, validate
+from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.vizdoom_env import VizdoomEnv
 from tests.helpers import doom_config
@@ -45,6 +46,21 @@ def test_frames_flags_at_timeout_and_at_death():
 def test_unknown_scenario_is_a_clear_error():
     with pytest.raises(A3CError, match="unknown ViZDoom scenario 'nope'"):
         VizdoomEnv("nope")
+
+
+# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback from the engine or gymnasium.
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("available_buttons = { NOPE }\n", "has no available_buttons"),  # was ValueError: Discrete(0)
+        ("doom_scenario_path = nope.wad\navailable_buttons = { ATTACK }\n", "FileDoesNotExistException"),
+    ],
+)
+def test_a_cfg_the_engine_cannot_play_is_a_clear_error(tmp_path, text, needle):
+    (tmp_path / "mine.cfg").write_text(text)
+    with pytest.raises(A3CError) as info:
+        probe_spaces(EnvConfig(id=f"vizdoom:{tmp_path / 'mine.cfg'}"))
+    assert needle in str(info.value) and "mine.cfg" in str(info.value)
 
 
 def test_passes_gymnasium_check_env():
