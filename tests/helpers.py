@@ -15,9 +15,9 @@ def small_config(**overrides) -> Config:
     return validate(from_flat(base, Config()))
 
 
-def doom_config(scenario="basic", **extra) -> Config:
-    """A small ViZDoom config: one env, a small CNN and LSTM, 8-step rollouts."""
-    base = {
+def small_doom(scenario="basic") -> dict:
+    """Flat overrides of a small ViZDoom config: one env, a small CNN and LSTM, 8-step rollouts."""
+    return {
         "env.id": f"vizdoom:{scenario}",
         "env.num_envs_per_worker": 1,
         "env.reward_scale": 0.01,
@@ -28,7 +28,11 @@ def doom_config(scenario="basic", **extra) -> Config:
         "model.cnn_fc_size": 32,
         "algo.rollout_steps": 8,
     }
-    base.update(extra)
+
+
+def doom_config(scenario="basic", **extra) -> Config:
+    """`small_doom` as a validated Config."""
+    base = {**small_doom(scenario), **extra}
     return validate(from_flat(base, Config()))
 
 

@@ -18,7 +18,7 @@ from ray_a3c.common.packet import Rejection
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.replay import replay_run
 from ray_a3c.learner.update_log import LOG_FILE, RecordKind, UpdateLog, format_record, parse_record, read_log
-from tests.helpers import small_config
+from tests.helpers import small_config, small_doom
 
 # worker 1 pushes once, then worker 0 five times: worker 1's next packet is 6 versions old, over the lag of 2;
 # later worker 1 is restarted (a new incarnation: fresh envs, RNG and sender)
@@ -198,18 +198,7 @@ def test_a_malformed_log_line_is_named(tmp_path):
 def test_a_vizdoom_run_replays_too(tmp_path):
     """ViZDoom's engine is deterministic under the seed: a CNN + LSTM run on `basic` replays bit for bit."""
     pytest.importorskip("vizdoom")
-    doom = {
-        "env.id": "vizdoom:basic",
-        "env.num_envs_per_worker": 1,
-        "env.reward_scale": 0.01,
-        "model.encoder": "cnn",
-        "model.shared_trunk": True,
-        "model.lstm_size": 32,
-        "model.conv_channels": [8, 16],
-        "model.cnn_fc_size": 32,
-        "algo.rollout_steps": 8,
-    }
-    live = LiveRun(tmp_path, {**OVERLAP, **doom})
+    live = LiveRun(tmp_path, {**OVERLAP, **small_doom()})
     live.finish()
     outcome = replay_run(str(tmp_path), say=lambda _: None)
     assert outcome.identical and outcome.max_abs_diff == 0.0, outcome.message
