@@ -144,15 +144,20 @@ def _frames_per_s(env, steps: int, rng) -> float:
     return rate
 
 
-def cnn_rates(preset: str, inference_batch: int, pass_batch: int, repeats: int) -> dict:
-    """Milliseconds per CNN forward at the inference batch and forward + backward at a pass's batch, per layout."""
+def preset_model(preset: str) -> tuple:
+    """(the preset's freshly built network, its input shape: [C, H, W] for images, else [obs_dim])."""
     from ray_a3c.common.config import from_dict, load_yaml
     from ray_a3c.common.envs import probe_spaces
     from ray_a3c.common.models import build_model
 
     config = from_dict(load_yaml(preset))
-    model = build_model(probe_spaces(config.env), config.model)
-    shape = model_input_shape(config)
+    spaces = probe_spaces(config.env)
+    shape = tuple(spaces.image_shape) if spaces.image_shape else (spaces.obs_dim,)
+    return build_model(spaces, config.model), shape
+
+
+def cnn_rates(model, shape: tuple, inference_batch: int, pass_batch: int, repeats: int) -> dict:
+    """Milliseconds per CNN forward at the inference batch and forward + backward at a pass's batch, per layout."""
     rows = {}
     for layout in ("float32", "bf16 autocast", "channels_last weights", "channels_last + bf16"):
         if layout.startswith("channels_last"):
@@ -165,22 +170,6 @@ def cnn_rates(preset: str, inference_batch: int, pass_batch: int, repeats: int) 
                 _ms(lambda x=x_pass, m=model: _forward_backward(m, x), max(3, repeats // 4)),
             )
     return rows
-
-
-def parameter_count(preset: str) -> int:
-    from ray_a3c.common.config import from_dict, load_yaml
-    from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.common.models import build_model
-
-    config = from_dict(load_yaml(preset))
-    return sum(p.numel() for p in build_model(probe_spaces(config.env), config.model).parameters())
-
-
-def model_input_shape(config) -> tuple:
-    from ray_a3c.common.envs import probe_spaces
-
-    spaces = probe_spaces(config.env)
-    return tuple(spaces.image_shape) if spaces.image_shape else (spaces.obs_dim,)
 
 
 def _batch(n: int, shape: tuple) -> torch.Tensor:
@@ -243,9 +232,10 @@ def main(argv=None) -> int:
         rates = engine_rates(16, 300)
         lines += ["| engine alone, 16 Pong envs, random actions | frames/s |", "|---|---|"]
         lines += [f"| {name} | {rate:,.0f} |" for name, rate in rates.items()] + [""]
-    trip_ms = ray_round_trip(parameter_count(args.preset), 50) * 1e3
+    model, shape = preset_model(args.preset)
+    trip_ms = ray_round_trip(sum(p.numel() for p in model.parameters()), 50) * 1e3
     lines += [f"Ray, one push's round trip (a float32 gradient to an actor, the weights back): {trip_ms:.1f} ms", ""]
-    config_rows = cnn_rates(args.preset, 16, 256, 20)
+    config_rows = cnn_rates(model, shape, 16, 256, 20)
     lines += [
         "| CNN, one torch thread | forward, batch 16 (ms) | forward + backward, batch 256 (ms) |",
         "|---|---|---|",
