@@ -148,3 +148,16 @@ def test_atari_settings_table_shows_each_rows_climb_and_says_when_a_log_kept_non
     assert f"| {shipped} (the preset) | {CANDIDATES[shipped][0]} | not kept | -20.3 | -20.0 +- 1.1 | 3,811 |" in table
     assert "| zoo_rule | rl-zoo's" in table
     assert "| -, -20.5, -19.0 | -20.3 |" in table  # the first quarter had fewer than 100 games
+
+
+def test_the_pixel_profile_times_a_workers_parts_and_refuses_a_zero_budget(capsys):
+    pytest.importorskip("ale_py")
+    from bench.pixel_profile import main, worker_profile
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--rollouts", "0"])
+    assert exited.value.code == 2 and capsys.readouterr().err == "error: --rollouts must be >= 1\n"
+    parts, steps = worker_profile("atari", 1, {"env.num_envs_per_worker": 2, "algo.rollout_steps": 4})
+    assert steps == 2 * 4  # one rollout of 4 steps on 2 envs, after the uncounted first one
+    assert {"env step", "inference", "loss + backward (4 passes)", "PS apply"} <= set(parts)
+    assert all(seconds > 0 for seconds in parts.values())
