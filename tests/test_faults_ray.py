@@ -192,31 +192,44 @@ def wait_for_version(ps, at_least: int, timeout: float = 60.0) -> int:
 
 
 def test_sync_rounds_survive_a_stopped_and_a_killed_worker(ray_session, tmp_path):
+    """The faults come from a thread; the run trains on the main thread (where its stop signals are caught) and
+    ends by SIGTERM once rounds went on past both faults, so the test lasts as long as the faults take."""
     run_dir = str(tmp_path / "sync")
-    out = {}
-    thread = threading.Thread(
-        target=lambda: out.update(
-            summary=ray_a3c.train(
-                "cartpole",
-                run_dir=run_dir,
-                quiet=True,
-                algo__mode="sync",
-                run__time_limit_s=45,
-                run__stop_return=None,
-                run__total_env_steps=10**9,
-                cluster__worker_timeout_s=4,
-                env__step_timeout_s=0,  # must be below the worker timeout; the env watchdog is not what this tests
-                env__num_envs_per_worker=2,
-            )
-        )
-    )
+    faults: dict = {}
+
+    def inject() -> None:
+        try:
+            ps = actor(run_dir, "ps")
+            version = wait_for_version(ps, 20)
+            os.kill(pid_of(run_dir, "worker-0"), signal.SIGSTOP)  # alive, silent
+            version = wait_for_version(ps, version + 20)  # rounds go on once the stopped worker is replaced
+            os.kill(pid_of(run_dir, "worker-1"), signal.SIGKILL)
+            faults["version"] = wait_for_version(ps, version + 20)
+        except BaseException as exc:  # reported by the test below, after the run has ended
+            faults["error"] = exc
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # the run's own stop: a final checkpoint, reason "interrupted"
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread = threading.Thread(target=inject, daemon=True)
     thread.start()
-    ps = actor(run_dir, "ps")
-    version = wait_for_version(ps, 20)
-    os.kill(pid_of(run_dir, "worker-0"), signal.SIGSTOP)  # alive, silent
-    version = wait_for_version(ps, version + 20)  # rounds go on once the stopped worker is replaced
-    os.kill(pid_of(run_dir, "worker-1"), signal.SIGKILL)
-    wait_for_version(ps, version + 20)
-    thread.join(timeout=120)
-    summary = out["summary"]
-    assert summary.reason == "time_limit" and summary.restarts["worker"] >= 2, summary.result()
+    try:
+        summary = ray_a3c.train(
+            "cartpole",
+            run_dir=run_dir,
+            quiet=True,
+            algo__mode="sync",
+            run__time_limit_s=120,  # a bound only: the faults' thread stops the run
+            run__stop_return=None,
+            run__total_env_steps=10**9,
+            cluster__worker_timeout_s=4,
+            env__step_timeout_s=0,  # must be below the worker timeout; the env watchdog is not what this tests
+            env__num_envs_per_worker=2,
+        )
+    finally:
+        thread.join(timeout=30)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert "error" not in faults, faults.get("error")
+    assert summary.reason == "interrupted" and summary.restarts["worker"] >= 2, summary.result()
+    assert summary.version >= faults["version"]
