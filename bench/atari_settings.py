@@ -20,7 +20,8 @@ import ast
 import os
 import re
 
-from bench.atari import EVAL_EPISODES, ROWS, run_ours, run_sb3
+from bench.atari import ROWS
+from bench.atari_sides import EVAL_EPISODES, run_ours, run_sb3
 from bench.common import fail, fmt, machine, today, update_section
 from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, parse_override
 
