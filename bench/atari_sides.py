@@ -54,7 +54,7 @@ def run_ours(
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
         cmd = [
-            A3C,
+            *A3C,
             "train",
             "atari",
             "--env",
