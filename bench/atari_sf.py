@@ -1,10 +1,34 @@
 """Sample Factory's side of bench/atari.py, run inside bench/.sf-venv (gymnasium 0.29, ale-py 0.9): SF's own
-train/enjoy entry points with its Atari env factory pointed at the ALE v5 env. Its spawned workers import this
-module (the env factory is registered by reference), so it imports nothing from the project's venv."""
+train/enjoy entry points with its Atari env factory pointed at the ALE v5 env. Its spawned processes import this
+module (the env factory is registered by reference), so it imports nothing from the project's venv
+(bench.atari_sides needs only the standard library)."""
 
 from __future__ import annotations
 
 import os
+
+from bench.atari_sides import BUDGET_ENV, Deadline
+
+
+def clock_schedule() -> bool:
+    """Under a clock budget (run_sf puts the side's Deadline in BUDGET_ENV), SF's linear_decay falls to 0 at the
+    deadline, as the other sides' schedules do, instead of at --train_for_env_steps (out of reach then). SF's
+    learner runs in a spawned process of its own, which imports this module to unpickle the env factory before
+    it builds its scheduler: the schedule is swapped at import. True if it was."""
+    text = os.environ.get(BUDGET_ENV)
+    if not text:
+        return False
+    deadline = Deadline.decode(text)
+    from sample_factory.algo.learning import learner
+
+    def update(self, current_lr, recent_kls):
+        return self.linear_decay.at(0) * deadline.fraction_left()
+
+    learner.LinearDecayScheduler.update = update
+    return True
+
+
+clock_schedule()
 
 
 def sf_make_env(full_env_name, cfg, env_config, render_mode=None):
@@ -49,7 +73,8 @@ def sf_make_env(full_env_name, cfg, env_config, render_mode=None):
 
 def sf_main(argv: list[str]) -> int:
     """`train ARGS` / `enjoy ARGS` inside bench/.sf-venv: SF's Atari example with `sf_make_env` registered; in
-    training, each stats report also prints the 100-game window of whole-game returns SF keeps."""
+    training, each stats report also prints the 100-game window of whole-game returns SF keeps and the frames so
+    far (print_stats(fps_stats, sample_throughput, total_env_steps))."""
     import numpy as np
     from sample_factory.envs.env_utils import register_env
     from sf_examples.atari.atari_utils import ATARI_ENVS
@@ -73,7 +98,7 @@ def sf_main(argv: list[str]) -> int:
         print_stats(self, *args)
         games = self.policy_avg_stats.get("RecordEpisodeStatistics_reward", [[]])[0]
         if games:
-            print(f"BENCH games {len(games)} mean {float(np.mean(games))}", flush=True)
+            print(f"BENCH games {len(games)} mean {float(np.mean(games))} frames {int(args[-1])}", flush=True)
 
     Runner.print_stats = with_games
     return int(run_rl(cfg))

@@ -234,13 +234,21 @@ def running_means(rows: list[tuple[float, float]], window: int = 100) -> list[tu
 A3C = (sys.executable, "-m", "ray_a3c.cluster.cli")
 
 
-def training_episodes(run_dir: str, train_start_s: float) -> list[tuple[float, float]]:
-    """(seconds from launch, return) of each training episode in RUN_DIR/episodes.csv; [] before one ends."""
+def training_games(run_dir: str, train_start_s: float) -> list[tuple[float, int, float]]:
+    """(seconds from launch, env steps, return) of each training episode in RUN_DIR/episodes.csv; [] before one
+    ends."""
     path = os.path.join(run_dir, "episodes.csv")
     if not os.path.exists(path):
         return []
     with open(path) as fh:
-        return [(train_start_s + float(r["train_s"]), float(r["return"])) for r in csv.DictReader(fh)]
+        return [
+            (train_start_s + float(r["train_s"]), int(r["env_steps"]), float(r["return"])) for r in csv.DictReader(fh)
+        ]
+
+
+def training_episodes(run_dir: str, train_start_s: float) -> list[tuple[float, float]]:
+    """(seconds from launch, return) of each training episode in RUN_DIR/episodes.csv; [] before one ends."""
+    return [(t, ret) for t, _, ret in training_games(run_dir, train_start_s)]
 
 
 def fresh_evaluation(run_dir: str, episodes: int, seed: int, cwd: str, *extra: str) -> dict:
