@@ -79,11 +79,16 @@ def verdicts(row: str, ours: list[dict], peer: list[dict], peer_side: str) -> li
 
 def render_minutes(rows: dict[str, dict[int, dict]], args: argparse.Namespace, command: str) -> str:
     lines = [
-        f"## Atari races: {args.minutes:g} minutes per side (ray-a3c, SB3 PPO, Sample Factory 2.1.1) ({today()})",
+        f"## Atari races: {args.minutes:g} minute{'' if args.minutes == 1 else 's'} per side (ray-a3c, SB3 PPO, "
+        f"Sample Factory 2.1.1) ({today()})",
         "",
         f"Machine: {machine()}. Each side alone: `.venv/bin/python -m bench.atari --minutes {args.minutes:g} "
-        "--rows ROW --seed SEED --sides SIDE --no-write > ROW_SIDE_SEED.log`, merged by "
-        f"`{command.split(' --rows-from ')[0]} --rows-from` those logs. "
+        "--rows ROW --seed SEED --sides SIDE --no-write > ROW_SIDE_SEED.log`, "
+        + (
+            f"merged by `{command.split(' --rows-from ')[0]} --rows-from` those logs. "
+            if " --rows-from " in command
+            else f"this section: `{command}`. "
+        )
         + COMMON
         + _settings(rows, args)
         + "Budget: wall clock from launch, start-up included; learning rates fall linearly to 0 over it. Time: "
@@ -110,6 +115,8 @@ def render_minutes(rows: dict[str, dict[int, dict]], args: argparse.Namespace, c
             for peer in (p for p in PEERS if results[p]):
                 parts = verdicts(row, results[ours], results[peer], peer)
                 lines.append(f"- {ROWS[row][0]}, {SHORT[ours]} / {SHORT[peer]}: " + "; ".join(parts))
+    if lines[-1] == "":
+        lines.append("- no pair of ours and a peer on one game yet")
     return "\n".join(lines)
 
 

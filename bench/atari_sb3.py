@@ -92,7 +92,6 @@ def run_sb3(algo: str, game: str, target: float, seed: int, budget: Budget, eval
     model.learn(total_timesteps=budget.agent_steps(), callback=Games())
     train_s = deadline.elapsed() - started
     frames = FRAME_SKIP * model.num_timesteps
-    env.close()
     eval_env = VecFrameStack(
         make_atari_env(
             env_id,
@@ -106,8 +105,9 @@ def run_sb3(algo: str, game: str, target: float, seed: int, budget: Budget, eval
     with tempfile.TemporaryDirectory() as tmp:  # the saved policy, as the other sides evaluate theirs
         path = os.path.join(tmp, "policy.pt")
         torch.save(model.policy.state_dict(), path)
-        fresh = model_on(eval_env)
+        fresh = model_on(env)  # the training env only sizes its buffers (the evaluation's single env would not)
         fresh.policy.load_state_dict(torch.load(path, weights_only=True))
+    env.close()
     returns, _ = evaluate_policy(
         fresh, eval_env, n_eval_episodes=eval_games, deterministic=False, return_episode_rewards=True
     )

@@ -229,6 +229,11 @@ def test_the_minutes_section_has_a_line_per_side_and_seed_and_stays_small():
     )
     assert "SB3 A2C" not in section  # only the sides that ran are described
     assert section.count("\n| ") == 1 + 7 and len(section.encode()) <= SECTION_MAX_BYTES
+    alone = render_minutes(
+        {"pong": {0: {"ours": pong[0]["ours"]}}}, argparse.Namespace(minutes=1.0, workers=2, envs=16), "c"
+    )
+    assert alone.startswith("## Atari races: 1 minute per side") and "this section: `c`." in alone
+    assert alone.endswith("- no pair of ours and a peer on one game yet")
 
 
 def test_the_frames_section_still_renders_medians_over_seeds():
