@@ -20,7 +20,8 @@ import ast
 import os
 import re
 
-from bench.atari import EVAL_EPISODES, ROWS, run_ours, run_sb3
+from bench.atari_sb3 import run_sb3
+from bench.atari_sides import EVAL_EPISODES, ROWS, Budget, run_ours
 from bench.common import fail, fmt, machine, today, update_section
 from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, parse_override
 
@@ -179,11 +180,18 @@ def main() -> None:
     results = {name: res for path in args.rows_from for name, res in earlier_rows(path).items()}
     for name in args.candidates:
         results[name] = run_ours(
-            game, target, args.seed, args.frames, args.workers, args.envs, EVAL_EPISODES, CANDIDATES[name][1]
+            game,
+            target,
+            args.seed,
+            Budget(frames=args.frames),
+            args.workers,
+            args.envs,
+            EVAL_EPISODES,
+            CANDIDATES[name][1],
         )
         print(f"{name}: {results[name]}", flush=True)
     if args.sb3:
-        results[SB3_ROW] = run_sb3(game, target, args.seed, args.frames, EVAL_EPISODES)
+        results[SB3_ROW] = run_sb3("a2c", game, target, args.seed, Budget(frames=args.frames), EVAL_EPISODES)
         print(f"{SB3_ROW}: {results[SB3_ROW]}", flush=True)
     report = render(results, args, command)
     print(report)

@@ -229,20 +229,30 @@ def running_means(rows: list[tuple[float, float]], window: int = 100) -> list[tu
     return out
 
 
-A3C = os.path.join(os.path.dirname(sys.executable), "a3c")  # the CLI of this venv
+# the CLI, run by this interpreter: the venv's `a3c` script names the python that installed it, which in a
+# shared venv can be another checkout's
+A3C = (sys.executable, "-m", "ray_a3c.cluster.cli")
 
 
-def training_episodes(run_dir: str, train_start_s: float) -> list[tuple[float, float]]:
-    """(seconds from launch, return) of each training episode in RUN_DIR/episodes.csv; [] before one ends."""
+def training_games(run_dir: str, train_start_s: float) -> list[tuple[float, int, float]]:
+    """(seconds from launch, env steps, return) of each training episode in RUN_DIR/episodes.csv; [] before one
+    ends."""
     path = os.path.join(run_dir, "episodes.csv")
     if not os.path.exists(path):
         return []
     with open(path) as fh:
-        return [(train_start_s + float(r["train_s"]), float(r["return"])) for r in csv.DictReader(fh)]
+        return [
+            (train_start_s + float(r["train_s"]), int(r["env_steps"]), float(r["return"])) for r in csv.DictReader(fh)
+        ]
+
+
+def training_episodes(run_dir: str, train_start_s: float) -> list[tuple[float, float]]:
+    """(seconds from launch, return) of each training episode in RUN_DIR/episodes.csv; [] before one ends."""
+    return [(t, ret) for t, _, ret in training_games(run_dir, train_start_s)]
 
 
 def fresh_evaluation(run_dir: str, episodes: int, seed: int, cwd: str, *extra: str) -> dict:
     """`a3c evaluate RUN_DIR --checkpoint latest`'s JSON: a fresh evaluation of the final policy."""
-    cmd = [A3C, "evaluate", run_dir, "--checkpoint", "latest", "--episodes", str(episodes), "--seed", str(seed)]
+    cmd = [*A3C, "evaluate", run_dir, "--checkpoint", "latest", "--episodes", str(episodes), "--seed", str(seed)]
     out = subprocess.run([*cmd, *extra], capture_output=True, text=True, cwd=cwd, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])

@@ -76,7 +76,7 @@ def run_ours(row: str, seconds: float, workers: int, envs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = os.path.join(tmp, "run")
         cmd = [
-            A3C,
+            *A3C,
             "train",
             preset,
             "--seed",

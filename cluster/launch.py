@@ -171,6 +171,11 @@ def model_spaces(cfg: Config) -> EnvSpaces:
             f"model.normalize_obs applies to vector observations; '{cfg.env.id}' gives images (the CNN "
             "scales them): set model.normalize_obs=false"
         )
+    from ray_a3c.common.models import conv_plan  # torch: only once the cheap checks passed
+
+    for shape in [spaces.image_shape, *(p.image_shape for p in spaces.parts)]:
+        if shape is not None:
+            conv_plan(cfg.model.cnn_layout, shape[1], shape[2], cfg.model.conv_channels)  # refuses a small frame
     return spaces
 
 

@@ -110,7 +110,13 @@ class EnvConfig:
 class ModelConfig:
     encoder: str = _f("auto", "mlp | cnn | auto (cnn for uint8 image observations, else mlp)")
     hidden_sizes: list = _f([64, 64], "MLP layer widths of the encoder")
-    conv_channels: list = _f([16, 32], "CNN encoder: channels of the 8x8/4 and 4x4/2 convolutions")
+    cnn_layout: str = _f(
+        "a3c",
+        "CNN encoder: a3c (the A3C paper's 8x8/4 and 4x4/2 convolutions, conv_channels wide, ELU) | nature (DQN "
+        "Nature's, as SB3's NatureCNN and Sample Factory's convnet_atari: 32 8x8/4, 64 4x4/2, 64 3x3/1, ReLU; "
+        "frames of 36 pixels and up; conv_channels unused)",
+    )
+    conv_channels: list = _f([16, 32], "CNN encoder (a3c layout): channels of the 8x8/4 and 4x4/2 convolutions")
     cnn_fc_size: int = _f(256, "CNN encoder: width of the fully connected layer after the convolutions")
     lstm_size: int = _f(0, "LSTM core between encoder and heads (256 is the Doom notebook's); 0 = none")
     lstm_input_norm: bool = _f(

@@ -9,7 +9,9 @@ from torch import nn
 from torch.distributions import Categorical, Normal
 
 from ray_a3c.common.config import ModelConfig
+from ray_a3c.common.errors import A3CError
 from ray_a3c.common.observations import EnvSpaces
+from ray_a3c.common.validation import CnnLayout
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -123,24 +125,39 @@ def conv_geometry(height: int, width: int) -> tuple[tuple[int, int], tuple[int, 
     return ((3, 1), (3, 1)) if side < TINY_IMAGE else ((3, 1), (3, 2))
 
 
-class ConvEncoder(nn.Module):
-    """The Doom notebook's encoder: uint8 [B, C, 84, 84] -> /255 -> conv 8x8/4 -> conv 4x4/2 -> fc, ELU.
-    `extra_inputs`: numbers the fc layer reads beside the image features (VariableChannelsEncoder's)."""
+NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # DQN Nature's (out channels, kernel, stride)
 
-    def __init__(self, image_shape: tuple, channels: list, fc_size: int, extra_inputs: int = 0):
+
+def conv_plan(layout: str, height: int, width: int, channels: list) -> list[tuple[int, int, int]]:
+    """(out channels, kernel, stride) of each convolution for a frame of this size."""
+    if layout == CnnLayout.NATURE:
+        if min(height, width) < SMALL_IMAGE:
+            raise A3CError(f"model.cnn_layout=nature needs frames of {SMALL_IMAGE} pixels and up, got {height}x{width}")
+        return list(NATURE_CONVS)
+    (k1, s1), (k2, s2) = conv_geometry(height, width)
+    return [(channels[0], k1, s1), (channels[1], k2, s2)]
+
+
+class ConvEncoder(nn.Module):
+    """uint8 [B, C, H, W] -> /255 -> convolutions -> fc. The a3c layout is the Doom notebook's encoder (conv
+    8x8/4 -> conv 4x4/2 -> fc, ELU); nature is DQN Nature's (three convolutions -> fc, ReLU), the network SB3's
+    and Sample Factory's Atari agents use. `extra_inputs`: numbers the fc layer reads beside the image features
+    (VariableChannelsEncoder's)."""
+
+    def __init__(
+        self, image_shape: tuple, channels: list, fc_size: int, extra_inputs: int = 0, layout: str = CnnLayout.A3C
+    ):
         super().__init__()
         c, h, w = image_shape
-        (k1, s1), (k2, s2) = conv_geometry(h, w)
-        self.convs = nn.Sequential(
-            nn.Conv2d(c, channels[0], k1, stride=s1),
-            nn.ELU(),
-            nn.Conv2d(channels[0], channels[1], k2, stride=s2),
-            nn.ELU(),
-            nn.Flatten(),
-        )
+        activation = nn.ReLU if layout == CnnLayout.NATURE else nn.ELU
+        layers: list[nn.Module] = []
+        for out, kernel, stride in conv_plan(layout, h, w, channels):
+            layers += [nn.Conv2d(c, out, kernel, stride=stride), activation()]
+            c = out
+        self.convs = nn.Sequential(*layers, nn.Flatten())  # a3c: the names checkpoints have (convs.0, convs.2)
         with torch.no_grad():
-            flat = self.convs(torch.zeros(1, c, h, w)).shape[1]
-        self.fc = nn.Sequential(nn.Linear(flat + extra_inputs, fc_size), nn.ELU())
+            flat = self.convs(torch.zeros(1, image_shape[0], h, w)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(flat + extra_inputs, fc_size), activation())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.fc(self.convs(obs.float() / 255.0))
@@ -175,7 +192,9 @@ class DictEncoder(nn.Module):
         super().__init__()
         images = [p for p in spaces.parts if p.image_shape is not None]
         self.image_slices = [(p.offset, p.offset + p.size, p.image_shape) for p in images]
-        self.cnns = nn.ModuleList(ConvEncoder(p.image_shape, cfg.conv_channels, cfg.cnn_fc_size) for p in images)
+        self.cnns = nn.ModuleList(
+            ConvEncoder(p.image_shape, cfg.conv_channels, cfg.cnn_fc_size, layout=cfg.cnn_layout) for p in images
+        )
         vectors = [p for p in spaces.parts if p.image_shape is None]
         # plain list of column indices, not a buffer: buffers travel in the flat weight vectors
         self.vector_index = [i for p in vectors for i in range(p.offset, p.offset + p.size)]
@@ -256,7 +275,7 @@ class ActorCritic(nn.Module):
                     spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size, spaces.variable_channels
                 )
             else:
-                encoder = ConvEncoder(spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size)
+                encoder = ConvEncoder(spaces.image_shape, cfg.conv_channels, cfg.cnn_fc_size, layout=cfg.cnn_layout)
             return encoder, cfg.cnn_fc_size
         return _init_mlp(mlp(spaces.obs_dim, cfg.hidden_sizes, cfg.activation)), cfg.hidden_sizes[-1]
 

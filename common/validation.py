@@ -27,6 +27,13 @@ class Optimizer(str, Enum):
     RMSPROP_TF = "rmsprop_tf"  # TensorFlow's (A3C paper, Baselines, SB3's RMSpropTFLike): from 1, eps inside
 
 
+class CnnLayout(str, Enum):
+    """model.cnn_layout: the convolutions of the image encoder (common/models.py builds them)."""
+
+    A3C = "a3c"  # the A3C paper's two, model.conv_channels wide, ELU
+    NATURE = "nature"  # DQN Nature's three (SB3's NatureCNN, Sample Factory's convnet_atari), ReLU
+
+
 def _game_variables_check(key: str, values: dict, positive: bool = False) -> tuple[bool, str]:
     """(ok, message) for a map of ViZDoom game variable names to finite (optionally positive) numbers."""
     try:
@@ -136,6 +143,10 @@ def validate(cfg: Config) -> Config:
         (m.activation in ("tanh", "relu", "elu"), "model.activation must be tanh, relu or elu"),
         (m.gsde_sample_every >= 0, "model.gsde_sample_every must be >= 0"),
         (m.encoder in ("auto", "mlp", "cnn"), "model.encoder must be auto, mlp or cnn"),
+        (
+            m.cnn_layout in {c.value for c in CnnLayout},
+            f"model.cnn_layout must be one of {', '.join(c.value for c in CnnLayout)}",
+        ),
         (
             len(m.conv_channels) == 2 and all(isinstance(c, int) and c > 0 for c in m.conv_channels),
             "model.conv_channels must be two positive ints",

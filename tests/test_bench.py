@@ -107,7 +107,8 @@ def test_cartpoles_report_counts_an_unsolved_seed_as_never():
 
 
 def test_atari_running_mean_starts_at_the_100th_game_and_later_log_lines_win(tmp_path):
-    from bench.atari import curve, earlier_rows
+    from bench.atari import earlier_rows
+    from bench.atari_sides import curve
     from bench.common import first_crossing, running_means
 
     means = running_means([(float(t), 20.0 if t >= 100 else 0.0) for t in range(200)])

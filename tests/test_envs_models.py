@@ -110,3 +110,48 @@ def test_a_bf16_trunk_gives_float32_outputs_and_gradients_close_to_float32s():
         assert all(p.dtype == torch.float32 for p in model.parameters())
     cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
     assert torch.isfinite(grads[1]).all() and 0.98 < float(cosine) and not torch.equal(grads[0], grads[1])
+
+
+def test_the_nature_layout_is_dqn_natures_network_and_the_a3c_layout_keeps_its_checkpoint_names():
+    from ray_a3c.common.config import ModelConfig
+
+    spaces = describe_spaces(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
+    nature = build_model(spaces, ModelConfig(encoder="cnn", cnn_layout="nature", cnn_fc_size=512, shared_trunk=True))
+    convs = [m for m in nature.actor_trunk.convs if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (4, 32, (8, 8), (4, 4)),
+        (32, 64, (4, 4), (2, 2)),
+        (64, 64, (3, 3), (1, 1)),
+    ]
+    assert nature.actor_trunk.fc[0].in_features == 64 * 7 * 7 and nature.actor_trunk.fc[0].out_features == 512
+    assert {type(m) for m in nature.actor_trunk.modules()} >= {torch.nn.ReLU} and not any(
+        isinstance(m, torch.nn.ELU) for m in nature.actor_trunk.modules()
+    )
+    dist, values, _ = nature.unroll(torch.randint(0, 255, (1, 3, 4, 84, 84), dtype=torch.uint8))
+    assert dist.dist.logits.shape == (3, 6) and values.shape == (3,)
+    a3c = build_model(spaces, ModelConfig(encoder="cnn", shared_trunk=True))
+    shapes = {k: tuple(v.shape) for k, v in a3c.actor_trunk.state_dict().items()}
+    assert shapes == {  # the names and shapes every checkpoint saved before the nature layout has
+        "convs.0.weight": (16, 4, 8, 8),
+        "convs.0.bias": (16,),
+        "convs.2.weight": (32, 16, 4, 4),
+        "convs.2.bias": (32,),
+        "fc.0.weight": (256, 32 * 9 * 9),
+        "fc.0.bias": (256,),
+    }
+
+
+def test_the_nature_layout_refuses_small_frames_and_an_unknown_layout_is_refused():
+    from dataclasses import replace
+
+    from ray_a3c.cluster.launch import model_spaces
+    from ray_a3c.common.config import ModelConfig, validate
+
+    small = describe_spaces(gym.spaces.Box(0, 255, (1, 20, 20), np.uint8), gym.spaces.Discrete(3))
+    with pytest.raises(A3CError, match="cnn_layout=nature needs frames of 36 pixels and up, got 20x20"):
+        build_model(small, ModelConfig(encoder="cnn", cnn_layout="nature"))
+    build_model(small, ModelConfig(encoder="cnn"))  # the a3c layout adapts its geometry instead
+    cfg = small_config()
+    with pytest.raises(A3CError, match="model.cnn_layout must be one of a3c, nature"):
+        validate(replace(cfg, model=replace(cfg.model, cnn_layout="impala")))
+    assert model_spaces(replace(cfg, model=replace(cfg.model, cnn_layout="nature"))) is not None  # vectors: no CNN
