@@ -277,39 +277,38 @@ def test_vizdoom_basic_preset_smoke_with_gifs(ray_session, tmp_path, capsys):
     assert int(steps) <= summary["env_steps"] and -400 <= float(episode_return) <= 100
 
 
+def train_batched_bf16(run_dir: str, *sets: str) -> dict:
+    """learner.max_batch_packets > 1 runs the asyncio PS; bfloat16 gradients, 4 workers on half a CPU each, so
+    pushes queue up. Returns the newest checkpoint's counters."""
+    batched = ["learner.max_batch_packets=4", "cluster.worker_num_cpus=0.5", "learner.grad_dtype=bfloat16"]
+    argv = ["train", "--num-workers", "4", "--seed", "2", "--run-dir", run_dir, "--set", *batched, *sets]
+    assert main(argv) == 0
+    newest = torch.load(list_checkpoints(os.path.join(run_dir, "checkpoints"))[-1], weights_only=True)
+    return newest["counters"]
+
+
+def assert_batched(counters: dict) -> None:
+    packets = counters["env_steps"] / 40  # each packet: 8 envs x 5 steps, less masked autoreset steps
+    assert counters["version"] < packets, counters  # some steps applied more than one packet
+
+
+def test_a_batched_bf16_parameter_server_applies_queued_packets_together(ray_session, tmp_path):
+    counters = train_batched_bf16(
+        str(tmp_path / "run"), "run.total_env_steps=30000", "run.stop_return=null", "run.evaluate=false"
+    )
+    assert counters["env_steps"] >= 30000
+    assert_batched(counters)
+
+
+@pytest.mark.slow  # a learning check: minutes on 2 cores
 def test_batched_bf16_parameter_server_solves_cartpole(ray_session, tmp_path):
-    """learner.max_batch_packets > 1 runs the asyncio PS; with bfloat16 gradients and 4 workers the run still
-    solves, every packet is counted, and steps are fewer than packets when pushes queue up."""
     run_dir = str(tmp_path / "run")
-    assert (
-        main(
-            [
-                "train",
-                "--num-workers",
-                "4",
-                "--seed",
-                "2",
-                "--stop-return",
-                "475",
-                "--total-env-steps",
-                "300000",
-                "--run-dir",
-                run_dir,
-                "--set",
-                "learner.max_batch_packets=4",
-                "cluster.worker_num_cpus=0.5",
-                "learner.grad_dtype=bfloat16",
-                "run.confirm_episodes=20",
-            ]
-        )
-        == 0
+    counters = train_batched_bf16(
+        run_dir, "run.stop_return=475", "run.total_env_steps=300000", "run.confirm_episodes=20"
     )
     best = torch.load(os.path.join(run_dir, "checkpoints", "best.pt"), weights_only=True)
     assert best["eval_return_mean"] >= 475
-    newest = torch.load(list_checkpoints(os.path.join(run_dir, "checkpoints"))[-1], weights_only=True)
-    counters = newest["counters"]
-    packets = counters["env_steps"] / 40  # each packet: 8 envs x 5 steps, less masked autoreset steps
-    assert counters["version"] < packets, counters
+    assert_batched(counters)
 
 
 def test_ray_workers_start_with_the_actor_modules_imported(ray_session):
