@@ -1,4 +1,5 @@
-"""Ray Tune over runs: an ASHA sweep whose best trial solves CartPole, a PBT exploit that hands the weak trial
+"""Ray Tune over runs: an ASHA sweep that names its best trial (slow: one whose best trial solves CartPole), a
+PBT exploit that hands the weak trial
 the donor's state with its new learning rate in effect, and specs refused before Ray starts."""
 
 import glob
@@ -30,36 +31,51 @@ def load(path):
     return torch.load(path, weights_only=True)
 
 
-@pytest.mark.integration
-def test_an_asha_sweep_ends_with_its_best_trial_solving_cartpole(ray_session, tmp_path):
+def asha_sweep(tmp_path, env_steps: int, grace_period: int, trials: int = 4):
+    """`trials` at once on the session's 4 CPUs (1 CPU a trial); the cartpole preset's stop: 475 confirmed on
+    100 episodes.
+    Returns Tune's results and the sweep's best trial; checks what every trial must leave behind."""
     import ray_a3c
     from ray_a3c.cluster.tune import best_trial
 
-    # 4 trials at once on the session's 4 CPUs; the cartpole preset's stop: 475 confirmed on 100 episodes
     spec = {
         "config": "cartpole",
         "search": {"algo.learning_rate": {"loguniform": [1e-3, 3e-3]}, **SMALL},
-        "scheduler": {"type": "asha", "grace_period": 8000},
-        "num_samples": 4,
-        "max_concurrent_trials": 4,
-        "stop": {"env_steps": 60000},
+        "scheduler": {"type": "asha", "grace_period": grace_period},
+        "num_samples": trials,
+        "max_concurrent_trials": trials,
+        "stop": {"env_steps": env_steps},
         "seed": 0,
         "storage_path": str(tmp_path),
         "name": "asha",
     }
     results = ray_a3c.tune(spec, quiet=True)
-    assert len(results) == 4 and not results.errors
-    best = best_trial(results, load_spec(spec, storage_path=str(tmp_path / "unused")))
-    assert best["solved"] and best["best_eval_return"] >= 475 and best["env_steps"] <= 60000 + 1000, best
-    best_pt = load(os.path.join(best["run_dir"], "checkpoints", "best.pt"))
-    assert best_pt["eval_return_mean"] >= 475 and best_pt["eval_episodes"] == 100
+    assert len(results) == trials and not results.errors
     for result in results:
-        assert result.metrics["env_steps"] <= 60000 + 1000
+        assert result.metrics["env_steps"] <= env_steps + 1000
         run_dir = os.path.join(result.path, "run-0")  # the run's directory lies in its trial's
         assert os.path.isfile(os.path.join(run_dir, "config.yaml"))
         assert result.metrics_dataframe["eval_return_mean"].notna().all()  # every evaluation reported on the way
         state = load(os.path.join(result.checkpoint.path, "checkpoint.pt"))  # a Tune checkpoint: our file
         assert {"model", "optimizers", "counters", "config_yaml"} <= set(state)
+    return results, best_trial(results, load_spec(spec, storage_path=str(tmp_path / "unused")))
+
+
+@pytest.mark.integration
+def test_an_asha_sweep_names_the_trial_with_the_best_confirmed_return(ray_session, tmp_path):
+    results, best = asha_sweep(tmp_path, env_steps=6000, grace_period=2000, trials=2)
+    top = max(r.metrics["best_eval_return"] for r in results)
+    assert best["best_eval_return"] == top and best["env_steps"] <= 6000 + 1000, best
+    assert best["run_dir"].startswith(str(tmp_path)) and os.path.isdir(best["run_dir"])
+
+
+@pytest.mark.slow  # a learning check: every trial trains up to 60k steps
+@pytest.mark.integration
+def test_an_asha_sweep_ends_with_its_best_trial_solving_cartpole(ray_session, tmp_path):
+    _, best = asha_sweep(tmp_path, env_steps=60000, grace_period=8000)
+    assert best["solved"] and best["best_eval_return"] >= 475 and best["env_steps"] <= 60000 + 1000, best
+    best_pt = load(os.path.join(best["run_dir"], "checkpoints", "best.pt"))
+    assert best_pt["eval_return_mean"] >= 475 and best_pt["eval_episodes"] == 100
 
 
 @pytest.mark.slow  # an exploit needs both trials' reports at a perturbation: on a loaded machine reports thin
