@@ -41,20 +41,22 @@ CASES = {
     "lstm": {"env.id": "CartPole-v1", "model.hidden_sizes": [16], "model.lstm_size": 8, "model.shared_trunk": True},
 }
 
-# Runs in a fresh interpreter where `import ray_a3c` fails: the file must stand alone.
+# Runs in a fresh interpreter where `import ray_a3c` fails: the files must stand alone. Arguments: the inputs'
+# npz, then (format, file) pairs; one interpreter plays every format, so the test pays one start per case.
 RUNNER = r"""
 import json, sys
 sys.modules["ray_a3c"] = None
 import numpy as np
-fmt, path, data = sys.argv[1], sys.argv[2], np.load(sys.argv[3])
+data = np.load(sys.argv[1])
 names = [k for k in data.files if k not in ("h", "c")]  # the graph's observation inputs, in order
 steps, recurrent = len(data[names[0]]), "h" in data
-h = data["h"] if recurrent else None
-c = data["c"] if recurrent else None
-actions = []
-if fmt == "onnx":
+
+
+def play_onnx(path):
     import onnxruntime
     session = onnxruntime.InferenceSession(path)
+    h, c = (data["h"], data["c"]) if recurrent else (None, None)
+    actions = []
     for t in range(steps):
         feeds = {name: data[name][t][None] for name in names}
         if recurrent:
@@ -63,17 +65,26 @@ if fmt == "onnx":
         actions.append(out[0][0].tolist())
         if recurrent:
             h, c = out[1], out[2]
-else:
+    return actions
+
+
+def play_pt2(path):
     import torch
     policy = torch.export.load(path).module()
-    state = (torch.as_tensor(h), torch.as_tensor(c)) if recurrent else ()
+    state = (torch.as_tensor(data["h"]), torch.as_tensor(data["c"])) if recurrent else ()
+    actions = []
     for t in range(steps):
         out = policy(*(torch.as_tensor(data[name][t][None]) for name in names), *state)
         if recurrent:
             out, state = out[0], out[1:]
         actions.append(out[0].tolist())
+    return actions
+
+
+pairs = sys.argv[2:]
+played = {fmt: {"onnx": play_onnx, "pt2": play_pt2}[fmt](path) for fmt, path in zip(pairs[::2], pairs[1::2])}
 imported = any(name.startswith("ray_a3c") for name, module in sys.modules.items() if module)
-print(json.dumps({"actions": actions, "ray_a3c_imported": imported}))
+print(json.dumps({"actions": played, "ray_a3c_imported": imported}))
 """
 
 
@@ -126,16 +137,17 @@ def test_exported_policy_acts_like_load_policy_without_ray_a3c(case, tmp_path, c
         data["h"], data["c"] = policy.initial_state()
     inputs = str(tmp_path / "inputs.npz")
     np.savez(inputs, **data)
+    files = []
     for fmt in ("onnx", "pt2"):
         out = str(tmp_path / f"{case}.{fmt}")
         assert main(["export", run, "--format", fmt, "--out", out]) == 0
-        proc = subprocess.run(
-            [sys.executable, "-c", RUNNER, fmt, out, inputs], capture_output=True, text=True, timeout=300
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert not result["ray_a3c_imported"]
-        got = np.asarray(result["actions"], np.float64).reshape(expected.shape)
+        files += [fmt, out]
+    proc = subprocess.run([sys.executable, "-c", RUNNER, inputs, *files], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not result["ray_a3c_imported"] and set(result["actions"]) == {"onnx", "pt2"}
+    for fmt, actions in result["actions"].items():
+        got = np.asarray(actions, np.float64).reshape(expected.shape)
         np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"{case} {fmt}")
 
 
