@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import threading
+import time
 
 from bench.chaos_hang import read_claims
 from bench.chaos_plan import Fault, ScheduleOptions, build_schedule, render_table
@@ -49,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-minute", type=float, default=10.0, help="memory growth is measured from here")
     p.add_argument("--target-return", type=float, default=75.0, help="the final evaluation's target")
     p.add_argument("--step-timeout-s", type=float, help="env.step_timeout_s (default: the preset's)")
-    p.add_argument("--out-dir", default=os.path.join("runs", f"chaos-{today()}"), help="must be new or empty")
+    p.add_argument(
+        "--out-dir", default=os.path.join("runs", time.strftime("chaos-%Y%m%d-%H%M%S")), help="must be new or empty"
+    )
     writing = p.add_mutually_exclusive_group()
     writing.add_argument("--write", action="store_true", help="update BENCHMARKS.md's Chaos soak section")
     writing.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md alone (the default)")

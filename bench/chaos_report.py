@@ -157,7 +157,7 @@ def _growth(o: Outcome, target: Target, what: str, values: list[tuple[float, flo
         return check(target, title, None, f"too few samples from minute {o.baseline_minute:g} on")
     later = [v for m, v in values if m >= o.baseline_minute]
     first, last = statistics.median(later[:3]) / 1e6, statistics.median(later[-3:]) / 1e6
-    detail = f"{growth:+.2f}% ({first:,.1f} -> {last:,.1f} MB: medians of 3 samples at either end)"
+    detail = f"{growth:+.2f}% ({first:,.1f} -> {last:,.1f} MB, medians of 3)"
     return check(target, title, growth < GROWTH_LIMIT_PERCENT, detail)
 
 
