@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -80,7 +81,9 @@ class Evaluator:
                         obs[i] = encode_obs(envs[i].reset(seed=seed + next_episode)[0], self.spaces)
                         starts[i] = True
                     next_episode += 1
-        return summarize(returns, lengths)
+        result = summarize(returns, lengths)
+        result.evaluator_pid = os.getpid()
+        return result
 
     def _act(self, obs: list, envs: list, state, starts: np.ndarray, random_policy: bool) -> tuple:
         """Actions for every slot (finished slots too: batching them is cheaper than gathering)."""
@@ -169,6 +172,7 @@ class EvalResult:
     weights: Any = None  # ...and its flat weights (an extension evaluates them again)
     gif_frames: int | None = None
     gif_return: float | None = None
+    evaluator_pid: int | None = None  # the process that played the episodes (a new one: restarted in between)
 
     def to_dict(self) -> dict:
         """The statistics and returns, the JSON form `a3c evaluate` prints from."""

@@ -58,6 +58,7 @@ class EvalCycle:
         self._last_start, self._screenings = -1e9, 0
         self._request_start = 0.0
         self.decided: list[dict] = []  # evaluations decided since the driver last took them (its on_eval hook)
+        self._evaluator_pid: int | None = None  # the process of the last result (None: a restart was counted)
 
     def poll(self, fleet: Fleet, t0: float, now: float, start_next: bool = True) -> None:
         """Collect a finished evaluation (extending it if it is a candidate), and start the next screening
@@ -77,6 +78,7 @@ class EvalCycle:
                     raise RayActorError() from exc  # recover the PS first
                 self.say(f"evaluator failed ({type(exc).__name__}); restarting it")
                 fleet.ensure_evaluator()
+                self._evaluator_pid = None  # counted: its next result comes from a new process
         run = self.config.run
         if self._ref is None and start_next and now - self._last_start >= run.eval_interval_s:
             self._last_start, self._taken_at = now, now - t0
@@ -100,7 +102,19 @@ class EvalCycle:
             except RayError:
                 return  # the evaluator or the PS failed at the very end: the run's checkpoint still follows
 
+    def note_process(self, result: EvalResult, fleet: Fleet) -> None:
+        """An evaluator killed between two evaluations is restarted by Ray before the next call, which then
+        succeeds: only its results' process id shows the restart, counted here (once, as every restart is)."""
+        pid = result.evaluator_pid
+        if self._evaluator_pid is not None and pid is not None and pid != self._evaluator_pid:
+            restart = fleet.count_restart("evaluator")
+            self.say(
+                f"evaluator restarted between evaluations (process {self._evaluator_pid} -> {pid}); restart #{restart}"
+            )
+        self._evaluator_pid = pid
+
     def _on_result(self, result: EvalResult, fleet: Fleet) -> None:
+        self.note_process(result, fleet)
         if self._candidate is None:
             self._on_screening(result)
         else:

@@ -319,3 +319,33 @@ def test_an_interrupted_runs_summary_reports_the_versions_its_checkpoint_holds(t
     assert len(saved) == 2  # the pushes that landed after the first save were saved again
     newest = torch.load(saved[-1], weights_only=True)["counters"]
     assert (trainer.summary.version, trainer.summary.env_steps) == (newest["version"], newest["env_steps"])
+
+
+class _CountingFleet:
+    def __init__(self):
+        self.restarts = {"evaluator": 0}
+
+    def count_restart(self, role: str) -> int:
+        self.restarts[role] += 1
+        return self.restarts[role]
+
+
+def test_an_evaluator_restarted_between_evaluations_is_counted_once_from_its_new_process_id():
+    from ray_a3c.actors.evaluator import EvalResult
+    from ray_a3c.cluster.evaluation import EvalCycle
+    from ray_a3c.cluster.summary import RunSummary
+
+    said = []
+    cycle = EvalCycle(Config(), None, "", RunSummary(), None, said.append)
+    fleet = _CountingFleet()
+
+    def result(pid: int) -> EvalResult:
+        return EvalResult(1.0, 0.0, 0.0, 1.0, 1.0, 1, 1.0, [1.0], evaluator_pid=pid)
+
+    for pid in (100, 100, 200, 200):  # killed while idle after the second: Ray restarted it, the call succeeded
+        cycle.note_process(result(pid), fleet)
+    assert fleet.restarts == {"evaluator": 1}
+    assert said == ["evaluator restarted between evaluations (process 100 -> 200); restart #1"]
+    cycle._evaluator_pid = None  # as after a failed evaluation, which ensure_evaluator counted already
+    cycle.note_process(result(300), fleet)
+    assert fleet.restarts == {"evaluator": 1}
