@@ -11,6 +11,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from ray_a3c.cluster.aggregation import spawn_aggregators
 from ray_a3c.cluster.loops import RESTART_WAIT_S, WorkerLoops
 from ray_a3c.cluster.placement import PlacementWatch
 from ray_a3c.cluster.remote import (
@@ -174,8 +175,6 @@ class Fleet:
         return self.actor_name("") if self.aggregators else None
 
     def spawn_aggregators(self) -> None:
-        from ray_a3c.cluster.aggregation import spawn_aggregators
-
         self.aggregators = spawn_aggregators(self.config, self.actor_name(""), self._options)
         self.say(f"aggregation: one aggregator on each of {len(self.aggregators)} node(s)")
 

@@ -16,9 +16,12 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ray_a3c.common.flat import finite_norm, gradient_tensor
+from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.learner.flat_params import FlatParameters, parameter_groups
 
 ALIGN = 1024  # elements: shard cuts fall on multiples of this from each group's start
 LEAD = 0  # the shard that owns the buffers and keeps the run's counters and statistics
@@ -99,9 +102,6 @@ def _wire_pieces(chunks: list[tuple[int, int, int]], lo: int, hi: int) -> list[t
 
 def plan_for(config, spaces) -> ShardPlan:
     """The plan of `config`'s network on `spaces` over learner.num_shards shards (builds a throwaway model)."""
-    from ray_a3c.common.models import build_model
-    from ray_a3c.learner.flat_params import FlatParameters, parameter_groups
-
     model = build_model(spaces, config.model)
     flat = FlatParameters(model, parameter_groups(model))
     return plan_from_layout(flat.slices, flat.grad_chunks, flat.num_params, flat.num_weights, config.learner.num_shards)
@@ -181,8 +181,6 @@ def merge_optimizer_states(plan: ShardPlan, per_shard: list[dict]) -> dict:
     each group's moment tensors are its shards' parts concatenated. The step count is the lead's (shards
     that refused a stale packet the lead took may be a step apart; it only scales Adam's bias correction). A
     shard that has not stepped yet contributes zeros, the state a fresh optimizer starts from."""
-    import torch
-
     merged = {}
     for name, start, end in plan.group_ranges:
         owners = [(s, states[name]) for s, states in enumerate(per_shard) if name in states]
