@@ -30,7 +30,7 @@ from ray_a3c.common.metrics import (
     packet_losses,
 )
 from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.packet import ApplyResult, GradientPacket, Routing
 from ray_a3c.common.returns import (
     awr_weights,
     discounted_return_trace,
@@ -196,11 +196,10 @@ class RolloutWorker:
 
     def _stamped(self, packet: GradientPacket, which: Pass) -> GradientPacket:
         self._seq += 1
-        packet.sender, packet.seq = self.sender, self._seq
         packet.pass_kind = which.value  # the PS's update log records it: `a3c replay` recomputes that pass
         # the shard versions of the weights this gradient comes from: stamped now, as with overlapped pushes the
         # next reply's weights are adopted before this packet leaves
-        packet.shard_versions = self.shard_versions
+        packet.routing = Routing(sender=self.sender, seq=self._seq, shard_versions=self.shard_versions)
         return packet
 
     def _flat_grads(self) -> np.ndarray:

@@ -121,7 +121,8 @@ class ShardedClient:
     def submit(self, packet: GradientPacket) -> _PendingShards:
         if self.lost:
             self._reconnect()
-        versions = packet.shard_versions if packet.shard_versions is not None else self.versions
+        versions = packet.routing.shard_versions
+        versions = self.versions if versions is None else versions
         parts = split_packet(packet, self.plan, versions)
         return _PendingShards(self, [h.apply_gradients.remote(p) for h, p in zip(self.handles, parts, strict=True)])
 
@@ -227,8 +228,8 @@ class AggregatedClient:
     def submit(self, packet: GradientPacket) -> Any:
         if self.clock() < self.down_until:
             return self.direct.submit(packet)
-        if isinstance(self.direct, ShardedClient) and packet.shard_versions is None:
-            packet.shard_versions = self.direct.shard_versions  # the aggregator judges it per shard
+        if isinstance(self.direct, ShardedClient) and packet.routing.shard_versions is None:
+            packet = packet.rerouted(shard_versions=self.direct.shard_versions)  # the aggregator judges it per shard
         return _ViaAggregator(self, packet, self.aggregator.apply_gradients.remote(packet))
 
     def aggregator_failed(self, packet: GradientPacket) -> ApplyResult:

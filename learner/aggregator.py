@@ -10,13 +10,13 @@ import dataclasses
 import numpy as np
 
 from ray_a3c.common.flat import decode_gradient, encode_gradient, finite_norm, gradient_tensor
-from ray_a3c.common.packet import ApplyResult, GradientPacket, needs_weights, rejection
+from ray_a3c.common.packet import ApplyResult, GradientPacket, Routing, needs_weights, rejection
 from ray_a3c.learner.shards import LEAD, ShardPlan, gather, scatter, shard_version
 
 
 def member_of(packet: GradientPacket, rejected: str = "") -> GradientPacket:
     """The packet without its gradient: what the PS needs to check, count and merge it."""
-    return dataclasses.replace(packet, gradient=np.zeros(0, np.float32), members=None, rejected=rejected)
+    return dataclasses.replace(packet.rerouted(members=None, rejected=rejected), gradient=np.zeros(0, np.float32))
 
 
 def reduce_packets(
@@ -46,7 +46,7 @@ def reduce_packets(
                 env_steps=sum(p.env_steps for p, _ in group),
                 worker_rank=-1,
                 critic_only=critic_only,
-                members=[member_of(p, r) for p, r in group],
+                routing=Routing(members=[member_of(p, r) for p, r in group]),
             )
         )
     return aggregates, reasons
@@ -108,8 +108,7 @@ def reduce_for_shards(
                 env_steps=sum(p.env_steps for p in packets),
                 worker_rank=-1,
                 critic_only=packets[0].critic_only,
-                members=members,
-                grad_norm=norm,
+                routing=Routing(members=members, grad_norm=norm),
             )
         )
     return parts, reasons
@@ -118,7 +117,8 @@ def reduce_for_shards(
 def member_on(packet: GradientPacket, index: int, rejected: str) -> GradientPacket:
     """A member as shard `index` sees it: without its gradient, stamped with its version on that shard; only
     the lead gets its episodes and losses (the lead reports them; every shard counts env steps and moments)."""
-    member = dataclasses.replace(member_of(packet, rejected), version=shard_version(packet, index), shard_versions=None)
+    member = dataclasses.replace(member_of(packet, rejected), version=shard_version(packet, index))
+    member = member.rerouted(shard_versions=None)
     if index != LEAD:
         member.episode_returns, member.episode_lengths, member.losses = [], [], {}
     return member

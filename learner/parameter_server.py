@@ -188,17 +188,17 @@ class ParameterServer:
         reasons, weights, grads, version = [], [], [], self.version
         for packet in packets:
             grad = gradient_tensor(packet.gradient)  # the transport dtype, no copy: converted in the step's copy
-            if packet.members is None and not self._first_sight(packet):
+            if packet.routing.members is None and not self._first_sight(packet):
                 reasons.append(Rejection.DUPLICATE)  # a resend of a packet already counted: its aggregator forwarded it
                 weights.append(0)
                 grads.append((grad, 0.0))
                 continue
             # the global norm, non-finite iff an entry is: one pass for both (a shard's slice: the sender's)
-            norm = finite_norm(grad) if packet.grad_norm is None else packet.grad_norm
+            norm = finite_norm(grad) if packet.routing.grad_norm is None else packet.routing.grad_norm
             reason = self._rejection(packet, norm)
             accepted = 0
             for member, member_reason in self._members(packet, reason):
-                if packet.members is not None and not self._first_sight(member):
+                if packet.routing.members is not None and not self._first_sight(member):
                     continue  # sent directly too while its aggregator looked dead: counted once
                 self._record(member, accepted=not member_reason)
                 if not member_reason:
@@ -224,22 +224,24 @@ class ParameterServer:
     def _members(self, packet: GradientPacket, reason: str) -> list[tuple[GradientPacket, str]]:
         """(packet, its reason) for each packet an arrival stands for: itself, or an aggregate's members (a
         member the aggregator left out keeps its own reason, and its counter is raised here)."""
-        if packet.members is None:
+        members = packet.routing.members
+        if members is None:
             return [(packet, reason)]
-        for member in packet.members:
-            if member.rejected:
-                self.counters.count_rejected(member.rejected)
-        return [(m, m.rejected or reason) for m in packet.members]
+        for member in members:
+            if member.routing.rejected:
+                self.counters.count_rejected(member.routing.rejected)
+        return [(m, m.routing.rejected or reason) for m in members]
 
     def _first_sight(self, packet: GradientPacket) -> bool:
         """False for a (sender, seq) seen before: a worker resends directly when its aggregator died, and the
         aggregator may have forwarded that packet first. The last 512 numbers per sender are remembered."""
-        if not packet.seq:
+        sender, seq = packet.routing.sender, packet.routing.seq
+        if not seq:
             return True
-        seen = self._seen.setdefault(packet.sender, set())
-        if packet.seq in seen:
+        seen = self._seen.setdefault(sender, set())
+        if seq in seen:
             return False
-        seen.add(packet.seq)
+        seen.add(seq)
         if len(seen) > 512:
             seen.difference_update(sorted(seen)[:256])
         return True
@@ -248,7 +250,8 @@ class ParameterServer:
         """Checked before anything of the packet is merged: a rejected packet changes no weight and no
         normaliser statistic (it is still counted, and its env steps and episodes still happened). An aggregate
         is judged by its oldest accepted member, and its rejection is counted once per such member."""
-        members = [m for m in packet.members if not m.rejected] if packet.members is not None else [packet]
+        aggregate = packet.routing.members
+        members = [m for m in aggregate if not m.routing.rejected] if aggregate is not None else [packet]
         if not members:
             return Rejection.EMPTY
         reason = rejection(members, math.isfinite(grad_norm), self.version, self.config.algo.max_policy_lag)

@@ -130,8 +130,11 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
     follows them) and sees the moments (so each judges finiteness alike); only the lead gets the episodes,
     losses and env hangs it reports."""
     if plan.num_shards == 1:  # an unsharded PS takes the whole gradient in wire order, and measures its norm
-        return [dataclasses.replace(packet, version=versions[0], shard_versions=None)]
-    norm = finite_norm(gradient_tensor(packet.gradient)) if packet.grad_norm is None else packet.grad_norm
+        return [dataclasses.replace(packet.rerouted(shard_versions=None), version=versions[0])]
+    norm = packet.routing.grad_norm
+    norm = finite_norm(gradient_tensor(packet.gradient)) if norm is None else norm
+    # each part carries its own shard's version, and the whole gradient's norm
+    routing = dataclasses.replace(packet.routing, shard_versions=None, grad_norm=norm)
     parts = []
     for shard in plan.shards:
         lead = shard.index == LEAD
@@ -140,8 +143,7 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
                 packet,
                 gradient=gather(packet.gradient, shard.grad_chunks),
                 version=versions[shard.index],
-                shard_versions=None,  # each part carries its own shard's version
-                grad_norm=norm,
+                routing=routing,
                 episode_returns=packet.episode_returns if lead else [],
                 episode_lengths=packet.episode_lengths if lead else [],
                 losses=packet.losses if lead else {},
@@ -153,7 +155,8 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
 
 def shard_version(packet: GradientPacket, index: int) -> int:
     """The version of shard `index` that the sender's weights came from (`version` when it sent none per shard)."""
-    return packet.shard_versions[index] if packet.shard_versions is not None else packet.version
+    versions = packet.routing.shard_versions
+    return versions[index] if versions is not None else packet.version
 
 
 def join_replies(replies: list[ApplyResult | None]) -> ApplyResult:
