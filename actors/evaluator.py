@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ray_a3c.common.atomic import atomic_write
 from ray_a3c.common.config import Config
@@ -100,8 +101,6 @@ class Evaluator:
         """Play one episode (actions as `run.eval_policy` says) and write the env's rendered frames (ViZDoom: the
         320x240 colour screen) as an animated GIF. A `{return}` in `path` becomes the episode's return.
         Returns (frame count, episode return)."""
-        from PIL import Image
-
         env = make_policy_env(self.env_config, render_mode="rgb_array")
         torch.manual_seed(seed)
         try:

@@ -191,54 +191,104 @@ def collect_rollout(runner: VectorEnvRunner, model: ActorCritic, steps: int, rew
     return runner.watchdog.run(collect, runner.restart_after_hang)
 
 
+class RolloutBuffer:
+    """One rollout's steps as they are taken (`add`, by keyword, each [N, ...]), stacked once into a time-major
+    Rollout (`build`)."""
+
+    def __init__(self, initial_state: Any):
+        self.initial_state = initial_state  # the recurrent state before step 0
+        self.obs: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.rewards: list[np.ndarray] = []
+        self.terminated: list[np.ndarray] = []
+        self.truncated: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+        self.starts: list[np.ndarray] = []
+        self.behaviour_log_probs: list[np.ndarray | None] = []
+        self.finished: list = []
+
+    def add(
+        self,
+        *,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        valid: np.ndarray,
+        values: np.ndarray,
+        starts: np.ndarray,
+        behaviour_log_probs: np.ndarray | None,
+        finished: list,
+    ) -> None:
+        """One step of every env; `behaviour_log_probs` None where there are none (live envs, or a dataset that
+        did not record them)."""
+        self.obs.append(obs)
+        self.actions.append(actions)
+        self.rewards.append(rewards)
+        self.terminated.append(terminated)
+        self.truncated.append(truncated)
+        self.valid.append(valid)
+        self.values.append(values)
+        self.starts.append(starts)
+        self.behaviour_log_probs.append(behaviour_log_probs)
+        self.finished.extend(finished)
+
+    def build(self, last_values: np.ndarray) -> Rollout:
+        """The steps as a Rollout; `last_values` [N]: V of the observation after the last step."""
+        values = np.stack(self.values).astype(np.float32)
+        next_values = np.empty_like(values)
+        next_values[:-1] = values[1:]
+        next_values[-1] = last_values
+        blps = self.behaviour_log_probs
+        return Rollout(
+            obs=np.stack(self.obs),
+            actions=np.stack(self.actions),
+            rewards=np.stack(self.rewards).astype(np.float32),
+            terminated=np.stack(self.terminated),
+            truncated=np.stack(self.truncated),
+            valid=np.stack(self.valid),
+            values=values,
+            next_values=next_values,
+            finished=self.finished,
+            behaviour_log_probs=np.stack(blps) if blps and all(b is not None for b in blps) else None,
+            starts=np.stack(self.starts),
+            initial_state=self.initial_state,
+        )
+
+
 @torch.no_grad()  # grad mode is per thread: set in the thread that collects
 def _collect(runner: VectorEnvRunner, model: ActorCritic, steps: int, reward_scale: float) -> Rollout:
-    obs_buf, act_buf, rew, term, trunc, valid, vals, blps, starts_buf = [], [], [], [], [], [], [], [], []
-    finished: list = []
-    initial_state = runner.state
+    buffer = RolloutBuffer(runner.state)
     noise = None
     for t in range(steps):
         obs, starts = runner.obs, runner.starting.copy()
         dist, values, runner.state = model.unroll(
             torch.as_tensor(obs)[None], runner.state, torch.as_tensor(starts)[None]
         )
+        behaviour = None
         if runner.replaying:  # the dataset decides what was done; the policy only learns from it
             actions = torch.as_tensor(runner.logged_actions).to(dist.sample().dtype)
-            blps.append(runner.behaviour_log_probs)
+            behaviour = runner.behaviour_log_probs
         elif model.gsde:  # a fresh exploration matrix per env copy at each rollout's start and every k steps
             if t == 0 or (model.gsde_sample_every and t % model.gsde_sample_every == 0):
                 noise = model.exploration_noise(len(starts))
             actions = dist.sample_with(noise)
         else:
             actions = dist.sample()
-        r, te, tr, va, fin = runner.step(model.env_actions(actions))
-        obs_buf.append(obs)
-        act_buf.append(actions.numpy())
-        rew.append(r * reward_scale)
-        term.append(te)
-        trunc.append(tr)
-        valid.append(va)
-        vals.append(values.numpy())
-        starts_buf.append(starts)
-        finished.extend(fin)
-    values = np.stack(vals).astype(np.float32)
-    next_values = np.empty_like(values)
-    next_values[:-1] = values[1:]
-    next_values[-1] = model.unroll(
-        torch.as_tensor(runner.obs)[None], runner.state, torch.as_tensor(runner.starting)[None]
-    )[1].numpy()
-    behaviour = np.stack(blps) if blps and all(b is not None for b in blps) else None
-    return Rollout(
-        np.stack(obs_buf),
-        np.stack(act_buf),
-        np.stack(rew).astype(np.float32),
-        np.stack(term),
-        np.stack(trunc),
-        np.stack(valid),
-        values,
-        next_values,
-        finished,
-        behaviour,
-        np.stack(starts_buf),
-        initial_state,
-    )
+        rewards, terminated, truncated, valid, finished = runner.step(model.env_actions(actions))
+        buffer.add(
+            obs=obs,
+            actions=actions.numpy(),
+            rewards=rewards * reward_scale,
+            terminated=terminated,
+            truncated=truncated,
+            valid=valid,
+            values=values.numpy(),
+            starts=starts,
+            behaviour_log_probs=behaviour,
+            finished=finished,
+        )
+    last = model.unroll(torch.as_tensor(runner.obs)[None], runner.state, torch.as_tensor(runner.starting)[None])
+    return buffer.build(last[1].numpy())

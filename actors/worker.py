@@ -17,7 +17,7 @@ from ray_a3c.actors.watchdog import worker_vector_env
 from ray_a3c.common.config import AlgoConfig, Config
 from ray_a3c.common.envs import describe_spaces, variable_channels
 from ray_a3c.common.flat import encode_gradient, get_flat_grads, set_flat_weights
-from ray_a3c.common.losses import a3c_loss, critic_loss, mean_weights
+from ray_a3c.common.losses import LossTerms, a3c_loss, critic_loss, mean_weights
 from ray_a3c.common.metrics import (
     ACTION_ABS_MAX,
     ADVANTAGE_MEAN,
@@ -30,7 +30,7 @@ from ray_a3c.common.metrics import (
     packet_losses,
 )
 from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.packet import ApplyResult, GradientPacket, Routing
 from ray_a3c.common.returns import (
     awr_weights,
     discounted_return_trace,
@@ -143,30 +143,20 @@ class RolloutWorker:
         raw_advantages, returns = self._targets(ro, log_probs.detach().numpy().reshape(ro.rewards.shape))
         # standardized before the extra passes keep them: every pass weighs the same advantages
         advantages = standardize(raw_advantages, ro.valid) if algo.normalize_advantages else raw_advantages
-        terms = a3c_loss(
-            log_probs=log_probs,
-            entropy=dist.entropy(),
-            values=values,
+        self._last_batch = _LastBatch(
+            obs=obs,
+            starts=starts,
+            initial_state=ro.initial_state,
+            actions=actions,
             advantages=torch.as_tensor(advantages.reshape(-1)),
             returns=torch.as_tensor(returns.reshape(-1)),
-            entropy_coef=algo.entropy_coef,
-            value_coef=algo.value_coef,
-            value_loss=algo.value_loss,
             mask=mask,
+            old_log_probs=log_probs.detach(),
         )
+        terms = self._loss(log_probs, dist.entropy(), values, self._last_batch)
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
         self.total_env_steps += ro.num_steps
-        self._last_batch = _LastBatch(
-            obs,
-            starts,
-            ro.initial_state,
-            actions,
-            torch.as_tensor(advantages.reshape(-1)),
-            torch.as_tensor(returns.reshape(-1)),
-            mask,
-            log_probs.detach(),
-        )
         valid = ro.valid
         scalars = {
             LOSS_POLICY: terms.policy,
@@ -196,11 +186,10 @@ class RolloutWorker:
 
     def _stamped(self, packet: GradientPacket, which: Pass) -> GradientPacket:
         self._seq += 1
-        packet.sender, packet.seq = self.sender, self._seq
         packet.pass_kind = which.value  # the PS's update log records it: `a3c replay` recomputes that pass
         # the shard versions of the weights this gradient comes from: stamped now, as with overlapped pushes the
         # next reply's weights are adopted before this packet leaves
-        packet.shard_versions = self.shard_versions
+        packet.routing = Routing(sender=self.sender, seq=self._seq, shard_versions=self.shard_versions)
         return packet
 
     def _flat_grads(self) -> np.ndarray:
@@ -254,24 +243,37 @@ class RolloutWorker:
     def compute_surrogate_gradient(self) -> GradientPacket:
         """A full gradient on the last rollout with the current weights, PPO's clipped surrogate against the
         policy that acted (one extra policy epoch): the trust region bounds how far the passes move it."""
-        b, algo = self._batch(), self.config.algo
+        b = self._batch()
         dist, values, _ = self.model.unroll(b.obs, b.initial_state, b.starts)
-        terms = a3c_loss(
-            log_probs=dist.log_prob(b.actions),
-            entropy=dist.entropy(),
-            values=values,
-            advantages=b.advantages,
-            returns=b.returns,
-            entropy_coef=algo.entropy_coef,
-            value_coef=algo.value_coef,
-            value_loss=algo.value_loss,
-            mask=b.mask,
-            old_log_probs=b.old_log_probs,
-            clip_range=algo.clip_range,
-        )
+        terms = self._loss(dist.log_prob(b.actions), dist.entropy(), values, b, surrogate=True)
         self.model.zero_grad(set_to_none=True)
         terms.total.backward()
         return self._extra_pass_packet({CLIP_FRACTION: terms.clip_fraction}, Pass.SURROGATE)
+
+    def _loss(
+        self,
+        log_probs: torch.Tensor,
+        entropy: torch.Tensor,
+        values: torch.Tensor,
+        batch: _LastBatch,
+        surrogate: bool = False,
+    ) -> LossTerms:
+        """The A3C loss of the policy's [T*N] log-probabilities, entropies and values on `batch`'s valid steps,
+        with the algo's coefficients; `surrogate`: PPO's clipped surrogate against the policy that acted."""
+        algo = self.config.algo
+        return a3c_loss(
+            log_probs=log_probs,
+            entropy=entropy,
+            values=values,
+            advantages=batch.advantages,
+            returns=batch.returns,
+            entropy_coef=algo.entropy_coef,
+            value_coef=algo.value_coef,
+            value_loss=algo.value_loss,
+            mask=batch.mask,
+            old_log_probs=batch.old_log_probs if surrogate else None,
+            clip_range=algo.clip_range,
+        )
 
     def _batch(self) -> _LastBatch:
         if self._last_batch is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pickle
 import time
@@ -84,7 +85,7 @@ def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
         def push(self, ps, packet, seconds: float, aggregate: bool) -> list:
             """Lags (PS versions applied between this packet's weights and its own step) of every push; with
             node aggregation through the aggregator on this pusher's node."""
-            from ray_a3c.cluster.aggregation import find_aggregator
+            from ray_a3c.cluster.transport import find_aggregator
 
             target = (find_aggregator(cfg, prefix) or ps) if aggregate else ps
             end, lags = time.time() + seconds, []
@@ -148,6 +149,7 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
 
     from ray_a3c.common.envs import probe_spaces
     from ray_a3c.common.flat import finite_norm, gradient_tensor
+    from ray_a3c.common.packet import rejection
     from ray_a3c.learner.flat_params import step
     from ray_a3c.learner.parameter_server import ParameterServer
 
@@ -157,7 +159,9 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
     grad = gradient_tensor(packet.gradient)
     phases = {  # clip: the decoding copy into the flat gradient buffer, scaled; flatten: the weights' view
         "receive": lambda: pickle.loads(wire),
-        "checks": lambda: ps._rejection(packet, finite_norm(gradient_tensor(packet.gradient))),
+        "checks": lambda: rejection(
+            [packet], math.isfinite(finite_norm(gradient_tensor(packet.gradient))), ps.version, cfg.algo.max_policy_lag
+        ),
         "clip": lambda: ps.flat.set_gradient([(grad, 1.0)], cfg.algo.max_grad_norm),
         "adam": lambda: [step(opt) for opt in ps.optimizers.values()],
         "flatten": lambda: ps.flat.weights(copy=False),

@@ -125,7 +125,7 @@ def measure(workload: str, shards: int, workers: int, env_s: float, seconds: flo
     else:
         from ray_a3c.cluster.sharding import RemoteShardServer
 
-        packet = dataclasses.replace(packet, grad_norm=ctx["grad_norm"])  # the sender's, as a real worker's
+        packet = packet.rerouted(grad_norm=ctx["grad_norm"])  # the sender's, as a real worker's
         servers = [RemoteShardServer.options(num_cpus=0).remote(cfg, spaces, s) for s in range(shards)]
 
     def read() -> tuple[list, list, float]:

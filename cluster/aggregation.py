@@ -1,7 +1,8 @@
 """cluster.aggregate=node: one aggregator actor per node pre-reduces its workers' packets (learner/aggregator.py)
 and forwards one packet to the parameter server (one part per shard to a sharded PS); the PS's reply, weights
 included, goes back through it. A worker whose aggregator fails pushes to the PS directly until Ray has
-restarted it; the PS (each shard) counts a resent packet once (sender, seq)."""
+restarted it; the PS (each shard) counts a resent packet once (sender, seq). The worker's side of it,
+`AggregatedClient`, is in cluster/transport.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ import ray
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ray_a3c.cluster.remote import ActorIdentity, RemoteParameterServerClient, _PendingRemote, hide_gpus
 from ray_a3c.cluster.reservation import shard_role
-from ray_a3c.cluster.sharding import RECONNECT_S, ShardedClient
+from ray_a3c.cluster.transport import RECONNECT_S, ActorIdentity, aggregator_name, hide_gpus
 from ray_a3c.common.config import Config
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.packet import ApplyResult, GradientPacket
@@ -28,11 +28,6 @@ from ray_a3c.learner.aggregator import (
     shard_member_results,
 )
 from ray_a3c.learner.shards import LEAD, ShardPlan, shard_version
-
-
-def aggregator_name(prefix: str, node_id: str) -> str:
-    """`prefix` is the run's actor-name prefix (`a3c:<run>:`)."""
-    return f"{prefix}agg-{node_id[:16]}"
 
 
 class NodeAggregator(ActorIdentity):
@@ -176,61 +171,6 @@ class NodeAggregator(ActorIdentity):
 RemoteAggregator = ray.remote(NodeAggregator)
 
 
-class AggregatedClient:
-    """A worker's client with an aggregator in front of the PS. `direct` is the client it would use without one
-    (one PS's, or a sharded PS's ShardedClient, which keeps the whole weights and joins the shards' replies the
-    aggregator passes on). When the aggregator fails, the packet is resent through `direct` (the PS, each shard
-    of it, drops it if the aggregator had forwarded it already) and the worker pushes directly for `retry_s`,
-    then tries the aggregator again."""
-
-    def __init__(
-        self,
-        direct: RemoteParameterServerClient | ShardedClient,
-        aggregator: Any,
-        retry_s: float,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.direct, self.aggregator, self.retry_s, self.clock = direct, aggregator, retry_s, clock
-        self.down_until = 0.0
-        self.fallbacks = 0
-
-    @property
-    def shard_versions(self) -> list[int] | None:
-        return self.direct.shard_versions if isinstance(self.direct, ShardedClient) else None
-
-    def get_weights(self) -> tuple[int, Any, int]:
-        return self.direct.get_weights()
-
-    def submit(self, packet: GradientPacket) -> Any:
-        if self.clock() < self.down_until:
-            return self.direct.submit(packet)
-        if isinstance(self.direct, ShardedClient) and packet.shard_versions is None:
-            packet.shard_versions = self.direct.shard_versions  # the aggregator judges it per shard
-        return _ViaAggregator(self, packet, self.aggregator.apply_gradients.remote(packet))
-
-    def aggregator_failed(self, packet: GradientPacket) -> ApplyResult:
-        self.down_until = self.clock() + self.retry_s
-        self.fallbacks += 1
-        return self.direct.submit(packet).result()
-
-    def joined(self, ref: ray.ObjectRef) -> ApplyResult:
-        """The aggregator's answer as the worker takes it: one PS's reply, or every shard's, joined."""
-        if isinstance(self.direct, ShardedClient):
-            return self.direct.join(ray.get(ref))
-        return _PendingRemote(ref).result()
-
-
-class _ViaAggregator:
-    def __init__(self, client: AggregatedClient, packet: GradientPacket, ref: ray.ObjectRef):
-        self.client, self.packet, self.ref = client, packet, ref
-
-    def result(self) -> ApplyResult:
-        try:
-            return self.client.joined(self.ref)
-        except RayActorError:
-            return self.client.aggregator_failed(self.packet)
-
-
 def spawn_aggregators(config: Config, prefix: str, options: Callable[..., dict]) -> dict[str, Any]:
     """One aggregator per alive node with CPUs, pinned to it (it serves that node's workers only; Ray restarts
     it there after a crash). -> {node_id: handle}."""
@@ -244,12 +184,3 @@ def spawn_aggregators(config: Config, prefix: str, options: Callable[..., dict])
         opts.update(max_restarts=-1, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False))
         handles[node_id] = RemoteAggregator.options(**opts).remote(config, ps_names)
     return handles
-
-
-def find_aggregator(config: Config, prefix: str) -> Any | None:
-    """The calling worker's node's aggregator, or None (a node that joined after the start has none)."""
-    node_id = ray.get_runtime_context().get_node_id()
-    try:
-        return ray.get_actor(aggregator_name(prefix, node_id), namespace=config.cluster.namespace)
-    except ValueError:
-        return None

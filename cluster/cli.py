@@ -8,8 +8,22 @@ import logging
 import os
 import sys
 
+import numpy as np
+import yaml
+
+from ray_a3c.cluster.launch import (
+    build_config,
+    build_family_config,
+    prepare_new,
+    prepare_resume,
+    run_training,
+    use_working_directory,
+)
+from ray_a3c.cluster.plot import plot_run
+from ray_a3c.cluster.tune_spec import load_spec
 from ray_a3c.common.config import (
     Config,
+    EnvConfig,
     from_dict,
     from_flat,
     load_run_config,
@@ -19,11 +33,14 @@ from ray_a3c.common.config import (
     validate,
 )
 from ray_a3c.common.config_reference import reference_table
+from ray_a3c.common.dataset import save_dataset
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.export import EXPORT_FORMATS
+from ray_a3c.common.families import describe
 from ray_a3c.common.keys import CKPT_COUNTERS, CKPT_MODEL
-from ray_a3c.common.logs import LEVELS, console, terminal_progress
+from ray_a3c.common.logs import LEVELS, console, log, terminal_progress
+from ray_a3c.common.minari_io import dataset_dir, save_minari
 
 DEFAULT_PRESET = "cartpole"
 
@@ -178,8 +195,6 @@ def _flat_overrides(overrides: list[str], flags: dict | None) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ray_a3c.cluster.launch import build_config, prepare_new, prepare_resume, run_training, use_working_directory
-
     use_working_directory()
     flags = {k: getattr(args, k) for k in FLAG_KEYS}
     if args.resume:
@@ -190,9 +205,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         preset = args.preset or DEFAULT_PRESET
         prepared = prepare_new(build_config(preset, _flat_overrides(args.overrides, flags)), preset)
     else:  # an env and no preset: the defaults of its family
-        from ray_a3c.cluster.launch import build_family_config
-        from ray_a3c.common.families import describe
-
         cfg, family = build_family_config(_flat_overrides(args.overrides, flags))
         print(describe(family), flush=True)
         prepared = prepare_new(cfg)
@@ -203,9 +215,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ray_a3c.cluster.launch import use_working_directory
-    from ray_a3c.cluster.tune_spec import load_spec
-
     use_working_directory()
     spec = load_spec(args.spec, name=args.name, storage_path=args.storage_path, num_samples=args.num_samples)
     print(
@@ -237,6 +246,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _check_new_file(args.gif, ".gif", "--gif")
     if args.random and args.vs_random:
         raise A3CError("--random and --vs-random exclude each other")
+    # torch (here and in the commands below): imported at the top, it would load before a local Ray starts
     from ray_a3c.actors.evaluator import STATISTICS, Evaluator
     from ray_a3c.common import checkpoint
 
@@ -298,20 +308,14 @@ def _report(evaluator, args: argparse.Namespace, cfg: Config, label: str, random
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
+    from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes  # torch: not before Ray (cmd_evaluate)
     from ray_a3c.common import checkpoint
-    from ray_a3c.common.config import EnvConfig
-    from ray_a3c.common.dataset import save_dataset
 
     if args.episodes < 1:
         raise A3CError("--episodes must be >= 1")
     if args.epsilon is not None and not 0.0 <= args.epsilon <= 1.0:
         raise A3CError("--epsilon must be in [0, 1]")
     if args.format == "minari":
-        from ray_a3c.common.minari_io import dataset_dir
-
         if os.path.exists(dataset_dir(args.out)):
             raise A3CError(f"Minari dataset '{args.out}' exists; choose another --out (datasets are never overwritten)")
     elif os.path.exists(args.out):
@@ -325,7 +329,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         run_cfg = load_run_config(args.policy)
         env_cfg = run_cfg.env
         env_cfg.id, env_cfg.dataset = args.env, None
-        from ray_a3c.actors.evaluator import Evaluator
+        from ray_a3c.actors.evaluator import Evaluator  # torch: not before Ray (cmd_evaluate)
 
         evaluator = Evaluator(run_cfg)
         path, state = checkpoint.load_from_run(args.policy, checkpoint.BEST)
@@ -344,8 +348,6 @@ def cmd_record(args: argparse.Namespace) -> int:
     data = record_episodes(env_cfg, policy, args.episodes, args.seed, on_episode=terminal_progress("recording"))
     returns = data.pop("returns")
     if args.format == "minari":
-        from ray_a3c.common.minari_io import save_minari
-
         where = save_minari(args.out, data, args.env, f"{args.episodes} episodes of {args.env} from {label}")
         print(f"Minari dataset {args.out} at {where}; train with env.dataset=minari:{args.out}")
     else:
@@ -369,13 +371,11 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     load_run_config(args.run_dir)
-    try:
+    try:  # the plot extra, checked before any work (cluster/plot.py imports it when it draws)
         import matplotlib  # noqa: F401
         import tensorboard  # noqa: F401
     except ImportError as exc:
         raise A3CError(f"a3c plot needs the plot extra: pip install 'ray-a3c[plot]' ({exc})") from None
-    from ray_a3c.cluster.plot import plot_run
-
     out = args.out or os.path.join(args.run_dir, "plots", "training.png")
     if not out.lower().endswith(".png"):
         raise A3CError(f"--out must name a .png file, got '{out}'")
@@ -387,7 +387,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     _check_new_file(args.out, "." + args.format, "--out", overwrite=False)
-    from ray_a3c.common.policy import load_policy
+    from ray_a3c.common.policy import load_policy  # torch: not before Ray (cmd_evaluate)
 
     policy = load_policy(args.run_dir, args.checkpoint)
     policy.export(args.out, args.format)
@@ -399,8 +399,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Exit 0 when the replay ends at the run's weights bit for bit, 1 when it diverges (the line says where)."""
-    from ray_a3c.common.logs import log
-    from ray_a3c.learner.replay import replay_run
+    from ray_a3c.learner.replay import replay_run  # torch: not before Ray (cmd_evaluate)
 
     outcome = replay_run(args.run_dir, args.updates, say=log.info)
     print(outcome.message, flush=True)
@@ -411,15 +410,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
         print(reference_table(), end="")
         return 0
-    import yaml
-
     cfg = resolve_config(load_yaml(args.preset), args.overrides, source=args.preset)
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
 
 
 def cmd_submit(args: argparse.Namespace, train_args: list[str]) -> int:
-    from ray_a3c.cluster.submit import submit
+    from ray_a3c.cluster.submit import submit  # Ray's job client: only once the train arguments parse
 
     build_parser().parse_args(["train", *train_args])  # bad train arguments fail here, not on the cluster
     return submit(args.address, train_args, args.working_dir or os.getcwd(), args.pip, not args.no_follow)

@@ -27,6 +27,7 @@ from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.keys import CKPT_BEST_EVAL_RETURN, CKPT_COUNTERS, CKPT_TRAIN_S
 from ray_a3c.common.logs import log
+from ray_a3c.common.offline import cached_dataset
 
 POLL_S = 0.1
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish
@@ -442,8 +443,6 @@ def _dataset_steps(config: Config) -> int | None:
     """Transitions in the run's dataset (the driver already loaded it to check it; cached per process)."""
     if not config.env.dataset:
         return None
-    from ray_a3c.common.offline import cached_dataset
-
     return cached_dataset(config.env.dataset).num_steps
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from ray_a3c.cluster.aggregation import spawn_aggregators
 from ray_a3c.cluster.loops import RESTART_WAIT_S, WorkerLoops
 from ray_a3c.cluster.placement import PlacementWatch
 from ray_a3c.cluster.remote import (
@@ -20,7 +21,8 @@ from ray_a3c.cluster.remote import (
     RemoteWorker,
 )
 from ray_a3c.cluster.reservation import Reservation, shard_role
-from ray_a3c.cluster.sharding import RemoteShardServer, ShardedTarget, take_cut
+from ray_a3c.cluster.sharding import RemoteShardServer, take_cut
+from ray_a3c.cluster.transport import ShardedTarget
 from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config
 from ray_a3c.common.counters import PSCounters
@@ -69,7 +71,7 @@ class Fleet:
         spread: bool = False,
         role: str | None = None,
     ) -> dict:
-        # No runtime_env: CPU actors hide the GPUs themselves (remote.hide_gpus, first thing in their constructor).
+        # No runtime_env: CPU actors hide the GPUs themselves (transport.hide_gpus, first thing in their constructor).
         # With one, Ray starts a fresh process per actor instead of taking a Python worker it prestarted.
         # No task events: the PS serves hundreds of calls a second, and the GCS would keep an event for each
         # (it grew ~17 MB/min in the soak); the dashboard's actor and metrics views are unaffected.
@@ -173,8 +175,6 @@ class Fleet:
         return self.actor_name("") if self.aggregators else None
 
     def spawn_aggregators(self) -> None:
-        from ray_a3c.cluster.aggregation import spawn_aggregators
-
         self.aggregators = spawn_aggregators(self.config, self.actor_name(""), self._options)
         self.say(f"aggregation: one aggregator on each of {len(self.aggregators)} node(s)")
 

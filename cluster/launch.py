@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -18,12 +18,10 @@ import yaml
 from ray_a3c.common.config import Config, from_dict, from_flat, from_saved, load_yaml, preset_names, save_yaml, validate
 from ray_a3c.common.envs import EnvSpaces, probe_spaces
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.families import Family, choose_family, family_source
 from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS
 from ray_a3c.common.minari_io import is_minari
 from ray_a3c.common.minari_io import resolve as resolve_minari
-
-if TYPE_CHECKING:
-    from ray_a3c.common.families import Family
 
 # Keys a resume may change: budgets, clocks, logging, optimiser settings. Anything else (the env, the model,
 # the mode, the seed, the cluster's shape) would not fit the checkpoint or would silently mix two runs.
@@ -61,7 +59,7 @@ def run_training(prepared: PreparedRun, quiet: bool = False, on_eval: Callable[[
     if prepared.config.cluster.join_address():
         import torch  # noqa: F401
     ray_start = start_ray(prepared.config)
-    from ray_a3c.cluster.driver import Trainer
+    from ray_a3c.cluster.driver import Trainer  # torch, with the driver: after a local Ray's start (above)
 
     return Trainer(
         prepared.config,
@@ -112,8 +110,6 @@ def build_config(source: Any, overrides: dict | None = None) -> Config:
 def build_family_config(overrides: dict) -> tuple[Config, Family]:
     """No preset named, an env given: the defaults of the env's family (common/families.py), then `overrides`;
     validated. The env is built once, before any file or process, to read its spaces."""
-    from ray_a3c.common.families import Family, choose_family, family_source
-
     probe = build_config(yaml.safe_load(family_source(Family.CLASSIC)), overrides)
     family = choose_family(probe.env)
     if family is Family.CLASSIC:
@@ -150,7 +146,7 @@ def check_local_size(cfg: Config) -> None:
     already_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a notebook's, a test's
     if cfg.cluster.join_address() or already_running:
         return
-    from ray_a3c.cluster.runtime import required_cpus
+    from ray_a3c.cluster.runtime import required_cpus  # Ray loads only once the input is known to be good
 
     cores = os.cpu_count() or 1
     if required_cpus(cfg) > LOCAL_CPU_OVERCOMMIT * cores:

@@ -10,6 +10,8 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from ray.util import metrics as ray_metrics
+
 from ray_a3c.common import metrics
 
 RESTARTS = "a3c/restarts"  # tagged by role: worker | evaluator | ps
@@ -60,8 +62,6 @@ class RayMetrics:
     from a checkpoint reports floors, never less), gauges are set."""
 
     def __init__(self, run_name: str):
-        from ray.util import metrics as ray_metrics
-
         self._tags = {RUN_TAG: run_name}
         self._last: dict[tuple, float] = {}
         self._metrics = {}

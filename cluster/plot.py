@@ -14,7 +14,7 @@ from ray_a3c.common.errors import A3CError
 
 def read_scalars(run_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """tag -> (env steps, values), merged over every event file (a resumed run has several)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the plot extra
 
     files = sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")), key=os.path.getmtime)
     if not files:
@@ -57,9 +57,9 @@ def panels(data: dict) -> list[tuple[str, str]]:
 
 def plot_run(run_dir: str, out: str) -> list[str]:
     """Write the PNG; returns the titles of the panels that hold data (six for a healthy run)."""
-    import matplotlib
+    import matplotlib  # the plot extra
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # before pyplot loads: no display needed
     import matplotlib.pyplot as plt
 
     data = read_scalars(run_dir)

@@ -1,46 +1,28 @@
-"""Ray remote versions of the plain classes, and the client that lets a worker call a remote PS."""
+"""Ray remote versions of the plain classes (the PS, its asyncio batching form, the worker, the evaluator); how
+they reach each other: cluster/transport.py."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
-import numpy as np
 import ray
 
 from ray_a3c.actors import evaluator, worker
+from ray_a3c.cluster.transport import (
+    ActorIdentity,
+    hide_gpus,
+    ps_client,
+    publish_weights,
+    resolve_weights,
+    worker_client,
+)
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.packet import ApplyResult, GradientPacket
 from ray_a3c.learner import parameter_server
 from ray_a3c.learner.update_log import UpdateLog
-
-INLINE_WEIGHTS_BYTES = 100 * 1024  # Ray's own limit for inlining small objects into a reply
-
-
-def publish_weights(flat: np.ndarray) -> Any:
-    """Large weights go into the object store once per version (one ray.put shared by every reader);
-    small ones travel inside the reply, which is cheaper than an object-store round trip. `flat` may be a live
-    view of the PS's weight buffer, which the next step changes: ray.put copies it, a small one is copied here."""
-    return ray.put(flat) if flat.nbytes > INLINE_WEIGHTS_BYTES else flat.copy()
-
-
-def hide_gpus() -> None:
-    """Ray >= 2.56 no longer hides GPUs from actors that reserve none; a CPU actor must not touch one. Set
-    before anything initialises CUDA (torch reads it lazily, at the first CUDA call)."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-
-
-class ActorIdentity:
-    """Where an actor runs: the driver logs it and the fault tests kill by pid."""
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
 
 
 # The Ray dashboard lists actors by class name, so the Ray-side subclasses keep the roles' own names.
@@ -93,38 +75,6 @@ class BatchingParameterServer(ParameterServer):
                 done.set_result(result)
 
 
-class RemoteParameterServerClient:
-    """Satisfies actors.worker.ParameterServerClient over a Ray actor handle."""
-
-    def __init__(self, handle: Any):
-        self.handle = handle
-
-    def submit(self, packet: GradientPacket) -> _PendingRemote:
-        return _PendingRemote(self.handle.apply_gradients.remote(packet))
-
-    def get_weights(self) -> tuple[int, np.ndarray, int]:
-        version, weights, env_steps = ray.get(self.handle.get_weights.remote())
-        if isinstance(weights, ray.ObjectRef):
-            weights = ray.get(weights)
-        return version, weights, env_steps
-
-
-class _PendingRemote:
-    def __init__(self, ref: ray.ObjectRef):
-        self.ref = ref
-
-    def result(self) -> ApplyResult:
-        result = ray.get(self.ref)
-        if isinstance(result.weights, ray.ObjectRef):
-            result.weights = ray.get(result.weights)
-        return result
-
-
-def resolve_weights(weights: Any) -> np.ndarray:
-    """Weights as a reply carries them: inline, or a reference into the object store."""
-    return ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights
-
-
 class RolloutWorker(ActorIdentity, worker.RolloutWorker):
     def __init__(self, config: Config, rank: int):
         hide_gpus()
@@ -133,16 +83,7 @@ class RolloutWorker(ActorIdentity, worker.RolloutWorker):
     def run_remote(self, ps_handle: Any, aggregator_prefix: str | None = None) -> dict:
         """The async loop against a PS handle (or a sharded PS's target); with cluster.aggregate=node, through
         this node's aggregator."""
-        from ray_a3c.cluster.sharding import ps_client
-
-        client = ps_client(ps_handle)
-        if aggregator_prefix is not None:
-            from ray_a3c.cluster.aggregation import AggregatedClient, find_aggregator
-
-            aggregator = find_aggregator(self.config, aggregator_prefix)
-            if aggregator is not None:
-                client = AggregatedClient(client, aggregator, self.config.cluster.aggregate_retry_s)
-        return self.run(client)
+        return self.run(worker_client(self.config, ps_handle, aggregator_prefix))
 
     def sync_gradient(self, published: tuple, which: worker.Pass = worker.Pass.ROLLOUT) -> GradientPacket:
         """Sync mode: one pass's gradient; `published` is the PS's (version, weights, env_steps), shared by
@@ -161,8 +102,6 @@ class Evaluator(ActorIdentity, evaluator.Evaluator):
     def evaluate_remote(
         self, ps_handle: Any, episodes: int, seed: int, gif_path: str | None = None
     ) -> evaluator.EvalResult:
-        from ray_a3c.cluster.sharding import ps_client
-
         return self.evaluate_latest(ps_client(ps_handle), episodes, seed, gif_path)
 
 

@@ -1,33 +1,28 @@
 """A sharded parameter server on Ray (learner.num_shards > 1; the plan and the maths: learner/shards.py).
 
 Each shard is an asyncio actor running the plain ParameterServer over its part. A worker's `ShardedClient`
-pushes every slice of a packet at once and waits for all the replies; the lead's reply decides what the
-worker counts as delivered. A checkpoint is one consistent cut (`take_cut`): every packet is in all the
-shards' states or in none. A node aggregator in front of a sharded PS (cluster/aggregation.py) forwards one
-part per shard and hands each member the shards' replies, which the member's ShardedClient joins. Ray only
-here and in remote.py."""
+(cluster/transport.py) pushes every slice of a packet at once and waits for all the replies; the lead's reply
+decides what the worker counts as delivered. A checkpoint is one consistent cut (`take_cut`): every packet is
+in all the shards' states or in none. A node aggregator in front of a sharded PS (cluster/aggregation.py)
+forwards one part per shard and hands each member the shards' replies, which the member's ShardedClient
+joins."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import ray
-from ray.exceptions import RayActorError
 
-from ray_a3c.cluster.remote import ActorIdentity, hide_gpus, publish_weights, resolve_weights
+from ray_a3c.cluster.transport import ActorIdentity, hide_gpus, publish_weights
 from ray_a3c.common.config import Config
 from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.errors import A3CError
 from ray_a3c.common.packet import ApplyResult, GradientPacket, senders
 from ray_a3c.learner import parameter_server
-from ray_a3c.learner.shards import LEAD, ShardPlan, join_replies, scatter, split_packet
+from ray_a3c.learner.shards import LEAD, ShardPlan
 
 CUT_WAIT_S = 5.0  # how long a cut waits for a packet some shards applied and others have not received yet
-RECONNECT_S = 120.0  # how long a worker waits for a lost shard to be recreated by the driver
 
 
 class ShardServer(ActorIdentity, parameter_server.ParameterServer):
@@ -97,16 +92,6 @@ class ShardServer(ActorIdentity, parameter_server.ParameterServer):
 RemoteShardServer = ray.remote(ShardServer)
 
 
-@dataclass
-class ShardedTarget:
-    """What a worker or the evaluator is handed to reach a sharded PS: the shards' handles (the lead first)
-    and their names, under which the driver recreates a lost one."""
-
-    handles: list
-    names: list[str]
-    namespace: str
-
-
 def take_cut(shards: list, timeout_s: float, say: Any) -> dict:
     """A checkpoint of a sharded PS as one consistent cut: hold every shard, let each apply the packets some
     other shard had applied already (each worker has at most one packet in flight, alone or as a member of
@@ -127,97 +112,3 @@ def take_cut(shards: list, timeout_s: float, say: Any) -> dict:
     if any(missing):
         say(f"checkpoint cut: {max(missing)} packet(s) reached some shards only (a worker died mid-push)")
     return state
-
-
-class ShardedClient:
-    """Satisfies actors.worker.ParameterServerClient over a sharded PS. Keeps the whole weight vector the
-    worker holds and, per shard, the version its slice came from. A packet is stamped with the shard versions
-    of the weights it was computed on (the worker's `shard_versions`, which with overlapped pushes are older
-    than the client's latest); an unstamped one with the client's."""
-
-    def __init__(self, target: ShardedTarget):
-        self.target = target
-        self.handles = list(target.handles)
-        self.plan: ShardPlan = ray.get(self.handles[LEAD].shard_plan.remote())
-        self.weights = np.zeros(self.plan.num_weights, np.float32)
-        self.versions = [0] * self.plan.num_shards
-        self.lost: set[int] = set()  # shards whose reply failed: found again (recreated) before the next push
-
-    def get_weights(self) -> tuple[int, np.ndarray, int]:
-        self._reconnect()
-        replies = ray.get([h.get_weights.remote() for h in self.handles])
-        for index, (version, part, _) in enumerate(replies):
-            self._take(index, version, part)
-        return replies[LEAD][0], self.weights, replies[LEAD][2]
-
-    @property
-    def shard_versions(self) -> list[int]:
-        """Each shard's version of the weights this client last handed out (a copy)."""
-        return list(self.versions)
-
-    def submit(self, packet: GradientPacket) -> _PendingShards:
-        if self.lost:
-            self._reconnect()
-        versions = packet.shard_versions if packet.shard_versions is not None else self.versions
-        parts = split_packet(packet, self.plan, versions)
-        return _PendingShards(self, [h.apply_gradients.remote(p) for h, p in zip(self.handles, parts, strict=True)])
-
-    def join(self, replies: list[ApplyResult | None]) -> ApplyResult:
-        """The shards' replies to one packet (None: a shard other than the lead that failed), pushed directly or
-        through an aggregator, as the worker takes them: the lead's verdict, and the whole weight vector with
-        each shard's version where any shard sent its slice."""
-        changed = False
-        for index, reply in enumerate(replies):
-            if reply is not None and reply.weights is not None:
-                self._take(index, reply.version, reply.weights)
-                changed = True
-        joined = join_replies(replies)
-        if changed:
-            joined.weights, joined.shard_versions = self.weights, self.shard_versions
-        return joined
-
-    def _take(self, index: int, version: int, part: Any) -> None:
-        scatter(self.weights, self.plan.shards[index].weight_chunks, resolve_weights(part))
-        self.versions[index] = version
-
-    def _reconnect(self) -> None:
-        """Find each lost shard again under its name once the driver has recreated it (a dead lead ends the
-        worker's loop instead: the driver recreates every shard and relaunches the loops)."""
-        deadline = time.monotonic() + RECONNECT_S
-        for index in sorted(self.lost):
-            while True:
-                try:
-                    handle = ray.get_actor(self.target.names[index], namespace=self.target.namespace)
-                    ray.get(handle.ping.remote(), timeout=10)
-                    break
-                except (ValueError, RayActorError, ray.exceptions.GetTimeoutError):
-                    if time.monotonic() > deadline:
-                        raise A3CError(f"PS shard {index} was not recreated within {RECONNECT_S:g}s") from None
-                    time.sleep(0.5)
-            self.handles[index] = handle
-            self.lost.discard(index)
-
-
-class _PendingShards:
-    def __init__(self, client: ShardedClient, refs: list):
-        self.client, self.refs = client, refs
-
-    def result(self) -> ApplyResult:
-        """The lead's answer, with the whole weight vector if any shard sent its slice. A shard other than the
-        lead that died is remembered and found again before the next push; the packet still counts (the lead
-        counted it)."""
-        replies: list[ApplyResult | None] = [ray.get(self.refs[LEAD])]
-        for index, ref in enumerate(self.refs[1:], start=1):
-            try:
-                replies.append(ray.get(ref))
-            except RayActorError:
-                self.client.lost.add(index)
-                replies.append(None)
-        return self.client.join(replies)
-
-
-def ps_client(target: Any) -> Any:
-    """The worker's client for what the fleet hands out: one PS handle, or a sharded PS."""
-    from ray_a3c.cluster.remote import RemoteParameterServerClient
-
-    return ShardedClient(target) if isinstance(target, ShardedTarget) else RemoteParameterServerClient(target)

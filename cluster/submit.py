@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import sys
 import time
+
+from ray.job_submission import JobSubmissionClient
 
 from ray_a3c.common.errors import A3CError
 
@@ -21,8 +24,6 @@ def submit(
     poll_s: float = 1.0,
 ) -> int:
     """Submit, print the job id, stream the logs until the job ends; exit 0 only if it SUCCEEDED."""
-    from ray.job_submission import JobSubmissionClient
-
     runtime_env: dict = {}
     if working_dir:
         runtime_env.update(working_dir=working_dir, excludes=EXCLUDES)
@@ -74,7 +75,6 @@ def _submit_with_retries(client, entrypoint: str, runtime_env: dict | None) -> s
 
 def _follow(client, job_id: str, poll_s: float) -> int:
     """Stream the job's log as it grows (one websocket, not the whole log every second), then its status."""
-    import asyncio
 
     async def tail() -> None:
         async for chunk in client.tail_job_logs(job_id):

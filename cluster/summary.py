@@ -6,6 +6,8 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
+import psutil
+
 from ray_a3c.common.counters import WindowStats
 
 
@@ -54,8 +56,6 @@ class RunSummary:
 
 def process_age_s() -> float:
     """Seconds since this process started (the command's start, interpreter and imports included)."""
-    import psutil  # ships with ray[default]
-
     return time.time() - psutil.Process().create_time()
 
 

@@ -1,7 +1,8 @@
 """Ray Tune over ray-a3c runs (`a3c tune SPEC.yaml`, `ray_a3c.tune`): the only module that imports Ray Tune.
 Each trial is one run (the driver's Trainer, as `a3c train`) whose PS, workers and evaluator are one placement
 group; the driver's on_eval hook reports every decided evaluation with a checkpoint, and a trial restored from a
-checkpoint (PBT's exploit, a paused trial) continues it through the resume path. The spec: cluster/tune_spec.py."""
+checkpoint (PBT's exploit, a paused trial) continues it through the resume path. The spec: cluster/tune_spec.py.
+Ray Tune is the `tune` extra: each function imports it where it is used, so this module loads without it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,18 @@ import shutil
 import time
 from typing import Any
 
+import ray
+
+from ray_a3c.cluster.launch import (
+    LOCAL_CPU_OVERCOMMIT,
+    RESUME_LOG,
+    build_config,
+    check_resume_fits,
+    prepare_new,
+    run_training,
+)
+from ray_a3c.cluster.reservation import run_bundles
+from ray_a3c.cluster.runtime import local_init_options, required_cpus, start_ray
 from ray_a3c.cluster.tune_spec import CKPT_FILE, TIME_ATTR, TuneSpec, trial_config
 from ray_a3c.common.config import from_dict
 from ray_a3c.common.errors import A3CError
@@ -28,11 +41,7 @@ def run_sweep(spec: TuneSpec, quiet: bool = False):
     # Tune warns each time reports with checkpoints outpace its experiment snapshots; a trial checkpoints at
     # every evaluation, which is how PBT gets the newest state to clone
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    import ray
-    from ray import tune
-
-    from ray_a3c.cluster.reservation import run_bundles
-    from ray_a3c.cluster.runtime import local_init_options, required_cpus, start_ray
+    from ray import tune  # the tune extra; imported after the setting above, which it reads
 
     base = from_dict(spec.base)
     started = False
@@ -40,8 +49,6 @@ def run_sweep(spec: TuneSpec, quiet: bool = False):
         if base.cluster.join_address():
             started = start_ray(base)[0]
         else:
-            from ray_a3c.cluster.launch import LOCAL_CPU_OVERCOMMIT
-
             wanted = math.ceil(required_cpus(base) * (spec.max_concurrent_trials or 1))  # the trials at once
             cores = os.cpu_count() or 1
             cpus = base.cluster.num_cpus or max(cores, min(wanted, LOCAL_CPU_OVERCOMMIT * cores))
@@ -86,7 +93,7 @@ def run_sweep(spec: TuneSpec, quiet: bool = False):
 
 
 def _domain(dist: tuple[str, Any]):
-    from ray import tune
+    from ray import tune  # the tune extra
 
     name, args = dist
     if name == "grid":
@@ -99,13 +106,13 @@ def _space(search: dict) -> dict:
 
 
 def _searcher(spec: TuneSpec):  # the seed fixes the sampled values
-    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.basic_variant import BasicVariantGenerator  # the tune extra
 
     return BasicVariantGenerator(random_state=spec.seed, max_concurrent=spec.max_concurrent_trials or 0)
 
 
 def _make_scheduler(spec: TuneSpec):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining  # the tune extra
 
     options = dict(spec.options)
     if spec.scheduler == "asha":
@@ -165,10 +172,9 @@ def run_trial(params: dict, base: dict, experiment_dir: str) -> None:
     directory, which Tune's driver copies over while we write), quiet, on Tune's Ray; restored from
     `tune.get_checkpoint()` (PBT's exploit: another trial's state, with this trial's new values) through the
     resume path's checks."""
-    from ray import tune
+    from ray import tune  # the tune extra
 
-    from ray_a3c.cluster.launch import RESUME_LOG, build_config, check_resume_fits, prepare_new, run_training
-    from ray_a3c.common import checkpoint
+    from ray_a3c.common import checkpoint  # torch: loaded in the trial's process, not by the sweep's driver
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # a line per reported checkpoint otherwise
     trial_dir = os.path.join(experiment_dir, os.path.basename(tune.get_context().get_trial_dir()))
@@ -216,7 +222,7 @@ class _Reporter:
         self.directory = os.path.join(run_dir, "tune-checkpoint")
 
     def __call__(self, report: dict, path: str | None) -> None:
-        from ray import tune
+        from ray import tune  # the tune extra
 
         metrics = {k: v for k, v in report.items() if v is not None}
         if path is None:
@@ -250,7 +256,7 @@ def _read_metrics(directory: str) -> dict:
 
 def progress_callback(spec: TuneSpec):
     """One line per trial as it ends (the sweep itself runs with Tune's own output off)."""
-    from ray import tune
+    from ray import tune  # the tune extra
 
     class TrialLines(tune.Callback):
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

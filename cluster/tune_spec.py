@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray_a3c.cluster.launch import RESUMABLE_ALGO_KEYS, _check_writable_dir, build_config, resume_refuses
 from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, preset_names
 from ray_a3c.common.errors import A3CError
 
@@ -83,8 +84,6 @@ def load_spec(source: str | dict, **overrides: Any) -> TuneSpec:
             f"the tune spec needs `config`: a preset ({', '.join(preset_names())}), a YAML path or a "
             "{section: {key: value}} mapping"
         )
-    from ray_a3c.cluster.launch import build_config
-
     search_in = _mapping(data.get("search", {}), "search")
     fixed = {k: v for k, v in search_in.items() if _distribution(k, v) is None}
     search = {k: _distribution(k, v) for k, v in search_in.items() if k not in fixed}
@@ -161,8 +160,6 @@ def _distribution(key: str, value: Any) -> tuple[str, Any] | None:
 
 def _check_values(base: Config, key: str, dist: tuple[str, Any], where: str) -> None:
     """Every value the distribution can give must be a valid config value: its bounds, each choice."""
-    from ray_a3c.cluster.launch import build_config
-
     name, args = dist
     values = args if name in ("choice", "grid") else [args[0], args[1] - 1 if name == "randint" else args[1]]
     for value in values:
@@ -187,8 +184,6 @@ def _check_run(cfg: Config) -> None:
 
 def _scheduler(value: Any, base: Config, search: dict) -> tuple[str, dict]:
     """`asha`, `pbt`, `fifo` or a mapping {type: asha|pbt|fifo, option: value, ...}."""
-    from ray_a3c.cluster.launch import RESUMABLE_ALGO_KEYS, resume_refuses
-
     if value is None or isinstance(value, str):
         value = {"type": value or "fifo"}
     value = dict(_mapping(value, "scheduler"))
@@ -245,8 +240,6 @@ def _default_name(source: Any, cfg: Config, scheduler: str) -> str:
 
 
 def _check_storage(spec: TuneSpec) -> None:
-    from ray_a3c.cluster.launch import _check_writable_dir
-
     experiment = os.path.join(spec.storage_path, spec.name)
     _check_writable_dir(experiment)
     if os.path.isdir(experiment) and os.listdir(experiment):

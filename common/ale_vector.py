@@ -128,7 +128,7 @@ class AleVectorEnv(gym.vector.VectorEnv):
     (gymnasium 1.x's NEXT_STEP autoreset: the step after an episode's end only starts the next one)."""
 
     def __init__(self, plan: NativePlan, num_envs: int, num_threads: int = 1):
-        from ale_py.vector_env import AtariVectorEnv
+        from ale_py.vector_env import AtariVectorEnv  # the atari extra: only where the ALE's own vector env runs
 
         self.plan, self.num_envs = plan, num_envs
         self.ale = AtariVectorEnv(

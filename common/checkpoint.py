@@ -41,6 +41,18 @@ class UnreadableCheckpoint(A3CError):
         self.path, self.reason = path, reason
 
 
+def cpu_copies(value: Any) -> Any:
+    """A state dict with every tensor on the CPU, so a reader without a GPU can load it, each tensor a copy of
+    its own: the model's are views of the flat buffer, and a view pickles (Ray) with its whole storage."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: cpu_copies(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copies(v) for v in value)
+    return value
+
+
 def save_atomic(state: dict, path: str) -> None:
     """Write to a temp file in the same directory, fsync, then rename over `path` (readable by all: mkstemp's
     0600 would make checkpoints the one unreadable file of the run dir). Stamped with SCHEMA_VERSION. An

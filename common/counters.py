@@ -1,12 +1,14 @@
 """What the parameter server reports: its running totals (PSCounters, saved in checkpoints), the status the
-driver polls (PSStatus) and the statistics of one log window (WindowStats). Plain dataclasses, no Ray or torch
-import: the PS, the driver, the fleet and the tests read the same fields."""
+driver polls (PSStatus) and the statistics of one log window (WindowStats, from the PS's StatsWindow). Plain
+dataclasses, no Ray or torch import: the PS, the driver, the fleet and the tests read the same fields."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ray_a3c.common.packet import Rejection
 
@@ -76,3 +78,35 @@ class WindowStats(PSCounters):
     lr_fraction: float = 1.0  # the share of the configured learning rates in use (algo.lr_schedule)
     weight_norm: float = 0.0
     comm_fraction: float | None = None  # the workers' share of time spent communicating
+
+
+@dataclass
+class StatsWindow:
+    """What the PS accumulates between two `pull_stats` calls: a WindowStats once pulled."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    hangs: list = field(default_factory=list)  # HangReports
+    losses: dict[str, list[float]] = field(default_factory=dict)
+    lags: list[int] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    compute_s: float = 0.0
+    comm_s: float = 0.0
+    applied: int = 0
+
+    def stats(self, totals: PSCounters, lr_fraction: float, weight_norm: float) -> WindowStats:
+        """The window's means, with the PS's totals and what it reports of itself now."""
+        busy = self.compute_s + self.comm_s
+        return WindowStats(
+            **dataclasses.asdict(totals),
+            episode_returns=self.returns,
+            episode_lengths=self.lengths,
+            hang_reports=self.hangs,
+            applied=self.applied,
+            losses={k: float(np.mean(v)) for k, v in self.losses.items()},
+            policy_lag_mean=float(np.mean(self.lags)) if self.lags else None,
+            grad_norm_mean=float(np.mean(self.grad_norms)) if self.grad_norms else None,
+            lr_fraction=lr_fraction,
+            weight_norm=weight_norm,
+            comm_fraction=self.comm_s / busy if busy > 0 else None,
+        )

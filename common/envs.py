@@ -13,8 +13,10 @@ from ray_a3c.common.config import EnvConfig
 from ray_a3c.common.env_ids import VIZDOOM_PREFIX, EnvIdKind, env_builder, missing_package_hint, parse_env_id
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.observations import EnvSpaces, describe_spaces
+from ray_a3c.common.offline import OfflineEnv, cached_dataset
 from ray_a3c.common.spaces_io import space_to_data
 from ray_a3c.common.step_markers import StepMarkers, marked
+from ray_a3c.common.vizdoom_env import VizdoomEnv
 from ray_a3c.common.wrappers import (
     GameStatistics,
     ImagesFirst,
@@ -80,9 +82,7 @@ def scoring_env_config(cfg: EnvConfig) -> EnvConfig:
 
 def _make_vizdoom(cfg: EnvConfig, kwargs: dict) -> gym.Env:
     try:
-        import vizdoom  # noqa: F401 - vizdoom_env imports it only when a game starts
-
-        from ray_a3c.common.vizdoom_env import VizdoomEnv
+        import vizdoom  # noqa: F401 - the doom extra, checked here: vizdoom_env imports it only when a game starts
     except ImportError as exc:
         raise A3CError(f"ViZDoom envs need the vizdoom package: pip install 'ray-a3c[doom]' ({exc})") from None
     if cfg.medkit_bonus:
@@ -152,8 +152,6 @@ def probe_spaces(cfg: EnvConfig) -> EnvSpaces:
     """Build one env to validate the id and read its spaces (as the policy sees them), then close it.
     With a dataset, its file is validated too and its spaces must agree with the live env's."""
     if cfg.dataset:
-        from ray_a3c.common.offline import cached_dataset
-
         data = cached_dataset(cfg.dataset)
         spaces = describe_spaces(data.observation_space, data.action_space, variable_channels(cfg))
         if cfg.id:
@@ -204,8 +202,6 @@ def _env_factory(cfg: EnvConfig, warmup: int, seed: int):
 
 def _offline_factory(cfg: EnvConfig, shard: int, num_shards: int, copy: int, num_copies: int):
     def build() -> gym.Env:
-        from ray_a3c.common.offline import OfflineEnv
-
         return OfflineEnv(cfg.dataset, shard, num_shards, copy, num_copies)
 
     return build

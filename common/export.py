@@ -36,7 +36,7 @@ def export_onnx(
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise A3CError(f"ONNX export needs the export extra: pip install 'ray-a3c[export]' ({exc})") from None
-    import torch
+    import torch  # here, not at the top: the CLI reads EXPORT_FORMATS from this module before Ray starts
 
     target = _atomic_target(path)
     batch = torch.export.Dim("batch", min=1)
@@ -66,7 +66,7 @@ def export_pt2(
     graph: torch.nn.Module, inputs: tuple, path: str, input_names: list[str], output_names: list[str]
 ) -> str:
     """A torch.export ExportedProgram (`torch.export.load(path).module()(*inputs)`), batch size free."""
-    import torch
+    import torch  # here, not at the top: as in export_onnx
 
     batch = torch.export.Dim("batch", min=1)
     shapes = (tuple({0: batch} for _ in input_names),)  # the graph takes its inputs as one *args

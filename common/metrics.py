@@ -85,7 +85,7 @@ class ScalarWriter:
     """TensorBoard scalars with total env steps on the x axis."""
 
     def __init__(self, log_dir: str):
-        from tensorboardX import SummaryWriter  # imported here so pure-maths users need not have it
+        from tensorboardX import SummaryWriter  # it imports torch: not for the CLI and the workers that read tags
 
         self._writer = SummaryWriter(log_dir=log_dir, flush_secs=5)
 

@@ -27,7 +27,7 @@ def is_minari(ref: str | None) -> bool:
 
 def _minari():
     try:
-        import minari
+        import minari  # the minari extra: every use of it goes through here first
     except ImportError:
         raise A3CError("Minari datasets need the `minari` package: pip install 'ray-a3c[minari]'") from None
     return minari
@@ -37,7 +37,7 @@ def dataset_dir(dataset_id: str) -> str:
     """The local directory of a dataset id under the user's Minari data path (MINARI_DATASETS_PATH, else
     ~/.minari/datasets), as Minari itself resolves it."""
     _minari()
-    from minari.dataset.minari_dataset import parse_dataset_id
+    from minari.dataset.minari_dataset import parse_dataset_id  # the minari extra (checked above)
     from minari.storage.datasets_root_dir import get_dataset_path
 
     try:
@@ -152,7 +152,7 @@ def save_minari(dataset_id: str, arrays: dict, env_id: str, description: str) ->
     """Write recorded arrays (as `record_episodes` returns them) as a new local Minari dataset; an id that
     exists is refused, never overwritten. -> the dataset's directory."""
     minari = _minari()
-    from minari.data_collector.episode_buffer import EpisodeBuffer
+    from minari.data_collector.episode_buffer import EpisodeBuffer  # the minari extra (checked above)
 
     directory = dataset_dir(dataset_id)
     if os.path.exists(directory):

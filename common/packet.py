@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -58,6 +59,21 @@ class Rejection(str, Enum):
         return self.value
 
 
+@dataclass(frozen=True)
+class Routing:
+    """What only resend dedup, node aggregation and a sharded PS read; a plain A3C packet keeps the defaults.
+    Frozen: a packet is re-routed with `GradientPacket.rerouted`, never changed in place."""
+
+    sender: str = ""  # the sending worker process (an id per incarnation): with `seq`, how the PS spots a resend
+    seq: int = 0  # the sender's packet number, from 1; 0 = not tracked
+    members: list[GradientPacket] | None = None  # an aggregate (cluster.aggregate=node): its packets, no gradients
+    rejected: str = ""  # set by an aggregator that left this member out (Rejection.STALE | NONFINITE)
+    grad_norm: float | None = None  # a shard's slice: the whole gradient's global norm, from the sender
+    # a sharded PS (learner.num_shards > 1): each shard's version the sender's weights came from, lead first, so
+    # that an aggregator's members are judged per shard as their own slices would be; None: `version` for all
+    shard_versions: list[int] | None = None
+
+
 @dataclass
 class GradientPacket:
     gradient: np.ndarray  # [P] float32, flat in model.parameters() order
@@ -74,15 +90,12 @@ class GradientPacket:
     env_hangs: list = field(default_factory=list)  # HangReports of the hangs since this worker's previous packet
     compute_s: float = 0.0  # seconds spent collecting + differentiating (previous loop)
     comm_s: float = 0.0  # seconds spent pushing / pulling in the previous loop
-    sender: str = ""  # the sending worker process (an id per incarnation): with `seq`, how the PS spots a resend
-    seq: int = 0  # the sender's packet number, from 1; 0 = not tracked
     pass_kind: str = ""  # which pass of its rollout it is (an actors.worker.Pass value): the PS's update log names it
-    members: list | None = None  # an aggregate (cluster.aggregate=node): its packets, gradients left out
-    rejected: str = ""  # set by an aggregator that left this member out (Rejection.STALE | NONFINITE)
-    grad_norm: float | None = None  # a shard's slice: the whole gradient's global norm, from the sender
-    # a sharded PS (learner.num_shards > 1): each shard's version the sender's weights came from, lead first, so
-    # that an aggregator's members are judged per shard as their own slices would be; None: `version` for all
-    shard_versions: list[int] | None = None
+    routing: Routing = field(default_factory=Routing)  # resends, aggregates, shards: the defaults for plain A3C
+
+    def rerouted(self, **changes: Any) -> GradientPacket:
+        """A copy (sharing its arrays and lists) whose routing has `changes`, Routing's fields by name."""
+        return dataclasses.replace(self, routing=dataclasses.replace(self.routing, **changes))
 
 
 @dataclass
@@ -99,7 +112,8 @@ class ApplyResult:
 def senders(packet: GradientPacket) -> list[tuple[str, int]]:
     """The tracked (sender, seq) a packet stands for: its own, or an aggregate's members'. An aggregate has none
     of its own: its members are the senders that resends and a sharded PS's checkpoint cut follow."""
-    return [(p.sender, p.seq) for p in (packet.members if packet.members is not None else [packet]) if p.seq]
+    members = packet.routing.members
+    return [(p.routing.sender, p.routing.seq) for p in (members if members is not None else [packet]) if p.routing.seq]
 
 
 # -- the rules the parameter server and a node aggregator both apply ----------------------------------------------

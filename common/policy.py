@@ -18,7 +18,7 @@ from ray_a3c.common import checkpoint
 from ray_a3c.common.config import Config, load_run_config
 from ray_a3c.common.envs import make_env, probe_spaces, spaces_from_env
 from ray_a3c.common.errors import A3CError
-from ray_a3c.common.export import EXPORT_FORMATS
+from ray_a3c.common.export import EXPORT_FORMATS, export_onnx, export_pt2
 from ray_a3c.common.keys import CKPT_MODEL, CKPT_SPACES
 from ray_a3c.common.models import ActorCritic, build_model
 from ray_a3c.common.observations import EnvSpaces
@@ -191,8 +191,6 @@ class Policy:
         """Write a self-contained policy file (`onnx`: onnxruntime alone runs it; `pt2`: torch alone)."""
         if fmt not in EXPORT_FORMATS:
             raise A3CError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got '{fmt}'")
-        from ray_a3c.common.export import export_onnx, export_pt2
-
         names = list(self.graph.obs_keys) + (["h", "c"] if self.recurrent else [])
         outputs = ["action", "h_out", "c_out"] if self.recurrent else ["action"]
         writer = export_onnx if fmt == "onnx" else export_pt2

@@ -8,6 +8,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from ray_a3c.common.errors import A3CError
+from ray_a3c.common.wrappers import parse_wrappers
 
 if TYPE_CHECKING:
     from ray_a3c.common.config import Config
@@ -37,7 +38,7 @@ class CnnLayout(str, Enum):
 def _game_variables_check(key: str, values: dict, positive: bool = False) -> tuple[bool, str]:
     """(ok, message) for a map of ViZDoom game variable names to finite (optionally positive) numbers."""
     try:
-        from vizdoom import GameVariable
+        from vizdoom import GameVariable  # the doom extra
 
         known = set(GameVariable.__members__)
     except ImportError:  # the env itself reports the missing package
@@ -58,8 +59,6 @@ def _game_variables_check(key: str, values: dict, positive: bool = False) -> tup
 
 def _wrappers_check(entries: list) -> tuple[bool, str]:
     """(ok, message) for env.wrappers: each entry well formed (the classes are looked up when the env is built)."""
-    from ray_a3c.common.wrappers import parse_wrappers
-
     try:
         parse_wrappers(entries)
     except A3CError as exc:

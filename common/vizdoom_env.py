@@ -8,6 +8,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from PIL import Image
 
 from ray_a3c.common.errors import A3CError
 
@@ -28,7 +29,7 @@ BT709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 def scenario_path(name: str) -> str:
     """A scenario shipped in the vizdoom package by name, or a user's own .cfg path."""
-    import vizdoom
+    import vizdoom  # the doom extra: imported where a game needs it, so this module loads without it
 
     if name.endswith(".cfg"):
         if not os.path.isfile(name):
@@ -95,7 +96,7 @@ class VizdoomEnv(gym.Env):
         self.observation_space = observation_space((1, height, width), len(self._observed), self._as_channels)
 
     def _start(self):
-        import vizdoom
+        import vizdoom  # the doom extra: imported where a game needs it, so this module loads without it
 
         game = vizdoom.DoomGame()
         game.load_config(self.config_path)
@@ -135,8 +136,6 @@ class VizdoomEnv(gym.Env):
 
     def _screen(self, state) -> np.ndarray:
         """The engine's screen as the network's frame: gray, cropped, resized, uint8 [H, W]."""
-        from PIL import Image
-
         screen = Image.fromarray(state.screen_buffer)
         if self.render_mode == "rgb_array":
             self._colour = np.asarray(state.screen_buffer, np.uint8).copy()
@@ -181,7 +180,7 @@ class VizdoomEnv(gym.Env):
         return self._frame(), {"env_recreations": self.recreations}
 
     def _read_health(self) -> float:
-        import vizdoom
+        import vizdoom  # the doom extra: imported where a game needs it, so this module loads without it
 
         return float(self.game.get_game_variable(vizdoom.GameVariable.HEALTH))
 
@@ -250,13 +249,13 @@ def variable_planes(frame: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
 def _game_variables(values: dict) -> list:
     """{"AMMO2": 0.1} -> [(GameVariable.AMMO2, 0.1)]."""
-    import vizdoom
+    import vizdoom  # the doom extra: imported where a game needs it, so this module loads without it
 
     return [(getattr(vizdoom.GameVariable, name), float(w)) for name, w in values.items()]
 
 
 def _crashes() -> tuple:
-    import vizdoom
+    import vizdoom  # the doom extra: imported where a game needs it, so this module loads without it
 
     return (
         vizdoom.ViZDoomUnexpectedExitException,

@@ -1,7 +1,8 @@
 """Node-level aggregation (cluster.aggregate=node): one aggregator per node pre-reduces its workers' packets
 into one packet for the parameter server, so the PS receives, decodes and steps once per node and interval
 instead of once per worker push; with a sharded PS (learner.num_shards > 1), into one packet per shard.
-Plain functions and a plain class: the Ray actor lives in cluster/aggregation.py."""
+The PS's side of it (an aggregate judged, a resend counted once) is here too. Plain functions and plain
+classes: the Ray actor lives in cluster/aggregation.py."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import dataclasses
 
 import numpy as np
 
+from ray_a3c.common.counters import PSCounters
 from ray_a3c.common.flat import decode_gradient, encode_gradient, finite_norm, gradient_tensor
-from ray_a3c.common.packet import ApplyResult, GradientPacket, needs_weights, rejection
+from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection, Routing, needs_weights, rejection
 from ray_a3c.learner.shards import LEAD, ShardPlan, gather, scatter, shard_version
 
 
 def member_of(packet: GradientPacket, rejected: str = "") -> GradientPacket:
     """The packet without its gradient: what the PS needs to check, count and merge it."""
-    return dataclasses.replace(packet, gradient=np.zeros(0, np.float32), members=None, rejected=rejected)
+    return dataclasses.replace(packet.rerouted(members=None, rejected=rejected), gradient=np.zeros(0, np.float32))
 
 
 def reduce_packets(
@@ -46,7 +48,7 @@ def reduce_packets(
                 env_steps=sum(p.env_steps for p, _ in group),
                 worker_rank=-1,
                 critic_only=critic_only,
-                members=[member_of(p, r) for p, r in group],
+                routing=Routing(members=[member_of(p, r) for p, r in group]),
             )
         )
     return aggregates, reasons
@@ -108,8 +110,7 @@ def reduce_for_shards(
                 env_steps=sum(p.env_steps for p in packets),
                 worker_rank=-1,
                 critic_only=packets[0].critic_only,
-                members=members,
-                grad_norm=norm,
+                routing=Routing(members=members, grad_norm=norm),
             )
         )
     return parts, reasons
@@ -118,7 +119,8 @@ def reduce_for_shards(
 def member_on(packet: GradientPacket, index: int, rejected: str) -> GradientPacket:
     """A member as shard `index` sees it: without its gradient, stamped with its version on that shard; only
     the lead gets its episodes and losses (the lead reports them; every shard counts env steps and moments)."""
-    member = dataclasses.replace(member_of(packet, rejected), version=shard_version(packet, index), shard_versions=None)
+    member = dataclasses.replace(member_of(packet, rejected), version=shard_version(packet, index))
+    member = member.rerouted(shard_versions=None)
     if index != LEAD:
         member.episode_returns, member.episode_lengths, member.losses = [], [], {}
     return member
@@ -158,6 +160,47 @@ def member_results(
             )
         )
     return results
+
+
+# -- what the parameter server makes of an aggregate, and of a resend ---------------------------------------------
+def judge_aggregate(
+    aggregate: GradientPacket, gradient_finite: bool, version: int, max_policy_lag: int, counters: PSCounters
+) -> tuple[str, list[tuple[GradientPacket, str]]]:
+    """The PS's verdict on an aggregate at `version`, and each member with its own: judged by its oldest member
+    the aggregator accepted (EMPTY when it accepted none), whose rejection is counted once per such member; a
+    member the aggregator left out keeps its reason, counted here. Checked before anything of it is merged."""
+    members = aggregate.routing.members
+    accepted = [m for m in members if not m.routing.rejected]
+    if accepted:
+        reason = rejection(accepted, gradient_finite, version, max_policy_lag)
+        counters.count_rejected(reason, len(accepted))
+    else:
+        reason = Rejection.EMPTY
+    for member in members:
+        if member.routing.rejected:
+            counters.count_rejected(member.routing.rejected)
+    return reason, [(m, m.routing.rejected or reason) for m in members]
+
+
+class Resends:
+    """The (sender, seq) a PS has counted: a worker resends directly when its aggregator died, and the
+    aggregator may have forwarded that packet first. The last 512 numbers per sender are remembered."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, set[int]] = {}  # sender -> its recent packet numbers
+
+    def first_sight(self, packet: GradientPacket) -> bool:
+        """False for a (sender, seq) seen before; an untracked packet (seq 0) is always new."""
+        sender, seq = packet.routing.sender, packet.routing.seq
+        if not seq:
+            return True
+        seen = self._seen.setdefault(sender, set())
+        if seq in seen:
+            return False
+        seen.add(seq)
+        if len(seen) > 512:
+            seen.difference_update(sorted(seen)[:256])
+        return True
 
 
 class Window:

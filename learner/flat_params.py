@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.optim.adam import adam
 
+from ray_a3c.common.config import Config
 from ray_a3c.common.errors import A3CError
 from ray_a3c.common.flat import finite_norm
 from ray_a3c.common.validation import Optimizer
@@ -222,6 +223,18 @@ def build_optimizer(tensor: torch.Tensor, lr: float, algo: Any) -> torch.optim.O
         return FlatAdam([tensor], lr=lr, eps=algo.adam_eps, fused=True)
     except RuntimeError:  # no fused Adam for this device in this torch
         return FlatAdam([tensor], lr=lr, eps=algo.adam_eps, foreach=True)
+
+
+def build_optimizers(flat: FlatParameters, config: Config) -> dict[str, torch.optim.Optimizer]:
+    """{"all": optimizer} for a shared trunk; {"actor": ..., "critic": ...} for separate networks, the critic's
+    at `critic_learning_rate` (or the same lr), so a value-only step can move the critic alone. Each steps one
+    flat tensor (above); a shard has one for each group it owns a part of."""
+    algo = config.algo
+    critic_lr = algo.critic_learning_rate or algo.learning_rate
+    return {
+        name: build_optimizer(tensor, critic_lr if name == "critic" else algo.learning_rate, algo)
+        for name, tensor in flat.tensors.items()
+    }
 
 
 IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")

@@ -1,5 +1,5 @@
 """ParameterServer: the global network, one optimizer (Adam or RMSprop), versions, staleness and NaN guards,
-checkpoint state."""
+checkpoint state. What it makes of an aggregate or a resend (cluster.aggregate=node) is in learner/aggregator.py."""
 
 from __future__ import annotations
 
@@ -8,54 +8,33 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import yaml
 
+from ray_a3c.common.checkpoint import cpu_copies
 from ray_a3c.common.config import Config
-from ray_a3c.common.counters import PSCounters, PSStatus, WindowStats
+from ray_a3c.common.counters import PSCounters, PSStatus, StatsWindow, WindowStats
 from ray_a3c.common.envs import EnvSpaces
 from ray_a3c.common.flat import finite_norm, gradient_tensor
 from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS, CKPT_MODEL, CKPT_OPTIMIZERS, CKPT_SPACES
 from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection, needs_weights, rejection
-from ray_a3c.learner.flat_params import (
-    FlatParameters,
-    build_optimizer,
-    load_optimizer_state,
-    parameter_groups,
-    step,
-)
+from ray_a3c.learner.aggregator import Resends, judge_aggregate
+from ray_a3c.learner.flat_params import FlatParameters, build_optimizers, load_optimizer_state, parameter_groups, step
 from ray_a3c.learner.shards import LEAD, merge_optimizer_states, plan_from_layout, shard_range
 from ray_a3c.learner.update_log import UpdateLog
 
 
-def build_optimizers(flat: FlatParameters, config: Config) -> dict[str, torch.optim.Optimizer]:
-    """{"all": optimizer} for a shared trunk; {"actor": ..., "critic": ...} for separate networks, the critic's
-    at `critic_learning_rate` (or the same lr), so a value-only step can move the critic alone. Each steps one
-    flat tensor (learner/flat_params.py); a shard has one for each group it owns a part of."""
-    algo = config.algo
-    critic_lr = algo.critic_learning_rate or algo.learning_rate
-    return {
-        name: build_optimizer(tensor, critic_lr if name == "critic" else algo.learning_rate, algo)
-        for name, tensor in flat.tensors.items()
-    }
+class _Judged(NamedTuple):
+    """What the PS made of one arrival."""
 
-
-class _Window:
-    """Statistics accumulated between two `pull_stats` calls."""
-
-    def __init__(self) -> None:
-        self.returns: list[float] = []
-        self.lengths: list[int] = []
-        self.hangs: list = []  # HangReports
-        self.losses: dict[str, list[float]] = {}
-        self.lags: list[int] = []
-        self.grad_norms: list[float] = []
-        self.compute_s = self.comm_s = 0.0
-        self.applied = 0
+    reason: str  # its Rejection, "" when accepted
+    weight: int  # the packets it stands for in the step's mean: 1, an aggregate's accepted members, 0
+    gradient: torch.Tensor  # [P] in its transport dtype
+    norm: float  # its global norm
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -69,18 +48,6 @@ def resolve_device(requested: str) -> torch.device:
             "learner.device=cuda but no GPU is visible here: the parameter server trains on the CPU", stacklevel=2
         )
     return torch.device("cpu")
-
-
-def _to_cpu(value: Any) -> Any:
-    """A state dict with every tensor on the CPU, so a reader without a GPU can load it, each tensor a copy of
-    its own: the model's are views of the flat buffer, and a view pickles (Ray) with its whole storage."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
 
 
 class ParameterServer:
@@ -119,13 +86,13 @@ class ParameterServer:
         self._published: tuple[int, Any] = (-1, None)
         self.counters = PSCounters()
         self.stop_requested = False
-        self._window = _Window()
+        self._window = StatsWindow()
         self.packets_from: dict[int, int] = {}  # worker rank -> packets received (liveness, on the reader's clock)
         self._recreations: dict[int, int] = {}  # worker rank -> env recreations it reported
         self._snapshots: list[dict] = []  # weights kept at env-step multiples, until the driver pops them
         self._snapshot_every = config.run.snapshot_every_env_steps
         self._last_snapshot_steps = 0
-        self._seen: dict[str, set[int]] = {}  # sender -> recent packet numbers (resends are counted once)
+        self.resends = Resends()  # the (sender, seq) counted so far: a resend is counted once
         self.busy_s = 0.0  # time spent checking, stepping and publishing (not receiving), since start
         self._clock_start: float | None = None  # the run's training start (epoch s), for run.time_limit_s
         # every packet judged, in order, and digests of the weights (learner/update_log.py): what `a3c replay` reads
@@ -182,78 +149,55 @@ class ParameterServer:
 
     def _step_on_mean(self, packets: list[GradientPacket]) -> list[str]:
         """Check and count every packet, then one optimizer step per kind (policy+value, value-only) on the mean
-        gradient of the accepted ones. An aggregate (cluster.aggregate=node) counts as its accepted members
-        in that mean, and each member is counted and its lag recorded as if it had come on its own. Returns each
-        packet's rejection reason ("" = accepted)."""
-        reasons, weights, grads, version = [], [], [], self.version
-        for packet in packets:
-            grad = gradient_tensor(packet.gradient)  # the transport dtype, no copy: converted in the step's copy
-            if packet.members is None and not self._first_sight(packet):
-                reasons.append(Rejection.DUPLICATE)  # a resend of a packet already counted: its aggregator forwarded it
-                weights.append(0)
-                grads.append((grad, 0.0))
-                continue
-            # the global norm, non-finite iff an entry is: one pass for both (a shard's slice: the sender's)
-            norm = finite_norm(grad) if packet.grad_norm is None else packet.grad_norm
-            reason = self._rejection(packet, norm)
-            accepted = 0
-            for member, member_reason in self._members(packet, reason):
-                if packet.members is not None and not self._first_sight(member):
-                    continue  # sent directly too while its aggregator looked dead: counted once
-                self._record(member, accepted=not member_reason)
-                if not member_reason:
-                    self._window.lags.append(version - member.version)
-                    accepted += 1
-            reasons.append(reason)
-            weights.append(accepted)
-            grads.append((grad, norm))
+        gradient of the accepted ones, each weighed by the packets it stands for. Returns each packet's
+        rejection reason ("" = accepted)."""
+        judged = [self._judge(packet) for packet in packets]
         for critic_only in (False, True):
             kept = [
-                (g, n, w)
-                for (g, n), p, r, w in zip(grads, packets, reasons, weights, strict=False)
-                if not r and w and p.critic_only == critic_only
+                (j.gradient, j.norm, j.weight)
+                for p, j in zip(packets, judged, strict=True)
+                if not j.reason and j.weight and p.critic_only == critic_only
             ]
             if kept:
                 self._step(kept, critic_only)
         self._maybe_snapshot()
+        reasons = [j.reason for j in judged]
         if self.update_log is not None:  # rejected packets too: their workers' envs and RNGs moved on all the same
-            norms = [n for _, n in grads]
+            norms = [j.norm for j in judged]
             self.update_log.judged(packets, reasons, norms, self.version, self.counters.env_steps, self.flat.flat)
         return reasons
 
-    def _members(self, packet: GradientPacket, reason: str) -> list[tuple[GradientPacket, str]]:
-        """(packet, its reason) for each packet an arrival stands for: itself, or an aggregate's members (a
-        member the aggregator left out keeps its own reason, and its counter is raised here)."""
-        if packet.members is None:
-            return [(packet, reason)]
-        for member in packet.members:
-            if member.rejected:
-                self.counters.count_rejected(member.rejected)
-        return [(m, m.rejected or reason) for m in packet.members]
+    def _judge(self, packet: GradientPacket) -> _Judged:
+        """One arrival checked and counted before anything of it is merged (a worker's packet here, an aggregate in
+        _judge_aggregate): a rejected one changes no weight and no normaliser statistic, but is still counted (its
+        env steps and episodes happened)."""
+        grad = gradient_tensor(packet.gradient)  # the transport dtype, no copy: converted in the step's copy
+        if packet.routing.members is not None:
+            return self._judge_aggregate(packet, grad)
+        if not self.resends.first_sight(packet):  # its aggregator had forwarded it before it looked dead
+            return _Judged(Rejection.DUPLICATE, 0, grad, 0.0)
+        norm = self._norm(packet, grad)
+        reason = rejection([packet], math.isfinite(norm), self.version, self.config.algo.max_policy_lag)
+        self.counters.count_rejected(reason)
+        self._record(packet, accepted=not reason)
+        return _Judged(reason, 0 if reason else 1, grad, norm)
 
-    def _first_sight(self, packet: GradientPacket) -> bool:
-        """False for a (sender, seq) seen before: a worker resends directly when its aggregator died, and the
-        aggregator may have forwarded that packet first. The last 512 numbers per sender are remembered."""
-        if not packet.seq:
-            return True
-        seen = self._seen.setdefault(packet.sender, set())
-        if packet.seq in seen:
-            return False
-        seen.add(packet.seq)
-        if len(seen) > 512:
-            seen.difference_update(sorted(seen)[:256])
-        return True
+    def _judge_aggregate(self, aggregate: GradientPacket, grad: torch.Tensor) -> _Judged:
+        """cluster.aggregate=node: judged by its members (learner/aggregator.judge_aggregate), weighed by those
+        accepted; each member counted and its lag recorded as if it had come alone, once (a resend may have come
+        first, sent directly while its aggregator looked dead)."""
+        norm = self._norm(aggregate, grad)
+        lag = self.config.algo.max_policy_lag
+        reason, members = judge_aggregate(aggregate, math.isfinite(norm), self.version, lag, self.counters)
+        counted = [(member, why) for member, why in members if self.resends.first_sight(member)]
+        for member, why in counted:
+            self._record(member, accepted=not why)
+        return _Judged(reason, sum(1 for _, why in counted if not why), grad, norm)
 
-    def _rejection(self, packet: GradientPacket, grad_norm: float) -> str:
-        """Checked before anything of the packet is merged: a rejected packet changes no weight and no
-        normaliser statistic (it is still counted, and its env steps and episodes still happened). An aggregate
-        is judged by its oldest accepted member, and its rejection is counted once per such member."""
-        members = [m for m in packet.members if not m.rejected] if packet.members is not None else [packet]
-        if not members:
-            return Rejection.EMPTY
-        reason = rejection(members, math.isfinite(grad_norm), self.version, self.config.algo.max_policy_lag)
-        self.counters.count_rejected(reason, len(members))
-        return reason
+    @staticmethod
+    def _norm(packet: GradientPacket, grad: torch.Tensor) -> float:
+        """The global norm, non-finite iff an entry is: one pass for both (a shard's slice: the sender's)."""
+        return finite_norm(grad) if packet.routing.grad_norm is None else packet.routing.grad_norm
 
     def _step(self, kept: list[tuple[torch.Tensor, float, int]], critic_only: bool = False) -> None:
         """One optimizer step on the mean of `kept` (gradient, its norm, its weight), clipped by global norm."""
@@ -318,9 +262,13 @@ class ParameterServer:
         return taken
 
     def _record(self, packet: GradientPacket, accepted: bool) -> None:
+        """Count what one worker's packet brings (env steps, episodes, hangs, statistics); an accepted one's
+        lag, losses and moments too."""
         self.packets_from[packet.worker_rank] = self.packets_from.get(packet.worker_rank, 0) + 1
         self._recreations[packet.worker_rank] = packet.env_recreations
         w = self._window
+        if accepted:
+            w.lags.append(self.version - packet.version)
         self.counters.env_steps += packet.env_steps
         self.counters.episodes += len(packet.episode_returns)
         self.counters.env_hangs += len(packet.env_hangs)
@@ -363,25 +311,12 @@ class ParameterServer:
 
     def pull_stats(self) -> WindowStats:
         """Counters plus means over everything received since the previous call."""
-        w, self._window = self._window, _Window()
-        busy = w.compute_s + w.comm_s
-        return WindowStats(
-            **dataclasses.asdict(self.counters),
-            episode_returns=w.returns,
-            episode_lengths=w.lengths,
-            hang_reports=w.hangs,
-            applied=w.applied,
-            losses={k: float(np.mean(v)) for k, v in w.losses.items()},
-            policy_lag_mean=float(np.mean(w.lags)) if w.lags else None,
-            grad_norm_mean=float(np.mean(w.grad_norms)) if w.grad_norms else None,
-            lr_fraction=self.lr_fraction(),
-            weight_norm=self.flat.param_norm(),
-            comm_fraction=w.comm_s / busy if busy > 0 else None,
-        )
+        window, self._window = self._window, StatsWindow()
+        return window.stats(self.counters, self.lr_fraction(), self.flat.param_norm())
 
     def shard_state(self) -> dict:
         """A shard's part of a checkpoint: its parameter ranges' values and its optimizers' states."""
-        return _to_cpu(
+        return cpu_copies(
             {
                 "index": self.shard_index,
                 "values": {name: t.detach() for name, t in self.flat.tensors.items()},
@@ -405,7 +340,7 @@ class ParameterServer:
             optimizers = merge_optimizer_states(self.plan, [st["optimizers"] for st in states])
         if self.update_log is not None:  # which update the checkpoint holds (a replay compares its weights there)
             self.update_log.checkpoint(self.version, self.counters.env_steps, self.flat.flat)
-        return _to_cpu(
+        return cpu_copies(
             {
                 CKPT_MODEL: self.model.state_dict(),
                 CKPT_OPTIMIZERS: optimizers,

@@ -16,9 +16,12 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ray_a3c.common.flat import finite_norm, gradient_tensor
+from ray_a3c.common.models import build_model
 from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.learner.flat_params import FlatParameters, parameter_groups
 
 ALIGN = 1024  # elements: shard cuts fall on multiples of this from each group's start
 LEAD = 0  # the shard that owns the buffers and keeps the run's counters and statistics
@@ -99,9 +102,6 @@ def _wire_pieces(chunks: list[tuple[int, int, int]], lo: int, hi: int) -> list[t
 
 def plan_for(config, spaces) -> ShardPlan:
     """The plan of `config`'s network on `spaces` over learner.num_shards shards (builds a throwaway model)."""
-    from ray_a3c.common.models import build_model
-    from ray_a3c.learner.flat_params import FlatParameters, parameter_groups
-
     model = build_model(spaces, config.model)
     flat = FlatParameters(model, parameter_groups(model))
     return plan_from_layout(flat.slices, flat.grad_chunks, flat.num_params, flat.num_weights, config.learner.num_shards)
@@ -130,8 +130,11 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
     follows them) and sees the moments (so each judges finiteness alike); only the lead gets the episodes,
     losses and env hangs it reports."""
     if plan.num_shards == 1:  # an unsharded PS takes the whole gradient in wire order, and measures its norm
-        return [dataclasses.replace(packet, version=versions[0], shard_versions=None)]
-    norm = finite_norm(gradient_tensor(packet.gradient)) if packet.grad_norm is None else packet.grad_norm
+        return [dataclasses.replace(packet.rerouted(shard_versions=None), version=versions[0])]
+    norm = packet.routing.grad_norm
+    norm = finite_norm(gradient_tensor(packet.gradient)) if norm is None else norm
+    # each part carries its own shard's version, and the whole gradient's norm
+    routing = dataclasses.replace(packet.routing, shard_versions=None, grad_norm=norm)
     parts = []
     for shard in plan.shards:
         lead = shard.index == LEAD
@@ -140,8 +143,7 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
                 packet,
                 gradient=gather(packet.gradient, shard.grad_chunks),
                 version=versions[shard.index],
-                shard_versions=None,  # each part carries its own shard's version
-                grad_norm=norm,
+                routing=routing,
                 episode_returns=packet.episode_returns if lead else [],
                 episode_lengths=packet.episode_lengths if lead else [],
                 losses=packet.losses if lead else {},
@@ -153,7 +155,8 @@ def split_packet(packet: GradientPacket, plan: ShardPlan, versions: list[int]) -
 
 def shard_version(packet: GradientPacket, index: int) -> int:
     """The version of shard `index` that the sender's weights came from (`version` when it sent none per shard)."""
-    return packet.shard_versions[index] if packet.shard_versions is not None else packet.version
+    versions = packet.routing.shard_versions
+    return versions[index] if versions is not None else packet.version
 
 
 def join_replies(replies: list[ApplyResult | None]) -> ApplyResult:
@@ -181,8 +184,6 @@ def merge_optimizer_states(plan: ShardPlan, per_shard: list[dict]) -> dict:
     each group's moment tensors are its shards' parts concatenated. The step count is the lead's (shards
     that refused a stale packet the lead took may be a step apart; it only scales Adam's bias correction). A
     shard that has not stepped yet contributes zeros, the state a fresh optimizer starts from."""
-    import torch
-
     merged = {}
     for name, start, end in plan.group_ranges:
         owners = [(s, states[name]) for s, states in enumerate(per_shard) if name in states]

@@ -217,8 +217,8 @@ class UpdateLog:
                 UpdateRecord(
                     index=self.index,
                     rank=packet.worker_rank,
-                    sender=packet.sender,
-                    seq=packet.seq,
+                    sender=packet.routing.sender,
+                    seq=packet.routing.seq,
                     version=packet.version,
                     kind=packet.pass_kind,
                     env_steps=packet.env_steps,

@@ -1,10 +1,14 @@
-"""The Python API: the same runs as the `a3c` command, from code."""
+"""The Python API: the same runs as the `a3c` command, from code.
+
+`import ray_a3c` runs this module, and every `ray_a3c.*` import (a worker's, the CLI's) imports `ray_a3c`
+first: so the functions import cluster/ and torch where they are called, never here at the top."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ray_a3c.common.config import Config
+from ray_a3c.common.config import Config, parse_override
+from ray_a3c.common.logs import console, has_destination
 
 ConfigSource = str | dict | Config
 
@@ -18,8 +22,7 @@ def make_config(config: ConfigSource = "cartpole", **overrides: Any) -> Config:
     """A validated Config from a preset name, a YAML path, a mapping or a Config, plus overrides
     (`section__key=value` or `**{"section.key": value}`; a list of "section.key=value" strings also works
     as `overrides=[...]`). The source is never changed."""
-    from ray_a3c.cluster.launch import build_config
-    from ray_a3c.common.config import parse_override
+    from ray_a3c.cluster.launch import build_config  # cluster/: where called (the module's docstring)
 
     texts = overrides.pop("overrides", [])
     return build_config(config, {**dict(parse_override(t) for t in texts), **_flat_overrides(overrides)})
@@ -41,8 +44,8 @@ def train(
     and leaves it running; otherwise starts a local one (or joins `cluster.address`) and stops it after.
     Bad input raises `ray_a3c.A3CError` before anything is written or started.
     """
+    # cluster/: where called (the module's docstring)
     from ray_a3c.cluster.launch import build_config, prepare_new, prepare_resume, run_training, use_working_directory
-    from ray_a3c.common.logs import console, has_destination
 
     use_working_directory()
     flat = _flat_overrides(overrides)
@@ -70,7 +73,7 @@ def tune(spec: str | dict, *, quiet: bool = False, **spec_overrides: Any):
     initialised Ray and leaves it running. Each trial is one run with PS, workers and evaluator reserved as one
     placement group, reporting each evaluation with a checkpoint; see docs/design.md#tune-a-sweep-of-runs.
     """
-    from ray_a3c.cluster.launch import use_working_directory
+    from ray_a3c.cluster.launch import use_working_directory  # cluster/: where called (the module's docstring)
     from ray_a3c.cluster.tune import run_sweep
     from ray_a3c.cluster.tune_spec import load_spec
 
@@ -81,6 +84,6 @@ def tune(spec: str | dict, *, quiet: bool = False, **spec_overrides: Any):
 def load_policy(run_dir: str, checkpoint: str = "best"):
     """The run's policy (`best`, `latest` or a checkpoint path) as an object with
     `act(obs, state=None) -> (action, state)`; runs in this process, without Ray."""
-    from ray_a3c.common.policy import load_policy as _load
+    from ray_a3c.common.policy import load_policy as _load  # torch: where called (the module's docstring)
 
     return _load(run_dir, checkpoint)

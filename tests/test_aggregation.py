@@ -9,7 +9,7 @@ import pytest
 
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.flat import decode_gradient, get_flat_weights, num_params
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.packet import ApplyResult, GradientPacket, Routing
 from ray_a3c.learner.aggregator import Window, member_results, reduce_packets
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config
@@ -31,8 +31,7 @@ def packets_for(ps, n, seed=0, version=None, critic_only=False):
             episode_returns=[float(i)],
             episode_lengths=[i + 1],
             critic_only=critic_only,
-            sender=f"w{i}",
-            seq=seed * 100 + 1,
+            routing=Routing(sender=f"w{i}", seq=seed * 100 + 1),
         )
         for i in range(n)
     ]
@@ -48,8 +47,8 @@ def test_reduce_averages_the_accepted_and_keeps_every_member_for_counting():
     assert reasons == ["", "nonfinite", "stale", ""]
     np.testing.assert_allclose(aggregate.gradient, expected, rtol=1e-6)
     assert aggregate.version == 3 and aggregate.env_steps == sum(p.env_steps for p in packets)
-    assert [m.rejected for m in aggregate.members] == reasons
-    assert all(m.gradient.size == 0 for m in aggregate.members)  # the members travel without gradients
+    assert [m.routing.rejected for m in aggregate.routing.members] == reasons
+    assert all(m.gradient.size == 0 for m in aggregate.routing.members)  # the members travel without gradients
 
 
 def test_reduce_keeps_policy_and_critic_packets_apart_and_encodes_bf16():
@@ -119,8 +118,7 @@ def test_a_packet_resent_directly_after_its_aggregator_forwarded_it_is_counted_o
     assert not result.accepted and result.reason == "duplicate"
     assert ps.counters == counters
     np.testing.assert_array_equal(get_flat_weights(ps.model), weights)
-    fresh = copy.deepcopy(packets[1])
-    fresh.seq += 1  # the worker's next packet is new
+    fresh = copy.deepcopy(packets[1]).rerouted(seq=packets[1].routing.seq + 1)  # the worker's next packet: new
     assert ps.apply_gradients(fresh).accepted and ps.counters.env_steps == counters.env_steps + 11
 
 

@@ -335,7 +335,7 @@ def test_fuzzed_cli_commands_print_one_error_line_and_change_no_file(user_module
     def never_train(prepared):
         raise AssertionError(f"a fuzz case would have trained in {prepared.run_dir}")
 
-    monkeypatch.setattr("ray_a3c.cluster.launch.run_training", never_train)
+    monkeypatch.setattr("ray_a3c.cluster.cli.run_training", never_train)  # the name `a3c train` calls
 
     def check(case):
         argv, new_file = case

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.packet import GradientPacket
+from ray_a3c.common.packet import GradientPacket, Routing
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.shards import ALIGN, cut_points, gather, plan_for, scatter, split_packet
 from tests.helpers import assembled_weights, small_config
@@ -62,8 +62,7 @@ def packet_stream(num_params: int, obs_dim: int | None, count: int = 60, seed: i
                 episode_lengths=[10],
                 critic_only=i % 7 == 6,
                 obs_moments=moments,
-                sender="w",
-                seq=i + 1,
+                routing=Routing(sender="w", seq=i + 1),
             )
         )
     return packets
@@ -112,8 +111,7 @@ def test_a_checkpoint_loads_into_any_shard_count_and_training_continues_alike():
     probe = run_shards(case, 1, [])[0]
     first, then = (packet_stream(probe.flat.num_params, obs_dim(probe), 30, seed) for seed in (1, 2))
     saved = run_shards(case, 1, first)[0].state_dict()
-    for packet in then:
-        packet.seq += 100
+    then = [packet.rerouted(seq=packet.routing.seq + 100) for packet in then]
     continued = {}
     for shards in (1, 2, 3):
         cfg = config(case, shards)
@@ -136,11 +134,15 @@ def test_a_shard_clips_by_the_senders_global_norm_and_refuses_what_it_calls_non_
     shard = server.plan.shards[1]
     part = np.full(shard.num_grad_values, 0.01, np.float32)  # its own norm is far under max_grad_norm 0.5
     before = server.flat.weights()
-    result = server.apply_gradients(GradientPacket(gradient=part, version=0, env_steps=1, grad_norm=5.0))
+    result = server.apply_gradients(
+        GradientPacket(gradient=part, version=0, env_steps=1, routing=Routing(grad_norm=5.0))
+    )
     assert result.accepted
     assert np.allclose(server.flat.grad[shard.ranges[0][1] : shard.ranges[0][2]].numpy(), 0.01 * 0.5 / 5.0)
     assert not np.array_equal(server.flat.weights(), before)
-    refused = server.apply_gradients(GradientPacket(gradient=part, version=1, env_steps=1, grad_norm=float("nan")))
+    refused = server.apply_gradients(
+        GradientPacket(gradient=part, version=1, env_steps=1, routing=Routing(grad_norm=float("nan")))
+    )
     assert not refused.accepted and refused.reason == "nonfinite"
 
 

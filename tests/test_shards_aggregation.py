@@ -10,7 +10,7 @@ import pytest
 
 from ray_a3c.common.envs import probe_spaces
 from ray_a3c.common.flat import decode_gradient, finite_norm, gradient_tensor
-from ray_a3c.common.packet import GradientPacket, senders
+from ray_a3c.common.packet import GradientPacket, Routing, senders
 from ray_a3c.learner.aggregator import reduce_for_shards, reduce_packets, shard_member_results
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.shards import gather, join_replies, scatter, split_packet
@@ -94,9 +94,7 @@ def packets_of(members: list[dict], versions: list[int]) -> list[GradientPacket]
             losses={"policy": float(m["seq"])},
             critic_only=m["critic_only"],
             obs_moments=m["moments"],
-            sender=m["sender"],
-            seq=m["seq"],
-            shard_versions=[v - m["lag"] for v in versions],
+            routing=Routing(sender=m["sender"], seq=m["seq"], shard_versions=[v - m["lag"] for v in versions]),
         )
         for m in members
     ]
@@ -157,9 +155,7 @@ def test_each_shard_leaves_out_a_member_stale_by_its_own_version():
             gradient=rng.standard_normal(plan.num_params).astype(np.float32),
             version=0,
             env_steps=10,
-            sender=f"w{i}",
-            seq=1,
-            shard_versions=[0, v1],
+            routing=Routing(sender=f"w{i}", seq=1, shard_versions=[0, v1]),
         )
         for i, v1 in enumerate([8, 1, 7])  # w1: 8 - 1 > 3 behind on shard 1
     ]
@@ -173,8 +169,8 @@ def test_each_shard_leaves_out_a_member_stale_by_its_own_version():
     )
     for shard, part in zip(plan.shards, parts, strict=True):
         np.testing.assert_allclose(decode_gradient(part.gradient), gather(whole, shard.grad_chunks), rtol=1e-6)
-        assert part.grad_norm == pytest.approx(finite_norm(gradient_tensor(whole)), rel=1e-6)
-    assert [m.version for m in parts[1].members] == [8, 1, 7] and parts[1].version == 1
+        assert part.routing.grad_norm == pytest.approx(finite_norm(gradient_tensor(whole)), rel=1e-6)
+    assert [m.version for m in parts[1].routing.members] == [8, 1, 7] and parts[1].version == 1
     replies = [server.apply_gradients(part) for server, part in zip(servers, parts, strict=True)]
     assert all(r.accepted for r in replies) and [s.version for s in servers] == [1, 9]
     assert servers[0].counters.rejected_stale == 0 and servers[1].counters.rejected_stale == 1
@@ -190,7 +186,12 @@ def test_a_whole_aggregate_stale_on_one_shard_is_refused_there_and_taken_on_the_
     servers[1].counters.version = 8
     plan = servers[0].plan
     packets = [
-        GradientPacket(gradient=np.ones(plan.num_params, np.float32), version=0, env_steps=10, shard_versions=[0, 2])
+        GradientPacket(
+            gradient=np.ones(plan.num_params, np.float32),
+            version=0,
+            env_steps=10,
+            routing=Routing(shard_versions=[0, 2]),
+        )
     ]
     parts, reasons = reduce_for_shards(packets, plan, [0, 2], LAG)  # the aggregator had not seen shard 1 move
     assert reasons == [[""], [""]]
@@ -212,9 +213,7 @@ def test_every_member_is_counted_once_on_every_shard_whatever_reached_which():
             version=0,
             env_steps=10 + i,
             episode_returns=[1.0],
-            sender=f"w{i}",
-            seq=1,
-            shard_versions=[0, 0],
+            routing=Routing(sender=f"w{i}", seq=1, shard_versions=[0, 0]),
         )
         for i in range(3)
     ]
@@ -229,8 +228,7 @@ def test_every_member_is_counted_once_on_every_shard_whatever_reached_which():
     assert servers[0].counters.episodes == 3 and servers[0].version == 1 and servers[1].version == 3
 
     whole = servers_for("cartpole shared adam", 2)
-    for packet in packets:
-        packet.seq = 2
+    packets = [packet.rerouted(seq=2) for packet in packets]
     parts, _ = reduce_for_shards(copy.deepcopy(packets), plan, [0, 0], LAG)
     for server, part in zip(whole, parts, strict=True):
         server.apply_gradients(part)

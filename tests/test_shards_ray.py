@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.packet import GradientPacket
+from ray_a3c.common.packet import GradientPacket, Routing
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.shards import split_packet
 from tests.helpers import small_config
@@ -25,8 +25,7 @@ def packets(num_params: int, count: int) -> list[GradientPacket]:
             env_steps=10,
             episode_returns=[1.0],
             episode_lengths=[10],
-            sender="w",
-            seq=i + 1,
+            routing=Routing(sender="w", seq=i + 1),
         )
         for i in range(count)
     ]
@@ -35,7 +34,8 @@ def packets(num_params: int, count: int) -> list[GradientPacket]:
 def test_a_cut_waits_for_the_packet_in_flight_and_the_client_assembles_the_weights(ray_session):
     import ray
 
-    from ray_a3c.cluster.sharding import RemoteShardServer, ShardedClient, ShardedTarget, take_cut
+    from ray_a3c.cluster.sharding import RemoteShardServer, take_cut
+    from ray_a3c.cluster.transport import ShardedClient, ShardedTarget
 
     cfg = small_config(**{"learner.num_shards": 2, "model.hidden_sizes": [64, 64], "algo.max_policy_lag": 100})
     spaces = probe_spaces(cfg.env)
@@ -85,8 +85,7 @@ def node_packets(num_params: int, round_: int, version: int) -> list[GradientPac
             env_steps=10,
             episode_returns=[1.0],
             episode_lengths=[10],
-            sender=sender,
-            seq=round_ + 1,
+            routing=Routing(sender=sender, seq=round_ + 1),
         )
         for sender in ("a", "b")
     ]
@@ -107,8 +106,9 @@ def test_an_aggregator_in_front_of_shards_gives_one_ps_weights_and_a_cut_follows
 
     import ray
 
-    from ray_a3c.cluster.aggregation import AggregatedClient, RemoteAggregator
-    from ray_a3c.cluster.sharding import RemoteShardServer, ShardedClient, ShardedTarget, take_cut
+    from ray_a3c.cluster.aggregation import RemoteAggregator
+    from ray_a3c.cluster.sharding import RemoteShardServer, take_cut
+    from ray_a3c.cluster.transport import AggregatedClient, ShardedClient, ShardedTarget
     from ray_a3c.learner.aggregator import reduce_for_shards, reduce_packets
 
     common = {
@@ -145,8 +145,7 @@ def test_an_aggregator_in_front_of_shards_gives_one_ps_weights_and_a_cut_follows
             assert_same_weights(result.weights, reference.flat.weights())
 
     pair = node_packets(plan.num_params, 2, reference.version)  # an aggregate that reached the lead only...
-    for packet in pair:
-        packet.shard_versions = [reference.version] * 2
+    pair = [packet.rerouted(shard_versions=[reference.version] * 2) for packet in pair]
     (aggregate,), _ = reduce_packets(copy.deepcopy(pair), reference.version, 100)
     reference.apply_gradients(aggregate)
     parts, _ = reduce_for_shards(copy.deepcopy(pair), plan, [reference.version - 1] * 2, 100)

@@ -148,7 +148,7 @@ class _StampingClient:
         return 0, self.weights, 0
 
     def submit(self, packet: GradientPacket):
-        self.stamps.append(packet.shard_versions)
+        self.stamps.append(packet.routing.shard_versions)
         n = len(self.stamps)
         result = ApplyResult(accepted=True, version=n, weights=self.weights, shard_versions=[n, n + 10])
 
