@@ -35,6 +35,13 @@ from ray_a3c.common.selection import EvalJudge, episode_stats
 EVAL_SEED_OFFSET = 100_000
 
 
+def within_share(busy_s: float, elapsed_s: float, max_share: float) -> bool:
+    """Whether the evaluator, busy `busy_s` of training's first `elapsed_s` seconds, may start another
+    screening under `run.eval_max_share` (1: always). On two cores a pixel evaluator takes a core from training
+    while it plays, so its share is what a user's run loses in frames/s."""
+    return max_share >= 1.0 or busy_s <= max_share * elapsed_s
+
+
 class EvalCycle:
     def __init__(
         self,
@@ -80,7 +87,8 @@ class EvalCycle:
                 fleet.ensure_evaluator()
                 self._evaluator_pid = None  # counted: its next result comes from a new process
         run = self.config.run
-        if self._ref is None and start_next and now - self._last_start >= run.eval_interval_s:
+        due = now - self._last_start >= run.eval_interval_s
+        if self._ref is None and start_next and due and within_share(self.summary.eval_s, now - t0, run.eval_max_share):
             self._last_start, self._taken_at = now, now - t0
             self._screenings += 1
             gif = (

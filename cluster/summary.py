@@ -49,9 +49,17 @@ class RunSummary:
         if self.solved_at_s is not None and self.reason in ("env_steps", "time_limit"):
             self.reason = "solved"
 
+    @property
+    def eval_busy_share(self) -> float | None:
+        """The part of training's wall time the evaluator was busy (None before training started)."""
+        return round(self.eval_s / self.train_s, 3) if self.train_s > 0 else None
+
     def result(self) -> dict:
-        """The summary as the CLI prints it (one JSON line): everything but the evaluation history."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "evals"}
+        """The summary as the CLI prints it (one JSON line): everything but the evaluation history, with the
+        evaluator's busy share."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "evals"}
+        out["eval_busy_share"] = self.eval_busy_share
+        return out
 
 
 def process_age_s() -> float:

@@ -247,6 +247,11 @@ class RunConfig:
     )
     eval_interval_s: float = _f(5.0, "seconds between screenings (short evaluations of the PS's latest weights)")
     eval_episodes: int = _f(10, "episodes per screening")
+    eval_max_share: float = _f(
+        1.0,
+        "the most of training's wall time the evaluator may have been busy when a screening is due: a later one "
+        "waits until its busy share falls to this (confirmations are never cut); 1 = no bound",
+    )
     confirm_episodes: int = _f(
         100,
         "episodes behind best.pt and the stop: a screening that beats the best or "

@@ -211,6 +211,7 @@ def validate(cfg: Config) -> Config:
         (r.confirm_episodes >= 1, "run.confirm_episodes must be >= 1"),
         (r.eval_policy in ("greedy", "sample"), "run.eval_policy must be greedy or sample"),
         (r.gif_every >= 0, "run.gif_every must be >= 0"),
+        (0 < r.eval_max_share <= 1, "run.eval_max_share must be in (0, 1]"),
         (r.evaluate or r.stop_return is None, "run.stop_return needs run.evaluate: true (set one of them)"),
         (r.snapshot_every_env_steps >= 0, "run.snapshot_every_env_steps must be >= 0"),
         (r.update_log_digest_every >= 1, "run.update_log_digest_every must be >= 1"),
