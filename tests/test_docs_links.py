@@ -2,6 +2,7 @@
 cites resolves to a file and a heading that exist; BENCHMARKS.md and README.md stay within their sizes; the
 layout map in docs/design.md names the folders and modules the tree has. Plain file reads: no Ray, no torch."""
 
+import ast
 import configparser
 import glob
 import os
@@ -17,10 +18,10 @@ PLAIN = (
     "common/presets/families/*.yaml",
     "cluster/deploy/*.yaml",
     "bench/*.py",
-    "common/*.py",
-    "actors/*.py",
-    "learner/*.py",
-    "cluster/*.py",
+    "common/**/*.py",
+    "actors/**/*.py",
+    "learner/**/*.py",
+    "cluster/**/*.py",
     "ray_a3c/*.py",
     "Makefile",
     "Dockerfile",
@@ -30,7 +31,7 @@ MAX_BYTES = {  # file -> (its limit, where its surplus goes)
     "README.md": (15_000, "detail to docs/guide.md"),
 }
 SUMMARY_MAX_BYTES = 3_000  # BENCHMARKS.md's "## Summary": one line per bench
-PACKAGE_FOLDERS = ("common", "actors", "learner", "cluster")  # every module of these is named in the layout map
+PACKAGE_FOLDERS = ("common", "actors", "learner", "cluster")  # every package and module of these is in the layout map
 MAPPED_FOLDERS = {"common", "actors", "learner", "cluster", "bench", "tests", "docs"}
 
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -174,17 +175,31 @@ def test_every_results_file_is_linked_from_benchmarks():
 
 
 def layout_map() -> dict[str, str]:
-    """design.md's "## Layout" code block: top-level folder -> what its lines say of it."""
+    """design.md's "## Layout" code block: folder -> what its lines say of it. A top-level folder's entry starts
+    at the line's start (`common/    ...`), a subpackage's two spaces in, under its folder's (`  env/   ...` is
+    `common/env`); the lines after an entry, indented further, continue it."""
     section = read(os.path.join(ROOT, "docs", "design.md")).split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
-    entries, folder = {}, None
+    entries, top, folder = {}, None, None
     for line in section.split("```")[1].split("\n")[1:]:
-        match = re.match(r"([\w.-]+)/\s+(.*)", line)
-        if match:
-            folder = match[1]
-            entries[folder] = match[2]
+        match = re.match(r"( {2})?([\w.-]+)/\s+(.*)", line)
+        if match and (top or not match[1]):
+            folder = f"{top}/{match[2]}" if match[1] else match[2]
+            top = top if match[1] else folder
+            entries[folder] = match[3]
         elif folder and line.strip():
             entries[folder] += " " + line.strip()
     return entries
+
+
+def package_modules() -> dict[str, list[str]]:
+    """Every package under PACKAGE_FOLDERS (a folder with an `__init__.py`, from the root) -> its modules' names."""
+    found = {}
+    for top in PACKAGE_FOLDERS:
+        for directory, _, names in os.walk(os.path.join(ROOT, top)):
+            if "__init__.py" in names:
+                modules = [n[:-3] for n in names if n.endswith(".py") and n != "__init__.py"]
+                found[os.path.relpath(directory, ROOT)] = sorted(modules)
+    return found
 
 
 def tracked_top_folders() -> set[str]:
@@ -222,11 +237,31 @@ def test_layout_map_names_what_exists():
 def test_layout_map_covers_every_folder_and_module():
     entries = layout_map()
     assert MAPPED_FOLDERS | tracked_top_folders() <= set(entries)
+    packages = package_modules()
+    assert {"common", "cluster", "common/presets"} <= set(packages)  # the walk finds the packages it checks
+    assert [package for package in packages if package not in entries] == [], "give each package an entry"
     unnamed = [
-        os.path.relpath(module, ROOT)
-        for folder in PACKAGE_FOLDERS
-        for module in glob.glob(os.path.join(ROOT, folder, "*.py"))
-        if not module.endswith("__init__.py")
-        and not re.search(rf"\b{os.path.basename(module)[:-3]}\b", entries[folder], re.IGNORECASE)
+        f"{package}/{module}.py"
+        for package, modules in packages.items()
+        for module in modules
+        if not re.search(rf"\b{module}\b", entries[package], re.IGNORECASE)
     ]
-    assert unnamed == [], "name each module in docs/design.md's layout map"
+    assert unnamed == [], "name each module in docs/design.md's layout map, in its own package's entry"
+
+
+def test_every_package_init_says_its_purpose_alone():
+    """An `__init__.py` is one docstring: importing a package (the CLI's first import, a worker's) runs
+    nothing and loads neither torch nor Ray; what the package holds is said in one line."""
+    for package in package_modules():
+        tree = ast.parse(read(os.path.join(ROOT, package, "__init__.py")))
+        body = tree.body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), package
+        assert isinstance(body[0].value.value, str) and "\n" not in body[0].value.value.strip(), package
+
+
+def test_setup_cfg_installs_every_package():
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    listed = {line.strip() for line in config["options"]["packages"].split("\n") if line.strip()}
+    expected = {"ray_a3c"} | {"ray_a3c." + package.replace("/", ".") for package in package_modules()}
+    assert listed == expected

@@ -179,8 +179,8 @@ def test_every_not_installed_error_names_an_extra_that_exists():
     extras = set(parser["options.extras_require"])
     files = [
         p
-        for pattern in ("common/*.py", "actors/*.py", "learner/*.py", "cluster/*.py", "*.md", "docs/*.md")
-        for p in glob.glob(os.path.join(root, pattern))
+        for pattern in ("common/**/*.py", "actors/**/*.py", "learner/**/*.py", "cluster/**/*.py", "*.md", "docs/*.md")
+        for p in glob.glob(os.path.join(root, pattern), recursive=True)
     ]
     named = {extra for path in files for extra in re.findall(r"ray-a3c\[(\w+)\]", open(path).read())}
     from ray_a3c.common.env_ids import EXTRA_HINTS
