@@ -21,8 +21,9 @@ import yaml
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
-from ray_a3c.cluster.cli import _flat_overrides, main, resolve_config
+from ray_a3c.cluster.cli import main, resolve_config
 from ray_a3c.cluster.launch import build_config, build_family_config, prepare_new, prepare_resume
+from ray_a3c.cluster.overrides import flat_overrides
 from ray_a3c.common.config import Config, load_run_config, load_yaml
 from ray_a3c.common.env_ids import env_builder, parse_env_id
 from ray_a3c.common.errors import A3CError
@@ -128,7 +129,7 @@ def train_outcome(source, overrides: list[str], taken: str) -> str:
     """What `a3c train SOURCE --set OVERRIDES --run-dir TAKEN` does before Ray starts; ACCEPTED when only the
     taken run dir stops it."""
     try:
-        prepare_new(build_config(source, _flat_overrides(overrides, {"run_dir": taken})), source)
+        prepare_new(build_config(source, flat_overrides(overrides, {"run_dir": taken})), source)
     except A3CError as exc:
         return ACCEPTED if str(exc).startswith(f"run dir '{taken}' already exists") else REFUSED
     raise AssertionError("prepare_new accepted a run dir that holds a run")
@@ -288,7 +289,7 @@ def test_fuzzed_env_ids_are_accepted_or_refused_with_an_a3c_error(user_modules, 
                 outcome(env_builder, env_id)
             # `a3c train --env ID --run-dir TAKEN`: the family's defaults, the env built to choose them
             try:
-                cfg, _ = build_family_config(_flat_overrides([], {"env": env_id, "run_dir": taken}))
+                cfg, _ = build_family_config(flat_overrides([], {"env": env_id, "run_dir": taken}))
                 prepare_new(cfg)
             except A3CError as exc:
                 return ACCEPTED if str(exc).startswith(f"run dir '{taken}' already exists") else REFUSED
@@ -335,7 +336,7 @@ def test_fuzzed_cli_commands_print_one_error_line_and_change_no_file(user_module
     def never_train(prepared):
         raise AssertionError(f"a fuzz case would have trained in {prepared.run_dir}")
 
-    monkeypatch.setattr("ray_a3c.cluster.cli.run_training", never_train)  # the name `a3c train` calls
+    monkeypatch.setattr("ray_a3c.cluster.launch.run_training", never_train)  # what `a3c train` calls, per call
 
     def check(case):
         argv, new_file = case
