@@ -1,5 +1,5 @@
 # The image cluster/deploy/kuberay-*.yaml run: `make image IMAGE=...` builds and tags it, `docker push` publishes it.
-# Ray's own image at the Ray version this project runs (setup.cfg allows the range, tests/test_deploy_files.py
+# Ray's own image at the Ray version this project runs (setup.cfg allows the range, tests/unit/test_deploy_files.py
 # checks this one is in it and is the installed one), Python 3.11 as the venv.
 FROM rayproject/ray:2.60.0-py311-cpu
 

@@ -31,7 +31,7 @@ from ray_a3c.common.errors import A3CError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_WRAPPER = "bench.chaos_hang:HangOnTrigger"
-BENCHMARKS_MAX_BYTES = 40_000  # tests/test_docs_links.py's limit
+BENCHMARKS_MAX_BYTES = 40_000  # tests/unit/test_docs_links.py's limit
 FINAL_EPISODES = 100
 
 

@@ -1,7 +1,7 @@
 """A model of an N-node cluster's parameter server from measured per-packet costs (bench.ps_capacity's
 `breakdown`) and one worker's packet rate: PS busy fraction and NIC load per shard, for each transport, batch
 cap, node-aggregation interval and shard count. Pure arithmetic: no Ray, no torch (bench.ps_capacity and
-bench.ps_emulated render it; tests/test_ps_emulated.py checks it)."""
+bench.ps_emulated render it; tests/unit/test_ps_emulated.py checks it)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ behind the contract of the wrapper pipeline it replaces, for the runs whose `env
 `native_plan(cfg)` decides, one rule for workers, evaluator and recorder: an `ALE/<Game>-v5` id with
 `frameskip: 1`, `AtariPreprocessing` (gray, square, no scaling) first, then any of `LifeLossEnd`, `FireReset` and
 `ClipReward`, and a frame stack. Anything else (other wrappers, a time limit, warm-up steps, rendering) keeps the
-gymnasium wrappers. What stays the same as that pipeline (tests/test_ale_vector.py checks it step by step):
+gymnasium wrappers. What stays the same as that pipeline (tests/unit/test_ale_vector.py checks it step by step):
 - observations: the ALE's max-pooled, area-resized gray frames (pixel-identical to AtariPreprocessing's); the
   frame stack is kept here, not by the ALE, because the ALE pads a new game's stack with black frames where
   gymnasium's FrameStackObservation repeats the first frame;

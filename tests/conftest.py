@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, settings
 
-# The fuzz suite (tests/test_fuzz_inputs.py) is reproducible: the same cases on every run and machine for the same
+# The fuzz suite (tests/unit/test_fuzz_inputs.py) is reproducible: the same cases on every run and machine for the same
 # test selection (hypothesis also draws constants from the project's modules already imported), no
 # example database written, no deadline (a case that builds an env may take a fraction of a second on a busy
 # CI core). Each test names its own max_examples.

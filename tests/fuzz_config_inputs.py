@@ -1,4 +1,4 @@
-"""Hypothesis strategies for the fuzz suite (tests/test_fuzz_inputs.py): `--set` overrides, config YAML files
+"""Hypothesis strategies for the fuzz suite (tests/unit/test_fuzz_inputs.py): `--set` overrides, config YAML files
 and env ids, each as plain functions returning strategies, with the constants they draw from."""
 
 import json

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for the fuzz suite (tests/test_fuzz_inputs.py): offline datasets, as npz files built
+"""Hypothesis strategies for the fuzz suite (tests/unit/test_fuzz_inputs.py): offline datasets, as npz files built
 in memory and damaged on disk, and `minari:` references (ids, paths, copies of a real dataset damaged)."""
 
 import io

@@ -13,7 +13,7 @@ from bench.chaos_report import Target, Verdict
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DENSE = ["--worker-kill-every-s", "45", "--ps-kill-every-s", "120", "--evaluator-kills", "1", "--hangs", "1"]
 
 

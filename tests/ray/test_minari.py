@@ -20,7 +20,7 @@ from ray_a3c.common.errors import A3CError
 from ray_a3c.common.minari_io import dataset_dir, save_minari
 from ray_a3c.common.offline import OfflineEnv, open_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIELDS = REQUIRED + OPTIONAL
 
 
@@ -114,7 +114,7 @@ def test_bad_minari_ids_are_one_error_line_and_nothing_is_overwritten(minari_pat
     assert after == before
 
 
-# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback instead of an A3CError.
+# Found by the fuzz suite (tests/unit/test_fuzz_inputs.py): each was a traceback instead of an A3CError.
 def test_ids_and_damage_the_fuzzing_found_are_refused_with_one_message(minari_path):
     for bad_id in ("0", "name-v", "-v0"):  # Minari's own parser raised TypeError
         with pytest.raises(A3CError, match="is not a Minari dataset id"):

@@ -103,7 +103,7 @@ def test_wrapper_entries_in_every_form_and_what_is_training_only():
         make_env(EnvConfig(id=CATCH, wrappers=[{"ResizeObservation": {"shape": 3}}]))
 
 
-# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback, or memory running out.
+# Found by the fuzz suite (tests/unit/test_fuzz_inputs.py): each was a traceback, or memory running out.
 @pytest.mark.parametrize(
     "cfg, needle",
     [

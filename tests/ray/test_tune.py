@@ -220,7 +220,9 @@ def test_bad_specs_are_refused_before_ray(change, message, tmp_path):
 
 
 def test_the_example_specs_are_valid(tmp_path):
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "tune")
+    root = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples", "tune"
+    )
     found = sorted(glob.glob(os.path.join(root, "*.yaml")))
     assert len(found) >= 4
     for path in found:

@@ -9,7 +9,7 @@ import pytest
 from ray_a3c.cluster import metrics as ray_side
 from ray_a3c.common import metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class FakeMetric:

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 pytestmark = pytest.mark.integration
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CORRIDOR = textwrap.dedent('''
     import os
@@ -173,7 +173,7 @@ def test_every_not_installed_error_names_an_extra_that_exists():
     import configparser
     import re
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     parser = configparser.ConfigParser()
     parser.read(os.path.join(root, "setup.cfg"))
     extras = set(parser["options.extras_require"])

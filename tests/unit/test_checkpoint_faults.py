@@ -25,7 +25,7 @@ from ray_a3c.common.policy import load_policy
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import listing, make_run, small_config
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "schema1_cartpole")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "schema1_cartpole")
 FIXTURE_CKPT = os.path.join(FIXTURE, "checkpoints", "ckpt-3.pt")
 DAMAGES = ("truncated", "empty", "wrong_schema")
 REASONS = {"truncated": "unreadable or corrupt", "empty": "empty (0 bytes)", "wrong_schema": "not a ray-a3c checkpoint"}

@@ -135,7 +135,7 @@ def test_sigterm_checkpoints_and_exits_cleanly_when_joining_by_address(ray_sessi
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     address = ray_session.get_runtime_context().gcs_address
     run_dir = str(tmp_path / "run")
     proc = subprocess.Popen(

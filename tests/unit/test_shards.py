@@ -181,6 +181,6 @@ def test_what_shards_do_not_combine_with_is_refused_before_ray_with_the_reason(o
 
 def test_node_aggregation_combines_with_shards():
     """The aggregator holds the whole mean gradient, so it sends every shard that mean's norm
-    (tests/test_shards_aggregation.py); PS-side batching stays refused."""
+    (tests/unit/test_shards_aggregation.py); PS-side batching stays refused."""
     cfg = small_config(**{"learner.num_shards": 2, "cluster.aggregate": "node"})
     assert cfg.learner.num_shards == 2 and cfg.cluster.aggregate == "node"

@@ -46,7 +46,7 @@ def test_a_worker_that_can_never_run_ends_the_run_with_its_cause(ray_session, tm
         [
             "train",
             "--env",
-            "tests.test_faults_ray:StepRaises",
+            "tests.ray.test_faults_ray:StepRaises",
             "--num-workers",
             "2",
             "--run-dir",

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from ray_a3c.common.offline import OfflineEnv, shard_episodes
 from ray_a3c.common.returns import importance_weights, vtrace
 from tests.helpers import listing, random_rollout, small_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def recorded_arrays(episodes=6, seed=0):
@@ -348,7 +348,7 @@ def flipped_member(path, out, member="rewards.npy"):
     open(out, "wb").write(bytes(raw))
 
 
-# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback instead of an A3CError.
+# Found by the fuzz suite (tests/unit/test_fuzz_inputs.py): each was a traceback instead of an A3CError.
 def test_files_the_fuzzing_broke_are_refused_with_one_message(dataset_file, tmp_path):
     path, arrays = dataset_file
     n = len(arrays["rewards"])

@@ -15,7 +15,7 @@ from ray_a3c.common.config import (
 from ray_a3c.common.config_reference import reference_rows, reference_table
 from ray_a3c.common.errors import A3CError
 
-ROOT = os.path.dirname(os.path.dirname(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def test_override_types_are_parsed_and_checked():
@@ -117,7 +117,8 @@ def test_local_size_check_is_skipped_when_joining(monkeypatch):
     check_local_size(cfg)  # a cluster's size is its own: nothing to refuse here
 
 
-# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback, or a run that failed after Ray started.
+# Found by the fuzz suite (tests/unit/test_fuzz_inputs.py): each was a traceback, or a run that failed after Ray
+# started.
 @pytest.mark.parametrize(
     "override, needle",
     [

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 pytestmark = pytest.mark.integration
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DASHBOARD_PORT, METRICS_PORT = 8299, 8399
 PROGRESS = re.compile(r"steps\s+([\d,]+) \|.*version\s+([\d,]+)")
 
@@ -26,7 +26,7 @@ PROGRESS = re.compile(r"steps\s+([\d,]+) \|.*version\s+([\d,]+)")
 def cluster():
     env = dict(os.environ, PYTHONPATH=ROOT, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     helper = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "tests", "cluster_helper.py"), str(DASHBOARD_PORT), str(METRICS_PORT)],
+        [sys.executable, "-m", "tests.cluster_helper", str(DASHBOARD_PORT), str(METRICS_PORT)],
         cwd=ROOT,
         env=env,
         text=True,

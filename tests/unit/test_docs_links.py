@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Markdown: links resolve from the file's own folder, as GitHub renders them.
 MARKDOWN = ("README.md", "BENCHMARKS.md", "docs/*.md", "bench/results/*.md", "examples/**/*.md")
 # Everything else cites paths from the repository root (a preset header's `BENCHMARKS.md#...`).

@@ -14,7 +14,7 @@ from ray_a3c.common.envs import probe_spaces
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import listing
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def a3c(*args, cwd):

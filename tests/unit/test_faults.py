@@ -23,7 +23,7 @@ from ray_a3c.common.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import make_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Raises(gym.Env):
@@ -123,16 +123,16 @@ def test_env_ids_must_name_env_classes():
     with pytest.raises(A3CError, match="not a gymnasium.Env subclass"):
         probe_spaces(EnvConfig(id="os:system", kwargs={"command": "touch /tmp/pwned"}))
     with pytest.raises(A3CError, match="failed to start: RuntimeError: the simulator licence expired"):
-        probe_spaces(EnvConfig(id="tests.test_faults:Raises"))
+        probe_spaces(EnvConfig(id="tests.unit.test_faults:Raises"))
 
 
 def test_unbounded_actions_cannot_be_rescaled():
     with pytest.raises(A3CError, match="finite action bounds"):
-        make_policy_env(EnvConfig(id="tests.test_faults:Unbounded", rescale_actions=True))
+        make_policy_env(EnvConfig(id="tests.unit.test_faults:Unbounded", rescale_actions=True))
 
 
 def test_channels_last_images_and_offset_discrete_actions():
-    cfg = validate(from_flat({"env.id": "tests.test_faults:ChannelsLast"}, Config()))
+    cfg = validate(from_flat({"env.id": "tests.unit.test_faults:ChannelsLast"}, Config()))
     spaces = probe_spaces(cfg.env)
     assert spaces.image_shape == (3, 24, 32)
     env = make_policy_env(cfg.env)
@@ -200,7 +200,9 @@ def test_late_failures_are_one_error_line_before_anything_starts(tmp_path):
     (tmp_path / "afile").write_text("")
     assert "not a directory" in one_error(cli("train", "--run-dir", "afile", cwd=tmp_path))
     assert "a cluster (--address)" in one_error(cli("train", "--num-workers", "1000", "--run-dir", "big", cwd=tmp_path))
-    assert "failed to start" in one_error(cli("train", "--env", "tests.test_faults:Raises", "--run-dir", "r", cwd=ROOT))
+    assert "failed to start" in one_error(
+        cli("train", "--env", "tests.unit.test_faults:Raises", "--run-dir", "r", cwd=ROOT)
+    )
     assert sorted(os.listdir(tmp_path)) == ["afile", "latin1.yaml"]
     with pytest.raises(A3CError, match="not UTF-8"):
         load_yaml(str(tmp_path / "latin1.yaml"))

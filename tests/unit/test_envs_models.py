@@ -12,7 +12,7 @@ from tests.helpers import small_config
 
 
 class Corridor(gym.Env):
-    """Observation = position; always moves right; terminates at 5. Used as `tests.test_envs_models:Corridor`."""
+    """Observation = position; always moves right; terminates at 5. Used as `tests.unit.test_envs_models:Corridor`."""
 
     observation_space = gym.spaces.Box(0.0, 10.0, (1,), np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -35,7 +35,9 @@ def test_unknown_env_id_is_a_clear_error():
 
 
 def corridor_runner(num_envs=2, **env_overrides):
-    cfg = small_config(**{"env.id": "tests.test_envs_models:Corridor", "env.max_episode_steps": 3, **env_overrides})
+    cfg = small_config(
+        **{"env.id": "tests.unit.test_envs_models:Corridor", "env.max_episode_steps": 3, **env_overrides}
+    )
     venv = make_vector_env(cfg.env, num_envs, seed=0)
     spaces = describe_spaces(venv.single_observation_space, venv.single_action_space)
     return cfg, VectorEnvRunner(venv, spaces, seed=0), build_model(spaces, cfg.model)

@@ -1,6 +1,6 @@
 """The chaos soak's pure parts (bench/chaos_plan.py, bench/chaos_report.py, bench/chaos_hang.py): its seeded
 schedule, the memory growth rule, the hang lines it reads back, its table and verdicts. No Ray, no training;
-the soak itself runs in tests/test_chaos_slow.py."""
+the soak itself runs in tests/slow/test_chaos_slow.py."""
 
 import dataclasses
 import os

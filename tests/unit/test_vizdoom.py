@@ -48,7 +48,7 @@ def test_unknown_scenario_is_a_clear_error():
         VizdoomEnv("nope")
 
 
-# Found by the fuzz suite (tests/test_fuzz_inputs.py): each was a traceback from the engine or gymnasium.
+# Found by the fuzz suite (tests/unit/test_fuzz_inputs.py): each was a traceback from the engine or gymnasium.
 @pytest.mark.parametrize(
     "text, needle",
     [

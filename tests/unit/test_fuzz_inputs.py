@@ -104,7 +104,7 @@ def workspace(tmp_path_factory):
     config.yaml and a checkpoint), a YAML file and a local Minari data path. Restored afterwards."""
     root = str(tmp_path_factory.mktemp("fuzz"))
     make_run(root, "taken", **{"model.hidden_sizes": [8]})
-    shutil.copy(os.path.join(os.path.dirname(__file__), "..", "common", "presets", "cartpole.yaml"), root)
+    shutil.copy(os.path.join(os.path.dirname(__file__), "..", "..", "common", "presets", "cartpole.yaml"), root)
     old_cwd, old_minari = os.getcwd(), os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = os.path.join(root, "minari")
     os.chdir(root)

@@ -94,7 +94,8 @@ def node_packets(num_params: int, round_: int, version: int) -> list[GradientPac
 def assert_same_weights(actual: np.ndarray, expected: np.ndarray) -> None:
     """Equal to the last bit or two: here the shards step in Ray actors and the reference in this process, and a
     few elements round differently (1 ulp, ~2% of them, seen with an aggregator in front). The split itself is
-    bit for bit one PS's when both run in one process (tests/test_shards.py, tests/test_shards_aggregation.py)."""
+    bit for bit one PS's when both run in one process (tests/unit/test_shards.py,
+    tests/unit/test_shards_aggregation.py)."""
     np.testing.assert_allclose(actual, expected, rtol=2e-6, atol=1e-9)
 
 

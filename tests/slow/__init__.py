@@ -1,0 +1,1 @@
+"""Seeded learning runs and soaks that take minutes (`make test-slow`)."""

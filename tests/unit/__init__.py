@@ -1,0 +1,1 @@
+"""Tests without Ray: plain classes and pure functions, each in seconds."""
