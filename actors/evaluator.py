@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ray_a3c.common.atomic import atomic_write
-from ray_a3c.common.config import Config
-from ray_a3c.common.envs import make_policy_env, probe_spaces, scoring_env_config
-from ray_a3c.common.flat import set_flat_weights
-from ray_a3c.common.models import build_model
-from ray_a3c.common.observations import encode_obs
-from ray_a3c.common.selection import episode_stats
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.algo.selection import episode_stats
+from ray_a3c.common.env.envs import make_policy_env, probe_spaces, scoring_env_config
+from ray_a3c.common.env.observations import encode_obs
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.storage.atomic import atomic_write
+from ray_a3c.common.wire.flat import set_flat_weights
 
 
 class Evaluator:

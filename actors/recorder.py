@@ -8,11 +8,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from ray_a3c.common.config import EnvConfig
-from ray_a3c.common.dataset import OPTIONAL, REQUIRED
-from ray_a3c.common.envs import make_policy_env, probe_spaces
-from ray_a3c.common.models import ActorCritic
-from ray_a3c.common.observations import encode_obs
+from ray_a3c.common.algo.models import ActorCritic
+from ray_a3c.common.data.dataset import OPTIONAL, REQUIRED
+from ray_a3c.common.env.envs import make_policy_env, probe_spaces
+from ray_a3c.common.env.observations import encode_obs
+from ray_a3c.common.settings.config import EnvConfig
 
 
 class BehaviourPolicy:

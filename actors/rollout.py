@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from ray_a3c.actors.watchdog import EnvWatchdog
-from ray_a3c.common.keys import INFO_LOG_PROB, INFO_LOGGED_ACTION
-from ray_a3c.common.models import ActorCritic
-from ray_a3c.common.observations import EnvSpaces, encode_batch
-from ray_a3c.common.packet import HangReport
-from ray_a3c.common.wrappers import GAME_LENGTH, GAME_RETURN
+from ray_a3c.common.algo.models import ActorCritic
+from ray_a3c.common.env.observations import EnvSpaces, encode_batch
+from ray_a3c.common.env.wrappers import GAME_LENGTH, GAME_RETURN
+from ray_a3c.common.storage.keys import INFO_LOG_PROB, INFO_LOGGED_ACTION
+from ray_a3c.common.wire.packet import HangReport
 
 
 @dataclass
@@ -89,7 +89,7 @@ class VectorEnvRunner:
         self.ep_return += rewards
         self.ep_length += valid
         done = term | trunc
-        # live envs report whole games (common.envs wraps each in GameStatistics); a dataset's episodes are its own
+        # live envs report whole games (common.env.envs wraps each in GameStatistics); a dataset's episodes are its own
         finished = (
             [(float(self.ep_return[i]), int(self.ep_length[i])) for i in np.flatnonzero(done)]
             if self.replaying
@@ -150,7 +150,7 @@ class VectorEnvRunner:
 
 
 def _finished_games(info: dict) -> list:
-    """(return, length) of the games that ended this step, as common.wrappers.GameStatistics counted them:
+    """(return, length) of the games that ended this step, as common.env.wrappers.GameStatistics counted them:
     whole games at the env's own reward, whatever training-only wrappers made of the episodes."""
     if GAME_RETURN not in info:
         return []

@@ -23,11 +23,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.config import Config
-from ray_a3c.common.envs import make_vector_env
-from ray_a3c.common.errors import EnvHangError
-from ray_a3c.common.packet import HangReport
-from ray_a3c.common.step_markers import WHOLE_VECTOR_ENV, StepMarkers
+from ray_a3c.common.env.envs import make_vector_env
+from ray_a3c.common.env.step_markers import WHOLE_VECTOR_ENV, StepMarkers
+from ray_a3c.common.reporting.errors import EnvHangError
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.wire.packet import HangReport
 
 
 def rebuild_seed(seed: int, build: int) -> int:

@@ -14,11 +14,18 @@ import torch
 
 from ray_a3c.actors.rollout import Rollout, VectorEnvRunner, collect_rollout
 from ray_a3c.actors.watchdog import worker_vector_env
-from ray_a3c.common.config import AlgoConfig, Config
-from ray_a3c.common.envs import describe_spaces, variable_channels
-from ray_a3c.common.flat import encode_gradient, get_flat_grads, set_flat_weights
-from ray_a3c.common.losses import LossTerms, a3c_loss, critic_loss, mean_weights
-from ray_a3c.common.metrics import (
+from ray_a3c.common.algo.losses import LossTerms, a3c_loss, critic_loss, mean_weights
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.algo.returns import (
+    awr_weights,
+    discounted_return_trace,
+    gae,
+    importance_weights,
+    standardize,
+    vtrace,
+)
+from ray_a3c.common.env.envs import describe_spaces, variable_channels
+from ray_a3c.common.reporting.metrics import (
     ACTION_ABS_MAX,
     ADVANTAGE_MEAN,
     CLIP_FRACTION,
@@ -29,16 +36,9 @@ from ray_a3c.common.metrics import (
     VALUE_REFIT,
     packet_losses,
 )
-from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import ApplyResult, GradientPacket, Routing
-from ray_a3c.common.returns import (
-    awr_weights,
-    discounted_return_trace,
-    gae,
-    importance_weights,
-    standardize,
-    vtrace,
-)
+from ray_a3c.common.settings.config import AlgoConfig, Config
+from ray_a3c.common.wire.flat import encode_gradient, get_flat_grads, set_flat_weights
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket, Routing
 
 
 class Pass(str, Enum):

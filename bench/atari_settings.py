@@ -23,7 +23,7 @@ import re
 from bench.atari_sb3 import run_sb3
 from bench.atari_sides import EVAL_EPISODES, ROWS, Budget, run_ours
 from bench.common import fail, fmt, machine, today, update_section
-from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, parse_override
+from ray_a3c.common.settings.config import Config, from_dict, from_flat, load_yaml, parse_override
 
 
 def changed(base: tuple[str, ...], *overrides: str) -> tuple[str, ...]:

@@ -163,7 +163,7 @@ def side_result(
 # -- ray-a3c -----------------------------------------------------------------------------------------------------
 def our_network(overrides=()) -> str:
     """The CNN the `atari` preset builds with these overrides, named as the race's rows name networks."""
-    from ray_a3c.common.config import from_dict, from_flat, load_yaml, parse_override
+    from ray_a3c.common.settings.config import from_dict, from_flat, load_yaml, parse_override
 
     model = from_flat(dict(parse_override(o) for o in overrides), from_dict(load_yaml("atari"))).model
     if model.cnn_layout == "nature":

@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ray_a3c.cluster.runtime import start_ray
-    from ray_a3c.common.config import Config
+    from ray_a3c.common.settings.config import Config
 
     # SB3 first, before Ray's daemons exist, so they cannot slow it down.
     sb3 = []

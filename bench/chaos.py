@@ -27,7 +27,7 @@ from bench.chaos_hang import read_claims
 from bench.chaos_plan import Fault, ScheduleOptions, build_schedule, render_table
 from bench.chaos_report import SECTION, Outcome, judge, render_section, write_plot
 from bench.common import BENCHMARKS, FINAL_SEED, fail, fresh_evaluation, machine, today, update_section
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HANG_WRAPPER = "bench.chaos_hang:HangOnTrigger"
@@ -83,7 +83,7 @@ def prepare(args: argparse.Namespace, trigger: str):
     """The run, checked and its dir made (A3CError before anything starts): the preset with the soak's budget,
     no stop return (the schedule needs the whole time) and the hang wrapper, training only."""
     from ray_a3c.cluster.launch import build_config, prepare_new, use_working_directory
-    from ray_a3c.common.config import load_yaml
+    from ray_a3c.common.settings.config import load_yaml
 
     use_working_directory()  # the workers import bench.chaos_hang from here, as `a3c train` finds user modules
     wrappers = list(load_yaml(args.preset).get("env", {}).get("wrappers") or [])
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace, prepared, events, trigger: str) -> tuple[Outco
     from bench.chaos_run import LogTap, Monkey, Sampler, Session
     from ray_a3c.cluster.driver import Trainer
     from ray_a3c.cluster.runtime import start_ray
-    from ray_a3c.common.logs import log
+    from ray_a3c.common.reporting.logs import log
 
     tap = LogTap(os.path.join(args.out_dir, "driver.log"))
     log.addHandler(tap)

@@ -9,7 +9,7 @@ import statistics
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
 
 
 class Fault(str, Enum):

@@ -22,9 +22,9 @@ import ray
 from bench.chaos_hang import pull_trigger
 from bench.chaos_plan import RESTART_ROLE, Event, Fault, NamedHang, PSKill, Sample, parse_hang, render_table
 from bench.soak import object_store_used_bytes, session_rss_bytes
-from ray_a3c.common import checkpoint
-from ray_a3c.common.counters import PSCounters, PSStatus
-from ray_a3c.common.keys import CKPT_COUNTERS
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.storage.keys import CKPT_COUNTERS
+from ray_a3c.common.wire.counters import PSCounters, PSStatus
 
 CALL_TIMEOUT_S = 10.0  # a PS call from the soak: no answer means it is down (being recreated)
 SETTLE_TIMEOUT_S = 180.0  # before an event, the longest wait for the fleet to run whole again

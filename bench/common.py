@@ -91,8 +91,8 @@ def run_ours(
     mean reaches `target`. With `final_episodes`, the last snapshot is also evaluated afresh (FINAL_SEED)."""
     import ray_a3c
     from ray_a3c.actors.evaluator import Evaluator
-    from ray_a3c.common import checkpoint
-    from ray_a3c.common.keys import CKPT_COUNTERS, CKPT_MODEL, CKPT_TRAIN_S
+    from ray_a3c.common.storage import checkpoint
+    from ray_a3c.common.storage.keys import CKPT_COUNTERS, CKPT_MODEL, CKPT_TRAIN_S
 
     cfg = ray_a3c.make_config(
         preset,

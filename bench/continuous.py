@@ -159,7 +159,7 @@ def run_task(
         print(f"{name} seed {seed}: {_plain(row)}", flush=True)
     if seeds and any(side.startswith("ours") for side in sides):
         from ray_a3c.cluster.runtime import start_ray
-        from ray_a3c.common.config import Config
+        from ray_a3c.common.settings.config import Config
 
         start_ray(Config())
     for seed in seeds:

@@ -36,8 +36,8 @@ def main() -> None:
 
     from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
     from ray_a3c.cluster.runtime import start_ray
-    from ray_a3c.common.config import Config, EnvConfig
-    from ray_a3c.common.dataset import save_dataset
+    from ray_a3c.common.data.dataset import save_dataset
+    from ray_a3c.common.settings.config import Config, EnvConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "random.npz")

@@ -54,7 +54,7 @@ def worker_profile(preset: str, rollouts: int, overrides: dict) -> tuple[dict, i
     """-> (seconds per part, agent steps) over `rollouts` rollouts of one in-process worker and its passes."""
     import ray_a3c.actors.worker as worker_module
     from ray_a3c.actors.worker import RolloutWorker, passes
-    from ray_a3c.common.config import from_dict, from_flat, load_yaml
+    from ray_a3c.common.settings.config import from_dict, from_flat, load_yaml
     from ray_a3c.learner.parameter_server import ParameterServer
 
     config = from_flat(overrides, from_dict(load_yaml(preset)))
@@ -119,8 +119,8 @@ def engine_rates(num_envs: int, steps: int) -> dict:
     """Frames per second of the ALE alone (random actions) through AtariVectorEnv, and of the wrapper pipeline."""
     from ale_py.vector_env import AtariVectorEnv
 
-    from ray_a3c.common.config import from_dict, load_yaml
-    from ray_a3c.common.envs import make_vector_env
+    from ray_a3c.common.env.envs import make_vector_env
+    from ray_a3c.common.settings.config import from_dict, load_yaml
 
     rates = {}
     rng = np.random.default_rng(0)
@@ -146,9 +146,9 @@ def _frames_per_s(env, steps: int, rng) -> float:
 
 def preset_model(preset: str) -> tuple:
     """(the preset's freshly built network, its input shape: [C, H, W] for images, else [obs_dim])."""
-    from ray_a3c.common.config import from_dict, load_yaml
-    from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.common.models import build_model
+    from ray_a3c.common.algo.models import build_model
+    from ray_a3c.common.env.envs import probe_spaces
+    from ray_a3c.common.settings.config import from_dict, load_yaml
 
     config = from_dict(load_yaml(preset))
     spaces = probe_spaces(config.env)
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.rollouts < 1:
         fail("--rollouts must be >= 1")
-    from ray_a3c.common.config import parse_override
+    from ray_a3c.common.settings.config import parse_override
 
     torch.set_num_threads(1)
     overrides = dict(parse_override(item) for item in args.set)

@@ -51,7 +51,7 @@ def measure_sharded(workload: str, pushers: int, seconds: float, shards: int) ->
 
     from bench.ps_capacity import make_config, ready_packet
     from ray_a3c.cluster.sharding import RemoteShardServer
-    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.env.envs import probe_spaces
     from ray_a3c.learner.shards import split_packet
 
     cfg = make_config(workload, "serial")

@@ -53,10 +53,10 @@ def make_config(workload: str, mode: str):
 
 
 def ready_packet(cfg):
-    from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.common.flat import encode_gradient, num_params
-    from ray_a3c.common.models import build_model
-    from ray_a3c.common.packet import GradientPacket
+    from ray_a3c.common.algo.models import build_model
+    from ray_a3c.common.env.envs import probe_spaces
+    from ray_a3c.common.wire.flat import encode_gradient, num_params
+    from ray_a3c.common.wire.packet import GradientPacket
 
     model = build_model(probe_spaces(cfg.env), cfg.model)
     grad = np.random.default_rng(0).normal(0, 1e-3, num_params(model)).astype(np.float32)
@@ -74,7 +74,7 @@ def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
 
     from ray_a3c.cluster.aggregation import spawn_aggregators
     from ray_a3c.cluster.remote import RemoteBatchingParameterServer, RemoteParameterServer
-    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.env.envs import probe_spaces
 
     cfg = make_config(workload, mode)
     packet = ready_packet(cfg)
@@ -147,9 +147,9 @@ def breakdown(workload: str, dtype: str, repeats: int = 50) -> dict:
     import ray
     import torch
 
-    from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.common.flat import finite_norm, gradient_tensor
-    from ray_a3c.common.packet import rejection
+    from ray_a3c.common.env.envs import probe_spaces
+    from ray_a3c.common.wire.flat import finite_norm, gradient_tensor
+    from ray_a3c.common.wire.packet import rejection
     from ray_a3c.learner.flat_params import step
     from ray_a3c.learner.parameter_server import ParameterServer
 
@@ -186,8 +186,8 @@ def in_process(workload: str, dtype: str, seconds: float, blocks: int = 5, shard
     over, serial mode: what one packet costs the PS itself (decode, checks, clip, optimizer step, weights
     out). The median of `blocks` timed blocks, so a neighbour's burst on a shared machine moves it less.
     `shards` > 1: what the lead shard of a PS in that many shards pays for its slice (the largest part)."""
-    from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.common.flat import num_params
+    from ray_a3c.common.env.envs import probe_spaces
+    from ray_a3c.common.wire.flat import num_params
     from ray_a3c.learner.parameter_server import ParameterServer
     from ray_a3c.learner.shards import split_packet
 

@@ -242,8 +242,8 @@ def main() -> None:
         fail("--shards, --workers and --hosts take positive counts")
     import ray
 
-    from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.common.flat import finite_norm, gradient_tensor
+    from ray_a3c.common.env.envs import probe_spaces
+    from ray_a3c.common.wire.flat import finite_norm, gradient_tensor
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a running cluster
     rates = {w: worker_packet_rate(p) for w, p in WORKLOADS.items()}  # before any pusher runs

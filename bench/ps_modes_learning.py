@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ray_a3c.cluster.runtime import start_ray
-    from ray_a3c.common.config import Config
+    from ray_a3c.common.settings.config import Config
 
     start_ray(Config())
     results: dict[str, list] = {arm: [] for arm in args.arms}

@@ -38,7 +38,7 @@ def ps_ceiling(pushers: int, seconds: float) -> float:
     import ray_a3c
     from ray_a3c.actors.worker import RolloutWorker
     from ray_a3c.cluster.remote import RemoteParameterServer
-    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.env.envs import probe_spaces
 
     cfg = ray_a3c.make_config("cartpole")
     packet = RolloutWorker(cfg, 0).compute_gradient()
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     from ray_a3c.cluster.runtime import required_cpus, start_ray
-    from ray_a3c.common.config import Config
+    from ray_a3c.common.settings.config import Config
 
     # Logical CPUs for the largest row; otherwise its extra workers wait forever for resources.
     sizing = Config()

@@ -22,9 +22,9 @@ def play(run_dir: str, checkpoint: str, episodes: int, seed: int, policy_kind: s
     import vizdoom as vzd
 
     from ray_a3c.api import load_policy
-    from ray_a3c.common.config import load_run_config
-    from ray_a3c.common.envs import make_policy_env, scoring_env_config
-    from ray_a3c.common.observations import encode_obs
+    from ray_a3c.common.env.envs import make_policy_env, scoring_env_config
+    from ray_a3c.common.env.observations import encode_obs
+    from ray_a3c.common.settings.config import load_run_config
 
     policy = load_policy(run_dir, checkpoint)
     env = make_policy_env(scoring_env_config(load_run_config(run_dir).env))

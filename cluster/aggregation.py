@@ -17,9 +17,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ray_a3c.cluster.reservation import shard_role
 from ray_a3c.cluster.transport import RECONNECT_S, ActorIdentity, aggregator_name, hide_gpus
-from ray_a3c.common.config import Config
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket
 from ray_a3c.learner.aggregator import (
     Window,
     member_results,

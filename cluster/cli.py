@@ -9,10 +9,10 @@ import sys
 from collections.abc import Callable
 
 from ray_a3c.cluster.overrides import DEFAULT_PRESET, resolve_config
-from ray_a3c.common.config import preset_names
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.export import EXPORT_FORMATS
-from ray_a3c.common.logs import LEVELS, console
+from ray_a3c.common.inference.export import EXPORT_FORMATS
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.reporting.logs import LEVELS, console
+from ray_a3c.common.settings.config import preset_names
 
 __all__ = ["build_parser", "console_main", "error_line", "main", "resolve_config"]  # resolve_config: users' import
 

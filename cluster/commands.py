@@ -17,11 +17,11 @@ from ray_a3c.cluster.plot import plot_run
 from ray_a3c.cluster.submit import submit
 from ray_a3c.cluster.tune import best_trial, run_sweep
 from ray_a3c.cluster.tune_spec import load_spec
-from ray_a3c.common.config import load_run_config, load_yaml
-from ray_a3c.common.config_reference import reference_table
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.families import describe
-from ray_a3c.common.logs import log
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.reporting.logs import log
+from ray_a3c.common.settings.config import load_run_config, load_yaml
+from ray_a3c.common.settings.config_reference import reference_table
+from ray_a3c.common.settings.families import describe
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -93,7 +93,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     check_new_file(args.out, "." + args.format, "--out", overwrite=False)
-    from ray_a3c.common.policy import load_policy  # torch: only once the output file is known to be good
+    from ray_a3c.common.inference.policy import load_policy  # torch: only once the output file is known to be good
 
     policy = load_policy(args.run_dir, args.checkpoint)
     policy.export(args.out, args.format)

@@ -20,14 +20,15 @@ from ray_a3c.cluster.loops import fatal_cause
 from ray_a3c.cluster.metrics import ENV_HANGS, ENV_RECREATIONS, ENV_STEPS, RayMetrics, install_dashboard
 from ray_a3c.cluster.runtime import resolve_num_workers, session_dir, start_ray
 from ray_a3c.cluster.summary import RunSummary, eta_s, process_age_s, progress_line
-from ray_a3c.common import checkpoint, metrics
-from ray_a3c.common.config import Config, from_dict
-from ray_a3c.common.counters import PSCounters, PSStatus
-from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.keys import CKPT_BEST_EVAL_RETURN, CKPT_COUNTERS, CKPT_TRAIN_S
-from ray_a3c.common.logs import log
-from ray_a3c.common.offline import cached_dataset
+from ray_a3c.common.data.offline import cached_dataset
+from ray_a3c.common.env.envs import EnvSpaces
+from ray_a3c.common.reporting import metrics
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.reporting.logs import log
+from ray_a3c.common.settings.config import Config, from_dict
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.storage.keys import CKPT_BEST_EVAL_RETURN, CKPT_COUNTERS, CKPT_TRAIN_S
+from ray_a3c.common.wire.counters import PSCounters, PSStatus
 
 POLL_S = 0.1
 FINAL_EVAL_WAIT_S = 60.0  # at a normal stop, how long the evaluation in flight may take to finish

@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ray_a3c.common.config import Config, EnvConfig, load_run_config
-from ray_a3c.common.dataset import save_dataset
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.keys import CKPT_COUNTERS, CKPT_MODEL
-from ray_a3c.common.logs import terminal_progress
-from ray_a3c.common.minari_io import dataset_dir, save_minari
+from ray_a3c.common.data.dataset import save_dataset
+from ray_a3c.common.data.minari_io import dataset_dir, save_minari
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.reporting.logs import terminal_progress
+from ray_a3c.common.settings.config import Config, EnvConfig, load_run_config
+from ray_a3c.common.storage.keys import CKPT_COUNTERS, CKPT_MODEL
 
 if TYPE_CHECKING:  # torch: the functions import these when they run
     from ray_a3c.actors.evaluator import Evaluator
-    from ray_a3c.common.models import ActorCritic
+    from ray_a3c.common.algo.models import ActorCritic
 
 RANDOM_LABEL = "uniform random policy"
 
@@ -80,7 +80,7 @@ def _evaluation_config(args: argparse.Namespace) -> Config:
 
 def _evaluate_checkpoint(evaluator: Evaluator, args: argparse.Namespace, cfg: Config) -> dict:
     """The checkpoint's episodes, then its GIF and the random baseline when asked for."""
-    from ray_a3c.common import checkpoint  # torch: see the module's docstring
+    from ray_a3c.common.storage import checkpoint  # torch: see the module's docstring
 
     path, state = checkpoint.load_from_run(args.run_dir, args.checkpoint)
     try:
@@ -161,7 +161,7 @@ def _behaviour(args: argparse.Namespace) -> tuple[EnvConfig, ActorCritic | None,
     env_cfg = run_cfg.env
     env_cfg.id, env_cfg.dataset = args.env, None
     from ray_a3c.actors.evaluator import Evaluator  # torch: see the module's docstring
-    from ray_a3c.common import checkpoint
+    from ray_a3c.common.storage import checkpoint
 
     evaluator = Evaluator(run_cfg)
     path, state = checkpoint.load_from_run(args.policy, checkpoint.BEST)

@@ -15,11 +15,13 @@ from ray.exceptions import RayActorError, RayError
 from ray_a3c.actors.evaluator import EvalResult
 from ray_a3c.cluster.fleet import Fleet
 from ray_a3c.cluster.summary import RunSummary
-from ray_a3c.common import checkpoint, metrics
-from ray_a3c.common.config import Config
-from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.flat import set_flat_weights
-from ray_a3c.common.keys import (
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.algo.selection import EvalJudge, episode_stats
+from ray_a3c.common.env.envs import EnvSpaces
+from ray_a3c.common.reporting import metrics
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.storage.keys import (
     CKPT_BEST_EVAL_RETURN,
     CKPT_COUNTERS,
     CKPT_EVAL_EPISODES,
@@ -29,8 +31,7 @@ from ray_a3c.common.keys import (
     CKPT_MODEL,
     CKPT_SPACES,
 )
-from ray_a3c.common.models import build_model
-from ray_a3c.common.selection import EvalJudge, episode_stats
+from ray_a3c.common.wire.flat import set_flat_weights
 
 EVAL_SEED_OFFSET = 100_000
 

@@ -23,12 +23,12 @@ from ray_a3c.cluster.remote import (
 from ray_a3c.cluster.reservation import Reservation, shard_role
 from ray_a3c.cluster.sharding import RemoteShardServer, take_cut
 from ray_a3c.cluster.transport import ShardedTarget
-from ray_a3c.common import checkpoint
-from ray_a3c.common.config import Config
-from ray_a3c.common.counters import PSCounters
-from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.keys import CKPT_COUNTERS
+from ray_a3c.common.env.envs import EnvSpaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.storage.keys import CKPT_COUNTERS
+from ray_a3c.common.wire.counters import PSCounters
 
 PS_POLL_TIMEOUT_S = 60.0  # a shard that does not answer a poll within this is treated as dead
 

@@ -15,13 +15,22 @@ import gymnasium as gym
 import numpy as np
 import yaml
 
-from ray_a3c.common.config import Config, from_dict, from_flat, from_saved, load_yaml, preset_names, save_yaml, validate
-from ray_a3c.common.envs import EnvSpaces, probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.families import Family, choose_family, family_source
-from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS
-from ray_a3c.common.minari_io import is_minari
-from ray_a3c.common.minari_io import resolve as resolve_minari
+from ray_a3c.common.data.minari_io import is_minari
+from ray_a3c.common.data.minari_io import resolve as resolve_minari
+from ray_a3c.common.env.envs import EnvSpaces, probe_spaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import (
+    Config,
+    from_dict,
+    from_flat,
+    from_saved,
+    load_yaml,
+    preset_names,
+    save_yaml,
+    validate,
+)
+from ray_a3c.common.settings.families import Family, choose_family, family_source
+from ray_a3c.common.storage.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS
 
 # Keys a resume may change: budgets, clocks, logging, optimiser settings. Anything else (the env, the model,
 # the mode, the seed, the cluster's shape) would not fit the checkpoint or would silently mix two runs.
@@ -108,7 +117,7 @@ def build_config(source: Any, overrides: dict | None = None) -> Config:
 
 
 def build_family_config(overrides: dict) -> tuple[Config, Family]:
-    """No preset named, an env given: the defaults of the env's family (common/families.py), then `overrides`;
+    """No preset named, an env given: the defaults of the env's family (common/settings/families.py), then `overrides`;
     validated. The env is built once, before any file or process, to read its spaces."""
     probe = build_config(yaml.safe_load(family_source(Family.CLASSIC)), overrides)
     family = choose_family(probe.env)
@@ -167,7 +176,7 @@ def model_spaces(cfg: Config) -> EnvSpaces:
             f"model.normalize_obs applies to vector observations; '{cfg.env.id}' gives images (the CNN "
             "scales them): set model.normalize_obs=false"
         )
-    from ray_a3c.common.models import conv_plan  # torch: only once the cheap checks passed
+    from ray_a3c.common.algo.models import conv_plan  # torch: only once the cheap checks passed
 
     for shape in [spaces.image_shape, *(p.image_shape for p in spaces.parts)]:
         if shape is not None:
@@ -214,7 +223,7 @@ def prepare_resume(run_dir: str, overrides: dict) -> PreparedRun:
     if not os.path.isfile(config_path):
         raise A3CError(f"cannot resume: '{config_path}' does not exist")
     stored = validate(from_saved(load_yaml(config_path), source=config_path))
-    from ray_a3c.common import checkpoint  # torch: only a resume needs it before Ray starts
+    from ray_a3c.common.storage import checkpoint  # torch: only a resume needs it before Ray starts
 
     _, state = checkpoint.load_from_run(run_dir, checkpoint.LATEST)  # an unreadable newest one is skipped
     cfg = resolve_paths(validate(from_flat({**overrides, "run.run_dir": run_dir}, stored)))

@@ -14,7 +14,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayError
 
-from ray_a3c.common.errors import A3CError, EnvHangError
+from ray_a3c.common.reporting.errors import A3CError, EnvHangError
 
 BACKOFF_BASE_S, BACKOFF_MAX_S = 1.0, 60.0
 RESTART_WAIT_S = 120.0  # how long a crashed actor may take to come back before it is replaced

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ray.util import metrics as ray_metrics
 
-from ray_a3c.common import metrics
+from ray_a3c.common.reporting import metrics
 
 RESTARTS = "a3c/restarts"  # tagged by role: worker | evaluator | ps
 ENV_RECREATIONS = "a3c/env_recreations"

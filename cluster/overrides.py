@@ -4,7 +4,7 @@ stays fast."""
 
 from __future__ import annotations
 
-from ray_a3c.common.config import Config, from_dict, from_flat, parse_override, validate
+from ray_a3c.common.settings.config import Config, from_dict, from_flat, parse_override, validate
 
 DEFAULT_PRESET = "cartpole"
 

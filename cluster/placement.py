@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import ray
 
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
 
 
 def _fmt(resources: dict) -> str:

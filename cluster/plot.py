@@ -8,8 +8,8 @@ import os
 import numpy as np
 import yaml
 
-from ray_a3c.common import metrics
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting import metrics
+from ray_a3c.common.reporting.errors import A3CError
 
 
 def read_scalars(run_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

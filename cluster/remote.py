@@ -18,9 +18,9 @@ from ray_a3c.cluster.transport import (
     resolve_weights,
     worker_client,
 )
-from ray_a3c.common.config import Config
-from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.env.envs import EnvSpaces
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket
 from ray_a3c.learner import parameter_server
 from ray_a3c.learner.update_log import UpdateLog
 

@@ -17,8 +17,8 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from ray_a3c.common.config import Config
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config
 
 STRATEGIES = {"spread": "SPREAD", "default": "PACK"}  # cluster.placement -> the group's strategy
 

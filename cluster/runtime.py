@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import ray
 
-from ray_a3c.common.config import Config
-from ray_a3c.common.env_ids import user_module_names
-from ray_a3c.common.wrappers import parse_wrappers
+from ray_a3c.common.env.env_ids import user_module_names
+from ray_a3c.common.env.wrappers import parse_wrappers
+from ray_a3c.common.settings.config import Config
 
 ACTOR_MODULES = "ray_a3c.cluster.remote"  # the module that defines every actor class (imports torch)
 

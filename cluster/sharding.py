@@ -16,9 +16,9 @@ from typing import Any
 import ray
 
 from ray_a3c.cluster.transport import ActorIdentity, hide_gpus, publish_weights
-from ray_a3c.common.config import Config
-from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.packet import ApplyResult, GradientPacket, senders
+from ray_a3c.common.env.envs import EnvSpaces
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket, senders
 from ray_a3c.learner import parameter_server
 from ray_a3c.learner.shards import LEAD, ShardPlan
 
@@ -28,7 +28,7 @@ CUT_WAIT_S = 5.0  # how long a cut waits for a packet some shards applied and ot
 class ShardServer(ActorIdentity, parameter_server.ParameterServer):
     """One shard. Between `hold` and `resume` it applies only the packets a cut asks for (`cut`): the
     others wait, as coroutines, and are applied in arrival order once the cut is taken. The senders a cut
-    follows are the workers: an aggregate's members, not the aggregator (common/packet.senders)."""
+    follows are the workers: an aggregate's members, not the aggregator (common/wire/packet.senders)."""
 
     def __init__(self, config: Config, spaces: EnvSpaces, shard_index: int):
         if config.learner.num_gpus == 0 and config.learner.device == "cpu":

@@ -9,7 +9,7 @@ import time
 
 from ray.job_submission import JobSubmissionClient
 
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 EXCLUDES = [".venv", ".git", "runs", "*.npz", "__pycache__", "*.egg-info", ".pytest_cache", "bench/out"]

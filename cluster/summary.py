@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from ray_a3c.common.counters import WindowStats
+from ray_a3c.common.wire.counters import WindowStats
 
 
 @dataclass

@@ -15,9 +15,9 @@ import numpy as np
 import ray
 from ray.exceptions import RayActorError
 
-from ray_a3c.common.config import Config
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket
 from ray_a3c.learner.shards import LEAD, ShardPlan, join_replies, scatter, split_packet
 
 INLINE_WEIGHTS_BYTES = 100 * 1024  # Ray's own limit for inlining small objects into a reply

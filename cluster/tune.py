@@ -28,8 +28,8 @@ from ray_a3c.cluster.launch import (
 from ray_a3c.cluster.reservation import run_bundles
 from ray_a3c.cluster.runtime import local_init_options, required_cpus, start_ray
 from ray_a3c.cluster.tune_spec import CKPT_FILE, TIME_ATTR, TuneSpec, trial_config
-from ray_a3c.common.config import from_dict
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import from_dict
 
 METRICS_FILE = "metrics.json"
 REASONS = {"env_steps": "step budget spent", "time_limit": "time limit reached"}
@@ -174,7 +174,7 @@ def run_trial(params: dict, base: dict, experiment_dir: str) -> None:
     resume path's checks."""
     from ray import tune  # the tune extra
 
-    from ray_a3c.common import checkpoint  # torch: loaded in the trial's process, not by the sweep's driver
+    from ray_a3c.common.storage import checkpoint  # torch: loaded in the trial's process, not by the sweep's driver
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # a line per reported checkpoint otherwise
     trial_dir = os.path.join(experiment_dir, os.path.basename(tune.get_context().get_trial_dir()))

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ray_a3c.cluster.launch import RESUMABLE_ALGO_KEYS, _check_writable_dir, build_config, resume_refuses
-from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml, preset_names
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config, from_dict, from_flat, load_yaml, preset_names
 
 SPEC_KEYS = (
     "config",
@@ -45,7 +45,7 @@ STOP_KEYS = {"env_steps": "run.total_env_steps", "time_limit_s": "run.time_limit
 # episodes of the newest weights), or the best confirmed mean (run.confirm_episodes episodes: best.pt's)
 METRICS = ("eval_return_mean", "best_eval_return")
 TIME_ATTR = "env_steps"  # ASHA's and PBT's clock: the PS's env-step count
-CKPT_FILE = "checkpoint.pt"  # a Tune checkpoint: a directory holding the PS's state as common/checkpoint writes it
+CKPT_FILE = "checkpoint.pt"  # a Tune checkpoint: a directory of the PS's state as common/storage/checkpoint writes it
 
 
 @dataclass

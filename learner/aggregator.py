@@ -10,9 +10,9 @@ import dataclasses
 
 import numpy as np
 
-from ray_a3c.common.counters import PSCounters
-from ray_a3c.common.flat import decode_gradient, encode_gradient, finite_norm, gradient_tensor
-from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection, Routing, needs_weights, rejection
+from ray_a3c.common.wire.counters import PSCounters
+from ray_a3c.common.wire.flat import decode_gradient, encode_gradient, finite_norm, gradient_tensor
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket, Rejection, Routing, needs_weights, rejection
 from ray_a3c.learner.shards import LEAD, ShardPlan, gather, scatter, shard_version
 
 

@@ -5,7 +5,7 @@ every `.grad` at a slice of one flat gradient tensor. Parameters are laid out gr
 one group `all`, in module order; separate networks: `actor` then `critic`, each in module order), then the
 buffers, so each optimizer owns one contiguous slice and torch's fused Adam makes one pass over it.
 
-The wire order (common/flat.py: parameters in module order, then buffers) differs from this layout only when
+The wire order (common/wire/flat.py: parameters in module order, then buffers) differs from this layout only when
 the critic's parameters are not contiguous in module order; `chunks` map one to the other, and decoding a
 gradient or publishing the weights copies chunk by chunk: still one pass over memory.
 """
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.optim.adam import adam
 
-from ray_a3c.common.config import Config
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.flat import finite_norm
-from ray_a3c.common.validation import Optimizer
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.settings.validation import Optimizer
+from ray_a3c.common.wire.flat import finite_norm
 from ray_a3c.learner.rmsprop_tf import RMSpropTF
 
 Chunk = tuple[int, int, int]  # (offset in the wire vector, offset in the flat buffer, length)

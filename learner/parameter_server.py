@@ -14,14 +14,14 @@ import numpy as np
 import torch
 import yaml
 
-from ray_a3c.common.checkpoint import cpu_copies
-from ray_a3c.common.config import Config
-from ray_a3c.common.counters import PSCounters, PSStatus, StatsWindow, WindowStats
-from ray_a3c.common.envs import EnvSpaces
-from ray_a3c.common.flat import finite_norm, gradient_tensor
-from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS, CKPT_MODEL, CKPT_OPTIMIZERS, CKPT_SPACES
-from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import ApplyResult, GradientPacket, Rejection, needs_weights, rejection
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.env.envs import EnvSpaces
+from ray_a3c.common.settings.config import Config
+from ray_a3c.common.storage.checkpoint import cpu_copies
+from ray_a3c.common.storage.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS, CKPT_MODEL, CKPT_OPTIMIZERS, CKPT_SPACES
+from ray_a3c.common.wire.counters import PSCounters, PSStatus, StatsWindow, WindowStats
+from ray_a3c.common.wire.flat import finite_norm, gradient_tensor
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket, Rejection, needs_weights, rejection
 from ray_a3c.learner.aggregator import Resends, judge_aggregate
 from ray_a3c.learner.flat_params import FlatParameters, build_optimizers, load_optimizer_state, parameter_groups, step
 from ray_a3c.learner.shards import LEAD, merge_optimizer_states, plan_from_layout, shard_range

@@ -21,13 +21,13 @@ import torch
 import yaml
 
 from ray_a3c.actors.worker import Pass, RolloutWorker
-from ray_a3c.common import checkpoint
-from ray_a3c.common.config import Config, from_saved
-from ray_a3c.common.counters import PSCounters
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.keys import CKPT_COUNTERS, CKPT_MODEL
-from ray_a3c.common.validation import validate
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config, from_saved
+from ray_a3c.common.settings.validation import validate
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.storage.keys import CKPT_COUNTERS, CKPT_MODEL
+from ray_a3c.common.wire.counters import PSCounters
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.update_log import (
     LOG_FILE,

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ray_a3c.common.flat import finite_norm, gradient_tensor
-from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.wire.flat import finite_norm, gradient_tensor
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket
 from ray_a3c.learner.flat_params import FlatParameters, parameter_groups
 
 ALIGN = 1024  # elements: shard cuts fall on multiples of this from each group's start

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.packet import GradientPacket
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.wire.packet import GradientPacket
 
 LOG_FILE = "updates.log"
 LOG_FORMAT = 1  # the header's `format`; a reader refuses any other

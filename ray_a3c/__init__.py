@@ -10,8 +10,8 @@ The repository's top-level folders are installed as subpackages of this one: `ra
 """
 
 from ray_a3c.api import load_policy, make_config, train, tune
-from ray_a3c.common.config import Config
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config
 
 __version__ = "0.1.0"
 __all__ = ["Config", "A3CError", "make_config", "train", "tune", "load_policy", "__version__"]

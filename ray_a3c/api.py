@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray_a3c.common.config import Config, parse_override
-from ray_a3c.common.logs import console, has_destination
+from ray_a3c.common.reporting.logs import console, has_destination
+from ray_a3c.common.settings.config import Config, parse_override
 
 ConfigSource = str | dict | Config
 
@@ -84,6 +84,6 @@ def tune(spec: str | dict, *, quiet: bool = False, **spec_overrides: Any):
 def load_policy(run_dir: str, checkpoint: str = "best"):
     """The run's policy (`best`, `latest` or a checkpoint path) as an object with
     `act(obs, state=None) -> (action, state)`; runs in this process, without Ray."""
-    from ray_a3c.common.policy import load_policy as _load  # torch: where called (the module's docstring)
+    from ray_a3c.common.inference.policy import load_policy as _load  # torch: where called (the module's docstring)
 
     return _load(run_dir, checkpoint)

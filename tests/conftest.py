@@ -25,7 +25,7 @@ def ray_session():
     """One real Ray for every integration test (ray.init costs ~6-9 s here). The CLI reuses it."""
     ray = pytest.importorskip("ray")
     from ray_a3c.cluster.runtime import local_init_options
-    from ray_a3c.common.config import Config, from_flat
+    from ray_a3c.common.settings.config import Config, from_flat
 
     config = from_flat(
         {"cluster.num_cpus": 4, "cluster.include_dashboard": False, "cluster.namespace": "a3c-tests"}, Config()

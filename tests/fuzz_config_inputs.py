@@ -6,7 +6,7 @@ import json
 import yaml
 from hypothesis import strategies as st
 
-from ray_a3c.common.config import Config, load_yaml, preset_names
+from ray_a3c.common.settings.config import Config, load_yaml, preset_names
 
 DEFAULTS = {f"{s}.{k}": v for s, sec in Config().to_dict().items() for k, v in sec.items()}
 KEYS = sorted(DEFAULTS)

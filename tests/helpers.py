@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ray_a3c.common.config import Config, from_flat, validate
+from ray_a3c.common.settings.config import Config, from_flat, validate
 
 
 def small_config(**overrides) -> Config:
@@ -54,9 +54,9 @@ def random_rollout(seed, T=40, N=5):
 
 def make_run(root, name: str, **overrides) -> str:
     """A run dir as training leaves it (config.yaml, a checkpoint), with untrained but non-trivial weights."""
-    from ray_a3c.common.checkpoint import save_atomic
-    from ray_a3c.common.config import save_yaml
-    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.env.envs import probe_spaces
+    from ray_a3c.common.settings.config import save_yaml
+    from ray_a3c.common.storage.checkpoint import save_atomic
     from ray_a3c.learner.parameter_server import ParameterServer
 
     cfg = validate(from_flat(overrides, Config()))

@@ -6,8 +6,8 @@ import math
 import pytest
 
 from ray_a3c.cluster.cli import main
-from ray_a3c.common import checkpoint
-from ray_a3c.common.config import from_dict, load_yaml, validate
+from ray_a3c.common.settings.config import from_dict, load_yaml, validate
+from ray_a3c.common.storage import checkpoint
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ray_a3c.cluster.cli import main
-from ray_a3c.common.envs import make_env
-from ray_a3c.common.policy import load_policy
+from ray_a3c.common.env.envs import make_env
+from ray_a3c.common.inference.policy import load_policy
 
 pytestmark = pytest.mark.integration
 SMALL = ["env.num_envs_per_worker=4", "run.log_interval_s=1", "model.cnn_fc_size=32", "model.conv_channels=[8,8]"]

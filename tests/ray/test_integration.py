@@ -9,8 +9,8 @@ import torch
 
 from ray_a3c.cluster.cli import main
 from ray_a3c.cluster.fleet import run_tag
-from ray_a3c.common import metrics
-from ray_a3c.common.checkpoint import list_checkpoints
+from ray_a3c.common.reporting import metrics
+from ray_a3c.common.storage.checkpoint import list_checkpoints
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
-from ray_a3c.common.config import EnvConfig
-from ray_a3c.common.dataset import OPTIONAL, REQUIRED, save_dataset
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.minari_io import dataset_dir, save_minari
-from ray_a3c.common.offline import OfflineEnv, open_dataset
+from ray_a3c.common.data.dataset import OPTIONAL, REQUIRED, save_dataset
+from ray_a3c.common.data.minari_io import dataset_dir, save_minari
+from ray_a3c.common.data.offline import OfflineEnv, open_dataset
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import EnvConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIELDS = REQUIRED + OPTIONAL

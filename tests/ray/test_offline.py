@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
-from ray_a3c.common.dataset import OPTIONAL, REQUIRED, load_dataset, save_dataset
-from ray_a3c.common.envs import describe_spaces, make_vector_env
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.models import build_model
-from ray_a3c.common.offline import OfflineEnv, shard_episodes
-from ray_a3c.common.returns import importance_weights, vtrace
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.algo.returns import importance_weights, vtrace
+from ray_a3c.common.data.dataset import OPTIONAL, REQUIRED, load_dataset, save_dataset
+from ray_a3c.common.data.offline import OfflineEnv, shard_episodes
+from ray_a3c.common.env.envs import describe_spaces, make_vector_env
+from ray_a3c.common.reporting.errors import A3CError
 from tests.helpers import listing, random_rollout, small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -224,9 +224,9 @@ def test_recorded_continuous_actions_give_ratio_one_when_pi_is_mu_even_where_cli
     import torch
 
     from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
-    from ray_a3c.common.config import Config, from_flat, validate
-    from ray_a3c.common.envs import probe_spaces
-    from ray_a3c.common.models import build_model
+    from ray_a3c.common.algo.models import build_model
+    from ray_a3c.common.env.envs import probe_spaces
+    from ray_a3c.common.settings.config import Config, from_flat, validate
 
     cfg = validate(
         from_flat({"env.id": "Pendulum-v1", "model.hidden_sizes": [16], "model.init_log_std": 1.0}, Config())
@@ -272,7 +272,7 @@ def test_offline_runs_report_dataset_passes(ray_session, dataset_file, tmp_path,
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from ray_a3c.cluster.cli import main
-    from ray_a3c.common import metrics
+    from ray_a3c.common.reporting import metrics
 
     path, _ = dataset_file
     run_dir = str(tmp_path / "run")
@@ -304,7 +304,7 @@ def test_offline_runs_report_dataset_passes(ray_session, dataset_file, tmp_path,
 
 
 def test_awr_weights_match_numpy_and_are_never_negative():
-    from ray_a3c.common.returns import awr_weights
+    from ray_a3c.common.algo.returns import awr_weights
 
     advantages = np.random.default_rng(0).normal(scale=4.0, size=(16, 3)).astype(np.float32)
     weights = awr_weights(advantages, temperature=0.5, max_weight=20.0)
@@ -316,7 +316,7 @@ def test_awr_worker_pulls_towards_logged_actions_with_gae_value_targets(dataset_
     """offline_update=awr: the policy coefficients are exp(A/T) of the GAE advantages (not V-trace's), and the
     value targets are GAE's returns on the logged rewards."""
     from ray_a3c.actors.worker import RolloutWorker
-    from ray_a3c.common.returns import awr_weights, gae
+    from ray_a3c.common.algo.returns import awr_weights, gae
 
     path, _ = dataset_file
     worker = RolloutWorker(

@@ -183,7 +183,7 @@ def test_every_not_installed_error_names_an_extra_that_exists():
         for p in glob.glob(os.path.join(root, pattern), recursive=True)
     ]
     named = {extra for path in files for extra in re.findall(r"ray-a3c\[(\w+)\]", open(path).read())}
-    from ray_a3c.common.env_ids import EXTRA_HINTS
+    from ray_a3c.common.env.env_ids import EXTRA_HINTS
 
     named |= set(EXTRA_HINTS.values())
     assert {"doom", "atari", "export", "minari", "mujoco", "plot"} <= named

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.packet import GradientPacket, Routing
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.wire.packet import GradientPacket, Routing
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.shards import split_packet
 from tests.helpers import small_config

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ray_a3c.cluster.tune_spec import load_spec
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
 
 SMALL = {
     "run.num_workers": 1,

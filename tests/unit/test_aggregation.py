@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.flat import decode_gradient, get_flat_weights, num_params
-from ray_a3c.common.packet import ApplyResult, GradientPacket, Routing
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.wire.flat import decode_gradient, get_flat_weights, num_params
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket, Routing
 from ray_a3c.learner.aggregator import Window, member_results, reduce_packets
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config

@@ -1,14 +1,14 @@
-"""The ALE's own vector env against the wrapper pipeline it stands in for (common/ale_vector.py)."""
+"""The ALE's own vector env against the wrapper pipeline it stands in for (common/env/ale_vector.py)."""
 
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from ray_a3c.common.ale_vector import AleGame, AleVectorEnv, native_plan, rom_name
-from ray_a3c.common.config import Config, from_dict, from_flat, load_yaml
-from ray_a3c.common.envs import make_policy_env, make_vector_env, scoring_env_config
-from ray_a3c.common.wrappers import GAME_LENGTH, GAME_RETURN
+from ray_a3c.common.env.ale_vector import AleGame, AleVectorEnv, native_plan, rom_name
+from ray_a3c.common.env.envs import make_policy_env, make_vector_env, scoring_env_config
+from ray_a3c.common.env.wrappers import GAME_LENGTH, GAME_RETURN
+from ray_a3c.common.settings.config import Config, from_dict, from_flat, load_yaml
 
 pytest.importorskip("ale_py")
 

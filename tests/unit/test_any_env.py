@@ -12,14 +12,14 @@ import torch
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.cluster.launch import build_family_config, model_spaces
-from ray_a3c.common.config import Config, EnvConfig, from_dict, from_flat, load_yaml, validate
-from ray_a3c.common.env_ids import EnvIdKind, parse_env_id
-from ray_a3c.common.envs import make_env, make_policy_env, make_vector_env, probe_spaces, scoring_env_config
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.families import Family
-from ray_a3c.common.models import build_model
-from ray_a3c.common.observations import describe_spaces, encode_batch
-from ray_a3c.common.wrappers import GAME_RETURN, chw_plan, parse_wrappers, to_chw
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.env.env_ids import EnvIdKind, parse_env_id
+from ray_a3c.common.env.envs import make_env, make_policy_env, make_vector_env, probe_spaces, scoring_env_config
+from ray_a3c.common.env.observations import describe_spaces, encode_batch
+from ray_a3c.common.env.wrappers import GAME_RETURN, chw_plan, parse_wrappers, to_chw
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config, EnvConfig, from_dict, from_flat, load_yaml, validate
+from ray_a3c.common.settings.families import Family
 from tests.pixel_games import SIZE
 
 CATCH = "tests.pixel_games:PixelCatch-v0"

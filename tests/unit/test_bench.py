@@ -126,7 +126,7 @@ def test_atari_running_mean_starts_at_the_100th_game_and_later_log_lines_win(tmp
 
 def test_atari_settings_candidates_are_real_distinct_updates_and_one_is_the_preset():
     from bench.atari_settings import CANDIDATES, candidate_config, shipped_candidate
-    from ray_a3c.common.config import from_dict, load_yaml
+    from ray_a3c.common.settings.config import from_dict, load_yaml
 
     preset = from_dict(load_yaml("atari"))
     configs = {name: candidate_config(name) for name in CANDIDATES}

@@ -23,8 +23,8 @@ from bench.chaos_plan import (
     render_table,
 )
 from bench.chaos_report import Outcome, Verdict, judge, render_section
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.packet import HangReport
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.wire.packet import HangReport
 
 HOUR = ScheduleOptions(3600, 180, 720, 1, 1, num_workers=2, seed=0)  # the soak's defaults
 DENSE = ScheduleOptions(300, 45, 120, 1, 1, num_workers=2, seed=0)  # the slow test's

@@ -15,13 +15,13 @@ import torch
 
 from ray_a3c.cluster.cli import main
 from ray_a3c.cluster.launch import prepare_resume
-from ray_a3c.common import checkpoint
-from ray_a3c.common.config import load_run_config
-from ray_a3c.common.counters import PSCounters
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.keys import CKPT_COUNTERS, CKPT_MODEL, CKPT_SCHEMA_VERSION
-from ray_a3c.common.policy import load_policy
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.inference.policy import load_policy
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import load_run_config
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.storage.keys import CKPT_COUNTERS, CKPT_MODEL, CKPT_SCHEMA_VERSION
+from ray_a3c.common.wire.counters import PSCounters
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import listing, make_run, small_config
 

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from ray_a3c.common.checkpoint import save_atomic
-from ray_a3c.common.config import Config, from_flat, save_yaml
-from ray_a3c.common.envs import probe_spaces
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.settings.config import Config, from_flat, save_yaml
+from ray_a3c.common.storage.checkpoint import save_atomic
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import listing
 

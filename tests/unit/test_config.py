@@ -2,7 +2,8 @@ import os
 
 import pytest
 
-from ray_a3c.common.config import (
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import (
     Config,
     from_dict,
     from_flat,
@@ -12,8 +13,7 @@ from ray_a3c.common.config import (
     save_yaml,
     validate,
 )
-from ray_a3c.common.config_reference import reference_rows, reference_table
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.settings.config_reference import reference_rows, reference_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
-from ray_a3c.common.config import EnvConfig
-from ray_a3c.common.envs import describe_spaces, make_env, make_vector_env, probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.models import build_model
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.env.envs import describe_spaces, make_env, make_vector_env, probe_spaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import EnvConfig
 from tests.helpers import small_config
 
 
@@ -92,8 +92,8 @@ def test_separate_trunks_isolate_critic_parameters():
 def test_a_bf16_trunk_gives_float32_outputs_and_gradients_close_to_float32s():
     from dataclasses import replace
 
-    from ray_a3c.common.config import ModelConfig
-    from ray_a3c.common.observations import EnvSpaces
+    from ray_a3c.common.env.observations import EnvSpaces
+    from ray_a3c.common.settings.config import ModelConfig
 
     spaces = describe_spaces(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
     assert isinstance(spaces, EnvSpaces)
@@ -115,7 +115,7 @@ def test_a_bf16_trunk_gives_float32_outputs_and_gradients_close_to_float32s():
 
 
 def test_the_nature_layout_is_dqn_natures_network_and_the_a3c_layout_keeps_its_checkpoint_names():
-    from ray_a3c.common.config import ModelConfig
+    from ray_a3c.common.settings.config import ModelConfig
 
     spaces = describe_spaces(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
     nature = build_model(spaces, ModelConfig(encoder="cnn", cnn_layout="nature", cnn_fc_size=512, shared_trunk=True))
@@ -147,7 +147,7 @@ def test_the_nature_layout_refuses_small_frames_and_an_unknown_layout_is_refused
     from dataclasses import replace
 
     from ray_a3c.cluster.launch import model_spaces
-    from ray_a3c.common.config import ModelConfig, validate
+    from ray_a3c.common.settings.config import ModelConfig, validate
 
     small = describe_spaces(gym.spaces.Box(0, 255, (1, 20, 20), np.uint8), gym.spaces.Discrete(3))
     with pytest.raises(A3CError, match="cnn_layout=nature needs frames of 36 pixels and up, got 20x20"):

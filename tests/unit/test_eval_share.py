@@ -8,10 +8,10 @@ import yaml
 
 from ray_a3c.cluster.evaluation import EvalCycle, within_share
 from ray_a3c.cluster.summary import RunSummary
-from ray_a3c.common.config import Config, from_flat
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.families import Family, family_source
-from ray_a3c.common.validation import validate
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config, from_flat
+from ray_a3c.common.settings.families import Family, family_source
+from ray_a3c.common.settings.validation import validate
 
 
 @pytest.mark.parametrize(

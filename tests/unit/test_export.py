@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ray_a3c.cluster.cli import main
-from ray_a3c.common.envs import make_env
-from ray_a3c.common.policy import load_policy
+from ray_a3c.common.env.envs import make_env
+from ray_a3c.common.inference.policy import load_policy
 from tests.helpers import make_run
 
 CASES = {
@@ -168,7 +168,7 @@ def test_discrete_actions_with_an_offset_start(tmp_path):
     run = make_run(str(tmp_path), "cartpole", **CASES["discrete"])
     policy = load_policy(run)
     policy.env_action_space = gym.spaces.Discrete(2, start=5)
-    from ray_a3c.common.policy import PolicyGraph
+    from ray_a3c.common.inference.policy import PolicyGraph
 
     policy.graph = PolicyGraph(policy.graph.model, policy.spaces, policy.env_obs_space, policy.env_action_space)
     action, _ = policy.act(np.zeros(4, np.float32))
@@ -214,8 +214,8 @@ def test_a_policy_loads_from_its_checkpoint_without_building_the_env(tmp_path, m
     def no_env(*args, **kwargs):
         raise AssertionError("load_policy built an env")
 
-    import ray_a3c.common.envs as envs
-    import ray_a3c.common.policy as policy_module
+    import ray_a3c.common.env.envs as envs
+    import ray_a3c.common.inference.policy as policy_module
 
     monkeypatch.setattr(envs, "make_env", no_env)
     monkeypatch.setattr(policy_module, "make_env", no_env)
@@ -226,7 +226,7 @@ def test_a_policy_loads_from_its_checkpoint_without_building_the_env(tmp_path, m
 def test_spaces_survive_a_round_trip_through_plain_data():
     import gymnasium as gym
 
-    from ray_a3c.common.spaces_io import space_from_data, space_to_data
+    from ray_a3c.common.env.spaces_io import space_from_data, space_to_data
 
     spaces = [
         gym.spaces.Box(0, 255, (4, 84, 84), np.uint8),

@@ -13,13 +13,13 @@ import torch
 
 from ray_a3c.cluster.cli import main
 from ray_a3c.cluster.loops import root_cause
-from ray_a3c.common import checkpoint
-from ray_a3c.common.config import Config, EnvConfig, from_flat, load_yaml, validate
-from ray_a3c.common.dataset import load_dataset, save_dataset
-from ray_a3c.common.envs import make_policy_env, probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import GradientPacket
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.data.dataset import load_dataset, save_dataset
+from ray_a3c.common.env.envs import make_policy_env, probe_spaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config, EnvConfig, from_flat, load_yaml, validate
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.wire.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import make_run
 

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.flat import (
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.wire.flat import (
     decode_gradient,
     encode_gradient,
     get_flat_grads,
@@ -12,7 +13,6 @@ from ray_a3c.common.flat import (
     set_flat_grads,
     set_flat_weights,
 )
-from ray_a3c.common.models import build_model
 from tests.helpers import small_config
 
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.flat import decode_gradient, encode_gradient, get_flat_weights, num_params, set_flat_grads
-from ray_a3c.common.losses import clip_by_global_norm
-from ray_a3c.common.packet import GradientPacket
+from ray_a3c.common.algo.losses import clip_by_global_norm
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.wire.flat import decode_gradient, encode_gradient, get_flat_weights, num_params, set_flat_grads
+from ray_a3c.common.wire.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.rmsprop_tf import RMSpropTF
 from tests.helpers import small_config

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from ray_a3c.cluster.cli import main, resolve_config
 from ray_a3c.cluster.launch import build_config, build_family_config, prepare_new, prepare_resume
 from ray_a3c.cluster.overrides import flat_overrides
-from ray_a3c.common.config import Config, load_run_config, load_yaml
-from ray_a3c.common.env_ids import env_builder, parse_env_id
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.offline import open_dataset
+from ray_a3c.common.data.offline import open_dataset
+from ray_a3c.common.env.env_ids import env_builder, parse_env_id
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config, load_run_config, load_yaml
 from tests.fuzz_config_inputs import (
     CHEAP_PRESETS,
     USER_FILES,
@@ -231,7 +231,7 @@ def minari_base(workspace):
     with warnings.catch_warnings():  # Minari asks for an author, an e-mail, a code link...
         warnings.simplefilter("ignore")
         env.create_dataset(dataset_id=MINARI_BASE, algorithm_name="fuzz")
-    from ray_a3c.common.minari_io import dataset_dir
+    from ray_a3c.common.data.minari_io import dataset_dir
 
     return dataset_dir(MINARI_BASE)
 

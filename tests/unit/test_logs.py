@@ -8,8 +8,8 @@ import pytest
 
 from ray_a3c.cluster.cli import main
 from ray_a3c.cluster.summary import eta_s, format_duration, progress_line
-from ray_a3c.common.counters import WindowStats
-from ray_a3c.common.logs import ProgressBar, console, log
+from ray_a3c.common.reporting.logs import ProgressBar, console, log
+from ray_a3c.common.wire.counters import WindowStats
 
 
 def test_records_reach_the_console_only_within_its_block_and_at_its_level():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.distributions import Categorical
 
-from ray_a3c.common.losses import a3c_loss, clip_by_global_norm, clipped_surrogate, mean_weights
+from ray_a3c.common.algo.losses import a3c_loss, clip_by_global_norm, clipped_surrogate, mean_weights
 
 
 def test_loss_gradient_matches_hand_computation():

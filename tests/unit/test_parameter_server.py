@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ray_a3c.common import checkpoint
-from ray_a3c.common.counters import PSCounters
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.flat import get_flat_weights, num_params, set_flat_grads
-from ray_a3c.common.packet import GradientPacket
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.wire.counters import PSCounters
+from ray_a3c.common.wire.flat import get_flat_weights, num_params, set_flat_grads
+from ray_a3c.common.wire.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config
 
@@ -334,7 +334,7 @@ def test_a_batch_is_one_adam_step_on_the_mean_of_its_accepted_packets():
 def test_bfloat16_packets_are_decoded_before_the_checks_and_the_step():
     ps = make_ps()
     grad = np.random.default_rng(4).normal(size=num_params(ps.model)).astype(np.float32)
-    from ray_a3c.common.flat import encode_gradient
+    from ray_a3c.common.wire.flat import encode_gradient
 
     def bf16_packet(values):
         return GradientPacket(gradient=encode_gradient(values, "bfloat16"), version=ps.version, env_steps=1)

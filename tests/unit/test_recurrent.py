@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ray_a3c.actors.worker import RolloutWorker
-from ray_a3c.common.config import validate
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.models import build_model
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.settings.config import validate
 from tests.helpers import small_config
 
 
@@ -102,7 +102,7 @@ def test_lstm_input_norm_makes_the_core_blind_to_the_features_scale_not_to_their
 
 
 def test_a_run_saved_before_lstm_input_norm_reloads_without_it(tmp_path):
-    from ray_a3c.common.config import load_run_config, save_yaml
+    from ray_a3c.common.settings.config import load_run_config, save_yaml
 
     cfg = small_config(**{"model.lstm_size": 8, "model.shared_trunk": True})
     save_yaml(cfg, str(tmp_path / "config.yaml"))

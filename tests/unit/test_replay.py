@@ -11,10 +11,10 @@ import torch
 
 from ray_a3c.actors.worker import RolloutWorker, passes
 from ray_a3c.cluster.cli import main
-from ray_a3c.common import checkpoint
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.packet import Rejection
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.wire.packet import Rejection
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.replay import replay_run
 from ray_a3c.learner.update_log import LOG_FILE, RecordKind, UpdateLog, format_record, parse_record, read_log

@@ -7,7 +7,7 @@ import pytest
 
 from ray_a3c.cluster.cli import main
 from ray_a3c.cluster.launch import RESUME_LOG, prepare_resume
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
 from tests.helpers import make_run
 
 

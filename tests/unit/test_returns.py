@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ray_a3c.common.returns import gae, nstep_returns, standardize
+from ray_a3c.common.algo.returns import gae, nstep_returns, standardize
 from tests.helpers import random_rollout
 
 

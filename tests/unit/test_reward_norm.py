@@ -7,11 +7,11 @@ import torch
 
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.worker import RolloutWorker
-from ray_a3c.common import checkpoint
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.flat import get_flat_weights, num_params
-from ray_a3c.common.packet import GradientPacket
-from ray_a3c.common.returns import discounted_return_trace
+from ray_a3c.common.algo.returns import discounted_return_trace
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.wire.flat import get_flat_weights, num_params
+from ray_a3c.common.wire.packet import GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ray_a3c.common.selection import EvalJudge, episode_stats
+from ray_a3c.common.algo.selection import EvalJudge, episode_stats
 
 
 def test_episode_stats_match_numpy():

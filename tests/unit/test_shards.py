@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.packet import GradientPacket, Routing
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.wire.packet import GradientPacket, Routing
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.shards import ALIGN, cut_points, gather, plan_for, scatter, split_packet
 from tests.helpers import assembled_weights, small_config
@@ -173,7 +173,7 @@ def test_cuts_are_aligned_balanced_and_cover_every_value_once():
     ],
 )
 def test_what_shards_do_not_combine_with_is_refused_before_ray_with_the_reason(overrides, named):
-    from ray_a3c.common.errors import A3CError
+    from ray_a3c.common.reporting.errors import A3CError
 
     with pytest.raises(A3CError, match=named.replace(".", r"\.")):
         small_config(**{"learner.num_shards": 2, **overrides})

@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.flat import decode_gradient, finite_norm, gradient_tensor
-from ray_a3c.common.packet import GradientPacket, Routing, senders
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.wire.flat import decode_gradient, finite_norm, gradient_tensor
+from ray_a3c.common.wire.packet import GradientPacket, Routing, senders
 from ray_a3c.learner.aggregator import reduce_for_shards, reduce_packets, shard_member_results
 from ray_a3c.learner.parameter_server import ParameterServer
 from ray_a3c.learner.shards import gather, join_replies, scatter, split_packet

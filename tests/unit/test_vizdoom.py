@@ -9,10 +9,10 @@ from PIL import Image
 
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.worker import RolloutWorker
-from ray_a3c.common.config import Config, EnvConfig, from_flat, validate
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.vizdoom_env import VizdoomEnv
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.env.vizdoom_env import VizdoomEnv
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config, EnvConfig, from_flat, validate
 from tests.helpers import doom_config
 
 vzd = pytest.importorskip("vizdoom")
@@ -217,8 +217,8 @@ def test_variable_rewards_with_a_wrong_name_or_value_are_refused(rewards, messag
 
 def test_the_defend_preset_as_shipped_passes_twice_observes_and_anneals():
     from ray_a3c.actors.worker import LocalClient
-    from ray_a3c.common.config import from_dict, load_yaml
-    from ray_a3c.common.envs import probe_spaces
+    from ray_a3c.common.env.envs import probe_spaces
+    from ray_a3c.common.settings.config import from_dict, load_yaml
     from ray_a3c.learner.parameter_server import ParameterServer
 
     cfg = validate(from_flat({"env.num_envs_per_worker": 2}, from_dict(load_yaml("vizdoom_defend_the_center"))))

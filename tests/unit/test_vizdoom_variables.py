@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ray_a3c.actors.worker import RolloutWorker
-from ray_a3c.common.config import Config, from_flat, validate
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.vizdoom_env import VizdoomEnv, variable_planes
+from ray_a3c.common.env.vizdoom_env import VizdoomEnv, variable_planes
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config, from_flat, validate
 from tests.helpers import doom_config, make_run
 
 vzd = pytest.importorskip("vizdoom")
@@ -69,7 +69,7 @@ def test_the_network_reads_the_screen_with_a_cnn_and_the_variables_beside_it():
 
 
 def test_a_frame_stack_stacks_the_screen_and_the_variables():
-    from ray_a3c.common.envs import make_policy_env, probe_spaces
+    from ray_a3c.common.env.envs import make_policy_env, probe_spaces
 
     cfg = doom_config(**OBSERVED, **{"env.frame_stack": 2})
     spaces = probe_spaces(cfg.env)
@@ -88,8 +88,8 @@ def test_a_frame_stack_stacks_the_screen_and_the_variables():
 
 def test_load_policy_and_the_onnx_export_take_the_dict(tmp_path, capsys):
     from ray_a3c.cluster.cli import main
-    from ray_a3c.common.envs import make_env
-    from ray_a3c.common.policy import load_policy
+    from ray_a3c.common.env.envs import make_env
+    from ray_a3c.common.inference.policy import load_policy
 
     run = make_run(str(tmp_path), "dict", **{"env.id": "vizdoom:defend_the_center"}, **OBSERVED)
     policy = load_policy(run)
@@ -132,7 +132,7 @@ def test_the_first_designs_channels_are_the_levels_x_255():
 
 
 def test_the_first_designs_channels_follow_the_frame_stack():
-    from ray_a3c.common.envs import probe_spaces, variable_channels
+    from ray_a3c.common.env.envs import probe_spaces, variable_channels
 
     stacked = doom_config(**OBSERVED, **{"env.frame_stack": 2, "env.observe_variables_as_channels": True})
     assert variable_channels(stacked.env) == (1, 2, 4, 5)  # [picture, ammo, health] per frame, 2 frames
@@ -159,8 +159,8 @@ def saved_before_the_dict(run: str) -> None:
     from before load_policy read them)."""
     import os
 
-    from ray_a3c.common.checkpoint import load, save_atomic
-    from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_SPACES
+    from ray_a3c.common.storage.checkpoint import load, save_atomic
+    from ray_a3c.common.storage.keys import CKPT_CONFIG_YAML, CKPT_SPACES
 
     def without_key(text: str) -> str:
         return "\n".join(line for line in text.splitlines() if "observe_variables_as_channels" not in line) + "\n"
@@ -180,10 +180,10 @@ def saved_before_the_dict(run: str) -> None:
 def test_a_run_saved_before_the_dict_still_loads_acts_evaluates_and_resumes(tmp_path, capsys):
     from ray_a3c.cluster.cli import main
     from ray_a3c.cluster.launch import check_resume_fits
-    from ray_a3c.common.checkpoint import load
-    from ray_a3c.common.config import load_run_config
-    from ray_a3c.common.envs import make_env
-    from ray_a3c.common.policy import load_policy
+    from ray_a3c.common.env.envs import make_env
+    from ray_a3c.common.inference.policy import load_policy
+    from ray_a3c.common.settings.config import load_run_config
+    from ray_a3c.common.storage.checkpoint import load
 
     overrides = {"env.id": "vizdoom:defend_the_center", "env.observe_variables_as_channels": True}
     run = make_run(str(tmp_path), "old", **overrides, **OBSERVED, **SMALL_CNN)

@@ -10,11 +10,11 @@ import pytest
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.actors.watchdog import rebuild_seed, worker_vector_env
 from ray_a3c.cluster.loops import fatal_cause
-from ray_a3c.common.envs import describe_spaces, probe_spaces
-from ray_a3c.common.errors import A3CError, EnvHangError
-from ray_a3c.common.models import build_model
-from ray_a3c.common.packet import GradientPacket, HangReport
-from ray_a3c.common.step_markers import MarkedEnv
+from ray_a3c.common.algo.models import build_model
+from ray_a3c.common.env.envs import describe_spaces, probe_spaces
+from ray_a3c.common.env.step_markers import MarkedEnv
+from ray_a3c.common.reporting.errors import A3CError, EnvHangError
+from ray_a3c.common.wire.packet import GradientPacket, HangReport
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config
 

@@ -7,10 +7,10 @@ import torch
 
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.worker import LocalClient, RolloutWorker
-from ray_a3c.common import metrics
-from ray_a3c.common.envs import probe_spaces
-from ray_a3c.common.flat import get_flat_weights, num_params
-from ray_a3c.common.packet import ApplyResult, GradientPacket
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.reporting import metrics
+from ray_a3c.common.wire.flat import get_flat_weights, num_params
+from ray_a3c.common.wire.packet import ApplyResult, GradientPacket
 from ray_a3c.learner.parameter_server import ParameterServer
 from tests.helpers import small_config
 

@@ -14,16 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ray_a3c.common import checkpoint
-from ray_a3c.common.config import Config, load_run_config
-from ray_a3c.common.envs import make_env, probe_spaces, spaces_from_env
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.export import EXPORT_FORMATS, export_onnx, export_pt2
-from ray_a3c.common.keys import CKPT_MODEL, CKPT_SPACES
-from ray_a3c.common.models import ActorCritic, build_model
-from ray_a3c.common.observations import EnvSpaces
-from ray_a3c.common.spaces_io import space_from_data
-from ray_a3c.common.wrappers import image_plan, to_chw
+from ray_a3c.common.algo.models import ActorCritic, build_model
+from ray_a3c.common.env.envs import make_env, probe_spaces, spaces_from_env
+from ray_a3c.common.env.observations import EnvSpaces
+from ray_a3c.common.env.spaces_io import space_from_data
+from ray_a3c.common.env.wrappers import image_plan, to_chw
+from ray_a3c.common.inference.export import EXPORT_FORMATS, export_onnx, export_pt2
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import Config, load_run_config
+from ray_a3c.common.storage import checkpoint
+from ray_a3c.common.storage.keys import CKPT_MODEL, CKPT_SPACES
 
 
 class PolicyGraph(nn.Module):
@@ -231,7 +231,7 @@ def _env_spaces(config: Config) -> tuple[gym.Space, gym.Space]:
 
 def load_policy(run_dir: str, checkpoint_name: str = "best") -> Policy:
     """`run_dir`'s policy from its `best` (else latest) checkpoint, `latest`, or a checkpoint path; `best` and
-    `latest` skip unreadable files for the newest readable one (common/checkpoint.load_from_run)."""
+    `latest` skip unreadable files for the newest readable one (common/storage/checkpoint.load_from_run)."""
     config = load_run_config(run_dir)
     _, state = checkpoint.load_from_run(run_dir, checkpoint_name)
     return Policy(config, state[CKPT_MODEL], state.get(CKPT_SPACES))

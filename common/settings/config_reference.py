@@ -4,7 +4,7 @@ import dataclasses
 
 import yaml
 
-from ray_a3c.common.config import section_types
+from ray_a3c.common.settings.config import section_types
 
 
 def reference_rows() -> list[tuple[str, str, str]]:

@@ -8,7 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
 
 
 def space_to_data(space: gym.Space) -> dict:

@@ -8,16 +8,14 @@ from dataclasses import replace
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.ale_vector import AleGame, AleVectorEnv, native_plan
-from ray_a3c.common.config import EnvConfig
-from ray_a3c.common.env_ids import VIZDOOM_PREFIX, EnvIdKind, env_builder, missing_package_hint, parse_env_id
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.observations import EnvSpaces, describe_spaces
-from ray_a3c.common.offline import OfflineEnv, cached_dataset
-from ray_a3c.common.spaces_io import space_to_data
-from ray_a3c.common.step_markers import StepMarkers, marked
-from ray_a3c.common.vizdoom_env import VizdoomEnv
-from ray_a3c.common.wrappers import (
+from ray_a3c.common.data.offline import OfflineEnv, cached_dataset
+from ray_a3c.common.env.ale_vector import AleGame, AleVectorEnv, native_plan
+from ray_a3c.common.env.env_ids import VIZDOOM_PREFIX, EnvIdKind, env_builder, missing_package_hint, parse_env_id
+from ray_a3c.common.env.observations import EnvSpaces, describe_spaces
+from ray_a3c.common.env.spaces_io import space_to_data
+from ray_a3c.common.env.step_markers import StepMarkers, marked
+from ray_a3c.common.env.vizdoom_env import VizdoomEnv
+from ray_a3c.common.env.wrappers import (
     GameStatistics,
     ImagesFirst,
     apply_wrappers,
@@ -25,6 +23,8 @@ from ray_a3c.common.wrappers import (
     needs_layout,
     parse_wrappers,
 )
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import EnvConfig
 
 VIZDOOM_FRAME_SKIP = 4  # game tics per action when env.frame_skip is not set
 
@@ -51,7 +51,7 @@ def _construct(what: str, build, kwargs: dict) -> gym.Env:
 
 
 def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
-    """One env from `cfg.id` (see common/env_ids.py) behind `cfg.wrappers` and the frame stack, as the env
+    """One env from `cfg.id` (see common/env/env_ids.py) behind `cfg.wrappers` and the frame stack, as the env
     gives its observations (before the [C, H, W] reordering); bad ids raise A3CError."""
     kwargs = dict(cfg.kwargs)
     if render_mode:
@@ -114,7 +114,7 @@ def variable_channels(cfg: EnvConfig) -> tuple:
 
 def make_policy_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """One env as the policy sees it: `make_env`, images as [C, H, W], actions rescaled when configured; the
-    ALE's own preprocessing where it implements `cfg`'s pipeline (common/ale_vector.py)."""
+    ALE's own preprocessing where it implements `cfg`'s pipeline (common/env/ale_vector.py)."""
     plan = native_plan(cfg, render_mode)
     if plan is not None:
         return AleGame(plan)
@@ -211,7 +211,7 @@ def make_vector_env(
     cfg: EnvConfig, num_envs: int, seed: int, shard: int = 0, num_shards: int = 1, markers: StepMarkers | None = None
 ) -> gym.vector.VectorEnv:
     """gymnasium vector env of `num_envs` copies, autoreset on the NEXT step (gymnasium 1.x default); the ALE's
-    own vector env where it implements `cfg`'s pipeline (common/ale_vector.py).
+    own vector env where it implements `cfg`'s pipeline (common/env/ale_vector.py).
 
     Env i is seeded with seed + i and, with `warmup_steps`, first takes a random number of random steps.
     With `cfg.dataset` the copies replay shard `shard` of `num_shards` of the recorded episodes instead,

@@ -15,10 +15,16 @@ from typing import Any, TypeVar
 
 import torch
 
-from ray_a3c.common.atomic import TMP_PREFIX, atomic_write
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.keys import CKPT_CONFIG_YAML, CKPT_COUNTERS, CKPT_MODEL, CKPT_OPTIMIZERS, CKPT_SCHEMA_VERSION
-from ray_a3c.common.logs import log
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.reporting.logs import log
+from ray_a3c.common.storage.atomic import TMP_PREFIX, atomic_write
+from ray_a3c.common.storage.keys import (
+    CKPT_CONFIG_YAML,
+    CKPT_COUNTERS,
+    CKPT_MODEL,
+    CKPT_OPTIMIZERS,
+    CKPT_SCHEMA_VERSION,
+)
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
 
 SCENARIOS = (
     "basic",

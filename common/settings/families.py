@@ -9,9 +9,9 @@ from importlib import resources
 
 import gymnasium as gym
 
-from ray_a3c.common.config import EnvConfig
-from ray_a3c.common.env_ids import parse_env_id
-from ray_a3c.common.envs import probe_spaces
+from ray_a3c.common.env.env_ids import parse_env_id
+from ray_a3c.common.env.envs import probe_spaces
+from ray_a3c.common.settings.config import EnvConfig
 
 
 class Family(enum.Enum):

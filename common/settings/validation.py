@@ -7,13 +7,13 @@ import math
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.wrappers import parse_wrappers
+from ray_a3c.common.env.wrappers import parse_wrappers
+from ray_a3c.common.reporting.errors import A3CError
 
 if TYPE_CHECKING:
-    from ray_a3c.common.config import Config
+    from ray_a3c.common.settings.config import Config
 
-GRAD_DTYPES = ("float32", "float16", "bfloat16")  # learner.grad_dtype: how gradients travel (common/flat.py)
+GRAD_DTYPES = ("float32", "float16", "bfloat16")  # learner.grad_dtype: how gradients travel (common/wire/flat.py)
 # env.frame_stack: far past any recipe's 4; gymnasium builds the stacked space in memory (a billion frames
 # of CartPole would take 32 GB) before any size check could run
 MAX_FRAME_STACK = 256
@@ -29,7 +29,7 @@ class Optimizer(str, Enum):
 
 
 class CnnLayout(str, Enum):
-    """model.cnn_layout: the convolutions of the image encoder (common/models.py builds them)."""
+    """model.cnn_layout: the convolutions of the image encoder (common/algo/models.py builds them)."""
 
     A3C = "a3c"  # the A3C paper's two, model.conv_channels wide, ELU
     NATURE = "nature"  # DQN Nature's three (SB3's NatureCNN, Sample Factory's convnet_atari), ReLU

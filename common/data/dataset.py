@@ -23,8 +23,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.atomic import atomic_write
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.storage.atomic import atomic_write
 
 SCHEMA_VERSION = 1
 REQUIRED = ("observations", "next_observations", "actions", "rewards", "terminated", "truncated", "episode_ids")

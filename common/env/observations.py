@@ -13,8 +13,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.wrappers import image_plan
+from ray_a3c.common.env.wrappers import image_plan
+from ray_a3c.common.reporting.errors import A3CError
 
 
 @dataclass(frozen=True)

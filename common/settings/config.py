@@ -12,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from ray_a3c.common.atomic import atomic_write
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.validation import validate
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.validation import validate
+from ray_a3c.common.storage.atomic import atomic_write
 
 
 def _f(default: Any, doc: str) -> Any:

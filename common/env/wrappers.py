@@ -15,8 +15,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.env_ids import import_module, missing_package_hint
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.env.env_ids import import_module, missing_package_hint
+from ray_a3c.common.reporting.errors import A3CError
 
 
 class LifeLossEnd(gym.Wrapper):

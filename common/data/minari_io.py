@@ -14,9 +14,9 @@ import warnings
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.dataset import REQUIRED, Dataset, validate_dataset
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.keys import INFO_LOG_PROB
+from ray_a3c.common.data.dataset import REQUIRED, Dataset, validate_dataset
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.storage.keys import INFO_LOG_PROB
 
 PREFIX = "minari:"
 

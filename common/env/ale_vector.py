@@ -26,9 +26,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.config import EnvConfig
-from ray_a3c.common.env_ids import ATARI_NAMESPACE, parse_env_id
-from ray_a3c.common.wrappers import GAME_LENGTH, GAME_RETURN, parse_wrappers
+from ray_a3c.common.env.env_ids import ATARI_NAMESPACE, parse_env_id
+from ray_a3c.common.env.wrappers import GAME_LENGTH, GAME_RETURN, parse_wrappers
+from ray_a3c.common.settings.config import EnvConfig
 
 PREPROCESSING = "AtariPreprocessing"
 # AtariPreprocessing's arguments and the values the ALE's vector env implements (None: any value it takes)

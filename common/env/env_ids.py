@@ -1,7 +1,7 @@
 """What `env.id` names, resolved the way gymnasium resolves it, on every process that builds an env.
 
 Forms (one rule, `parse_env_id`, that every caller uses):
-- `vizdoom:<scenario>` / `vizdoom:<path.cfg>`: a ViZDoom scenario (common/vizdoom_env.py);
+- `vizdoom:<scenario>` / `vizdoom:<path.cfg>`: a ViZDoom scenario (common/env/vizdoom_env.py);
 - `module:Name`: import `module` (it may register envs on import), then `Name` is either a gymnasium.Env
   subclass defined there or an env id the import registered (`ale_py:ALE/Pong-v5`, `mypkg:Catch-v0`);
 - `ALE/<Game>-v5` and other ids in the `ALE` namespace: `ale_py` is imported first (gymnasium 1.x knows the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
 
 VIZDOOM_PREFIX = "vizdoom:"
 ATARI_NAMESPACE = "ALE"
@@ -105,7 +105,7 @@ def env_builder(env_id: str) -> tuple[Callable[..., gym.Env], bool]:
     A registered id is built with gym.make (its registered wrappers and time limit included)."""
     parsed = parse_env_id(env_id)
     if parsed.kind is EnvIdKind.VIZDOOM:
-        raise ValueError("ViZDoom ids are built by common.envs")
+        raise ValueError("ViZDoom ids are built by common.env.envs")
     if parsed.module:
         module = import_module(parsed.module)
         if parsed.kind is EnvIdKind.MODULE:

@@ -8,9 +8,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ray_a3c.common.dataset import Dataset, load_dataset
-from ray_a3c.common.keys import INFO_LOG_PROB, INFO_LOGGED_ACTION
-from ray_a3c.common.minari_io import is_minari, load_minari
+from ray_a3c.common.data.dataset import Dataset, load_dataset
+from ray_a3c.common.data.minari_io import is_minari, load_minari
+from ray_a3c.common.storage.keys import INFO_LOG_PROB, INFO_LOGGED_ACTION
 
 
 def open_dataset(ref: str) -> Dataset:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ray_a3c.common.packet import Rejection
+from ray_a3c.common.wire.packet import Rejection
 
 
 @dataclass

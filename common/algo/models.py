@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
 
-from ray_a3c.common.config import ModelConfig
-from ray_a3c.common.errors import A3CError
-from ray_a3c.common.observations import EnvSpaces
-from ray_a3c.common.validation import CnnLayout
+from ray_a3c.common.env.observations import EnvSpaces
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.settings.config import ModelConfig
+from ray_a3c.common.settings.validation import CnnLayout
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -184,7 +184,7 @@ class VariableChannelsEncoder(ConvEncoder):
 
 
 class DictEncoder(nn.Module):
-    """A Dict observation, encoded as one vector (common/observations.py): one ConvEncoder per image entry and
+    """A Dict observation, encoded as one vector (common/env/observations.py): one ConvEncoder per image entry and
     one MLP over the other entries side by side; their features are concatenated for the core and heads.
     obs [B, obs_dim] -> [B, width]."""
 

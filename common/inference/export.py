@@ -9,8 +9,8 @@ import warnings
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from ray_a3c.common.atomic import atomic_write
-from ray_a3c.common.errors import A3CError
+from ray_a3c.common.reporting.errors import A3CError
+from ray_a3c.common.storage.atomic import atomic_write
 
 if TYPE_CHECKING:
     import torch

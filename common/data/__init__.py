@@ -1,0 +1,1 @@
+"""Recorded experience: the .npz dataset, Minari, and the env that replays them."""
