@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
 
-    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.cluster.run.runtime import start_ray
     from ray_a3c.common.settings.config import Config
 
     # SB3 first, before Ray's daemons exist, so they cannot slow it down.

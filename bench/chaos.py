@@ -82,7 +82,7 @@ def schedule_options(args: argparse.Namespace) -> ScheduleOptions:
 def prepare(args: argparse.Namespace, trigger: str):
     """The run, checked and its dir made (A3CError before anything starts): the preset with the soak's budget,
     no stop return (the schedule needs the whole time) and the hang wrapper, training only."""
-    from ray_a3c.cluster.launch import build_config, prepare_new, use_working_directory
+    from ray_a3c.cluster.run.launch import build_config, prepare_new, use_working_directory
     from ray_a3c.common.settings.config import load_yaml
 
     use_working_directory()  # the workers import bench.chaos_hang from here, as `a3c train` finds user modules
@@ -108,8 +108,8 @@ def prepare(args: argparse.Namespace, trigger: str):
 def run(args: argparse.Namespace, prepared, events, trigger: str) -> tuple[Outcome, object]:
     """Train in this thread with the monkey and the sampler beside it -> (the outcome, the summary or None)."""
     from bench.chaos_run import LogTap, Monkey, Sampler, Session
-    from ray_a3c.cluster.driver import Trainer
-    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.cluster.run.driver import Trainer
+    from ray_a3c.cluster.run.runtime import start_ray
     from ray_a3c.common.reporting.logs import log
 
     tap = LogTap(os.path.join(args.out_dir, "driver.log"))

@@ -158,7 +158,7 @@ def run_task(
             row["sb3_ppo"] = run_sb3("sb3_ppo", task, seed, row["target"])
         print(f"{name} seed {seed}: {_plain(row)}", flush=True)
     if seeds and any(side.startswith("ours") for side in sides):
-        from ray_a3c.cluster.runtime import start_ray
+        from ray_a3c.cluster.run.runtime import start_ray
         from ray_a3c.common.settings.config import Config
 
         start_ray(Config())

@@ -35,7 +35,7 @@ def main() -> None:
     import numpy as np
 
     from ray_a3c.actors.recorder import BehaviourPolicy, record_episodes
-    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.cluster.run.runtime import start_ray
     from ray_a3c.common.data.dataset import save_dataset
     from ray_a3c.common.settings.config import Config, EnvConfig
 

@@ -50,7 +50,7 @@ def measure_sharded(workload: str, pushers: int, seconds: float, shards: int) ->
     import ray
 
     from bench.ps_capacity import make_config, ready_packet
-    from ray_a3c.cluster.sharding import RemoteShardServer
+    from ray_a3c.cluster.comms.sharding import RemoteShardServer
     from ray_a3c.common.env.envs import probe_spaces
     from ray_a3c.learner.shards import split_packet
 

@@ -72,8 +72,8 @@ def ready_packet(cfg):
 def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
     import ray
 
-    from ray_a3c.cluster.aggregation import spawn_aggregators
-    from ray_a3c.cluster.remote import RemoteBatchingParameterServer, RemoteParameterServer
+    from ray_a3c.cluster.comms.aggregation import spawn_aggregators
+    from ray_a3c.cluster.comms.remote import RemoteBatchingParameterServer, RemoteParameterServer
     from ray_a3c.common.env.envs import probe_spaces
 
     cfg = make_config(workload, mode)
@@ -85,7 +85,7 @@ def measure(workload: str, mode: str, pushers: int, seconds: float) -> dict:
         def push(self, ps, packet, seconds: float, aggregate: bool) -> list:
             """Lags (PS versions applied between this packet's weights and its own step) of every push; with
             node aggregation through the aggregator on this pusher's node."""
-            from ray_a3c.cluster.transport import find_aggregator
+            from ray_a3c.cluster.comms.transport import find_aggregator
 
             target = (find_aggregator(cfg, prefix) or ps) if aggregate else ps
             end, lags = time.time() + seconds, []

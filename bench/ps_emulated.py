@@ -100,8 +100,8 @@ class EmulatedHost:
     """One process of many emulated workers (a Ray actor with num_cpus 0; its coroutines share one loop)."""
 
     def __init__(self) -> None:  # imported now, not in the first row's window (a PS handle's arrival did)
-        import ray_a3c.cluster.remote  # noqa: F401
-        import ray_a3c.cluster.sharding  # noqa: F401
+        import ray_a3c.cluster.comms.remote  # noqa: F401
+        import ray_a3c.cluster.comms.sharding  # noqa: F401
 
     async def run(self, servers: list, plan, packet, ranks: list[int], env_s: float, begin: float, end: float):
         mine = [dataclasses.replace(packet, worker_rank=r) for r in ranks]
@@ -114,7 +114,7 @@ def measure(workload: str, shards: int, workers: int, env_s: float, seconds: flo
     timed over `seconds` after a warm-up. `ctx`: the workload's spaces and ready packet, and the warm-up."""
     import ray
 
-    from ray_a3c.cluster.remote import RemoteParameterServer
+    from ray_a3c.cluster.comms.remote import RemoteParameterServer
     from ray_a3c.learner.shards import plan_for
 
     cfg = emulated_config(workload, shards)
@@ -123,7 +123,7 @@ def measure(workload: str, shards: int, workers: int, env_s: float, seconds: flo
     if shards == 1:
         servers = [RemoteParameterServer.options(num_cpus=0).remote(cfg, spaces)]
     else:
-        from ray_a3c.cluster.sharding import RemoteShardServer
+        from ray_a3c.cluster.comms.sharding import RemoteShardServer
 
         packet = packet.rerouted(grad_norm=ctx["grad_norm"])  # the sender's, as a real worker's
         servers = [RemoteShardServer.options(num_cpus=0).remote(cfg, spaces, s) for s in range(shards)]

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
-    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.cluster.run.runtime import start_ray
     from ray_a3c.common.settings.config import Config
 
     start_ray(Config())

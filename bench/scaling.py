@@ -37,7 +37,7 @@ def ps_ceiling(pushers: int, seconds: float) -> float:
 
     import ray_a3c
     from ray_a3c.actors.worker import RolloutWorker
-    from ray_a3c.cluster.remote import RemoteParameterServer
+    from ray_a3c.cluster.comms.remote import RemoteParameterServer
     from ray_a3c.common.env.envs import probe_spaces
 
     cfg = ray_a3c.make_config("cartpole")
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from ray_a3c.cluster.runtime import required_cpus, start_ray
+    from ray_a3c.cluster.run.runtime import required_cpus, start_ray
     from ray_a3c.common.settings.config import Config
 
     # Logical CPUs for the largest row; otherwise its extra workers wait forever for resources.

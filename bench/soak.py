@@ -62,7 +62,7 @@ def main() -> None:
     import ray
 
     import ray_a3c
-    from ray_a3c.cluster.runtime import start_ray
+    from ray_a3c.cluster.run.runtime import start_ray
 
     cfg = ray_a3c.make_config(
         "cartpole",

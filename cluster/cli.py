@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from ray_a3c.cluster.overrides import DEFAULT_PRESET, resolve_config
+from ray_a3c.cluster.subcommands.overrides import DEFAULT_PRESET, resolve_config
 from ray_a3c.common.inference.export import EXPORT_FORMATS
 from ray_a3c.common.reporting.errors import A3CError
 from ray_a3c.common.reporting.logs import LEVELS, console
@@ -217,7 +217,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _command(name: str) -> Callable[..., int]:
     """The body of the command `name`. Its modules load here, once the arguments parsed: `a3c --help` and usage
     errors skip them and what they import (gymnasium, numpy: ~0.1 s of the ~0.3 s start)."""
-    from ray_a3c.cluster import commands, episode_commands
+    from ray_a3c.cluster.subcommands import commands, episode_commands
 
     return {
         "train": commands.cmd_train,

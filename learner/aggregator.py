@@ -2,7 +2,7 @@
 into one packet for the parameter server, so the PS receives, decodes and steps once per node and interval
 instead of once per worker push; with a sharded PS (learner.num_shards > 1), into one packet per shard.
 The PS's side of it (an aggregate judged, a resend counted once) is here too. Plain functions and plain
-classes: the Ray actor lives in cluster/aggregation.py."""
+classes: the Ray actor lives in cluster/comms/aggregation.py."""
 
 from __future__ import annotations
 

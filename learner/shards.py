@@ -1,6 +1,6 @@
 """A parameter server split into shards: which part of the flat parameter vector each shard owns, and the
 pure functions that cut a worker's packet into per-shard packets and put the shards' weight slices back
-together. No Ray here: cluster/remote.py runs one ParameterServer per shard as an actor.
+together. No Ray here: cluster/comms/remote.py runs one ParameterServer per shard as an actor.
 
 Each optimizer group's contiguous range of the PS's flat buffer (learner/flat_params.py: `all`, or `actor`
 then `critic`) is cut into `num_shards` consecutive ranges, shard s owning range s of every group, so every

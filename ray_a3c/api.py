@@ -22,7 +22,7 @@ def make_config(config: ConfigSource = "cartpole", **overrides: Any) -> Config:
     """A validated Config from a preset name, a YAML path, a mapping or a Config, plus overrides
     (`section__key=value` or `**{"section.key": value}`; a list of "section.key=value" strings also works
     as `overrides=[...]`). The source is never changed."""
-    from ray_a3c.cluster.launch import build_config  # cluster/: where called (the module's docstring)
+    from ray_a3c.cluster.run.launch import build_config  # cluster/: where called (the module's docstring)
 
     texts = overrides.pop("overrides", [])
     return build_config(config, {**dict(parse_override(t) for t in texts), **_flat_overrides(overrides)})
@@ -45,7 +45,13 @@ def train(
     Bad input raises `ray_a3c.A3CError` before anything is written or started.
     """
     # cluster/: where called (the module's docstring)
-    from ray_a3c.cluster.launch import build_config, prepare_new, prepare_resume, run_training, use_working_directory
+    from ray_a3c.cluster.run.launch import (
+        build_config,
+        prepare_new,
+        prepare_resume,
+        run_training,
+        use_working_directory,
+    )
 
     use_working_directory()
     flat = _flat_overrides(overrides)
@@ -73,9 +79,9 @@ def tune(spec: str | dict, *, quiet: bool = False, **spec_overrides: Any):
     initialised Ray and leaves it running. Each trial is one run with PS, workers and evaluator reserved as one
     placement group, reporting each evaluation with a checkpoint; see docs/design.md#tune-a-sweep-of-runs.
     """
-    from ray_a3c.cluster.launch import use_working_directory  # cluster/: where called (the module's docstring)
-    from ray_a3c.cluster.tune import run_sweep
-    from ray_a3c.cluster.tune_spec import load_spec
+    from ray_a3c.cluster.run.launch import use_working_directory  # cluster/: where called (the module's docstring)
+    from ray_a3c.cluster.sweeps.tune import run_sweep
+    from ray_a3c.cluster.sweeps.tune_spec import load_spec
 
     use_working_directory()
     return run_sweep(load_spec(spec, **spec_overrides), quiet)

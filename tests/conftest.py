@@ -24,7 +24,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def ray_session():
     """One real Ray for every integration test (ray.init costs ~6-9 s here). The CLI reuses it."""
     ray = pytest.importorskip("ray")
-    from ray_a3c.cluster.runtime import local_init_options
+    from ray_a3c.cluster.run.runtime import local_init_options
     from ray_a3c.common.settings.config import Config, from_flat
 
     config = from_flat(

@@ -1,5 +1,5 @@
 """The string keys that cross a file or process boundary, each named once: a checkpoint's entries (written
-by the PS, the driver and cluster/evaluation.py; read by resume, recovery, evaluate, load_policy and the
+by the PS, the driver and cluster/run/evaluation.py; read by resume, recovery, evaluate, load_policy and the
 benches) and the info keys of a replayed dataset's env (common/data/offline.py writes them, actors/rollout.py
 reads them, Minari files carry the log-probabilities). No imports: any module may read these."""
 

@@ -16,7 +16,7 @@ import torch
 
 import ray_a3c
 from ray_a3c.cluster.cli import main
-from ray_a3c.cluster.fleet import run_tag
+from ray_a3c.cluster.run.fleet import run_tag
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ray_a3c.cluster.cli import main
-from ray_a3c.cluster.fleet import run_tag
+from ray_a3c.cluster.run.fleet import run_tag
 from ray_a3c.common.reporting import metrics
 from ray_a3c.common.storage.checkpoint import list_checkpoints
 
@@ -206,7 +206,7 @@ def test_sync_mode_smoke_then_plot_and_vs_random(ray_session, tmp_path, capsys):
 
     from PIL import Image
 
-    from ray_a3c.cluster.plot import plot_run
+    from ray_a3c.cluster.subcommands.plot import plot_run
 
     out = str(tmp_path / "history.png")
     assert main(["plot", run_dir, "--out", out]) == 0
@@ -317,9 +317,9 @@ def test_ray_workers_start_with_the_actor_modules_imported(ray_session):
     first seconds are not spent importing. The probe is defined by exec: pickled by value, it imports nothing."""
     namespace: dict = {}
     exec(
-        "def loaded():\n    import sys\n    return sorted(m for m in ('torch', 'ray_a3c.cluster.remote') "
+        "def loaded():\n    import sys\n    return sorted(m for m in ('torch', 'ray_a3c.cluster.comms.remote') "
         "if m in sys.modules)",
         namespace,
     )
     probe = ray_session.remote(num_cpus=0)(namespace["loaded"])
-    assert ray_session.get(probe.remote(), timeout=60) == ["ray_a3c.cluster.remote", "torch"]
+    assert ray_session.get(probe.remote(), timeout=60) == ["ray_a3c.cluster.comms.remote", "torch"]

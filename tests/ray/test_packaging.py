@@ -147,7 +147,7 @@ def test_train_a_users_env_beside_their_own_common_package(fresh_venv, tmp_path)
 def test_a_users_env_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch):
     """Joining a cluster (--address), the user's own env module travels in the job's runtime env; installed
     modules and gymnasium ids do not."""
-    from ray_a3c.cluster.runtime import user_module_runtime_env
+    from ray_a3c.cluster.run.runtime import user_module_runtime_env
 
     (tmp_path / "mysim.py").write_text("import gymnasium\n")
     (tmp_path / "mypkg").mkdir()

@@ -34,8 +34,8 @@ def packets(num_params: int, count: int) -> list[GradientPacket]:
 def test_a_cut_waits_for_the_packet_in_flight_and_the_client_assembles_the_weights(ray_session):
     import ray
 
-    from ray_a3c.cluster.sharding import RemoteShardServer, take_cut
-    from ray_a3c.cluster.transport import ShardedClient, ShardedTarget
+    from ray_a3c.cluster.comms.sharding import RemoteShardServer, take_cut
+    from ray_a3c.cluster.comms.transport import ShardedClient, ShardedTarget
 
     cfg = small_config(**{"learner.num_shards": 2, "model.hidden_sizes": [64, 64], "algo.max_policy_lag": 100})
     spaces = probe_spaces(cfg.env)
@@ -107,9 +107,9 @@ def test_an_aggregator_in_front_of_shards_gives_one_ps_weights_and_a_cut_follows
 
     import ray
 
-    from ray_a3c.cluster.aggregation import RemoteAggregator
-    from ray_a3c.cluster.sharding import RemoteShardServer, take_cut
-    from ray_a3c.cluster.transport import AggregatedClient, ShardedClient, ShardedTarget
+    from ray_a3c.cluster.comms.aggregation import RemoteAggregator
+    from ray_a3c.cluster.comms.sharding import RemoteShardServer, take_cut
+    from ray_a3c.cluster.comms.transport import AggregatedClient, ShardedClient, ShardedTarget
     from ray_a3c.learner.aggregator import reduce_for_shards, reduce_packets
 
     common = {

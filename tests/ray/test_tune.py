@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from ray_a3c.cluster.tune_spec import load_spec
+from ray_a3c.cluster.sweeps.tune_spec import load_spec
 from ray_a3c.common.reporting.errors import A3CError
 
 SMALL = {
@@ -36,7 +36,7 @@ def asha_sweep(tmp_path, env_steps: int, grace_period: int, trials: int = 4):
     100 episodes.
     Returns Tune's results and the sweep's best trial; checks what every trial must leave behind."""
     import ray_a3c
-    from ray_a3c.cluster.tune import best_trial
+    from ray_a3c.cluster.sweeps.tune import best_trial
 
     spec = {
         "config": "cartpole",
@@ -142,7 +142,7 @@ def test_a_process_in_a_trials_group_gives_each_actor_its_own_bundle(ray_session
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    from ray_a3c.cluster.reservation import run_bundles
+    from ray_a3c.cluster.run.reservation import run_bundles
     from tests.helpers import small_config
 
     config = small_config(
@@ -159,7 +159,7 @@ def test_a_process_in_a_trials_group_gives_each_actor_its_own_bundle(ray_session
 
     @ray.remote(num_cpus=0)
     def found(cfg, other):
-        from ray_a3c.cluster.reservation import current_run_group
+        from ray_a3c.cluster.run.reservation import current_run_group
 
         return current_run_group(cfg) is not None, current_run_group(other) is not None
 

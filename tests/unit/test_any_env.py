@@ -11,7 +11,7 @@ import torch
 
 from ray_a3c.actors.evaluator import Evaluator
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
-from ray_a3c.cluster.launch import build_family_config, model_spaces
+from ray_a3c.cluster.run.launch import build_family_config, model_spaces
 from ray_a3c.common.algo.models import build_model
 from ray_a3c.common.env.env_ids import EnvIdKind, parse_env_id
 from ray_a3c.common.env.envs import make_env, make_policy_env, make_vector_env, probe_spaces, scoring_env_config
@@ -285,7 +285,7 @@ def test_the_evaluator_scores_a_dict_env_with_its_own_reward():
 
 
 def test_a_wrappers_own_module_is_shipped_to_cluster_nodes(tmp_path, monkeypatch):
-    from ray_a3c.cluster.runtime import user_module_runtime_env
+    from ray_a3c.cluster.run.runtime import user_module_runtime_env
 
     (tmp_path / "mywrappers").mkdir()
     (tmp_path / "mywrappers" / "__init__.py").write_text("")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ray_a3c.cluster.cli import main
-from ray_a3c.cluster.launch import prepare_resume
+from ray_a3c.cluster.run.launch import prepare_resume
 from ray_a3c.common.env.envs import probe_spaces
 from ray_a3c.common.inference.policy import load_policy
 from ray_a3c.common.reporting.errors import A3CError
@@ -79,7 +79,7 @@ def test_resume_skips_an_unreadable_newest_checkpoint(run, how, caplog):
 
 def recovering_fleet(ckpt_dir: str, monkeypatch):
     """A Fleet with stand-ins for Ray (a dead PS, a spawn that records the state): recover_ps as it runs."""
-    from ray_a3c.cluster import fleet as fleet_module
+    from ray_a3c.cluster.run import fleet as fleet_module
 
     fleet = fleet_module.Fleet.__new__(fleet_module.Fleet)
     fleet.ckpt_dir, fleet.restarts, fleet.lost_updates, fleet.shard_counters = ckpt_dir, {"ps": 0}, 0, {}
@@ -160,7 +160,7 @@ def failing_save(code: int):
 
 def trainer_on(tmp_path, **overrides):
     """A driver whose PS is in process: `_save_checkpoint` as a run calls it; each call one version on."""
-    from ray_a3c.cluster.driver import Trainer
+    from ray_a3c.cluster.run.driver import Trainer
 
     cfg = small_config(**overrides)
     ps = ParameterServer(cfg, probe_spaces(cfg.env))

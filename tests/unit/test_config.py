@@ -105,7 +105,7 @@ def test_join_address_prefers_the_config_then_ray_address(monkeypatch):
 def test_local_size_check_is_skipped_when_joining(monkeypatch):
     import ray
 
-    from ray_a3c.cluster.launch import check_local_size
+    from ray_a3c.cluster.run.launch import check_local_size
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # the test session's shared Ray would skip it too
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

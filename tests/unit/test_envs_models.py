@@ -146,7 +146,7 @@ def test_the_nature_layout_is_dqn_natures_network_and_the_a3c_layout_keeps_its_c
 def test_the_nature_layout_refuses_small_frames_and_an_unknown_layout_is_refused():
     from dataclasses import replace
 
-    from ray_a3c.cluster.launch import model_spaces
+    from ray_a3c.cluster.run.launch import model_spaces
     from ray_a3c.common.settings.config import ModelConfig, validate
 
     small = describe_spaces(gym.spaces.Box(0, 255, (1, 20, 20), np.uint8), gym.spaces.Discrete(3))

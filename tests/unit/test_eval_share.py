@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from ray_a3c.cluster.evaluation import EvalCycle, within_share
-from ray_a3c.cluster.summary import RunSummary
+from ray_a3c.cluster.run.evaluation import EvalCycle, within_share
+from ray_a3c.cluster.run.summary import RunSummary
 from ray_a3c.common.reporting.errors import A3CError
 from ray_a3c.common.settings.config import Config, from_flat
 from ray_a3c.common.settings.families import Family, family_source

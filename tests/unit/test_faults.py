@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ray_a3c.cluster.cli import main
-from ray_a3c.cluster.loops import root_cause
+from ray_a3c.cluster.run.loops import root_cause
 from ray_a3c.common.algo.models import build_model
 from ray_a3c.common.data.dataset import load_dataset, save_dataset
 from ray_a3c.common.env.envs import make_policy_env, probe_spaces
@@ -234,7 +234,7 @@ class FlakyJobs:
 
 
 def test_submit_retries_a_busy_head_then_gives_one_error(monkeypatch):
-    from ray_a3c.cluster import submit
+    from ray_a3c.cluster.subcommands import submit
 
     monkeypatch.setattr(submit, "SUBMIT_RETRY_S", 0.0)
     client = FlakyJobs(busy=2)
@@ -252,7 +252,7 @@ def test_a_worker_ray_is_restarting_is_waited_for_not_replaced(monkeypatch):
     (same deadline) and relaunches on the restarted actor instead of killing it for a replacement."""
     from ray.exceptions import ActorUnavailableError
 
-    from ray_a3c.cluster import loops
+    from ray_a3c.cluster.run import loops
 
     class Method:
         def __init__(self, calls: list, name: str):
@@ -298,7 +298,7 @@ def test_a_worker_ray_is_restarting_is_waited_for_not_replaced(monkeypatch):
 def test_an_interrupted_runs_summary_reports_the_versions_its_checkpoint_holds(tmp_path):
     """After SIGTERM the loops are not waited for, so pushes keep landing between the PS calls of the final
     checkpoint; the summary must report the counters of the checkpoint written last, not an earlier reading."""
-    from ray_a3c.cluster.driver import Trainer
+    from ray_a3c.cluster.run.driver import Trainer
 
     cfg = Config()
     ps = ParameterServer(cfg, probe_spaces(cfg.env))
@@ -334,8 +334,8 @@ class _CountingFleet:
 
 def test_an_evaluator_restarted_between_evaluations_is_counted_once_from_its_new_process_id():
     from ray_a3c.actors.evaluator import EvalResult
-    from ray_a3c.cluster.evaluation import EvalCycle
-    from ray_a3c.cluster.summary import RunSummary
+    from ray_a3c.cluster.run.evaluation import EvalCycle
+    from ray_a3c.cluster.run.summary import RunSummary
 
     said = []
     cycle = EvalCycle(Config(), None, "", RunSummary(), None, said.append)

@@ -22,8 +22,8 @@ from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from ray_a3c.cluster.cli import main, resolve_config
-from ray_a3c.cluster.launch import build_config, build_family_config, prepare_new, prepare_resume
-from ray_a3c.cluster.overrides import flat_overrides
+from ray_a3c.cluster.run.launch import build_config, build_family_config, prepare_new, prepare_resume
+from ray_a3c.cluster.subcommands.overrides import flat_overrides
 from ray_a3c.common.data.offline import open_dataset
 from ray_a3c.common.env.env_ids import env_builder, parse_env_id
 from ray_a3c.common.reporting.errors import A3CError
@@ -336,7 +336,7 @@ def test_fuzzed_cli_commands_print_one_error_line_and_change_no_file(user_module
     def never_train(prepared):
         raise AssertionError(f"a fuzz case would have trained in {prepared.run_dir}")
 
-    monkeypatch.setattr("ray_a3c.cluster.launch.run_training", never_train)  # what `a3c train` calls, per call
+    monkeypatch.setattr("ray_a3c.cluster.run.launch.run_training", never_train)  # what `a3c train` calls, per call
 
     def check(case):
         argv, new_file = case

@@ -6,7 +6,7 @@ import torch
 
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.actors.worker import LocalClient, RolloutWorker
-from ray_a3c.cluster.launch import model_spaces
+from ray_a3c.cluster.run.launch import model_spaces
 from ray_a3c.common.algo.models import StateDependentGaussian, build_model
 from ray_a3c.common.env.envs import describe_spaces, make_vector_env, probe_spaces
 from ray_a3c.common.reporting.errors import A3CError

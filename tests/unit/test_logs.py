@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from ray_a3c.cluster.cli import main
-from ray_a3c.cluster.summary import eta_s, format_duration, progress_line
+from ray_a3c.cluster.run.summary import eta_s, format_duration, progress_line
 from ray_a3c.common.reporting.logs import ProgressBar, console, log
 from ray_a3c.common.wire.counters import WindowStats
 

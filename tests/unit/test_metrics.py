@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ray_a3c.cluster import metrics as ray_side
+from ray_a3c.cluster.run import metrics as ray_side
 from ray_a3c.common.reporting import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -113,7 +113,7 @@ def test_a_run_saved_before_lstm_input_norm_reloads_without_it(tmp_path):
     model = build_model(probe_spaces(cfg.env), load_run_config(str(tmp_path)).model)
     assert not any("core_input_norm" in name for name in model.state_dict())
     # a resume reads the config stored inside the checkpoint the same way
-    from ray_a3c.cluster.launch import _checkpoint_config
+    from ray_a3c.cluster.run.launch import _checkpoint_config
 
     stored = _checkpoint_config({"config_yaml": saved_before}, cfg)
     assert stored.model.lstm_size == 8 and stored.model.lstm_input_norm is False

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from ray_a3c.cluster.cli import main
-from ray_a3c.cluster.launch import RESUME_LOG, prepare_resume
+from ray_a3c.cluster.run.launch import RESUME_LOG, prepare_resume
 from ray_a3c.common.reporting.errors import A3CError
 from tests.helpers import make_run
 

@@ -53,7 +53,7 @@ def test_confirm_episodes_up_to_the_screening_lets_the_screening_decide():
 
 
 def test_a_stop_return_confirmed_after_the_budget_ran_out_is_solved():
-    from ray_a3c.cluster.summary import RunSummary
+    from ray_a3c.cluster.run.summary import RunSummary
 
     for reason, solved_at, expected in [
         ("env_steps", 12.0, "solved"),

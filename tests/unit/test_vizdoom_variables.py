@@ -179,7 +179,7 @@ def saved_before_the_dict(run: str) -> None:
 
 def test_a_run_saved_before_the_dict_still_loads_acts_evaluates_and_resumes(tmp_path, capsys):
     from ray_a3c.cluster.cli import main
-    from ray_a3c.cluster.launch import check_resume_fits
+    from ray_a3c.cluster.run.launch import check_resume_fits
     from ray_a3c.common.env.envs import make_env
     from ray_a3c.common.inference.policy import load_policy
     from ray_a3c.common.settings.config import load_run_config

@@ -9,7 +9,7 @@ import pytest
 
 from ray_a3c.actors.rollout import VectorEnvRunner, collect_rollout
 from ray_a3c.actors.watchdog import rebuild_seed, worker_vector_env
-from ray_a3c.cluster.loops import fatal_cause
+from ray_a3c.cluster.run.loops import fatal_cause
 from ray_a3c.common.algo.models import build_model
 from ray_a3c.common.env.envs import describe_spaces, probe_spaces
 from ray_a3c.common.env.step_markers import MarkedEnv
@@ -132,7 +132,7 @@ def test_hangs_are_counted_by_the_ps_and_end_the_run_through_rays_wrapper():
 def test_a_sync_round_failed_by_a_spent_hang_budget_ends_the_run(monkeypatch):
     from ray.exceptions import RayError
 
-    from ray_a3c.cluster import driver
+    from ray_a3c.cluster.run import driver
 
     class Failed(RayError):
         cause = EnvHangError("worker 0: env 1 (seed 1) hung in step 3 of its episode")

@@ -1,6 +1,6 @@
 """Watching the actors start: where each runs, and which ones still wait.
 
-The run's resources are reserved first (cluster/reservation.py), so its actors normally start at once. Where
+The run's resources are reserved first (cluster/run/reservation.py), so its actors normally start at once. Where
 the run reserved nothing of its own (inside a Tune trial's placement group) an actor may still wait: after
 `cluster.start_timeout_s` the run names each waiting actor and what it asks for: without the parameter server
 or without any worker it ends with that error; a missing worker or evaluator is reported and training goes on

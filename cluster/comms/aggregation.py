@@ -2,7 +2,7 @@
 and forwards one packet to the parameter server (one part per shard to a sharded PS); the PS's reply, weights
 included, goes back through it. A worker whose aggregator fails pushes to the PS directly until Ray has
 restarted it; the PS (each shard) counts a resent packet once (sender, seq). The worker's side of it,
-`AggregatedClient`, is in cluster/transport.py."""
+`AggregatedClient`, is in cluster/comms/transport.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import ray
 from ray.exceptions import RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ray_a3c.cluster.reservation import shard_role
-from ray_a3c.cluster.transport import RECONNECT_S, ActorIdentity, aggregator_name, hide_gpus
+from ray_a3c.cluster.comms.transport import RECONNECT_S, ActorIdentity, aggregator_name, hide_gpus
+from ray_a3c.cluster.run.reservation import shard_role
 from ray_a3c.common.reporting.errors import A3CError
 from ray_a3c.common.settings.config import Config
 from ray_a3c.common.wire.packet import ApplyResult, GradientPacket

@@ -1,7 +1,7 @@
 """How calls travel between the run's actors: the clients a worker (or the evaluator) reaches the parameter
 server through (one PS, a sharded PS, a node aggregator in front of either), the pending replies they hand
 back, how weights are published and resolved, and what every actor class here shares (`ActorIdentity`,
-`hide_gpus`). cluster/remote.py, sharding.py and aggregation.py import from here and not from each other."""
+`hide_gpus`). cluster/comms/remote.py, sharding.py and aggregation.py import from here and not from each other."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class RemoteParameterServerClient:
         return version, resolve_weights(weights), env_steps
 
 
-# -- a sharded PS (learner.num_shards > 1; its actors: cluster/sharding.py) -------------------------------------
+# -- a sharded PS (learner.num_shards > 1; its actors: cluster/comms/sharding.py) -------------------------------
 @dataclass
 class ShardedTarget:
     """What a worker or the evaluator is handed to reach a sharded PS: the shards' handles (the lead first)
@@ -185,7 +185,7 @@ def ps_client(target: Any) -> RemoteParameterServerClient | ShardedClient:
     return ShardedClient(target) if isinstance(target, ShardedTarget) else RemoteParameterServerClient(target)
 
 
-# -- through a node aggregator (cluster.aggregate=node; its actor: cluster/aggregation.py) ----------------------
+# -- through a node aggregator (cluster.aggregate=node; its actor: cluster/comms/aggregation.py) ----------------
 def aggregator_name(prefix: str, node_id: str) -> str:
     """`prefix` is the run's actor-name prefix (`a3c:<run>:`)."""
     return f"{prefix}agg-{node_id[:16]}"

@@ -42,7 +42,7 @@ def role_resources(config: Config, num_workers: int) -> dict[str, dict]:
 
 def run_bundles(config: Config) -> list[dict]:
     """The run's placement-group bundles in role order (ps, workers by rank, eval), roles asking nothing left
-    out: what a Tune trial reserves for its run (cluster/tune.py) and what `Reservation` finds there."""
+    out: what a Tune trial reserves for its run (cluster/sweeps/tune.py) and what `Reservation` finds there."""
     return [res for res in role_resources(config, config.run.num_workers).values() if res]
 
 

@@ -1,9 +1,9 @@
 """A sharded parameter server on Ray (learner.num_shards > 1; the plan and the maths: learner/shards.py).
 
 Each shard is an asyncio actor running the plain ParameterServer over its part. A worker's `ShardedClient`
-(cluster/transport.py) pushes every slice of a packet at once and waits for all the replies; the lead's reply
+(cluster/comms/transport.py) pushes every slice of a packet at once and waits for all the replies; the lead's reply
 decides what the worker counts as delivered. A checkpoint is one consistent cut (`take_cut`): every packet is
-in all the shards' states or in none. A node aggregator in front of a sharded PS (cluster/aggregation.py)
+in all the shards' states or in none. A node aggregator in front of a sharded PS (cluster/comms/aggregation.py)
 forwards one part per shard and hands each member the shards' replies, which the member's ShardedClient
 joins."""
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import ray
 
-from ray_a3c.cluster.transport import ActorIdentity, hide_gpus, publish_weights
+from ray_a3c.cluster.comms.transport import ActorIdentity, hide_gpus, publish_weights
 from ray_a3c.common.env.envs import EnvSpaces
 from ray_a3c.common.settings.config import Config
 from ray_a3c.common.wire.packet import ApplyResult, GradientPacket, senders

@@ -19,7 +19,9 @@ ENV_RECREATIONS = "a3c/env_recreations"
 ENV_HANGS = "a3c/env_hangs"
 ENV_STEPS = "a3c/env_steps"  # a Counter: Prometheus reads it as ray_a3c_env_steps_total
 RUN_TAG, ROLE_TAG = "run", "role"
-DASHBOARD_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "deploy", "grafana", "ray_a3c_dashboard.json")
+DASHBOARD_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "grafana", "ray_a3c_dashboard.json"
+)
 
 
 class Kind(enum.Enum):

@@ -1,5 +1,5 @@
 """Ray remote versions of the plain classes (the PS, its asyncio batching form, the worker, the evaluator); how
-they reach each other: cluster/transport.py."""
+they reach each other: cluster/comms/transport.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import ray
 
 from ray_a3c.actors import evaluator, worker
-from ray_a3c.cluster.transport import (
+from ray_a3c.cluster.comms.transport import (
     ActorIdentity,
     hide_gpus,
     ps_client,

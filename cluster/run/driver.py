@@ -14,12 +14,12 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
 from ray_a3c.actors.worker import passes
-from ray_a3c.cluster.evaluation import EvalCycle, save_weights
-from ray_a3c.cluster.fleet import Fleet
-from ray_a3c.cluster.loops import fatal_cause
-from ray_a3c.cluster.metrics import ENV_HANGS, ENV_RECREATIONS, ENV_STEPS, RayMetrics, install_dashboard
-from ray_a3c.cluster.runtime import resolve_num_workers, session_dir, start_ray
-from ray_a3c.cluster.summary import RunSummary, eta_s, process_age_s, progress_line
+from ray_a3c.cluster.run.evaluation import EvalCycle, save_weights
+from ray_a3c.cluster.run.fleet import Fleet
+from ray_a3c.cluster.run.loops import fatal_cause
+from ray_a3c.cluster.run.metrics import ENV_HANGS, ENV_RECREATIONS, ENV_STEPS, RayMetrics, install_dashboard
+from ray_a3c.cluster.run.runtime import resolve_num_workers, session_dir, start_ray
+from ray_a3c.cluster.run.summary import RunSummary, eta_s, process_age_s, progress_line
 from ray_a3c.common.data.offline import cached_dataset
 from ray_a3c.common.env.envs import EnvSpaces
 from ray_a3c.common.reporting import metrics
@@ -53,7 +53,7 @@ class Trainer:
         self.config = from_dict(config.to_dict())  # a copy: resolving `auto` must not change the caller's
         self.spaces, self.run_dir, self.resume_state, self.quiet = spaces, run_dir, resume_state, quiet
         # Called with each decided evaluation (plus counters and times) and a checkpoint written for it, in the
-        # driver's thread: how a caller reports on the way (cluster/tune.py reports them to Ray Tune).
+        # driver's thread: how a caller reports on the way (cluster/sweeps/tune.py reports them to Ray Tune).
         self.on_eval = on_eval
         self.ckpt_dir = os.path.join(run_dir, "checkpoints")
         self.summary = RunSummary(run_dir=run_dir, best_eval=(resume_state or {}).get(CKPT_BEST_EVAL_RETURN))

@@ -10,13 +10,13 @@ import os
 
 import yaml
 
-from ray_a3c.cluster import launch  # by module: `launch.run_training` is looked up per call (tests replace it)
-from ray_a3c.cluster.episode_commands import check_new_file
-from ray_a3c.cluster.overrides import DEFAULT_PRESET, FLAG_KEYS, flat_overrides, resolve_config
-from ray_a3c.cluster.plot import plot_run
-from ray_a3c.cluster.submit import submit
-from ray_a3c.cluster.tune import best_trial, run_sweep
-from ray_a3c.cluster.tune_spec import load_spec
+from ray_a3c.cluster.run import launch  # by module: `launch.run_training` is looked up per call (tests replace it)
+from ray_a3c.cluster.subcommands.episode_commands import check_new_file
+from ray_a3c.cluster.subcommands.overrides import DEFAULT_PRESET, FLAG_KEYS, flat_overrides, resolve_config
+from ray_a3c.cluster.subcommands.plot import plot_run
+from ray_a3c.cluster.subcommands.submit import submit
+from ray_a3c.cluster.sweeps.tune import best_trial, run_sweep
+from ray_a3c.cluster.sweeps.tune_spec import load_spec
 from ray_a3c.common.reporting.errors import A3CError
 from ray_a3c.common.reporting.logs import log
 from ray_a3c.common.settings.config import load_run_config, load_yaml

@@ -59,8 +59,8 @@ class PreparedRun:
 
 def run_training(prepared: PreparedRun, quiet: bool = False, on_eval: Callable[[dict, str], None] | None = None):
     """Start (or join) Ray and train; returns the driver's RunSummary. `on_eval` is the driver's hook (called with
-    each decided evaluation and the checkpoint written for it: cluster/tune.py reports them to Ray Tune)."""
-    from ray_a3c.cluster.runtime import start_ray  # Ray loads only once the input is known to be good
+    each decided evaluation and the checkpoint written for it: cluster/sweeps/tune.py reports them to Ray Tune)."""
+    from ray_a3c.cluster.run.runtime import start_ray  # Ray loads only once the input is known to be good
 
     # A local Ray first, torch after: the driver's own torch import then overlaps the prestarted workers' start
     # instead of delaying Ray's start by ~2 s. Joining a cluster (a job's driver included), torch loads first:
@@ -68,7 +68,7 @@ def run_training(prepared: PreparedRun, quiet: bool = False, on_eval: Callable[[
     if prepared.config.cluster.join_address():
         import torch  # noqa: F401
     ray_start = start_ray(prepared.config)
-    from ray_a3c.cluster.driver import Trainer  # torch, with the driver: after a local Ray's start (above)
+    from ray_a3c.cluster.run.driver import Trainer  # torch, with the driver: after a local Ray's start (above)
 
     return Trainer(
         prepared.config,
@@ -155,7 +155,7 @@ def check_local_size(cfg: Config) -> None:
     already_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()  # a notebook's, a test's
     if cfg.cluster.join_address() or already_running:
         return
-    from ray_a3c.cluster.runtime import required_cpus  # Ray loads only once the input is known to be good
+    from ray_a3c.cluster.run.runtime import required_cpus  # Ray loads only once the input is known to be good
 
     cores = os.cpu_count() or 1
     if required_cpus(cfg) > LOCAL_CPU_OVERCOMMIT * cores:

@@ -1,7 +1,7 @@
 """Ray Tune over ray-a3c runs (`a3c tune SPEC.yaml`, `ray_a3c.tune`): the only module that imports Ray Tune.
 Each trial is one run (the driver's Trainer, as `a3c train`) whose PS, workers and evaluator are one placement
 group; the driver's on_eval hook reports every decided evaluation with a checkpoint, and a trial restored from a
-checkpoint (PBT's exploit, a paused trial) continues it through the resume path. The spec: cluster/tune_spec.py.
+checkpoint (PBT's exploit, a paused trial) continues it through the resume path. The spec: cluster/sweeps/tune_spec.py.
 Ray Tune is the `tune` extra: each function imports it where it is used, so this module loads without it."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from ray_a3c.cluster.launch import (
+from ray_a3c.cluster.run.launch import (
     LOCAL_CPU_OVERCOMMIT,
     RESUME_LOG,
     build_config,
@@ -25,9 +25,9 @@ from ray_a3c.cluster.launch import (
     prepare_new,
     run_training,
 )
-from ray_a3c.cluster.reservation import run_bundles
-from ray_a3c.cluster.runtime import local_init_options, required_cpus, start_ray
-from ray_a3c.cluster.tune_spec import CKPT_FILE, TIME_ATTR, TuneSpec, trial_config
+from ray_a3c.cluster.run.reservation import run_bundles
+from ray_a3c.cluster.run.runtime import local_init_options, required_cpus, start_ray
+from ray_a3c.cluster.sweeps.tune_spec import CKPT_FILE, TIME_ATTR, TuneSpec, trial_config
 from ray_a3c.common.reporting.errors import A3CError
 from ray_a3c.common.settings.config import from_dict
 

@@ -11,18 +11,18 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from ray_a3c.cluster.aggregation import spawn_aggregators
-from ray_a3c.cluster.loops import RESTART_WAIT_S, WorkerLoops
-from ray_a3c.cluster.placement import PlacementWatch
-from ray_a3c.cluster.remote import (
+from ray_a3c.cluster.comms.aggregation import spawn_aggregators
+from ray_a3c.cluster.comms.remote import (
     RemoteBatchingParameterServer,
     RemoteEvaluator,
     RemoteParameterServer,
     RemoteWorker,
 )
-from ray_a3c.cluster.reservation import Reservation, shard_role
-from ray_a3c.cluster.sharding import RemoteShardServer, take_cut
-from ray_a3c.cluster.transport import ShardedTarget
+from ray_a3c.cluster.comms.sharding import RemoteShardServer, take_cut
+from ray_a3c.cluster.comms.transport import ShardedTarget
+from ray_a3c.cluster.run.loops import RESTART_WAIT_S, WorkerLoops
+from ray_a3c.cluster.run.placement import PlacementWatch
+from ray_a3c.cluster.run.reservation import Reservation, shard_role
 from ray_a3c.common.env.envs import EnvSpaces
 from ray_a3c.common.reporting.errors import A3CError
 from ray_a3c.common.settings.config import Config

@@ -20,7 +20,7 @@ from ray_a3c.common.env.env_ids import user_module_names
 from ray_a3c.common.env.wrappers import parse_wrappers
 from ray_a3c.common.settings.config import Config
 
-ACTOR_MODULES = "ray_a3c.cluster.remote"  # the module that defines every actor class (imports torch)
+ACTOR_MODULES = "ray_a3c.cluster.comms.remote"  # the module that defines every actor class (imports torch)
 
 
 def required_cpus(config: Config) -> float:

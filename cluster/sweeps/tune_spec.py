@@ -1,5 +1,5 @@
 """A Tune sweep's spec (`a3c tune SPEC.yaml`, `ray_a3c.tune`), checked whole before Ray starts: no Ray import
-here. cluster/tune.py runs it."""
+here. cluster/sweeps/tune.py runs it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray_a3c.cluster.launch import RESUMABLE_ALGO_KEYS, _check_writable_dir, build_config, resume_refuses
+from ray_a3c.cluster.run.launch import RESUMABLE_ALGO_KEYS, _check_writable_dir, build_config, resume_refuses
 from ray_a3c.common.reporting.errors import A3CError
 from ray_a3c.common.settings.config import Config, from_dict, from_flat, load_yaml, preset_names
 

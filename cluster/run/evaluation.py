@@ -13,8 +13,8 @@ import ray
 from ray.exceptions import RayActorError, RayError
 
 from ray_a3c.actors.evaluator import EvalResult
-from ray_a3c.cluster.fleet import Fleet
-from ray_a3c.cluster.summary import RunSummary
+from ray_a3c.cluster.run.fleet import Fleet
+from ray_a3c.cluster.run.summary import RunSummary
 from ray_a3c.common.algo.models import build_model
 from ray_a3c.common.algo.selection import EvalJudge, episode_stats
 from ray_a3c.common.env.envs import EnvSpaces
