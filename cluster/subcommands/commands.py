@@ -14,8 +14,6 @@ from ray_a3c.cluster.run import launch  # by module: `launch.run_training` is lo
 from ray_a3c.cluster.subcommands.episode_commands import check_new_file
 from ray_a3c.cluster.subcommands.overrides import DEFAULT_PRESET, FLAG_KEYS, flat_overrides, resolve_config
 from ray_a3c.cluster.subcommands.plot import plot_run
-from ray_a3c.cluster.subcommands.submit import submit
-from ray_a3c.cluster.sweeps.tune import best_trial, run_sweep
 from ray_a3c.cluster.sweeps.tune_spec import load_spec
 from ray_a3c.common.reporting.errors import A3CError
 from ray_a3c.common.reporting.logs import log
@@ -52,6 +50,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         f"sample(s), metric {spec.metric} {spec.mode})",
         flush=True,
     )
+    # imported here: the module imports Ray, which a refused spec (above) must never load
+    from ray_a3c.cluster.sweeps.tune import best_trial, run_sweep
+
     best = best_trial(run_sweep(spec), spec)  # Ray starts only once the spec is known to be good
     print(
         f"best trial {best['trial']}: {best['config']}, best confirmed {best.get('best_eval_return')}, last "
@@ -63,6 +64,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace, train_args: list[str]) -> int:
     """`train_args` have been parsed as `a3c train` arguments already: bad ones fail here, not on the cluster."""
+    from ray_a3c.cluster.subcommands.submit import submit  # imports Ray's job client: only once a job is sent
+
     return submit(args.address, train_args, args.working_dir or os.getcwd(), args.pip, not args.no_follow)
 
 
