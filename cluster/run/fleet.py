@@ -305,9 +305,15 @@ class Fleet:
                 floor = self.shard_counters.get(index, last_counters)
                 self.ps_shards[index] = self._spawn_shard(index, state, floor.totals())
             lost = max(self.shard_counters.get(i, last_counters).version - saved_version for i in dead)
-        self.lost_updates += max(0, lost)
+        # a lower bound: the driver knows the version of its last poll (every 0.1 s), not the one the PS died at,
+        # and a checkpoint taken after that poll can be newer than it (then none is known lost)
+        lost = max(0, lost)
+        self.lost_updates += lost
         what = "parameter server died" if whole else f"parameter-server shard(s) {dead} died"
-        self.say(f"{what}: recreated from {source} (version {saved_version}; {lost} updates lost); restart #{restart}")
+        self.say(
+            f"{what}: recreated from {source} (version {saved_version}; at least {lost} updates lost); "
+            f"restart #{restart}"
+        )
         if whole:
             self.loops.relaunch_all()  # their loops fail on the dead PS; relaunch them on the new one
 

@@ -40,7 +40,7 @@ class RunSummary:
     train_start_s: float | None = None  # process age when the workers were started (episodes.csv's train_s 0)
     train_return_mean100: float | None = None  # mean return of the last 100 training episodes (sampled actions)
     worker_env_steps: int | None = None  # env steps the async workers counted as delivered (loops that ended)
-    lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint)
+    lost_updates: int = 0  # PS updates lost to parameter-server crashes (since their last checkpoint; a lower bound)
     evals: list = field(default_factory=list)  # (env_steps, mean_return)
 
     def settle(self) -> None:
