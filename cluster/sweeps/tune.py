@@ -30,6 +30,7 @@ from ray_a3c.cluster.run.runtime import local_init_options, required_cpus, start
 from ray_a3c.cluster.sweeps.tune_spec import CKPT_FILE, TIME_ATTR, TuneSpec, trial_config
 from ray_a3c.common.reporting.errors import A3CError
 from ray_a3c.common.settings.config import from_dict
+from ray_a3c.common.storage.keys import CKPT_MODEL
 
 METRICS_FILE = "metrics.json"
 REASONS = {"env_steps": "step budget spent", "time_limit": "time limit reached"}
@@ -198,13 +199,16 @@ def run_trial(params: dict, base: dict, experiment_dir: str) -> None:
                 + "\n"
             )
     summary = run_training(prepared, quiet=True, on_eval=_Reporter(run_dir))
-    last_eval = summary.last_eval if summary.last_eval is not None else reported.get("eval_return_mean")
-    if last_eval is None:
-        return  # never evaluated (Tune wants the metric in every report)
     found = checkpoint.list_checkpoints(os.path.join(run_dir, "checkpoints"))
+    last_eval = summary.last_eval if summary.last_eval is not None else reported.get("eval_return_mean")
+    best_eval = summary.best_eval
+    if last_eval is None and found:  # a short trial ended before its first evaluation: Tune wants the metric,
+        last_eval = best_eval = evaluate_checkpoint(cfg, found[-1])  # and its final weights are its best
+    if last_eval is None:
+        return  # no checkpoint either: nothing to report
     final = {
         "eval_return_mean": last_eval,
-        "best_eval_return": summary.best_eval,
+        "best_eval_return": best_eval,
         "env_steps": summary.env_steps,
         "version": summary.version,
         "train_s": summary.train_s,
@@ -212,6 +216,22 @@ def run_trial(params: dict, base: dict, experiment_dir: str) -> None:
         "reason": summary.reason,
     }
     _Reporter(run_dir)(final, found[-1] if found else None)
+
+
+def evaluate_checkpoint(cfg, path: str) -> float:
+    """The mean return of a checkpoint over fresh episodes, as many as a confirmed evaluation plays, in the
+    trial's own process, on the evaluator's seeds."""
+    from ray_a3c.actors.evaluator import Evaluator  # torch: loaded in the trial's process
+    from ray_a3c.cluster.run.evaluation import EVAL_SEED_OFFSET
+    from ray_a3c.common.storage import checkpoint
+
+    evaluator = Evaluator(cfg)
+    try:
+        evaluator.load_state_dict(checkpoint.load(path)[CKPT_MODEL])
+        episodes = max(cfg.run.eval_episodes, cfg.run.confirm_episodes)
+        return evaluator.run_episodes(episodes, cfg.run.seed + EVAL_SEED_OFFSET).mean_return
+    finally:
+        evaluator.close()
 
 
 class _Reporter:
