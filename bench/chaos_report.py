@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from bench.chaos_hang import HangClaim
-from bench.chaos_plan import RESTART_ROLE, NamedHang, PSKill, Sample, growth_percent, render_table
+from bench.chaos_plan import RESTART_ROLE, NamedHang, PSKill, Sample, growth_percent, render_table, store_series
 
 HANG_NAMING_SLACK_S = 10.0  # a hang must be named within env.step_timeout_s and this
 GROWTH_LIMIT_PERCENT = 5.0
@@ -87,7 +87,7 @@ def judge(o: Outcome) -> list[Check]:
         _hang_named(o),
         _went_on(o),
         _growth(o, Target.RSS_GROWTH, "session RSS", [(s.minute, s.rss_bytes) for s in o.samples]),
-        _growth(o, Target.STORE_GROWTH, "object store bytes", [(s.minute, s.object_store_bytes) for s in o.samples]),
+        _growth(o, Target.STORE_GROWTH, *store_series(o.samples)),
         _ps_losses(o),
         check(
             Target.FINAL_EVAL,

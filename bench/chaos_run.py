@@ -3,9 +3,9 @@ a live Trainer and one that samples the session every minute, beside the driver'
 
 Actor processes are found by name through Ray's state API (`ray.util.state.list_actors` at the session's
 dashboard: a busy worker cannot answer a call of its own) and killed with SIGKILL. Memory: the RSS of every
-process of the Ray session and this driver, and the object store's used bytes from
-`ray._private.internal_api.memory_summary(stats_only=True)` (bench/soak.py's helpers; Ray 2.60 has no public
-call for the store's used bytes: `ray.available_resources` gives its capacity only)."""
+process of the Ray session and this driver, and the object store's bytes held by owners (primary copies) and in
+use, the least of STORE_READINGS readings, from `ray._private.internal_api`'s store stats (bench/soak.py's
+helpers; Ray 2.60 has no public call for them: `ray.available_resources` gives the capacity only)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import ray
 
 from bench.chaos_hang import pull_trigger
 from bench.chaos_plan import RESTART_ROLE, Event, Fault, NamedHang, PSKill, Sample, parse_hang, render_table
-from bench.soak import object_store_used_bytes, session_rss_bytes
+from bench.soak import object_store_stats, session_rss_bytes
 from ray_a3c.common.storage import checkpoint
 from ray_a3c.common.storage.keys import CKPT_COUNTERS
 from ray_a3c.common.wire.counters import PSCounters, PSStatus
@@ -30,6 +30,7 @@ CALL_TIMEOUT_S = 10.0  # a PS call from the soak: no answer means it is down (be
 SETTLE_TIMEOUT_S = 180.0  # before an event, the longest wait for the fleet to run whole again
 RECOVERY_TIMEOUT_S = 180.0  # after a PS kill, the longest wait for its recreation
 VERSION_POLL_S = 5.0  # the PS version history the allowance of a PS kill is read from
+STORE_READINGS = 5  # object-store readings per sample, 1 s apart; the sample keeps their least
 ALLOWANCE_SLACK_S = VERSION_POLL_S  # the checkpoint's age at a kill may pass the interval by a tick and a poll
 
 
@@ -279,12 +280,18 @@ class Sampler:
             if self._last_steps is not None:
                 fps = (steps - self._last_steps[1]) / max(now - self._last_steps[0], 1e-9)
             self._last_steps = (now, steps)
+        stores = []
+        for i in range(STORE_READINGS):  # the floor over a few seconds: a reading's in-flight bytes vary by the push
+            if i:
+                time.sleep(1.0)
+            stores.append(object_store_stats(self.gcs))
         return Sample(
             minute=round(now / 60, 2),
             return_100=trainer.summary.train_return_mean100,
             eval_return=trainer.summary.last_eval,
             rss_bytes=session_rss_bytes(self.session_name),
-            object_store_bytes=object_store_used_bytes(self.gcs),
+            object_store_bytes=min(st.used_bytes for st in stores),
+            object_store_pinned_bytes=min(st.pinned_bytes for st in stores),
             env_steps=steps,
             env_steps_per_s=fps,
             restarts=dict(trainer.fleet.restarts),

@@ -12,6 +12,7 @@ import re
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 from bench.common import machine, today, update_section
 
@@ -46,12 +47,26 @@ def session_rss_bytes(session_name: str) -> int:
     return sum(table[pid][2] for pid in members if pid in table)
 
 
-def object_store_used_bytes(address: str) -> int:
-    from ray._private.internal_api import memory_summary
+@dataclass(frozen=True)
+class StoreStats:
+    """The node's object store, exactly (the summary line rounds to whole MiB)."""
 
-    text = memory_summary(address=address, stats_only=True)  # explicit: other Ray instances may be running
-    match = re.search(r"Plasma memory usage (\d+(?:\.\d+)?) MiB", text)
-    return int(float(match.group(1)) * 2**20) if match else 0
+    used_bytes: int  # everything in the store: held objects, objects in flight, freed ones not yet deleted
+    pinned_bytes: int  # primary copies, the objects some owner still holds ("% needed" in `ray memory`)
+    objects: int
+
+
+def object_store_stats(address: str) -> StoreStats:
+    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+
+    stats = get_memory_info_reply(get_state_from_address(address)).store_stats  # explicit: other Rays may run
+    return StoreStats(
+        int(stats.object_store_bytes_used), int(stats.object_store_bytes_primary_copy), int(stats.num_local_objects)
+    )
+
+
+def object_store_used_bytes(address: str) -> int:
+    return object_store_stats(address).used_bytes
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import os
 import threading
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 from bench.chaos_hang import HangClaim, HangOnTrigger, pull_trigger, read_claims
@@ -21,6 +22,7 @@ from bench.chaos_plan import (
     parse_hang,
     planned_counts,
     render_table,
+    store_series,
 )
 from bench.chaos_report import Outcome, Verdict, judge, render_section
 from ray_a3c.common.reporting.errors import A3CError
@@ -77,16 +79,31 @@ def test_a_hang_line_reads_back_as_the_report_the_watchdog_named():
     assert parse_hang("worker-1 failed: RayActorError; restart #2 in 1s") is None
 
 
-def _sample(minute: float, rss: float, steps: int, restarts=None) -> Sample:
-    return Sample(minute, 70.0, 80.5, int(rss * 1e6), 3_000_000, steps, 1000.0, restarts or {}, 0)
+def _sample(minute: float, rss: float, steps: int, restarts=None, pinned: int | None = 2_000_000) -> Sample:
+    return Sample(minute, 70.0, 80.5, int(rss * 1e6), 3_000_000, steps, 1000.0, restarts or {}, 0, 0, pinned)
 
 
 def test_the_table_has_a_row_per_sample_and_keeps_every_nth_and_the_last():
     samples = [_sample(m, 3000 + m, m * 60_000, {"worker": m // 3, "ps": 0, "evaluator": 0}) for m in range(1, 8)]
     table = render_table(samples)
-    assert table.count("\n") == 2 + 6 and "| 7.0 | 70.0 | 80.5 | 3,007 | 3.0 | 1,000 | 2/0/0 | 0 | 0 |" in table
+    assert table.count("\n") == 2 + 6 and "| 7.0 | 70.0 | 80.5 | 3,007 | 2.0 / 3.0 | 1,000 | 2/0/0 | 0 | 0 |" in table
     kept = [line.split(" | ")[0] for line in render_table(samples, every=3).splitlines()[2:]]
     assert kept == ["| 3.0", "| 6.0", "| 7.0"]
+
+
+def test_the_store_target_judges_held_bytes_not_the_traffic_in_flight():
+    rng = np.random.default_rng(0)
+    samples = [_sample(m, 3000.0, m * 60_000) for m in range(1, 41)]
+    for s in samples:  # freed-not-deleted copies of a 2.7 MB push: 0-20 of them in any one reading
+        s.object_store_bytes = 17_000_000 + int(rng.integers(0, 20)) * 2_700_000
+    samples[9].object_store_bytes = 17_000_000  # minute 10 read right after a PS kill: no traffic
+    what, series = store_series(samples)
+    assert what == "object store bytes held" and growth_percent(series, 10) == 0.0
+    leaking = [dataclasses.replace(s, object_store_pinned_bytes=2_000_000 + int(s.minute) * 900_000) for s in samples]
+    assert growth_percent(store_series(leaking)[1], 10) > 100  # +0.9 MB a minute is seen
+    unsampled = [dataclasses.replace(s, object_store_pinned_bytes=None) for s in samples]  # older soaks' samples
+    what, series = store_series(unsampled)
+    assert what == "object store bytes in use" and series[0] == (1, samples[0].object_store_bytes)
 
 
 def _outcome(**changes) -> Outcome:
