@@ -19,17 +19,7 @@ import time
 
 import numpy as np
 
-
-def store_stats(address: str) -> dict:
-    """Exact counters of the node's object store (not the MiB-rounded summary line the soak parses)."""
-    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
-
-    stats = get_memory_info_reply(get_state_from_address(address)).store_stats
-    return {
-        "objects": int(stats.num_local_objects),
-        "used_mb": stats.object_store_bytes_used / 2**20,
-        "primary_mb": stats.object_store_bytes_primary_copy / 2**20,
-    }
+from bench.soak import object_store_stats
 
 
 def _wait_restarted(actor, timeout_s: float = 60.0) -> None:
@@ -99,7 +89,8 @@ def main(argv=None) -> int:
             except ray.exceptions.RayError:
                 pass  # the loop the kill cut short
         time.sleep(3.0)  # the raylet deletes freed objects in batches
-        after = store_stats(address)
+        store = object_store_stats(address)
+        after = {"objects": store.objects, "used_mb": store.used_bytes / 2**20, "pinned_mb": store.pinned_bytes / 2**20}
         for actor in (*callers, publisher):
             ray.kill(actor)
         time.sleep(3.0)
