@@ -19,7 +19,8 @@ def free_port() -> int:
 
 
 def main() -> None:
-    dashboard_port, metrics_port = int(sys.argv[1]), int(sys.argv[2])
+    # Ports of its own, so clusters of two test files (pytest-xdist runs files side by side) never collide.
+    dashboard_port, metrics_port = free_port(), free_port()
     # Agent ports of our own: a local Ray already running on this machine (the test session's) holds the default
     # 52365, and a head whose agent cannot bind it accepts no job ("No available agent to submit job").
     cluster = Cluster(

@@ -18,7 +18,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DASHBOARD_PORT, METRICS_PORT = 8299, 8399
 PROGRESS = re.compile(r"steps\s+([\d,]+) \|.*version\s+([\d,]+)")
 
 
@@ -26,7 +25,7 @@ PROGRESS = re.compile(r"steps\s+([\d,]+) \|.*version\s+([\d,]+)")
 def cluster():
     env = dict(os.environ, PYTHONPATH=ROOT, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     helper = subprocess.Popen(
-        [sys.executable, "-m", "tests.cluster_helper", str(DASHBOARD_PORT), str(METRICS_PORT)],
+        [sys.executable, "-m", "tests.cluster_helper"],
         cwd=ROOT,
         env=env,
         text=True,
@@ -116,8 +115,8 @@ def test_workers_spread_over_both_nodes_and_the_run_learns(cluster, tmp_path):
     assert run.finish()["reason"] == "solved"
 
 
-def scrape() -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10) as resp:
+def scrape(cluster) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster['metrics_port']}/metrics", timeout=10) as resp:
         return resp.read().decode()
 
 
@@ -136,7 +135,7 @@ def test_prometheus_endpoint_serves_the_project_metrics(cluster, tmp_path):
         metric(text, "ray_ps_version") > 0 and metric(text, "ray_perf_env_steps_per_s") > 100
     ):
         time.sleep(2)
-        text = scrape()
+        text = scrape(cluster)
     assert metric(text, "ray_ps_version") > 0, text[-2000:]
     assert metric(text, "ray_perf_env_steps_per_s") > 100
     assert metric(text, "ray_a3c_env_steps_total") > 1000  # a Counter
