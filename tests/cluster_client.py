@@ -73,6 +73,13 @@ class Run:
             assert time.time() < deadline, f"no '{needle}' in:\n" + "".join(self.lines)
             time.sleep(0.1)
 
+    def wait_for_checkpoint(self, timeout: float = 120) -> None:
+        """Until the run has written its first `ckpt-*` (a PS killed before it would start from scratch)."""
+        folder, deadline = os.path.join(self.run_dir, "checkpoints"), time.time() + timeout
+        while not os.path.isdir(folder) or not any(f.startswith("ckpt-") for f in os.listdir(folder)):
+            assert time.time() < deadline and self.proc.poll() is None, "".join(self.lines)
+            time.sleep(0.1)
+
     def finish(self, timeout: float = 300) -> dict:
         self.proc.wait(timeout=timeout)
         self._reader.join(timeout=10)

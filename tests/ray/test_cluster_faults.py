@@ -30,12 +30,7 @@ def test_killed_parameter_server_is_recreated_from_its_checkpoint(cluster, tmp_p
         f"run.checkpoint_interval_s={interval}",
         "algo.learning_rate=0.0002",
     )
-    deadline = time.time() + 120
-    while not os.path.isdir(os.path.join(run.run_dir, "checkpoints")) or not any(
-        f.startswith("ckpt-") for f in os.listdir(os.path.join(run.run_dir, "checkpoints"))
-    ):
-        assert time.time() < deadline and run.proc.poll() is None, "".join(run.lines)
-        time.sleep(0.1)
+    run.wait_for_checkpoint()
     os.kill(pid_of(cluster, "a3c:ps"), signal.SIGKILL)
     summary = run.finish()
     assert summary["reason"] == "solved" and summary["restarts"]["ps"] == 1, summary
@@ -66,11 +61,7 @@ def test_a_sharded_ps_spreads_over_both_nodes_and_survives_a_killed_shard(cluste
     run.wait_for("placement:")
     named = actors(cluster)
     assert named["a3c:ps"].node_id != named["a3c:ps-shard-1"].node_id, named
-    checkpoints = os.path.join(run.run_dir, "checkpoints")
-    deadline = time.time() + 120
-    while not os.path.isdir(checkpoints) or not any(f.startswith("ckpt-") for f in os.listdir(checkpoints)):
-        assert time.time() < deadline and run.proc.poll() is None, "".join(run.lines)
-        time.sleep(0.1)
+    run.wait_for_checkpoint()
     os.kill(named["a3c:ps-shard-1"].pid, signal.SIGKILL)
     summary = run.finish()
     assert summary["reason"] == "solved" and summary["restarts"]["ps"] == 1, summary
