@@ -223,7 +223,8 @@ class Fleet:
 
     def poll_placement(self) -> None:
         """Logs where every actor runs once all have started; names the ones the cluster cannot place."""
-        self.placement.poll(expected=len(self.workers) + len(self.ps_shards) + 1)
+        evaluators = 1 if self.config.run.evaluate else 0  # a run without one would never print the line
+        self.placement.poll(expected=len(self.workers) + len(self.ps_shards) + evaluators)
 
     # -- asynchronous worker loops -----------------------------------------------------------------------
     def start_loops(self) -> None:
