@@ -41,18 +41,16 @@ CASES = {
     "lstm": {"env.id": "CartPole-v1", "model.hidden_sizes": [16], "model.lstm_size": 8, "model.shared_trunk": True},
 }
 
-# Runs in a fresh interpreter where `import ray_a3c` fails: the files must stand alone. Arguments: the inputs'
-# npz, then (format, file) pairs; one interpreter plays every format, so the test pays one start per case.
+# Runs in a fresh interpreter where `import ray_a3c` fails: the files must stand alone. Argument: a JSON file of
+# {case: {"inputs": npz, "files": [[format, file], ...]}}; one interpreter plays every case and format, so the
+# module pays one interpreter start (torch, onnxruntime) in all.
 RUNNER = r"""
 import json, sys
 sys.modules["ray_a3c"] = None
 import numpy as np
-data = np.load(sys.argv[1])
-names = [k for k in data.files if k not in ("h", "c")]  # the graph's observation inputs, in order
-steps, recurrent = len(data[names[0]]), "h" in data
 
 
-def play_onnx(path):
+def play_onnx(path, data, names, steps, recurrent):
     import onnxruntime
     session = onnxruntime.InferenceSession(path)
     h, c = (data["h"], data["c"]) if recurrent else (None, None)
@@ -68,7 +66,7 @@ def play_onnx(path):
     return actions
 
 
-def play_pt2(path):
+def play_pt2(path, data, names, steps, recurrent):
     import torch
     policy = torch.export.load(path).module()
     state = (torch.as_tensor(data["h"]), torch.as_tensor(data["c"])) if recurrent else ()
@@ -81,8 +79,13 @@ def play_pt2(path):
     return actions
 
 
-pairs = sys.argv[2:]
-played = {fmt: {"onnx": play_onnx, "pt2": play_pt2}[fmt](path) for fmt, path in zip(pairs[::2], pairs[1::2])}
+played = {}
+for case, spec in json.load(open(sys.argv[1])).items():
+    data = np.load(spec["inputs"])
+    names = [k for k in data.files if k not in ("h", "c")]  # the graph's observation inputs, in order
+    steps, recurrent = len(data[names[0]]), "h" in data
+    players = {"onnx": play_onnx, "pt2": play_pt2}
+    played[case] = {fmt: players[fmt](path, data, names, steps, recurrent) for fmt, path in spec["files"]}
 imported = any(name.startswith("ray_a3c") for name, module in sys.modules.items() if module)
 print(json.dumps({"actions": played, "ray_a3c_imported": imported}))
 """
@@ -120,9 +123,9 @@ def reference_actions(run_dir: str, observations: list):
     return np.stack(actions), policy
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_exported_policy_acts_like_load_policy_without_ray_a3c(case, tmp_path, capsys):
-    run = make_run(str(tmp_path), case, **CASES[case])
+def exported_case(case: str, root) -> tuple[np.ndarray, dict]:
+    """A run of `case`, its policy's actions on recorded observations, and its exports' spec for RUNNER."""
+    run = make_run(str(root), case, **CASES[case])
     observations = recorded_observations(run)
     expected, policy = reference_actions(run, observations)
     if policy.graph.continuous:
@@ -135,19 +138,36 @@ def test_exported_policy_acts_like_load_policy_without_ray_a3c(case, tmp_path, c
     }
     if policy.recurrent:
         data["h"], data["c"] = policy.initial_state()
-    inputs = str(tmp_path / "inputs.npz")
+    inputs = str(root / f"{case}-inputs.npz")
     np.savez(inputs, **data)
     files = []
     for fmt in ("onnx", "pt2"):
-        out = str(tmp_path / f"{case}.{fmt}")
+        out = str(root / f"{case}.{fmt}")
         assert main(["export", run, "--format", fmt, "--out", out]) == 0
-        files += [fmt, out]
-    proc = subprocess.run([sys.executable, "-c", RUNNER, inputs, *files], capture_output=True, text=True, timeout=300)
+        files.append([fmt, out])
+    return expected, {"inputs": inputs, "files": files}
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory) -> dict:
+    """case -> (load_policy's actions, what the exported files did in an interpreter without ray_a3c)."""
+    root = tmp_path_factory.mktemp("export")
+    cases = {case: exported_case(case, root) for case in CASES}
+    spec = root / "cases.json"
+    spec.write_text(json.dumps({case: files for case, (_, files) in cases.items()}))
+    proc = subprocess.run([sys.executable, "-c", RUNNER, str(spec)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert not result["ray_a3c_imported"] and set(result["actions"]) == {"onnx", "pt2"}
-    for fmt, actions in result["actions"].items():
-        got = np.asarray(actions, np.float64).reshape(expected.shape)
+    assert not result["ray_a3c_imported"]
+    return {case: (expected, result["actions"][case]) for case, (expected, _) in cases.items()}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_exported_policy_acts_like_load_policy_without_ray_a3c(case, played):
+    expected, actions = played[case]
+    assert set(actions) == {"onnx", "pt2"}
+    for fmt, taken in actions.items():
+        got = np.asarray(taken, np.float64).reshape(expected.shape)
         np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"{case} {fmt}")
 
 
