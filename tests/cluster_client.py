@@ -67,11 +67,20 @@ class Run:
         self._reader.start()
 
     def wait_for(self, needle: str, timeout: float = 120) -> None:
+        self.wait_until(lambda: any(needle in line for line in self.lines), f"'{needle}'", timeout)
+
+    def wait_until(self, done, what: str, timeout: float = 120) -> None:
+        """Until `done()` holds; fails naming `what` if the run ends or `timeout` passes first."""
         deadline = time.time() + timeout
-        while not any(needle in line for line in self.lines):
-            assert self.proc.poll() is None or any(needle in line for line in self.lines), "".join(self.lines)
-            assert time.time() < deadline, f"no '{needle}' in:\n" + "".join(self.lines)
+        while not done():
+            assert self.proc.poll() is None or done(), f"the run ended before {what}:\n" + "".join(self.lines)
+            assert time.time() < deadline, f"no {what} after {timeout:g}s in:\n" + "".join(self.lines)
             time.sleep(0.1)
+
+    def versions(self, lines: list[str] | None = None) -> list[int]:
+        """The PS versions the progress lines (so far, or of `lines`) showed, in order (0 before any)."""
+        found = self.lines[:] if lines is None else lines
+        return [0] + [int(m.group(2).replace(",", "")) for m in map(PROGRESS.search, found) if m]
 
     def wait_for_checkpoint(self, timeout: float = 120) -> None:
         """Until the run has written its first `ckpt-*` (a PS killed before it would start from scratch)."""
@@ -80,11 +89,12 @@ class Run:
             assert time.time() < deadline and self.proc.poll() is None, "".join(self.lines)
             time.sleep(0.1)
 
-    def finish(self, timeout: float = 300) -> dict:
+    def finish(self, timeout: float = 300, code: int = 0) -> dict:
+        """Waits for the run's end (exit `code`: 130 after a SIGTERM) -> its summary line."""
         self.proc.wait(timeout=timeout)
         self._reader.join(timeout=10)
         out = "".join(self.lines)
-        assert self.proc.returncode == 0, out
+        assert self.proc.returncode == code, out
         self.assert_counters_never_go_backwards()
         return json.loads(self.lines[-1])
 

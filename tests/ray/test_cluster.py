@@ -82,6 +82,7 @@ def test_a_single_file_env_module_only_the_driver_has_trains_on_the_cluster(clus
         "20000",
         "--set",
         "run.stop_return=null",
+        "run.evaluate=false",
         pythonpath=ROOT + os.pathsep + str(own),
     )
     summary = run.finish()
@@ -111,40 +112,36 @@ def test_submit_runs_a_job_that_succeeds(cluster, tmp_path):
     assert os.path.isdir(tmp_path / "job" / "checkpoints")
 
 
-def test_killed_worker_is_restarted_and_the_run_solves(cluster, tmp_path):
-    # 300, not CartPole's 475 confirmed over 100 greedy episodes: the kill reorders every later gradient, and once
-    # in CI a run ended its 600k steps unconfirmed at 475; 300 still needs learning after the restart (random: ~22)
-    run = Run(cluster, tmp_path, "--stop-return", "300", "--total-env-steps", "600000")
-    run.wait_for("steps/s")
-    os.kill(pid_of(cluster, "a3c:worker-1"), signal.SIGKILL)
-    summary = run.finish()
-    progress = [line for line in run.lines if "steps/s" in line][-5:]
-    assert summary["reason"] == "solved" and summary["restarts"]["worker"] >= 1, (summary, progress)
-    assert any("worker-1 failed" in line for line in run.lines)
-
-
-def test_hung_worker_is_replaced_and_crashed_evaluator_restarts(cluster, tmp_path):
-    # A fixed time, not a stop return: the other worker alone may solve CartPole before the timeout fires.
+def test_killed_and_hung_workers_are_replaced_and_a_crashed_evaluator_restarts(cluster, tmp_path):
+    """One run, three faults: worker-0 stopped (alive but silent: only cluster.worker_timeout_s can tell), the
+    evaluator and then worker-1 killed. Each is replaced, training goes on past the last, and SIGTERM ends the run
+    (so it lasts as long as the faults take; the time limit is only a bound)."""
     run = Run(
         cluster,
         tmp_path,
         "--time-limit",
-        "20",
+        "90",
         "--set",
         "run.stop_return=null",
         "cluster.worker_timeout_s=3",
         "env.step_timeout_s=0",  # must be below the worker timeout; the env watchdog is not what this tests
         "run.eval_interval_s=1",
     )
-    run.wait_for("placement:")
+    run.wait_for("placement:")  # printed once every actor, the evaluator too, runs
     named = actors(cluster)
-    os.kill(named["a3c:worker-0"].pid, signal.SIGSTOP)  # alive but silent: only the timeout can tell
+    os.kill(named["a3c:worker-0"].pid, signal.SIGSTOP)
     os.kill(named["a3c:eval"].pid, signal.SIGKILL)
-    summary = run.finish()
-    assert summary["reason"] == "time_limit", summary
-    assert summary["restarts"]["worker"] >= 1 and summary["restarts"]["evaluator"] >= 1, summary
+    run.wait_for("worker-0 sent nothing")
+    os.kill(pid_of(cluster, "a3c:worker-1"), signal.SIGKILL)
+    run.wait_for("worker-1 failed")
+    run.wait_for("worker-0 failed")
+    after_faults = run.versions()[-1]
+    run.wait_until(lambda: run.versions()[-1] >= after_faults + 100, "training going on after the faults")
+    run.proc.send_signal(signal.SIGTERM)
+    summary = run.finish(code=130)
+    assert summary["reason"] == "interrupted", summary
+    assert summary["restarts"]["worker"] >= 2 and summary["restarts"]["evaluator"] >= 1, summary
     assert any("evaluator failed" in line for line in run.lines)
-    assert any("worker-0 sent nothing" in line for line in run.lines)
 
 
 def test_a_registered_pixel_env_of_the_users_package_trains_on_the_cluster(cluster, tmp_path):
@@ -171,7 +168,7 @@ def test_a_run_the_two_nodes_cannot_hold_ends_with_one_error_in_time(cluster, tm
     cluster.start_timeout_s + 30 s."""
     t0 = time.time()
     args = ["--address", cluster["address"], "--run-dir", str(tmp_path / "run"), "--num-workers", "8"]
-    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "train", *args, "--set", "cluster.start_timeout_s=10"]
+    cmd = [sys.executable, "-m", "ray_a3c.cluster.cli", "train", *args, "--set", "cluster.start_timeout_s=3"]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -180,4 +177,4 @@ def test_a_run_the_two_nodes_cannot_hold_ends_with_one_error_in_time(cluster, tm
         len(errors) == 1 and "cannot hold the run's actors together" in errors[0] and "{CPU: 9.5} in all" in errors[0]
     ), proc.stderr[-2000:]
     assert "steps/s" not in proc.stdout
-    assert time.time() - t0 < 10 + 30
+    assert time.time() - t0 < 3 + 30

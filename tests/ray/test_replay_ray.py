@@ -13,12 +13,12 @@ pytestmark = pytest.mark.integration
 
 def test_an_async_cartpole_run_replays_to_its_final_weights(ray_session, tmp_path, capsys):
     run_dir = str(tmp_path / "run")
-    args = ["train", "cartpole", "--num-workers", "2", "--total-env-steps", "21000", "--seed", "3"]
+    args = ["train", "cartpole", "--num-workers", "2", "--total-env-steps", "12000", "--seed", "3"]
     overrides = ["run.evaluate=false", "run.stop_return=null", "env.num_envs_per_worker=2", "run.log_interval_s=1"]
     assert main([*args, "--run-dir", run_dir, "--set", *overrides]) == 0
     log = read_log(os.path.join(run_dir, LOG_FILE))
     updates = log.updates
-    assert len(updates) >= 2000 and len(log.headers) == 1
+    assert len(updates) >= 1100 and len(log.headers) == 1
     switches = sum(a.rank != b.rank for a, b in zip(updates, updates[1:], strict=False))
     assert switches > len(updates) // 10, "the two workers' packets interleave, as async pushes do"
     kinds = [kind for kind, _ in log.digests]
