@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on this machine, under faults that need more than one node: a killed parameter
-server or PS shard, a removed node, node aggregation with a killed aggregator, a sharded PS behind aggregators.
+server, a removed node, node aggregation with a killed aggregator, a sharded PS behind aggregators with a killed
+shard.
 
 The tests run in order on one cluster: the node removal, then two nodes added for the aggregation tests. Placement,
 jobs, metrics and single-worker faults are in test_cluster.py, on a cluster of its own.
@@ -28,7 +29,6 @@ def test_killed_parameter_server_is_recreated_from_its_checkpoint(cluster, tmp_p
         "1500000",
         "--set",
         f"run.checkpoint_interval_s={interval}",
-        "algo.learning_rate=0.0002",
     )
     run.wait_for_checkpoint()
     os.kill(pid_of(cluster, "a3c:ps"), signal.SIGKILL)
@@ -43,36 +43,8 @@ def test_killed_parameter_server_is_recreated_from_its_checkpoint(cluster, tmp_p
     assert summary["lost_updates"] <= fastest * interval * 1.5 + 20, (summary, fastest)
 
 
-def test_a_sharded_ps_spreads_over_both_nodes_and_survives_a_killed_shard(cluster, tmp_path):
-    """learner.num_shards=2: the shards land on different nodes; SIGKILL the one that is not the lead mid-run:
-    it is recreated from its part of the newest checkpoint, the workers find it again, the run solves, and the
-    env steps the lead counted are exactly the ones the workers delivered."""
-    run = Run(
-        cluster,
-        tmp_path,
-        "--stop-return",
-        "300",
-        "--total-env-steps",
-        "1500000",
-        "--set",
-        "learner.num_shards=2",
-        "run.checkpoint_interval_s=1.5",
-    )
-    run.wait_for("placement:")
-    named = actors(cluster)
-    assert named["a3c:ps"].node_id != named["a3c:ps-shard-1"].node_id, named
-    run.wait_for_checkpoint()
-    os.kill(named["a3c:ps-shard-1"].pid, signal.SIGKILL)
-    summary = run.finish()
-    assert summary["reason"] == "solved" and summary["restarts"]["ps"] == 1, summary
-    assert summary["worker_env_steps"] == summary["env_steps"], summary
-    assert any("parameter-server shard(s) [1] died" in line for line in run.lines), "".join(run.lines)
-
-
 def test_removed_node_takes_its_workers_down_and_the_run_still_solves(cluster, tmp_path):
-    run = Run(
-        cluster, tmp_path, "--stop-return", "300", "--total-env-steps", "1500000", "--set", "algo.learning_rate=0.0002"
-    )
+    run = Run(cluster, tmp_path, "--stop-return", "300", "--total-env-steps", "1500000")
     run.wait_for("steps/s")
     on_node = [n for n, a in actors(cluster).items() if a.node_id == cluster["worker_node_id"]]
     assert any(n.startswith("a3c:worker-") for n in on_node), on_node
@@ -126,11 +98,13 @@ def test_node_aggregation_on_three_nodes_survives_a_killed_aggregator(cluster, t
     assert any(f"aggregation: one aggregator on each of {len(agg_nodes)} node(s)" in line for line in run.lines)
 
 
-def test_a_sharded_ps_behind_node_aggregators_learns_and_counts_every_step_once(cluster, tmp_path):
-    """Runs after the aggregation test, on its nodes: learner.num_shards=2 with cluster.aggregate=node. Each
-    node's aggregator forwards one part per shard and hands its workers every shard's reply; checkpoints (one
-    consistent cut over the aggregates' members) are taken every 1.5 s while aggregates are in flight. The run
-    learns and the lead counted exactly the env steps the workers delivered."""
+def test_a_sharded_ps_behind_node_aggregators_survives_a_killed_shard_and_counts_every_step_once(cluster, tmp_path):
+    """Runs after the aggregation test, on its nodes: learner.num_shards=2 with cluster.aggregate=node. The
+    shards land on different nodes; each node's aggregator forwards one part per shard and hands its workers
+    every shard's reply; checkpoints (one consistent cut over the aggregates' members) are taken every 1.5 s
+    while aggregates are in flight. SIGKILL the shard that is not the lead once one is written: it is recreated
+    from its part of that checkpoint and the workers find it again. The run learns, and the lead counted exactly
+    the env steps the workers delivered."""
     run = Run(
         cluster,
         tmp_path,
@@ -147,14 +121,19 @@ def test_a_sharded_ps_behind_node_aggregators_learns_and_counts_every_step_once(
     )
     run.wait_for("placement:")
     named = actors(cluster)
-    assert {"a3c:ps", "a3c:ps-shard-1"} <= set(named), named
+    assert named["a3c:ps"].node_id != named["a3c:ps-shard-1"].node_id, named
     worker_nodes = {a.node_id for n, a in named.items() if n.startswith("a3c:worker-")}
     agg_nodes = {a.node_id for n, a in named.items() if n.startswith("a3c:agg-")}
     assert worker_nodes <= agg_nodes, (worker_nodes, agg_nodes)  # every worker pushes through its node's aggregator
+    run.wait_for_checkpoint()
+    before_kill = len(run.lines)
+    os.kill(named["a3c:ps-shard-1"].pid, signal.SIGKILL)
     summary = run.finish()
-    assert summary["reason"] == "solved", summary
+    assert summary["reason"] == "solved" and summary["restarts"]["ps"] == 1, summary
     assert summary["worker_env_steps"] == summary["env_steps"], summary
+    assert any("parameter-server shard(s) [1] died" in line for line in run.lines), "".join(run.lines)
     assert any("aggregation: one aggregator on each of" in line for line in run.lines), "".join(run.lines)
-    assert not any("checkpoint cut:" in line for line in run.lines), "".join(run.lines)  # no packet went missing
+    # no packet went missing from a cut while both shards lived (the killed one's own packets may)
+    assert not any("checkpoint cut:" in line for line in run.lines[:before_kill]), "".join(run.lines)
     checkpoints = os.listdir(os.path.join(run.run_dir, "checkpoints"))
     assert sum(f.startswith("ckpt-") for f in checkpoints) >= 1, checkpoints
