@@ -62,6 +62,9 @@ class Trainer:
         self.ray_metrics: RayMetrics | None = None
         self._last_counters = PSStatus.from_dict((resume_state or {}).get(CKPT_COUNTERS))
         self._first_version = self._last_counters.version
+        # the highest totals any answer of the PS showed (its polls and the log's pull_stats): a recreated PS
+        # starts from no lower, so no progress line or metric ever goes back
+        self._seen_counters = self._last_counters.totals()
         self.t0: float | None = None  # when the workers were started
         self._t0_epoch = 0.0  # the same moment on the wall clock (the PS stamps snapshots with it)
         self._last_log = self._last_ckpt = 0.0
@@ -133,7 +136,7 @@ class Trainer:
             except (RayActorError, GetTimeoutError):
                 if self.fleet.ps_alive():
                     raise
-                self.fleet.recover_ps(self._last_counters)
+                self.fleet.recover_ps(self._seen_counters)
                 self._queued_round = None
                 self._log_state = (time.perf_counter(), self._counters())
                 continue
@@ -155,6 +158,7 @@ class Trainer:
 
     def _note_counters(self, counters: PSStatus) -> None:
         self._last_counters = counters
+        self._seen_counters = self._seen_counters.highest(counters)
         if self.summary.first_gradient_s is None and counters.version > self._first_version:
             self.summary.first_gradient_s = process_age_s()
             self._say(f"first gradient applied {self.summary.first_gradient_s:.1f}s after the command started")
@@ -196,7 +200,7 @@ class Trainer:
                 self._kill_hung(current[1])
             else:
                 self._count_failed(current[1])
-            self.fleet.repair_after_sync_failure(self._last_counters)
+            self.fleet.repair_after_sync_failure(self._seen_counters)
             return self._counters()
         self._note_counters(result.counters)
         return result.counters
@@ -252,6 +256,7 @@ class Trainer:
     def _log(self, now: float) -> None:
         self._write_snapshots()
         stats = self._ps_call("pull_stats")
+        self._seen_counters = self._seen_counters.highest(stats)  # it may be newer than the last poll
         t_prev, c_prev = self._log_state
         dt = max(now - t_prev, 1e-9)
         fps = (stats.env_steps - c_prev.env_steps) / dt

@@ -36,6 +36,12 @@ class PSCounters:
         """The running totals alone (a PSStatus or WindowStats carries more)."""
         return PSCounters(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PSCounters)})
 
+    def highest(self, other: PSCounters) -> PSCounters:
+        """Each total's larger value of the two: the highest counters seen across answers of one PS."""
+        return PSCounters(
+            **{f.name: max(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(PSCounters)}
+        )
+
     def raise_to(self, floor: PSCounters) -> None:
         """Never below `floor` (the last totals seen before a crash): env steps really taken stay counted, and
         the version jumps past every version handed out before, so no packet from lost weights passes as fresh."""

@@ -223,6 +223,24 @@ def test_restore_with_counter_floor_never_goes_backwards(tmp_path):
     assert restored.apply_gradients(stale).accepted  # lag 2: within max_policy_lag, not mistaken as fresh
 
 
+def test_the_floor_is_the_highest_of_every_answer_so_a_restore_never_shows_less_than_a_log_line(tmp_path):
+    """The driver polls get_counters every tick and pull_stats every log line; a packet counted between the two
+    makes the log line newer than the poll. The floor is each total's highest over both answers, so a PS
+    restored from it shows no fewer env steps than the last progress line did."""
+    ps = make_ps()
+    grad = np.ones(num_params(ps.model), np.float32)
+    ps.apply_gradients(packet(ps, grad))
+    saved, polled = ps.state_dict(), ps.get_counters()
+    ps.apply_gradients(packet(ps, grad))
+    logged = ps.pull_stats()
+    assert logged.env_steps > polled.env_steps
+    floor = PSCounters().highest(polled).highest(logged)
+    assert floor == logged.totals() and polled.highest(logged) == logged.totals()
+    restored = make_ps()
+    restored.load_state_dict(saved, counter_floor=floor)
+    assert restored.counters.env_steps == logged.env_steps and restored.version == logged.version + 1
+
+
 def _model_from(state):
     ps = make_ps()
     ps.model.load_state_dict(state["model"])
