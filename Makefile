@@ -21,11 +21,8 @@ install: $(STAMP)
 train: $(STAMP)
 	$(BIN)/a3c train cartpole
 
-# Two test processes (pytest-xdist), a file each at a time: Ray tests wait on process starts and restarts, so two
-# share CI's 2 cores better than one (1.34x measured); each file keeps its own Ray and cluster fixtures.
-TEST_PROCESSES ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

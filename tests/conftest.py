@@ -41,22 +41,6 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
-# The longest files first: under two test processes (`make test`) each is handed whole files in this order, so
-# neither is left alone at the end with a two-minute cluster file. The rest keep their order, and so do the tests
-# of a file (test_cluster_faults.py's depend on theirs).
-LONGEST_FILES_FIRST = (
-    "tests/ray/test_cluster_faults.py",
-    "tests/ray/test_cluster.py",
-    "tests/ray/test_integration.py",
-    "tests/ray/test_faults_ray.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {path: i for i, path in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # a stable sort
-
-
 FUZZ_CASES = pytest.StashKey[Counter]()
 
 
@@ -64,22 +48,6 @@ FUZZ_CASES = pytest.StashKey[Counter]()
 def fuzz_cases(request) -> Counter:
     """(kind, outcome) -> generated inputs the fuzz suite tried; reported at the end of the session."""
     return request.config.stash.setdefault(FUZZ_CASES, Counter())
-
-
-def pytest_sessionfinish(session):
-    """Under pytest-xdist (`make test` runs two processes) a worker hands its fuzz counts to the controller,
-    which prints the summary."""
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:
-        cases = session.config.stash.get(FUZZ_CASES, Counter())
-        workeroutput["fuzz_cases"] = [[kind, outcome, n] for (kind, outcome), n in cases.items()]
-
-
-@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without the plugin
-def pytest_testnodedown(node, error):
-    cases = node.config.stash.setdefault(FUZZ_CASES, Counter())
-    for kind, outcome, n in getattr(node, "workeroutput", {}).get("fuzz_cases", []):
-        cases[(kind, outcome)] += n
 
 
 def pytest_terminal_summary(terminalreporter):
