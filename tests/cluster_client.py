@@ -77,17 +77,22 @@ class Run:
             assert time.time() < deadline, f"no {what} after {timeout:g}s in:\n" + "".join(self.lines)
             time.sleep(0.1)
 
-    def versions(self, lines: list[str] | None = None) -> list[int]:
-        """The PS versions the progress lines (so far, or of `lines`) showed, in order (0 before any)."""
-        found = self.lines[:] if lines is None else lines
-        return [0] + [int(m.group(2).replace(",", "")) for m in map(PROGRESS.search, found) if m]
+    def versions(self) -> list[int]:
+        """The PS versions the progress lines so far showed, in order (0 before any)."""
+        return [0] + [version for _, version in self.progress()]
+
+    def progress(self) -> list[tuple[int, int]]:
+        """(env steps, version) of every progress line so far."""
+        return [tuple(int(g.replace(",", "")) for g in m.groups()) for m in map(PROGRESS.search, self.lines[:]) if m]
 
     def wait_for_checkpoint(self, timeout: float = 120) -> None:
         """Until the run has written its first `ckpt-*` (a PS killed before it would start from scratch)."""
-        folder, deadline = os.path.join(self.run_dir, "checkpoints"), time.time() + timeout
-        while not os.path.isdir(folder) or not any(f.startswith("ckpt-") for f in os.listdir(folder)):
-            assert time.time() < deadline and self.proc.poll() is None, "".join(self.lines)
-            time.sleep(0.1)
+        folder = os.path.join(self.run_dir, "checkpoints")
+
+        def written() -> bool:
+            return os.path.isdir(folder) and any(f.startswith("ckpt-") for f in os.listdir(folder))
+
+        self.wait_until(written, "first checkpoint", timeout)
 
     def finish(self, timeout: float = 300, code: int = 0) -> dict:
         """Waits for the run's end (exit `code`: 130 after a SIGTERM) -> its summary line."""
@@ -99,7 +104,7 @@ class Run:
         return json.loads(self.lines[-1])
 
     def assert_counters_never_go_backwards(self) -> None:
-        points = [tuple(int(g.replace(",", "")) for g in m.groups()) for m in map(PROGRESS.search, self.lines) if m]
+        points = self.progress()
         assert len(points) >= 2
         for (s0, v0), (s1, v1) in zip(points, points[1:], strict=False):
             assert s1 >= s0 and v1 >= v0, f"counters went backwards: {(s0, v0)} -> {(s1, v1)}"
